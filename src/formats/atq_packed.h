@@ -21,8 +21,8 @@
 
 namespace atq {
 
-// Bits per code for atq types (2 for ternary2, 1.6 for ternary1.6, b for uniform).
-int UniformBits(QuantType type);  // b for kUniform*; throws for other types
+// b for atq's uniform b-bit types; throws atq::Error for any other type.
+int UniformBits(QuantType type);
 bool IsAsymmetric(QuantType type);
 
 int64_t GroupsPerRow(const Layout& layout);    // 1 for tensor/channel granularity
@@ -42,6 +42,8 @@ struct AtqCodes {
 
 // Packs codes; throws atq::Error when a code is out of range for the type or sizes do not match the layout.
 void PackAtq(const Layout& layout, const AtqCodes& codes, uint8_t* dst);
+// Throws atq::Error on bytes that hold no valid code (ternary2 bits 11, a ternary1.6 byte above 242, a zero
+// point above 2^b - 1); so does DequantizeAtq.
 AtqCodes UnpackAtq(const Layout& layout, const uint8_t* src);
 
 // Reference quantizers (the format's default grid):

@@ -42,7 +42,8 @@ struct BlockTQ2_0 {
 static_assert(sizeof(BlockTQ2_0) == 66, "TQ2_0 block must match ggml");
 
 // Reference quantizers and dequantizers over whole layouts (layout.cols a multiple of the block size;
-// the caller, atq::Quantize, checks that and rejects NaN/Inf before calling).
+// the caller, atq::Quantize, checks that and rejects NaN/Inf before calling). The quantizers throw atq::Error
+// where a block's scale overflows float16 (llama.cpp would store Inf); otherwise their bytes are llama.cpp's.
 void QuantizeQ8_0(const Layout& layout, const float* src, uint8_t* dst);
 void DequantizeQ8_0(const Layout& layout, const uint8_t* src, float* dst);
 void QuantizeQ4_0(const Layout& layout, const float* src, uint8_t* dst);

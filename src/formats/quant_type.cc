@@ -31,10 +31,10 @@ void StoreUnaligned(uint8_t* p, T value) {
 int64_t Elements(const Layout& layout) { return layout.rows * layout.cols; }
 
 void QuantizeF32(const Layout& layout, const float* src, uint8_t* dst) {
-  std::memcpy(dst, src, static_cast<size_t>(Elements(layout)) * 4);
+  if (Elements(layout) > 0) std::memcpy(dst, src, static_cast<size_t>(Elements(layout)) * 4);
 }
 void DequantizeF32(const Layout& layout, const uint8_t* src, float* dst) {
-  std::memcpy(dst, src, static_cast<size_t>(Elements(layout)) * 4);
+  if (Elements(layout) > 0) std::memcpy(dst, src, static_cast<size_t>(Elements(layout)) * 4);
 }
 void QuantizeF16(const Layout& layout, const float* src, uint8_t* dst) {
   for (int64_t i = 0; i < Elements(layout); ++i) StoreUnaligned<uint16_t>(dst + 2 * i, F32ToF16(src[i]));

@@ -63,7 +63,7 @@ struct Layout {
   int64_t rows = 0;
   int64_t cols = 0;
   Granularity granularity = Granularity::kTensor;
-  int64_t group_size = 0;  // for kGroup: weights per group along a row; must divide nothing, the tail group is short
+  int64_t group_size = 0;  // for kGroup: weights per group along a row; need not divide cols (last group short)
 };
 
 struct TypeTraits;

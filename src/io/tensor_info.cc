@@ -23,9 +23,19 @@ int64_t CheckedElementCount(const std::vector<int64_t>& shape, const std::string
 Layout LayoutForShape(QuantType type, const std::vector<int64_t>& shape) {
   Layout layout;
   layout.type = type;
-  layout.cols = shape.empty() ? 1 : shape.back();
-  layout.rows = 1;
-  for (size_t i = 0; i + 1 < shape.size(); ++i) layout.rows *= shape[i];
+  if (shape.size() <= 1) {
+    layout.rows = 1;
+    layout.cols = shape.empty() ? 1 : shape[0];
+    return layout;
+  }
+  layout.rows = shape[0];
+  layout.cols = 1;
+  // A zero dim makes the whole tensor empty, but the other dims may still overflow cols: check each step.
+  for (size_t i = 1; i < shape.size(); ++i) {
+    Require(shape[i] >= 0 && (shape[i] == 0 || layout.cols <= INT64_MAX / shape[i]),
+            "shape {} does not fit a 64-bit layout", ShapeString(shape));
+    layout.cols *= shape[i];
+  }
   return layout;
 }
 

@@ -45,8 +45,7 @@ void Progress::Advance(int64_t amount, const std::string& status) {
   if (!status.empty()) status_ = status;
   const auto now = std::chrono::steady_clock::now();
   const double since_draw = std::chrono::duration<double>(now - last_draw_).count();
-  if (since_draw >= (interactive_ ? kTerminalIntervalSeconds : kPlainIntervalSeconds) ||
-      (total_ > 0 && done_ >= total_)) {
+  if (since_draw >= (interactive_ ? kTerminalIntervalSeconds : kPlainIntervalSeconds)) {
     last_draw_ = now;
     Draw(false);
   }

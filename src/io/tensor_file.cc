@@ -1,0 +1,102 @@
+// Opening any tensor file: GGUF by its magic, safetensors otherwise (file, index JSON or model folder).
+#include "io/tensor_file.h"
+
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <type_traits>
+#include <variant>
+
+#include "util/error.h"
+
+namespace atq {
+namespace {
+
+bool HasGgufMagic(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  char magic[4] = {};
+  return in.read(magic, 4) && std::memcmp(magic, "GGUF", 4) == 0;
+}
+
+nlohmann::json ArrayJson(const GgufArray& array, size_t max_elements);
+
+nlohmann::json ValueJson(const GgufValue& value, size_t max_elements) {
+  return std::visit(
+      [&](const auto& held) -> nlohmann::json {
+        using T = std::decay_t<decltype(held)>;
+        if constexpr (std::is_same_v<T, GgufArray>) {
+          return ArrayJson(held, max_elements);
+        } else {
+          // Strings may hold any bytes: dump with error_handler_t::replace.
+          return nlohmann::json(held);
+        }
+      },
+      value.variant());
+}
+
+nlohmann::json ArrayJson(const GgufArray& array, size_t max_elements) {
+  nlohmann::json elements = nlohmann::json::array();
+  std::visit(
+      [&](const auto& vector) {
+        for (size_t i = 0; i < vector.size() && i < max_elements; ++i) {
+          elements.push_back(ValueJson(GgufValue(vector[i]), max_elements));
+        }
+      },
+      array.elements());
+  if (array.size() <= max_elements) return elements;
+  return {{"type", std::string(GgufTypeName(array.element_type()))},
+          {"count", array.size()},
+          {"first", elements}};
+}
+
+}  // namespace
+
+TensorFile TensorFile::Open(const std::string& path) {
+  namespace fs = std::filesystem;
+  std::error_code error;
+  if (!fs::exists(path, error)) Fail("{}: no such file or folder", path);
+  TensorFile file;
+  file.path_ = path;
+  if (!fs::is_directory(path, error) && HasGgufMagic(path)) {
+    file.kind_ = TensorFileKind::kGguf;
+    file.gguf_ = std::make_unique<GgufFile>(GgufFile::Open(path));
+    for (const TensorInfo& info : file.gguf_->tensors()) {
+      file.tensors_.push_back({&info, file.gguf_->Data(info), path});
+    }
+    return file;
+  }
+  file.kind_ = TensorFileKind::kSafetensors;
+  file.safetensors_ = std::make_unique<SafetensorsCheckpoint>(SafetensorsCheckpoint::Open(path));
+  for (const CheckpointTensor& tensor : file.safetensors_->tensors()) {
+    file.tensors_.push_back({tensor.info, tensor.data, tensor.file->path()});
+  }
+  return file;
+}
+
+const TensorEntry* TensorFile::Find(std::string_view name) const {
+  for (const TensorEntry& entry : tensors_) {
+    if (entry.info->name == name) return &entry;
+  }
+  return nullptr;
+}
+
+nlohmann::json TensorFile::MetadataJson(size_t max_array_elements) const {
+  nlohmann::json out = nlohmann::json::object();
+  if (gguf_) {
+    for (const auto& [key, value] : gguf_->metadata()) out[key] = ValueJson(value, max_array_elements);
+  } else {
+    for (const auto& [key, value] : safetensors_->metadata()) out[key] = value;
+  }
+  return out;
+}
+
+std::string TensorFile::TypeName(const TensorInfo& info) { return GgmlTypeName(static_cast<uint32_t>(info.type)); }
+
+std::vector<float> ReadAsFloat(const TensorEntry& tensor) {
+  const TensorInfo& info = *tensor.info;
+  Require(FindTraits(static_cast<uint32_t>(info.type)) != nullptr, "{}: tensor '{}' has type {}, which atq cannot convert",
+          tensor.file, info.name, TensorFile::TypeName(info));
+  return Dequantize(info.layout, tensor.data, static_cast<int64_t>(info.nbytes));
+}
+
+}  // namespace atq

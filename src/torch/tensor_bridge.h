@@ -1,0 +1,28 @@
+// Moves tensors between atq's files (typed bytes, any format of the table) and libtorch.
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include <torch/types.h>
+
+#include "formats/quant_type.h"
+#include "io/tensor_info.h"
+
+namespace atq {
+
+// Copies a stored tensor into a new torch tensor of the given shape. Float and integer storage types keep
+// their dtype (f16 -> Half, i64 -> Long, bool -> Bool, ...); quantized types are dequantized to float32.
+torch::Tensor ToTorch(const TensorInfo& info, const uint8_t* data);
+
+// The bytes of `tensor` stored as `type` (quantized with the reference quantizer for quantized types;
+// `layout_template` supplies granularity and group size for atq's own types). Shapes follow LayoutForShape.
+std::vector<uint8_t> FromTorch(const torch::Tensor& tensor, QuantType type, const Layout& layout_template = {});
+
+// The storage type that keeps a torch tensor exactly (Float -> f32, Half -> f16, Long -> i64, ...).
+QuantType StorageTypeOf(torch::ScalarType dtype);
+
+// Sets libtorch's intra-op threads (Debian's libtorch starts with one); 0 means every core.
+void SetTorchThreads(int threads);
+
+}  // namespace atq

@@ -1,0 +1,72 @@
+#!/usr/bin/env bash
+# The CLI contract: exit status 0/1/2, --help on every command, clear errors, inspect on real fixture files.
+set -u
+atq="$1"
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+fixtures="${ATQ_FIXTURES:-$root/../shared/fixtures}"
+failures=0
+tmp="$(mktemp -d)"
+trap 'rm -rf "$tmp"' EXIT
+
+expect_status() {  # expected_status description command...
+  local expected="$1" what="$2"
+  shift 2
+  "$@" >"$tmp/out" 2>"$tmp/err"
+  local status=$?
+  if [ "$status" -ne "$expected" ]; then
+    echo "FAIL: $what: exit $status, expected $expected"
+    sed 's/^/  | /' "$tmp/out" "$tmp/err" | head -20
+    failures=$((failures + 1))
+  else
+    echo "ok: $what"
+  fi
+}
+expect_output() {  # pattern description (checks the last command's stdout+stderr)
+  if ! grep -q -E "$1" "$tmp/out" "$tmp/err"; then
+    echo "FAIL: $2: output lacks /$1/"
+    sed 's/^/  | /' "$tmp/out" "$tmp/err" | head -20
+    failures=$((failures + 1))
+  fi
+}
+
+expect_status 2 "no command is bad usage" "$atq"
+expect_status 0 "--help" "$atq" --help
+expect_status 0 "--version" "$atq" --version
+expect_status 2 "unknown command" "$atq" no-such-command
+expect_status 2 "unknown option" "$atq" formats --no-such-option
+commands=$("$atq" --help | awk 'tolower($0) ~ /^subcommands:/{on=1; next} on && /^  [a-z]/{print $1}')
+[ -n "$commands" ] || { echo "FAIL: no subcommands listed in --help"; failures=$((failures + 1)); }
+for command in $commands; do
+  expect_status 0 "$command --help" "$atq" "$command" --help
+done
+
+expect_status 0 "formats" "$atq" formats
+expect_output "tq2_0" "formats lists TQ2_0"
+expect_status 0 "formats --json" "$atq" formats --json
+python3 -c "import json,sys; rows=json.load(open('$tmp/out')); assert any(r['name']=='q4_0' and r['id']==2 for r in rows)" \
+  || { echo "FAIL: formats --json is not the table"; failures=$((failures + 1)); }
+
+expect_status 1 "inspect of a missing file" "$atq" inspect "$tmp/missing.safetensors"
+expect_output "missing.safetensors" "the error names the file"
+printf 'not a tensor file at all' >"$tmp/garbage.gguf"
+expect_status 1 "inspect of garbage" "$atq" inspect "$tmp/garbage.gguf"
+expect_output "garbage.gguf" "the error names the file"
+
+if [ -d "$fixtures" ]; then
+  expect_status 0 "inspect gpt2-mini (transformers safetensors)" "$atq" inspect "$fixtures/gpt2-mini/model"
+  expect_output "transformer.wte.weight" "inspect lists the embedding"
+  expect_status 0 "inspect stories260K q4_0 (llama.cpp GGUF)" "$atq" inspect --json "$fixtures/stories260K/stories260K-q4_0.gguf"
+  python3 -c "
+import json; d=json.load(open('$tmp/out'))
+assert d['metadata']['general.architecture']=='llama', d['metadata'].get('general.architecture')
+assert any(t['type']=='q4_0' for t in d['tensors'])
+" || { echo "FAIL: inspect --json of the q4_0 GGUF"; failures=$((failures + 1)); }
+  expect_status 0 "roundtrip on resnet18" "$atq" roundtrip "$fixtures/resnet18/model.safetensors" --types q8_0,t2,u4s --json "$tmp/rt.json"
+  python3 -c "import json; d=json.load(open('$tmp/rt.json')); assert len(d['formats'])==3" \
+    || { echo "FAIL: roundtrip --json"; failures=$((failures + 1)); }
+else
+  echo "skip: fixture checks ($fixtures not found; set ATQ_FIXTURES)"
+fi
+
+echo "$failures failure(s)"
+[ "$failures" -eq 0 ]

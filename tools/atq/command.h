@@ -1,0 +1,28 @@
+// The atq command table: each subcommand lives in its own file, declares its options once with CLI11 and
+// returns the function that runs it.
+#pragma once
+
+#include <functional>
+#include <vector>
+
+#include <CLI/CLI.hpp>
+
+namespace atq::cli {
+
+// Runs a parsed command; returns the process exit status (0 success, 1 failure).
+using RunFn = std::function<int()>;
+
+struct Command {
+  const char* name;
+  const char* help;
+  RunFn (*declare)(CLI::App& app);  // adds the command's options to `app`, returns its runner
+};
+
+const std::vector<Command>& AllCommands();
+
+RunFn DeclareVersion(CLI::App& app);
+RunFn DeclareFormats(CLI::App& app);
+RunFn DeclareInspect(CLI::App& app);
+RunFn DeclareRoundtrip(CLI::App& app);
+
+}  // namespace atq::cli

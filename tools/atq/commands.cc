@@ -1,0 +1,18 @@
+// The table of subcommands, in the order `atq --help` lists them.
+#include "command.h"
+
+namespace atq::cli {
+
+const std::vector<Command>& AllCommands() {
+  static const std::vector<Command> kCommands = {
+      {"inspect", "List the tensors, types, shapes, bytes and metadata of a safetensors/GGUF file or model folder",
+       DeclareInspect},
+      {"roundtrip", "Pack a tensor file through every format; print bits per weight, size and error",
+       DeclareRoundtrip},
+      {"formats", "Print the table of tensor formats", DeclareFormats},
+      {"version", "Print atq's version and build", DeclareVersion},
+  };
+  return kCommands;
+}
+
+}  // namespace atq::cli

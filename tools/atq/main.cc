@@ -1,0 +1,51 @@
+// atq: one binary, `atq <command>`. Exit status 0 success, 1 failure, 2 bad usage.
+#include <cstdio>
+#include <exception>
+#include <map>
+#include <string>
+
+#include <CLI/CLI.hpp>
+
+#include "command.h"
+#include "util/error.h"
+#include "util/log.h"
+
+int main(int argc, char** argv) {
+  using atq::cli::RunFn;
+  CLI::App app{"atq: ternary and low-bit quantization of neural networks"};
+  app.require_subcommand(1);
+  app.set_version_flag("--version", std::string("atq ") + ATQ_VERSION);
+  int verbosity = 0;
+  std::string log_level;
+  app.add_flag("-v,--verbose", verbosity, "More detail in the log (repeat for debug)");
+  app.add_option("--log-level", log_level, "error, warn, info or debug (default: $ATQ_LOG_LEVEL or info)");
+
+  std::map<CLI::App*, RunFn> runners;
+  for (const atq::cli::Command& command : atq::cli::AllCommands()) {
+    CLI::App* sub = app.add_subcommand(command.name, command.help);
+    runners[sub] = command.declare(*sub);
+  }
+
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& error) {
+    const int status = app.exit(error);
+    return status == 0 ? 0 : 2;
+  }
+
+  try {
+    if (!log_level.empty()) atq::SetLogLevel(atq::ParseLogLevel(log_level));
+    if (verbosity > 0) atq::SetLogLevel(verbosity > 1 ? atq::LogLevel::kDebug : atq::LogLevel::kInfo);
+    for (CLI::App* sub : app.get_subcommands()) return runners.at(sub)();
+    return 2;
+  } catch (const atq::UsageError& error) {
+    std::fprintf(stderr, "error: %s\nRun with --help for usage.\n", error.what());
+    return 2;
+  } catch (const atq::Error& error) {
+    std::fprintf(stderr, "error: %s\n", error.what());
+    return 1;
+  } catch (const std::exception& error) {
+    std::fprintf(stderr, "error: internal: %s\n", error.what());
+    return 1;
+  }
+}
