@@ -67,71 +67,72 @@ int64_t PlainBytes(const Layout& layout) {
 
 int64_t BlockBytes(const Layout& layout) {
   const TypeTraits& traits = Traits(layout.type);
-  Require(layout.cols % traits.block_size == 0,
-          "{} needs rows whose length is a multiple of {}, got {}", traits.name, traits.block_size, layout.cols);
+  Require(layout.cols % traits.block_size == 0, "{} needs rows whose length is a multiple of {}, got {}", traits.name,
+          traits.block_size, layout.cols);
   return layout.rows * (layout.cols / traits.block_size) * traits.bytes_per_block;
 }
 
 constexpr double kQ8Bpw = 8.5, kQ4Bpw = 4.5, kTQ1Bpw = 1.6875, kTQ2Bpw = 2.0625;
 
-#define ATQ_UNIFORM_ROW(bits, kind, suffix, desc)                                                       \
-  TypeTraits {                                                                                           \
-    QuantType::kUniform##bits##kind, "u" #bits suffix, TypeFamily::kUniform, 8, bits, bits, true, desc, \
-        QuantizeAtq, DequantizeAtq, AtqPackedBytes                                                       \
+#define ATQ_UNIFORM_ROW(bits, kind, suffix, desc)                                                                    \
+  TypeTraits {                                                                                                       \
+    QuantType::kUniform##bits##kind, "u" #bits suffix, TypeFamily::kUniform, 8, bits, bits, true, desc, QuantizeAtq, \
+        DequantizeAtq, AtqPackedBytes                                                                                \
   }
 
-const std::vector<TypeTraits> kTable = {
-    {QuantType::kF32, "f32", TypeFamily::kFloat, 1, 4, 32, false, "IEEE float32", QuantizeF32, DequantizeF32,
-     PlainBytes<4>},
-    {QuantType::kF16, "f16", TypeFamily::kFloat, 1, 2, 16, false, "IEEE float16", QuantizeF16, DequantizeF16,
-     PlainBytes<2>},
-    {QuantType::kQ4_0, "q4_0", TypeFamily::kGgmlBlock, kQK4_0, sizeof(BlockQ4_0), kQ4Bpw, true,
-     "llama.cpp Q4_0: 32 weights, f16 scale, 4-bit codes", QuantizeQ4_0, DequantizeQ4_0, BlockBytes},
-    {QuantType::kQ8_0, "q8_0", TypeFamily::kGgmlBlock, kQK8_0, sizeof(BlockQ8_0), kQ8Bpw, true,
-     "llama.cpp Q8_0: 32 weights, f16 scale, int8 codes", QuantizeQ8_0, DequantizeQ8_0, BlockBytes},
-    {QuantType::kI8, "i8", TypeFamily::kInteger, 1, 1, 8, false, "int8 (storage)", nullptr,
-     DequantizeInteger<int8_t>, PlainBytes<1>},
-    {QuantType::kI16, "i16", TypeFamily::kInteger, 1, 2, 16, false, "int16 (storage)", nullptr,
-     DequantizeInteger<int16_t>, PlainBytes<2>},
-    {QuantType::kI32, "i32", TypeFamily::kInteger, 1, 4, 32, false, "int32 (storage)", nullptr,
-     DequantizeInteger<int32_t>, PlainBytes<4>},
-    {QuantType::kI64, "i64", TypeFamily::kInteger, 1, 8, 64, false, "int64 (storage)", nullptr,
-     DequantizeInteger<int64_t>, PlainBytes<8>},
-    {QuantType::kF64, "f64", TypeFamily::kFloat, 1, 8, 64, false, "IEEE float64", QuantizeF64,
-     DequantizeInteger<double>, PlainBytes<8>},
-    {QuantType::kBF16, "bf16", TypeFamily::kFloat, 1, 2, 16, false, "bfloat16", QuantizeBF16, DequantizeBF16,
-     PlainBytes<2>},
-    {QuantType::kTQ1_0, "tq1_0", TypeFamily::kGgmlBlock, kQK_K, sizeof(BlockTQ1_0), kTQ1Bpw, true,
-     "llama.cpp TQ1_0: 256 ternary weights, base-3 packing, f16 scale", QuantizeTQ1_0, DequantizeTQ1_0,
-     BlockBytes},
-    {QuantType::kTQ2_0, "tq2_0", TypeFamily::kGgmlBlock, kQK_K, sizeof(BlockTQ2_0), kTQ2Bpw, true,
-     "llama.cpp TQ2_0: 256 ternary weights, 2-bit codes, f16 scale", QuantizeTQ2_0, DequantizeTQ2_0,
-     BlockBytes},
-    {QuantType::kU8, "u8", TypeFamily::kInteger, 1, 1, 8, false, "uint8 (storage)", nullptr,
-     DequantizeInteger<uint8_t>, PlainBytes<1>},
-    {QuantType::kBool, "bool", TypeFamily::kInteger, 1, 1, 8, false, "bool, one byte (storage)", nullptr,
-     DequantizeInteger<uint8_t>, PlainBytes<1>},
-    {QuantType::kTernary2, "t2", TypeFamily::kTernary, 4, 1, 2, true,
-     "atq ternary, 4 weights per byte, f32 scale per tensor/channel/group", QuantizeAtq, DequantizeAtq,
-     AtqPackedBytes},
-    {QuantType::kTernary1_6, "t1.6", TypeFamily::kTernary, 5, 1, 1.6, true,
-     "atq ternary, 5 weights per byte (base 3), f32 scale per tensor/channel/group", QuantizeAtq, DequantizeAtq,
-     AtqPackedBytes},
-    ATQ_UNIFORM_ROW(2, Sym, "s", "atq uniform 2-bit symmetric"),
-    ATQ_UNIFORM_ROW(3, Sym, "s", "atq uniform 3-bit symmetric"),
-    ATQ_UNIFORM_ROW(4, Sym, "s", "atq uniform 4-bit symmetric"),
-    ATQ_UNIFORM_ROW(5, Sym, "s", "atq uniform 5-bit symmetric"),
-    ATQ_UNIFORM_ROW(6, Sym, "s", "atq uniform 6-bit symmetric"),
-    ATQ_UNIFORM_ROW(7, Sym, "s", "atq uniform 7-bit symmetric"),
-    ATQ_UNIFORM_ROW(8, Sym, "s", "atq uniform 8-bit symmetric"),
-    ATQ_UNIFORM_ROW(2, Asym, "a", "atq uniform 2-bit asymmetric (scale + zero point)"),
-    ATQ_UNIFORM_ROW(3, Asym, "a", "atq uniform 3-bit asymmetric (scale + zero point)"),
-    ATQ_UNIFORM_ROW(4, Asym, "a", "atq uniform 4-bit asymmetric (scale + zero point)"),
-    ATQ_UNIFORM_ROW(5, Asym, "a", "atq uniform 5-bit asymmetric (scale + zero point)"),
-    ATQ_UNIFORM_ROW(6, Asym, "a", "atq uniform 6-bit asymmetric (scale + zero point)"),
-    ATQ_UNIFORM_ROW(7, Asym, "a", "atq uniform 7-bit asymmetric (scale + zero point)"),
-    ATQ_UNIFORM_ROW(8, Asym, "a", "atq uniform 8-bit asymmetric (scale + zero point)"),
-};
+// Built on first use (not at static initialization), so other TUs' static initializers can read it.
+std::vector<TypeTraits> MakeTable() {
+  return {
+      {QuantType::kF32, "f32", TypeFamily::kFloat, 1, 4, 32, false, "IEEE float32", QuantizeF32, DequantizeF32,
+       PlainBytes<4>},
+      {QuantType::kF16, "f16", TypeFamily::kFloat, 1, 2, 16, false, "IEEE float16", QuantizeF16, DequantizeF16,
+       PlainBytes<2>},
+      {QuantType::kQ4_0, "q4_0", TypeFamily::kGgmlBlock, kQK4_0, sizeof(BlockQ4_0), kQ4Bpw, true,
+       "llama.cpp Q4_0: 32 weights, f16 scale, 4-bit codes", QuantizeQ4_0, DequantizeQ4_0, BlockBytes},
+      {QuantType::kQ8_0, "q8_0", TypeFamily::kGgmlBlock, kQK8_0, sizeof(BlockQ8_0), kQ8Bpw, true,
+       "llama.cpp Q8_0: 32 weights, f16 scale, int8 codes", QuantizeQ8_0, DequantizeQ8_0, BlockBytes},
+      {QuantType::kI8, "i8", TypeFamily::kInteger, 1, 1, 8, false, "int8 (storage)", nullptr, DequantizeInteger<int8_t>,
+       PlainBytes<1>},
+      {QuantType::kI16, "i16", TypeFamily::kInteger, 1, 2, 16, false, "int16 (storage)", nullptr,
+       DequantizeInteger<int16_t>, PlainBytes<2>},
+      {QuantType::kI32, "i32", TypeFamily::kInteger, 1, 4, 32, false, "int32 (storage)", nullptr,
+       DequantizeInteger<int32_t>, PlainBytes<4>},
+      {QuantType::kI64, "i64", TypeFamily::kInteger, 1, 8, 64, false, "int64 (storage)", nullptr,
+       DequantizeInteger<int64_t>, PlainBytes<8>},
+      {QuantType::kF64, "f64", TypeFamily::kFloat, 1, 8, 64, false, "IEEE float64", QuantizeF64,
+       DequantizeInteger<double>, PlainBytes<8>},
+      {QuantType::kBF16, "bf16", TypeFamily::kFloat, 1, 2, 16, false, "bfloat16", QuantizeBF16, DequantizeBF16,
+       PlainBytes<2>},
+      {QuantType::kTQ1_0, "tq1_0", TypeFamily::kGgmlBlock, kQK_K, sizeof(BlockTQ1_0), kTQ1Bpw, true,
+       "llama.cpp TQ1_0: 256 ternary weights, base-3 packing, f16 scale", QuantizeTQ1_0, DequantizeTQ1_0, BlockBytes},
+      {QuantType::kTQ2_0, "tq2_0", TypeFamily::kGgmlBlock, kQK_K, sizeof(BlockTQ2_0), kTQ2Bpw, true,
+       "llama.cpp TQ2_0: 256 ternary weights, 2-bit codes, f16 scale", QuantizeTQ2_0, DequantizeTQ2_0, BlockBytes},
+      {QuantType::kU8, "u8", TypeFamily::kInteger, 1, 1, 8, false, "uint8 (storage)", nullptr,
+       DequantizeInteger<uint8_t>, PlainBytes<1>},
+      {QuantType::kBool, "bool", TypeFamily::kInteger, 1, 1, 8, false, "bool, one byte (storage)", nullptr,
+       DequantizeInteger<uint8_t>, PlainBytes<1>},
+      {QuantType::kTernary2, "t2", TypeFamily::kTernary, 4, 1, 2, true,
+       "atq ternary, 4 weights per byte, f32 scale per tensor/channel/group", QuantizeAtq, DequantizeAtq,
+       AtqPackedBytes},
+      {QuantType::kTernary1_6, "t1.6", TypeFamily::kTernary, 5, 1, 1.6, true,
+       "atq ternary, 5 weights per byte (base 3), f32 scale per tensor/channel/group", QuantizeAtq, DequantizeAtq,
+       AtqPackedBytes},
+      ATQ_UNIFORM_ROW(2, Sym, "s", "atq uniform 2-bit symmetric"),
+      ATQ_UNIFORM_ROW(3, Sym, "s", "atq uniform 3-bit symmetric"),
+      ATQ_UNIFORM_ROW(4, Sym, "s", "atq uniform 4-bit symmetric"),
+      ATQ_UNIFORM_ROW(5, Sym, "s", "atq uniform 5-bit symmetric"),
+      ATQ_UNIFORM_ROW(6, Sym, "s", "atq uniform 6-bit symmetric"),
+      ATQ_UNIFORM_ROW(7, Sym, "s", "atq uniform 7-bit symmetric"),
+      ATQ_UNIFORM_ROW(8, Sym, "s", "atq uniform 8-bit symmetric"),
+      ATQ_UNIFORM_ROW(2, Asym, "a", "atq uniform 2-bit asymmetric (scale + zero point)"),
+      ATQ_UNIFORM_ROW(3, Asym, "a", "atq uniform 3-bit asymmetric (scale + zero point)"),
+      ATQ_UNIFORM_ROW(4, Asym, "a", "atq uniform 4-bit asymmetric (scale + zero point)"),
+      ATQ_UNIFORM_ROW(5, Asym, "a", "atq uniform 5-bit asymmetric (scale + zero point)"),
+      ATQ_UNIFORM_ROW(6, Asym, "a", "atq uniform 6-bit asymmetric (scale + zero point)"),
+      ATQ_UNIFORM_ROW(7, Asym, "a", "atq uniform 7-bit asymmetric (scale + zero point)"),
+      ATQ_UNIFORM_ROW(8, Asym, "a", "atq uniform 8-bit asymmetric (scale + zero point)"),
+  };
+}
 #undef ATQ_UNIFORM_ROW
 
 std::string Lower(std::string_view text) {
@@ -153,10 +154,13 @@ void CheckLayout(const Layout& layout) {
 
 }  // namespace
 
-const std::vector<TypeTraits>& AllTypes() { return kTable; }
+const std::vector<TypeTraits>& AllTypes() {
+  static const std::vector<TypeTraits> table = MakeTable();
+  return table;
+}
 
 const TypeTraits* FindTraits(uint32_t id) {
-  for (const TypeTraits& row : kTable) {
+  for (const TypeTraits& row : AllTypes()) {
     if (static_cast<uint32_t>(row.type) == id) return &row;
   }
   return nullptr;
@@ -170,7 +174,7 @@ const TypeTraits& Traits(QuantType type) {
 
 std::optional<QuantType> ParseQuantType(std::string_view name) {
   const std::string wanted = Lower(name);
-  for (const TypeTraits& row : kTable) {
+  for (const TypeTraits& row : AllTypes()) {
     if (row.name == wanted) return row.type;
   }
   return std::nullopt;

@@ -1,0 +1,87 @@
+// gnuplot driver: one script with inline data blocks, run through `gnuplot` in a child process.
+#include "report/plot.h"
+
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <filesystem>
+
+#include <fmt/format.h>
+
+#include "io/atomic_file.h"
+#include "util/error.h"
+
+namespace atq {
+namespace {
+
+// gnuplot strings are single-quoted; a quote inside is doubled.
+std::string Quoted(const std::string& text) {
+  std::string out = "'";
+  for (char c : text) out += c == '\'' ? std::string("''") : std::string(1, c);
+  return out + "'";
+}
+
+}  // namespace
+
+std::string GnuplotScript(const PlotSpec& spec, const std::string& png_path) {
+  Require(!spec.series.empty(), "plot {}: nothing to draw", png_path);
+  std::string script = fmt::format(
+      "set terminal pngcairo size {},{} enhanced font 'Sans,11'\nset output {}\nset title {}\n"
+      "set xlabel {}\nset ylabel {}\nset grid ytics lc rgb '#dddddd'\nset key outside right top\n",
+      spec.width, spec.height, Quoted(png_path), Quoted(spec.title), Quoted(spec.x_label), Quoted(spec.y_label));
+  if (spec.log_x) script += "set logscale x 2\n";
+  const bool bars = !spec.categories.empty();
+  for (size_t s = 0; s < spec.series.size(); ++s) {
+    const PlotSeries& series = spec.series[s];
+    script += fmt::format("$series{} << EOD\n", s);
+    if (bars) {
+      Require(series.y.size() == spec.categories.size(), "plot {}: series '{}' has {} values for {} categories",
+              png_path, series.title, series.y.size(), spec.categories.size());
+      for (size_t k = 0; k < series.y.size(); ++k) {
+        script += fmt::format("{} {:.10g}\n", Quoted(spec.categories[k]), series.y[k]);
+      }
+    } else {
+      Require(series.x.size() == series.y.size(), "plot {}: series '{}' has {} x and {} y values", png_path,
+              series.title, series.x.size(), series.y.size());
+      for (size_t k = 0; k < series.x.size(); ++k) script += fmt::format("{:.10g} {:.10g}\n", series.x[k], series.y[k]);
+    }
+    script += "EOD\n";
+  }
+  if (bars) {
+    script += "set style data histograms\nset style histogram clustered gap 1\nset style fill solid 0.85 border -1\n"
+              "set boxwidth 0.9\nset xtics rotate by -30\nset yrange [0:*]\n";
+  }
+  script += "plot ";
+  for (size_t s = 0; s < spec.series.size(); ++s) {
+    if (s > 0) script += ", \\\n     ";
+    script += bars ? fmt::format("$series{} using 2:xtic(1) title {}", s, Quoted(spec.series[s].title))
+                   : fmt::format("$series{} using 1:2 with linespoints lw 2 pt 7 ps 0.6 title {}", s,
+                                 Quoted(spec.series[s].title));
+  }
+  return script + "\n";
+}
+
+void RenderPlot(const PlotSpec& spec, const std::string& png_path) {
+  const std::string temp_png = png_path + ".tmp.png";
+  const std::string script_path = png_path + ".gp.tmp";
+  WriteFileAtomically(script_path, GnuplotScript(spec, temp_png));
+  const std::string command = fmt::format("gnuplot {} 2>&1", Quoted(script_path));
+  std::FILE* pipe = ::popen(command.c_str(), "r");
+  if (pipe == nullptr) {
+    std::filesystem::remove(script_path);
+    Fail("{}: cannot start gnuplot", png_path);
+  }
+  std::string output;
+  char buffer[512];
+  while (std::fgets(buffer, sizeof(buffer), pipe) != nullptr) output += buffer;
+  const int status = ::pclose(pipe);
+  std::filesystem::remove(script_path);
+  if (status != 0 || !std::filesystem::exists(temp_png)) {
+    std::filesystem::remove(temp_png);
+    Fail("{}: gnuplot failed (is gnuplot-nox installed?): {}", png_path, output);
+  }
+  std::filesystem::rename(temp_png, png_path);
+}
+
+}  // namespace atq

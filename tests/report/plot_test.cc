@@ -1,0 +1,55 @@
+// Plots: the gnuplot script for known input, and a real PNG when gnuplot is installed.
+#include "report/plot.h"
+
+#include <unistd.h>
+
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+
+#include <gtest/gtest.h>
+
+#include "util/error.h"
+
+namespace atq {
+namespace {
+
+PlotSpec LineSpec() {
+  PlotSpec spec;
+  spec.title = "It's a curve";
+  spec.x_label = "epoch";
+  spec.y_label = "accuracy";
+  spec.series = {{"fp32", {1, 2, 3}, {0.5, 0.75, 0.875}}};
+  return spec;
+}
+
+TEST(Plot, ScriptCarriesDataAndEscapesQuotes) {
+  const std::string script = GnuplotScript(LineSpec(), "out.png");
+  EXPECT_NE(script.find("set output 'out.png'"), std::string::npos);
+  EXPECT_NE(script.find("set title 'It''s a curve'"), std::string::npos);
+  EXPECT_NE(script.find("$series0 << EOD\n1 0.5\n2 0.75\n3 0.875\nEOD\n"), std::string::npos);
+}
+
+TEST(Plot, BarChartsNeedOneValuePerCategory) {
+  PlotSpec spec;
+  spec.categories = {"-1", "0", "+1"};
+  spec.series = {{"layer", {}, {0.2, 0.6}}};
+  EXPECT_THROW(GnuplotScript(spec, "bars.png"), Error);
+  spec.series[0].y.push_back(0.2);
+  EXPECT_NE(GnuplotScript(spec, "bars.png").find("'+1' 0.2"), std::string::npos);
+}
+
+TEST(Plot, RendersAPng) {
+  if (std::system("command -v gnuplot >/dev/null 2>&1") != 0) GTEST_SKIP() << "gnuplot is not installed";
+  const std::string path =
+      (std::filesystem::temp_directory_path() / ("atq_plot_test_" + std::to_string(::getpid()) + ".png")).string();
+  RenderPlot(LineSpec(), path);
+  std::ifstream in(path, std::ios::binary);
+  char magic[4] = {};
+  in.read(magic, 4);
+  EXPECT_EQ(std::string(magic + 1, 3), "PNG");
+  std::filesystem::remove(path);
+}
+
+}  // namespace
+}  // namespace atq
