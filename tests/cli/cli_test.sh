@@ -68,5 +68,26 @@ else
   echo "skip: fixture checks ($fixtures not found; set ATQ_FIXTURES)"
 fi
 
+# Train -> evaluate -> export -> evaluate the packed file: the packed model must score exactly the same.
+if "$atq" train --help >/dev/null 2>&1 && [ -d /usr/share/datasets/fashion-mnist ]; then
+  run="$tmp/run"
+  expect_status 0 "train a small ternary MLP" "$atq" train --model mlp --mode ternary --sparsity 0.5 --use-rpb \
+    --epochs 1 --subset 2000 --test-subset 500 --threads 2 --out "$run"
+  expect_status 0 "evaluate with plots" "$atq" evaluate "$run" --limit 500 --visualize --threads 2
+  for plot in accuracy_comparison ternary_distribution training_curve sparsity_schedule; do
+    [ -s "$run/plots/$plot.png" ] || { echo "FAIL: $plot.png missing"; failures=$((failures + 1)); }
+  done
+  expect_status 0 "export ternary1.6" "$atq" export "$run" --format ternary1.6 --out "$tmp/packed.safetensors"
+  expect_status 0 "evaluate the packed file" "$atq" evaluate "$tmp/packed.safetensors" --limit 500 --threads 2
+  python3 -c "
+import json
+a=json.load(open('$run/evaluation.json'))['accuracy']; b=json.load(open('$tmp/packed.safetensors.eval.json'))['accuracy']
+assert a==b, (a,b)
+assert a>0.5, a
+" || { echo "FAIL: packed accuracy differs from the fake-quantized model's (or is near chance)"; failures=$((failures + 1)); }
+  expect_status 1 "train on a missing data folder" "$atq" train --data "$tmp/nowhere" --epochs 1 --out "$tmp/x"
+  expect_output "nowhere" "the error names the folder"
+fi
+
 echo "$failures failure(s)"
 [ "$failures" -eq 0 ]

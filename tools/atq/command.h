@@ -24,5 +24,10 @@ RunFn DeclareVersion(CLI::App& app);
 RunFn DeclareFormats(CLI::App& app);
 RunFn DeclareInspect(CLI::App& app);
 RunFn DeclareRoundtrip(CLI::App& app);
+#ifdef ATQ_WITH_TORCH
+RunFn DeclareTrain(CLI::App& app);
+RunFn DeclareEvaluate(CLI::App& app);
+RunFn DeclareExport(CLI::App& app);
+#endif
 
 }  // namespace atq::cli

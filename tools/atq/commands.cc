@@ -5,6 +5,11 @@ namespace atq::cli {
 
 const std::vector<Command>& AllCommands() {
   static const std::vector<Command> kCommands = {
+#ifdef ATQ_WITH_TORCH
+      {"train", "Train an image classifier: full precision, ATQ ternary or uniform b-bit (QAT)", DeclareTrain},
+      {"evaluate", "Accuracy, confusion matrix and per-layer ternary statistics of a classifier", DeclareEvaluate},
+      {"export", "Write a trained classifier as a packed ternary file (2 or 1.6 bits per weight)", DeclareExport},
+#endif
       {"inspect", "List the tensors, types, shapes, bytes and metadata of a safetensors/GGUF file or model folder",
        DeclareInspect},
       {"roundtrip", "Pack a tensor file through every format; print bits per weight, size and error",

@@ -1,0 +1,187 @@
+// Packing and unpacking trained classifiers through the format table's t2 / t1.6 rows.
+#include "quant/packed_classifier.h"
+
+#include <cstring>
+#include <map>
+#include <set>
+
+#include <nlohmann/json.hpp>
+#include <torch/torch.h>
+
+#include "formats/atq_packed.h"
+#include "io/safetensors.h"
+#include "models/classifiers.h"
+#include "quant/ternary.h"
+#include "torch/tensor_bridge.h"
+#include "util/error.h"
+
+namespace atq {
+namespace {
+
+constexpr const char* kFormatKey = "atq.format";
+constexpr const char* kFormatName = "atq-packed-classifier/1";
+constexpr const char* kConfigKey = "atq.config";
+constexpr const char* kPackedKeyPrefix = "atq.packed.";
+
+// Owns the bytes of every tensor until the file is written.
+struct PendingTensors {
+  std::vector<std::vector<uint8_t>> buffers;
+  std::vector<TensorToWrite> tensors;
+
+  void Add(const std::string& name, QuantType type, std::vector<int64_t> shape, std::vector<uint8_t> bytes) {
+    buffers.push_back(std::move(bytes));
+    tensors.push_back({name, type, std::move(shape), buffers.back().data(), buffers.back().size()});
+  }
+  void AddTensor(const std::string& name, const torch::Tensor& tensor, QuantType type) {
+    Add(name, type, std::vector<int64_t>(tensor.sizes().begin(), tensor.sizes().end()), FromTorch(tensor, type));
+  }
+};
+
+Layout PackedLayout(QuantType type, const torch::Tensor& weight, bool per_channel) {
+  Layout layout = LayoutForShape(type, std::vector<int64_t>(weight.sizes().begin(), weight.sizes().end()));
+  layout.granularity = per_channel ? Granularity::kChannel : Granularity::kTensor;
+  return layout;
+}
+
+}  // namespace
+
+int64_t ExportPackedClassifier(const LoadedClassifier& loaded, QuantType type, const std::string& path) {
+  Require(type == QuantType::kTernary2 || type == QuantType::kTernary1_6,
+          "{}: packed classifiers are ternary: use t2 or t1.6, not {}", path, TypeName(type));
+  torch::NoGradGuard no_grad;
+  PendingTensors pending;
+  std::map<std::string, std::string> metadata;
+  std::set<std::string> packed_names;
+  for (const auto& [name, layer] : loaded.model->QuantLayers()) {
+    const LayerQuantConfig& config = layer->quant_config();
+    if (config.mode != WeightMode::kTernary) continue;
+    const torch::Tensor weight = layer->FloatWeight().to(torch::kCPU).to(torch::kFloat32).contiguous();
+    const TernaryResult ternary = Ternarize(weight, config);
+    const Layout layout = PackedLayout(type, weight, config.per_channel);
+    AtqCodes codes;
+    const torch::Tensor flat_codes = (ternary.codes.reshape({-1}).to(torch::kInt32) + 1).to(torch::kUInt8).contiguous();
+    codes.codes.assign(flat_codes.data_ptr<uint8_t>(), flat_codes.data_ptr<uint8_t>() + flat_codes.numel());
+    const torch::Tensor scales = ternary.scales.to(torch::kFloat32).contiguous();
+    codes.scales.assign(scales.data_ptr<float>(), scales.data_ptr<float>() + scales.numel());
+    std::vector<uint8_t> packed(static_cast<size_t>(AtqPackedBytes(layout)));
+    PackAtq(layout, codes, packed.data());
+    const std::string weight_name = name + ".weight";
+    const int64_t packed_size = static_cast<int64_t>(packed.size());
+    pending.Add(weight_name, QuantType::kU8, {packed_size}, std::move(packed));
+    metadata[kPackedKeyPrefix + weight_name] =
+        nlohmann::json{{"type", TypeName(type)},
+                       {"shape", std::vector<int64_t>(weight.sizes().begin(), weight.sizes().end())},
+                       {"granularity", config.per_channel ? "channel" : "tensor"}}
+            .dump();
+    const torch::Tensor boosted_index = ternary.boosted.reshape({-1}).nonzero().reshape({-1});
+    if (boosted_index.numel() > 0) {
+      pending.AddTensor(weight_name + ".rpb_index", boosted_index.to(torch::kInt32), QuantType::kI32);
+      pending.AddTensor(weight_name + ".rpb_value", weight.reshape({-1}).index_select(0, boosted_index),
+                        QuantType::kF16);
+    }
+    packed_names.insert(weight_name);
+  }
+  Require(!packed_names.empty(), "{}: the model has no ternary layers to pack (train with --mode ternary)", path);
+  for (const auto& parameter : loaded.model->named_parameters()) {
+    if (packed_names.count(parameter.key()) == 0) {
+      pending.AddTensor(parameter.key(), parameter.value().detach().to(torch::kFloat32), QuantType::kF32);
+    }
+  }
+  for (const auto& buffer : loaded.model->named_buffers()) {
+    pending.AddTensor(buffer.key(), buffer.value().to(torch::kFloat32), QuantType::kF32);
+  }
+  metadata[kFormatKey] = kFormatName;
+  metadata[kConfigKey] = ClassifierConfigToJson(loaded.config).dump();
+  WriteSafetensors(path, pending.tensors, metadata);
+  return static_cast<int64_t>(SafetensorsFile::Open(path).file_size());
+}
+
+bool IsPackedClassifier(const std::string& path) {
+  try {
+    const SafetensorsFile file = SafetensorsFile::Open(path);
+    const auto format = file.metadata().find(kFormatKey);
+    return format != file.metadata().end() && format->second == kFormatName;
+  } catch (const Error&) {
+    return false;
+  }
+}
+
+LoadedClassifier LoadPackedClassifier(const std::string& path) {
+  const SafetensorsFile file = SafetensorsFile::Open(path);
+  const auto& metadata = file.metadata();
+  const auto format = metadata.find(kFormatKey);
+  Require(format != metadata.end() && format->second == kFormatName, "{}: not an atq packed classifier ({} missing)",
+          path, kFormatKey);
+  const auto config_text = metadata.find(kConfigKey);
+  Require(config_text != metadata.end(), "{}: metadata '{}' missing", path, kConfigKey);
+  nlohmann::json config_json;
+  try {
+    config_json = nlohmann::json::parse(config_text->second);
+  } catch (const nlohmann::json::exception& error) {
+    Fail("{}: metadata '{}' is not JSON: {}", path, kConfigKey, error.what());
+  }
+  LoadedClassifier loaded;
+  loaded.config = ClassifierConfigFromJson(config_json, path + " " + kConfigKey);
+  loaded.model = MakeClassifier(loaded.config.model, loaded.config.in_channels, loaded.config.classes,
+                                loaded.config.image_size);
+  torch::NoGradGuard no_grad;
+  std::map<std::string, QuantizableLayer*> layers;
+  for (const auto& [name, layer] : loaded.model->QuantLayers()) layers[name + ".weight"] = layer;
+
+  const auto tensor_of = [&](const std::string& name) -> torch::Tensor {
+    const TensorInfo* info = file.Find(name);
+    Require(info != nullptr, "{}: tensor '{}' missing", path, name);
+    return ToTorch(*info, file.Data(*info));
+  };
+  const auto assign = [&](torch::Tensor& target, const torch::Tensor& value, const std::string& name) {
+    Require(target.sizes() == value.sizes(), "{}: tensor '{}' has shape {}, the model needs {}", path, name,
+            ShapeString(std::vector<int64_t>(value.sizes().begin(), value.sizes().end())),
+            ShapeString(std::vector<int64_t>(target.sizes().begin(), target.sizes().end())));
+    target.copy_(value.to(target.dtype()));
+  };
+  for (auto& parameter : loaded.model->named_parameters()) {
+    const std::string& name = parameter.key();
+    const auto packed_entry = metadata.find(kPackedKeyPrefix + name);
+    if (packed_entry == metadata.end()) {
+      assign(parameter.value(), tensor_of(name), name);
+      continue;
+    }
+    const nlohmann::json description = nlohmann::json::parse(packed_entry->second, nullptr, false);
+    Require(description.is_object() && description.contains("type") && description.contains("shape") &&
+                description.contains("granularity"),
+            "{}: metadata for '{}' must be an object with type, shape and granularity", path, name);
+    const auto type = ParseQuantType(description["type"].get<std::string>());
+    Require(type && (*type == QuantType::kTernary2 || *type == QuantType::kTernary1_6),
+            "{}: tensor '{}' has packed type {}, expected t2 or t1.6", path, name, description["type"].dump());
+    const std::vector<int64_t> shape = description["shape"].get<std::vector<int64_t>>();
+    CheckedElementCount(shape, path + " " + name);
+    Layout layout = LayoutForShape(*type, shape);
+    layout.granularity = description["granularity"] == "channel" ? Granularity::kChannel : Granularity::kTensor;
+    const TensorInfo* info = file.Find(name);
+    Require(info != nullptr, "{}: tensor '{}' missing", path, name);
+    torch::Tensor weight = torch::empty(shape, torch::kFloat32);
+    const std::vector<float> values = Dequantize(layout, file.Data(*info), static_cast<int64_t>(info->nbytes));
+    std::memcpy(weight.data_ptr<float>(), values.data(), values.size() * sizeof(float));
+    if (file.Find(name + ".rpb_index") != nullptr) {
+      const torch::Tensor index = tensor_of(name + ".rpb_index").to(torch::kLong);
+      const torch::Tensor value = tensor_of(name + ".rpb_value").to(torch::kFloat32);
+      Require(index.dim() == 1 && value.sizes() == index.sizes(), "{}: RPB tensors of '{}' disagree in shape", path,
+              name);
+      Require(index.numel() == 0 || (index.min().item<int64_t>() >= 0 &&
+                                     index.max().item<int64_t>() < weight.numel()),
+              "{}: RPB index of '{}' out of range", path, name);
+      weight.view({-1}).index_copy_(0, index, value);
+    }
+    assign(parameter.value(), weight, name);
+    LayerQuantConfig full;
+    full.mode = WeightMode::kFull;
+    const auto layer = layers.find(name);
+    Require(layer != layers.end(), "{}: packed tensor '{}' is not the weight of a layer", path, name);
+    layer->second->SetQuantConfig(full);
+  }
+  for (auto& buffer : loaded.model->named_buffers()) assign(buffer.value(), tensor_of(buffer.key()), buffer.key());
+  loaded.model->eval();
+  return loaded;
+}
+
+}  // namespace atq

@@ -1,0 +1,247 @@
+// Saving and loading classifier checkpoints by tensor name, with the configuration that rebuilds the model.
+#include "train/classifier_checkpoint.h"
+
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <iterator>
+#include <set>
+#include <system_error>
+
+#include <fmt/format.h>
+#include <fmt/ranges.h>
+#include <nlohmann/json.hpp>
+#include <torch/torch.h>
+
+#include "io/atomic_file.h"
+#include "io/safetensors.h"
+#include "models/classifiers.h"
+#include "torch/tensor_bridge.h"
+#include "util/error.h"
+
+namespace atq {
+namespace {
+
+constexpr const char* kWeightsFile = "model.safetensors";
+constexpr const char* kConfigFile = "config.json";
+constexpr int kConfigFormatVersion = 1;
+
+// Every parameter and buffer by its torch name, in registration order.
+std::vector<std::pair<std::string, torch::Tensor>> NamedTensors(torch::nn::Module& module) {
+  std::vector<std::pair<std::string, torch::Tensor>> tensors;
+  for (const auto& item : module.named_parameters(/*recurse=*/true)) tensors.emplace_back(item.key(), item.value());
+  for (const auto& item : module.named_buffers(/*recurse=*/true)) tensors.emplace_back(item.key(), item.value());
+  return tensors;
+}
+
+std::string ReadTextFile(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) Fail("{}: cannot read", path);
+  return std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+}
+
+}  // namespace
+
+std::string_view WeightModeName(WeightMode mode) {
+  switch (mode) {
+    case WeightMode::kFull: return "full";
+    case WeightMode::kTernary: return "ternary";
+    case WeightMode::kUniform: return "uniform";
+  }
+  return "unknown";
+}
+
+WeightMode ParseWeightMode(std::string_view name) {
+  for (const WeightMode mode : {WeightMode::kFull, WeightMode::kTernary, WeightMode::kUniform}) {
+    if (WeightModeName(mode) == name) return mode;
+  }
+  Fail("unknown weight mode '{}' (full, ternary, uniform)", name);
+}
+
+std::string_view ThresholdModeName(ThresholdMode mode) {
+  switch (mode) {
+    case ThresholdMode::kSparsity: return "sparsity";
+    case ThresholdMode::kMagnitudeAbsolute: return "magnitude_absolute";
+    case ThresholdMode::kMagnitudeRelative: return "magnitude_relative";
+  }
+  return "unknown";
+}
+
+ThresholdMode ParseThresholdMode(std::string_view name) {
+  for (const ThresholdMode mode :
+       {ThresholdMode::kSparsity, ThresholdMode::kMagnitudeAbsolute, ThresholdMode::kMagnitudeRelative}) {
+    if (ThresholdModeName(mode) == name) return mode;
+  }
+  Fail("unknown threshold mode '{}' (sparsity, magnitude_absolute, magnitude_relative)", name);
+}
+
+nlohmann::json LayerQuantConfigToJson(const LayerQuantConfig& config) {
+  return {{"mode", WeightModeName(config.mode)},
+          {"bits", config.bits},
+          {"threshold_mode", ThresholdModeName(config.threshold_mode)},
+          {"sparsity", config.sparsity},
+          {"magnitude", config.magnitude},
+          {"per_channel", config.per_channel},
+          {"rpb_fraction", config.rpb_fraction}};
+}
+
+LayerQuantConfig LayerQuantConfigFromJson(const nlohmann::json& json, const std::string& what) {
+  try {
+    LayerQuantConfig config;
+    config.mode = ParseWeightMode(json.at("mode").get<std::string>());
+    config.bits = json.at("bits").get<int>();
+    config.threshold_mode = ParseThresholdMode(json.at("threshold_mode").get<std::string>());
+    config.sparsity = json.at("sparsity").get<double>();
+    config.magnitude = json.at("magnitude").get<double>();
+    config.per_channel = json.at("per_channel").get<bool>();
+    config.rpb_fraction = json.at("rpb_fraction").get<double>();
+    return config;
+  } catch (const nlohmann::json::exception& error) {
+    Fail("{}: bad layer quantization config: {}", what, error.what());
+  } catch (const Error& error) {
+    Fail("{}: {}", what, error.what());
+  }
+}
+
+nlohmann::json ClassifierConfigToJson(const ClassifierConfig& config) {
+  nlohmann::json layers = nlohmann::json::array();
+  for (const auto& [name, layer] : config.layers) {
+    nlohmann::json entry = LayerQuantConfigToJson(layer);
+    entry["name"] = name;
+    layers.push_back(std::move(entry));
+  }
+  return {{"format_version", kConfigFormatVersion},
+          {"model", config.model},
+          {"in_channels", config.in_channels},
+          {"classes", config.classes},
+          {"image_size", config.image_size},
+          {"dataset", config.dataset},
+          {"normalization", {{"mean", config.normalization.mean}, {"std", config.normalization.std}}},
+          {"layers", std::move(layers)}};
+}
+
+ClassifierConfig ClassifierConfigFromJson(const nlohmann::json& json, const std::string& what) {
+  ClassifierConfig config;
+  try {
+    const int version = json.at("format_version").get<int>();
+    Require(version == kConfigFormatVersion, "config format version {} (this atq reads {})", version,
+            kConfigFormatVersion);
+    config.model = json.at("model").get<std::string>();
+    config.in_channels = json.at("in_channels").get<int64_t>();
+    config.classes = json.at("classes").get<int64_t>();
+    config.image_size = json.at("image_size").get<int64_t>();
+    config.dataset = json.at("dataset").get<std::string>();
+    config.normalization.mean = json.at("normalization").at("mean").get<double>();
+    config.normalization.std = json.at("normalization").at("std").get<double>();
+    for (const nlohmann::json& entry : json.at("layers")) {
+      const std::string name = entry.at("name").get<std::string>();
+      config.layers.emplace_back(name, LayerQuantConfigFromJson(entry, fmt::format("layer '{}'", name)));
+    }
+  } catch (const nlohmann::json::exception& error) {
+    Fail("{}: bad classifier config: {}", what, error.what());
+  } catch (const Error& error) {
+    Fail("{}: {}", what, error.what());
+  }
+  Require(config.in_channels > 0 && config.classes > 0 && config.image_size > 0,
+          "{}: in_channels, classes and image_size must be positive", what);
+  Require(config.normalization.std > 0, "{}: normalization std must be positive", what);
+  return config;
+}
+
+std::vector<std::pair<std::string, LayerQuantConfig>> CurrentLayerConfigs(ClassifierModule& model) {
+  std::vector<std::pair<std::string, LayerQuantConfig>> configs;
+  for (const auto& [name, layer] : model.QuantLayers()) configs.emplace_back(name, layer->quant_config());
+  return configs;
+}
+
+void SaveClassifier(const std::string& dir, ClassifierModule& model, const ClassifierConfig& config,
+                    const nlohmann::json* extra) {
+  std::error_code error;
+  std::filesystem::create_directories(dir, error);
+  if (error) Fail("{}: cannot create folder: {}", dir, error.message());
+
+  ClassifierConfig saved = config;
+  saved.layers = CurrentLayerConfigs(model);
+  nlohmann::json config_json = ClassifierConfigToJson(saved);
+  if (extra != nullptr && extra->is_object()) {
+    for (const auto& [key, value] : extra->items()) config_json[key] = value;
+  }
+
+  // f32 copies kept alive until written; integer buffers (num_batches_tracked) too, as the fixtures store them.
+  std::vector<torch::Tensor> copies;
+  std::vector<TensorToWrite> tensors;
+  for (const auto& [name, tensor] : NamedTensors(model)) {
+    if (!tensor.defined()) continue;
+    torch::Tensor copy = tensor.detach().to(torch::kCPU).to(torch::kFloat32).contiguous();
+    TensorToWrite entry;
+    entry.name = name;
+    entry.type = QuantType::kF32;
+    entry.shape.assign(copy.sizes().begin(), copy.sizes().end());
+    entry.data = static_cast<const uint8_t*>(copy.data_ptr());
+    entry.nbytes = static_cast<uint64_t>(copy.numel()) * sizeof(float);
+    tensors.push_back(std::move(entry));
+    copies.push_back(std::move(copy));
+  }
+  const std::map<std::string, std::string> metadata = {
+      {"format", "pt"}, {"atq_model", config.model}, {"atq_config", config_json.dump()}};
+  const std::filesystem::path folder(dir);
+  WriteSafetensors((folder / kWeightsFile).string(), tensors, metadata);
+  WriteFileAtomically((folder / kConfigFile).string(), config_json.dump(2) + "\n");
+}
+
+void LoadClassifierWeights(ClassifierModule& model, const std::string& safetensors_path) {
+  const SafetensorsFile file = SafetensorsFile::Open(safetensors_path);
+  torch::NoGradGuard no_grad;
+  std::set<std::string> used;
+  for (auto& [name, tensor] : NamedTensors(model)) {
+    if (!tensor.defined()) continue;
+    const TensorInfo* info = file.Find(name);
+    if (info == nullptr) Fail("{}: missing tensor '{}' that the model needs", safetensors_path, name);
+    const std::vector<int64_t> expected(tensor.sizes().begin(), tensor.sizes().end());
+    if (info->shape != expected) {
+      Fail("{}: tensor '{}' has shape {}, the model's is {}", safetensors_path, name, ShapeString(info->shape),
+           ShapeString(expected));
+    }
+    tensor.copy_(ToTorch(*info, file.Data(*info)).to(tensor.dtype()));
+    used.insert(name);
+  }
+  for (const TensorInfo& info : file.tensors()) {
+    if (used.count(info.name) == 0) {
+      Fail("{}: tensor '{}' belongs to no parameter or buffer of the model", safetensors_path, info.name);
+    }
+  }
+}
+
+LoadedClassifier LoadClassifier(const std::string& path) {
+  namespace fs = std::filesystem;
+  std::error_code error;
+  const fs::path folder = fs::is_regular_file(path, error) ? fs::path(path).parent_path() : fs::path(path);
+  if (!fs::is_directory(folder, error)) Fail("{}: no such checkpoint folder", path);
+  const std::string config_path = (folder / kConfigFile).string();
+  const std::string weights_path = (folder / kWeightsFile).string();
+  if (!fs::is_regular_file(config_path, error)) Fail("{}: missing (not a classifier checkpoint?)", config_path);
+  if (!fs::is_regular_file(weights_path, error)) Fail("{}: missing", weights_path);
+
+  LoadedClassifier loaded;
+  loaded.config = ClassifierConfigFromJson(ParseStrictJson(ReadTextFile(config_path), config_path), config_path);
+  const ClassifierConfig& config = loaded.config;
+  loaded.model = MakeClassifier(config.model, config.in_channels, config.classes, config.image_size);
+
+  const auto layers = loaded.model->QuantLayers();
+  if (layers.size() != config.layers.size()) {
+    Fail("{}: {} layer configs, the {} model has {} quantizable layers", config_path, config.layers.size(),
+         config.model, layers.size());
+  }
+  for (size_t i = 0; i < layers.size(); ++i) {
+    if (layers[i].first != config.layers[i].first) {
+      Fail("{}: layer {} is '{}', the {} model's is '{}'", config_path, i, config.layers[i].first, config.model,
+           layers[i].first);
+    }
+    layers[i].second->SetQuantConfig(config.layers[i].second);
+  }
+  LoadClassifierWeights(*loaded.model, weights_path);
+  loaded.model->eval();
+  return loaded;
+}
+
+}  // namespace atq

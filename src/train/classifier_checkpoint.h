@@ -1,0 +1,66 @@
+// Classifier checkpoints: a folder with model.safetensors (every parameter and buffer by its torch name, f32)
+// and config.json (architecture, per-layer quantization, dataset and normalization), loadable by name.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include <nlohmann/json_fwd.hpp>
+
+#include "models/classifier.h"
+#include "train/data.h"
+
+namespace atq {
+
+// Everything needed to rebuild a classifier and feed it the right inputs.
+struct ClassifierConfig {
+  std::string model;  // a MakeClassifier name
+  int64_t in_channels = 1;
+  int64_t classes = 10;
+  int64_t image_size = 28;  // square images
+  std::string dataset;      // "fashion_mnist", "mnist", or the folder's name
+  Normalization normalization;
+  std::vector<std::pair<std::string, LayerQuantConfig>> layers;  // QuantLayers() order
+};
+
+// "full", "ternary", "uniform" and back; Parse* throw atq::Error listing the accepted names.
+std::string_view WeightModeName(WeightMode mode);
+WeightMode ParseWeightMode(std::string_view name);
+// "sparsity", "magnitude_absolute", "magnitude_relative" and back.
+std::string_view ThresholdModeName(ThresholdMode mode);
+ThresholdMode ParseThresholdMode(std::string_view name);
+
+nlohmann::json LayerQuantConfigToJson(const LayerQuantConfig& config);
+LayerQuantConfig LayerQuantConfigFromJson(const nlohmann::json& json, const std::string& what);
+nlohmann::json ClassifierConfigToJson(const ClassifierConfig& config);
+// `what` names the source in errors ("DIR/config.json").
+ClassifierConfig ClassifierConfigFromJson(const nlohmann::json& json, const std::string& what);
+
+// The per-layer configuration `model` runs now, in QuantLayers() order.
+std::vector<std::pair<std::string, LayerQuantConfig>> CurrentLayerConfigs(ClassifierModule& model);
+
+// Writes DIR/model.safetensors and DIR/config.json (creating DIR), each atomically. `config.layers` is taken from
+// the model. `extra` (a JSON object, may be null) is merged into config.json's top level, e.g. the training
+// options.
+void SaveClassifier(const std::string& dir, ClassifierModule& model, const ClassifierConfig& config,
+                    const nlohmann::json* extra = nullptr);
+
+// Copies every parameter and buffer of `model` from a safetensors file by name. Throws atq::Error naming the
+// file and the tensor for a missing tensor, a shape mismatch or a tensor the model does not have.
+void LoadClassifierWeights(ClassifierModule& model, const std::string& safetensors_path);
+
+struct LoadedClassifier {
+  std::shared_ptr<ClassifierModule> model;  // in eval mode
+  ClassifierConfig config;
+};
+
+// Rebuilds a checkpoint written by SaveClassifier: MakeClassifier, the per-layer quantization, the tensors.
+// `path` is the folder or its model.safetensors.
+LoadedClassifier LoadClassifier(const std::string& path);
+
+}  // namespace atq

@@ -1,0 +1,433 @@
+// The training loop (AdamW, cosine learning rate, scheduled sparsity, distillation), evaluation and outputs.
+#include "train/trainer.h"
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <filesystem>
+#include <system_error>
+
+#include <fmt/format.h>
+#include <nlohmann/json.hpp>
+#include <torch/torch.h>
+
+#include "io/atomic_file.h"
+#include "models/classifiers.h"
+#include "torch/tensor_bridge.h"
+#include "util/error.h"
+#include "util/log.h"
+#include "util/progress.h"
+
+namespace atq {
+namespace {
+
+constexpr double kPi = 3.14159265358979323846;
+
+bool IsFashionMnist(const std::string& dataset) {
+  return dataset == "fashion_mnist" || dataset == "fashion-mnist" || dataset == "fashionmnist";
+}
+
+double Seconds(std::chrono::steady_clock::time_point since) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - since).count();
+}
+
+// The per-layer configuration at the start of training: the first and last layers stay full precision unless
+// asked otherwise (ApplyQuantConfig's reasoning).
+LayerQuantConfig BaseLayerConfig(const TrainOptions& options) {
+  LayerQuantConfig config;
+  config.mode = options.mode;
+  config.bits = options.bits;
+  config.threshold_mode = options.threshold_mode;
+  config.sparsity = options.sparsity;
+  config.magnitude = options.magnitude;
+  config.per_channel = options.per_channel;
+  config.rpb_fraction = options.rpb_fraction;
+  return config;
+}
+
+// Pushes the scheduled sparsity into every ternary layer that picks its threshold by sparsity.
+void SetScheduledSparsity(ClassifierModule& model, double sparsity) {
+  for (const auto& [name, layer] : model.QuantLayers()) {
+    LayerQuantConfig config = layer->quant_config();
+    if (config.mode != WeightMode::kTernary || config.threshold_mode != ThresholdMode::kSparsity) continue;
+    config.sparsity = sparsity;
+    layer->SetQuantConfig(config);
+  }
+}
+
+// The share of zero codes over all ternary layers' weights (0 when none is ternary).
+double MeasuredSparsity(ClassifierModule& model) {
+  torch::NoGradGuard no_grad;
+  double zeros = 0;
+  int64_t weights = 0;
+  for (const auto& [name, layer] : model.QuantLayers()) {
+    if (layer->quant_config().mode != WeightMode::kTernary) continue;
+    const LayerQuantStats stats = layer->Stats(name);
+    zeros += stats.share_zero * static_cast<double>(stats.weights);
+    weights += stats.weights;
+  }
+  return weights > 0 ? zeros / static_cast<double>(weights) : 0.0;
+}
+
+std::string_view RampName(SparsityRamp ramp) { return ramp == SparsityRamp::kCubic ? "cubic" : "linear"; }
+
+nlohmann::json OptionsToJson(const TrainOptions& options) {
+  return {{"dataset", options.dataset},
+          {"data_dir", options.data_dir},
+          {"model", options.model},
+          {"batch_size", options.batch_size},
+          {"epochs", options.epochs},
+          {"learning_rate", options.learning_rate},
+          {"weight_decay", options.weight_decay},
+          {"mode", WeightModeName(options.mode)},
+          {"bits", options.bits},
+          {"sparsity", options.sparsity},
+          {"ramp_epochs", options.ramp_epochs},
+          {"ramp", RampName(options.ramp)},
+          {"threshold_mode", ThresholdModeName(options.threshold_mode)},
+          {"magnitude", options.magnitude},
+          {"per_channel", options.per_channel},
+          {"rpb_fraction", options.rpb_fraction},
+          {"quantize_first_last", options.quantize_first_last},
+          {"init_from", options.init_from},
+          {"distill_teacher", options.distill_teacher},
+          {"temperature", options.temperature},
+          {"distill_alpha", options.distill_alpha},
+          {"seed", options.seed},
+          {"augment", options.augment},
+          {"subset", options.subset},
+          {"test_subset", options.test_subset},
+          {"threads", options.threads}};
+}
+
+nlohmann::json EvalToJson(const EvalResult& eval) {
+  return {{"count", eval.count},
+          {"accuracy", eval.accuracy},
+          {"loss", eval.loss},
+          {"per_class_accuracy", eval.per_class_accuracy},
+          {"confusion", eval.confusion}};
+}
+
+nlohmann::json MetricsJson(const TrainOptions& options, const std::vector<EpochMetrics>& epochs, int best_epoch,
+                           double best_accuracy, const EvalResult* final_eval) {
+  nlohmann::json per_epoch = nlohmann::json::array();
+  double seconds = 0;
+  for (const EpochMetrics& epoch : epochs) {
+    per_epoch.push_back({{"epoch", epoch.epoch},
+                         {"loss", epoch.loss},
+                         {"train_acc", epoch.train_accuracy},
+                         {"test_acc", epoch.test_accuracy},
+                         {"sparsity", epoch.sparsity},
+                         {"learning_rate", epoch.learning_rate},
+                         {"seconds", epoch.seconds}});
+    seconds += epoch.seconds;
+  }
+  nlohmann::json json = {{"epochs", std::move(per_epoch)},
+                         {"best", {{"epoch", best_epoch}, {"test_acc", best_accuracy}}},
+                         {"seconds_per_epoch", epochs.empty() ? 0.0 : seconds / epochs.size()},
+                         {"threads", torch::get_num_threads()},
+                         {"options", OptionsToJson(options)}};
+  if (final_eval != nullptr) json["final"] = EvalToJson(*final_eval);
+  return json;
+}
+
+void ValidateOptions(const TrainOptions& options) {
+  Require(options.batch_size > 0, "batch size must be positive, got {}", options.batch_size);
+  Require(options.epochs > 0, "epochs must be positive, got {}", options.epochs);
+  Require(options.learning_rate > 0, "learning rate must be positive, got {}", options.learning_rate);
+  Require(options.weight_decay >= 0, "weight decay must be >= 0, got {}", options.weight_decay);
+  Require(options.sparsity >= 0 && options.sparsity <= 1, "sparsity must be in [0, 1], got {}", options.sparsity);
+  Require(options.rpb_fraction >= 0 && options.rpb_fraction < 1, "RPB fraction must be in [0, 1), got {}",
+          options.rpb_fraction);
+  Require(options.mode != WeightMode::kUniform || (options.bits >= 2 && options.bits <= 8),
+          "uniform quantization needs 2..8 bits, got {}", options.bits);
+  Require(options.temperature > 0, "distillation temperature must be positive, got {}", options.temperature);
+  Require(options.distill_alpha >= 0 && options.distill_alpha <= 1, "distillation weight must be in [0, 1], got {}",
+          options.distill_alpha);
+}
+
+}  // namespace
+
+std::string DefaultDataDir(const std::string& dataset) {
+  std::vector<std::string> candidates;
+  if (IsFashionMnist(dataset)) {
+    candidates = {"/usr/share/datasets/fashion-mnist", "data/fashion-mnist"};
+  } else if (dataset == "mnist") {
+    candidates = {"/usr/share/datasets/mnist", "data/mnist"};
+  } else {
+    Fail("dataset '{}' has no default folder: give the folder of its MNIST-format files (--data DIR)", dataset);
+  }
+  std::error_code error;
+  for (const std::string& dir : candidates) {
+    if (std::filesystem::is_directory(dir, error)) return dir;
+  }
+  return candidates.front();  // the loader's error will name it
+}
+
+TrainingData LoadTrainingData(const std::string& dataset, const std::string& data_dir, int64_t subset,
+                              int64_t test_subset) {
+  const std::string dir = data_dir.empty() ? DefaultDataDir(dataset) : data_dir;
+  const ImageSet train = LoadIdxDataset(dir, /*train=*/true);
+  const ImageSet test = LoadIdxDataset(dir, /*train=*/false);
+  Require(train.rows == test.rows && train.cols == test.cols, "{}: training images are {}x{}, test images {}x{}",
+          dir, train.rows, train.cols, test.rows, test.cols);
+  Require(train.rows == train.cols, "{}: images are {}x{}; the classifiers take square images", dir, train.rows,
+          train.cols);
+  Require(train.count > 0 && test.count > 0, "{}: {} training and {} test images", dir, train.count, test.count);
+  const Normalization normalization =
+      IsFashionMnist(dataset) ? kFashionMnistNormalization : ComputeNormalization(train);
+  TrainingData data;
+  data.train = ToTensors(train, normalization, subset);
+  data.test = ToTensors(test, normalization, test_subset);
+  const auto max_label = [](const ImageSet& set) {
+    return static_cast<int64_t>(*std::max_element(set.labels.begin(), set.labels.end()));
+  };
+  data.classes = std::max(max_label(train), max_label(test)) + 1;
+  if (IsFashionMnist(dataset) || dataset == "mnist") {
+    Require(data.classes <= 10, "{}: label {} in a 10-class dataset", dir, data.classes - 1);
+    data.classes = 10;
+  }
+  data.image_size = train.rows;
+  return data;
+}
+
+ImageTensors LoadTestData(const ClassifierConfig& config, const std::string& data_dir, int64_t limit) {
+  const std::string dir = data_dir.empty() ? DefaultDataDir(config.dataset) : data_dir;
+  const ImageSet test = LoadIdxDataset(dir, /*train=*/false);
+  Require(test.rows == config.image_size && test.cols == config.image_size,
+          "{}: test images are {}x{}, the model takes {}x{}", dir, test.rows, test.cols, config.image_size,
+          config.image_size);
+  ImageTensors tensors = ToTensors(test, config.normalization, limit);
+  Require(ClassCount(tensors.labels) <= config.classes, "{}: labels up to {}, the model has {} classes", dir,
+          ClassCount(tensors.labels) - 1, config.classes);
+  return tensors;
+}
+
+torch::Tensor SoftTargetKl(const torch::Tensor& student_logits, const torch::Tensor& teacher_logits,
+                           double temperature) {
+  // Log-probabilities on both sides: exact for teacher probabilities that underflow to 0.
+  const torch::Tensor student_log = torch::log_softmax(student_logits / temperature, 1);  // [B, K]
+  const torch::Tensor teacher_log = torch::log_softmax(teacher_logits / temperature, 1);  // [B, K]
+  return (teacher_log.exp() * (teacher_log - student_log)).sum(1).mean();
+}
+
+torch::Tensor DistillationLoss(const torch::Tensor& student_logits, const torch::Tensor& teacher_logits,
+                               const torch::Tensor& labels, double temperature, double alpha) {
+  const torch::Tensor soft = SoftTargetKl(student_logits, teacher_logits, temperature);
+  const torch::Tensor hard = torch::nn::functional::cross_entropy(student_logits, labels);
+  return alpha * temperature * temperature * soft + (1 - alpha) * hard;
+}
+
+EvalResult Evaluate(ClassifierModule& model, const ImageTensors& data, int64_t batch_size) {
+  Require(batch_size > 0, "batch size must be positive, got {}", batch_size);
+  const bool was_training = model.is_training();
+  model.eval();
+  torch::NoGradGuard no_grad;
+  EvalResult result;
+  result.count = data.size();
+  int64_t classes = ClassCount(data.labels);
+  std::vector<torch::Tensor> predictions;
+  double loss_sum = 0;
+  for (int64_t begin = 0; begin < result.count; begin += batch_size) {
+    const int64_t length = std::min(batch_size, result.count - begin);
+    const torch::Tensor logits = model.forward(data.images.narrow(0, begin, length));  // [B, K]
+    const torch::Tensor labels = data.labels.narrow(0, begin, length);
+    classes = std::max<int64_t>(classes, logits.size(1));
+    loss_sum += torch::nn::functional::cross_entropy(
+                    logits, labels, torch::nn::functional::CrossEntropyFuncOptions().reduction(torch::kSum))
+                    .item<double>();
+    predictions.push_back(logits.argmax(1));
+  }
+  if (was_training) model.train();
+  if (result.count == 0) return result;
+
+  const torch::Tensor predicted = torch::cat(predictions);  // [N]
+  // confusion[true][predicted], counted as one bincount over true * K + predicted.
+  const torch::Tensor counts =
+      torch::bincount(data.labels * classes + predicted, {}, classes * classes).to(torch::kInt64).contiguous();
+  const int64_t* count = counts.data_ptr<int64_t>();
+  result.confusion.assign(static_cast<size_t>(classes), std::vector<int64_t>(static_cast<size_t>(classes), 0));
+  result.per_class_accuracy.assign(static_cast<size_t>(classes), 0.0);
+  int64_t correct = 0;
+  for (int64_t truth = 0; truth < classes; ++truth) {
+    int64_t total = 0;
+    for (int64_t guess = 0; guess < classes; ++guess) {
+      const int64_t n = count[truth * classes + guess];
+      result.confusion[truth][guess] = n;
+      total += n;
+    }
+    const int64_t hits = count[truth * classes + truth];
+    correct += hits;
+    result.per_class_accuracy[truth] = total > 0 ? static_cast<double>(hits) / static_cast<double>(total) : 0.0;
+  }
+  result.accuracy = static_cast<double>(correct) / static_cast<double>(result.count);
+  result.loss = loss_sum / static_cast<double>(result.count);
+  return result;
+}
+
+TrainResult Train(const TrainOptions& options) {
+  ValidateOptions(options);
+  SetTorchThreads(options.threads);
+  torch::manual_seed(options.seed);
+
+  const TrainingData data = LoadTrainingData(options.dataset, options.data_dir, options.subset, options.test_subset);
+
+  TrainResult result;
+  ClassifierConfig& config = result.config;
+  config.model = options.model;
+  config.in_channels = data.train.images.size(1);
+  config.classes = data.classes;
+  config.image_size = data.image_size;
+  config.dataset = options.dataset;
+  config.normalization = data.train.normalization;
+
+  std::shared_ptr<ClassifierModule> model =
+      MakeClassifier(config.model, config.in_channels, config.classes, config.image_size);
+  if (!options.init_from.empty()) {
+    const std::filesystem::path init(options.init_from);
+    std::error_code error;
+    LoadClassifierWeights(*model, std::filesystem::is_directory(init, error)
+                                      ? (init / "model.safetensors").string()
+                                      : options.init_from);
+  }
+  ApplyQuantConfig(*model, BaseLayerConfig(options), options.quantize_first_last);
+  result.model = model;
+
+  std::shared_ptr<ClassifierModule> teacher;
+  if (!options.distill_teacher.empty()) {
+    LoadedClassifier loaded = LoadClassifier(options.distill_teacher);
+    Require(loaded.config.classes == config.classes, "{}: the teacher has {} classes, the data {}",
+            options.distill_teacher, loaded.config.classes, config.classes);
+    Require(loaded.config.image_size == config.image_size && loaded.config.in_channels == config.in_channels,
+            "{}: the teacher takes {}x{}x{} images, the data has {}x{}x{}", options.distill_teacher,
+            loaded.config.in_channels, loaded.config.image_size, loaded.config.image_size, config.in_channels,
+            config.image_size, config.image_size);
+    if (std::abs(loaded.config.normalization.mean - config.normalization.mean) > 1e-6 ||
+        std::abs(loaded.config.normalization.std - config.normalization.std) > 1e-6) {
+      LogWarn("{}: the teacher was trained with normalization mean {} std {}, the student uses {} {}",
+              options.distill_teacher, loaded.config.normalization.mean, loaded.config.normalization.std,
+              config.normalization.mean, config.normalization.std);
+    }
+    teacher = loaded.model;
+    teacher->eval();
+  }
+
+  // AdamW with decay on weights only: decaying BatchNorm scales and biases only fights the normalization.
+  std::vector<torch::Tensor> decayed, not_decayed;
+  for (const torch::Tensor& parameter : model->parameters()) {
+    (parameter.dim() > 1 ? decayed : not_decayed).push_back(parameter);
+  }
+  std::vector<torch::optim::OptimizerParamGroup> groups;
+  groups.emplace_back(decayed, std::make_unique<torch::optim::AdamWOptions>(
+                                   torch::optim::AdamWOptions(options.learning_rate).weight_decay(options.weight_decay)));
+  groups.emplace_back(not_decayed, std::make_unique<torch::optim::AdamWOptions>(
+                                       torch::optim::AdamWOptions(options.learning_rate).weight_decay(0)));
+  torch::optim::AdamW optimizer(std::move(groups),
+                                torch::optim::AdamWOptions(options.learning_rate).weight_decay(options.weight_decay));
+
+  const int64_t batches_per_epoch = (data.train.size() + options.batch_size - 1) / options.batch_size;
+  const int64_t total_steps = batches_per_epoch * options.epochs;
+  const bool scheduled = options.mode == WeightMode::kTernary && options.threshold_mode == ThresholdMode::kSparsity;
+
+  int64_t parameters = 0;
+  for (const torch::Tensor& parameter : model->parameters()) parameters += parameter.numel();
+  LogInfo("train {} ({} parameters, {} weights) on {}: {} training / {} test images, {} epochs of {} batches, "
+          "{} threads",
+          options.model, parameters, WeightModeName(options.mode), options.dataset, data.train.size(),
+          data.test.size(), options.epochs, batches_per_epoch, torch::get_num_threads());
+
+  const std::filesystem::path out_dir(options.out_dir);
+  const nlohmann::json training_json = {{"training", OptionsToJson(options)}};
+  int64_t step = 0;
+  double learning_rate = options.learning_rate;
+  for (int epoch = 0; epoch < options.epochs; ++epoch) {
+    const auto epoch_start = std::chrono::steady_clock::now();
+    model->train();
+    const EpochBatches batches(data.train, options.batch_size, MixSeed(options.seed, static_cast<uint64_t>(epoch)),
+                               /*shuffle=*/true, options.augment);
+    std::unique_ptr<Progress> progress;
+    if (options.show_progress) {
+      progress = std::make_unique<Progress>(fmt::format("epoch {}/{}", epoch + 1, options.epochs),
+                                            batches.size(), "batches");
+    }
+    double loss_sum = 0;
+    int64_t correct = 0, seen = 0;
+    for (int64_t index = 0; index < batches.size(); ++index, ++step) {
+      // Cosine annealing per step, and the sparsity ramp per step too (the threshold is recomputed at every
+      // forward anyway), reaching the target at the end of epoch ramp_epochs.
+      learning_rate = options.learning_rate * 0.5 * (1 + std::cos(kPi * static_cast<double>(step) / total_steps));
+      for (auto& group : optimizer.param_groups()) {
+        static_cast<torch::optim::AdamWOptions&>(group.options()).lr(learning_rate);
+      }
+      if (scheduled) {
+        const double progress_epochs = static_cast<double>(step + 1) / static_cast<double>(batches_per_epoch);
+        SetScheduledSparsity(*model, ScheduledSparsity(options.sparsity, progress_epochs, options.ramp_epochs,
+                                                       options.ramp));
+      }
+      const Batch batch = batches.Get(index);
+      optimizer.zero_grad();
+      const torch::Tensor logits = model->forward(batch.images);  // [B, K]
+      torch::Tensor loss;
+      if (teacher) {
+        torch::Tensor teacher_logits;
+        {
+          torch::NoGradGuard no_grad;
+          teacher_logits = teacher->forward(batch.images);
+        }
+        loss = DistillationLoss(logits, teacher_logits, batch.labels, options.temperature, options.distill_alpha);
+      } else {
+        loss = torch::nn::functional::cross_entropy(logits, batch.labels);
+      }
+      loss.backward();
+      optimizer.step();
+
+      const int64_t size = batch.labels.size(0);
+      const double batch_loss = loss.item<double>();
+      loss_sum += batch_loss * static_cast<double>(size);
+      correct += logits.detach().argmax(1).eq(batch.labels).sum().item<int64_t>();
+      seen += size;
+      if (progress) progress->Advance(1, fmt::format("loss {:.4f}", batch_loss));
+    }
+
+    EpochMetrics metrics;
+    metrics.epoch = epoch + 1;
+    metrics.loss = loss_sum / static_cast<double>(seen);
+    metrics.train_accuracy = static_cast<double>(correct) / static_cast<double>(seen);
+    const EvalResult eval = Evaluate(*model, data.test);
+    metrics.test_accuracy = eval.accuracy;
+    metrics.sparsity = MeasuredSparsity(*model);
+    metrics.learning_rate = learning_rate;
+    metrics.seconds = Seconds(epoch_start);
+    result.epochs.push_back(metrics);
+    const std::string summary =
+        fmt::format("loss {:.4f} | train {:.2f}% | test {:.2f}% | sparsity {:.3f} | {:.1f}s", metrics.loss,
+                    100 * metrics.train_accuracy, 100 * metrics.test_accuracy, metrics.sparsity, metrics.seconds);
+    if (progress) {
+      progress->Finish(summary);
+    } else {
+      LogDebug("epoch {}/{}: {}", epoch + 1, options.epochs, summary);
+    }
+
+    const bool best = metrics.test_accuracy > result.best_test_accuracy || result.best_epoch == 0;
+    if (best) {
+      result.best_epoch = metrics.epoch;
+      result.best_test_accuracy = metrics.test_accuracy;
+    }
+    if (epoch == options.epochs - 1) result.final_eval = eval;
+    if (!options.out_dir.empty()) {
+      if (best) SaveClassifier((out_dir / "best").string(), *model, config, &training_json);
+      const bool last = epoch == options.epochs - 1;
+      if (last) SaveClassifier(out_dir.string(), *model, config, &training_json);
+      WriteFileAtomically((out_dir / "metrics.json").string(),
+                          MetricsJson(options, result.epochs, result.best_epoch, result.best_test_accuracy,
+                                      last ? &result.final_eval : nullptr)
+                                  .dump(2) +
+                              "\n");
+    }
+  }
+  config.layers = CurrentLayerConfigs(*model);
+  model->eval();
+  return result;
+}
+
+}  // namespace atq

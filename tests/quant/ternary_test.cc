@@ -1,0 +1,237 @@
+// ATQ math on known inputs: thresholds, closed-form scales, RPB, straight-through gradients, uniform grid,
+// sparsity schedule.
+#include "quant/ternary.h"
+
+#include <cmath>
+#include <vector>
+
+#include <gtest/gtest.h>
+#include <torch/torch.h>
+
+#include "util/error.h"
+
+namespace atq {
+namespace {
+
+// Values below are exact in float32 or come from one float division; 1e-6 covers the division's rounding.
+constexpr double kExact = 1e-6;
+
+torch::Tensor Row(std::vector<float> values) {
+  return torch::tensor(values, torch::kFloat).reshape({1, static_cast<int64_t>(values.size())});
+}
+
+std::vector<float> Values(const torch::Tensor& tensor) {
+  const torch::Tensor flat = tensor.detach().to(torch::kFloat).contiguous().reshape({-1});
+  return std::vector<float>(flat.data_ptr<float>(), flat.data_ptr<float>() + flat.numel());
+}
+
+LayerQuantConfig SparsityConfig(double sparsity, bool per_channel = true) {
+  LayerQuantConfig config;
+  config.mode = WeightMode::kTernary;
+  config.threshold_mode = ThresholdMode::kSparsity;
+  config.sparsity = sparsity;
+  config.per_channel = per_channel;
+  return config;
+}
+
+TEST(TernaryTest, SparsityThresholdCodesAndScaleByHand) {
+  // |w| sorted: 0.5 1 2 3 4; k = floor(0.4 * 5) = 2 -> threshold 1; codes sign(w)[|w| > 1]; a = (4+2+3)/3 = 3.
+  const TernaryResult result = Ternarize(Row({-4, -1, 0.5, 2, 3}), SparsityConfig(0.4));
+  EXPECT_EQ(Values(result.thresholds), std::vector<float>({1}));
+  EXPECT_EQ(Values(result.codes), std::vector<float>({-1, 0, 0, 1, 1}));
+  EXPECT_EQ(result.codes.scalar_type(), torch::kInt8);
+  EXPECT_EQ(Values(result.scales), std::vector<float>({3}));
+  EXPECT_EQ(Values(result.effective), std::vector<float>({-3, 0, 0, 3, 3}));
+  EXPECT_FALSE(result.boosted.any().item<bool>());
+}
+
+TEST(TernaryTest, PerChannelAndPerLayerThresholds) {
+  const torch::Tensor w = torch::tensor({1.f, 2.f, 3.f, 4.f, -10.f, 0.1f, 5.f, -6.f}).reshape({2, 4});
+  // Per channel, k = 2: row 0 -> 2, row 1 (0.1 5 6 10) -> 5.
+  const TernaryResult channel = Ternarize(w, SparsityConfig(0.5));
+  EXPECT_EQ(Values(channel.thresholds), std::vector<float>({2, 5}));
+  EXPECT_EQ(Values(channel.codes), std::vector<float>({0, 0, 1, 1, -1, 0, 0, -1}));
+  EXPECT_EQ(Values(channel.scales), std::vector<float>({3.5, 8}));
+  // Per layer, k = 4 of 0.1 1 2 3 4 5 6 10 -> 3; a = (4 + 10 + 5 + 6) / 4.
+  const TernaryResult layer = Ternarize(w, SparsityConfig(0.5, /*per_channel=*/false));
+  EXPECT_EQ(Values(layer.thresholds), std::vector<float>({3}));
+  EXPECT_EQ(Values(layer.codes), std::vector<float>({0, 0, 0, 1, -1, 0, 1, -1}));
+  EXPECT_EQ(Values(layer.scales), std::vector<float>({6.25}));
+}
+
+TEST(TernaryTest, MagnitudeModes) {
+  LayerQuantConfig config = SparsityConfig(0);
+  config.threshold_mode = ThresholdMode::kMagnitudeAbsolute;
+  config.magnitude = 2.5;
+  TernaryResult result = Ternarize(Row({-4, -1, 0.5, 2, 3}), config);
+  EXPECT_EQ(Values(result.thresholds), std::vector<float>({2.5}));
+  EXPECT_EQ(Values(result.codes), std::vector<float>({-1, 0, 0, 0, 1}));
+  EXPECT_EQ(Values(result.scales), std::vector<float>({3.5}));
+
+  // mean |w| = 10.5 / 5 = 2.1; threshold 0.5 * 2.1 = 1.05.
+  config.threshold_mode = ThresholdMode::kMagnitudeRelative;
+  config.magnitude = 0.5;
+  result = Ternarize(Row({-4, -1, 0.5, 2, 3}), config);
+  EXPECT_NEAR(Values(result.thresholds)[0], 1.05, kExact);
+  EXPECT_EQ(Values(result.codes), std::vector<float>({-1, 0, 0, 1, 1}));
+}
+
+TEST(TernaryTest, SparsityExtremes) {
+  TernaryResult none = Ternarize(Row({-4, -1, 0.5, 2, 3}), SparsityConfig(0));
+  EXPECT_EQ(Values(none.thresholds), std::vector<float>({0}));
+  EXPECT_EQ(Values(none.codes), std::vector<float>({-1, -1, 1, 1, 1}));
+  TernaryResult all = Ternarize(Row({-4, -1, 0.5, 2, 3}), SparsityConfig(1));
+  EXPECT_EQ(Values(all.codes), std::vector<float>({0, 0, 0, 0, 0}));
+  EXPECT_EQ(Values(all.scales), std::vector<float>({0}));
+  EXPECT_THROW(Ternarize(Row({1, 2}), SparsityConfig(1.5)), Error);
+  EXPECT_THROW(Ternarize(torch::empty({0, 3}), SparsityConfig(0.5)), Error);
+}
+
+TEST(TernaryTest, SparsityTargetIsMetExactlyPerChannel) {
+  torch::manual_seed(1);
+  const torch::Tensor w = torch::randn({16, 8, 3, 3});  // 72 weights per channel
+  const TernaryResult result = Ternarize(w, SparsityConfig(0.3));
+  const torch::Tensor zeros = (result.codes == 0).reshape({16, -1}).sum(1);
+  EXPECT_TRUE((zeros == 21).all().item<bool>()) << zeros;  // floor(0.3 * 72)
+}
+
+TEST(TernaryTest, ScaleMinimizesSquaredError) {
+  torch::manual_seed(2);
+  const torch::Tensor w = torch::randn({8, 40});
+  for (const bool per_channel : {true, false}) {
+    const TernaryResult result = Ternarize(w, SparsityConfig(0.5, per_channel));
+    const torch::Tensor codes = result.codes.to(torch::kFloat);
+    const auto error = [&](const torch::Tensor& scales) {
+      const torch::Tensor a = per_channel ? scales.reshape({-1, 1}) : scales;
+      // Per channel each row's scale minimizes that row's error; per layer the one scale minimizes the total.
+      const torch::Tensor squared = (w - a * codes).pow(2).to(torch::kDouble);
+      return per_channel ? squared.sum(1) : squared.sum();
+    };
+    const torch::Tensor best = error(result.scales);
+    for (const double delta : {-1e-2, -1e-3, 1e-3, 1e-2}) {
+      const torch::Tensor worse = error(result.scales + delta);
+      EXPECT_TRUE((worse >= best - 1e-6).all().item<bool>()) << "per_channel " << per_channel << " delta " << delta;
+    }
+  }
+}
+
+TEST(TernaryTest, SteGradientFollowsTheRoutingRule) {
+  // a = 3, threshold 1, ste_clip 0.9 -> clip 2.7: |w| <= 2.7 passes; |w| = 4 and 3 pass only inward.
+  LayerQuantConfig config = SparsityConfig(0.4);
+  config.ste_clip = 0.9;
+  const torch::Tensor w = Row({-4, -1, 0.5, 2, 3}).requires_grad_(true);
+  for (const std::vector<float>& upstream : {std::vector<float>{1, 2, 3, -4, 5}, std::vector<float>{-1, 2, 3, -4, -5}}) {
+    w.mutable_grad() = torch::Tensor();
+    const torch::Tensor q = FakeQuantize(w, config);
+    EXPECT_EQ(Values(q), std::vector<float>({-3, 0, 0, 3, 3}));
+    (q * Row(upstream)).sum().backward();
+    std::vector<float> expected(5);
+    const std::vector<float> latent = Values(w);
+    for (size_t i = 0; i < 5; ++i) {
+      const bool pass = std::abs(latent[i]) <= 2.7f || upstream[i] * latent[i] > 0;
+      expected[i] = pass ? upstream[i] : 0;
+    }
+    EXPECT_EQ(Values(w.grad()), expected);
+  }
+  // The first upstream blocks w = -4 (outward), passes w = 3 (inward); the second the reverse.
+}
+
+TEST(TernaryTest, SteGradientMatchesFiniteDifferenceInsideTheRange) {
+  // Inside the clip range the estimator is the identity: the derivative of L = sum(g * w) in w.
+  LayerQuantConfig config = SparsityConfig(0.5);
+  config.ste_clip = 100;  // everything inside
+  torch::manual_seed(3);
+  const torch::Tensor w = torch::randn({3, 4}).requires_grad_(true);
+  const torch::Tensor g = torch::randn({3, 4});
+  (FakeQuantize(w, config) * g).sum().backward();
+  const double step = 1e-3;
+  for (int64_t i = 0; i < w.numel(); ++i) {
+    torch::Tensor plus = w.detach().clone().reshape({-1});
+    torch::Tensor minus = plus.clone();
+    plus[i] += step;
+    minus[i] -= step;
+    const double numeric =
+        ((plus.reshape({3, 4}) * g).sum().item<double>() - (minus.reshape({3, 4}) * g).sum().item<double>()) /
+        (2 * step);
+    EXPECT_NEAR(w.grad().reshape({-1})[i].item<double>(), numeric, 1e-3);
+  }
+}
+
+TEST(TernaryTest, ResidualPrecisionBoosting) {
+  torch::manual_seed(4);
+  const torch::Tensor w = torch::randn({10, 50});
+  LayerQuantConfig config = SparsityConfig(0.5);
+  config.rpb_fraction = 0.02;  // floor(0.02 * 500) = 10
+  const TernaryResult result = Ternarize(w, config);
+  ASSERT_EQ(result.boosted.sum().item<int64_t>(), 10);
+  // At boosted positions the weight itself, rounded to the f16 it is stored as.
+  EXPECT_TRUE(torch::equal(result.effective.masked_select(result.boosted),
+                           w.masked_select(result.boosted).to(torch::kHalf).to(torch::kFloat)));
+  // Boosted = the largest errors of the plain ternary weight.
+  const TernaryResult plain = Ternarize(w, SparsityConfig(0.5));
+  const torch::Tensor errors = (w - plain.effective).abs();
+  EXPECT_GE(errors.masked_select(result.boosted).min().item<float>(),
+            errors.masked_select(result.boosted.logical_not()).max().item<float>());
+  EXPECT_TRUE(torch::equal(result.codes, plain.codes));
+  // Elsewhere {-a, 0, a} per row, with a refit without the boosted weights.
+  const torch::Tensor used = (result.codes != 0) & result.boosted.logical_not();
+  const torch::Tensor refit = (w.abs() * used).sum(1) / used.sum(1);
+  EXPECT_TRUE(torch::allclose(result.scales, refit, 0, kExact));
+  const torch::Tensor ternary = result.scales.reshape({-1, 1}) * result.codes.to(torch::kFloat);
+  EXPECT_TRUE(torch::equal(result.effective.masked_select(result.boosted.logical_not()),
+                           ternary.masked_select(result.boosted.logical_not())));
+  // Boosted weights take the gradient whatever their size and direction.
+  const torch::Tensor latent = w.clone().requires_grad_(true);
+  FakeQuantize(latent, config).sum().backward();
+  EXPECT_TRUE((latent.grad().masked_select(result.boosted) == 1).all().item<bool>());
+  EXPECT_THROW(RpbMask(w, plain.effective, 1.0), Error);
+}
+
+TEST(TernaryTest, UniformGridByHand) {
+  // 3 bits: levels 3, scale 1/3; w / scale = -3 1.5 0.75 3 -> round half to even -3 2 1 3.
+  const UniformResult result = QuantizeUniform(Row({-1, 0.5, 0.25, 1}), 3, /*per_channel=*/true);
+  EXPECT_EQ(Values(result.codes), std::vector<float>({-3, 2, 1, 3}));
+  EXPECT_NEAR(Values(result.scales)[0], 1.0 / 3, kExact);
+  const std::vector<float> effective = Values(result.effective);
+  const std::vector<double> expected = {-1, 2.0 / 3, 1.0 / 3, 1};
+  for (size_t i = 0; i < expected.size(); ++i) EXPECT_NEAR(effective[i], expected[i], kExact);
+  // A zero row stays zero; gradient is the identity.
+  EXPECT_EQ(Values(QuantizeUniform(torch::zeros({2, 3}), 4, true).effective), std::vector<float>(6, 0));
+  const torch::Tensor w = torch::randn({4, 5}).requires_grad_(true);
+  (FakeUniform(w, 4, true) * 2).sum().backward();
+  EXPECT_TRUE((w.grad() == 2).all().item<bool>());
+  EXPECT_THROW(QuantizeUniform(w, 9, true), Error);
+  EXPECT_THROW(QuantizeUniform(w, 1, true), Error);
+}
+
+TEST(TernaryTest, UniformEightBitsIsClose) {
+  torch::manual_seed(5);
+  const torch::Tensor w = torch::randn({6, 30});
+  const UniformResult result = QuantizeUniform(w, 8, true);
+  const torch::Tensor half_step = result.scales.reshape({-1, 1}) / 2;
+  EXPECT_TRUE(((w - result.effective).abs() <= half_step + 1e-7).all().item<bool>());
+}
+
+TEST(TernaryTest, FullModeIsTheWeight) {
+  LayerQuantConfig config;
+  const torch::Tensor w = torch::randn({3, 3});
+  EXPECT_TRUE(torch::equal(FakeQuantize(w, config), w));
+  EXPECT_TRUE(torch::equal(QuantizedWeight(w, config), w));
+}
+
+TEST(TernaryTest, SparsityScheduleKnownAnswers) {
+  EXPECT_DOUBLE_EQ(ScheduledSparsity(0.5, 0, 4, SparsityRamp::kLinear), 0);
+  EXPECT_DOUBLE_EQ(ScheduledSparsity(0.5, 1, 4, SparsityRamp::kLinear), 0.125);
+  EXPECT_DOUBLE_EQ(ScheduledSparsity(0.5, 2, 4, SparsityRamp::kLinear), 0.25);
+  EXPECT_DOUBLE_EQ(ScheduledSparsity(0.5, 4, 4, SparsityRamp::kLinear), 0.5);
+  EXPECT_DOUBLE_EQ(ScheduledSparsity(0.5, 10, 4, SparsityRamp::kLinear), 0.5);
+  EXPECT_DOUBLE_EQ(ScheduledSparsity(0.5, 0, 4, SparsityRamp::kCubic), 0);
+  EXPECT_DOUBLE_EQ(ScheduledSparsity(0.5, 1, 4, SparsityRamp::kCubic), 0.5 * (1 - 0.421875));  // 1 - 0.75^3
+  EXPECT_DOUBLE_EQ(ScheduledSparsity(0.5, 2, 4, SparsityRamp::kCubic), 0.4375);              // 1 - 0.5^3
+  EXPECT_DOUBLE_EQ(ScheduledSparsity(0.5, 4, 4, SparsityRamp::kCubic), 0.5);
+  EXPECT_DOUBLE_EQ(ScheduledSparsity(0.5, 1.5, 3, SparsityRamp::kLinear), 0.25);
+  EXPECT_DOUBLE_EQ(ScheduledSparsity(0.7, 0, 0, SparsityRamp::kCubic), 0.7);
+}
+
+}  // namespace
+}  // namespace atq

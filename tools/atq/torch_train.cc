@@ -1,0 +1,83 @@
+// atq train: a full-precision or quantization-aware (ATQ ternary, uniform b-bit) image classifier.
+#include <memory>
+#include <string>
+
+#include <fmt/format.h>
+
+#include "command.h"
+#include "models/classifiers.h"
+#include "train/classifier_checkpoint.h"
+#include "train/trainer.h"
+#include "util/error.h"
+
+namespace atq::cli {
+
+RunFn DeclareTrain(CLI::App& app) {
+  struct Options {
+    TrainOptions train;
+    std::string mode = "full";
+    std::string threshold_mode = "sparsity";
+    std::string ramp = "linear";
+    bool use_rpb = false;
+  };
+  auto o = std::make_shared<Options>();
+  TrainOptions& t = o->train;
+  app.add_option("--dataset", t.dataset, "fashion_mnist or mnist (with --data), or a name for --data")
+      ->capture_default_str();
+  app.add_option("--data", t.data_dir, "An MNIST-format folder (default: the dataset's installed copy)");
+  app.add_option("--model", t.model, "mlp, cnn or resnet18")->capture_default_str();
+  app.add_option("--batch-size", t.batch_size)->check(CLI::PositiveNumber)->capture_default_str();
+  app.add_option("--epochs", t.epochs)->check(CLI::PositiveNumber)->capture_default_str();
+  app.add_option("--learning-rate", t.learning_rate, "Peak learning rate (cosine-annealed)")
+      ->check(CLI::PositiveNumber)
+      ->capture_default_str();
+  app.add_option("--weight-decay", t.weight_decay, "AdamW decoupled weight decay")->capture_default_str();
+  app.add_option("--mode", o->mode, "full, ternary (ATQ) or uniform")
+      ->check(CLI::IsMember({"full", "ternary", "uniform"}))
+      ->capture_default_str();
+  app.add_option("--bits", t.bits, "Bits for --mode uniform")->check(CLI::Range(2, 8))->capture_default_str();
+  app.add_option("--sparsity", t.sparsity, "Target share of zeros in ternary layers (threshold mode sparsity)")
+      ->check(CLI::Range(0.0, 0.99))
+      ->capture_default_str();
+  app.add_option("--ramp-epochs", t.ramp_epochs, "Raise sparsity from 0 to the target over these epochs")
+      ->capture_default_str();
+  app.add_option("--ramp", o->ramp, "Sparsity schedule: linear or cubic")
+      ->check(CLI::IsMember({"linear", "cubic"}))
+      ->capture_default_str();
+  app.add_option("--threshold-mode", o->threshold_mode, "sparsity, magnitude_absolute or magnitude_relative")
+      ->capture_default_str();
+  app.add_option("--magnitude", t.magnitude, "Cutoff for the magnitude threshold modes")->capture_default_str();
+  app.add_flag("!--per-layer-scale", t.per_channel, "One scale per layer instead of per output channel");
+  app.add_flag("--use-rpb", o->use_rpb, "Residual precision boosting (see --rpb-fraction)");
+  app.add_option("--rpb-fraction", t.rpb_fraction, "Share of each layer's weights kept exactly with --use-rpb")
+      ->check(CLI::Range(0.0, 0.5));
+  app.add_flag("--quantize-first-last", t.quantize_first_last, "Also quantize the input and output layers");
+  app.add_option("--init", t.init_from, "Start from this checkpoint (e.g. the full-precision model)");
+  app.add_option("--distill", t.distill_teacher, "Distil from this full-precision teacher checkpoint");
+  app.add_option("--temperature", t.temperature, "Distillation temperature")->capture_default_str();
+  app.add_option("--distill-alpha", t.distill_alpha, "Weight of the teacher's soft targets")
+      ->check(CLI::Range(0.0, 1.0))
+      ->capture_default_str();
+  app.add_option("--seed", t.seed)->capture_default_str();
+  app.add_flag("--augment", t.augment, "Random crops and flips");
+  app.add_option("--subset", t.subset, "Train on the first N images only");
+  app.add_option("--test-subset", t.test_subset, "Evaluate on the first N test images only");
+  app.add_option("--threads", t.threads, "Threads (0: every core)")->capture_default_str();
+  app.add_option("--out", t.out_dir, "Output folder: model.safetensors, config.json, metrics.json, best/")
+      ->required();
+  return [o] {
+    TrainOptions options = o->train;
+    options.mode = ParseWeightMode(o->mode);
+    options.threshold_mode = ParseThresholdMode(o->threshold_mode);
+    options.ramp = o->ramp == "cubic" ? SparsityRamp::kCubic : SparsityRamp::kLinear;
+    if (o->use_rpb && options.rpb_fraction == 0) options.rpb_fraction = 0.01;
+    if (!o->use_rpb) options.rpb_fraction = 0;
+    const TrainResult result = Train(options);
+    fmt::print("{}: best test accuracy {:.2f}% at epoch {}, final {:.2f}%; written to {}\n", options.model,
+               100 * result.best_test_accuracy, result.best_epoch, 100 * result.final_eval.accuracy,
+               options.out_dir);
+    return 0;
+  };
+}
+
+}  // namespace atq::cli
