@@ -166,8 +166,11 @@ std::vector<std::string> WriteClassifierPlots(const std::string& dir, const Clas
     for (double share : eval.per_class_accuracy) series.y.push_back(100 * share);
     return series;
   };
-  if (baseline != nullptr) accuracy.series.push_back(accuracy_series("baseline (" + baseline->checkpoint + ")", baseline->eval));
-  accuracy.series.push_back(accuracy_series(label + " (" + report.checkpoint + ")", report.eval));
+  const auto short_name = [](const std::string& path) { return fs::path(path).filename().string(); };
+  if (baseline != nullptr) {
+    accuracy.series.push_back(accuracy_series("baseline: " + short_name(baseline->checkpoint), baseline->eval));
+  }
+  accuracy.series.push_back(accuracy_series(label + ": " + short_name(report.checkpoint), report.eval));
   render(accuracy, "accuracy_comparison");
 
   PlotSpec distribution;

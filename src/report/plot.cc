@@ -22,13 +22,19 @@ std::string Quoted(const std::string& text) {
   return out + "'";
 }
 
+// Data-block strings are double-quoted; gnuplot has no escape for a double quote there, so it becomes a single one.
+std::string DataLabel(std::string text) {
+  for (char& c : text) c = c == '"' ? '\'' : c;
+  return "\"" + text + "\"";
+}
+
 }  // namespace
 
 std::string GnuplotScript(const PlotSpec& spec, const std::string& png_path) {
   Require(!spec.series.empty(), "plot {}: nothing to draw", png_path);
   std::string script = fmt::format(
       "set terminal pngcairo size {},{} enhanced font 'Sans,11'\nset output {}\nset title {}\n"
-      "set xlabel {}\nset ylabel {}\nset grid ytics lc rgb '#dddddd'\nset key outside right top\n",
+      "set xlabel {}\nset ylabel {}\nset grid ytics lc rgb '#dddddd'\nset key below\n",
       spec.width, spec.height, Quoted(png_path), Quoted(spec.title), Quoted(spec.x_label), Quoted(spec.y_label));
   if (spec.log_x) script += "set logscale x 2\n";
   const bool bars = !spec.categories.empty();
@@ -39,7 +45,7 @@ std::string GnuplotScript(const PlotSpec& spec, const std::string& png_path) {
       Require(series.y.size() == spec.categories.size(), "plot {}: series '{}' has {} values for {} categories",
               png_path, series.title, series.y.size(), spec.categories.size());
       for (size_t k = 0; k < series.y.size(); ++k) {
-        script += fmt::format("{} {:.10g}\n", Quoted(spec.categories[k]), series.y[k]);
+        script += fmt::format("{} {:.10g}\n", DataLabel(spec.categories[k]), series.y[k]);
       }
     } else {
       Require(series.x.size() == series.y.size(), "plot {}: series '{}' has {} x and {} y values", png_path,

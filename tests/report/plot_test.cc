@@ -36,7 +36,7 @@ TEST(Plot, BarChartsNeedOneValuePerCategory) {
   spec.series = {{"layer", {}, {0.2, 0.6}}};
   EXPECT_THROW(GnuplotScript(spec, "bars.png"), Error);
   spec.series[0].y.push_back(0.2);
-  EXPECT_NE(GnuplotScript(spec, "bars.png").find("'+1' 0.2"), std::string::npos);
+  EXPECT_NE(GnuplotScript(spec, "bars.png").find("\"+1\" 0.2"), std::string::npos);
 }
 
 TEST(Plot, RendersAPng) {
