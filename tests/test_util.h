@@ -17,7 +17,31 @@
 
 #include <gtest/gtest.h>
 
+#include "util/error.h"
+
 namespace atq::testutil {
+
+// The atq::Error message `parse()` throws; fails the test when it succeeds or throws anything else.
+template <typename ParseFn>
+std::string ErrorMessageOf(ParseFn parse) {
+  try {
+    parse();
+  } catch (const ::atq::Error& e) {
+    return e.what();
+  } catch (const std::exception& e) {
+    ADD_FAILURE() << "expected atq::Error, got another exception: " << e.what();
+    return "";
+  }
+  ADD_FAILURE() << "expected atq::Error, but the input parsed";
+  return "";
+}
+
+// Expects the error to name `file` and contain every needle.
+inline void ExpectErrorNaming(const std::string& message, const std::string& file,
+                              const std::vector<std::string>& needles) {
+  EXPECT_NE(message.find(file), std::string::npos) << message;
+  for (const std::string& needle : needles) EXPECT_NE(message.find(needle), std::string::npos) << message;
+}
 
 // The fixtures folder: $ATQ_FIXTURES, else ATQ_SOURCE_DIR/../shared/fixtures (ATQ_SOURCE_DIR from the compile
 // definition, else the environment). std::nullopt when neither exists.

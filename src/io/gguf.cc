@@ -642,22 +642,18 @@ std::string GgufLayoutString(const Layout& layout) {
 
 // ---- the reader ----
 
-GgufFile GgufFile::Open(const std::string& path) {
-  GgufFile file;
-  file.path_ = path;
-  file.mapped_ = MappedFile::Open(path);
-  file.bytes_ = file.mapped_.data();
-  file.size_ = file.mapped_.size();
-  file.Parse();
-  return file;
-}
+GgufFile GgufFile::Open(const std::string& path) { return Load(MappedFile::Open(path)); }
 
 GgufFile GgufFile::FromBytes(std::string name, std::vector<uint8_t> bytes) {
+  return Load(MappedFile::FromBytes(std::move(name), std::move(bytes)));
+}
+
+GgufFile GgufFile::Load(MappedFile source) {
   GgufFile file;
-  file.path_ = std::move(name);
-  file.owned_ = std::move(bytes);
-  file.bytes_ = file.owned_.data();
-  file.size_ = file.owned_.size();
+  file.path_ = source.path();
+  file.mapped_ = std::move(source);
+  file.bytes_ = file.mapped_.data();
+  file.size_ = file.mapped_.size();
   file.Parse();
   return file;
 }

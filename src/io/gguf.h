@@ -233,11 +233,11 @@ class GgufFile {
 
  private:
   GgufFile() = default;
+  static GgufFile Load(MappedFile source);
   void Parse();
 
   std::string path_;
-  MappedFile mapped_;           // Open(): the mapping
-  std::vector<uint8_t> owned_;  // FromBytes(): the bytes (a moved vector keeps its buffer, so bytes_ survives)
+  MappedFile mapped_;  // the file's mapping, or the bytes given to FromBytes
   const uint8_t* bytes_ = nullptr;
   uint64_t size_ = 0;
   uint32_t version_ = 0;

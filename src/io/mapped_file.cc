@@ -38,33 +38,53 @@ MappedFile MappedFile::Open(const std::string& path) {
       Fail("{}: cannot map {} bytes: {}", path, file.size_, std::strerror(saved));
     }
     file.data_ = static_cast<const uint8_t*>(address);
+    file.is_mapping_ = true;
   }
   ::close(fd);
+  return file;
+}
+
+MappedFile MappedFile::FromBytes(std::string name, std::vector<uint8_t> bytes) {
+  MappedFile file;
+  file.path_ = std::move(name);
+  file.owned_ = std::move(bytes);
+  file.data_ = file.owned_.data();
+  file.size_ = file.owned_.size();
   return file;
 }
 
 MappedFile::~MappedFile() { Release(); }
 
 MappedFile::MappedFile(MappedFile&& other) noexcept
-    : path_(std::move(other.path_)), data_(other.data_), size_(other.size_) {
+    : path_(std::move(other.path_)),
+      owned_(std::move(other.owned_)),
+      data_(other.data_),
+      size_(other.size_),
+      is_mapping_(other.is_mapping_) {
   other.data_ = nullptr;
   other.size_ = 0;
+  other.is_mapping_ = false;
 }
 
 MappedFile& MappedFile::operator=(MappedFile&& other) noexcept {
   if (this != &other) {
     Release();
     path_ = std::move(other.path_);
+    owned_ = std::move(other.owned_);
     data_ = other.data_;
     size_ = other.size_;
+    is_mapping_ = other.is_mapping_;
     other.data_ = nullptr;
     other.size_ = 0;
+    other.is_mapping_ = false;
   }
   return *this;
 }
 
 void MappedFile::Release() {
-  if (data_ != nullptr) ::munmap(const_cast<uint8_t*>(data_), size_);
+  if (is_mapping_) ::munmap(const_cast<uint8_t*>(data_), size_);
+  owned_.clear();
+  is_mapping_ = false;
   data_ = nullptr;
   size_ = 0;
 }

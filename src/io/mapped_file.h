@@ -1,9 +1,11 @@
-// A read-only memory-mapped file: tensor files are read in place, never copied whole into memory.
+// A read-only memory-mapped file: tensor files are read in place, never copied whole into memory. The same
+// object can instead hold bytes already in memory (fuzzers, tests), so parsers have one input type.
 #pragma once
 
 #include <cstddef>
 #include <cstdint>
 #include <string>
+#include <vector>
 
 namespace atq {
 
@@ -11,6 +13,9 @@ class MappedFile {
  public:
   // Throws atq::Error naming the path when the file cannot be opened or mapped. An empty file maps to size 0.
   static MappedFile Open(const std::string& path);
+
+  // Bytes held in memory; `name` stands for the path in error messages.
+  static MappedFile FromBytes(std::string name, std::vector<uint8_t> bytes);
 
   MappedFile() = default;
   ~MappedFile();
@@ -27,8 +32,10 @@ class MappedFile {
   void Release();
 
   std::string path_;
+  std::vector<uint8_t> owned_;  // FromBytes(); a moved vector keeps its buffer, so data_ survives moves
   const uint8_t* data_ = nullptr;
   size_t size_ = 0;
+  bool is_mapping_ = false;  // data_ came from mmap
 };
 
 }  // namespace atq

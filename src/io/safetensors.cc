@@ -210,22 +210,18 @@ json ParseStrictJson(std::string_view text, const std::string& what) {
   }
 }
 
-SafetensorsFile SafetensorsFile::Open(const std::string& path) {
-  SafetensorsFile file;
-  file.path_ = path;
-  file.mapped_ = MappedFile::Open(path);
-  file.bytes_ = file.mapped_.data();
-  file.size_ = file.mapped_.size();
-  file.Parse();
-  return file;
-}
+SafetensorsFile SafetensorsFile::Open(const std::string& path) { return Load(MappedFile::Open(path)); }
 
 SafetensorsFile SafetensorsFile::FromBytes(std::string name, std::vector<uint8_t> bytes) {
+  return Load(MappedFile::FromBytes(std::move(name), std::move(bytes)));
+}
+
+SafetensorsFile SafetensorsFile::Load(MappedFile source) {
   SafetensorsFile file;
-  file.path_ = std::move(name);
-  file.owned_ = std::move(bytes);
-  file.bytes_ = file.owned_.data();
-  file.size_ = file.owned_.size();
+  file.path_ = source.path();
+  file.mapped_ = std::move(source);
+  file.bytes_ = file.mapped_.data();
+  file.size_ = file.mapped_.size();
   file.Parse();
   return file;
 }

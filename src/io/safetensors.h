@@ -57,11 +57,11 @@ class SafetensorsFile {
 
  private:
   SafetensorsFile() = default;
+  static SafetensorsFile Load(MappedFile source);
   void Parse();
 
   std::string path_;
-  MappedFile mapped_;           // Open(): the mapping
-  std::vector<uint8_t> owned_;  // FromBytes(): the copy (a moved vector keeps its buffer, so bytes_ survives moves)
+  MappedFile mapped_;  // the file's mapping, or the bytes given to FromBytes
   const uint8_t* bytes_ = nullptr;
   uint64_t size_ = 0;
   uint64_t data_offset_ = 0;

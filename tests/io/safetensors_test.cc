@@ -55,23 +55,12 @@ constexpr const char* kHostileName = "hostile.safetensors";
 
 // The atq::Error message FromBytes gives for `bytes`; fails the test on success or on any other exception.
 std::string ParseError(const std::vector<uint8_t>& bytes) {
-  try {
-    SafetensorsFile::FromBytes(kHostileName, bytes);
-  } catch (const Error& e) {
-    return e.what();
-  } catch (const std::exception& e) {
-    ADD_FAILURE() << "expected atq::Error, got another exception: " << e.what();
-    return "";
-  }
-  ADD_FAILURE() << "expected atq::Error, but the file parsed";
-  return "";
+  return testutil::ErrorMessageOf([&] { SafetensorsFile::FromBytes(kHostileName, bytes); });
 }
 
 // Every message names the file and the specific problem.
 void ExpectParseError(const std::vector<uint8_t>& bytes, const std::vector<std::string>& needles) {
-  const std::string message = ParseError(bytes);
-  EXPECT_NE(message.find(kHostileName), std::string::npos) << message;
-  for (const std::string& needle : needles) EXPECT_NE(message.find(needle), std::string::npos) << message;
+  testutil::ExpectErrorNaming(ParseError(bytes), kHostileName, needles);
 }
 
 std::string WriteError(const std::string& path, const std::vector<TensorToWrite>& tensors) {
