@@ -1,15 +1,16 @@
 // QuantLinear and QuantConv2d: latent float weights, fake quantization in forward, per-layer statistics.
 #include "models/quant_layers.h"
 
-#include <cmath>
-
 #include <torch/nn/functional/conv.h>
 #include <torch/nn/functional/linear.h>
 #include <torch/nn/init.h>
 #include <torch/utils.h>
 
+#include <cmath>
+
 #include "formats/atq_packed.h"
 #include "formats/quant_type.h"
+#include "io/tensor_info.h"
 #include "quant/ternary.h"
 #include "util/error.h"
 
@@ -88,52 +89,45 @@ LayerQuantStats WeightQuantStats(const std::string& name, const torch::Tensor& w
   return stats;
 }
 
-QuantLinearImpl::QuantLinearImpl(int64_t in_features, int64_t out_features, bool bias)
-    : in_features_(in_features), out_features_(out_features) {
-  Require(in_features > 0 && out_features > 0, "QuantLinear needs positive sizes, got {} -> {}", in_features,
-          out_features);
-  weight = register_parameter("weight", torch::empty({out_features, in_features}));
-  if (bias) this->bias = register_parameter("bias", torch::empty({out_features}));
+QuantWeightLayer::QuantWeightLayer(const std::vector<int64_t>& weight_shape, bool bias) {
+  for (const int64_t dim : weight_shape) {
+    Require(dim > 0, "quantizable layer: weight shape {} needs positive sizes", ShapeString(weight_shape));
+  }
+  weight = register_parameter("weight", torch::empty(weight_shape));
+  if (bias) this->bias = register_parameter("bias", torch::empty({weight_shape[0]}));
   reset_parameters();
 }
 
-void QuantLinearImpl::reset_parameters() { ResetLikeTorch(weight, bias); }
+void QuantWeightLayer::reset_parameters() { ResetLikeTorch(weight, bias); }
 
-torch::Tensor QuantLinearImpl::forward(const torch::Tensor& x) {
-  return torch::nn::functional::linear(x, FakeQuantize(weight, config_), bias);
+torch::Tensor QuantWeightLayer::ForwardWeight() const { return FakeQuantize(weight, config_); }
+
+torch::Tensor QuantWeightLayer::EffectiveWeight() const { return QuantizedWeight(weight, config_); }
+
+LayerQuantStats QuantWeightLayer::Stats(const std::string& name) const {
+  return WeightQuantStats(name, weight, bias, config_);
 }
 
-torch::Tensor QuantLinearImpl::EffectiveWeight() const { return QuantizedWeight(weight, config_); }
+QuantLinearImpl::QuantLinearImpl(int64_t in_features, int64_t out_features, bool bias)
+    : QuantWeightLayer({out_features, in_features}, bias), in_features_(in_features), out_features_(out_features) {}
 
-LayerQuantStats QuantLinearImpl::Stats(const std::string& name) const {
-  return WeightQuantStats(name, weight, bias, config_);
+torch::Tensor QuantLinearImpl::forward(const torch::Tensor& x) {
+  return torch::nn::functional::linear(x, ForwardWeight(), bias);
 }
 
 QuantConv2dImpl::QuantConv2dImpl(int64_t in_channels, int64_t out_channels, int64_t kernel_size, int64_t stride,
                                  int64_t padding, bool bias)
-    : in_channels_(in_channels),
+    : QuantWeightLayer({out_channels, in_channels, kernel_size, kernel_size}, bias),
+      in_channels_(in_channels),
       out_channels_(out_channels),
       kernel_size_(kernel_size),
       stride_(stride),
       padding_(padding) {
-  Require(in_channels > 0 && out_channels > 0 && kernel_size > 0 && stride > 0 && padding >= 0,
-          "QuantConv2d: bad shape in {} out {} kernel {} stride {} padding {}", in_channels, out_channels,
-          kernel_size, stride, padding);
-  weight = register_parameter("weight", torch::empty({out_channels, in_channels, kernel_size, kernel_size}));
-  if (bias) this->bias = register_parameter("bias", torch::empty({out_channels}));
-  reset_parameters();
+  Require(stride > 0 && padding >= 0, "QuantConv2d: bad stride {} or padding {}", stride, padding);
 }
-
-void QuantConv2dImpl::reset_parameters() { ResetLikeTorch(weight, bias); }
 
 torch::Tensor QuantConv2dImpl::forward(const torch::Tensor& x) {
-  return torch::conv2d(x, FakeQuantize(weight, config_), bias, {stride_, stride_}, {padding_, padding_});
-}
-
-torch::Tensor QuantConv2dImpl::EffectiveWeight() const { return QuantizedWeight(weight, config_); }
-
-LayerQuantStats QuantConv2dImpl::Stats(const std::string& name) const {
-  return WeightQuantStats(name, weight, bias, config_);
+  return torch::conv2d(x, ForwardWeight(), bias, {stride_, stride_}, {padding_, padding_});
 }
 
 }  // namespace atq
