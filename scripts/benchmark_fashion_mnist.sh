@@ -2,7 +2,8 @@
 # Issue 3's targets on full Fashion-MNIST with the CNN: full precision, then ATQ ternary (initialized from and
 # distilled from the FP model, sparsity ramped to the target, residual precision boosting), evaluated and packed.
 # Writes out/benchmark/fashion_mnist.json with accuracies, zero shares, packed sizes and seconds per epoch.
-# Long: on 2 CPU cores an epoch of this CNN takes minutes. EPOCHS / TERNARY_EPOCHS / SPARSITY override.
+# Long: on 2 CPU cores an epoch of this CNN takes minutes. EPOCHS / TERNARY_EPOCHS / SPARSITY / THREADS override
+# (THREADS=1 leaves a core free for other work; OpenMP threads that share cores with other jobs stall).
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 atq="${ATQ_BUILD_DIR:-$root/build}/atq"
@@ -10,11 +11,12 @@ out="$root/out/benchmark"
 epochs="${EPOCHS:-25}"
 ternary_epochs="${TERNARY_EPOCHS:-25}"
 sparsity="${SPARSITY:-0.6}"
+threads="${THREADS:-0}"
 mkdir -p "$out"
 "$atq" train --model cnn --epochs "$epochs" --batch-size 256 --learning-rate 0.002 --weight-decay 0.0005 --augment \
-  --seed 1 --out "$out/cnn-fp32"
+  --threads "$threads" --seed 1 --out "$out/cnn-fp32"
 "$atq" train --model cnn --epochs "$ternary_epochs" --batch-size 256 --learning-rate 0.001 --augment --seed 1 \
-  --mode ternary --sparsity "$sparsity" --ramp-epochs $((ternary_epochs / 3)) --use-rpb --rpb-fraction 0.001 \
+  --threads "$threads" --mode ternary --sparsity "$sparsity" --ramp-epochs $((ternary_epochs / 3)) --use-rpb --rpb-fraction 0.001 \
   --init "$out/cnn-fp32" --distill "$out/cnn-fp32" --out "$out/cnn-ternary"
 "$atq" evaluate "$out/cnn-fp32" --json "$out/cnn-fp32.eval.json"
 "$atq" evaluate "$out/cnn-ternary" --baseline "$out/cnn-fp32" --visualize --plots "$out/plots" \

@@ -9,7 +9,8 @@ packages=(
   build-essential cmake ninja-build pkg-config git ca-certificates
   clang libclang-rt-14-dev
   libtorch-dev libcli11-dev nlohmann-json3-dev libfmt-dev libhwy-dev
-  libsentencepiece-dev libyaml-cpp-dev zlib1g-dev
+  libsentencepiece-dev libpcre2-dev libyaml-cpp-dev zlib1g-dev
+  libopenblas0-pthread  # libtorch's matmuls call libblas.so.3; this makes it OpenBLAS, not the reference BLAS
   libgtest-dev libgmock-dev googletest libbenchmark-dev
   gnuplot-nox
   dataset-fashion-mnist
@@ -37,4 +38,5 @@ bash "$root/scripts/fetch_data.sh"
 build_dir="${ATQ_BUILD_DIR:-$root/build}"
 cmake -S "$root" -B "$build_dir" -G Ninja -DCMAKE_BUILD_TYPE=Release >/dev/null
 cmake --build "$build_dir" --parallel "$(nproc)"
+[ -f "$root/data/corpus/train.txt" ] || "$build_dir/atq" corpus --npm "$root/data/npm" --out "$root/data/corpus"
 echo "setup: built $build_dir/atq"

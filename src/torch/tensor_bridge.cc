@@ -1,6 +1,8 @@
 // Conversions between stored tensors and torch tensors.
 #include "torch/tensor_bridge.h"
 
+#include <dlfcn.h>
+
 #include <cstring>
 #include <thread>
 
@@ -70,6 +72,12 @@ std::vector<uint8_t> FromTorch(const torch::Tensor& tensor, QuantType type, cons
 void SetTorchThreads(int threads) {
   if (threads <= 0) threads = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
   torch::set_num_threads(threads);
+  // libtorch's matrix products go to libblas.so.3; when that is OpenBLAS it keeps its own thread pool, sized to
+  // every core, whose idle threads spin against torch's. Same count for both.
+  using SetBlasThreads = void (*)(int);
+  if (const auto set_blas_threads = reinterpret_cast<SetBlasThreads>(dlsym(RTLD_DEFAULT, "openblas_set_num_threads"))) {
+    set_blas_threads(threads);
+  }
 }
 
 }  // namespace atq

@@ -1,6 +1,8 @@
 // The training loop (AdamW, cosine learning rate, scheduled sparsity, distillation), evaluation and outputs.
 #include "train/trainer.h"
 
+#include "train/optimizer.h"
+
 #include <algorithm>
 #include <chrono>
 #include <cmath>
@@ -20,8 +22,6 @@
 
 namespace atq {
 namespace {
-
-constexpr double kPi = 3.14159265358979323846;
 
 bool IsFashionMnist(const std::string& dataset) {
   return dataset == "fashion_mnist" || dataset == "fashion-mnist" || dataset == "fashionmnist";
@@ -312,18 +312,7 @@ TrainResult Train(const TrainOptions& options) {
     teacher->eval();
   }
 
-  // AdamW with decay on weights only: decaying BatchNorm scales and biases only fights the normalization.
-  std::vector<torch::Tensor> decayed, not_decayed;
-  for (const torch::Tensor& parameter : model->parameters()) {
-    (parameter.dim() > 1 ? decayed : not_decayed).push_back(parameter);
-  }
-  std::vector<torch::optim::OptimizerParamGroup> groups;
-  groups.emplace_back(decayed, std::make_unique<torch::optim::AdamWOptions>(
-                                   torch::optim::AdamWOptions(options.learning_rate).weight_decay(options.weight_decay)));
-  groups.emplace_back(not_decayed, std::make_unique<torch::optim::AdamWOptions>(
-                                       torch::optim::AdamWOptions(options.learning_rate).weight_decay(0)));
-  torch::optim::AdamW optimizer(std::move(groups),
-                                torch::optim::AdamWOptions(options.learning_rate).weight_decay(options.weight_decay));
+  const auto optimizer = MakeAdamW(model->parameters(), options.learning_rate, options.weight_decay);
 
   const int64_t batches_per_epoch = (data.train.size() + options.batch_size - 1) / options.batch_size;
   const int64_t total_steps = batches_per_epoch * options.epochs;
@@ -355,17 +344,15 @@ TrainResult Train(const TrainOptions& options) {
     for (int64_t index = 0; index < batches.size(); ++index, ++step) {
       // Cosine annealing per step, and the sparsity ramp per step too (the threshold is recomputed at every
       // forward anyway), reaching the target at the end of epoch ramp_epochs.
-      learning_rate = options.learning_rate * 0.5 * (1 + std::cos(kPi * static_cast<double>(step) / total_steps));
-      for (auto& group : optimizer.param_groups()) {
-        static_cast<torch::optim::AdamWOptions&>(group.options()).lr(learning_rate);
-      }
+      learning_rate = WarmupCosineLearningRate(step, total_steps, /*warmup=*/0, options.learning_rate);
+      SetLearningRate(*optimizer, learning_rate);
       if (scheduled) {
         const double progress_epochs = static_cast<double>(step + 1) / static_cast<double>(batches_per_epoch);
         SetScheduledSparsity(*model, ScheduledSparsity(options.sparsity, progress_epochs, options.ramp_epochs,
                                                        options.ramp));
       }
       const Batch batch = batches.Get(index);
-      optimizer.zero_grad();
+      optimizer->zero_grad();
       const torch::Tensor logits = model->forward(batch.images);  // [B, K]
       torch::Tensor loss;
       if (teacher) {
@@ -379,7 +366,7 @@ TrainResult Train(const TrainOptions& options) {
         loss = torch::nn::functional::cross_entropy(logits, batch.labels);
       }
       loss.backward();
-      optimizer.step();
+      optimizer->step();
 
       const int64_t size = batch.labels.size(0);
       const double batch_loss = loss.item<double>();

@@ -24,10 +24,14 @@ RunFn DeclareVersion(CLI::App& app);
 RunFn DeclareFormats(CLI::App& app);
 RunFn DeclareInspect(CLI::App& app);
 RunFn DeclareRoundtrip(CLI::App& app);
+RunFn DeclareCorpus(CLI::App& app);
 #ifdef ATQ_WITH_TORCH
 RunFn DeclareTrain(CLI::App& app);
 RunFn DeclareEvaluate(CLI::App& app);
 RunFn DeclareExport(CLI::App& app);
+RunFn DeclareGenerate(CLI::App& app);
+RunFn DeclarePerplexity(CLI::App& app);
+RunFn DeclareTrainLm(CLI::App& app);
 #endif
 
 }  // namespace atq::cli

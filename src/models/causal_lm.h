@@ -1,0 +1,53 @@
+// The interface every causal language model in atq implements (GPT-2, Llama), its key/value cache, and the
+// attention both share. Parameter names are Hugging Face's, so checkpoints load by name; every linear layer
+// is a torch::nn::Linear with weight [out, in] (GPT-2's Conv1D [in, out] is transposed on load and save).
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <vector>
+
+#include <torch/nn/module.h>
+#include <torch/types.h>
+
+#include "models/lm_config.h"
+
+namespace atq {
+
+// Keys and values of every layer for the positions seen so far.
+struct KvCache {
+  std::vector<torch::Tensor> keys;    // per layer [B, kv_heads, S, head_dim]
+  std::vector<torch::Tensor> values;  // per layer [B, kv_heads, S, head_dim]
+  int64_t length = 0;                 // S, positions cached
+
+  // Appends one layer's new keys/values ([B, kv_heads, T, head_dim]) and returns the full ones.
+  std::pair<torch::Tensor, torch::Tensor> Append(size_t layer, const torch::Tensor& new_keys,
+                                                 const torch::Tensor& new_values);
+};
+
+class CausalLmImpl : public torch::nn::Module {
+ public:
+  explicit CausalLmImpl(const LmConfig& config) : config_(config) {}
+  const LmConfig& config() const { return config_; }
+
+  // ids: [B, T] int64 tokens at positions cache->length .. +T-1 (0 .. T-1 without a cache).
+  // Returns logits [B, T, vocab] in the model's dtype; the cache, when given, grows by T.
+  virtual torch::Tensor forward(const torch::Tensor& ids, KvCache* cache = nullptr) = 0;
+
+ protected:
+  LmConfig config_;
+};
+
+// Causal scaled-dot-product attention with grouped KV heads. query: [B, H, T, D] at positions past .. past+T-1;
+// keys/values: [B, KV, past+T, D] with H a multiple of KV (each KV head serves H/KV consecutive query heads).
+// Returns [B, H, T, D]. Softmax in at least float32.
+torch::Tensor CausalAttention(const torch::Tensor& query, const torch::Tensor& keys, const torch::Tensor& values,
+                              int64_t past);
+
+// x itself when it is float32 or float64, else x in float32: norms and softmax never run in 16-bit floats.
+torch::Tensor AtLeastFloat32(const torch::Tensor& x);
+
+// A new model of `config.arch` with freshly initialized weights (normal(0, 0.02), as transformers does).
+std::shared_ptr<CausalLmImpl> MakeCausalLm(const LmConfig& config);
+
+}  // namespace atq

@@ -1,0 +1,85 @@
+// GPT-2's forward pass.
+#include "models/gpt2.h"
+
+#include <torch/torch.h>
+
+#include "util/error.h"
+
+namespace atq {
+namespace {
+
+torch::nn::LayerNorm MakeLayerNorm(const LmConfig& config) {
+  return torch::nn::LayerNorm(torch::nn::LayerNormOptions({config.hidden_size}).eps(config.norm_eps));
+}
+
+}  // namespace
+
+Gpt2AttentionImpl::Gpt2AttentionImpl(const LmConfig& config) : heads(config.num_heads) {
+  c_attn = register_module("c_attn", torch::nn::Linear(config.hidden_size, 3 * config.hidden_size));
+  c_proj = register_module("c_proj", torch::nn::Linear(config.hidden_size, config.hidden_size));
+}
+
+torch::Tensor Gpt2AttentionImpl::forward(const torch::Tensor& x, KvCache* cache, size_t layer) {
+  const int64_t batch = x.size(0), steps = x.size(1), width = x.size(2);
+  // [B, T, 3C] -> three [B, H, T, D]
+  const auto split = c_attn(x).view({batch, steps, 3, heads, width / heads}).permute({2, 0, 3, 1, 4});
+  torch::Tensor keys = split[1], values = split[2];
+  const int64_t past = cache ? cache->length : 0;
+  if (cache) std::tie(keys, values) = cache->Append(layer, keys, values);
+  const torch::Tensor mixed = CausalAttention(split[0], keys, values, past);  // [B, H, T, D]
+  return c_proj(mixed.transpose(1, 2).reshape({batch, steps, width}));
+}
+
+Gpt2MlpImpl::Gpt2MlpImpl(const LmConfig& config) {
+  c_fc = register_module("c_fc", torch::nn::Linear(config.hidden_size, config.intermediate_size));
+  c_proj = register_module("c_proj", torch::nn::Linear(config.intermediate_size, config.hidden_size));
+}
+
+torch::Tensor Gpt2MlpImpl::forward(const torch::Tensor& x) {
+  return c_proj(torch::gelu(c_fc(x), "tanh"));  // gelu_new is GELU's tanh approximation
+}
+
+Gpt2BlockImpl::Gpt2BlockImpl(const LmConfig& config) {
+  ln_1 = register_module("ln_1", MakeLayerNorm(config));
+  attn = register_module("attn", Gpt2Attention(config));
+  ln_2 = register_module("ln_2", MakeLayerNorm(config));
+  mlp = register_module("mlp", Gpt2Mlp(config));
+}
+
+torch::Tensor Gpt2BlockImpl::forward(const torch::Tensor& x, KvCache* cache, size_t layer) {
+  const torch::Tensor h = x + attn->forward(ln_1(x), cache, layer);
+  return h + mlp(ln_2(h));
+}
+
+Gpt2BackboneImpl::Gpt2BackboneImpl(const LmConfig& config) {
+  wte = register_module("wte", torch::nn::Embedding(config.vocab_size, config.hidden_size));
+  wpe = register_module("wpe", torch::nn::Embedding(config.max_positions, config.hidden_size));
+  h = register_module("h", torch::nn::ModuleList());
+  for (int64_t i = 0; i < config.num_layers; ++i) h->push_back(Gpt2Block(config));
+  ln_f = register_module("ln_f", MakeLayerNorm(config));
+}
+
+Gpt2Impl::Gpt2Impl(const LmConfig& config) : CausalLmImpl(config) {
+  transformer_ = register_module("transformer", Gpt2Backbone(config));
+  if (!config.tied_embeddings) {
+    lm_head_ = register_module("lm_head", torch::nn::Linear(torch::nn::LinearOptions(config.hidden_size,
+                                                                                      config.vocab_size).bias(false)));
+  }
+}
+
+torch::Tensor Gpt2Impl::forward(const torch::Tensor& ids, KvCache* cache) {
+  const int64_t past = cache ? cache->length : 0, steps = ids.size(1);
+  Require(past + steps <= config_.max_positions,
+          "GPT-2 has {} learned positions; positions {}..{} do not exist (use a shorter context)",
+          config_.max_positions, past, past + steps - 1);
+  const torch::Tensor positions = torch::arange(past, past + steps, ids.options());
+  torch::Tensor x = transformer_->wte(ids) + transformer_->wpe(positions);  // [B, T, C]
+  for (size_t layer = 0; layer < transformer_->h->size(); ++layer) {
+    x = transformer_->h[layer]->as<Gpt2Block>()->forward(x, cache, layer);
+  }
+  if (cache) cache->length += steps;
+  x = transformer_->ln_f(x);
+  return lm_head_ ? lm_head_(x) : torch::matmul(x, transformer_->wte->weight.t());  // [B, T, V]
+}
+
+}  // namespace atq

@@ -1,0 +1,57 @@
+// GPT-2 (Hugging Face GPT2LMHeadModel): learned positions, pre-LayerNorm blocks, fused QKV, gelu_new MLP, head
+// tied to the token embedding unless the config says otherwise.
+#pragma once
+
+#include <torch/nn/modules/container/modulelist.h>
+#include <torch/nn/modules/embedding.h>
+#include <torch/nn/modules/linear.h>
+#include <torch/nn/modules/normalization.h>
+
+#include "models/causal_lm.h"
+
+namespace atq {
+
+struct Gpt2AttentionImpl : torch::nn::Module {
+  explicit Gpt2AttentionImpl(const LmConfig& config);
+  torch::Tensor forward(const torch::Tensor& x, KvCache* cache, size_t layer);  // x: [B, T, C]
+  int64_t heads;
+  torch::nn::Linear c_attn{nullptr}, c_proj{nullptr};
+};
+TORCH_MODULE(Gpt2Attention);
+
+struct Gpt2MlpImpl : torch::nn::Module {
+  explicit Gpt2MlpImpl(const LmConfig& config);
+  torch::Tensor forward(const torch::Tensor& x);
+  torch::nn::Linear c_fc{nullptr}, c_proj{nullptr};
+};
+TORCH_MODULE(Gpt2Mlp);
+
+struct Gpt2BlockImpl : torch::nn::Module {
+  explicit Gpt2BlockImpl(const LmConfig& config);
+  torch::Tensor forward(const torch::Tensor& x, KvCache* cache, size_t layer);
+  torch::nn::LayerNorm ln_1{nullptr}, ln_2{nullptr};
+  Gpt2Attention attn{nullptr};
+  Gpt2Mlp mlp{nullptr};
+};
+TORCH_MODULE(Gpt2Block);
+
+// transformer.{wte, wpe, h, ln_f}
+struct Gpt2BackboneImpl : torch::nn::Module {
+  explicit Gpt2BackboneImpl(const LmConfig& config);
+  torch::nn::Embedding wte{nullptr}, wpe{nullptr};
+  torch::nn::ModuleList h{nullptr};
+  torch::nn::LayerNorm ln_f{nullptr};
+};
+TORCH_MODULE(Gpt2Backbone);
+
+class Gpt2Impl : public CausalLmImpl {
+ public:
+  explicit Gpt2Impl(const LmConfig& config);
+  torch::Tensor forward(const torch::Tensor& ids, KvCache* cache = nullptr) override;
+
+ private:
+  Gpt2Backbone transformer_{nullptr};
+  torch::nn::Linear lm_head_{nullptr};  // only when the head is not tied
+};
+
+}  // namespace atq

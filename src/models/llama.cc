@@ -1,0 +1,109 @@
+// The Llama forward pass.
+#include "models/llama.h"
+
+#include <torch/torch.h>
+
+namespace atq {
+namespace {
+
+torch::nn::Linear MakeLinear(int64_t in, int64_t out, bool bias) {
+  return torch::nn::Linear(torch::nn::LinearOptions(in, out).bias(bias));
+}
+
+}  // namespace
+
+RmsNormImpl::RmsNormImpl(int64_t width, double eps) : eps(eps) {
+  weight = register_parameter("weight", torch::ones({width}));
+}
+
+torch::Tensor RmsNormImpl::forward(const torch::Tensor& x) {
+  const torch::Tensor x32 = AtLeastFloat32(x);
+  const torch::Tensor normalized = x32 * torch::rsqrt(x32.pow(2).mean(-1, /*keepdim=*/true) + eps);
+  return weight * normalized.to(x.scalar_type());
+}
+
+std::pair<torch::Tensor, torch::Tensor> RotaryTables(const LmConfig& config, const torch::Tensor& positions,
+                                                     torch::Dtype dtype) {
+  const auto float_options = torch::TensorOptions().dtype(dtype).device(positions.device());
+  const torch::Tensor inv_freq =
+      1.0 / torch::pow(config.rope_theta, torch::arange(0, config.head_dim, 2, float_options) / config.head_dim);
+  const torch::Tensor angles = torch::outer(positions.to(dtype) / config.rope_linear_factor, inv_freq);
+  const torch::Tensor table = torch::cat({angles, angles}, -1);  // [T, D]
+  return {table.cos(), table.sin()};
+}
+
+torch::Tensor ApplyRotary(const torch::Tensor& x, const torch::Tensor& cos, const torch::Tensor& sin) {
+  const int64_t half = x.size(-1) / 2;
+  const torch::Tensor rotated = torch::cat({-x.narrow(-1, half, half), x.narrow(-1, 0, half)}, -1);
+  return (x * cos.to(x.scalar_type()) + rotated * sin.to(x.scalar_type()));
+}
+
+LlamaAttentionImpl::LlamaAttentionImpl(const LmConfig& config)
+    : heads(config.num_heads), kv_heads(config.num_kv_heads), head_dim(config.head_dim) {
+  const int64_t width = config.hidden_size;
+  q_proj = register_module("q_proj", MakeLinear(width, heads * head_dim, config.attention_bias));
+  k_proj = register_module("k_proj", MakeLinear(width, kv_heads * head_dim, config.attention_bias));
+  v_proj = register_module("v_proj", MakeLinear(width, kv_heads * head_dim, config.attention_bias));
+  o_proj = register_module("o_proj", MakeLinear(heads * head_dim, width, config.attention_bias));
+}
+
+torch::Tensor LlamaAttentionImpl::forward(const torch::Tensor& x, const torch::Tensor& cos, const torch::Tensor& sin,
+                                          KvCache* cache, size_t layer) {
+  const int64_t batch = x.size(0), steps = x.size(1);
+  const torch::Tensor query =
+      ApplyRotary(q_proj(x).view({batch, steps, heads, head_dim}).transpose(1, 2), cos, sin);  // [B, H, T, D]
+  torch::Tensor keys = ApplyRotary(k_proj(x).view({batch, steps, kv_heads, head_dim}).transpose(1, 2), cos, sin);
+  torch::Tensor values = v_proj(x).view({batch, steps, kv_heads, head_dim}).transpose(1, 2);  // [B, KV, T, D]
+  const int64_t past = cache ? cache->length : 0;
+  if (cache) std::tie(keys, values) = cache->Append(layer, keys, values);
+  const torch::Tensor mixed = CausalAttention(query, keys, values, past);
+  return o_proj(mixed.transpose(1, 2).reshape({batch, steps, heads * head_dim}));
+}
+
+LlamaMlpImpl::LlamaMlpImpl(const LmConfig& config) {
+  gate_proj = register_module("gate_proj", MakeLinear(config.hidden_size, config.intermediate_size, config.mlp_bias));
+  up_proj = register_module("up_proj", MakeLinear(config.hidden_size, config.intermediate_size, config.mlp_bias));
+  down_proj = register_module("down_proj", MakeLinear(config.intermediate_size, config.hidden_size, config.mlp_bias));
+}
+
+torch::Tensor LlamaMlpImpl::forward(const torch::Tensor& x) { return down_proj(torch::silu(gate_proj(x)) * up_proj(x)); }
+
+LlamaBlockImpl::LlamaBlockImpl(const LmConfig& config) {
+  input_layernorm = register_module("input_layernorm", RmsNorm(config.hidden_size, config.norm_eps));
+  self_attn = register_module("self_attn", LlamaAttention(config));
+  post_attention_layernorm = register_module("post_attention_layernorm", RmsNorm(config.hidden_size, config.norm_eps));
+  mlp = register_module("mlp", LlamaMlp(config));
+}
+
+torch::Tensor LlamaBlockImpl::forward(const torch::Tensor& x, const torch::Tensor& cos, const torch::Tensor& sin,
+                                      KvCache* cache, size_t layer) {
+  const torch::Tensor h = x + self_attn->forward(input_layernorm(x), cos, sin, cache, layer);
+  return h + mlp(post_attention_layernorm(h));
+}
+
+LlamaBackboneImpl::LlamaBackboneImpl(const LmConfig& config) {
+  embed_tokens = register_module("embed_tokens", torch::nn::Embedding(config.vocab_size, config.hidden_size));
+  layers = register_module("layers", torch::nn::ModuleList());
+  for (int64_t i = 0; i < config.num_layers; ++i) layers->push_back(LlamaBlock(config));
+  norm = register_module("norm", RmsNorm(config.hidden_size, config.norm_eps));
+}
+
+LlamaImpl::LlamaImpl(const LmConfig& config) : CausalLmImpl(config) {
+  model_ = register_module("model", LlamaBackbone(config));
+  if (!config.tied_embeddings) lm_head_ = register_module("lm_head", MakeLinear(config.hidden_size, config.vocab_size, false));
+}
+
+torch::Tensor LlamaImpl::forward(const torch::Tensor& ids, KvCache* cache) {
+  const int64_t past = cache ? cache->length : 0, steps = ids.size(1);
+  torch::Tensor x = model_->embed_tokens(ids);  // [B, T, C]
+  const auto [cos, sin] = RotaryTables(config_, torch::arange(past, past + steps, ids.options()),
+                                       x.scalar_type() == torch::kFloat64 ? torch::kFloat64 : torch::kFloat32);
+  for (size_t layer = 0; layer < model_->layers->size(); ++layer) {
+    x = model_->layers[layer]->as<LlamaBlock>()->forward(x, cos, sin, cache, layer);
+  }
+  if (cache) cache->length += steps;
+  x = model_->norm(x);
+  return lm_head_ ? lm_head_(x) : torch::matmul(x, model_->embed_tokens->weight.t());  // [B, T, V]
+}
+
+}  // namespace atq

@@ -1,0 +1,75 @@
+// The Llama family (Hugging Face LlamaForCausalLM): RMSNorm, rotary positions (rotate-half layout), grouped- or
+// multi-query attention, SwiGLU MLP, tied or separate head.
+#pragma once
+
+#include <torch/nn/modules/container/modulelist.h>
+#include <torch/nn/modules/embedding.h>
+#include <torch/nn/modules/linear.h>
+
+#include "models/causal_lm.h"
+
+namespace atq {
+
+struct RmsNormImpl : torch::nn::Module {
+  RmsNormImpl(int64_t width, double eps);
+  torch::Tensor forward(const torch::Tensor& x);  // normalized in float32, then scaled, in x's dtype
+  torch::Tensor weight;
+  double eps;
+};
+TORCH_MODULE(RmsNorm);
+
+// cos and sin of the rotary angles for `positions` ([T] int64): each [T, head_dim], the half-width frequency
+// table repeated twice (Hugging Face's rotate-half layout), computed in `dtype` (float32 as transformers does;
+// float64 for float64 models).
+std::pair<torch::Tensor, torch::Tensor> RotaryTables(const LmConfig& config, const torch::Tensor& positions,
+                                                     torch::Dtype dtype);
+// x: [B, H, T, D] rotated by the tables of its positions.
+torch::Tensor ApplyRotary(const torch::Tensor& x, const torch::Tensor& cos, const torch::Tensor& sin);
+
+struct LlamaAttentionImpl : torch::nn::Module {
+  explicit LlamaAttentionImpl(const LmConfig& config);
+  // x: [B, T, C]; cos/sin: [T, D]
+  torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& cos, const torch::Tensor& sin, KvCache* cache,
+                        size_t layer);
+  int64_t heads, kv_heads, head_dim;
+  torch::nn::Linear q_proj{nullptr}, k_proj{nullptr}, v_proj{nullptr}, o_proj{nullptr};
+};
+TORCH_MODULE(LlamaAttention);
+
+struct LlamaMlpImpl : torch::nn::Module {
+  explicit LlamaMlpImpl(const LmConfig& config);
+  torch::Tensor forward(const torch::Tensor& x);  // down(silu(gate(x)) * up(x))
+  torch::nn::Linear gate_proj{nullptr}, up_proj{nullptr}, down_proj{nullptr};
+};
+TORCH_MODULE(LlamaMlp);
+
+struct LlamaBlockImpl : torch::nn::Module {
+  explicit LlamaBlockImpl(const LmConfig& config);
+  torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& cos, const torch::Tensor& sin, KvCache* cache,
+                        size_t layer);
+  RmsNorm input_layernorm{nullptr}, post_attention_layernorm{nullptr};
+  LlamaAttention self_attn{nullptr};
+  LlamaMlp mlp{nullptr};
+};
+TORCH_MODULE(LlamaBlock);
+
+// model.{embed_tokens, layers, norm}
+struct LlamaBackboneImpl : torch::nn::Module {
+  explicit LlamaBackboneImpl(const LmConfig& config);
+  torch::nn::Embedding embed_tokens{nullptr};
+  torch::nn::ModuleList layers{nullptr};
+  RmsNorm norm{nullptr};
+};
+TORCH_MODULE(LlamaBackbone);
+
+class LlamaImpl : public CausalLmImpl {
+ public:
+  explicit LlamaImpl(const LmConfig& config);
+  torch::Tensor forward(const torch::Tensor& ids, KvCache* cache = nullptr) override;
+
+ private:
+  LlamaBackbone model_{nullptr};
+  torch::nn::Linear lm_head_{nullptr};  // only when the head is not tied
+};
+
+}  // namespace atq

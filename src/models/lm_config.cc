@@ -1,0 +1,213 @@
+// Hugging Face config.json <-> LmConfig.
+#include "models/lm_config.h"
+
+#include <fstream>
+
+#include "util/error.h"
+
+namespace atq {
+namespace {
+
+using json = nlohmann::json;
+
+const json& Key(const json& config, const char* key, const std::string& file) {
+  Require(config.contains(key) && !config[key].is_null(), "{}: config has no \"{}\"", file, key);
+  return config[key];
+}
+
+int64_t PositiveInt(const json& config, const char* key, const std::string& file) {
+  const json& value = Key(config, key, file);
+  Require(value.is_number_integer() && value.get<int64_t>() > 0, "{}: \"{}\" must be a positive integer, got {}",
+          file, key, value.dump());
+  return value.get<int64_t>();
+}
+
+template <typename T>
+T Optional(const json& config, const char* key, T fallback) {
+  if (!config.contains(key) || config[key].is_null()) return fallback;
+  return config[key].get<T>();
+}
+
+int32_t TokenId(const json& config, const char* key) {
+  if (!config.contains(key) || !config[key].is_number_integer()) return -1;  // null, absent, or a list
+  return config[key].get<int32_t>();
+}
+
+LmArch ArchOf(const json& config, const std::string& file) {
+  const std::string model_type = Optional<std::string>(config, "model_type", "");
+  if (model_type == "gpt2") return LmArch::kGpt2;
+  if (model_type == "llama") return LmArch::kLlama;
+  if (config.contains("architectures") && config["architectures"].is_array()) {
+    for (const json& name : config["architectures"]) {
+      if (name == "GPT2LMHeadModel") return LmArch::kGpt2;
+      if (name == "LlamaForCausalLM") return LmArch::kLlama;
+    }
+  }
+  Fail("{}: unknown architecture (model_type \"{}\"); atq reads gpt2 and llama", file, model_type);
+}
+
+// RoPE settings: "rope_theta" (transformers < 5) or "rope_parameters" / "rope_scaling" with a rope_type.
+void ReadRope(const json& config, const std::string& file, LmConfig& out) {
+  out.rope_theta = Optional<double>(config, "rope_theta", 10000.0);
+  for (const char* key : {"rope_parameters", "rope_scaling"}) {
+    if (!config.contains(key) || config[key].is_null()) continue;
+    const json& rope = config[key];
+    Require(rope.is_object(), "{}: \"{}\" must be an object", file, key);
+    out.rope_theta = Optional<double>(rope, "rope_theta", out.rope_theta);
+    const std::string type = Optional<std::string>(rope, "rope_type", Optional<std::string>(rope, "type", "default"));
+    if (type == "linear") {
+      out.rope_linear_factor = Optional<double>(rope, "factor", 1.0);
+      Require(out.rope_linear_factor > 0, "{}: linear RoPE factor must be positive", file);
+    } else {
+      Require(type == "default", "{}: RoPE type \"{}\" is not supported (atq reads default and linear)", file, type);
+    }
+  }
+  Require(out.rope_theta > 0, "{}: rope_theta must be positive, got {}", file, out.rope_theta);
+}
+
+}  // namespace
+
+std::string LmArchName(LmArch arch) { return arch == LmArch::kGpt2 ? "gpt2" : "llama"; }
+
+int64_t LmConfig::ParameterCount() const {
+  const int64_t q = num_heads * head_dim, kv = num_kv_heads * head_dim;
+  int64_t per_layer = 0;
+  if (arch == LmArch::kGpt2) {
+    per_layer = 4 * hidden_size                                 // two LayerNorms
+                + hidden_size * 3 * hidden_size + 3 * hidden_size  // c_attn
+                + hidden_size * hidden_size + hidden_size          // c_proj
+                + 2 * hidden_size * intermediate_size + intermediate_size + hidden_size;  // MLP
+  } else {
+    per_layer = 2 * hidden_size + hidden_size * (q + 2 * kv) + q * hidden_size + 3 * hidden_size * intermediate_size;
+    if (attention_bias) per_layer += q + 2 * kv + hidden_size;
+    if (mlp_bias) per_layer += 2 * intermediate_size + hidden_size;
+  }
+  int64_t total = vocab_size * hidden_size + num_layers * per_layer;
+  total += arch == LmArch::kGpt2 ? max_positions * hidden_size + 2 * hidden_size : hidden_size;
+  if (!tied_embeddings) total += vocab_size * hidden_size;
+  return total;
+}
+
+void ValidateLmConfig(const LmConfig& c, const std::string& what) {
+  for (const auto& [name, value] :
+       {std::pair<const char*, int64_t>{"vocab_size", c.vocab_size}, {"hidden_size", c.hidden_size},
+        {"num_layers", c.num_layers}, {"num_heads", c.num_heads}, {"num_kv_heads", c.num_kv_heads},
+        {"head_dim", c.head_dim}, {"intermediate_size", c.intermediate_size}, {"max_positions", c.max_positions}}) {
+    Require(value > 0, "{}: {} must be positive, got {}", what, name, value);
+  }
+  Require(c.num_heads % c.num_kv_heads == 0, "{}: {} attention heads are not a multiple of {} KV heads", what,
+          c.num_heads, c.num_kv_heads);
+  if (c.arch == LmArch::kGpt2) {
+    Require(c.num_heads * c.head_dim == c.hidden_size && c.num_kv_heads == c.num_heads,
+            "{}: GPT-2 needs hidden size {} = heads {} x head dim {}", what, c.hidden_size, c.num_heads, c.head_dim);
+  }
+  Require(c.head_dim % 2 == 0 || c.arch == LmArch::kGpt2, "{}: RoPE needs an even head dim, got {}", what,
+          c.head_dim);
+  Require(c.norm_eps > 0, "{}: norm epsilon must be positive", what);
+}
+
+LmConfig ParseHfConfig(const json& config, const std::string& file) {
+  Require(config.is_object(), "{}: config.json must be a JSON object", file);
+  LmConfig out;
+  out.arch = ArchOf(config, file);
+  out.vocab_size = PositiveInt(config, "vocab_size", file);
+  out.bos_id = TokenId(config, "bos_token_id");
+  out.eos_id = TokenId(config, "eos_token_id");
+  if (out.arch == LmArch::kGpt2) {
+    out.hidden_size = PositiveInt(config, "n_embd", file);
+    out.num_layers = PositiveInt(config, "n_layer", file);
+    out.num_heads = PositiveInt(config, "n_head", file);
+    out.num_kv_heads = out.num_heads;
+    out.max_positions = PositiveInt(config, "n_positions", file);
+    out.intermediate_size = Optional<int64_t>(config, "n_inner", 4 * out.hidden_size);
+    out.norm_eps = Optional<double>(config, "layer_norm_epsilon", 1e-5);
+    out.tied_embeddings = Optional<bool>(config, "tie_word_embeddings", true);
+    out.attention_bias = out.mlp_bias = true;
+    const std::string activation = Optional<std::string>(config, "activation_function", "gelu_new");
+    Require(activation == "gelu_new", "{}: GPT-2 activation \"{}\" is not supported (atq runs gelu_new)", file,
+            activation);
+    Require(!Optional<bool>(config, "scale_attn_by_inverse_layer_idx", false) &&
+                !Optional<bool>(config, "reorder_and_upcast_attn", false) &&
+                Optional<bool>(config, "scale_attn_weights", true),
+            "{}: GPT-2 attention variants (scale_attn_by_inverse_layer_idx, reorder_and_upcast_attn, unscaled) "
+            "are not supported",
+            file);
+    Require(out.hidden_size % out.num_heads == 0, "{}: n_embd {} is not a multiple of n_head {}", file,
+            out.hidden_size, out.num_heads);
+    out.head_dim = out.hidden_size / out.num_heads;
+  } else {
+    out.hidden_size = PositiveInt(config, "hidden_size", file);
+    out.num_layers = PositiveInt(config, "num_hidden_layers", file);
+    out.num_heads = PositiveInt(config, "num_attention_heads", file);
+    out.num_kv_heads = Optional<int64_t>(config, "num_key_value_heads", out.num_heads);
+    out.intermediate_size = PositiveInt(config, "intermediate_size", file);
+    out.max_positions = Optional<int64_t>(config, "max_position_embeddings", 2048);
+    out.norm_eps = Optional<double>(config, "rms_norm_eps", 1e-6);
+    out.tied_embeddings = Optional<bool>(config, "tie_word_embeddings", false);
+    out.attention_bias = Optional<bool>(config, "attention_bias", false);
+    out.mlp_bias = Optional<bool>(config, "mlp_bias", false);
+    const std::string activation = Optional<std::string>(config, "hidden_act", "silu");
+    Require(activation == "silu", "{}: Llama activation \"{}\" is not supported (atq runs silu)", file, activation);
+    Require(out.hidden_size % out.num_heads == 0 || config.contains("head_dim"),
+            "{}: hidden_size {} is not a multiple of num_attention_heads {}", file, out.hidden_size, out.num_heads);
+    out.head_dim = Optional<int64_t>(config, "head_dim", out.hidden_size / out.num_heads);
+    ReadRope(config, file, out);
+  }
+  ValidateLmConfig(out, file);
+  return out;
+}
+
+LmConfig ReadHfConfig(const std::string& path) {
+  std::ifstream in(path);
+  Require(in.good(), "{}: cannot open", path);
+  json config;
+  try {
+    config = json::parse(in);
+  } catch (const json::exception& e) {
+    Fail("{}: not valid JSON: {}", path, e.what());
+  }
+  try {
+    return ParseHfConfig(config, path);
+  } catch (const json::exception& e) {  // a value of the wrong JSON type
+    Fail("{}: {}", path, e.what());
+  }
+}
+
+json HfConfigJson(const LmConfig& c) {
+  json out;
+  out["vocab_size"] = c.vocab_size;
+  out["bos_token_id"] = c.bos_id >= 0 ? json(c.bos_id) : json(nullptr);
+  out["eos_token_id"] = c.eos_id >= 0 ? json(c.eos_id) : json(nullptr);
+  out["tie_word_embeddings"] = c.tied_embeddings;
+  out["torch_dtype"] = "float32";
+  if (c.arch == LmArch::kGpt2) {
+    out["model_type"] = "gpt2";
+    out["architectures"] = {"GPT2LMHeadModel"};
+    out["n_embd"] = c.hidden_size;
+    out["n_layer"] = c.num_layers;
+    out["n_head"] = c.num_heads;
+    out["n_positions"] = c.max_positions;
+    out["n_inner"] = c.intermediate_size;
+    out["layer_norm_epsilon"] = c.norm_eps;
+    out["activation_function"] = "gelu_new";
+  } else {
+    out["model_type"] = "llama";
+    out["architectures"] = {"LlamaForCausalLM"};
+    out["hidden_size"] = c.hidden_size;
+    out["num_hidden_layers"] = c.num_layers;
+    out["num_attention_heads"] = c.num_heads;
+    out["num_key_value_heads"] = c.num_kv_heads;
+    out["head_dim"] = c.head_dim;
+    out["intermediate_size"] = c.intermediate_size;
+    out["max_position_embeddings"] = c.max_positions;
+    out["rms_norm_eps"] = c.norm_eps;
+    out["hidden_act"] = "silu";
+    out["attention_bias"] = c.attention_bias;
+    out["mlp_bias"] = c.mlp_bias;
+    out["rope_theta"] = c.rope_theta;  // older transformers read this; newer ones convert it
+    if (c.rope_linear_factor != 1) out["rope_scaling"] = {{"rope_type", "linear"}, {"factor", c.rope_linear_factor}};
+  }
+  return out;
+}
+
+}  // namespace atq

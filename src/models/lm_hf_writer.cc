@@ -1,0 +1,50 @@
+// Hugging Face folder writer.
+#include "models/lm_hf_writer.h"
+
+#include <filesystem>
+#include <regex>
+
+#include <torch/torch.h>
+
+#include "io/atomic_file.h"
+#include "io/safetensors.h"
+#include "util/error.h"
+
+namespace atq {
+namespace fs = std::filesystem;
+
+std::vector<std::pair<std::string, torch::Tensor>> HuggingFaceTensors(const CausalLmImpl& model) {
+  static const std::regex conv1d(R"(\.(attn\.c_attn|attn\.c_proj|mlp\.c_fc|mlp\.c_proj)\.weight$)");
+  std::vector<std::pair<std::string, torch::Tensor>> out;
+  for (const auto& p : model.named_parameters()) {
+    torch::Tensor value = p.value().detach().to(torch::kCPU, torch::kFloat32);
+    if (model.config().arch == LmArch::kGpt2 && std::regex_search(p.key(), conv1d)) value = value.t();
+    out.emplace_back(p.key(), value.contiguous());
+  }
+  return out;
+}
+
+void SaveHuggingFace(const CausalLmImpl& model, const std::string& dir, const std::string& gpt2_tokenizer_dir) {
+  fs::create_directories(dir);
+  const auto tensors = HuggingFaceTensors(model);
+  std::vector<TensorToWrite> to_write;
+  for (const auto& [name, value] : tensors) {
+    to_write.push_back({name, QuantType::kF32, value.sizes().vec(), static_cast<const uint8_t*>(value.data_ptr()),
+                        static_cast<uint64_t>(value.numel()) * sizeof(float)});
+  }
+  WriteSafetensors((fs::path(dir) / "model.safetensors").string(), to_write, {{"format", "pt"}});
+  WriteFileAtomically((fs::path(dir) / "config.json").string(), HfConfigJson(model.config()).dump(2) + "\n");
+  if (!gpt2_tokenizer_dir.empty()) {
+    for (const auto& [from, to] : {std::pair<const char*, const char*>{"encoder.json", "vocab.json"},
+                                   {"vocab.bpe", "merges.txt"}}) {
+      const fs::path source = fs::path(gpt2_tokenizer_dir) / from;
+      Require(fs::exists(source), "{}: missing (GPT-2 tokenizer files)", source.string());
+      const fs::path target = fs::path(dir) / to;
+      const fs::path temporary = target.string() + ".tmp";
+      fs::copy_file(source, temporary, fs::copy_options::overwrite_existing);
+      fs::rename(temporary, target);
+    }
+  }
+}
+
+}  // namespace atq

