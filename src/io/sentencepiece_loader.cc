@@ -17,6 +17,20 @@ namespace {
 
 using OpenFn = Tokenizer* (*)(const char* path);
 
+// AddressSanitizer refuses RTLD_DEEPBIND (the module would bypass its allocator); sanitizer builds leave libtorch
+// out, so nothing clashes there.
+#if defined(__SANITIZE_ADDRESS__)
+constexpr int kDeepBind = 0;
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+constexpr int kDeepBind = 0;
+#else
+constexpr int kDeepBind = RTLD_DEEPBIND;
+#endif
+#else
+constexpr int kDeepBind = RTLD_DEEPBIND;
+#endif
+
 // $ATQ_SENTENCEPIECE_MODULE, else the module this build made, else libatq_sentencepiece.so beside the executable.
 std::vector<std::string> ModuleCandidates() {
   std::vector<std::string> candidates;
@@ -37,7 +51,7 @@ OpenFn OpenFunction() {
   std::call_once(once, [] {
     for (const std::string& path : ModuleCandidates()) {
       if (!std::filesystem::exists(path)) continue;
-      void* module = dlopen(path.c_str(), RTLD_NOW | RTLD_LOCAL | RTLD_DEEPBIND);  // never closed
+      void* module = dlopen(path.c_str(), RTLD_NOW | RTLD_LOCAL | kDeepBind);  // never closed
       if (module == nullptr) {
         failure = fmt::format("{}: {}", path, dlerror());
         continue;
