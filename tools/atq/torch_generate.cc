@@ -57,6 +57,7 @@ RunFn DeclareGenerate(CLI::App& app) {
       std::fflush(stdout);
     });
     std::fputc('\n', stdout);
+    std::fflush(stdout);
     std::fprintf(stderr, "%zu tokens (%s); time to first token %.3f s; decode %.1f tokens/s\n", result.tokens.size(),
                  result.stop_reason.c_str(), result.prefill_seconds, result.decode_tokens_per_second);
     if (!o->json_path.empty()) {
