@@ -15,6 +15,7 @@
 #include "io/mapped_file.h"
 #include "util/error.h"
 #include "util/log.h"
+#include "util/strings.h"
 
 namespace atq {
 namespace {
@@ -29,10 +30,6 @@ std::string Quote(std::string_view name) {
   constexpr size_t kMaxShown = 200;
   if (name.size() > kMaxShown) return fmt::format("'{}...' ({} bytes)", name.substr(0, kMaxShown), name.size());
   return fmt::format("'{}'", name);
-}
-
-bool EndsWith(std::string_view text, std::string_view suffix) {
-  return text.size() >= suffix.size() && text.substr(text.size() - suffix.size()) == suffix;
 }
 
 // A shard must be a plain file name beside the index: nothing that reaches another folder.

@@ -16,6 +16,7 @@
 #include "util/error.h"
 #include "util/log.h"
 #include "util/utf8.h"
+#include "util/strings.h"
 
 namespace atq {
 namespace fs = std::filesystem;
@@ -68,10 +69,6 @@ bool AttachesRight(std::string_view word) { return word == "(" || word == "["; }
 bool IsBrownFileName(const std::string& name) {
   return name.size() == 4 && name[0] == 'c' && name[1] >= 'a' && name[1] <= 'r' && name[2] >= '0' && name[2] <= '9' &&
          name[3] >= '0' && name[3] <= '9';
-}
-bool StartsWith(const std::string& text, std::string_view prefix) { return text.rfind(prefix, 0) == 0; }
-bool EndsWith(const std::string& text, std::string_view suffix) {
-  return text.size() >= suffix.size() && text.compare(text.size() - suffix.size(), suffix.size(), suffix) == 0;
 }
 
 // The regular files of `folder` accepted by `keep`, sorted bytewise, as documents "prefix/file name".

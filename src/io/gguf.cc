@@ -14,6 +14,7 @@
 #include "io/atomic_file.h"
 #include "util/error.h"
 #include "util/utf8.h"
+#include "util/strings.h"
 
 #if !defined(__BYTE_ORDER__) || __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
 #error "gguf.cc copies little-endian numbers straight from the file: it needs a little-endian host"
@@ -81,10 +82,6 @@ std::string Printable(std::string_view text) {
   }
   if (text.size() > kMaxShown) out += fmt::format("... ({} bytes)", text.size());
   return out;
-}
-
-bool StartsWith(std::string_view text, std::string_view prefix) {
-  return text.size() >= prefix.size() && text.compare(0, prefix.size(), prefix) == 0;
 }
 
 // ---- value helpers ----

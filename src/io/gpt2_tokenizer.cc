@@ -30,25 +30,6 @@ constexpr size_t kMaxCacheEntries = size_t{1} << 17;
 // encoder.json holds 50,257 tokens; the largest vocabularies in use hold a few hundred thousand.
 constexpr uint64_t kMaxTokens = std::numeric_limits<int32_t>::max();
 
-// Printable form of a token from a file, for error messages: bounded length, control and invalid bytes as \xNN.
-std::string Quote(std::string_view text) {
-  constexpr size_t kMaxShown = 80;
-  std::string_view shown = text.substr(0, kMaxShown);
-  while (!shown.empty() && !IsValidUtf8(shown)) shown.remove_suffix(1);
-  std::string quoted = "'";
-  for (const char c : shown) {
-    const auto byte = static_cast<unsigned char>(c);
-    if (byte < 0x20 || byte == 0x7F) {
-      quoted += fmt::format("\\x{:02X}", byte);
-    } else {
-      quoted += c;
-    }
-  }
-  quoted += "'";
-  if (shown.size() < text.size()) quoted += fmt::format(" (truncated, {} bytes)", text.size());
-  return quoted;
-}
-
 // GPT-2's bytes_to_unicode(): bytes '!'..'~', 0xA1..0xAC and 0xAE..0xFF stand for themselves; the other 68 bytes
 // take U+0100.. in byte order.
 struct ByteAlphabet {
@@ -117,17 +98,17 @@ class EncoderJsonReader : public nlohmann::json_sax<nlohmann::json> {
   bool boolean(bool) override { return Unexpected("a boolean"); }
   bool number_integer(number_integer_t value) override {
     if (depth_ != 1) return Unexpected("a number");
-    return Fail(fmt::format("token {} has negative id {}", Quote(key_), value));
+    return Fail(fmt::format("token {} has negative id {}", QuoteForMessage(key_), value));
   }
   bool number_unsigned(number_unsigned_t value) override {
     if (depth_ != 1) return Unexpected("a number");
-    if (value >= kMaxTokens) return Fail(fmt::format("token {} has id {}, too large", Quote(key_), value));
+    if (value >= kMaxTokens) return Fail(fmt::format("token {} has id {}, too large", QuoteForMessage(key_), value));
     entries.emplace_back(std::move(key_), value);
     return true;
   }
   bool number_float(number_float_t, const string_t& text) override {
     if (depth_ != 1) return Unexpected("a number");
-    return Fail(fmt::format("token {} has id {}, not an integer", Quote(key_), text));
+    return Fail(fmt::format("token {} has id {}, not an integer", QuoteForMessage(key_), text));
   }
   bool string(string_t&) override { return Unexpected("a string"); }
   bool binary(binary_t&) override { return Unexpected("binary data"); }
@@ -157,7 +138,7 @@ class EncoderJsonReader : public nlohmann::json_sax<nlohmann::json> {
     return false;
   }
   bool Unexpected(std::string_view what) {
-    if (depth_ == 1) return Fail(fmt::format("token {} maps to {}, not an integer id", Quote(key_), what));
+    if (depth_ == 1) return Fail(fmt::format("token {} maps to {}, not an integer id", QuoteForMessage(key_), what));
     return Fail(fmt::format("must be a JSON object of token -> integer id, found {}", what));
   }
 
@@ -181,10 +162,10 @@ std::vector<std::string> ReadEncoderJson(const std::string& path) {
   std::unordered_set<std::string_view> seen;
   seen.reserve(count);
   for (auto& [token, id] : reader.entries) {
-    Require(seen.insert(token).second, "{}: token {} appears twice", path, Quote(token));
-    Require(id < count, "{}: token {} has id {}, but {} tokens need ids 0..{} with none missing", path, Quote(token),
+    Require(seen.insert(token).second, "{}: token {} appears twice", path, QuoteForMessage(token));
+    Require(id < count, "{}: token {} has id {}, but {} tokens need ids 0..{} with none missing", path, QuoteForMessage(token),
             id, count, count - 1);
-    Require(!assigned[id], "{}: id {} is given to both {} and {}", path, id, Quote(tokens[id]), Quote(token));
+    Require(!assigned[id], "{}: id {} is given to both {} and {}", path, id, QuoteForMessage(tokens[id]), QuoteForMessage(token));
     assigned[id] = true;
     tokens[id] = token;  // copied: `seen` views the entries' strings
   }
@@ -242,7 +223,7 @@ Gpt2Tokenizer::Gpt2Tokenizer(std::vector<std::string> tokens, const std::vector<
     const std::string& spelling = Alphabet().characters[byte];
     const auto found = ids.find(spelling);
     Require(found != ids.end(), "{}: no token for byte 0x{:02X} (spelled {}); a byte-level vocabulary needs all 256",
-            source.tokens, byte, Quote(spelling));
+            source.tokens, byte, QuoteForMessage(spelling));
     byte_tokens_[byte] = found->second;
   }
 
@@ -256,20 +237,20 @@ Gpt2Tokenizer::Gpt2Tokenizer(std::vector<std::string> tokens, const std::vector<
     const size_t space = merge.find(' ', 1);
     Require(space != std::string::npos && space + 1 < merge.size(),
             "{}: {} {}: merge {} is not two tokens separated by a space", source.merges, source.merge_unit, number,
-            Quote(merge));
+            QuoteForMessage(merge));
     const std::string_view left(merge.data(), space);
     const std::string_view right(merge.data() + space + 1, merge.size() - space - 1);
     const auto left_id = ids.find(left);
     const auto right_id = ids.find(right);
     for (const auto& [part, found] : {std::pair{left, left_id}, std::pair{right, right_id}}) {
       Require(found != ids.end(), "{}: {} {}: merge {} names {}, which is not a token of {}", source.merges,
-              source.merge_unit, number, Quote(merge), Quote(part), source.tokens);
+              source.merge_unit, number, QuoteForMessage(merge), QuoteForMessage(part), source.tokens);
     }
     joined.assign(left);
     joined.append(right);
     const auto merged = ids.find(joined);
     Require(merged != ids.end(), "{}: {} {}: merge {} makes {}, which is not a token of {}", source.merges,
-            source.merge_unit, number, Quote(merge), Quote(joined), source.tokens);
+            source.merge_unit, number, QuoteForMessage(merge), QuoteForMessage(joined), source.tokens);
     merges_.emplace(PairKey(left_id->second, right_id->second), Merge{static_cast<int32_t>(rank), merged->second});
   }
 

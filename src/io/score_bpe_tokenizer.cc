@@ -18,25 +18,6 @@
 namespace atq {
 namespace {
 
-// Printable form of a piece from a file, for error messages: bounded length, control and invalid bytes as \xNN.
-std::string Quote(std::string_view text) {
-  constexpr size_t kMaxShown = 80;
-  std::string_view shown = text.substr(0, kMaxShown);
-  while (!shown.empty() && !IsValidUtf8(shown)) shown.remove_suffix(1);
-  std::string quoted = "'";
-  for (const char c : shown) {
-    const auto byte = static_cast<unsigned char>(c);
-    if (byte < 0x20 || byte == 0x7F) {
-      quoted += fmt::format("\\x{:02X}", byte);
-    } else {
-      quoted += c;
-    }
-  }
-  quoted += "'";
-  if (shown.size() < text.size()) quoted += fmt::format(" (truncated, {} bytes)", text.size());
-  return quoted;
-}
-
 // llama.cpp's unicode_len_utf8: the length a lead byte announces; continuation and invalid bytes count as 1.
 size_t Utf8SequenceLength(unsigned char lead) {
   static constexpr size_t kLengths[16] = {1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 2, 2, 3, 4};
@@ -63,6 +44,21 @@ float ReadFloat32(const uint8_t* bytes) {
 }
 
 }  // namespace
+
+std::string SpacesFromMark(std::string_view piece, std::string_view mark) {
+  if (mark == " ") return std::string(piece);
+  std::string text;
+  text.reserve(piece.size());
+  for (size_t i = 0; i < piece.size();) {
+    if (piece.compare(i, mark.size(), mark) == 0) {
+      text += ' ';
+      i += mark.size();
+    } else {
+      text += piece[i++];
+    }
+  }
+  return text;
+}
 
 std::optional<uint8_t> ParseBytePiece(std::string_view piece) {
   if (piece.size() != 6 || piece.substr(0, 3) != "<0x" || piece[5] != '>') return std::nullopt;
@@ -108,14 +104,14 @@ ScoreBpeTokenizer::ScoreBpeTokenizer(ScoreVocabulary vocabulary)
   byte_values_.assign(pieces_.size(), 0);
   ids_.reserve(pieces_.size());
   for (int32_t id = 0; id < count; ++id) {
-    Require(!std::isnan(scores_[id]), "{}: piece {} ({}) has a NaN score", source_, id, Quote(pieces_[id]));
+    Require(!std::isnan(scores_[id]), "{}: piece {} ({}) has a NaN score", source_, id, QuoteForMessage(pieces_[id]));
     const auto kind = static_cast<uint8_t>(kinds_[id]);
     Require(kind <= static_cast<uint8_t>(PieceKind::kByte), "{}: piece {} ({}) has token type {}, not 0..6", source_,
-            id, Quote(pieces_[id]), kind);
+            id, QuoteForMessage(pieces_[id]), kind);
     if (kinds_[id] == PieceKind::kByte) {
       const std::optional<uint8_t> byte = ParseBytePiece(pieces_[id]);
       Require(byte.has_value(), "{}: piece {} ({}) is a byte piece but not spelled <0xXX>", source_, id,
-              Quote(pieces_[id]));
+              QuoteForMessage(pieces_[id]));
       byte_values_[id] = *byte;
     }
     ids_[pieces_[id]] = id;  // a repeated spelling keeps its last id, as llama.cpp's token_to_id
@@ -237,21 +233,7 @@ std::string ScoreBpeTokenizer::DecodeToken(int32_t id, int32_t previous) const {
   CheckId(id);
   switch (kinds_[id]) {
     case PieceKind::kNormal: {
-      std::string text;
-      const std::string& piece = pieces_[id];
-      if (space_ == " ") {
-        text = piece;
-      } else {
-        text.reserve(piece.size());
-        for (size_t i = 0; i < piece.size();) {
-          if (piece.compare(i, space_.size(), space_) == 0) {
-            text += ' ';
-            i += space_.size();
-          } else {
-            text += piece[i++];
-          }
-        }
-      }
+      std::string text = SpacesFromMark(pieces_[id], space_);
       const bool at_start = previous < 0 || (previous == bos_ && bos_ >= 0);
       if (add_space_prefix_ && at_start && !text.empty() && text[0] == ' ') text.erase(0, 1);
       return text;

@@ -83,6 +83,9 @@ class ScoreBpeTokenizer final : public Tokenizer {
   std::string space_;
 };
 
+// `piece` with every `mark` (how the vocabulary spells a space, e.g. kSpaceMark) turned into ' '.
+std::string SpacesFromMark(std::string_view piece, std::string_view mark);
+
 // The byte a piece spelled "<0xXX>" (hex digits in either case) stands for.
 std::optional<uint8_t> ParseBytePiece(std::string_view piece);
 

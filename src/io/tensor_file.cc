@@ -10,13 +10,14 @@
 #include "util/error.h"
 
 namespace atq {
-namespace {
 
 bool HasGgufMagic(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
   char magic[4] = {};
   return in.read(magic, 4) && std::memcmp(magic, "GGUF", 4) == 0;
 }
+
+namespace {
 
 nlohmann::json ArrayJson(const GgufArray& array, size_t max_elements);
 

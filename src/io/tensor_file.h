@@ -50,6 +50,9 @@ class TensorFile {
   std::vector<TensorEntry> tensors_;
 };
 
+// Whether the file at `path` starts with GGUF's magic (false when it cannot be read).
+bool HasGgufMagic(const std::string& path);
+
 // Reads a tensor of any float, integer or quantized type in the table as float32 (rows x cols of its layout).
 // Throws atq::Error for types outside the table.
 std::vector<float> ReadAsFloat(const TensorEntry& tensor);

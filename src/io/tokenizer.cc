@@ -1,4 +1,4 @@
-// What every tokenizer shares: Decode over DecodeToken, and reading a GGUF file's embedded vocabulary
+// What every tokenizer shares: Decode over DecodeToken, encoding a whole file, and reading a GGUF file's embedded vocabulary
 // (tokenizer.ggml.*) into the tokenizer its tokenizer.ggml.model names.
 #include "io/tokenizer.h"
 
@@ -6,9 +6,11 @@
 
 #include "io/gguf.h"
 #include "io/gpt2_tokenizer.h"
+#include "io/mapped_file.h"
 #include "io/score_bpe_tokenizer.h"
 #include "util/error.h"
 #include "util/log.h"
+#include "util/progress.h"
 
 namespace atq {
 namespace {
@@ -90,6 +92,15 @@ std::unique_ptr<Tokenizer> LoadGgufLlama(const GgufMetadata& metadata) {
 }
 
 }  // namespace
+
+std::vector<int32_t> EncodeFile(const Tokenizer& tokenizer, const std::string& path) {
+  const MappedFile file = MappedFile::Open(path);
+  Progress progress("tokenize " + path, -1, "tokens");
+  std::vector<int32_t> tokens =
+      tokenizer.Encode(std::string_view(reinterpret_cast<const char*>(file.data()), file.size()));
+  progress.Finish(fmt::format("{} tokens", tokens.size()));
+  return tokens;
+}
 
 std::string Tokenizer::Decode(const std::vector<int32_t>& ids) const {
   std::string text;

@@ -30,6 +30,9 @@ class Tokenizer {
   virtual int32_t eos_id() const = 0;  // -1 when the vocabulary has none
 };
 
+// The whole file at `path` encoded, with a progress line (atq::Error naming the file when it cannot be read).
+std::vector<int32_t> EncodeFile(const Tokenizer& tokenizer, const std::string& path);
+
 // GPT-2's tokenizer from the two files OpenAI published (encoder.json, vocab.bpe). Throws atq::Error naming the
 // file when either is missing or malformed.
 std::unique_ptr<Tokenizer> LoadGpt2Tokenizer(const std::string& encoder_json, const std::string& vocab_bpe);

@@ -1,6 +1,8 @@
 // GPT-2's forward pass.
 #include "models/gpt2.h"
 
+#include <regex>
+
 #include <torch/torch.h>
 
 #include "util/error.h"
@@ -13,6 +15,11 @@ torch::nn::LayerNorm MakeLayerNorm(const LmConfig& config) {
 }
 
 }  // namespace
+
+bool IsGpt2Conv1dWeight(const std::string& name) {
+  static const std::regex conv1d(R"(\.(attn\.c_attn|attn\.c_proj|mlp\.c_fc|mlp\.c_proj)\.weight$)");
+  return std::regex_search(name, conv1d);
+}
 
 Gpt2AttentionImpl::Gpt2AttentionImpl(const LmConfig& config) : heads(config.num_heads) {
   c_attn = register_module("c_attn", torch::nn::Linear(config.hidden_size, 3 * config.hidden_size));

@@ -44,6 +44,9 @@ struct Gpt2BackboneImpl : torch::nn::Module {
 };
 TORCH_MODULE(Gpt2Backbone);
 
+// Whether a Hugging Face GPT-2 tensor is a Conv1D weight, stored [in, out] where atq's Linear holds [out, in].
+bool IsGpt2Conv1dWeight(const std::string& name);
+
 class Gpt2Impl : public CausalLmImpl {
  public:
   explicit Gpt2Impl(const LmConfig& config);

@@ -2,23 +2,22 @@
 #include "models/lm_hf_writer.h"
 
 #include <filesystem>
-#include <regex>
 
 #include <torch/torch.h>
 
 #include "io/atomic_file.h"
 #include "io/safetensors.h"
+#include "models/gpt2.h"
 #include "util/error.h"
 
 namespace atq {
 namespace fs = std::filesystem;
 
 std::vector<std::pair<std::string, torch::Tensor>> HuggingFaceTensors(const CausalLmImpl& model) {
-  static const std::regex conv1d(R"(\.(attn\.c_attn|attn\.c_proj|mlp\.c_fc|mlp\.c_proj)\.weight$)");
   std::vector<std::pair<std::string, torch::Tensor>> out;
   for (const auto& p : model.named_parameters()) {
     torch::Tensor value = p.value().detach().to(torch::kCPU, torch::kFloat32);
-    if (model.config().arch == LmArch::kGpt2 && std::regex_search(p.key(), conv1d)) value = value.t();
+    if (model.config().arch == LmArch::kGpt2 && IsGpt2Conv1dWeight(p.key())) value = value.t();
     out.emplace_back(p.key(), value.contiguous());
   }
   return out;

@@ -9,20 +9,16 @@
 #include "io/gguf.h"
 #include "io/llama2c.h"
 #include "io/tensor_file.h"
+#include "models/gpt2.h"
 #include "torch/tensor_bridge.h"
 #include "util/error.h"
 #include "util/log.h"
 #include "util/paths.h"
+#include "util/strings.h"
 
 namespace atq {
 namespace fs = std::filesystem;
 namespace {
-
-bool EndsWith(const std::string& text, const std::string& suffix) {
-  return text.size() >= suffix.size() && text.compare(text.size() - suffix.size(), suffix.size(), suffix) == 0;
-}
-
-bool StartsWith(const std::string& text, const std::string& prefix) { return text.rfind(prefix, 0) == 0; }
 
 torch::Tensor ReadTensor(const TensorEntry& entry) {
   const TensorInfo& info = *entry.info;
@@ -48,8 +44,7 @@ LanguageModel LoadHuggingFace(const std::string& dir) {
     torch::Tensor tensor = ReadTensor(entry);
     if (config.arch == LmArch::kGpt2) {
       if (!StartsWith(name, "transformer.") && !StartsWith(name, "lm_head.")) name = "transformer." + name;
-      static const std::regex conv1d(R"(\.(attn\.c_attn|attn\.c_proj|mlp\.c_fc|mlp\.c_proj)\.weight$)");
-      if (std::regex_search(name, conv1d)) {
+      if (IsGpt2Conv1dWeight(name)) {
         Require(tensor.dim() == 2, "{}: Conv1D tensor '{}' must be 2-D, has shape {}", entry.file, name,
                 ShapeString(entry.info->shape));
         tensor = tensor.t().contiguous();  // Conv1D [in, out] -> Linear [out, in]
@@ -235,15 +230,6 @@ LanguageModel LoadGguf(const std::string& path) {
   return lm;
 }
 
-bool IsGguf(const std::string& path) {
-  std::FILE* f = std::fopen(path.c_str(), "rb");
-  if (f == nullptr) return false;
-  char magic[4] = {};
-  const size_t got = std::fread(magic, 1, 4, f);
-  std::fclose(f);
-  return got == 4 && std::string(magic, 4) == "GGUF";
-}
-
 // The tokenizer a model comes with when none is named.
 std::string DefaultTokenizerPath(const LanguageModel& lm) {
   const fs::path path(lm.path);
@@ -300,7 +286,7 @@ std::unique_ptr<Tokenizer> LoadTokenizerAt(const std::string& path, int64_t voca
   Require(fs::exists(p), "{}: tokenizer not found", path);
   if (p.extension() == ".model") return LoadSentencePieceTokenizer(path);
   if (p.extension() == ".json") return LoadGpt2Tokenizer(path, (p.parent_path() / (p.filename() == "vocab.json" ? "merges.txt" : "vocab.bpe")).string());
-  if (IsGguf(path)) return LoadGgufTokenizer(*TensorFile::Open(path).gguf());
+  if (HasGgufMagic(path)) return LoadGgufTokenizer(*TensorFile::Open(path).gguf());
   return LoadLlama2cTokenizer(path, static_cast<int32_t>(vocab_size));
 }
 
@@ -309,7 +295,7 @@ LanguageModel LoadLanguageModel(const std::string& path, const LmLoadOptions& op
   LanguageModel lm;
   if (fs::is_directory(path)) {
     lm = LoadHuggingFace(path);
-  } else if (IsGguf(path)) {
+  } else if (HasGgufMagic(path)) {
     lm = LoadGguf(path);
   } else if (fs::path(path).extension() == ".bin") {
     lm = LoadLlama2c(path);

@@ -3,9 +3,7 @@
 
 #include <chrono>
 #include <filesystem>
-#include <fstream>
 #include <random>
-#include <sstream>
 
 #include <fmt/format.h>
 #include <torch/torch.h>
@@ -21,17 +19,6 @@
 
 namespace atq {
 namespace {
-
-std::vector<int32_t> TokenizeFile(const Tokenizer& tokenizer, const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  Require(in.good(), "{}: cannot open (build the corpus with `atq corpus`, which scripts/setup.sh runs)", path);
-  std::ostringstream text;
-  text << in.rdbuf();
-  Progress progress("tokenize " + path, -1, "tokens");
-  std::vector<int32_t> tokens = tokenizer.Encode(text.str());
-  progress.Finish(fmt::format("{} tokens", tokens.size()));
-  return tokens;
-}
 
 // Mean cross-entropy over consecutive windows of ctx + 1 tokens (inputs and shifted targets).
 double ValidationLoss(CausalLmImpl& model, const torch::Tensor& tokens, int64_t ctx, int64_t windows,
@@ -96,8 +83,12 @@ LmTrainResult TrainLanguageModel(const LmTrainOptions& options) {
     Require(torch::cuda::is_available(), "train-lm --device cuda: this libtorch sees no CUDA device");
     device = torch::kCUDA;
   }
-  const std::vector<int32_t> train_ids = TokenizeFile(*tokenizer, options.train_text);
-  const std::vector<int32_t> valid_ids = TokenizeFile(*tokenizer, options.valid_text);
+  for (const std::string& text : {options.train_text, options.valid_text}) {
+    Require(std::filesystem::exists(text), "{}: missing (build the corpus with `atq corpus`, which scripts/setup.sh runs)",
+            text);
+  }
+  const std::vector<int32_t> train_ids = EncodeFile(*tokenizer, options.train_text);
+  const std::vector<int32_t> valid_ids = EncodeFile(*tokenizer, options.valid_text);
   const auto as_tensor = [](const std::vector<int32_t>& ids) {
     return torch::tensor(std::vector<int64_t>(ids.begin(), ids.end()), torch::kInt64);
   };

@@ -1,6 +1,8 @@
 // UTF-8 validation following RFC 3629's table of well-formed byte sequences.
 #include "util/utf8.h"
 
+#include <fmt/format.h>
+
 namespace atq {
 
 size_t FindInvalidUtf8(std::string_view text) {
@@ -35,6 +37,24 @@ size_t FindInvalidUtf8(std::string_view text) {
     i += length;
   }
   return std::string_view::npos;
+}
+
+std::string QuoteForMessage(std::string_view text) {
+  constexpr size_t kMaxShown = 80;
+  std::string_view shown = text.substr(0, kMaxShown);
+  while (!shown.empty() && !IsValidUtf8(shown)) shown.remove_suffix(1);
+  std::string quoted = "'";
+  for (const char c : shown) {
+    const auto byte = static_cast<unsigned char>(c);
+    if (byte < 0x20 || byte == 0x7F) {
+      quoted += fmt::format("\\x{:02X}", byte);
+    } else {
+      quoted += c;
+    }
+  }
+  quoted += "'";
+  if (shown.size() < text.size()) quoted += fmt::format(" (truncated, {} bytes)", text.size());
+  return quoted;
 }
 
 }  // namespace atq

@@ -1,9 +1,6 @@
 // Shared language-model options.
 #include "torch_lm_options.h"
 
-#include <fstream>
-#include <sstream>
-
 #include <torch/torch.h>
 
 #include "torch/tensor_bridge.h"
@@ -45,15 +42,6 @@ LanguageModel LoadLmFromCli(const LmCliOptions& o) {
           LmArchName(c.arch), c.num_layers, c.hidden_size, c.num_heads, c.num_kv_heads, c.vocab_size,
           c.ParameterCount() / 1e6);
   return lm;
-}
-
-std::string ReadTextFile(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  Require(in.good(), "{}: cannot open", path);
-  std::ostringstream bytes;
-  bytes << in.rdbuf();
-  Require(!in.bad(), "{}: read error", path);
-  return bytes.str();
 }
 
 }  // namespace atq::cli

@@ -23,7 +23,4 @@ void AddLmOptions(CLI::App& app, LmCliOptions& options);
 // Sets the threads, loads the model (and its tokenizer) and logs what was loaded.
 LanguageModel LoadLmFromCli(const LmCliOptions& options);
 
-// The whole file as bytes; atq::Error naming the file when it cannot be read.
-std::string ReadTextFile(const std::string& path);
-
 }  // namespace atq::cli

@@ -11,7 +11,6 @@
 #include "io/atomic_file.h"
 #include "torch_lm_options.h"
 #include "util/error.h"
-#include "util/progress.h"
 
 namespace atq::cli {
 
@@ -51,10 +50,7 @@ RunFn DeclarePerplexity(CLI::App& app) {
     options.max_windows = o->max_windows;
     const LanguageModel lm = LoadLmFromCli(o->lm);
     Require(lm.tokenizer != nullptr, "{}: no tokenizer found for this model; give one with --tokenizer", o->lm.model);
-    const std::string text = ReadTextFile(o->text);
-    Progress tokenizing("tokenize " + o->text, -1, "tokens");
-    const std::vector<int32_t> tokens = lm.tokenizer->Encode(text);
-    tokenizing.Finish(fmt::format("{} tokens", tokens.size()));
+    const std::vector<int32_t> tokens = EncodeFile(*lm.tokenizer, o->text);
     const PerplexityResult result = MeasurePerplexity(*lm.model, tokens, options, lm.tokenizer->bos_id());
     fmt::print("perplexity {:.4f}  mean NLL {:.6f}  scored {} tokens in {} windows  ({} protocol, ctx {})  "
                "{:.0f} tokens/s\n",

@@ -48,17 +48,7 @@ std::string SentencePieceTokenizer::DecodeToken(int32_t id, int32_t previous) co
   }
   const bool at_start = previous < 0 || previous >= vocab_size() || processor_->IsControl(previous);
   if (at_start) return processor_->DecodeIds({id});
-  std::string text;
-  text.reserve(piece.size());
-  for (size_t i = 0; i < piece.size();) {
-    if (piece.compare(i, kSpaceMark.size(), kSpaceMark) == 0) {
-      text += ' ';
-      i += kSpaceMark.size();
-    } else {
-      text += piece[i++];
-    }
-  }
-  return text;
+  return SpacesFromMark(piece, kSpaceMark);
 }
 
 }  // namespace atq
