@@ -3,6 +3,7 @@
 
 #include <algorithm>
 #include <cctype>
+#include <charconv>
 #include <cmath>
 #include <cstring>
 #include <string>
@@ -220,6 +221,33 @@ std::vector<float> Dequantize(const Layout& layout, const uint8_t* src, int64_t 
   std::vector<float> out(static_cast<size_t>(layout.rows * layout.cols));
   Dequantize(layout, src, out.data());
   return out;
+}
+
+std::string GranularityString(const Layout& layout) {
+  switch (layout.granularity) {
+    case Granularity::kTensor: return "tensor";
+    case Granularity::kChannel: return "channel";
+    case Granularity::kGroup: return fmt::format("group:{}", layout.group_size);
+  }
+  Fail("unknown scale granularity {}", static_cast<int>(layout.granularity));
+}
+
+bool ParseGranularity(std::string_view text, Layout& layout) {
+  if (text == "tensor" || text == "channel") {
+    layout.granularity = text == "tensor" ? Granularity::kTensor : Granularity::kChannel;
+    layout.group_size = 0;
+    return true;
+  }
+  constexpr std::string_view kGroup = "group:";
+  if (text.substr(0, kGroup.size()) != kGroup) return false;
+  const std::string_view digits = text.substr(kGroup.size());
+  if (digits.empty() || digits[0] < '1' || digits[0] > '9') return false;
+  int64_t group_size = 0;
+  const auto [end, error] = std::from_chars(digits.data(), digits.data() + digits.size(), group_size);
+  if (error != std::errc() || end != digits.data() + digits.size()) return false;
+  layout.granularity = Granularity::kGroup;
+  layout.group_size = group_size;
+  return true;
 }
 
 }  // namespace atq

@@ -4,6 +4,7 @@
 
 #include <cstdint>
 #include <optional>
+#include <string>
 #include <string_view>
 #include <vector>
 
@@ -65,6 +66,13 @@ struct Layout {
   Granularity granularity = Granularity::kTensor;
   int64_t group_size = 0;  // for kGroup: weights per group along a row; need not divide cols (last group short)
 };
+
+// "tensor", "channel" or "group:<N>": how files (GGUF's atq.layout.<name>, atq's packed safetensors) name a layout's
+// scale granularity.
+std::string GranularityString(const Layout& layout);
+// Sets layout.granularity and group_size from such a string; false for anything else, including a group size
+// with a sign, leading zeros or more digits than int64 holds.
+bool ParseGranularity(std::string_view text, Layout& layout);
 
 struct TypeTraits;
 using QuantizeFn = void (*)(const Layout& layout, const float* src, uint8_t* dst);

@@ -3,7 +3,6 @@
 #include "io/gguf.h"
 
 #include <algorithm>
-#include <charconv>
 #include <cstring>
 #include <limits>
 #include <numeric>
@@ -131,33 +130,6 @@ bool SameElements(const std::vector<T>& a, const std::vector<T>& b) {
 std::string_view ValueTypeName(const GgufValue& value) {
   if (value.type() != GgufType::kArray) return GgufTypeName(value.type());
   return "an array";
-}
-
-// ---- layout strings ----
-
-// Granularity and group size from "tensor", "channel" or "group:<N>"; false when the text is anything else,
-// including a group size with a sign, leading zeros or more digits than int64 holds.
-bool ParseLayoutString(std::string_view text, Layout& layout) {
-  if (text == "tensor") {
-    layout.granularity = Granularity::kTensor;
-    layout.group_size = 0;
-    return true;
-  }
-  if (text == "channel") {
-    layout.granularity = Granularity::kChannel;
-    layout.group_size = 0;
-    return true;
-  }
-  constexpr std::string_view kGroup = "group:";
-  if (!StartsWith(text, kGroup)) return false;
-  const std::string_view digits = text.substr(kGroup.size());
-  if (digits.empty() || digits[0] < '1' || digits[0] > '9') return false;
-  int64_t group_size = 0;
-  const auto [end, error] = std::from_chars(digits.data(), digits.data() + digits.size(), group_size);
-  if (error != std::errc() || end != digits.data() + digits.size()) return false;
-  layout.granularity = Granularity::kGroup;
-  layout.group_size = group_size;
-  return true;
 }
 
 uint64_t AlignUp(uint64_t offset, uint64_t alignment) {
@@ -628,14 +600,6 @@ std::string GgmlTypeName(uint32_t id) {
   return fmt::format("type{}", id);
 }
 
-std::string GgufLayoutString(const Layout& layout) {
-  switch (layout.granularity) {
-    case Granularity::kTensor: return "tensor";
-    case Granularity::kChannel: return "channel";
-    case Granularity::kGroup: return fmt::format("group:{}", layout.group_size);
-  }
-  Fail("unknown scale granularity {}", static_cast<int>(layout.granularity));
-}
 
 // ---- the reader ----
 
@@ -734,7 +698,7 @@ void GgufFile::Parse() {
         const auto* text = layout->get_if<std::string>();
         Require(text != nullptr, "{}: {}{} is {}, expected a string", path_, kGgufLayoutKeyPrefix, tensor.name,
                 GgufTypeName(layout->type()));
-        Require(ParseLayoutString(*text, tensor.layout) && GgufLayoutString(tensor.layout) == *text,
+        Require(ParseGranularity(*text, tensor.layout) && GranularityString(tensor.layout) == *text,
                 "{}: {}{} is '{}', expected 'tensor', 'channel' or 'group:<N>' with N > 0", path_,
                 kGgufLayoutKeyPrefix, tensor.name, Printable(*text));
       }
@@ -878,14 +842,14 @@ GgufWriter::Plan GgufWriter::MakePlan() const {
       continue;  // describes no atq-typed tensor of this file
     }
     has_layout_key[found->second] = true;
-    plan.generated.emplace_back(key, GgufLayoutString(tensors_[found->second].info.layout));
+    plan.generated.emplace_back(key, GranularityString(tensors_[found->second].info.layout));
     plan.entries.emplace_back(plan.generated.back().first, &plan.generated.back().second);
   }
   for (size_t index : atq_tensors) {
     const TensorInfo& info = tensors_[index].info;
     // Absent means per tensor, so a file read without the key is written back without it.
     if (has_layout_key[index] || info.layout.granularity == Granularity::kTensor) continue;
-    plan.generated.emplace_back(std::string(kGgufLayoutKeyPrefix) + info.name, GgufLayoutString(info.layout));
+    plan.generated.emplace_back(std::string(kGgufLayoutKeyPrefix) + info.name, GranularityString(info.layout));
     plan.entries.emplace_back(plan.generated.back().first, &plan.generated.back().second);
   }
 

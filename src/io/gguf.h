@@ -198,8 +198,6 @@ constexpr int kMaxArrayDepth = 8;  // an array of arrays of strings is depth 2
 // The name of any tensor type id a GGUF file may hold: atq's name for types in the format table ("q8_0",
 // "t2"), ggml's for the others ("q5_0", "iq2_xs"), "type<ID>" for ids neither knows.
 std::string GgmlTypeName(uint32_t id);
-// "tensor", "channel" or "group:<N>" for an atq type's layout, as stored under atq.layout.<name>.
-std::string GgufLayoutString(const Layout& layout);
 
 // A parsed, validated GGUF file. Every check a hostile file could fail happens in Open/FromBytes, so Data()
 // of any listed tensor is in bounds and every tensor's nbytes matches its type and shape.

@@ -8,6 +8,7 @@
 #include <variant>
 
 #include "util/error.h"
+#include "util/strings.h"
 
 namespace atq {
 
@@ -50,6 +51,43 @@ nlohmann::json ArrayJson(const GgufArray& array, size_t max_elements) {
           {"first", elements}};
 }
 
+// The real type, shape and layout of a U8 tensor that atq.packed.<name> metadata describes.
+TensorInfo PackedInfo(const TensorInfo& stored, const std::string& description_text, const std::string& file) {
+  const nlohmann::json description = nlohmann::json::parse(description_text, nullptr, /*allow_exceptions=*/false);
+  const auto fail = [&](std::string_view problem) {
+    Fail("{}: metadata {}{} {}: {}", file, kPackedKeyPrefix, stored.name, problem, description_text);
+  };
+  if (!description.is_object() || !description.contains("type") || !description["type"].is_string() ||
+      !description.contains("shape") || !description["shape"].is_array() || !description.contains("granularity") ||
+      !description["granularity"].is_string()) {
+    fail("must be an object with string type, array shape and string granularity");
+  }
+  const auto type = ParseQuantType(description["type"].get<std::string>());
+  if (!type || !Traits(*type).is_quantized) fail("names no quantized format of atq's table");
+  std::vector<int64_t> shape;
+  for (const auto& dim : description["shape"]) {
+    if (!dim.is_number_integer()) fail("has a shape that is not a list of integers");
+    shape.push_back(dim.get<int64_t>());
+  }
+  if (stored.type != QuantType::kU8 || stored.shape.size() != 1) fail("describes a tensor that is not a 1-D U8 tensor");
+  TensorInfo info = stored;
+  info.type = *type;
+  info.shape = shape;
+  CheckedElementCount(shape, file + " tensor " + stored.name);
+  info.layout = LayoutForShape(*type, shape);
+  if (!ParseGranularity(description["granularity"].get<std::string>(), info.layout)) fail("has an unknown granularity");
+  int64_t expected = 0;
+  try {
+    expected = PackedBytes(info.layout);
+  } catch (const Error& error) {
+    fail(error.what());
+  }
+  if (expected != static_cast<int64_t>(stored.nbytes)) {
+    fail(fmt::format("needs {} bytes, the tensor holds {}", expected, stored.nbytes));
+  }
+  return info;
+}
+
 }  // namespace
 
 TensorFile TensorFile::Open(const std::string& path) {
@@ -68,8 +106,21 @@ TensorFile TensorFile::Open(const std::string& path) {
   }
   file.kind_ = TensorFileKind::kSafetensors;
   file.safetensors_ = std::make_unique<SafetensorsCheckpoint>(SafetensorsCheckpoint::Open(path));
+  const auto& metadata = file.safetensors_->metadata();
   for (const CheckpointTensor& tensor : file.safetensors_->tensors()) {
-    file.tensors_.push_back({tensor.info, tensor.data, tensor.file->path()});
+    const TensorInfo* info = tensor.info;
+    const auto packed = metadata.find(std::string(kPackedKeyPrefix) + info->name);
+    if (packed != metadata.end()) {
+      file.packed_infos_.push_back(std::make_unique<TensorInfo>(PackedInfo(*info, packed->second, tensor.file->path())));
+      info = file.packed_infos_.back().get();
+    }
+    file.tensors_.push_back({info, tensor.data, tensor.file->path()});
+  }
+  for (const auto& [key, value] : metadata) {
+    if (StartsWith(key, kPackedKeyPrefix)) {
+      Require(file.safetensors_->Find(key.substr(kPackedKeyPrefix.size())) != nullptr,
+              "{}: metadata '{}' describes a tensor the file does not hold", path, key);
+    }
   }
   return file;
 }

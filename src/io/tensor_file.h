@@ -1,5 +1,10 @@
 // Any tensor file atq reads, behind one interface: a safetensors file, a sharded index, a Hugging Face model
 // folder, or a GGUF file. The kind is decided by the bytes (GGUF magic) and the path, never by guessing.
+//
+// Safetensors has no dtype for atq's packed formats, so atq stores a packed tensor as a U8 byte string and
+// describes it in the file's metadata: key "atq.packed.<tensor name>", value the JSON object
+// {"type": "<format name>", "shape": [rows, cols], "granularity": "tensor" | "channel" | "group:<N>"}. A
+// TensorFile presents such a tensor with that type, shape and layout, so readers dequantize it like any other.
 #pragma once
 
 #include <memory>
@@ -48,7 +53,10 @@ class TensorFile {
   std::unique_ptr<GgufFile> gguf_;
   std::unique_ptr<SafetensorsCheckpoint> safetensors_;
   std::vector<TensorEntry> tensors_;
+  std::vector<std::unique_ptr<TensorInfo>> packed_infos_;  // safetensors tensors retyped by atq.packed.* metadata
 };
+
+constexpr std::string_view kPackedKeyPrefix = "atq.packed.";
 
 // Whether the file at `path` starts with GGUF's magic (false when it cannot be read).
 bool HasGgufMagic(const std::string& path);

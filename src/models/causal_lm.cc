@@ -56,10 +56,7 @@ std::shared_ptr<CausalLmImpl> MakeCausalLm(const LmConfig& config) {
   }
   torch::NoGradGuard no_grad;
   for (const auto& module : model->modules()) {
-    if (auto* linear = module->as<torch::nn::Linear>()) {
-      linear->weight.normal_(0, 0.02);
-      if (linear->bias.defined()) linear->bias.zero_();
-    } else if (auto* embedding = module->as<torch::nn::Embedding>()) {
+    if (auto* embedding = module->as<torch::nn::Embedding>()) {
       embedding->weight.normal_(0, 0.02);
     }
   }

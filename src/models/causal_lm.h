@@ -1,6 +1,6 @@
 // The interface every causal language model in atq implements (GPT-2, Llama), its key/value cache, and the
 // attention both share. Parameter names are Hugging Face's, so checkpoints load by name; every linear layer
-// is a torch::nn::Linear with weight [out, in] (GPT-2's Conv1D [in, out] is transposed on load and save).
+// is an LmLinear with weight [out, in] (GPT-2's Conv1D [in, out] is transposed on load and save).
 #pragma once
 
 #include <cstdint>
@@ -33,6 +33,14 @@ class CausalLmImpl : public torch::nn::Module {
   // ids: [B, T] int64 tokens at positions cache->length .. +T-1 (0 .. T-1 without a cache).
   // Returns logits [B, T, vocab] in the model's dtype; the cache, when given, grows by T.
   virtual torch::Tensor forward(const torch::Tensor& ids, KvCache* cache = nullptr) = 0;
+
+  // The same pass in stages, for whole sequences from position 0 without a cache: forward(ids) equals
+  // Head(ForwardBlock(L-1, ... ForwardBlock(0, Embed(ids)))). Calibration runs one block at a time on the
+  // outputs of blocks already quantized.
+  virtual torch::Tensor Embed(const torch::Tensor& ids) = 0;                       // [B, T] -> [B, T, C]
+  virtual torch::Tensor ForwardBlock(size_t layer, const torch::Tensor& x) = 0;  // [B, T, C] -> [B, T, C]
+  virtual torch::Tensor Head(const torch::Tensor& x) = 0;                         // final norm, logits [B, T, V]
+  virtual std::shared_ptr<torch::nn::Module> Block(size_t layer) = 0;              // its linear layers are LmLinear
 
  protected:
   LmConfig config_;

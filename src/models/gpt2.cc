@@ -22,8 +22,8 @@ bool IsGpt2Conv1dWeight(const std::string& name) {
 }
 
 Gpt2AttentionImpl::Gpt2AttentionImpl(const LmConfig& config) : heads(config.num_heads) {
-  c_attn = register_module("c_attn", torch::nn::Linear(config.hidden_size, 3 * config.hidden_size));
-  c_proj = register_module("c_proj", torch::nn::Linear(config.hidden_size, config.hidden_size));
+  c_attn = register_module("c_attn", LmLinear(config.hidden_size, 3 * config.hidden_size, true));
+  c_proj = register_module("c_proj", LmLinear(config.hidden_size, config.hidden_size, true));
 }
 
 torch::Tensor Gpt2AttentionImpl::forward(const torch::Tensor& x, KvCache* cache, size_t layer) {
@@ -38,8 +38,8 @@ torch::Tensor Gpt2AttentionImpl::forward(const torch::Tensor& x, KvCache* cache,
 }
 
 Gpt2MlpImpl::Gpt2MlpImpl(const LmConfig& config) {
-  c_fc = register_module("c_fc", torch::nn::Linear(config.hidden_size, config.intermediate_size));
-  c_proj = register_module("c_proj", torch::nn::Linear(config.intermediate_size, config.hidden_size));
+  c_fc = register_module("c_fc", LmLinear(config.hidden_size, config.intermediate_size, true));
+  c_proj = register_module("c_proj", LmLinear(config.intermediate_size, config.hidden_size, true));
 }
 
 torch::Tensor Gpt2MlpImpl::forward(const torch::Tensor& x) {
@@ -69,8 +69,7 @@ Gpt2BackboneImpl::Gpt2BackboneImpl(const LmConfig& config) {
 Gpt2Impl::Gpt2Impl(const LmConfig& config) : CausalLmImpl(config) {
   transformer_ = register_module("transformer", Gpt2Backbone(config));
   if (!config.tied_embeddings) {
-    lm_head_ = register_module("lm_head", torch::nn::Linear(torch::nn::LinearOptions(config.hidden_size,
-                                                                                      config.vocab_size).bias(false)));
+    lm_head_ = register_module("lm_head", LmLinear(config.hidden_size, config.vocab_size, false));
   }
 }
 
@@ -85,8 +84,22 @@ torch::Tensor Gpt2Impl::forward(const torch::Tensor& ids, KvCache* cache) {
     x = transformer_->h[layer]->as<Gpt2Block>()->forward(x, cache, layer);
   }
   if (cache) cache->length += steps;
-  x = transformer_->ln_f(x);
-  return lm_head_ ? lm_head_(x) : torch::matmul(x, transformer_->wte->weight.t());  // [B, T, V]
+  return Head(x);
 }
+
+torch::Tensor Gpt2Impl::Embed(const torch::Tensor& ids) {
+  return transformer_->wte(ids) + transformer_->wpe(torch::arange(ids.size(1), ids.options()));
+}
+
+torch::Tensor Gpt2Impl::ForwardBlock(size_t layer, const torch::Tensor& x) {
+  return transformer_->h[layer]->as<Gpt2Block>()->forward(x, nullptr, layer);
+}
+
+torch::Tensor Gpt2Impl::Head(const torch::Tensor& x) {
+  const torch::Tensor normalized = transformer_->ln_f(x);
+  return lm_head_ ? lm_head_(normalized) : torch::matmul(normalized, transformer_->wte->weight.t());  // [B, T, V]
+}
+
+std::shared_ptr<torch::nn::Module> Gpt2Impl::Block(size_t layer) { return transformer_->h[layer]; }
 
 }  // namespace atq

@@ -4,10 +4,10 @@
 
 #include <torch/nn/modules/container/modulelist.h>
 #include <torch/nn/modules/embedding.h>
-#include <torch/nn/modules/linear.h>
 #include <torch/nn/modules/normalization.h>
 
 #include "models/causal_lm.h"
+#include "models/lm_linear.h"
 
 namespace atq {
 
@@ -15,14 +15,14 @@ struct Gpt2AttentionImpl : torch::nn::Module {
   explicit Gpt2AttentionImpl(const LmConfig& config);
   torch::Tensor forward(const torch::Tensor& x, KvCache* cache, size_t layer);  // x: [B, T, C]
   int64_t heads;
-  torch::nn::Linear c_attn{nullptr}, c_proj{nullptr};
+  LmLinear c_attn{nullptr}, c_proj{nullptr};
 };
 TORCH_MODULE(Gpt2Attention);
 
 struct Gpt2MlpImpl : torch::nn::Module {
   explicit Gpt2MlpImpl(const LmConfig& config);
   torch::Tensor forward(const torch::Tensor& x);
-  torch::nn::Linear c_fc{nullptr}, c_proj{nullptr};
+  LmLinear c_fc{nullptr}, c_proj{nullptr};
 };
 TORCH_MODULE(Gpt2Mlp);
 
@@ -51,10 +51,14 @@ class Gpt2Impl : public CausalLmImpl {
  public:
   explicit Gpt2Impl(const LmConfig& config);
   torch::Tensor forward(const torch::Tensor& ids, KvCache* cache = nullptr) override;
+  torch::Tensor Embed(const torch::Tensor& ids) override;
+  torch::Tensor ForwardBlock(size_t layer, const torch::Tensor& x) override;
+  torch::Tensor Head(const torch::Tensor& x) override;
+  std::shared_ptr<torch::nn::Module> Block(size_t layer) override;
 
  private:
   Gpt2Backbone transformer_{nullptr};
-  torch::nn::Linear lm_head_{nullptr};  // only when the head is not tied
+  LmLinear lm_head_{nullptr};  // only when the head is not tied
 };
 
 }  // namespace atq

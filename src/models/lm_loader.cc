@@ -2,7 +2,6 @@
 #include "models/lm_loader.h"
 
 #include <filesystem>
-#include <regex>
 
 #include <torch/torch.h>
 
@@ -10,6 +9,7 @@
 #include "io/llama2c.h"
 #include "io/tensor_file.h"
 #include "models/gpt2.h"
+#include "models/lm_gguf_names.h"
 #include "torch/tensor_bridge.h"
 #include "util/error.h"
 #include "util/log.h"
@@ -44,7 +44,8 @@ LanguageModel LoadHuggingFace(const std::string& dir) {
     torch::Tensor tensor = ReadTensor(entry);
     if (config.arch == LmArch::kGpt2) {
       if (!StartsWith(name, "transformer.") && !StartsWith(name, "lm_head.")) name = "transformer." + name;
-      if (IsGpt2Conv1dWeight(name)) {
+      // atq's packed tensors are stored [out, in] like every packed format; only float Conv1D weights are [in, out].
+      if (IsGpt2Conv1dWeight(name) && !Traits(entry.info->type).is_quantized) {
         Require(tensor.dim() == 2, "{}: Conv1D tensor '{}' must be 2-D, has shape {}", entry.file, name,
                 ShapeString(entry.info->shape));
         tensor = tensor.t().contiguous();  // Conv1D [in, out] -> Linear [out, in]
@@ -96,64 +97,6 @@ LanguageModel LoadLlama2c(const std::string& path) {
 }
 
 // ---- GGUF ----
-
-// llama.cpp's tensor names -> Hugging Face's, per architecture; "{}" is the layer.
-const std::map<std::string, std::string>& GgufNames(LmArch arch) {
-  static const std::map<std::string, std::string> llama = {
-      {"token_embd.weight", "model.embed_tokens.weight"},
-      {"output_norm.weight", "model.norm.weight"},
-      {"output.weight", "lm_head.weight"},
-      {"attn_norm.weight", "model.layers.{}.input_layernorm.weight"},
-      {"attn_q.weight", "model.layers.{}.self_attn.q_proj.weight"},
-      {"attn_k.weight", "model.layers.{}.self_attn.k_proj.weight"},
-      {"attn_v.weight", "model.layers.{}.self_attn.v_proj.weight"},
-      {"attn_output.weight", "model.layers.{}.self_attn.o_proj.weight"},
-      {"attn_q.bias", "model.layers.{}.self_attn.q_proj.bias"},
-      {"attn_k.bias", "model.layers.{}.self_attn.k_proj.bias"},
-      {"attn_v.bias", "model.layers.{}.self_attn.v_proj.bias"},
-      {"attn_output.bias", "model.layers.{}.self_attn.o_proj.bias"},
-      {"ffn_norm.weight", "model.layers.{}.post_attention_layernorm.weight"},
-      {"ffn_gate.weight", "model.layers.{}.mlp.gate_proj.weight"},
-      {"ffn_up.weight", "model.layers.{}.mlp.up_proj.weight"},
-      {"ffn_down.weight", "model.layers.{}.mlp.down_proj.weight"},
-  };
-  static const std::map<std::string, std::string> gpt2 = {
-      {"token_embd.weight", "transformer.wte.weight"},
-      {"position_embd.weight", "transformer.wpe.weight"},
-      {"output_norm.weight", "transformer.ln_f.weight"},
-      {"output_norm.bias", "transformer.ln_f.bias"},
-      {"output.weight", "lm_head.weight"},
-      {"attn_norm.weight", "transformer.h.{}.ln_1.weight"},
-      {"attn_norm.bias", "transformer.h.{}.ln_1.bias"},
-      {"attn_qkv.weight", "transformer.h.{}.attn.c_attn.weight"},
-      {"attn_qkv.bias", "transformer.h.{}.attn.c_attn.bias"},
-      {"attn_output.weight", "transformer.h.{}.attn.c_proj.weight"},
-      {"attn_output.bias", "transformer.h.{}.attn.c_proj.bias"},
-      {"ffn_norm.weight", "transformer.h.{}.ln_2.weight"},
-      {"ffn_norm.bias", "transformer.h.{}.ln_2.bias"},
-      {"ffn_up.weight", "transformer.h.{}.mlp.c_fc.weight"},
-      {"ffn_up.bias", "transformer.h.{}.mlp.c_fc.bias"},
-      {"ffn_down.weight", "transformer.h.{}.mlp.c_proj.weight"},
-      {"ffn_down.bias", "transformer.h.{}.mlp.c_proj.bias"},
-  };
-  return arch == LmArch::kGpt2 ? gpt2 : llama;
-}
-
-std::string HfNameOfGguf(const std::string& name, LmArch arch, const std::string& path) {
-  static const std::regex block(R"(blk\.(\d+)\.(.+))");
-  const auto& names = GgufNames(arch);
-  std::smatch match;
-  if (std::regex_match(name, match, block)) {
-    const auto it = names.find(match[2].str());
-    Require(it != names.end() && it->second.find("{}") != std::string::npos,
-            "{}: tensor '{}' has no place in a {} model", path, name, LmArchName(arch));
-    return fmt::format(fmt::runtime(it->second), match[1].str());
-  }
-  const auto it = names.find(name);
-  Require(it != names.end() && it->second.find("{}") == std::string::npos, "{}: tensor '{}' has no place in a {} model",
-          path, name, LmArchName(arch));
-  return it->second;
-}
 
 LmConfig GgufConfig(const GgufMetadata& meta, const TensorFile& file) {
   const std::string arch_name = meta.GetString("general.architecture");

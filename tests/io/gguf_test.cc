@@ -306,7 +306,7 @@ std::vector<WrittenTensor> EveryFormatTensors() {
     tensor.info.layout.granularity = granularity;
     tensor.info.layout.group_size = group_size;
     tensor.info.nbytes = static_cast<uint64_t>(PackedBytes(tensor.info.layout));
-    tensor.info.name = fmt::format("{}.{}.{}", TypeName(type), tensors.size(), GgufLayoutString(tensor.info.layout));
+    tensor.info.name = fmt::format("{}.{}.{}", TypeName(type), tensors.size(), GranularityString(tensor.info.layout));
     tensor.bytes = PatternBytes(tensor.info.nbytes, seed++);
     tensors.push_back(std::move(tensor));
   };
@@ -373,7 +373,7 @@ TEST(GgufRoundTripTest, EveryFormatInTheTable) {
     const GgufValue* layout = file.metadata().Find("atq.layout." + tensor.info.name);
     if (tensor.info.type >= QuantType::kTernary2 && tensor.info.layout.granularity != Granularity::kTensor) {
       ASSERT_NE(layout, nullptr) << tensor.info.name;
-      EXPECT_EQ(layout->AsString("layout"), GgufLayoutString(tensor.info.layout));
+      EXPECT_EQ(layout->AsString("layout"), GranularityString(tensor.info.layout));
     } else {
       EXPECT_EQ(layout, nullptr) << tensor.info.name;
     }

@@ -32,6 +32,7 @@ RunFn DeclareExport(CLI::App& app);
 RunFn DeclareGenerate(CLI::App& app);
 RunFn DeclarePerplexity(CLI::App& app);
 RunFn DeclareTrainLm(CLI::App& app);
+RunFn DeclareQuantize(CLI::App& app);
 #endif
 
 }  // namespace atq::cli

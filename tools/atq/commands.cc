@@ -14,6 +14,8 @@ const std::vector<Command>& AllCommands() {
        DeclarePerplexity},
       {"train-lm", "Pretrain a GPT-2 or Llama model from scratch on the English corpus (Hugging Face output)",
        DeclareTrainLm},
+      {"quantize", "Post-training quantization of a language model (RTN, ATQ ternary, GPTQ) to a packed checkpoint",
+       DeclareQuantize},
 #endif
       {"inspect", "List the tensors, types, shapes, bytes and metadata of a safetensors/GGUF file or model folder",
        DeclareInspect},

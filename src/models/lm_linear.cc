@@ -1,0 +1,19 @@
+// LmLinear's forward pass.
+#include "models/lm_linear.h"
+
+#include <torch/torch.h>
+
+namespace atq {
+
+LmLinearImpl::LmLinearImpl(int64_t in_features, int64_t out_features, bool bias) {
+  weight = register_parameter("weight", torch::empty({out_features, in_features}));
+  torch::nn::init::normal_(weight, 0, 0.02);
+  if (bias) this->bias = register_parameter("bias", torch::zeros({out_features}));
+}
+
+torch::Tensor LmLinearImpl::forward(const torch::Tensor& x) {
+  if (tap) tap(x);
+  return torch::nn::functional::linear(x, weight, bias);
+}
+
+}  // namespace atq

@@ -1,0 +1,25 @@
+// The linear layer of atq's language models: y = x W^T + b with torch::nn::Linear's parameter names
+// ("weight" [out, in], "bias" [out]), plus a tap that sees each input, so calibration can collect what every
+// layer is fed without the model knowing about quantization.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+
+#include <torch/nn/module.h>
+#include <torch/nn/pimpl.h>
+#include <torch/types.h>
+
+namespace atq {
+
+struct LmLinearImpl : torch::nn::Module {
+  LmLinearImpl(int64_t in_features, int64_t out_features, bool bias);
+  torch::Tensor forward(const torch::Tensor& x);  // x: [..., in] -> [..., out]
+
+  torch::Tensor weight, bias;  // bias undefined without one
+  // Called with every input before the product (calibration); empty otherwise.
+  std::function<void(const torch::Tensor&)> tap;
+};
+TORCH_MODULE(LmLinear);
+
+}  // namespace atq

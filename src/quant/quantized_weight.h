@@ -1,0 +1,42 @@
+// A weight matrix rounded to one of atq's grids: its codes and scales in the packed format's layout, and the
+// float values those stand for. Every quantizer (RTN, ATQ, GPTQ) returns one; packing it and dequantizing the
+// bytes gives back `values` bit for bit.
+#pragma once
+
+#include <cstdint>
+#include <utility>
+#include <vector>
+
+#include <torch/types.h>
+
+#include "formats/quant_type.h"
+#include "quant/weight_grid.h"
+
+namespace atq {
+
+struct QuantizedWeight {
+  Layout layout;         // packed type, rows, cols, granularity, group size
+  torch::Tensor codes;   // [rows, cols] float32 holding the stored integer codes
+  torch::Tensor scales;  // [rows, groups per row] float32 (per tensor: every row holds the one scale)
+  torch::Tensor zeros;   // like scales for asymmetric grids, else undefined
+  torch::Tensor values;  // [rows, cols] float32: what the packed tensor dequantizes to
+};
+
+// The column spans [begin, end) that share scales under the grid: one per group, or the whole row.
+std::vector<std::pair<int64_t, int64_t>> ScaleSpans(const WeightGrid& grid, int64_t cols);
+
+// Fills a QuantizedWeight from per-span codes and parameters (spans as ScaleSpans gives them).
+QuantizedWeight AssembleQuantized(const WeightGrid& grid, const torch::Tensor& codes,
+                                  const std::vector<GridParams>& span_params);
+
+// The bytes of atq's packed format (formats/atq_packed.h) for the weight.
+std::vector<uint8_t> PackQuantized(const QuantizedWeight& weight);
+
+// Round-to-nearest: fit the grid on each span of the weight ([rows, cols]) and round every weight to it.
+QuantizedWeight QuantizeRtn(const torch::Tensor& weight, const WeightGrid& grid);
+
+// ||(W - Q) X||^2 / ||W X||^2 for inputs whose second moment is `hessian` (any positive multiple of X X^T),
+// computed as tr(D H D^T) / tr(W H W^T); the weight-space ||W - Q||^2 / ||W||^2 when hessian is undefined.
+double RelativeOutputError(const torch::Tensor& weight, const torch::Tensor& quantized, const torch::Tensor& hessian);
+
+}  // namespace atq

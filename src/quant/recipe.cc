@@ -1,0 +1,219 @@
+// Recipe files and settings for `atq quantize`.
+#include "quant/recipe.h"
+
+#include <algorithm>
+#include <charconv>
+#include <functional>
+
+#include <yaml-cpp/yaml.h>
+
+#include "util/error.h"
+#include "util/paths.h"
+
+namespace atq {
+namespace {
+
+int64_t ParseInt(const std::string& value, const std::string& where) {
+  int64_t out = 0;
+  const auto [end, error] = std::from_chars(value.data(), value.data() + value.size(), out);
+  Require(error == std::errc() && end == value.data() + value.size(), "{}: '{}' is not an integer", where, value);
+  return out;
+}
+
+double ParseDouble(const std::string& value, const std::string& where) {
+  size_t used = 0;
+  double out = 0;
+  try {
+    out = std::stod(value, &used);
+  } catch (const std::exception&) {
+    used = 0;
+  }
+  Require(used == value.size() && !value.empty(), "{}: '{}' is not a number", where, value);
+  return out;
+}
+
+bool ParseBool(const std::string& value, const std::string& where) {
+  if (value == "true" || value == "yes" || value == "on" || value == "1") return true;
+  if (value == "false" || value == "no" || value == "off" || value == "0") return false;
+  Fail("{}: '{}' is not true or false", where, value);
+}
+
+std::optional<QuantType> ParseTableType(const std::string& value, const std::string& where) {
+  if (value == "f32" || value == "none") return std::nullopt;
+  const auto type = ParseQuantType(value);
+  Require(type && Traits(*type).is_quantized, "{}: '{}' is not a quantized format of `atq formats`", where, value);
+  return type;
+}
+
+// Keys that describe one layer (allowed under layers:), and the rest.
+using LayerSetter = std::function<void(LayerRecipe&, const std::string& value, const std::string& where)>;
+using GlobalSetter = std::function<void(LmQuantizeOptions&, const std::string& value, const std::string& where)>;
+
+const std::map<std::string, LayerSetter, std::less<>>& LayerSetters() {
+  static const std::map<std::string, LayerSetter, std::less<>> setters = {
+      {"method",
+       [](LayerRecipe& r, const std::string& v, const std::string& where) {
+         const auto method = ParseMethod(v);
+         Require(method.has_value(), "{}: method '{}' is not rtn, atq or gptq", where, v);
+         r.method = *method;
+       }},
+      {"bits",
+       [](LayerRecipe& r, const std::string& v, const std::string& where) {
+         r.grid.kind = GridKind::kUniform;
+         r.grid.bits = static_cast<int>(ParseInt(v, where));
+       }},
+      {"ternary",
+       [](LayerRecipe& r, const std::string& v, const std::string& where) {
+         if (ParseBool(v, where)) r.grid.kind = GridKind::kTernary;
+       }},
+      {"symmetric", [](LayerRecipe& r, const std::string& v, const std::string& where) { r.grid.symmetric = ParseBool(v, where); }},
+      {"granularity",
+       [](LayerRecipe& r, const std::string& v, const std::string& where) {
+         if (v == "tensor") {
+           r.grid.granularity = Granularity::kTensor;
+         } else if (v == "channel") {
+           r.grid.granularity = Granularity::kChannel;
+         } else if (v == "group") {
+           r.grid.granularity = Granularity::kGroup;
+         } else {
+           Fail("{}: granularity '{}' is not tensor, channel or group", where, v);
+         }
+       }},
+      {"group_size",
+       [](LayerRecipe& r, const std::string& v, const std::string& where) {
+         r.grid.group_size = ParseInt(v, where);
+         r.grid.granularity = Granularity::kGroup;
+       }},
+      {"threshold",
+       [](LayerRecipe& r, const std::string& v, const std::string& where) {
+         if (v == "ratio") {
+           r.grid.threshold_rule = ThresholdRule::kRatio;
+         } else if (v == "sparsity") {
+           r.grid.threshold_rule = ThresholdRule::kSparsity;
+         } else if (v == "magnitude") {
+           r.grid.threshold_rule = ThresholdRule::kAbsolute;
+         } else {
+           Fail("{}: threshold rule '{}' is not ratio, sparsity or magnitude", where, v);
+         }
+       }},
+      {"threshold_value", [](LayerRecipe& r, const std::string& v, const std::string& where) { r.grid.threshold_value = ParseDouble(v, where); }},
+      {"base3", [](LayerRecipe& r, const std::string& v, const std::string& where) { r.grid.base3_packing = ParseBool(v, where); }},
+  };
+  return setters;
+}
+
+const std::map<std::string, GlobalSetter, std::less<>>& GlobalSetters() {
+  static const std::map<std::string, GlobalSetter, std::less<>> setters = {
+      {"calib", [](LmQuantizeOptions& o, const std::string& v, const std::string&) { o.text = v; }},
+      {"nsamples", [](LmQuantizeOptions& o, const std::string& v, const std::string& where) { o.samples = ParseInt(v, where); }},
+      {"seqlen", [](LmQuantizeOptions& o, const std::string& v, const std::string& where) { o.length = ParseInt(v, where); }},
+      {"seed", [](LmQuantizeOptions& o, const std::string& v, const std::string& where) { o.seed = static_cast<uint64_t>(ParseInt(v, where)); }},
+      {"batch_size", [](LmQuantizeOptions& o, const std::string& v, const std::string& where) { o.batch_size = ParseInt(v, where); }},
+      {"damp", [](LmQuantizeOptions& o, const std::string& v, const std::string& where) { o.gptq.damp = ParseDouble(v, where); }},
+      {"block_size", [](LmQuantizeOptions& o, const std::string& v, const std::string& where) { o.gptq.block_size = ParseInt(v, where); }},
+      {"act_order", [](LmQuantizeOptions& o, const std::string& v, const std::string& where) { o.gptq.act_order = ParseBool(v, where); }},
+      {"static_groups", [](LmQuantizeOptions& o, const std::string& v, const std::string& where) { o.gptq.static_groups = ParseBool(v, where); }},
+      {"true_sequential", [](LmQuantizeOptions& o, const std::string& v, const std::string& where) { o.true_sequential = ParseBool(v, where); }},
+      {"atq_calibrate", [](LmQuantizeOptions& o, const std::string& v, const std::string& where) { o.atq_calibrate = ParseBool(v, where); }},
+      {"embeddings", [](LmQuantizeOptions& o, const std::string& v, const std::string& where) { o.embedding_type = ParseTableType(v, where); }},
+      {"head", [](LmQuantizeOptions& o, const std::string& v, const std::string& where) { o.head_type = ParseTableType(v, where); }},
+  };
+  return setters;
+}
+
+std::string ScalarText(const YAML::Node& node, const std::string& where) {
+  Require(node.IsScalar(), "{}: expected a single value", where);
+  return node.Scalar();
+}
+
+}  // namespace
+
+const std::vector<std::string_view>& RecipeKeys() {
+  static const std::vector<std::string_view> keys = [] {
+    std::vector<std::string_view> out;
+    for (const auto& [key, setter] : LayerSetters()) out.push_back(key);
+    for (const auto& [key, setter] : GlobalSetters()) out.push_back(key);
+    out.push_back("layers");
+    std::sort(out.begin(), out.end());
+    return out;
+  }();
+  return keys;
+}
+
+QuantizeRecipe ReadRecipeFile(const std::string& path) {
+  YAML::Node root;
+  try {
+    root = YAML::LoadFile(path);
+  } catch (const YAML::BadFile&) {
+    Fail("{}: cannot read the recipe file", path);
+  } catch (const YAML::Exception& error) {
+    Fail("{}: not valid YAML: {}", path, error.what());
+  }
+  Require(root.IsMap(), "{}: a recipe is a map of settings (key: value)", path);
+  QuantizeRecipe recipe;
+  for (const auto& item : root) {
+    const std::string key = item.first.as<std::string>();
+    const std::string where = fmt::format("{}: key '{}'", path, key);
+    if (key == "layers") {
+      Require(item.second.IsMap(), "{}: expected a map of module name -> settings or keep", where);
+      for (const auto& layer : item.second) {
+        const std::string name = layer.first.as<std::string>();
+        const std::string layer_where = fmt::format("{}: layer '{}'", path, name);
+        if (layer.second.IsScalar() && layer.second.Scalar() == "keep") {
+          recipe.kept_layers.push_back(name);
+          continue;
+        }
+        Require(layer.second.IsMap(), "{}: expected a map of settings or keep", layer_where);
+        for (const auto& setting : layer.second) {
+          const std::string layer_key = setting.first.as<std::string>();
+          Require(LayerSetters().count(layer_key) > 0, "{}: '{}' is not a per-layer setting (one of: {})", layer_where,
+                  layer_key, fmt::join(RecipeKeys(), ", "));
+          recipe.layer_settings[name][layer_key] = ScalarText(setting.second, layer_where + " " + layer_key);
+        }
+      }
+      continue;
+    }
+    Require(LayerSetters().count(key) > 0 || GlobalSetters().count(key) > 0, "{}: unknown setting (one of: {})", where,
+            fmt::join(RecipeKeys(), ", "));
+    recipe.settings[key] = ScalarText(item.second, where);
+  }
+  return recipe;
+}
+
+LmQuantizeOptions BuildQuantizeOptions(const QuantizeRecipe& recipe, const std::string& source) {
+  LmQuantizeOptions options;
+  options.text = ProjectDataDir() + "/corpus/train.txt";
+  for (const auto& [key, value] : recipe.settings) {
+    const std::string where = fmt::format("{}: {}", source, key);
+    if (const auto layer = LayerSetters().find(key); layer != LayerSetters().end()) {
+      layer->second(options.recipe, value, where);
+    } else if (const auto global = GlobalSetters().find(key); global != GlobalSetters().end()) {
+      global->second(options, value, where);
+    } else {
+      Fail("{}: unknown setting (one of: {})", where, fmt::join(RecipeKeys(), ", "));
+    }
+  }
+  // A layer's own settings apply on top of the top-level recipe.
+  for (const auto& [name, settings] : recipe.layer_settings) {
+    LayerRecipe layer = options.recipe;
+    for (const auto& [key, value] : settings) {
+      const auto setter = LayerSetters().find(key);
+      Require(setter != LayerSetters().end(), "{}: layer '{}': '{}' is not a per-layer setting", source, name, key);
+      setter->second(layer, value, fmt::format("{}: layer '{}' {}", source, name, key));
+    }
+    options.layers[name] = layer;
+  }
+  for (const std::string& name : recipe.kept_layers) options.layers[name].keep = true;
+  return options;
+}
+
+nlohmann::json RecipeJson(const QuantizeRecipe& recipe) {
+  nlohmann::json layers = nlohmann::json::object();
+  for (const auto& [name, settings] : recipe.layer_settings) layers[name] = settings;
+  for (const std::string& name : recipe.kept_layers) layers[name] = "keep";
+  nlohmann::json out = recipe.settings;
+  if (!layers.empty()) out["layers"] = layers;
+  return out;
+}
+
+}  // namespace atq

@@ -1,0 +1,143 @@
+// Fitting and rounding to atq's uniform and ternary grids on torch tensors.
+#include "quant/weight_grid.h"
+
+#include <torch/torch.h>
+
+#include "formats/atq_packed.h"
+#include "util/error.h"
+
+namespace atq {
+namespace {
+
+// The divisor a zero scale is replaced by, so rows of zeros round to the zero code instead of NaN.
+torch::Tensor SafeScale(const torch::Tensor& scale) { return torch::where(scale == 0, torch::ones_like(scale), scale); }
+
+// std::round's halfway-away-from-zero rule (torch::round rounds halves to even); x - trunc(x) is exact in float.
+torch::Tensor RoundHalfAway(const torch::Tensor& x) {
+  const torch::Tensor whole = torch::trunc(x);
+  return torch::where((x - whole).abs() >= 0.5, whole + torch::sign(x), whole);
+}
+
+// Float64, as the format's reference quantizer compares |w| with its threshold in double.
+torch::Tensor TernaryThreshold(const WeightGrid& grid, const torch::Tensor& magnitude) {  // magnitude: [rows, n]
+  switch (grid.threshold_rule) {
+    case ThresholdRule::kRatio:
+      return grid.threshold_value * magnitude.to(torch::kFloat64).mean(1, /*keepdim=*/true);
+    case ThresholdRule::kSparsity: {
+      const auto k = static_cast<int64_t>(grid.threshold_value * static_cast<double>(magnitude.size(1)));
+      if (k == 0) return torch::zeros({magnitude.size(0), 1}, magnitude.options().dtype(torch::kFloat64));
+      return std::get<0>(magnitude.kthvalue(k, 1, /*keepdim=*/true)).to(torch::kFloat64);
+    }
+    case ThresholdRule::kAbsolute:
+      return torch::full({magnitude.size(0), 1}, grid.threshold_value, magnitude.options().dtype(torch::kFloat64));
+  }
+  Fail("unknown threshold rule");
+}
+
+}  // namespace
+
+void ValidateGrid(const WeightGrid& grid) {
+  if (grid.kind == GridKind::kUniform) {
+    Require(grid.bits >= 2 && grid.bits <= 8, "uniform grids have 2 to 8 bits, not {}", grid.bits);
+  } else {
+    const double value = grid.threshold_value;
+    switch (grid.threshold_rule) {
+      case ThresholdRule::kRatio:
+        Require(value >= 0 && std::isfinite(value), "a ternary threshold ratio must be >= 0, not {}", value);
+        break;
+      case ThresholdRule::kSparsity:
+        Require(value >= 0 && value < 1, "a ternary sparsity target must be in [0, 1), not {}", value);
+        break;
+      case ThresholdRule::kAbsolute:
+        Require(value >= 0 && std::isfinite(value), "a ternary magnitude threshold must be >= 0, not {}", value);
+        break;
+    }
+  }
+  if (grid.granularity == Granularity::kGroup) {
+    Require(grid.group_size > 0, "per-group scales need a group size > 0, not {}", grid.group_size);
+  }
+}
+
+QuantType StorageType(const WeightGrid& grid) {
+  if (grid.kind == GridKind::kTernary) return grid.base3_packing ? QuantType::kTernary1_6 : QuantType::kTernary2;
+  const auto first = grid.symmetric ? QuantType::kUniform2Sym : QuantType::kUniform2Asym;
+  return static_cast<QuantType>(static_cast<uint32_t>(first) + static_cast<uint32_t>(grid.bits - 2));
+}
+
+Layout GridLayout(const WeightGrid& grid, int64_t rows, int64_t cols) {
+  Layout layout;
+  layout.type = StorageType(grid);
+  layout.rows = rows;
+  layout.cols = cols;
+  layout.granularity = grid.granularity;
+  layout.group_size = grid.granularity == Granularity::kGroup ? grid.group_size : 0;
+  return layout;
+}
+
+std::string DescribeGrid(const WeightGrid& grid) {
+  const std::string granularity = grid.granularity == Granularity::kGroup ? fmt::format("g{}", grid.group_size)
+                                  : grid.granularity == Granularity::kChannel ? "channel"
+                                                                              : "tensor";
+  if (grid.kind == GridKind::kUniform) {
+    return fmt::format("int{} {} {}", grid.bits, grid.symmetric ? "sym" : "asym", granularity);
+  }
+  const char* rule = grid.threshold_rule == ThresholdRule::kRatio      ? "ratio"
+                     : grid.threshold_rule == ThresholdRule::kSparsity ? "sparsity"
+                                                                       : "magnitude";
+  return fmt::format("ternary {} {} {}", rule, grid.threshold_value, granularity);
+}
+
+double GridBitsPerWeight(const WeightGrid& grid, int64_t rows, int64_t cols) {
+  return 8.0 * static_cast<double>(PackedBytes(GridLayout(grid, rows, cols))) / static_cast<double>(rows * cols);
+}
+
+GridParams FitGrid(const WeightGrid& grid, const torch::Tensor& w, bool whole_tensor) {
+  const int64_t rows = w.size(0);
+  const torch::Tensor span = whole_tensor ? w.reshape({1, -1}) : w;  // [rows or 1, n]
+  GridParams params;
+  if (grid.kind == GridKind::kTernary) {
+    const torch::Tensor magnitude = span.abs();
+    params.threshold = TernaryThreshold(grid, magnitude);
+    const torch::Tensor kept = (magnitude > params.threshold).to(torch::kFloat64);
+    const torch::Tensor count = kept.sum(1, /*keepdim=*/true);
+    params.scale = torch::where(count > 0, (magnitude.to(torch::kFloat64) * kept).sum(1, true) / count.clamp_min(1),
+                                torch::zeros_like(count))
+                       .to(torch::kFloat32);
+  } else if (grid.symmetric) {
+    params.scale = span.abs().amax(1, /*keepdim=*/true) / static_cast<float>((1 << (grid.bits - 1)) - 1);
+  } else {
+    const int max_code = (1 << grid.bits) - 1;
+    const torch::Tensor low = span.amin(1, true).clamp_max(0).to(torch::kFloat64);
+    const torch::Tensor high = span.amax(1, true).clamp_min(0).to(torch::kFloat64);
+    params.scale = ((high - low) / max_code).to(torch::kFloat32);
+    params.zero = torch::where(params.scale != 0, RoundHalfAway(-low.to(torch::kFloat32) / SafeScale(params.scale)),
+                               torch::zeros_like(params.scale))
+                      .clamp(0, max_code);
+  }
+  if (whole_tensor) {
+    for (torch::Tensor* tensor : {&params.scale, &params.zero, &params.threshold}) {
+      if (tensor->defined()) *tensor = tensor->expand({rows, 1}).contiguous();
+    }
+  }
+  return params;
+}
+
+torch::Tensor RoundToCodes(const WeightGrid& grid, const torch::Tensor& w, const GridParams& params) {
+  if (grid.kind == GridKind::kTernary) {
+    return torch::sign(w) * (w.abs() > params.threshold).to(w.scalar_type()) + 1;
+  }
+  const torch::Tensor level = RoundHalfAway(w / SafeScale(params.scale));
+  if (grid.symmetric) {
+    const int middle = 1 << (grid.bits - 1);
+    return level.clamp(-middle, middle - 1) + middle;
+  }
+  return (level + params.zero).clamp(0, (1 << grid.bits) - 1);
+}
+
+torch::Tensor CodesToValues(const WeightGrid& grid, const torch::Tensor& codes, const GridParams& params) {
+  if (grid.kind == GridKind::kTernary) return params.scale * (codes - 1);
+  if (grid.symmetric) return params.scale * (codes - static_cast<float>(1 << (grid.bits - 1)));
+  return params.scale * (codes - params.zero);
+}
+
+}  // namespace atq

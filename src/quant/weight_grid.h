@@ -1,0 +1,63 @@
+// The grids a weight matrix is rounded to, fitted per output row over a span of columns (a group, a whole row or
+// the whole tensor), and the rounding itself. RTN, ATQ and GPTQ all round through here, so whatever codes they
+// choose pack into atq's formats exactly (formats/atq_packed.h) and dequantize to the very floats they used.
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+#include <torch/types.h>
+
+#include "formats/quant_type.h"
+
+namespace atq {
+
+enum class GridKind { kUniform, kTernary };
+
+// How a ternary grid picks its threshold on a span of weights (|w| <= threshold rounds to 0):
+//   kRatio:     ratio * mean|w| of the span (0.7 is Li & Liu's ternary weight networks rule)
+//   kSparsity:  the floor(s * n)-th smallest |w| of the span, so a share s of the weights becomes 0
+//   kAbsolute:  the value itself
+enum class ThresholdRule { kRatio, kSparsity, kAbsolute };
+
+struct WeightGrid {
+  GridKind kind = GridKind::kUniform;
+  int bits = 4;            // uniform: 2..8
+  bool symmetric = true;   // uniform: w = s (c - 2^(b-1)); asymmetric: w = s (c - z) with an integer zero point
+  Granularity granularity = Granularity::kChannel;
+  int64_t group_size = 0;  // kGroup: columns per group (the last group of a row may be shorter)
+  ThresholdRule threshold_rule = ThresholdRule::kRatio;  // ternary
+  double threshold_value = 0.7;                          // ternary: ratio, sparsity or magnitude
+  bool base3_packing = false;  // ternary stored as t1.6 (5 per byte) instead of t2 (4 per byte)
+};
+
+// Throws atq::Error naming what is wrong (bits outside 2..8, group size <= 0, sparsity outside [0, 1), ...).
+void ValidateGrid(const WeightGrid& grid);
+// The packed format holding the grid's codes: t2/t1.6 or u<b>s/u<b>a.
+QuantType StorageType(const WeightGrid& grid);
+Layout GridLayout(const WeightGrid& grid, int64_t rows, int64_t cols);
+// "int4 asym g128", "ternary ratio 0.7 channel", ...
+std::string DescribeGrid(const WeightGrid& grid);
+// Code bits per weight plus scale (and zero point) bits, for a [rows, cols] matrix.
+double GridBitsPerWeight(const WeightGrid& grid, int64_t rows, int64_t cols);
+
+// Per-row parameters of one span, each [rows, 1]: scale and zero float32, threshold float64 (|w| is compared
+// with it in double, as the formats' reference quantizer does). Zero only for asymmetric grids, threshold
+// only for ternary ones; the others undefined.
+struct GridParams {
+  torch::Tensor scale, zero, threshold;
+};
+
+// Fits the grid to w ([rows, n] float32) row by row, as the reference quantizers of atq's formats do:
+//   ternary: threshold by the rule, scale = mean |w| over the weights above it (0 when none is);
+//   symmetric: scale = max|w| / (2^(b-1) - 1); asymmetric: [min(w, 0), max(w, 0)] over 2^b - 1 steps.
+// With whole_tensor, one set of parameters fits all rows (per-tensor granularity), repeated per row.
+GridParams FitGrid(const WeightGrid& grid, const torch::Tensor& w, bool whole_tensor = false);
+
+// Stored codes of w ([rows, n]) under `params` ([rows, 1]), float32 holding integers: ternary trit + 1,
+// symmetric q + 2^(b-1) with q clamped to [-2^(b-1), 2^(b-1) - 1], asymmetric clamped to [0, 2^b - 1].
+torch::Tensor RoundToCodes(const WeightGrid& grid, const torch::Tensor& w, const GridParams& params);
+// The values the codes stand for, computed in float32 exactly as the packed formats dequantize them.
+torch::Tensor CodesToValues(const WeightGrid& grid, const torch::Tensor& codes, const GridParams& params);
+
+}  // namespace atq

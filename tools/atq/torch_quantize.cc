@@ -1,0 +1,141 @@
+// atq quantize MODEL --out DIR [--method rtn|atq|gptq] [--bits B | --ternary] [--group-size G] ... [--recipe FILE]:
+// post-training quantization of a language model's linear layers, written as atq's packed checkpoint with a
+// per-layer report (JSON and a table).
+#include <filesystem>
+#include <iostream>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <fmt/format.h>
+
+#include "command.h"
+#include "io/atomic_file.h"
+#include "quant/packed_lm.h"
+#include "quant/recipe.h"
+#include "torch_lm_options.h"
+#include "util/error.h"
+
+namespace atq::cli {
+namespace {
+
+// A command-line flag that sets one recipe key.
+struct RecipeFlag {
+  const char* flag;
+  const char* key;
+  const char* help;
+  const char* value;  // for switches: the value the switch sets; nullptr for options taking a value
+};
+
+const std::vector<RecipeFlag>& RecipeFlags() {
+  static const std::vector<RecipeFlag> flags = {
+      {"--method", "method", "rtn (round to nearest), atq (adaptive ternary) or gptq (default gptq)", nullptr},
+      {"--bits", "bits", "Uniform grid of B bits, 2..8 (default 4)", nullptr},
+      {"--ternary", "ternary", "Ternary grid {-1, 0, +1} instead of uniform bits", "true"},
+      {"--asym", "symmetric", "Asymmetric uniform grid (integer zero point per scale group)", "false"},
+      {"--granularity", "granularity", "Scales per tensor, channel (output row) or group (default channel)", nullptr},
+      {"--group-size", "group_size", "Weights per scale group along a row (sets --granularity group)", nullptr},
+      {"--threshold", "threshold", "Ternary threshold rule: ratio (x mean|w|), sparsity (share of zeros) or magnitude", nullptr},
+      {"--threshold-value", "threshold_value", "The rule's value (default ratio 0.7)", nullptr},
+      {"--base3", "base3", "Pack ternary codes 5 per byte (t1.6) instead of 4 (t2)", "true"},
+      {"--calib", "calib", "Calibration text (default: data/corpus/train.txt)", nullptr},
+      {"--nsamples", "nsamples", "Calibration windows (default 128; 0: none, RTN and rule-based ATQ only)", nullptr},
+      {"--seqlen", "seqlen", "Tokens per calibration window (default 512)", nullptr},
+      {"--seed", "seed", "Seed for choosing the calibration windows (default 0)", nullptr},
+      {"--batch-size", "batch_size", "Calibration windows per forward pass (default 8)", nullptr},
+      {"--damp", "damp", "GPTQ dampening, a fraction of the Hessian's mean diagonal (default 0.01)", nullptr},
+      {"--block-size", "block_size", "GPTQ lazy-update block in columns (default 128)", nullptr},
+      {"--act-order", "act_order", "GPTQ: quantize columns in order of decreasing Hessian diagonal", "true"},
+      {"--static-groups", "static_groups", "GPTQ: fit group scales on the original weights first", "true"},
+      {"--true-sequential", "true_sequential", "Quantize each block's layers in forward order on quantized inputs", "true"},
+      {"--no-atq-calibrate", "atq_calibrate", "ATQ: thresholds from the grid's rule, not from calibration", "false"},
+      {"--embeddings", "embeddings", "Format for the token embedding (e.g. q8_0; default f32 = unquantized)", nullptr},
+      {"--head", "head", "Format for an untied output head (default f32 = unquantized)", nullptr},
+  };
+  return flags;
+}
+
+void PrintLayerTable(const LmQuantizeResult& result) {
+  fmt::print("{:<40} {:>6} {:>6} {:>6} {:>8} {:>10} {:>10} {:>7}\n", "layer", "type", "bpw", "thr", "zeros",
+             "w err", "out err", "s");
+  for (const LayerReport& layer : result.layers) {
+    fmt::print("{:<40} {:>6} {:>6.3f} {:>6} {:>7.1f}% {:>10.3e} {:>10} {:>7.2f}\n", layer.name, layer.type,
+               layer.bits_per_weight, layer.threshold_ratio >= 0 ? fmt::format("{:.2f}", layer.threshold_ratio) : "-",
+               100 * layer.sparsity, layer.weight_error,
+               layer.output_error >= 0 ? fmt::format("{:.3e}", layer.output_error) : "-", layer.seconds);
+  }
+}
+
+}  // namespace
+
+RunFn DeclareQuantize(CLI::App& app) {
+  struct Options {
+    LmCliOptions lm;
+    std::string out;
+    std::string recipe_file;
+    std::string float_type = "f16";
+    std::vector<std::string> values = std::vector<std::string>(RecipeFlags().size());
+    std::vector<CLI::Option*> given;
+  };
+  auto o = std::make_shared<Options>();
+  AddLmOptions(app, o->lm);
+  app.add_option("--out", o->out, "Output folder: the packed checkpoint (config.json, model.safetensors, tokenizer), "
+                                  "quantize_report.json")
+      ->required();
+  app.add_option("--recipe", o->recipe_file, "YAML recipe with the same settings (and per-layer overrides); flags "
+                                             "given here override it");
+  app.add_option("--float-type", o->float_type, "Storage of the tensors left unquantized: f16, bf16 or f32")
+      ->check(CLI::IsMember({"f16", "bf16", "f32"}))
+      ->capture_default_str();
+  for (size_t i = 0; i < RecipeFlags().size(); ++i) {
+    const RecipeFlag& flag = RecipeFlags()[i];
+    o->given.push_back(flag.value ? app.add_flag(flag.flag, flag.help) : app.add_option(flag.flag, o->values[i], flag.help));
+  }
+  return [o] {
+    QuantizeRecipe recipe;
+    std::string source = "command line";
+    if (!o->recipe_file.empty()) {
+      recipe = ReadRecipeFile(o->recipe_file);
+      source = o->recipe_file;
+    }
+    for (size_t i = 0; i < RecipeFlags().size(); ++i) {
+      if (o->given[i]->count() == 0) continue;
+      const RecipeFlag& flag = RecipeFlags()[i];
+      recipe.settings[flag.key] = flag.value ? flag.value : o->values[i];
+    }
+    const LmQuantizeOptions options = BuildQuantizeOptions(recipe, source);
+    LanguageModel lm = LoadLmFromCli(o->lm);
+    Require(lm.tokenizer != nullptr, "{}: no tokenizer found for this model; give one with --tokenizer", o->lm.model);
+    const LmQuantizeResult result = QuantizeLanguageModel(*lm.model, *lm.tokenizer, options);
+    PrintLayerTable(result);
+
+    PackedLmOptions pack;
+    pack.float_type = *ParseQuantType(o->float_type);
+    namespace fs = std::filesystem;
+    pack.tokenizer_dir = fs::is_directory(lm.tokenizer_source) ? lm.tokenizer_source : "";
+    pack.recipe = RecipeJson(recipe);
+    pack.report = result.ToJson();
+    pack.report.erase("layers");  // the per-layer table goes in quantize_report.json
+    const PackedLmSizes sizes = SavePackedLm(*lm.model, result.packed, o->out, pack);
+
+    nlohmann::json report = result.ToJson();
+    report["model"] = lm.Describe();
+    report["recipe"] = pack.recipe;
+    report["output"] = {{"dir", o->out},
+                        {"file_bytes", sizes.file_bytes},
+                        {"packed_bytes", sizes.packed_bytes},
+                        {"float_bytes", sizes.float_bytes},
+                        {"float_type", o->float_type}};
+    const std::string report_path = (fs::path(o->out) / "quantize_report.json").string();
+    WriteFileAtomically(report_path, report.dump(2) + "\n");
+    fmt::print("{} layers, {:.3f} bits per weight; model.safetensors {:.2f} MB (packed {:.2f} MB, {} {:.2f} MB); "
+               "calibration {} tokens; {:.1f} s\n",
+               result.layers.size(), report["bits_per_weight"].get<double>(), sizes.file_bytes / 1e6,
+               sizes.packed_bytes / 1e6, o->float_type, sizes.float_bytes / 1e6, result.calibration_tokens,
+               result.total_seconds);
+    fmt::print("packed checkpoint: {}\nreport: {}\n", o->out, report_path);
+    return 0;
+  };
+}
+
+}  // namespace atq::cli
