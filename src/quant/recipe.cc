@@ -151,14 +151,21 @@ QuantizeRecipe ReadRecipeFile(const std::string& path) {
   }
   Require(root.IsMap(), "{}: a recipe is a map of settings (key: value)", path);
   QuantizeRecipe recipe;
-  for (const auto& item : root) {
+  AddRecipeSettings(root, recipe, path);
+  return recipe;
+}
+
+void AddRecipeSettings(const YAML::Node& map, QuantizeRecipe& recipe, const std::string& where,
+                       std::string_view skip_key) {
+  for (const auto& item : map) {
     const std::string key = item.first.as<std::string>();
-    const std::string where = fmt::format("{}: key '{}'", path, key);
+    if (key == skip_key) continue;
+    const std::string key_where = fmt::format("{}: key '{}'", where, key);
     if (key == "layers") {
-      Require(item.second.IsMap(), "{}: expected a map of module name -> settings or keep", where);
+      Require(item.second.IsMap(), "{}: expected a map of module name -> settings or keep", key_where);
       for (const auto& layer : item.second) {
         const std::string name = layer.first.as<std::string>();
-        const std::string layer_where = fmt::format("{}: layer '{}'", path, name);
+        const std::string layer_where = fmt::format("{}: layer '{}'", where, name);
         if (layer.second.IsScalar() && layer.second.Scalar() == "keep") {
           recipe.kept_layers.push_back(name);
           continue;
@@ -173,11 +180,10 @@ QuantizeRecipe ReadRecipeFile(const std::string& path) {
       }
       continue;
     }
-    Require(LayerSetters().count(key) > 0 || GlobalSetters().count(key) > 0, "{}: unknown setting (one of: {})", where,
-            fmt::join(RecipeKeys(), ", "));
-    recipe.settings[key] = ScalarText(item.second, where);
+    Require(LayerSetters().count(key) > 0 || GlobalSetters().count(key) > 0, "{}: unknown setting (one of: {})",
+            key_where, fmt::join(RecipeKeys(), ", "));
+    recipe.settings[key] = ScalarText(item.second, key_where);
   }
-  return recipe;
 }
 
 LmQuantizeOptions BuildQuantizeOptions(const QuantizeRecipe& recipe, const std::string& source) {
@@ -204,6 +210,23 @@ LmQuantizeOptions BuildQuantizeOptions(const QuantizeRecipe& recipe, const std::
     options.layers[name] = layer;
   }
   for (const std::string& name : recipe.kept_layers) options.layers[name].keep = true;
+  const auto check = [&](const LayerRecipe& layer, const std::string& where) {
+    if (layer.keep) return;
+    try {
+      ValidateGrid(layer.grid);
+    } catch (const Error& error) {
+      Fail("{}{}: {}", source, where, error.what());
+    }
+    Require(layer.method != QuantMethod::kAtq || layer.grid.kind == GridKind::kTernary,
+            "{}{}: method atq is ternary quantization; add ternary: true or use rtn/gptq for uniform bits", source, where);
+  };
+  check(options.recipe, "");
+  for (const auto& [name, layer] : options.layers) check(layer, ": layer '" + name + "'");
+  Require(options.samples >= 0, "{}: nsamples must be >= 0, not {}", source, options.samples);
+  Require(options.samples == 0 || options.length > 1, "{}: seqlen must be > 1, not {}", source, options.length);
+  Require(options.batch_size > 0, "{}: batch_size must be > 0, not {}", source, options.batch_size);
+  Require(options.gptq.damp > 0, "{}: damp must be > 0, not {}", source, options.gptq.damp);
+  Require(options.gptq.block_size > 0, "{}: block_size must be > 0, not {}", source, options.gptq.block_size);
   return options;
 }
 

@@ -37,6 +37,10 @@
 
 #include "quant/lm_quantizer.h"
 
+namespace YAML {
+class Node;
+}
+
 namespace atq {
 
 struct QuantizeRecipe {
@@ -51,6 +55,11 @@ const std::vector<std::string_view>& RecipeKeys();
 // Reads a YAML recipe. Throws atq::Error "FILE: ..." on YAML syntax errors, unknown keys, nested values where
 // a scalar belongs, and a layer entry that is neither a map nor "keep". Values are checked by BuildQuantizeOptions.
 QuantizeRecipe ReadRecipeFile(const std::string& path);
+
+// Adds the settings of a YAML map (top-level keys and a layers: map, as in a recipe file) to `recipe`, skipping
+// `skip_key` (a sweep's config name). Throws atq::Error starting with `where` as ReadRecipeFile does.
+void AddRecipeSettings(const YAML::Node& map, QuantizeRecipe& recipe, const std::string& where,
+                       std::string_view skip_key = {});
 
 // The options a recipe stands for: defaults, then the top-level settings, then each layer's settings on top
 // of the top-level ones. `source` starts error messages ("recipe.yaml", "command line").

@@ -78,6 +78,11 @@ class ToyLm : public CausalLmImpl {
     const torch::Tensor positions = torch::arange(ids.size(1), torch::kFloat64).view({1, -1, 1});
     return table.index({ids}) + 0.1 * positions * torch::arange(11, torch::kFloat64);
   }
+  // Staged: no blocks; the "hidden state" is the ids themselves.
+  torch::Tensor Embed(const torch::Tensor& ids) override { return ids; }
+  torch::Tensor ForwardBlock(size_t, const torch::Tensor& x) override { return x; }
+  torch::Tensor Head(const torch::Tensor& x) override { return forward(x); }
+  std::shared_ptr<torch::nn::Module> Block(size_t) override { return nullptr; }
   torch::Tensor table;
 };
 

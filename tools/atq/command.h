@@ -33,6 +33,7 @@ RunFn DeclareGenerate(CLI::App& app);
 RunFn DeclarePerplexity(CLI::App& app);
 RunFn DeclareTrainLm(CLI::App& app);
 RunFn DeclareQuantize(CLI::App& app);
+RunFn DeclareSweep(CLI::App& app);
 #endif
 
 }  // namespace atq::cli

@@ -16,6 +16,8 @@ const std::vector<Command>& AllCommands() {
        DeclareTrainLm},
       {"quantize", "Post-training quantization of a language model (RTN, ATQ ternary, GPTQ) to a packed checkpoint",
        DeclareQuantize},
+      {"sweep", "Quantize a language model under many recipes; perplexity against bits per weight (table, plot)",
+       DeclareSweep},
 #endif
       {"inspect", "List the tensors, types, shapes, bytes and metadata of a safetensors/GGUF file or model folder",
        DeclareInspect},
