@@ -11,6 +11,7 @@
 
 #include "command.h"
 #include "io/atomic_file.h"
+#include "quant/lm_gguf_export.h"
 #include "quant/packed_lm.h"
 #include "quant/recipe.h"
 #include "torch_lm_options.h"
@@ -74,6 +75,9 @@ RunFn DeclareQuantize(CLI::App& app) {
     std::string out;
     std::string recipe_file;
     std::string float_type = "f16";
+    std::string gguf_path;
+    std::string gguf_type;
+    std::string gguf_embeddings = "q8_0";
     std::vector<std::string> values = std::vector<std::string>(RecipeFlags().size());
     std::vector<CLI::Option*> given;
   };
@@ -86,6 +90,12 @@ RunFn DeclareQuantize(CLI::App& app) {
                                              "given here override it");
   app.add_option("--float-type", o->float_type, "Storage of the tensors left unquantized: f16, bf16 or f32")
       ->check(CLI::IsMember({"f16", "bf16", "f32"}))
+      ->capture_default_str();
+  app.add_option("--gguf", o->gguf_path, "Also write a llama.cpp GGUF file here");
+  app.add_option("--gguf-type", o->gguf_type,
+                 "GGUF type of the quantized layers: q8_0, q4_0, tq2_0 or tq1_0 (default: per layer, the closest to "
+                 "its grid: tq2_0 ternary, tq1_0 ternary base3, q4_0 up to 4 bits, q8_0 above)");
+  app.add_option("--gguf-embeddings", o->gguf_embeddings, "GGUF type of the token embedding (and an untied head)")
       ->capture_default_str();
   for (size_t i = 0; i < RecipeFlags().size(); ++i) {
     const RecipeFlag& flag = RecipeFlags()[i];
@@ -133,6 +143,28 @@ RunFn DeclareQuantize(CLI::App& app) {
                result.layers.size(), report["bits_per_weight"].get<double>(), sizes.file_bytes / 1e6,
                sizes.packed_bytes / 1e6, o->float_type, sizes.float_bytes / 1e6, result.calibration_tokens,
                result.total_seconds);
+    if (!o->gguf_path.empty()) {
+      const auto type_of = [](const std::string& name, const char* flag) {
+        const auto type = ParseQuantType(name);
+        if (!type) throw UsageError(fmt::format("{} {}: not a format of `atq formats`", flag, name));
+        return *type;
+      };
+      Require(!pack.tokenizer_dir.empty(), "--gguf needs the GPT-2 BPE tokenizer files (encoder.json + vocab.bpe or "
+                                           "vocab.json + merges.txt); this model's tokenizer came from {}",
+              lm.tokenizer_source);
+      const LmGgufExport gguf = ExportQuantizedGguf(
+          *lm.model, options, pack.tokenizer_dir,
+          o->gguf_type.empty() ? std::nullopt : std::optional<QuantType>(type_of(o->gguf_type, "--gguf-type")),
+          type_of(o->gguf_embeddings, "--gguf-embeddings"), o->gguf_path);
+      for (const LmGgufTensorReport& tensor : gguf.report.tensors) {
+        if (!tensor.fallback_reason.empty()) fmt::print("gguf: {}: {}\n", tensor.gguf_name, tensor.fallback_reason);
+      }
+      report["gguf"] = gguf.ToJson();
+      report["gguf"]["path"] = o->gguf_path;
+      WriteFileAtomically(report_path, report.dump(2) + "\n");
+      fmt::print("gguf: {} ({:.2f} MB); largest re-quantization error of a layer vs atq's weights {:.3e}\n",
+                 o->gguf_path, gguf.report.file_bytes / 1e6, gguf.max_requantization_error);
+    }
     fmt::print("packed checkpoint: {}\nreport: {}\n", o->out, report_path);
     return 0;
   };
