@@ -35,12 +35,12 @@ int64_t TotalParameters(CausalLmImpl& model) {
 
 void WriteTable(const std::vector<SweepRow>& rows, const SweepOptions& options) {
   nlohmann::json table = nlohmann::json::array();
-  std::string csv = "name,bits_per_weight,quantized_weights,model_bytes,perplexity,ratio,scored_tokens,"
-                    "quantize_seconds,eval_seconds\n";
+  std::string csv = "name,bits_per_weight,quantized_weights,quantized_bytes,model_bytes,perplexity,ratio,"
+                    "scored_tokens,quantize_seconds,eval_seconds\n";
   for (const SweepRow& row : rows) {
     table.push_back(row.ToJson());
-    csv += fmt::format("\"{}\",{:.4f},{},{},{:.4f},{:.4f},{},{:.1f},{:.1f}\n", row.name, row.bits_per_weight,
-                       row.quantized_weights, row.model_bytes, row.perplexity, row.ratio, row.scored_tokens,
+    csv += fmt::format("\"{}\",{:.4f},{},{},{},{:.4f},{:.4f},{},{:.1f},{:.1f}\n", row.name, row.bits_per_weight,
+                       row.quantized_weights, row.quantized_bytes, row.model_bytes, row.perplexity, row.ratio, row.scored_tokens,
                        row.quantize_seconds, row.eval_seconds);
   }
   const nlohmann::json out = {{"model", options.model},
@@ -96,6 +96,7 @@ nlohmann::json SweepRow::ToJson() const {
           {"recipe", recipe},
           {"bits_per_weight", bits_per_weight},
           {"quantized_weights", quantized_weights},
+          {"quantized_bytes", quantized_bytes},
           {"model_bytes", model_bytes},
           {"perplexity", perplexity},
           {"ratio", ratio},
@@ -195,6 +196,7 @@ std::vector<SweepRow> RunSweep(const SweepOptions& options) {
         packed_bytes += static_cast<int64_t>(tensor.bytes.size());
         packed_weights += tensor.layout.rows * tensor.layout.cols;
       }
+      row.quantized_bytes = layer_bytes;
       row.bits_per_weight =
           row.quantized_weights > 0 ? 8.0 * static_cast<double>(layer_bytes) / static_cast<double>(row.quantized_weights) : 16;
       row.model_bytes = packed_bytes + 2 * (parameters - packed_weights);

@@ -46,6 +46,7 @@ struct SweepRow {
   nlohmann::json recipe;         // the settings (empty for full precision)
   double bits_per_weight = 16;   // quantized layers, scales included (16: the f16 model)
   int64_t quantized_weights = 0;
+  int64_t quantized_bytes = 0;   // those layers packed
   int64_t model_bytes = 0;       // packed tensors plus every other parameter in f16
   double perplexity = 0;
   double ratio = 1;              // perplexity / full precision's

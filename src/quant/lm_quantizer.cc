@@ -12,6 +12,7 @@
 #include "formats/atq_packed.h"
 #include "models/lm_linear.h"
 #include "quant/calibration.h"
+#include "quant/mixed_precision.h"
 #include "quant/quantized_weight.h"
 #include "quant/ternary_calibration.h"
 #include "torch/tensor_bridge.h"
@@ -113,23 +114,10 @@ LayerReport QuantizeLayer(const Layer& layer, const torch::Tensor& hessian, cons
   report.cols = weight.size(1);
   report.method = std::string(MethodName(recipe.method));
   report.grid = DescribeGrid(recipe.grid);
-  QuantizedWeight q;
-  if (recipe.method == QuantMethod::kGptq) {
-    GptqResult gptq = Gptq(weight, hessian, recipe.grid, options.gptq);
-    if (gptq.damp_raises > 0) {
-      LogWarn("{}: Cholesky of the Hessian failed; dampening raised {} times to {} of its mean diagonal", layer.name,
-              gptq.damp_raises, gptq.damp);
-    }
-    report.damp = gptq.damp;
-    q = std::move(gptq.weight);
-  } else if (recipe.method == QuantMethod::kAtq && options.atq_calibrate && hessian.defined()) {
-    CalibratedTernary calibrated = CalibrateTernary(
-        weight, hessian, recipe.grid, options.atq_ratios.empty() ? DefaultTernaryRatios() : options.atq_ratios);
-    report.threshold_ratio = calibrated.ratios.mean().item<double>();
-    q = std::move(calibrated.weight);
-  } else {
-    q = QuantizeRtn(weight, recipe.grid);
-  }
+  LayerQuantization quantization = QuantizeWeight(weight, hessian, recipe, options, layer.name);
+  QuantizedWeight& q = quantization.weight;
+  report.threshold_ratio = quantization.threshold_ratio;
+  report.damp = quantization.damp;
   if (recipe.grid.kind == GridKind::kTernary && report.threshold_ratio < 0 &&
       recipe.grid.threshold_rule == ThresholdRule::kRatio) {
     report.threshold_ratio = recipe.grid.threshold_value;
@@ -171,6 +159,36 @@ void QuantizeTable(torch::Tensor& parameter, const std::string& name, QuantType 
   result.packed[name] = {info.layout, std::move(bytes)};
 }
 
+// Chooses each layer's grid by sensitivity (writes them into options.layers) and returns the plan.
+nlohmann::json PlanMixedPrecision(CausalLmImpl& model, const Tokenizer& tokenizer, LmQuantizeOptions& options) {
+  Require(options.samples > 0, "mixed precision measures sensitivity on calibration data (nsamples > 0)");
+  Require((options.mixed_budget > 0) != (options.mixed_keep_top > 0),
+          "mixed precision needs exactly one of mixed_budget (average bits) and mixed_keep_top (k layers)");
+  Require(options.sensitivity == "fisher" || options.sensitivity == "output",
+          "sensitivity must be fisher or output, not '{}'", options.sensitivity);
+  const std::vector<WeightGrid> candidates = ParseCandidateGrids(options.mixed_candidates, options.recipe.grid);
+  const std::vector<LayerSensitivity> sensitivity = MeasureSensitivity(
+      model, tokenizer, options, candidates,
+      options.sensitivity == "fisher" ? SensitivityScore::kFisher : SensitivityScore::kOutput);
+  const std::vector<size_t> choice =
+      options.mixed_budget > 0 ? AllocateBits(sensitivity, options.mixed_budget)
+                               : KeepMostSensitive(sensitivity, 0, candidates.size() - 1, options.mixed_keep_top);
+  for (size_t l = 0; l < sensitivity.size(); ++l) {
+    if (options.layers.count(sensitivity[l].name) > 0) continue;  // the recipe's own overrides win
+    LayerRecipe recipe = options.recipe;
+    recipe.grid = candidates[choice[l]];
+    if (recipe.method == QuantMethod::kAtq && recipe.grid.kind != GridKind::kTernary) recipe.method = QuantMethod::kGptq;
+    options.layers[sensitivity[l].name] = recipe;
+    LogInfo("mixed precision: {:<40} {}", sensitivity[l].name, DescribeGrid(recipe.grid));
+  }
+  nlohmann::json plan = MixedPlanJson(sensitivity, candidates, choice);
+  plan["score"] = options.sensitivity;
+  if (options.mixed_budget > 0) plan["budget_bits"] = options.mixed_budget;
+  if (options.mixed_keep_top > 0) plan["keep_top"] = options.mixed_keep_top;
+  LogInfo("mixed precision: {:.3f} bits per weight on average", plan["bits_per_weight"].get<double>());
+  return plan;
+}
+
 }  // namespace
 
 std::string_view MethodName(QuantMethod method) {
@@ -187,6 +205,55 @@ std::optional<QuantMethod> ParseMethod(std::string_view name) {
   if (name == "atq") return QuantMethod::kAtq;
   if (name == "gptq") return QuantMethod::kGptq;
   return std::nullopt;
+}
+
+LayerQuantization QuantizeWeight(const torch::Tensor& weight, const torch::Tensor& hessian, const LayerRecipe& recipe,
+                                 const LmQuantizeOptions& options, const std::string& name) {
+  LayerQuantization out;
+  if (recipe.method == QuantMethod::kGptq) {
+    Require(hessian.defined(), "{}: gptq needs calibration data", name);
+    GptqResult gptq = Gptq(weight, hessian, recipe.grid, options.gptq);
+    if (gptq.damp_raises > 0) {
+      LogWarn("{}: Cholesky of the Hessian failed; dampening raised {} times to {} of its mean diagonal", name,
+              gptq.damp_raises, gptq.damp);
+    }
+    out.damp = gptq.damp;
+    out.weight = std::move(gptq.weight);
+  } else if (recipe.method == QuantMethod::kAtq && options.atq_calibrate && hessian.defined()) {
+    CalibratedTernary calibrated = CalibrateTernary(
+        weight, hessian, recipe.grid, options.atq_ratios.empty() ? DefaultTernaryRatios() : options.atq_ratios);
+    out.threshold_ratio = calibrated.ratios.mean().item<double>();
+    out.weight = std::move(calibrated.weight);
+  } else {
+    out.weight = QuantizeRtn(weight, recipe.grid);
+  }
+  return out;
+}
+
+int64_t ForEachCalibratedBlock(CausalLmImpl& model, const Tokenizer& tokenizer, const LmQuantizeOptions& options,
+                               const std::function<void(int64_t block, std::vector<CalibratedLayer>& layers)>& visit) {
+  torch::NoGradGuard no_grad;
+  Require(options.samples > 0 && !options.text.empty(), "calibration needs samples > 0 and a text file");
+  const auto names = ModuleNames(model);
+  const torch::Tensor ids = SampleCalibration(tokenizer, options.text, options.samples, options.length, options.seed);
+  const torch::Device device = model.parameters().front().device();
+  std::vector<torch::Tensor> hidden;
+  for (const torch::Tensor& batch : ids.split(std::max<int64_t>(1, options.batch_size))) {
+    hidden.push_back(model.Embed(batch.to(device)));
+  }
+  for (int64_t block = 0; block < model.config().num_layers; ++block) {
+    std::vector<Layer> layers = BlockLayers(model, static_cast<size_t>(block), names);
+    std::vector<Layer*> pointers;
+    for (Layer& layer : layers) pointers.push_back(&layer);
+    const HessianCapture capture = CaptureHessians(model, static_cast<size_t>(block), pointers, hidden);
+    std::vector<CalibratedLayer> calibrated;
+    for (size_t i = 0; i < layers.size(); ++i) {
+      calibrated.push_back({layers[i].name, layers[i].linear, capture.accumulators[i]->hessian()});
+    }
+    visit(block, calibrated);
+    for (torch::Tensor& batch : hidden) batch = model.ForwardBlock(static_cast<size_t>(block), batch);
+  }
+  return ids.numel();
 }
 
 nlohmann::json LayerReport::ToJson() const {
@@ -216,7 +283,7 @@ nlohmann::json LmQuantizeResult::ToJson() const {
     bytes += layer.packed_bytes;
     table.push_back(layer.ToJson());
   }
-  return {{"quantized_layers", layers.size()},
+  nlohmann::json out = {{"quantized_layers", layers.size()},
           {"quantized_weights", weights},
           {"quantized_bytes", bytes},
           {"bits_per_weight", weights > 0 ? 8.0 * static_cast<double>(bytes) / static_cast<double>(weights) : 0.0},
@@ -224,6 +291,8 @@ nlohmann::json LmQuantizeResult::ToJson() const {
           {"calibration_seconds", calibration_seconds},
           {"total_seconds", total_seconds},
           {"layers", table}};
+  if (!mixed_plan.is_null()) out["mixed_plan"] = mixed_plan;
+  return out;
 }
 
 std::vector<std::string> QuantizableLayers(CausalLmImpl& model) {
@@ -236,8 +305,9 @@ std::vector<std::string> QuantizableLayers(CausalLmImpl& model) {
 }
 
 LmQuantizeResult QuantizeLanguageModel(CausalLmImpl& model, const Tokenizer& tokenizer,
-                                       const LmQuantizeOptions& options) {
+                                       const LmQuantizeOptions& requested) {
   const auto start = Clock::now();
+  LmQuantizeOptions options = requested;
   torch::NoGradGuard no_grad;
   model.eval();
   const bool calibrated = options.samples > 0;
@@ -252,6 +322,7 @@ LmQuantizeResult QuantizeLanguageModel(CausalLmImpl& model, const Tokenizer& tok
   }
 
   LmQuantizeResult result;
+  if (!options.mixed_candidates.empty()) result.mixed_plan = PlanMixedPrecision(model, tokenizer, options);
   std::vector<torch::Tensor> hidden;  // the calibration batches entering the current block: [B, T, C]
   const torch::Device device = model.parameters().front().device();
   if (calibrated) {

@@ -5,6 +5,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <optional>
 #include <string>
@@ -18,6 +19,7 @@
 #include "io/tokenizer.h"
 #include "models/causal_lm.h"
 #include "quant/gptq.h"
+#include "quant/quantized_weight.h"
 #include "quant/weight_grid.h"
 
 namespace atq {
@@ -50,6 +52,15 @@ struct LmQuantizeOptions {
   int64_t batch_size = 8;
   std::optional<QuantType> embedding_type;  // token embedding (and a tied head); nullopt: full precision
   std::optional<QuantType> head_type;       // an untied head; nullopt: full precision
+  // Mixed precision, on when mixed_candidates lists grids (mixed_precision.h's syntax, e.g. "ternary,3,4,8"):
+  // every layer without its own override gets the candidate its sensitivity calls for, either the smallest
+  // total sensitivity within mixed_budget average bits per weight (scales included), or, with mixed_keep_top
+  // = k > 0, the last candidate for the k most sensitive layers and the first for the rest.
+  std::string mixed_candidates;
+  double mixed_budget = 0;
+  int64_t mixed_keep_top = 0;
+  std::string sensitivity = "fisher";  // "fisher" (gradient-weighted) or "output" (relative output error)
+  int64_t fisher_samples = 16;         // calibration windows for the Fisher diagonal
 };
 
 // A tensor in its packed format, ready for a file.
@@ -80,6 +91,7 @@ struct LmQuantizeResult {
   int64_t calibration_tokens = 0;
   double calibration_seconds = 0;  // sampling and running the blocks
   double total_seconds = 0;
+  nlohmann::json mixed_plan;       // null unless mixed precision chose the grids
   nlohmann::json ToJson() const;   // totals and the per-layer table
 };
 
@@ -91,5 +103,29 @@ LmQuantizeResult QuantizeLanguageModel(CausalLmImpl& model, const Tokenizer& tok
 
 // The linear layers QuantizeLanguageModel treats, as module names in forward order.
 std::vector<std::string> QuantizableLayers(CausalLmImpl& model);
+
+struct LmLinearImpl;
+
+// One linear layer of a block as calibration sees it: its Hessian on the inputs the block got.
+struct CalibratedLayer {
+  std::string name;  // module name
+  LmLinearImpl* linear = nullptr;
+  torch::Tensor hessian;  // [in, in]
+};
+
+// Runs the calibration windows of `options` through the model block by block: for each block, visit(block,
+// layers) gets every linear layer with its Hessian; then the block's output, under whatever weights visit
+// left, becomes the next block's input. Returns the calibration token count.
+int64_t ForEachCalibratedBlock(CausalLmImpl& model, const Tokenizer& tokenizer, const LmQuantizeOptions& options,
+                               const std::function<void(int64_t block, std::vector<CalibratedLayer>& layers)>& visit);
+
+// Quantizes one weight [out, in] by `recipe` (RTN, ATQ or GPTQ; hessian undefined without calibration).
+struct LayerQuantization {
+  QuantizedWeight weight;
+  double threshold_ratio = -1;
+  double damp = -1;
+};
+LayerQuantization QuantizeWeight(const torch::Tensor& weight, const torch::Tensor& hessian, const LayerRecipe& recipe,
+                                 const LmQuantizeOptions& options, const std::string& name);
 
 }  // namespace atq

@@ -117,6 +117,11 @@ const std::map<std::string, GlobalSetter, std::less<>>& GlobalSetters() {
       {"atq_calibrate", [](LmQuantizeOptions& o, const std::string& v, const std::string& where) { o.atq_calibrate = ParseBool(v, where); }},
       {"embeddings", [](LmQuantizeOptions& o, const std::string& v, const std::string& where) { o.embedding_type = ParseTableType(v, where); }},
       {"head", [](LmQuantizeOptions& o, const std::string& v, const std::string& where) { o.head_type = ParseTableType(v, where); }},
+      {"mixed_candidates", [](LmQuantizeOptions& o, const std::string& v, const std::string&) { o.mixed_candidates = v; }},
+      {"mixed_budget", [](LmQuantizeOptions& o, const std::string& v, const std::string& where) { o.mixed_budget = ParseDouble(v, where); }},
+      {"mixed_keep_top", [](LmQuantizeOptions& o, const std::string& v, const std::string& where) { o.mixed_keep_top = ParseInt(v, where); }},
+      {"sensitivity", [](LmQuantizeOptions& o, const std::string& v, const std::string&) { o.sensitivity = v; }},
+      {"fisher_samples", [](LmQuantizeOptions& o, const std::string& v, const std::string& where) { o.fisher_samples = ParseInt(v, where); }},
   };
   return setters;
 }

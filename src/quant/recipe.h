@@ -23,6 +23,11 @@
 //   atq_calibrate: true     # atq: thresholds chosen on calibration data
 //   embeddings: f32         # a format of the table for the token embedding (f32: unquantized)
 //   head: f32               # the same for an untied head
+//   mixed_candidates: "ternary,3,4,8"  # mixed precision: grids to choose from per layer (see mixed_precision.h)
+//   mixed_budget: 3.5       # ... the least total sensitivity within this many average bits per weight, or
+//   mixed_keep_top: 4       # ... the 4 most sensitive layers at the last candidate, the rest at the first
+//   sensitivity: fisher     # fisher (gradient-weighted) or output (relative output error)
+//   fisher_samples: 16
 //   layers:                 # overrides by module name: any of the keys above that concern one layer, or "keep"
 //     model.layers.0.mlp.down_proj: {bits: 8}
 //     model.layers.5.self_attn.o_proj: keep

@@ -52,6 +52,12 @@ const std::vector<RecipeFlag>& RecipeFlags() {
       {"--no-atq-calibrate", "atq_calibrate", "ATQ: thresholds from the grid's rule, not from calibration", "false"},
       {"--embeddings", "embeddings", "Format for the token embedding (e.g. q8_0; default f32 = unquantized)", nullptr},
       {"--head", "head", "Format for an untied output head (default f32 = unquantized)", nullptr},
+      {"--mixed-candidates", "mixed_candidates",
+       "Mixed precision: grids each layer may get, e.g. ternary,3,4,8 or ternary/base3/channel,4/g128,8/channel", nullptr},
+      {"--mixed-budget", "mixed_budget", "Mixed precision: average bits per weight (scales included) to fit", nullptr},
+      {"--mixed-keep-top", "mixed_keep_top",
+       "Mixed precision: the K most sensitive layers get the last candidate, the rest the first", nullptr},
+      {"--sensitivity", "sensitivity", "Mixed precision score: fisher (gradient-weighted, default) or output", nullptr},
   };
   return flags;
 }

@@ -1,0 +1,222 @@
+// Sensitivity per layer and candidate grid, and the bit allocation under a budget.
+#include "quant/mixed_precision.h"
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <numeric>
+
+#include <torch/torch.h>
+
+#include "formats/atq_packed.h"
+#include "models/lm_linear.h"
+#include "quant/calibration.h"
+#include "util/error.h"
+#include "util/log.h"
+#include "util/progress.h"
+#include "util/strings.h"
+
+namespace atq {
+namespace {
+
+// Mean squared gradient of the next-token loss for every linear weight of the blocks, over `samples` windows.
+std::map<std::string, torch::Tensor> FisherDiagonal(CausalLmImpl& model, const Tokenizer& tokenizer,
+                                                    const LmQuantizeOptions& options, int64_t samples) {
+  torch::AutoGradMode enable_grad(true);  // callers run under NoGradGuard
+  const torch::Tensor ids =
+      SampleCalibration(tokenizer, options.text, samples, options.length, options.seed).to(model.parameters().front().device());
+  std::map<std::string, torch::Tensor> fisher;
+  std::vector<std::pair<std::string, torch::Tensor>> tracked;
+  const std::vector<std::string> layers = QuantizableLayers(model);
+  for (auto& parameter : model.named_parameters()) {
+    const bool linear = EndsWith(parameter.key(), ".weight") &&
+                        std::find(layers.begin(), layers.end(),
+                                  parameter.key().substr(0, parameter.key().size() - 7)) != layers.end();
+    parameter.value().set_requires_grad(linear);
+    if (linear) {
+      tracked.emplace_back(parameter.key(), parameter.value());
+      fisher[parameter.key()] = torch::zeros_like(parameter.value(), torch::kFloat32);
+    }
+  }
+  Progress progress("fisher", ids.size(0), "windows");
+  for (int64_t sample = 0; sample < ids.size(0); ++sample) {  // one window at a time: per-example gradients
+    const torch::Tensor window = ids.slice(0, sample, sample + 1);
+    const torch::Tensor logits = model.forward(window);
+    const torch::Tensor loss = torch::nn::functional::cross_entropy(
+        logits.slice(1, 0, -1).reshape({-1, logits.size(-1)}).to(torch::kFloat32), window.slice(1, 1).reshape({-1}));
+    model.zero_grad();
+    loss.backward();
+    for (auto& [name, weight] : tracked) fisher[name].add_(weight.grad().to(torch::kFloat32).pow(2), 1.0 / ids.size(0));
+    progress.Advance();
+  }
+  progress.Finish();
+  for (auto& parameter : model.parameters()) {
+    parameter.set_requires_grad(false);
+    parameter.mutable_grad() = torch::Tensor();
+  }
+  return fisher;
+}
+
+}  // namespace
+
+WeightGrid ParseCandidateGrid(const std::string& item, const WeightGrid& base) {
+  std::vector<std::string> parts;
+  size_t begin = 0;
+  while (true) {
+    const size_t slash = item.find('/', begin);
+    parts.push_back(item.substr(begin, slash == std::string::npos ? std::string::npos : slash - begin));
+    if (slash == std::string::npos) break;
+    begin = slash + 1;
+  }
+  WeightGrid grid = base;
+  const auto fail = [&]() { Fail("mixed-precision candidate '{}': expected ternary or 2..8, then optional /g<N>, "
+                                 "/channel, /tensor, /sym, /asym, /base3", item); };
+  if (parts[0] == "ternary") {
+    grid.kind = GridKind::kTernary;
+  } else if (parts[0].size() == 1 && parts[0][0] >= '2' && parts[0][0] <= '8') {
+    grid.kind = GridKind::kUniform;
+    grid.bits = parts[0][0] - '0';
+  } else {
+    fail();
+  }
+  for (size_t i = 1; i < parts.size(); ++i) {
+    const std::string& part = parts[i];
+    if (part == "channel" || part == "tensor") {
+      grid.granularity = part == "channel" ? Granularity::kChannel : Granularity::kTensor;
+      grid.group_size = 0;
+    } else if (part == "sym" || part == "asym") {
+      grid.symmetric = part == "sym";
+    } else if (part == "base3") {
+      grid.base3_packing = true;
+    } else if (part.size() > 1 && part[0] == 'g' && std::all_of(part.begin() + 1, part.end(), ::isdigit)) {
+      grid.granularity = Granularity::kGroup;
+      grid.group_size = std::stoll(part.substr(1));
+    } else {
+      fail();
+    }
+  }
+  ValidateGrid(grid);
+  return grid;
+}
+
+std::vector<WeightGrid> ParseCandidateGrids(const std::string& list, const WeightGrid& base) {
+  std::vector<WeightGrid> grids;
+  size_t begin = 0;
+  while (begin <= list.size()) {
+    const size_t comma = list.find(',', begin);
+    const std::string item = list.substr(begin, comma == std::string::npos ? std::string::npos : comma - begin);
+    if (!item.empty()) grids.push_back(ParseCandidateGrid(item, base));
+    if (comma == std::string::npos) break;
+    begin = comma + 1;
+  }
+  Require(!grids.empty(), "mixed precision needs at least one candidate grid");
+  return grids;
+}
+
+std::vector<LayerSensitivity> MeasureSensitivity(CausalLmImpl& model, const Tokenizer& tokenizer,
+                                                 const LmQuantizeOptions& options,
+                                                 const std::vector<WeightGrid>& candidates, SensitivityScore score) {
+  std::map<std::string, torch::Tensor> fisher;
+  if (score == SensitivityScore::kFisher) {
+    fisher = FisherDiagonal(model, tokenizer, options, std::min<int64_t>(options.samples, options.fisher_samples));
+  }
+  std::vector<LayerSensitivity> out;
+  Progress progress("sensitivity", static_cast<int64_t>(QuantizableLayers(model).size() * candidates.size()),
+                    "layer grids");
+  ForEachCalibratedBlock(model, tokenizer, options, [&](int64_t, std::vector<CalibratedLayer>& layers) {
+    for (const CalibratedLayer& layer : layers) {
+      const torch::Tensor weight = layer.linear->weight.detach().to(torch::kFloat32);
+      LayerSensitivity sensitivity{layer.name, weight.numel(), {}, {}};
+      for (const WeightGrid& grid : candidates) {
+        LayerRecipe recipe = options.recipe;
+        recipe.grid = grid;
+        if (recipe.method == QuantMethod::kAtq && grid.kind != GridKind::kTernary) recipe.method = QuantMethod::kGptq;
+        const QuantizedWeight q = QuantizeWeight(weight, layer.hessian, recipe, options, layer.name).weight;
+        sensitivity.bytes.push_back(AtqPackedBytes(q.layout));
+        if (score == SensitivityScore::kFisher) {
+          const torch::Tensor& f = fisher.at(layer.name + ".weight");
+          sensitivity.sensitivity.push_back((f * (weight - q.values).pow(2)).sum().item<double>());
+        } else {
+          sensitivity.sensitivity.push_back(RelativeOutputError(weight, q.values, layer.hessian));
+        }
+        progress.Advance(1, layer.name + " " + DescribeGrid(grid));
+      }
+      out.push_back(std::move(sensitivity));
+    }
+  });
+  progress.Finish();
+  return out;
+}
+
+std::vector<size_t> AllocateBits(const std::vector<LayerSensitivity>& layers, double budget_bits) {
+  Require(!layers.empty(), "no layers to allocate bits to");
+  int64_t weights = 0;
+  for (const LayerSensitivity& layer : layers) weights += layer.weights;
+  const double budget_bytes = budget_bits / 8.0 * static_cast<double>(weights);
+  constexpr int64_t kUnits = 4096;  // the budget in cost units; each cost rounds up, so plans stay within budget
+  const double unit = budget_bytes / kUnits;
+  const double infinity = std::numeric_limits<double>::infinity();
+  // best[c]: the least total sensitivity of the layers so far at cost exactly c units; pick per layer to backtrack.
+  std::vector<double> best(kUnits + 1, infinity);
+  best[0] = 0;
+  std::vector<std::vector<int>> pick(layers.size(), std::vector<int>(kUnits + 1, -1));
+  for (size_t l = 0; l < layers.size(); ++l) {
+    std::vector<double> next(kUnits + 1, infinity);
+    for (int64_t c = 0; c <= kUnits; ++c) {
+      if (best[c] == infinity) continue;
+      for (size_t k = 0; k < layers[l].bytes.size(); ++k) {
+        const auto cost = static_cast<int64_t>(std::ceil(static_cast<double>(layers[l].bytes[k]) / unit - 1e-9));
+        if (c + cost > kUnits) continue;
+        const double total = best[c] + layers[l].sensitivity[k];
+        if (total < next[c + cost]) {
+          next[c + cost] = total;
+          pick[l][c + cost] = static_cast<int>(k);
+        }
+      }
+    }
+    best = std::move(next);
+  }
+  const auto end = std::min_element(best.begin(), best.end());
+  Require(*end != infinity, "a budget of {} bits per weight is below the cheapest candidates' size", budget_bits);
+  std::vector<size_t> choice(layers.size());
+  int64_t c = end - best.begin();
+  for (size_t l = layers.size(); l-- > 0;) {
+    const int k = pick[l][c];
+    choice[l] = static_cast<size_t>(k);
+    c -= static_cast<int64_t>(std::ceil(static_cast<double>(layers[l].bytes[k]) / unit - 1e-9));
+  }
+  return choice;
+}
+
+std::vector<size_t> KeepMostSensitive(const std::vector<LayerSensitivity>& layers, size_t base, size_t high, int64_t k) {
+  std::vector<size_t> order(layers.size());
+  std::iota(order.begin(), order.end(), 0);
+  std::stable_sort(order.begin(), order.end(), [&](size_t a, size_t b) {
+    return layers[a].sensitivity[base] > layers[b].sensitivity[base];
+  });
+  std::vector<size_t> choice(layers.size(), base);
+  for (int64_t i = 0; i < k && i < static_cast<int64_t>(order.size()); ++i) choice[order[i]] = high;
+  return choice;
+}
+
+nlohmann::json MixedPlanJson(const std::vector<LayerSensitivity>& layers, const std::vector<WeightGrid>& candidates,
+                             const std::vector<size_t>& choice) {
+  nlohmann::json grids = nlohmann::json::array();
+  for (const WeightGrid& grid : candidates) grids.push_back(DescribeGrid(grid));
+  nlohmann::json rows = nlohmann::json::array();
+  int64_t weights = 0, bytes = 0;
+  for (size_t l = 0; l < layers.size(); ++l) {
+    weights += layers[l].weights;
+    bytes += layers[l].bytes[choice[l]];
+    rows.push_back({{"layer", layers[l].name},
+                    {"weights", layers[l].weights},
+                    {"sensitivity", layers[l].sensitivity},
+                    {"bytes", layers[l].bytes},
+                    {"chosen", DescribeGrid(candidates[choice[l]])}});
+  }
+  return {{"candidates", grids},
+          {"bits_per_weight", weights > 0 ? 8.0 * static_cast<double>(bytes) / static_cast<double>(weights) : 0.0},
+          {"layers", rows}};
+}
+
+}  // namespace atq
