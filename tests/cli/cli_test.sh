@@ -89,5 +89,23 @@ assert a>0.5, a
   expect_output "nowhere" "the error names the folder"
 fi
 
+# Language-model quantization: recipe errors, a packed checkpoint and a GGUF that the other commands load.
+printf 'method: gptq\nbitz: 4\n' > "$tmp/bad-recipe.yaml"
+expect_status 1 "quantize with a bad recipe" "$atq" quantize "$tmp/nowhere" --recipe "$tmp/bad-recipe.yaml" --out "$tmp/q"
+expect_output "bad-recipe.yaml" "the error names the recipe file"
+if [ -d "$fixtures/gpt2-mini/model" ]; then
+  model="$fixtures/gpt2-mini/model"
+  expect_status 1 "gptq without calibration" "$atq" quantize "$model" --method gptq --nsamples 0 --out "$tmp/q"
+  expect_status 0 "quantize ternary with a GGUF" "$atq" quantize "$model" --method rtn --ternary --nsamples 0 \
+    --out "$tmp/q-ternary" --gguf "$tmp/q-ternary.gguf" --threads 2
+  expect_status 0 "perplexity of the packed checkpoint" "$atq" perplexity "$tmp/q-ternary" \
+    --text "$fixtures/corpus/test.txt" --max-windows 2 --threads 2
+  expect_status 0 "perplexity of the GGUF" "$atq" perplexity "$tmp/q-ternary.gguf" \
+    --text "$fixtures/corpus/test.txt" --max-windows 2 --threads 2
+  printf 'configs:\n  - {name: w8, method: rtn, bits: 8, nsamples: 0}\n' > "$tmp/sweep.yaml"
+  expect_status 0 "sweep" "$atq" sweep "$model" --configs "$tmp/sweep.yaml" --text "$fixtures/corpus/test.txt" \
+    --max-windows 1 --no-plot --out "$tmp/sweep" --threads 2
+fi
+
 echo "$failures failure(s)"
 [ "$failures" -eq 0 ]
