@@ -17,7 +17,8 @@
 
 namespace atq {
 
-// tq2_0 for ternary (tq1_0 with base-3 packing), q4_0 for 2..4 bits, q8_0 for 5..8 bits.
+// The grid's own type for q8_0/q4_0 grids (exact); tq2_0 for ternary (tq1_0 with base-3 packing), q4_0 for
+// 2..4 bits, q8_0 for 5..8 bits.
 QuantType GgufTypeForGrid(const WeightGrid& grid);
 
 struct LmGgufExport {

@@ -123,7 +123,7 @@ LayerReport QuantizeLayer(const Layer& layer, const torch::Tensor& hessian, cons
     report.threshold_ratio = recipe.grid.threshold_value;
   }
   report.type = std::string(TypeName(q.layout.type));
-  report.packed_bytes = AtqPackedBytes(q.layout);
+  report.packed_bytes = PackedBytes(q.layout);
   report.bits_per_weight = 8.0 * static_cast<double>(report.packed_bytes) / static_cast<double>(weight.numel());
   report.mean_scale = q.scales.mean().item<double>();
   report.sparsity = (q.values == 0).to(torch::kFloat64).mean().item<double>();

@@ -69,10 +69,12 @@ WeightGrid ParseCandidateGrid(const std::string& item, const WeightGrid& base) {
     begin = slash + 1;
   }
   WeightGrid grid = base;
-  const auto fail = [&]() { Fail("mixed-precision candidate '{}': expected ternary or 2..8, then optional /g<N>, "
+  const auto fail = [&]() { Fail("mixed-precision candidate '{}': expected ternary, q8_0, q4_0 or 2..8, then optional /g<N>, "
                                  "/channel, /tensor, /sym, /asym, /base3", item); };
   if (parts[0] == "ternary") {
     grid.kind = GridKind::kTernary;
+  } else if (parts[0] == "q8_0" || parts[0] == "q4_0") {
+    grid = WithKind(grid, parts[0] == "q8_0" ? GridKind::kQ8_0 : GridKind::kQ4_0);
   } else if (parts[0].size() == 1 && parts[0][0] >= '2' && parts[0][0] <= '8') {
     grid.kind = GridKind::kUniform;
     grid.bits = parts[0][0] - '0';
@@ -132,7 +134,7 @@ std::vector<LayerSensitivity> MeasureSensitivity(CausalLmImpl& model, const Toke
         recipe.grid = grid;
         if (recipe.method == QuantMethod::kAtq && grid.kind != GridKind::kTernary) recipe.method = QuantMethod::kGptq;
         const QuantizedWeight q = QuantizeWeight(weight, layer.hessian, recipe, options, layer.name).weight;
-        sensitivity.bytes.push_back(AtqPackedBytes(q.layout));
+        sensitivity.bytes.push_back(PackedBytes(q.layout));
         if (score == SensitivityScore::kFisher) {
           const torch::Tensor& f = fisher.at(layer.name + ".weight");
           sensitivity.sensitivity.push_back((f * (weight - q.values).pow(2)).sum().item<double>());

@@ -40,6 +40,12 @@ QuantizedWeight AssembleQuantized(const WeightGrid& grid, const torch::Tensor& c
 
 std::vector<uint8_t> PackQuantized(const QuantizedWeight& weight) {
   const Layout& layout = weight.layout;
+  if (Traits(layout.type).family == TypeFamily::kGgmlBlock) {
+    // llama.cpp's quantizer re-derives each block's scale from the values, which sit exactly on its grid, so
+    // the blocks dequantize to `values` again (tested).
+    const torch::Tensor values = weight.values.to(torch::kCPU, torch::kFloat32).contiguous();
+    return Quantize(layout, values.data_ptr<float>());
+  }
   AtqCodes codes;
   const torch::Tensor flat_codes = weight.codes.to(torch::kCPU).to(torch::kUInt8).contiguous();
   codes.codes.assign(flat_codes.data_ptr<uint8_t>(), flat_codes.data_ptr<uint8_t>() + flat_codes.numel());
@@ -53,7 +59,7 @@ std::vector<uint8_t> PackQuantized(const QuantizedWeight& weight) {
     const torch::Tensor zeros = per_group(weight.zeros).to(torch::kUInt8);
     codes.zero_points.assign(zeros.data_ptr<uint8_t>(), zeros.data_ptr<uint8_t>() + zeros.numel());
   }
-  std::vector<uint8_t> bytes(static_cast<size_t>(AtqPackedBytes(layout)));
+  std::vector<uint8_t> bytes(static_cast<size_t>(PackedBytes(layout)));
   PackAtq(layout, codes, bytes.data());
   return bytes;
 }

@@ -66,6 +66,11 @@ const std::map<std::string, LayerSetter, std::less<>>& LayerSetters() {
        [](LayerRecipe& r, const std::string& v, const std::string& where) {
          if (ParseBool(v, where)) r.grid.kind = GridKind::kTernary;
        }},
+      {"format",
+       [](LayerRecipe& r, const std::string& v, const std::string& where) {
+         Require(v == "q8_0" || v == "q4_0", "{}: format '{}' is not q8_0 or q4_0 (llama.cpp's block grids)", where, v);
+         r.grid = WithKind(r.grid, v == "q8_0" ? GridKind::kQ8_0 : GridKind::kQ4_0);
+       }},
       {"symmetric", [](LayerRecipe& r, const std::string& v, const std::string& where) { r.grid.symmetric = ParseBool(v, where); }},
       {"granularity",
        [](LayerRecipe& r, const std::string& v, const std::string& where) {

@@ -4,6 +4,7 @@
 //   method: gptq            # rtn | atq | gptq
 //   bits: 4                 # uniform 2..8 bits ...
 //   ternary: false          # ... or ternary {-1, 0, +1}
+//   format: q4_0            # ... or llama.cpp's q4_0 / q8_0 block grid (GPTQ weights a GGUF holds exactly)
 //   symmetric: true
 //   granularity: group      # tensor | channel | group
 //   group_size: 128

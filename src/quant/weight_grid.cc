@@ -36,7 +36,21 @@ torch::Tensor TernaryThreshold(const WeightGrid& grid, const torch::Tensor& magn
 
 }  // namespace
 
+WeightGrid WithKind(WeightGrid base, GridKind kind) {
+  base.kind = kind;
+  if (kind == GridKind::kQ8_0 || kind == GridKind::kQ4_0) {
+    base.granularity = Granularity::kGroup;
+    base.group_size = 32;
+  }
+  return base;
+}
+
 void ValidateGrid(const WeightGrid& grid) {
+  if (grid.kind == GridKind::kQ8_0 || grid.kind == GridKind::kQ4_0) {
+    Require(grid.granularity == Granularity::kGroup && grid.group_size == 32,
+            "llama.cpp's q8_0 and q4_0 grids have one scale per 32 weights, not {}", DescribeGrid(grid));
+    return;
+  }
   if (grid.kind == GridKind::kUniform) {
     Require(grid.bits >= 2 && grid.bits <= 8, "uniform grids have 2 to 8 bits, not {}", grid.bits);
   } else {
@@ -59,6 +73,8 @@ void ValidateGrid(const WeightGrid& grid) {
 }
 
 QuantType StorageType(const WeightGrid& grid) {
+  if (grid.kind == GridKind::kQ8_0) return QuantType::kQ8_0;
+  if (grid.kind == GridKind::kQ4_0) return QuantType::kQ4_0;
   if (grid.kind == GridKind::kTernary) return grid.base3_packing ? QuantType::kTernary1_6 : QuantType::kTernary2;
   const auto first = grid.symmetric ? QuantType::kUniform2Sym : QuantType::kUniform2Asym;
   return static_cast<QuantType>(static_cast<uint32_t>(first) + static_cast<uint32_t>(grid.bits - 2));
@@ -78,6 +94,7 @@ std::string DescribeGrid(const WeightGrid& grid) {
   const std::string granularity = grid.granularity == Granularity::kGroup ? fmt::format("g{}", grid.group_size)
                                   : grid.granularity == Granularity::kChannel ? "channel"
                                                                               : "tensor";
+  if (grid.kind == GridKind::kQ8_0 || grid.kind == GridKind::kQ4_0) return grid.kind == GridKind::kQ8_0 ? "q8_0" : "q4_0";
   if (grid.kind == GridKind::kUniform) {
     return fmt::format("int{} {} {}", grid.bits, grid.symmetric ? "sym" : "asym", granularity);
   }
@@ -95,6 +112,18 @@ GridParams FitGrid(const WeightGrid& grid, const torch::Tensor& w, bool whole_te
   const int64_t rows = w.size(0);
   const torch::Tensor span = whole_tensor ? w.reshape({1, -1}) : w;  // [rows or 1, n]
   GridParams params;
+  if (grid.kind == GridKind::kQ8_0 || grid.kind == GridKind::kQ4_0) {
+    torch::Tensor d;
+    if (grid.kind == GridKind::kQ8_0) {
+      d = span.abs().amax(1, /*keepdim=*/true) / 127;
+    } else {  // the weight of largest magnitude with its sign, as ggml picks it (the first on ties)
+      const torch::Tensor extreme = span.gather(1, span.abs().argmax(1, /*keepdim=*/true));
+      d = extreme / -8;
+    }
+    params.inverse = torch::where(d != 0, 1 / SafeScale(d), torch::zeros_like(d));
+    params.scale = d.to(torch::kFloat16).to(torch::kFloat32);
+    return params;
+  }
   if (grid.kind == GridKind::kTernary) {
     const torch::Tensor magnitude = span.abs();
     params.threshold = TernaryThreshold(grid, magnitude);
@@ -123,6 +152,9 @@ GridParams FitGrid(const WeightGrid& grid, const torch::Tensor& w, bool whole_te
 }
 
 torch::Tensor RoundToCodes(const WeightGrid& grid, const torch::Tensor& w, const GridParams& params) {
+  // Product and offset as separate roundings, as ggml computes them.
+  if (grid.kind == GridKind::kQ8_0) return RoundHalfAway(w * params.inverse).clamp(-127, 127) + 128;
+  if (grid.kind == GridKind::kQ4_0) return torch::floor((w * params.inverse) + 8.5f).clamp(0, 15);
   if (grid.kind == GridKind::kTernary) {
     return torch::sign(w) * (w.abs() > params.threshold).to(w.scalar_type()) + 1;
   }
@@ -135,6 +167,8 @@ torch::Tensor RoundToCodes(const WeightGrid& grid, const torch::Tensor& w, const
 }
 
 torch::Tensor CodesToValues(const WeightGrid& grid, const torch::Tensor& codes, const GridParams& params) {
+  if (grid.kind == GridKind::kQ8_0) return params.scale * (codes - 128);
+  if (grid.kind == GridKind::kQ4_0) return params.scale * (codes - 8);
   if (grid.kind == GridKind::kTernary) return params.scale * (codes - 1);
   if (grid.symmetric) return params.scale * (codes - static_cast<float>(1 << (grid.bits - 1)));
   return params.scale * (codes - params.zero);

@@ -12,7 +12,9 @@
 
 namespace atq {
 
-enum class GridKind { kUniform, kTernary };
+// kQ8_0 and kQ4_0 are llama.cpp's block grids (32 weights per float16 scale; Q4_0's scale is the block's
+// signed extreme over -8): GPTQ on them produces weights a GGUF holds exactly.
+enum class GridKind { kUniform, kTernary, kQ8_0, kQ4_0 };
 
 // How a ternary grid picks its threshold on a span of weights (|w| <= threshold rounds to 0):
 //   kRatio:     ratio * mean|w| of the span (0.7 is Li & Liu's ternary weight networks rule)
@@ -31,9 +33,12 @@ struct WeightGrid {
   bool base3_packing = false;  // ternary stored as t1.6 (5 per byte) instead of t2 (4 per byte)
 };
 
+// A grid of the kind with everything else from `base`; the ggml kinds get their groups of 32.
+WeightGrid WithKind(WeightGrid base, GridKind kind);
+
 // Throws atq::Error naming what is wrong (bits outside 2..8, group size <= 0, sparsity outside [0, 1), ...).
 void ValidateGrid(const WeightGrid& grid);
-// The packed format holding the grid's codes: t2/t1.6 or u<b>s/u<b>a.
+// The packed format holding the grid's codes: t2/t1.6, u<b>s/u<b>a, q8_0 or q4_0.
 QuantType StorageType(const WeightGrid& grid);
 Layout GridLayout(const WeightGrid& grid, int64_t rows, int64_t cols);
 // "int4 asym g128", "ternary ratio 0.7 channel", ...
@@ -46,16 +51,19 @@ double GridBitsPerWeight(const WeightGrid& grid, int64_t rows, int64_t cols);
 // only for ternary ones; the others undefined.
 struct GridParams {
   torch::Tensor scale, zero, threshold;
+  torch::Tensor inverse;  // ggml grids: 1 / the unrounded scale, which llama.cpp's quantizers round with
 };
 
 // Fits the grid to w ([rows, n] float32) row by row, as the reference quantizers of atq's formats do:
 //   ternary: threshold by the rule, scale = mean |w| over the weights above it (0 when none is);
-//   symmetric: scale = max|w| / (2^(b-1) - 1); asymmetric: [min(w, 0), max(w, 0)] over 2^b - 1 steps.
+//   symmetric: scale = max|w| / (2^(b-1) - 1); asymmetric: [min(w, 0), max(w, 0)] over 2^b - 1 steps;
+//   q8_0: max|w| / 127, q4_0: the signed extreme / -8, each stored (and used) rounded to float16.
 // With whole_tensor, one set of parameters fits all rows (per-tensor granularity), repeated per row.
 GridParams FitGrid(const WeightGrid& grid, const torch::Tensor& w, bool whole_tensor = false);
 
 // Stored codes of w ([rows, n]) under `params` ([rows, 1]), float32 holding integers: ternary trit + 1,
-// symmetric q + 2^(b-1) with q clamped to [-2^(b-1), 2^(b-1) - 1], asymmetric clamped to [0, 2^b - 1].
+// symmetric q + 2^(b-1) with q clamped to [-2^(b-1), 2^(b-1) - 1], asymmetric clamped to [0, 2^b - 1];
+// q8_0 q + 128 with q in [-127, 127]; q4_0 its nibble, 0..15 for w = scale (c - 8). Rounding as llama.cpp's.
 torch::Tensor RoundToCodes(const WeightGrid& grid, const torch::Tensor& w, const GridParams& params);
 // The values the codes stand for, computed in float32 exactly as the packed formats dequantize them.
 torch::Tensor CodesToValues(const WeightGrid& grid, const torch::Tensor& codes, const GridParams& params);

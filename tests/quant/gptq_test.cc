@@ -97,6 +97,25 @@ TEST(WeightGridTest, RtnPacksToTheReferenceQuantizersBytes) {
   }
 }
 
+// llama.cpp's block grids: RTN on them is llama.cpp's reference quantizer, byte for byte, and GPTQ's weights
+// survive packing exactly.
+TEST(WeightGridTest, GgmlGridsAreLlamaCppsQuantizers) {
+  torch::manual_seed(5);
+  const torch::Tensor w = torch::randn({5, 96});
+  const torch::Tensor hessian = HessianOf(CorrelatedInputs(512, 96));
+  const std::vector<float> source = Values(w);
+  for (const GridKind kind : {GridKind::kQ8_0, GridKind::kQ4_0}) {
+    const WeightGrid grid = WithKind(WeightGrid{}, kind);
+    SCOPED_TRACE(DescribeGrid(grid));
+    const QuantizedWeight q = QuantizeRtn(w, grid);
+    EXPECT_EQ(PackQuantized(q), Quantize(q.layout, source.data()));
+    const QuantizedWeight gptq = Gptq(w, hessian, grid).weight;
+    const std::vector<uint8_t> packed = PackQuantized(gptq);
+    EXPECT_EQ(Dequantize(gptq.layout, packed.data(), static_cast<int64_t>(packed.size())), Values(gptq.values));
+    EXPECT_LT(RelativeOutputError(w, gptq.values, hessian), RelativeOutputError(w, q.values, hessian));
+  }
+}
+
 TEST(HessianTest, RunningMeanIsTwiceTheSecondMoment) {
   const torch::Tensor x = torch::randn({10, 3});
   HessianAccumulator accumulator(3);

@@ -33,6 +33,7 @@ const std::vector<RecipeFlag>& RecipeFlags() {
       {"--method", "method", "rtn (round to nearest), atq (adaptive ternary) or gptq (default gptq)", nullptr},
       {"--bits", "bits", "Uniform grid of B bits, 2..8 (default 4)", nullptr},
       {"--ternary", "ternary", "Ternary grid {-1, 0, +1} instead of uniform bits", "true"},
+      {"--format", "format", "llama.cpp's q4_0 or q8_0 block grid instead of --bits (GGUF holds GPTQ's weights exactly)", nullptr},
       {"--asym", "symmetric", "Asymmetric uniform grid (integer zero point per scale group)", "false"},
       {"--granularity", "granularity", "Scales per tensor, channel (output row) or group (default channel)", nullptr},
       {"--group-size", "group_size", "Weights per scale group along a row (sets --granularity group)", nullptr},
