@@ -200,11 +200,35 @@ PlannedTensor PlanTensor(const std::string& hf_name, const torch::Tensor& parame
     Fail("{}: {}", path, e.what());
   }
   torch::Tensor value = parameter.detach().to(torch::kCPU, torch::kFloat32).contiguous();
+  // convert_hf_to_gguf.py permutes q and k weights and biases into ggml's RoPE order, k per KV head; `rows` is
+  // that order (source row of each written row), for prepacked bytes.
+  torch::Tensor row_order = torch::arange(value.size(0), torch::kFloat64).unsqueeze(1);
   if (config.arch == LmArch::kLlama) {
     const std::string_view gguf(report.gguf_name);
-    // convert_hf_to_gguf.py permutes q and k weights and biases into ggml's RoPE order, k per KV head.
-    if (gguf.find(".attn_q.") != std::string_view::npos) value = HalfToInterleavedRotary(value, config.num_heads);
-    if (gguf.find(".attn_k.") != std::string_view::npos) value = HalfToInterleavedRotary(value, config.num_kv_heads);
+    for (const auto& [part, heads] : {std::pair<std::string_view, int64_t>{".attn_q.", config.num_heads},
+                                      {".attn_k.", config.num_kv_heads}}) {
+      if (gguf.find(part) == std::string_view::npos) continue;
+      value = HalfToInterleavedRotary(value, heads);
+      row_order = HalfToInterleavedRotary(row_order, heads);
+    }
+  }
+  if (const auto prepacked = options.prepacked.find(hf_name); prepacked != options.prepacked.end()) {
+    const auto& [type, bytes] = prepacked->second;
+    const int64_t cols = value.size(-1), rows = value.size(0);
+    const int64_t row_bytes = PackedBytes(Layout{type, 1, cols});
+    Require(value.dim() == 2 && static_cast<int64_t>(bytes.size()) == rows * row_bytes,
+            "{}: prepacked tensor '{}' holds {} bytes, a {} [{}, {}] weight needs {}", path, hf_name, bytes.size(),
+            TypeName(type), rows, cols, rows * row_bytes);
+    CheckModelType(type, path, fmt::format("tensor '{}':", hf_name));
+    report.requested = report.written = type;
+    planned.shape = value.sizes().vec();
+    planned.data.resize(bytes.size());
+    for (int64_t row = 0; row < rows; ++row) {
+      const auto source = static_cast<int64_t>(row_order[row][0].item<double>());
+      std::copy_n(bytes.begin() + source * row_bytes, row_bytes, planned.data.begin() + row * row_bytes);
+    }
+    report.bytes = static_cast<int64_t>(planned.data.size());
+    return planned;
   }
   report.requested = RequestedType(hf_name, report.gguf_name, value, options, path);
   CheckModelType(report.requested, path, fmt::format("tensor '{}':", hf_name));

@@ -23,6 +23,10 @@ struct LmGgufOptions {
   // weights and biases are always F32, so an override asking them to be anything else is an error.
   std::map<std::string, QuantType> overrides;
   std::string name;  // general.name; empty: the output file's name without its extension
+  // Weights already in a ggml block format (q8_0, q4_0, ...; rows in Hugging Face order, [out, in]), written
+  // byte for byte (rows moved to llama.cpp's rotary order where needed) instead of quantized from the floats:
+  // a GPTQ result on llama.cpp's own grid keeps its exact codes and scales.
+  std::map<std::string, std::pair<QuantType, std::vector<uint8_t>>> prepacked;
 };
 
 struct LmGgufTensorReport {

@@ -31,7 +31,7 @@ nlohmann::json LmGgufExport::ToJson() const {
   return {{"file_bytes", report.file_bytes}, {"max_requantization_error", max_requantization_error}, {"tensors", tensors}};
 }
 
-LmGgufExport ExportQuantizedGguf(CausalLmImpl& model, const LmQuantizeOptions& options,
+LmGgufExport ExportQuantizedGguf(CausalLmImpl& model, const LmQuantizeOptions& options, const LmQuantizeResult& result,
                                  const std::string& tokenizer_dir, std::optional<QuantType> linear_type,
                                  QuantType embedding_type, const std::string& path) {
   LmGgufOptions gguf;
@@ -46,8 +46,14 @@ LmGgufExport ExportQuantizedGguf(CausalLmImpl& model, const LmQuantizeOptions& o
       gguf.overrides[layer + ".weight"] = QuantType::kF16;
       continue;
     }
-    if (!linear_type) gguf.overrides[layer + ".weight"] = GgufTypeForGrid(recipe.grid);
-    quantized.push_back(layer + ".weight");
+    const std::string name = layer + ".weight";
+    const QuantType type = linear_type.value_or(GgufTypeForGrid(recipe.grid));
+    gguf.overrides[name] = type;
+    const auto packed = result.packed.find(name);
+    if (packed != result.packed.end() && packed->second.layout.type == type) {
+      gguf.prepacked[name] = {type, packed->second.bytes};
+    }
+    quantized.push_back(name);
   }
   LmGgufExport out;
   out.report = WriteLmGguf(model, tokenizer_dir, gguf, path);

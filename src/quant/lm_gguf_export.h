@@ -29,9 +29,10 @@ struct LmGgufExport {
   nlohmann::json ToJson() const;
 };
 
-// Writes `model` (already quantized by QuantizeLanguageModel under `options`) to `path`. `linear_type` forces
-// one type for every quantized layer (else GgufTypeForGrid per layer); kept layers are written f16.
-LmGgufExport ExportQuantizedGguf(CausalLmImpl& model, const LmQuantizeOptions& options,
+// Writes `model` (already quantized by QuantizeLanguageModel under `options`, giving `result`) to `path`.
+// `linear_type` forces one type for every quantized layer (else GgufTypeForGrid per layer); kept layers are
+// written f16. Layers quantized on a q8_0/q4_0 grid keep their packed bytes.
+LmGgufExport ExportQuantizedGguf(CausalLmImpl& model, const LmQuantizeOptions& options, const LmQuantizeResult& result,
                                  const std::string& tokenizer_dir, std::optional<QuantType> linear_type,
                                  QuantType embedding_type, const std::string& path);
 

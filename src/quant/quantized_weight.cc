@@ -1,9 +1,13 @@
 // Assembling, packing and round-to-nearest quantization of weight matrices.
 #include "quant/quantized_weight.h"
 
+#include <cstring>
+
 #include <torch/torch.h>
 
 #include "formats/atq_packed.h"
+#include "formats/ggml_blocks.h"
+#include "formats/half.h"
 #include "util/error.h"
 
 namespace atq {
@@ -38,14 +42,40 @@ QuantizedWeight AssembleQuantized(const WeightGrid& grid, const torch::Tensor& c
   return out;
 }
 
+namespace {
+
+// Q8_0/Q4_0 blocks built from the codes and float16 scales themselves: GPTQ may leave a block without the code
+// its scale was fitted to, and llama.cpp's quantizer would then pick a different scale from the values.
+std::vector<uint8_t> PackGgmlBlocks(const QuantizedWeight& weight) {
+  const Layout& layout = weight.layout;
+  const torch::Tensor codes = weight.codes.to(torch::kCPU).to(torch::kInt32).contiguous();
+  const torch::Tensor scales = weight.scales.to(torch::kCPU, torch::kFloat32).contiguous();
+  const int32_t* code = codes.data_ptr<int32_t>();
+  const float* scale = scales.data_ptr<float>();
+  const int64_t blocks = layout.rows * layout.cols / kQK8_0;  // both formats: 32 weights per block
+  std::vector<uint8_t> bytes(static_cast<size_t>(PackedBytes(layout)));
+  for (int64_t b = 0; b < blocks; ++b) {
+    const int32_t* c = code + b * kQK8_0;
+    if (layout.type == QuantType::kQ8_0) {
+      BlockQ8_0 block;
+      block.d = F32ToF16(scale[b]);
+      for (int64_t j = 0; j < kQK8_0; ++j) block.qs[j] = static_cast<int8_t>(c[j] - 128);
+      std::memcpy(bytes.data() + b * sizeof(block), &block, sizeof(block));
+    } else {
+      BlockQ4_0 block;
+      block.d = F32ToF16(scale[b]);
+      for (int64_t j = 0; j < kQK4_0 / 2; ++j) block.qs[j] = static_cast<uint8_t>(c[j] | (c[j + kQK4_0 / 2] << 4));
+      std::memcpy(bytes.data() + b * sizeof(block), &block, sizeof(block));
+    }
+  }
+  return bytes;
+}
+
+}  // namespace
+
 std::vector<uint8_t> PackQuantized(const QuantizedWeight& weight) {
   const Layout& layout = weight.layout;
-  if (Traits(layout.type).family == TypeFamily::kGgmlBlock) {
-    // llama.cpp's quantizer re-derives each block's scale from the values, which sit exactly on its grid, so
-    // the blocks dequantize to `values` again (tested).
-    const torch::Tensor values = weight.values.to(torch::kCPU, torch::kFloat32).contiguous();
-    return Quantize(layout, values.data_ptr<float>());
-  }
+  if (layout.type == QuantType::kQ8_0 || layout.type == QuantType::kQ4_0) return PackGgmlBlocks(weight);
   AtqCodes codes;
   const torch::Tensor flat_codes = weight.codes.to(torch::kCPU).to(torch::kUInt8).contiguous();
   codes.codes.assign(flat_codes.data_ptr<uint8_t>(), flat_codes.data_ptr<uint8_t>() + flat_codes.numel());

@@ -116,6 +116,18 @@ TEST(WeightGridTest, GgmlGridsAreLlamaCppsQuantizers) {
   }
 }
 
+TEST(WeightGridTest, GgmlBlocksKeepScalesNoCodeReaches) {
+  // GPTQ can leave a block without the extreme code its scale was fitted to; the blocks must still hold that
+  // scale (llama.cpp's quantizer would derive 0.5 * 1 / -8 from these values instead).
+  QuantizedWeight q;
+  q.layout = GridLayout(WithKind(WeightGrid{}, GridKind::kQ4_0), 1, 32);
+  q.codes = torch::full({1, 32}, 9.0f);
+  q.scales = torch::full({1, 1}, 0.5f);
+  q.values = torch::full({1, 32}, 0.5f);
+  const std::vector<uint8_t> packed = PackQuantized(q);
+  EXPECT_EQ(Dequantize(q.layout, packed.data(), static_cast<int64_t>(packed.size())), std::vector<float>(32, 0.5f));
+}
+
 TEST(HessianTest, RunningMeanIsTwiceTheSecondMoment) {
   const torch::Tensor x = torch::randn({10, 3});
   HessianAccumulator accumulator(3);

@@ -160,7 +160,7 @@ RunFn DeclareQuantize(CLI::App& app) {
                                            "vocab.json + merges.txt); this model's tokenizer came from {}",
               lm.tokenizer_source);
       const LmGgufExport gguf = ExportQuantizedGguf(
-          *lm.model, options, pack.tokenizer_dir,
+          *lm.model, options, result, pack.tokenizer_dir,
           o->gguf_type.empty() ? std::nullopt : std::optional<QuantType>(type_of(o->gguf_type, "--gguf-type")),
           type_of(o->gguf_embeddings, "--gguf-embeddings"), o->gguf_path);
       for (const LmGgufTensorReport& tensor : gguf.report.tensors) {
