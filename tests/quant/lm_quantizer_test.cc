@@ -13,22 +13,13 @@
 #include "models/lm_loader.h"
 #include "quant/packed_lm.h"
 #include "quant/recipe.h"
+#include "byte_tokenizer.h"
 #include "test_util.h"
 
 namespace atq {
 namespace {
 
-// One token per byte: enough to feed calibration text to a model with a 256-token vocabulary.
-class ByteTokenizer : public Tokenizer {
- public:
-  std::vector<int32_t> Encode(std::string_view text) const override {
-    return std::vector<int32_t>(text.begin(), text.end());
-  }
-  std::string DecodeToken(int32_t id, int32_t) const override { return std::string(1, static_cast<char>(id)); }
-  int32_t vocab_size() const override { return 256; }
-  int32_t bos_id() const override { return -1; }
-  int32_t eos_id() const override { return -1; }
-};
+using testutil::ByteTokenizer;
 
 LmConfig TinyConfig(LmArch arch) {
   LmConfig config;

@@ -10,19 +10,13 @@
 #include <torch/torch.h>
 
 #include "quant/recipe.h"
+#include "byte_tokenizer.h"
 #include "test_util.h"
 
 namespace atq {
 namespace {
 
-class ByteTokenizer : public Tokenizer {
- public:
-  std::vector<int32_t> Encode(std::string_view text) const override { return {text.begin(), text.end()}; }
-  std::string DecodeToken(int32_t id, int32_t) const override { return std::string(1, static_cast<char>(id)); }
-  int32_t vocab_size() const override { return 256; }
-  int32_t bos_id() const override { return -1; }
-  int32_t eos_id() const override { return -1; }
-};
+using testutil::ByteTokenizer;
 
 double TotalSensitivity(const std::vector<LayerSensitivity>& layers, const std::vector<size_t>& choice) {
   double total = 0;
