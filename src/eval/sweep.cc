@@ -14,6 +14,7 @@
 
 #include "io/atomic_file.h"
 #include "quant/lm_quantizer.h"
+#include "quant/mixed_precision.h"
 #include "report/plot.h"
 #include "util/error.h"
 #include "util/log.h"
@@ -170,6 +171,7 @@ std::vector<SweepRow> RunSweep(const SweepOptions& options) {
   fs::create_directories(options.out_dir);
   std::vector<SweepRow> rows;
   std::vector<int32_t> tokens;
+  SensitivityCache sensitivities;  // mixed-precision configs that differ only in budget measure once
   for (size_t index = 0; index <= options.configs.size(); ++index) {
     LanguageModel lm = LoadLanguageModel(options.model, options.load);
     Require(lm.tokenizer != nullptr, "{}: no tokenizer found for this model", options.model);
@@ -185,8 +187,9 @@ std::vector<SweepRow> RunSweep(const SweepOptions& options) {
       row.name = config.name;
       row.recipe = RecipeJson(config.recipe);
       LogInfo("sweep {}/{}: {}", index, options.configs.size(), config.name);
-      const LmQuantizeResult result =
-          QuantizeLanguageModel(*lm.model, *lm.tokenizer, BuildQuantizeOptions(config.recipe, config.name));
+      LmQuantizeOptions quantize = BuildQuantizeOptions(config.recipe, config.name);
+      quantize.sensitivity_cache = &sensitivities;
+      const LmQuantizeResult result = QuantizeLanguageModel(*lm.model, *lm.tokenizer, quantize);
       int64_t packed_bytes = 0, packed_weights = 0, layer_bytes = 0;
       for (const LayerReport& layer : result.layers) {
         row.quantized_weights += layer.rows * layer.cols;

@@ -51,13 +51,14 @@ struct SweepRow {
   double perplexity = 0;
   double ratio = 1;              // perplexity / full precision's
   int64_t scored_tokens = 0;
-  double quantize_seconds = 0;
+  double quantize_seconds = 0;  // mixed precision: without measuring sensitivities an earlier row measured
   double eval_seconds = 0;
   nlohmann::json ToJson() const;
 };
 
 // Measures full precision, then every config on a freshly loaded model; writes the table after each row (so
 // an interrupted sweep keeps what it measured) and the plot of perplexity against bits per weight at the end.
+// Mixed-precision configs that differ only in budget or keep-top measure the sensitivities once.
 std::vector<SweepRow> RunSweep(const SweepOptions& options);
 
 }  // namespace atq

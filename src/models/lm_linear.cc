@@ -13,7 +13,9 @@ LmLinearImpl::LmLinearImpl(int64_t in_features, int64_t out_features, bool bias)
 
 torch::Tensor LmLinearImpl::forward(const torch::Tensor& x) {
   if (tap) tap(x);
-  return torch::nn::functional::linear(x, weight, bias);
+  torch::Tensor y = torch::nn::functional::linear(x, weight, bias);
+  if (output_tap) output_tap(y);
+  return y;
 }
 
 }  // namespace atq

@@ -1,6 +1,6 @@
 // The linear layer of atq's language models: y = x W^T + b with torch::nn::Linear's parameter names
-// ("weight" [out, in], "bias" [out]), plus a tap that sees each input, so calibration can collect what every
-// layer is fed without the model knowing about quantization.
+// ("weight" [out, in], "bias" [out]), plus taps that see each input and output, so calibration can collect
+// what every layer is fed (and the gradients its outputs get) without the model knowing about quantization.
 #pragma once
 
 #include <cstdint>
@@ -19,6 +19,8 @@ struct LmLinearImpl : torch::nn::Module {
   torch::Tensor weight, bias;  // bias undefined without one
   // Called with every input before the product (calibration); empty otherwise.
   std::function<void(const torch::Tensor&)> tap;
+  // Called with every output after the product (sensitivity: registers gradient hooks); empty otherwise.
+  std::function<void(const torch::Tensor&)> output_tap;
 };
 TORCH_MODULE(LmLinear);
 

@@ -167,9 +167,23 @@ nlohmann::json PlanMixedPrecision(CausalLmImpl& model, const Tokenizer& tokenize
   Require(options.sensitivity == "fisher" || options.sensitivity == "output",
           "sensitivity must be fisher or output, not '{}'", options.sensitivity);
   const std::vector<WeightGrid> candidates = ParseCandidateGrids(options.mixed_candidates, options.recipe.grid);
-  const std::vector<LayerSensitivity> sensitivity = MeasureSensitivity(
-      model, tokenizer, options, candidates,
-      options.sensitivity == "fisher" ? SensitivityScore::kFisher : SensitivityScore::kOutput);
+  const auto measure = [&]() {
+    return MeasureSensitivity(model, tokenizer, options, candidates,
+                              options.sensitivity == "fisher" ? SensitivityScore::kFisher : SensitivityScore::kOutput);
+  };
+  std::vector<LayerSensitivity> sensitivity;
+  if (options.sensitivity_cache == nullptr) {
+    sensitivity = measure();
+  } else {
+    const std::string key = SensitivityKey(options);
+    auto cached = options.sensitivity_cache->entries.find(key);
+    if (cached == options.sensitivity_cache->entries.end()) {
+      cached = options.sensitivity_cache->entries.emplace(key, measure()).first;
+    } else {
+      LogInfo("mixed precision: reusing the sensitivities measured under the same settings");
+    }
+    sensitivity = cached->second;
+  }
   const std::vector<size_t> choice =
       options.mixed_budget > 0 ? AllocateBits(sensitivity, options.mixed_budget)
                                : KeepMostSensitive(sensitivity, 0, candidates.size() - 1, options.mixed_keep_top);

@@ -29,6 +29,8 @@ std::string_view MethodName(QuantMethod method);  // "rtn", "atq", "gptq"
 std::optional<QuantMethod> ParseMethod(std::string_view name);
 
 // What one linear layer gets.
+struct SensitivityCache;  // mixed_precision.h
+
 struct LayerRecipe {
   QuantMethod method = QuantMethod::kGptq;
   WeightGrid grid;
@@ -60,7 +62,10 @@ struct LmQuantizeOptions {
   double mixed_budget = 0;
   int64_t mixed_keep_top = 0;
   std::string sensitivity = "fisher";  // "fisher" (gradient-weighted) or "output" (relative output error)
-  int64_t fisher_samples = 16;         // calibration windows for the Fisher diagonal
+  int64_t fisher_samples = 16;         // calibration windows for the output Fisher
+  // Sensitivities measured before on this same model (a sweep over budgets), reused when every setting they
+  // depend on is equal; new ones are added. Null: always measured.
+  SensitivityCache* sensitivity_cache = nullptr;
 };
 
 // A tensor in its packed format, ready for a file.

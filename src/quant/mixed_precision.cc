@@ -19,41 +19,42 @@
 namespace atq {
 namespace {
 
-// Mean squared gradient of the next-token loss for every linear weight of the blocks, over `samples` windows.
-std::map<std::string, torch::Tensor> FisherDiagonal(CausalLmImpl& model, const Tokenizer& tokenizer,
-                                                    const LmQuantizeOptions& options, int64_t samples) {
+// For every linear layer of the blocks, the mean over `samples` windows of each output channel's summed squared
+// gradient of the next-token loss.
+std::map<std::string, torch::Tensor> OutputFisher(CausalLmImpl& model, const Tokenizer& tokenizer,
+                                                  const LmQuantizeOptions& options, int64_t samples) {
   torch::AutoGradMode enable_grad(true);  // callers run under NoGradGuard
   const torch::Tensor ids =
       SampleCalibration(tokenizer, options.text, samples, options.length, options.seed).to(model.parameters().front().device());
   std::map<std::string, torch::Tensor> fisher;
-  std::vector<std::pair<std::string, torch::Tensor>> tracked;
+  for (auto& parameter : model.parameters()) parameter.set_requires_grad(false);  // gradients of activations only
+  std::vector<LmLinearImpl*> tapped;
   const std::vector<std::string> layers = QuantizableLayers(model);
-  for (auto& parameter : model.named_parameters()) {
-    const bool linear = EndsWith(parameter.key(), ".weight") &&
-                        std::find(layers.begin(), layers.end(),
-                                  parameter.key().substr(0, parameter.key().size() - 7)) != layers.end();
-    parameter.value().set_requires_grad(linear);
-    if (linear) {
-      tracked.emplace_back(parameter.key(), parameter.value());
-      fisher[parameter.key()] = torch::zeros_like(parameter.value(), torch::kFloat32);
-    }
+  for (const auto& module : model.named_modules()) {
+    auto* linear = module.value()->as<LmLinearImpl>();
+    if (linear == nullptr || std::find(layers.begin(), layers.end(), module.key()) == layers.end()) continue;
+    torch::Tensor& sum = fisher[module.key()] = torch::zeros({linear->weight.size(0)}, torch::kFloat32);
+    const double weight = 1.0 / static_cast<double>(ids.size(0));
+    linear->output_tap = [&sum, weight](const torch::Tensor& y) {
+      y.register_hook([&sum, weight](const torch::Tensor& grad) {
+        sum.add_(grad.to(torch::kFloat32).pow(2).reshape({-1, grad.size(-1)}).sum(0).cpu(), weight);
+      });
+    };
+    tapped.push_back(linear);
   }
   Progress progress("fisher", ids.size(0), "windows");
-  for (int64_t sample = 0; sample < ids.size(0); ++sample) {  // one window at a time: per-example gradients
+  for (int64_t sample = 0; sample < ids.size(0); ++sample) {  // one window at a time: per-window gradients
     const torch::Tensor window = ids.slice(0, sample, sample + 1);
-    const torch::Tensor logits = model.forward(window);
+    torch::Tensor x = model.Embed(window).detach().requires_grad_(true);
+    for (int64_t block = 0; block < model.config().num_layers; ++block) x = model.ForwardBlock(static_cast<size_t>(block), x);
+    const torch::Tensor logits = model.Head(x);
     const torch::Tensor loss = torch::nn::functional::cross_entropy(
         logits.slice(1, 0, -1).reshape({-1, logits.size(-1)}).to(torch::kFloat32), window.slice(1, 1).reshape({-1}));
-    model.zero_grad();
     loss.backward();
-    for (auto& [name, weight] : tracked) fisher[name].add_(weight.grad().to(torch::kFloat32).pow(2), 1.0 / ids.size(0));
     progress.Advance();
   }
   progress.Finish();
-  for (auto& parameter : model.parameters()) {
-    parameter.set_requires_grad(false);
-    parameter.mutable_grad() = torch::Tensor();
-  }
+  for (LmLinearImpl* linear : tapped) linear->output_tap = nullptr;
   return fisher;
 }
 
@@ -115,12 +116,26 @@ std::vector<WeightGrid> ParseCandidateGrids(const std::string& list, const Weigh
   return grids;
 }
 
+std::string SensitivityKey(const LmQuantizeOptions& options) {
+  const GptqOptions& gptq = options.gptq;
+  return nlohmann::json{{"candidates", options.mixed_candidates},
+                        {"score", options.sensitivity},
+                        {"fisher_samples", options.fisher_samples},
+                        {"method", MethodName(options.recipe.method)},
+                        {"grid", DescribeGrid(options.recipe.grid)},
+                        {"atq_calibrate", options.atq_calibrate},
+                        {"atq_ratios", options.atq_ratios},
+                        {"gptq", {gptq.damp, gptq.max_damp_raises, gptq.block_size, gptq.act_order, gptq.static_groups}},
+                        {"calibration", {options.text, options.samples, options.length, options.seed, options.batch_size}}}
+      .dump();
+}
+
 std::vector<LayerSensitivity> MeasureSensitivity(CausalLmImpl& model, const Tokenizer& tokenizer,
                                                  const LmQuantizeOptions& options,
                                                  const std::vector<WeightGrid>& candidates, SensitivityScore score) {
   std::map<std::string, torch::Tensor> fisher;
   if (score == SensitivityScore::kFisher) {
-    fisher = FisherDiagonal(model, tokenizer, options, std::min<int64_t>(options.samples, options.fisher_samples));
+    fisher = OutputFisher(model, tokenizer, options, std::min<int64_t>(options.samples, options.fisher_samples));
   }
   std::vector<LayerSensitivity> out;
   Progress progress("sensitivity", static_cast<int64_t>(QuantizableLayers(model).size() * candidates.size()),
@@ -136,8 +151,9 @@ std::vector<LayerSensitivity> MeasureSensitivity(CausalLmImpl& model, const Toke
         const QuantizedWeight q = QuantizeWeight(weight, layer.hessian, recipe, options, layer.name).weight;
         sensitivity.bytes.push_back(PackedBytes(q.layout));
         if (score == SensitivityScore::kFisher) {
-          const torch::Tensor& f = fisher.at(layer.name + ".weight");
-          sensitivity.sensitivity.push_back((f * (weight - q.values).pow(2)).sum().item<double>());
+          const torch::Tensor error = weight - q.values;  // H = 2 X X^T / n, so rows' d H d^T / 2 = ||d X||^2 / n
+          const torch::Tensor row_error = (error.matmul(layer.hessian) * error).sum(1) / 2;
+          sensitivity.sensitivity.push_back((fisher.at(layer.name).to(row_error.device()) * row_error).sum().item<double>());
         } else {
           sensitivity.sensitivity.push_back(RelativeOutputError(weight, q.values, layer.hessian));
         }

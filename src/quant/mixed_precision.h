@@ -5,6 +5,7 @@
 #pragma once
 
 #include <cstdint>
+#include <map>
 #include <string>
 #include <vector>
 
@@ -18,8 +19,10 @@ namespace atq {
 
 enum class SensitivityScore {
   kOutput,  // ||(W - Q) X||^2 / ||W X||^2 on calibration inputs: every layer's own relative output error
-  kFisher,  // sum_i F_ii (w_i - q_i)^2 with F the empirical Fisher diagonal (mean squared gradient of the
-            // next-token loss): the second-order estimate of how much the loss rises, comparable across layers
+  kFisher,  // sum_i F_i ||(w_i - q_i) X||^2 / n: each output channel's error on calibration inputs weighted by
+            // F_i, the mean over windows of the summed squared gradient of the next-token loss at that output
+            // (an empirical Fisher on outputs): a second-order estimate of how much the loss rises that keeps
+            // the correlations GPTQ builds between a row's errors, and is comparable across layers
 };
 
 // "ternary", "4", "3/g64", "ternary/base3/channel", "8/channel/asym": a grid from the base grid with the kind
@@ -33,6 +36,15 @@ struct LayerSensitivity {
   std::vector<int64_t> bytes;        // packed bytes at each candidate
   std::vector<double> sensitivity;   // at each candidate
 };
+
+// Sensitivities of one model by the settings they were measured under (SensitivityKey).
+struct SensitivityCache {
+  std::map<std::string, std::vector<LayerSensitivity>> entries;
+};
+
+// Every setting of `options` the sensitivities depend on (candidates, score, method, base grid, GPTQ and
+// calibration settings), as text; budgets, keep-top and per-layer overrides are not among them.
+std::string SensitivityKey(const LmQuantizeOptions& options);
 
 // Quantizes every linear layer of the full-precision model to every candidate (with the recipe's method; ATQ
 // applies to ternary candidates only, uniform ones then use GPTQ or RTN) on full-precision calibration inputs

@@ -132,6 +132,22 @@ TEST(MixedPrecisionTest, SensitivityFallsWithBitsAndThePlanFitsItsBudget) {
   std::set<std::string> types;
   for (const LayerReport& layer : result.layers) types.insert(layer.type);
   EXPECT_GT(types.size(), 1u);  // a budget between the candidates mixes them
+
+  // A cache measures once per model and setting: another budget reuses it, other candidates measure anew.
+  SensitivityCache cache;
+  std::vector<nlohmann::json> plans;
+  for (const auto& [candidates, budget] : std::vector<std::pair<std::string, std::string>>{
+           {"ternary,4,8", "4.5"}, {"ternary,4,8", "6"}, {"ternary,8", "6"}}) {
+    auto fresh = MakeCausalLm(config);
+    recipe.settings["mixed_candidates"] = candidates;
+    recipe.settings["mixed_budget"] = budget;
+    LmQuantizeOptions options = BuildQuantizeOptions(recipe, "test");
+    options.sensitivity_cache = &cache;
+    plans.push_back(QuantizeLanguageModel(*fresh, tokenizer, options).mixed_plan);
+  }
+  EXPECT_EQ(cache.entries.size(), 2u);
+  EXPECT_EQ(plans[0]["layers"][0]["sensitivity"], plans[1]["layers"][0]["sensitivity"]);
+  EXPECT_GT(plans[1]["bits_per_weight"].get<double>(), plans[0]["bits_per_weight"].get<double>());
 }
 
 }  // namespace

@@ -59,6 +59,8 @@ const std::vector<RecipeFlag>& RecipeFlags() {
       {"--mixed-keep-top", "mixed_keep_top",
        "Mixed precision: the K most sensitive layers get the last candidate, the rest the first", nullptr},
       {"--sensitivity", "sensitivity", "Mixed precision score: fisher (gradient-weighted, default) or output", nullptr},
+      {"--fisher-samples", "fisher_samples", "Mixed precision: calibration windows the Fisher score's gradients use (16)",
+       nullptr},
   };
   return flags;
 }
