@@ -2,15 +2,18 @@
 # Issue 5's targets: `atq sweep` of scripts/sweeps/lm_targets.yaml (RTN, ATQ and GPTQ at 8, 4, 3 bits and
 # ternary) on the fixtures' gpt2-mini and llama-mini, perplexity on corpus/test.txt (chunked, 512 tokens).
 # Writes out/benchmark/quant/<model>/sweep.{json,csv,png} and the summary out/benchmark/quant.json.
-# THREADS (default: every core), MODELS ("gpt2-mini llama-mini") and SWEEP (the YAML) override.
+# THREADS (default: every core), MODELS ("gpt2-mini llama-mini") and SWEEP (the YAML) override; another
+# sweep writes to out/benchmark/quant-<its name> (scripts/sweeps/lm_mixed.yaml: quant-lm_mixed).
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 atq="${ATQ_BIN:-${ATQ_BUILD_DIR:-$root/build}/atq}"
 fixtures="${ATQ_FIXTURES:-$root/../shared/fixtures}"
-out="$root/out/benchmark/quant"
 threads="${THREADS:-0}"
 models="${MODELS:-gpt2-mini llama-mini}"
 sweep="${SWEEP:-$root/scripts/sweeps/lm_targets.yaml}"
+name="$(basename "$sweep" .yaml)"
+out="$root/out/benchmark/quant"
+[[ "$name" == lm_targets ]] || out="$out-$name"
 mkdir -p "$out"
 for model in $models; do
   "$atq" sweep "$fixtures/$model/model" --configs "$sweep" --text "$fixtures/corpus/test.txt" --ctx 512 \
