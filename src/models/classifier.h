@@ -64,6 +64,9 @@ class ClassifierModule : public torch::nn::Module {
   virtual torch::Tensor forward(torch::Tensor images) = 0;
   // Every weight layer, in order, with its parameter-path name ("features.0", "fc").
   virtual std::vector<std::pair<std::string, QuantizableLayer*>> QuantLayers() = 0;
+  // Every weight layer directly followed by a BatchNorm, as (layer name, BatchNorm name) module paths, so the
+  // BatchNorm can be folded into the layer (quant/batchnorm_fold.h). Empty for models without BatchNorm.
+  virtual std::vector<std::pair<std::string, std::string>> BatchNormPairs() { return {}; }
 };
 
 }  // namespace atq

@@ -1,4 +1,4 @@
-// MLP, small CNN and ResNet-18 classifiers built from quantizable layers.
+// MLP, small CNN and ResNet-18 classifiers built from quantizable layers, and the MakeClassifier name table.
 #include "models/classifiers.h"
 
 #include <fmt/format.h>
@@ -9,6 +9,7 @@
 #include <torch/nn/init.h>
 #include <torch/utils.h>
 
+#include "models/vit.h"
 #include "util/error.h"
 
 namespace atq {
@@ -21,15 +22,15 @@ constexpr int64_t kCnnHidden = 128;
 }  // namespace
 
 const std::vector<std::string>& ClassifierNames() {
-  static const std::vector<std::string> names = {"mlp", "cnn", "resnet18"};
+  static const std::vector<std::string> names = {"mlp", "cnn", "resnet18", "vit-tiny"};
   return names;
 }
 
 std::shared_ptr<ClassifierModule> MakeClassifier(const std::string& name, int64_t in_channels, int64_t classes,
-                                                 int64_t image_size) {
-  Require(in_channels > 0 && classes > 0 && image_size > 0,
-          "classifier {}: in_channels {}, classes {} and image_size {} must be positive", name, in_channels, classes,
-          image_size);
+                                                 int64_t image_size, int64_t patch_size) {
+  Require(in_channels > 0 && classes > 0 && image_size > 0 && patch_size > 0,
+          "classifier {}: in_channels {}, classes {}, image_size {} and patch_size {} must be positive", name,
+          in_channels, classes, image_size, patch_size);
   if (name == "mlp") {
     return std::make_shared<MlpClassifier>(in_channels * image_size * image_size, std::vector<int64_t>{256, 128},
                                            classes);
@@ -38,6 +39,19 @@ std::shared_ptr<ClassifierModule> MakeClassifier(const std::string& name, int64_
   if (name == "resnet18") {
     Require(image_size >= 8, "resnet18 needs images of at least 8x8, got {}", image_size);
     return std::make_shared<ResNet18Classifier>(in_channels, classes);
+  }
+  if (name == "vit-tiny") {  // DeiT-Tiny: width 192, 12 blocks of 3 heads, MLP 4x, qkv bias
+    VitConfig config;
+    config.image_size = image_size;
+    config.patch_size = patch_size;
+    config.in_channels = in_channels;
+    config.classes = classes;
+    config.embed_dim = 192;
+    config.depth = 12;
+    config.heads = 3;
+    config.mlp_ratio = 4;
+    config.qkv_bias = true;
+    return std::make_shared<VisionTransformerClassifier>(config);
   }
   Fail("unknown model '{}' (known: {})", name, fmt::join(ClassifierNames(), ", "));
 }
@@ -117,6 +131,10 @@ torch::Tensor CnnClassifier::forward(torch::Tensor images) {
   return fc2_(dropout_fc_(x));       // [N, classes]
 }
 
+std::vector<std::pair<std::string, std::string>> CnnClassifier::BatchNormPairs() {
+  return {{"conv1", "bn1"}, {"conv2", "bn2"}, {"conv3", "bn3"}, {"conv4", "bn4"}, {"fc1", "bn_fc1"}};
+}
+
 // ---- ResNet-18 ----
 
 BasicBlockImpl::BasicBlockImpl(int64_t in_planes, int64_t planes, int64_t stride) {
@@ -171,6 +189,20 @@ torch::Tensor ResNet18Classifier::forward(torch::Tensor images) {
   x = layer4_->forward(x);                              // [N, 512, S/8, S/8]
   x = torch::adaptive_avg_pool2d(x, {1, 1}).flatten(1);  // [N, 512]
   return fc_(x);                                          // [N, classes]
+}
+
+std::vector<std::pair<std::string, std::string>> ResNet18Classifier::BatchNormPairs() {
+  std::vector<std::pair<std::string, std::string>> pairs{{"conv1", "bn1"}};
+  for (const std::string stage : {"layer1", "layer2", "layer3", "layer4"}) {
+    for (const std::string block : {".0.", ".1."}) {
+      const std::string prefix = stage + block;
+      pairs.emplace_back(prefix + "conv1", prefix + "bn1");
+      pairs.emplace_back(prefix + "conv2", prefix + "bn2");
+      // Stages 2-4 halve the size in their first block, whose shortcut is then conv1x1 + BatchNorm.
+      if (stage != "layer1" && block == ".0.") pairs.emplace_back(prefix + "downsample.0", prefix + "downsample.1");
+    }
+  }
+  return pairs;
 }
 
 }  // namespace atq

@@ -1,5 +1,5 @@
-// The image classifiers atq trains and quantizes: an MLP, a small VGG-style CNN and ResNet-18 adapted to 28x28
-// inputs. Every convolution and linear layer is a QuantConv2d / QuantLinear, full precision until configured.
+// The image classifiers atq trains and quantizes (MLP, small CNN, ResNet-18 for 28x28 inputs, ViT in models/vit.h).
+// Every convolution and linear layer is a QuantConv2d / QuantLinear, full precision until configured.
 #pragma once
 
 #include <cstdint>
@@ -22,11 +22,12 @@ namespace atq {
 // The names MakeClassifier accepts.
 const std::vector<std::string>& ClassifierNames();
 
-// "mlp", "cnn" or "resnet18" for images [N, in_channels, image_size, image_size]; throws atq::Error for another
-// name (the message lists the names) or non-positive sizes. image_size matters to the MLP and the CNN's
-// classifier head (the CNN needs a multiple of 4); ResNet-18 pools globally and takes any size >= 8.
+// "mlp", "cnn", "resnet18" or "vit-tiny" for images [N, in_channels, image_size, image_size]; throws atq::Error
+// for another name (the message lists the names) or non-positive sizes. image_size matters to the MLP and the
+// CNN's classifier head (the CNN needs a multiple of 4) and to the ViT's position embeddings (a multiple of
+// patch_size, which only the ViT uses); ResNet-18 pools globally and takes any size >= 8.
 std::shared_ptr<ClassifierModule> MakeClassifier(const std::string& name, int64_t in_channels, int64_t classes,
-                                                 int64_t image_size = 28);
+                                                 int64_t image_size = 28, int64_t patch_size = 4);
 
 // Every QuantizableLayer below `module`, in registration order, named by parameter path ("layer1.0.conv1").
 std::vector<std::pair<std::string, QuantizableLayer*>> FindQuantLayers(torch::nn::Module& module);
@@ -57,6 +58,7 @@ class CnnClassifier : public ClassifierModule {
   CnnClassifier(int64_t in_channels, int64_t classes, int64_t image_size, int64_t width1 = 32, int64_t width2 = 64);
   torch::Tensor forward(torch::Tensor images) override;
   std::vector<std::pair<std::string, QuantizableLayer*>> QuantLayers() override { return FindQuantLayers(*this); }
+  std::vector<std::pair<std::string, std::string>> BatchNormPairs() override;
 
  private:
   QuantConv2d conv1_{nullptr}, conv2_{nullptr}, conv3_{nullptr}, conv4_{nullptr};
@@ -90,6 +92,7 @@ class ResNet18Classifier : public ClassifierModule {
   ResNet18Classifier(int64_t in_channels, int64_t classes);
   torch::Tensor forward(torch::Tensor images) override;
   std::vector<std::pair<std::string, QuantizableLayer*>> QuantLayers() override { return FindQuantLayers(*this); }
+  std::vector<std::pair<std::string, std::string>> BatchNormPairs() override;
 
  private:
   QuantConv2d conv1_{nullptr};

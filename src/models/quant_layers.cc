@@ -95,10 +95,22 @@ QuantWeightLayer::QuantWeightLayer(const std::vector<int64_t>& weight_shape, boo
   }
   weight = register_parameter("weight", torch::empty(weight_shape));
   if (bias) this->bias = register_parameter("bias", torch::empty({weight_shape[0]}));
+  input_quant = register_module("input_quant", ActivationQuantizer());
   reset_parameters();
 }
 
 void QuantWeightLayer::reset_parameters() { ResetLikeTorch(weight, bias); }
+
+void QuantWeightLayer::FoldAffine(const torch::Tensor& scale, const torch::Tensor& shift) {
+  Require(scale.dim() == 1 && scale.size(0) == weight.size(0) && shift.sizes() == scale.sizes(),
+          "FoldAffine: scale and shift must be [{}]", weight.size(0));
+  torch::NoGradGuard no_grad;
+  std::vector<int64_t> broadcast(weight.dim(), 1);
+  broadcast[0] = weight.size(0);
+  weight.mul_(scale.to(weight.dtype()).view(broadcast));
+  if (!bias.defined()) bias = register_parameter("bias", torch::zeros({weight.size(0)}, weight.options()));
+  bias.mul_(scale.to(bias.dtype())).add_(shift.to(bias.dtype()));
+}
 
 torch::Tensor QuantWeightLayer::ForwardWeight() const { return FakeQuantize(weight, config_); }
 
@@ -112,7 +124,7 @@ QuantLinearImpl::QuantLinearImpl(int64_t in_features, int64_t out_features, bool
     : QuantWeightLayer({out_features, in_features}, bias), in_features_(in_features), out_features_(out_features) {}
 
 torch::Tensor QuantLinearImpl::forward(const torch::Tensor& x) {
-  return torch::nn::functional::linear(x, ForwardWeight(), bias);
+  return torch::nn::functional::linear(input_quant(x), ForwardWeight(), bias);
 }
 
 QuantConv2dImpl::QuantConv2dImpl(int64_t in_channels, int64_t out_channels, int64_t kernel_size, int64_t stride,
@@ -127,7 +139,7 @@ QuantConv2dImpl::QuantConv2dImpl(int64_t in_channels, int64_t out_channels, int6
 }
 
 torch::Tensor QuantConv2dImpl::forward(const torch::Tensor& x) {
-  return torch::conv2d(x, ForwardWeight(), bias, {stride_, stride_}, {padding_, padding_});
+  return torch::conv2d(input_quant(x), ForwardWeight(), bias, {stride_, stride_}, {padding_, padding_});
 }
 
 }  // namespace atq

@@ -10,6 +10,7 @@
 #include <string>
 #include <vector>
 
+#include "models/activation_quant.h"
 #include "models/classifier.h"
 
 namespace atq {
@@ -29,9 +30,14 @@ class QuantWeightLayer : public torch::nn::Module, public QuantizableLayer {
   LayerQuantStats Stats(const std::string& name) const override;
   // torch::nn's initialization: Kaiming-uniform weight, uniform bias by fan-in.
   void reset_parameters();
+  // W[o] *= scale[o] and b[o] = b[o] * scale[o] + shift[o] (a bias is added when the layer had none): folds an
+  // affine map of the outputs, such as an evaluation-mode BatchNorm, into the layer. scale, shift: [out].
+  void FoldAffine(const torch::Tensor& scale, const torch::Tensor& shift);
 
   torch::Tensor weight;
   torch::Tensor bias;  // undefined when built without bias
+  // Fake-quantizes the layer's input (post-training activation quantization); the identity until configured.
+  ActivationQuantizer input_quant;
 
  protected:
   QuantWeightLayer(const std::vector<int64_t>& weight_shape, bool bias);

@@ -2,8 +2,6 @@
 #include "quant/mixed_precision.h"
 
 #include <algorithm>
-#include <cmath>
-#include <limits>
 #include <numeric>
 
 #include <torch/torch.h>
@@ -11,6 +9,7 @@
 #include "formats/atq_packed.h"
 #include "models/lm_linear.h"
 #include "quant/calibration.h"
+#include "quant/knapsack.h"
 #include "util/error.h"
 #include "util/log.h"
 #include "util/progress.h"
@@ -169,41 +168,17 @@ std::vector<LayerSensitivity> MeasureSensitivity(CausalLmImpl& model, const Toke
 std::vector<size_t> AllocateBits(const std::vector<LayerSensitivity>& layers, double budget_bits) {
   Require(!layers.empty(), "no layers to allocate bits to");
   int64_t weights = 0;
-  for (const LayerSensitivity& layer : layers) weights += layer.weights;
-  const double budget_bytes = budget_bits / 8.0 * static_cast<double>(weights);
-  constexpr int64_t kUnits = 4096;  // the budget in cost units; each cost rounds up, so plans stay within budget
-  const double unit = budget_bytes / kUnits;
-  const double infinity = std::numeric_limits<double>::infinity();
-  // best[c]: the least total sensitivity of the layers so far at cost exactly c units; pick per layer to backtrack.
-  std::vector<double> best(kUnits + 1, infinity);
-  best[0] = 0;
-  std::vector<std::vector<int>> pick(layers.size(), std::vector<int>(kUnits + 1, -1));
-  for (size_t l = 0; l < layers.size(); ++l) {
-    std::vector<double> next(kUnits + 1, infinity);
-    for (int64_t c = 0; c <= kUnits; ++c) {
-      if (best[c] == infinity) continue;
-      for (size_t k = 0; k < layers[l].bytes.size(); ++k) {
-        const auto cost = static_cast<int64_t>(std::ceil(static_cast<double>(layers[l].bytes[k]) / unit - 1e-9));
-        if (c + cost > kUnits) continue;
-        const double total = best[c] + layers[l].sensitivity[k];
-        if (total < next[c + cost]) {
-          next[c + cost] = total;
-          pick[l][c + cost] = static_cast<int>(k);
-        }
-      }
-    }
-    best = std::move(next);
+  std::vector<std::vector<double>> costs, losses;
+  for (const LayerSensitivity& layer : layers) {
+    weights += layer.weights;
+    costs.emplace_back(layer.bytes.begin(), layer.bytes.end());
+    losses.push_back(layer.sensitivity);
   }
-  const auto end = std::min_element(best.begin(), best.end());
-  Require(*end != infinity, "a budget of {} bits per weight is below the cheapest candidates' size", budget_bits);
-  std::vector<size_t> choice(layers.size());
-  int64_t c = end - best.begin();
-  for (size_t l = layers.size(); l-- > 0;) {
-    const int k = pick[l][c];
-    choice[l] = static_cast<size_t>(k);
-    c -= static_cast<int64_t>(std::ceil(static_cast<double>(layers[l].bytes[k]) / unit - 1e-9));
+  try {
+    return SolveMultipleChoiceKnapsack(costs, losses, budget_bits / 8.0 * static_cast<double>(weights));
+  } catch (const Error& error) {
+    Fail("a budget of {} bits per weight does not fit: {}", budget_bits, error.what());
   }
-  return choice;
 }
 
 std::vector<size_t> KeepMostSensitive(const std::vector<LayerSensitivity>& layers, size_t base, size_t high, int64_t k) {

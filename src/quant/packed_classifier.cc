@@ -123,7 +123,7 @@ LoadedClassifier LoadPackedClassifier(const std::string& path) {
   LoadedClassifier loaded;
   loaded.config = ClassifierConfigFromJson(config_json, path + " " + kConfigKey);
   loaded.model = MakeClassifier(loaded.config.model, loaded.config.in_channels, loaded.config.classes,
-                                loaded.config.image_size);
+                                loaded.config.image_size, loaded.config.patch_size);
   torch::NoGradGuard no_grad;
   std::map<std::string, QuantizableLayer*> layers;
   for (const auto& [name, layer] : loaded.model->QuantLayers()) layers[name + ".weight"] = layer;

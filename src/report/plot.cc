@@ -50,7 +50,13 @@ std::string GnuplotScript(const PlotSpec& spec, const std::string& png_path) {
     } else {
       Require(series.x.size() == series.y.size(), "plot {}: series '{}' has {} x and {} y values", png_path,
               series.title, series.x.size(), series.y.size());
-      for (size_t k = 0; k < series.x.size(); ++k) script += fmt::format("{:.10g} {:.10g}\n", series.x[k], series.y[k]);
+      Require(series.labels.empty() || series.labels.size() == series.x.size(),
+              "plot {}: series '{}' has {} labels for {} points", png_path, series.title, series.labels.size(),
+              series.x.size());
+      for (size_t k = 0; k < series.x.size(); ++k) {
+        script += fmt::format("{:.10g} {:.10g}", series.x[k], series.y[k]);
+        script += series.labels.empty() ? "\n" : " " + DataLabel(series.labels[k]) + "\n";
+      }
     }
     script += "EOD\n";
   }
@@ -61,9 +67,17 @@ std::string GnuplotScript(const PlotSpec& spec, const std::string& png_path) {
   script += "plot ";
   for (size_t s = 0; s < spec.series.size(); ++s) {
     if (s > 0) script += ", \\\n     ";
-    script += bars ? fmt::format("$series{} using 2:xtic(1) title {}", s, Quoted(spec.series[s].title))
-                   : fmt::format("$series{} using 1:2 with linespoints lw 2 pt 7 ps 0.6 title {}", s,
-                                 Quoted(spec.series[s].title));
+    const PlotSeries& series = spec.series[s];
+    if (bars) {
+      script += fmt::format("$series{} using 2:xtic(1) title {}", s, Quoted(series.title));
+      continue;
+    }
+    script += fmt::format("$series{} using 1:2 with {} title {}", s,
+                          series.points_only ? "points pt 7 ps 1.1" : "linespoints lw 2 pt 7 ps 0.6", Quoted(series.title));
+    if (!series.labels.empty()) {
+      script += fmt::format(", \
+     $series{} using 1:2:3 with labels offset char 0.6,0.6 left font ',8' notitle", s);
+    }
   }
   return script + "\n";
 }

@@ -2,14 +2,22 @@
 #pragma once
 
 #include <string>
+#include <utility>
 #include <vector>
 
 namespace atq {
 
 struct PlotSeries {
+  PlotSeries() = default;
+  PlotSeries(std::string title, std::vector<double> x, std::vector<double> y, bool points_only = false,
+             std::vector<std::string> labels = {})
+      : title(std::move(title)), x(std::move(x)), y(std::move(y)), points_only(points_only), labels(std::move(labels)) {}
+
   std::string title;
   std::vector<double> x;  // line charts; ignored for bar charts
   std::vector<double> y;
+  bool points_only = false;         // line charts: markers without a line (scatter plots)
+  std::vector<std::string> labels;  // line charts: a text beside each point (empty: none)
 };
 
 struct PlotSpec {

@@ -40,6 +40,33 @@ std::string ReadTextFile(const std::string& path) {
   return std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
 }
 
+// MakeClassifier for `config` with the per-layer quantization of `config.layers`, which must name every
+// quantizable layer in order; an empty list (allowed unless layers_required) leaves them full precision.
+// `what` names the configuration's source in errors.
+std::shared_ptr<ClassifierModule> BuildConfiguredClassifier(const ClassifierConfig& config, const std::string& what,
+                                                            bool layers_required) {
+  std::shared_ptr<ClassifierModule> model;
+  try {
+    model = MakeClassifier(config.model, config.in_channels, config.classes, config.image_size, config.patch_size);
+  } catch (const Error& error) {
+    Fail("{}: {}", what, error.what());
+  }
+  if (config.layers.empty() && !layers_required) return model;
+  const auto layers = model->QuantLayers();
+  if (layers.size() != config.layers.size()) {
+    Fail("{}: {} layer configs, the {} model has {} quantizable layers", what, config.layers.size(), config.model,
+         layers.size());
+  }
+  for (size_t i = 0; i < layers.size(); ++i) {
+    if (layers[i].first != config.layers[i].first) {
+      Fail("{}: layer {} is '{}', the {} model's is '{}'", what, i, config.layers[i].first, config.model,
+           layers[i].first);
+    }
+    layers[i].second->SetQuantConfig(config.layers[i].second);
+  }
+  return model;
+}
+
 }  // namespace
 
 std::string_view WeightModeName(WeightMode mode) {
@@ -115,6 +142,7 @@ nlohmann::json ClassifierConfigToJson(const ClassifierConfig& config) {
           {"in_channels", config.in_channels},
           {"classes", config.classes},
           {"image_size", config.image_size},
+          {"patch_size", config.patch_size},
           {"dataset", config.dataset},
           {"normalization", {{"mean", config.normalization.mean}, {"std", config.normalization.std}}},
           {"layers", std::move(layers)}};
@@ -130,10 +158,11 @@ ClassifierConfig ClassifierConfigFromJson(const nlohmann::json& json, const std:
     config.in_channels = json.at("in_channels").get<int64_t>();
     config.classes = json.at("classes").get<int64_t>();
     config.image_size = json.at("image_size").get<int64_t>();
+    config.patch_size = json.value("patch_size", config.patch_size);
     config.dataset = json.at("dataset").get<std::string>();
     config.normalization.mean = json.at("normalization").at("mean").get<double>();
     config.normalization.std = json.at("normalization").at("std").get<double>();
-    for (const nlohmann::json& entry : json.at("layers")) {
+    for (const nlohmann::json& entry : json.value("layers", nlohmann::json::array())) {
       const std::string name = entry.at("name").get<std::string>();
       config.layers.emplace_back(name, LayerQuantConfigFromJson(entry, fmt::format("layer '{}'", name)));
     }
@@ -142,10 +171,14 @@ ClassifierConfig ClassifierConfigFromJson(const nlohmann::json& json, const std:
   } catch (const Error& error) {
     Fail("{}: {}", what, error.what());
   }
-  Require(config.in_channels > 0 && config.classes > 0 && config.image_size > 0,
-          "{}: in_channels, classes and image_size must be positive", what);
+  Require(config.in_channels > 0 && config.classes > 0 && config.image_size > 0 && config.patch_size > 0,
+          "{}: in_channels, classes, image_size and patch_size must be positive", what);
   Require(config.normalization.std > 0, "{}: normalization std must be positive", what);
   return config;
+}
+
+ClassifierConfig ReadClassifierConfig(const std::string& json_path) {
+  return ClassifierConfigFromJson(ParseStrictJson(ReadTextFile(json_path), json_path), json_path);
 }
 
 std::vector<std::pair<std::string, LayerQuantConfig>> CurrentLayerConfigs(ClassifierModule& model) {
@@ -219,27 +252,29 @@ LoadedClassifier LoadClassifier(const std::string& path) {
   if (!fs::is_directory(folder, error)) Fail("{}: no such checkpoint folder", path);
   const std::string config_path = (folder / kConfigFile).string();
   const std::string weights_path = (folder / kWeightsFile).string();
-  if (!fs::is_regular_file(config_path, error)) Fail("{}: missing (not a classifier checkpoint?)", config_path);
+  if (!fs::is_regular_file(config_path, error)) {
+    Fail("{}: missing, so {} is not an atq classifier checkpoint (another library's weights load with their "
+         "architecture given separately)",
+         config_path, path);
+  }
   if (!fs::is_regular_file(weights_path, error)) Fail("{}: missing", weights_path);
 
   LoadedClassifier loaded;
-  loaded.config = ClassifierConfigFromJson(ParseStrictJson(ReadTextFile(config_path), config_path), config_path);
-  const ClassifierConfig& config = loaded.config;
-  loaded.model = MakeClassifier(config.model, config.in_channels, config.classes, config.image_size);
-
-  const auto layers = loaded.model->QuantLayers();
-  if (layers.size() != config.layers.size()) {
-    Fail("{}: {} layer configs, the {} model has {} quantizable layers", config_path, config.layers.size(),
-         config.model, layers.size());
-  }
-  for (size_t i = 0; i < layers.size(); ++i) {
-    if (layers[i].first != config.layers[i].first) {
-      Fail("{}: layer {} is '{}', the {} model's is '{}'", config_path, i, config.layers[i].first, config.model,
-           layers[i].first);
-    }
-    layers[i].second->SetQuantConfig(config.layers[i].second);
-  }
+  loaded.config = ReadClassifierConfig(config_path);
+  loaded.model = BuildConfiguredClassifier(loaded.config, config_path, /*layers_required=*/true);
   LoadClassifierWeights(*loaded.model, weights_path);
+  loaded.model->eval();
+  return loaded;
+}
+
+LoadedClassifier LoadForeignClassifier(const std::string& safetensors_path, const ClassifierConfig& config) {
+  Require(config.normalization.std > 0, "{}: normalization std must be positive, not {}", safetensors_path,
+          config.normalization.std);
+  LoadedClassifier loaded;
+  loaded.config = config;
+  loaded.model = BuildConfiguredClassifier(config, safetensors_path, /*layers_required=*/false);
+  LoadClassifierWeights(*loaded.model, safetensors_path);
+  loaded.config.layers = CurrentLayerConfigs(*loaded.model);
   loaded.model->eval();
   return loaded;
 }

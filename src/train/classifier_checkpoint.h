@@ -1,5 +1,5 @@
-// Classifier checkpoints: a folder with model.safetensors (every parameter and buffer by its torch name, f32)
-// and config.json (architecture, per-layer quantization, dataset and normalization), loadable by name.
+// Classifier checkpoints: model.safetensors (every parameter and buffer by torch name, f32) and config.json (model,
+// per-layer quantization, data, normalization), loadable by name; or another library's weights plus a config.
 #pragma once
 
 #include <cstdint>
@@ -23,6 +23,7 @@ struct ClassifierConfig {
   int64_t in_channels = 1;
   int64_t classes = 10;
   int64_t image_size = 28;  // square images
+  int64_t patch_size = 4;   // the ViT's square patches; the other models ignore it
   std::string dataset;      // "fashion_mnist", "mnist", or the folder's name
   Normalization normalization;
   std::vector<std::pair<std::string, LayerQuantConfig>> layers;  // QuantLayers() order
@@ -38,8 +39,11 @@ ThresholdMode ParseThresholdMode(std::string_view name);
 nlohmann::json LayerQuantConfigToJson(const LayerQuantConfig& config);
 LayerQuantConfig LayerQuantConfigFromJson(const nlohmann::json& json, const std::string& what);
 nlohmann::json ClassifierConfigToJson(const ClassifierConfig& config);
-// `what` names the source in errors ("DIR/config.json").
+// `what` names the source in errors ("DIR/config.json"). "patch_size" may be absent (4, as before it existed)
+// and so may "layers" (none: every layer full precision, for a configuration written by hand).
 ClassifierConfig ClassifierConfigFromJson(const nlohmann::json& json, const std::string& what);
+// ClassifierConfigFromJson of a JSON file; errors name the file.
+ClassifierConfig ReadClassifierConfig(const std::string& json_path);
 
 // The per-layer configuration `model` runs now, in QuantLayers() order.
 std::vector<std::pair<std::string, LayerQuantConfig>> CurrentLayerConfigs(ClassifierModule& model);
@@ -62,5 +66,11 @@ struct LoadedClassifier {
 // Rebuilds a checkpoint written by SaveClassifier: MakeClassifier, the per-layer quantization, the tensors.
 // `path` is the folder or its model.safetensors.
 LoadedClassifier LoadClassifier(const std::string& path);
+
+// Weights another library saved under atq's tensor names (torchvision's ResNet-18, timm's VisionTransformer),
+// which come without config.json: builds the model `config` describes, sets the per-layer quantization that
+// `config.layers` lists (every layer, in QuantLayers() order; an empty list leaves them full precision) and
+// loads the tensors by name (a float32 num_batches_tracked becomes int64).
+LoadedClassifier LoadForeignClassifier(const std::string& safetensors_path, const ClassifierConfig& config);
 
 }  // namespace atq

@@ -282,7 +282,7 @@ TrainResult Train(const TrainOptions& options) {
   config.normalization = data.train.normalization;
 
   std::shared_ptr<ClassifierModule> model =
-      MakeClassifier(config.model, config.in_channels, config.classes, config.image_size);
+      MakeClassifier(config.model, config.in_channels, config.classes, config.image_size, config.patch_size);
   if (!options.init_from.empty()) {
     const std::filesystem::path init(options.init_from);
     std::error_code error;

@@ -51,6 +51,8 @@ expect_output "missing.safetensors" "the error names the file"
 printf 'not a tensor file at all' >"$tmp/garbage.gguf"
 expect_status 1 "inspect of garbage" "$atq" inspect "$tmp/garbage.gguf"
 expect_output "garbage.gguf" "the error names the file"
+expect_status 2 "evaluate with an unknown --arch" "$atq" evaluate "$tmp/missing.safetensors" --arch vgg
+expect_output "vit-tiny" "the error lists the architectures"
 
 if [ -d "$fixtures" ]; then
   expect_status 0 "inspect gpt2-mini (transformers safetensors)" "$atq" inspect "$fixtures/gpt2-mini/model"
@@ -64,6 +66,15 @@ assert any(t['type']=='q4_0' for t in d['tensors'])
   expect_status 0 "roundtrip on resnet18" "$atq" roundtrip "$fixtures/resnet18/model.safetensors" --types q8_0,t2,u4s --json "$tmp/rt.json"
   python3 -c "import json; d=json.load(open('$tmp/rt.json')); assert len(d['formats'])==3" \
     || { echo "FAIL: roundtrip --json"; failures=$((failures + 1)); }
+  expect_status 1 "evaluate timm's safetensors without --arch" "$atq" evaluate "$fixtures/vit-tiny/model.safetensors"
+  expect_output "not an atq classifier checkpoint" "the error says what is missing"
+  if [ -d /usr/share/datasets/fashion-mnist ]; then
+    expect_status 0 "evaluate timm's vit-tiny safetensors with --arch" "$atq" evaluate \
+      "$fixtures/vit-tiny/model.safetensors" --arch vit-tiny --patch-size 4 --limit 200 --threads 2 \
+      --json "$tmp/vit.json"
+    python3 -c "import json; d=json.load(open('$tmp/vit.json')); assert d['accuracy']>0.8, d['accuracy']" \
+      || { echo "FAIL: vit-tiny accuracy on 200 test images"; failures=$((failures + 1)); }
+  fi
 else
   echo "skip: fixture checks ($fixtures not found; set ATQ_FIXTURES)"
 fi

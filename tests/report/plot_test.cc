@@ -30,6 +30,17 @@ TEST(Plot, ScriptCarriesDataAndEscapesQuotes) {
   EXPECT_NE(script.find("$series0 << EOD\n1 0.5\n2 0.75\n3 0.875\nEOD\n"), std::string::npos);
 }
 
+TEST(Plot, ScatterSeriesWithLabels) {
+  PlotSpec spec = LineSpec();
+  spec.series.push_back({"configs", {1, 2}, {0.6, 0.7}, /*points_only=*/true, {"W8A8", "W\"4\""}});
+  const std::string script = GnuplotScript(spec, "out.png");
+  EXPECT_NE(script.find("$series1 << EOD\n1 0.6 \"W8A8\"\n2 0.7 \"W'4'\"\nEOD\n"), std::string::npos) << script;
+  EXPECT_NE(script.find("$series1 using 1:2 with points"), std::string::npos);
+  EXPECT_NE(script.find("$series1 using 1:2:3 with labels"), std::string::npos);
+  spec.series[1].labels.pop_back();
+  EXPECT_THROW(GnuplotScript(spec, "out.png"), Error);
+}
+
 TEST(Plot, BarChartsNeedOneValuePerCategory) {
   PlotSpec spec;
   spec.categories = {"-1", "0", "+1"};

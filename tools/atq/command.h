@@ -34,6 +34,9 @@ RunFn DeclarePerplexity(CLI::App& app);
 RunFn DeclareTrainLm(CLI::App& app);
 RunFn DeclareQuantize(CLI::App& app);
 RunFn DeclareSweep(CLI::App& app);
+RunFn DeclarePtq(CLI::App& app);
+RunFn DeclareSensitivity(CLI::App& app);
+RunFn DeclarePareto(CLI::App& app);
 #endif
 
 }  // namespace atq::cli

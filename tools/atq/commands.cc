@@ -18,6 +18,12 @@ const std::vector<Command>& AllCommands() {
        DeclareQuantize},
       {"sweep", "Quantize a language model under many recipes; perplexity against bits per weight (table, plot)",
        DeclareSweep},
+      {"ptq", "Post-training quantization of an image classifier (weights and activations), accuracy/size/energy",
+       DeclarePtq},
+      {"sensitivity", "Per-layer sensitivity of an image classifier at candidate bit widths (ranked table, plot)",
+       DeclareSensitivity},
+      {"pareto", "Measure vision quantization recipes (accuracy, size, energy) and mark the Pareto frontiers",
+       DeclarePareto},
 #endif
       {"inspect", "List the tensors, types, shapes, bytes and metadata of a safetensors/GGUF file or model folder",
        DeclareInspect},

@@ -25,7 +25,7 @@ RunFn DeclareTrain(CLI::App& app) {
   app.add_option("--dataset", t.dataset, "fashion_mnist or mnist (with --data), or a name for --data")
       ->capture_default_str();
   app.add_option("--data", t.data_dir, "An MNIST-format folder (default: the dataset's installed copy)");
-  app.add_option("--model", t.model, "mlp, cnn or resnet18")->capture_default_str();
+  app.add_option("--model", t.model, "mlp, cnn, resnet18 or vit-tiny")->capture_default_str();
   app.add_option("--batch-size", t.batch_size)->check(CLI::PositiveNumber)->capture_default_str();
   app.add_option("--epochs", t.epochs)->check(CLI::PositiveNumber)->capture_default_str();
   app.add_option("--learning-rate", t.learning_rate, "Peak learning rate (cosine-annealed)")

@@ -1,0 +1,24 @@
+// What one inference of an image classifier costs in operations and memory traffic, counted from the real
+// layer shapes of a forward pass, and the bit widths a post-training recipe gives each of those layers: the
+// inputs of the energy model (eval/energy.h).
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include "eval/energy.h"
+#include "models/classifier.h"
+#include "quant/vision_ptq.h"
+
+namespace atq {
+
+// One forward pass of a single [1, channels, size, size] image, then per weight layer (QuantLayers() order):
+// MACs, weights, input and output elements; and per attention module with query/key quantizers (ViT) two
+// activation x activation products, "<attention>.scores" (Q K^T) and "<attention>.context" (P V).
+std::vector<LayerWork> CountClassifierWork(ClassifierModule& model, int64_t channels, int64_t image_size);
+
+// The bits each entry of `work` runs at under `options`: weight layers as BitsForLayer says (ternary weights
+// as 2 bits, their packed width), attention products at the model-wide activation bits.
+std::vector<LayerBits> RecipeBits(const std::vector<LayerWork>& work, const VisionPtqOptions& options);
+
+}  // namespace atq

@@ -1,0 +1,210 @@
+// QuantizeClassifier: BatchNorm folding, weight quantization, activation calibration, and the per-layer report.
+#include "quant/vision_ptq.h"
+
+#include <torch/torch.h>
+
+#include <chrono>
+#include <limits>
+#include <set>
+
+#include "models/quant_layers.h"
+#include "quant/batchnorm_fold.h"
+#include "quant/ranking_attention.h"
+#include "quant/ternary.h"
+#include "util/error.h"
+#include "util/log.h"
+#include "util/progress.h"
+#include "util/strings.h"
+
+namespace atq {
+namespace {
+
+constexpr int64_t kFloat32Bytes = 4;
+constexpr int kClipCandidates = 51;  // 0.50, 0.51, ..., 1.00 of max |w|
+constexpr int64_t kRankingBatches = 1;
+
+void CheckBits(const LayerBitWidths& bits, const std::string& what) {
+  Require(bits.ternary || (bits.weights >= 2 && bits.weights <= 8) || bits.weights == kFloatBits,
+          "{}: weight bits must be 2..8 or {} (float), not {}", what, kFloatBits, bits.weights);
+  Require((bits.activations >= 2 && bits.activations <= 16) || bits.activations == kFloatBits,
+          "{}: activation bits must be 2..16 or {} (float), not {}", what, kFloatBits, bits.activations);
+}
+
+}  // namespace
+
+int64_t PackedLayerBytes(const torch::Tensor& weight, const torch::Tensor& bias, const LayerBitWidths& bits,
+                         bool per_channel) {
+  const int64_t bias_bytes = bias.defined() ? bias.numel() * kFloat32Bytes : 0;
+  if (!bits.ternary && bits.weights == kFloatBits) return weight.numel() * kFloat32Bytes + bias_bytes;
+  const int64_t rows = weight.size(0), cols = weight.numel() / rows;
+  const int64_t code_bits = bits.ternary ? 2 : bits.weights;
+  const int64_t row_bytes = (cols * code_bits + 7) / 8;  // rows start on a byte
+  return rows * row_bytes + (per_channel ? rows : 1) * kFloat32Bytes + bias_bytes;
+}
+
+double QuantizeLayerWeight(QuantWeightLayer& layer, const LayerBitWidths& bits, const VisionPtqOptions& options) {
+  torch::NoGradGuard no_grad;
+  const torch::Tensor weight = layer.weight.detach().to(torch::kFloat32);
+  torch::Tensor quantized;
+  if (bits.ternary) {
+    LayerQuantConfig config;
+    config.mode = WeightMode::kTernary;
+    config.threshold_mode = ThresholdMode::kMagnitudeRelative;
+    config.magnitude = options.ternary_ratio;
+    config.per_channel = options.per_channel;
+    quantized = Ternarize(weight, config).effective;
+  } else if (bits.weights != kFloatBits) {
+    quantized = QuantizeWeightMse(weight, bits.weights, options.per_channel).first;
+  } else {
+    return 0;
+  }
+  const double error = (weight - quantized).pow(2).sum().item<double>() / std::max(1e-30, weight.pow(2).sum().item<double>());
+  layer.weight.copy_(quantized.to(layer.weight.dtype()));
+  return error;
+}
+
+namespace {
+
+// Every ActivationQuantizer that is not a weight layer's input (attention's queries and keys), by path.
+std::vector<std::pair<std::string, ActivationQuantizerImpl*>> OtherQuantizers(ClassifierModule& model) {
+  std::vector<std::pair<std::string, ActivationQuantizerImpl*>> found;
+  for (const auto& item : model.named_modules(/*name_prefix=*/"", /*include_self=*/false)) {
+    auto* quantizer = item.value()->as<ActivationQuantizerImpl>();
+    if (quantizer != nullptr && !EndsWith(item.key(), ".input_quant")) found.emplace_back(item.key(), quantizer);
+  }
+  return found;
+}
+
+}  // namespace
+
+int64_t VisionPtqReport::packed_bytes() const {
+  int64_t total = 0;
+  for (const VisionLayerReport& layer : layers) total += layer.packed_bytes;
+  return total;
+}
+
+nlohmann::json VisionPtqReport::ToJson() const {
+  nlohmann::json rows = nlohmann::json::array();
+  int64_t weights = 0;
+  for (const VisionLayerReport& layer : layers) {
+    weights += layer.weights;
+    rows.push_back({{"layer", layer.name},
+                    {"weights", layer.weights},
+                    {"weight_bits", layer.bits.ternary ? nlohmann::json("ternary") : nlohmann::json(layer.bits.weights)},
+                    {"activation_bits", layer.bits.activations},
+                    {"weight_error", layer.weight_error},
+                    {"activation_scale", layer.activation_scale},
+                    {"activation_unsigned", layer.activation_unsigned},
+                    {"packed_bytes", layer.packed_bytes}});
+  }
+  return {{"layers", rows},
+          {"weights", weights},
+          {"packed_bytes", packed_bytes()},
+          {"folded_batchnorms", folded_batchnorms},
+          {"calibration_images", calibration_images},
+          {"seconds", seconds}};
+}
+
+LayerBitWidths BitsForLayer(const VisionPtqOptions& options, const std::string& name) {
+  const auto found = options.layers.find(name);
+  return found == options.layers.end() ? options.bits : found->second;
+}
+
+std::pair<torch::Tensor, torch::Tensor> QuantizeWeightMse(const torch::Tensor& weight, int bits, bool per_channel) {
+  Require(bits >= 2 && bits <= 8, "uniform weight quantization needs 2..8 bits, not {}", bits);
+  torch::NoGradGuard no_grad;
+  const torch::Tensor rows = per_channel ? weight.reshape({weight.size(0), -1}) : weight.reshape({1, -1});  // [R, n]
+  const double levels = static_cast<double>((1 << (bits - 1)) - 1);
+  const torch::Tensor max = std::get<0>(rows.abs().max(1, /*keepdim=*/true)).clamp_min(1e-30);  // [R, 1]
+  torch::Tensor best_error = torch::full_like(max, std::numeric_limits<float>::infinity());
+  torch::Tensor best_scale = max / levels;
+  for (int i = 0; i < kClipCandidates; ++i) {
+    const torch::Tensor scale = max * (0.5 + 0.5 * i / (kClipCandidates - 1)) / levels;
+    const torch::Tensor error = ((rows / scale).round().clamp(-levels, levels) * scale - rows).pow(2).sum(1, true);
+    const torch::Tensor better = error < best_error;
+    best_error = torch::where(better, error, best_error);
+    best_scale = torch::where(better, scale, best_scale);
+  }
+  const torch::Tensor quantized = (rows / best_scale).round().clamp(-levels, levels) * best_scale;
+  return {quantized.reshape(weight.sizes()), best_scale.reshape({-1})};
+}
+
+VisionPtqReport QuantizeClassifier(ClassifierModule& model, const torch::Tensor& calibration,
+                                   const VisionPtqOptions& options) {
+  const auto start = std::chrono::steady_clock::now();
+  const auto layers = model.QuantLayers();
+  std::set<std::string> names;
+  for (const auto& [name, layer] : layers) names.insert(name);
+  CheckBits(options.bits, "ptq");
+  for (const auto& [name, bits] : options.layers) {
+    Require(names.count(name) > 0, "ptq: a per-layer setting names '{}', which is not a weight layer", name);
+    CheckBits(bits, name);
+  }
+  model.eval();
+  torch::NoGradGuard no_grad;
+  VisionPtqReport report;
+  if (options.fold_batchnorm) report.folded_batchnorms = FoldBatchNorms(model);
+
+  // Weights first, so the activations are calibrated on what the quantized layers really produce.
+  std::vector<QuantWeightLayer*> weight_layers;
+  for (const auto& [name, interface] : layers) {
+    auto* layer = dynamic_cast<QuantWeightLayer*>(interface);
+    Require(layer != nullptr, "ptq: layer '{}' is not a QuantWeightLayer", name);
+    Require(layer->quant_config().mode == WeightMode::kFull, "ptq: layer '{}' is already quantized", name);
+    weight_layers.push_back(layer);
+    VisionLayerReport row;
+    row.name = name;
+    row.weights = layer->weight.numel();
+    row.bits = BitsForLayer(options, name);
+    row.weight_error = QuantizeLayerWeight(*layer, row.bits, options);
+    row.packed_bytes = PackedLayerBytes(layer->weight, layer->bias, row.bits, options.per_channel);
+    report.layers.push_back(row);
+  }
+
+  // Activations: observe every quantizer that will quantize, then set its grid.
+  const auto others = OtherQuantizers(model);
+  const bool any_activation = std::any_of(report.layers.begin(), report.layers.end(), [](const VisionLayerReport& r) {
+    return r.bits.activations != kFloatBits;
+  }) || (!others.empty() && options.bits.activations != kFloatBits);
+  if (any_activation) {
+    Require(calibration.defined() && calibration.size(0) > 0, "ptq: activation quantization needs calibration images");
+    for (size_t i = 0; i < weight_layers.size(); ++i) {
+      if (report.layers[i].bits.activations != kFloatBits) weight_layers[i]->input_quant->Observe();
+    }
+    if (options.bits.activations != kFloatBits) {
+      for (const auto& [name, quantizer] : others) quantizer->Observe(1 << 18, options.ranking_aware ? kRankingBatches : 0);
+    }
+    Progress progress("calibrate activations", calibration.size(0), "images");
+    for (int64_t begin = 0; begin < calibration.size(0); begin += options.batch_size) {
+      const torch::Tensor batch = calibration.slice(0, begin, begin + options.batch_size);
+      model.forward(batch);
+      progress.Advance(batch.size(0));
+    }
+    progress.Finish();
+    for (size_t i = 0; i < weight_layers.size(); ++i) {
+      VisionLayerReport& row = report.layers[i];
+      if (row.bits.activations == kFloatBits) continue;
+      ActivationQuantizerImpl& quantizer = *weight_layers[i]->input_quant;
+      quantizer.Calibrate(row.bits.activations, options.activation_range, options.percentile);
+      row.activation_scale = quantizer.scale();
+      row.activation_unsigned = quantizer.unsigned_grid();
+    }
+    if (options.bits.activations != kFloatBits) {
+      std::map<std::string, ActivationQuantizerImpl*> by_name(others.begin(), others.end());
+      for (const auto& [name, quantizer] : others) {
+        const std::string parent = name.substr(0, name.rfind('.') + 1);
+        const auto key = by_name.find(parent + "key_quant");
+        if (options.ranking_aware && EndsWith(name, ".query_quant") && key != by_name.end()) {
+          CalibrateAttentionRanking(*quantizer, *key->second, options.bits.activations, options.ranking_weight);
+        } else if (!(options.ranking_aware && EndsWith(name, ".key_quant") && by_name.count(parent + "query_quant"))) {
+          quantizer->Calibrate(options.bits.activations, options.activation_range, options.percentile);
+        }
+      }
+    }
+  }
+  report.calibration_images = any_activation ? calibration.size(0) : 0;
+  report.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  return report;
+}
+
+}  // namespace atq
