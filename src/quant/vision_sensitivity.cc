@@ -13,6 +13,13 @@
 #include "util/progress.h"
 
 namespace atq {
+namespace {
+
+// The knapsack rounds each cost up to 1/65536 of the budget: a plan within a few of those units of the budget
+// (a uniform setting whose cost is the budget) can be excluded, so the units are fine.
+constexpr int64_t kBudgetUnits = int64_t{1} << 16;
+
+}  // namespace
 
 nlohmann::json VisionSensitivity::ToJson() const {
   nlohmann::json names = nlohmann::json::array();
@@ -92,7 +99,7 @@ std::vector<size_t> AssignByThreshold(const VisionSensitivity& table, double hig
 std::vector<size_t> AssignUnderBudget(const VisionSensitivity& table, const std::vector<std::vector<double>>& cost,
                                       double fixed_cost, double budget) {
   try {
-    return SolveMultipleChoiceKnapsack(cost, table.sensitivity, budget - fixed_cost);
+    return SolveMultipleChoiceKnapsack(cost, table.sensitivity, budget - fixed_cost, kBudgetUnits);
   } catch (const Error& error) {
     Fail("mixed precision: the budget {:.6g} does not fit ({:.6g} is fixed): {}", budget, fixed_cost, error.what());
   }

@@ -96,6 +96,43 @@ a=json.load(open('$run/evaluation.json'))['accuracy']; b=json.load(open('$tmp/pa
 assert a==b, (a,b)
 assert a>0.5, a
 " || { echo "FAIL: packed accuracy differs from the fake-quantized model's (or is near chance)"; failures=$((failures + 1)); }
+  # Post-training quantization of a full-precision MLP: ptq, sensitivity, pareto (mixed precision at W6A6's
+  # energy). A QAT checkpoint is refused: its layers are quantized already.
+  expect_status 1 "ptq of a QAT checkpoint" "$atq" ptq "$run" --calib 16 --limit 10 --threads 2
+  expect_output "already quantized" "the error says why"
+  fp="$tmp/fp-run"
+  expect_status 0 "train a small full-precision MLP" "$atq" train --model mlp --mode full --epochs 1 --subset 2000 \
+    --test-subset 300 --threads 2 --out "$fp"
+  expect_status 0 "ptq W4A8" "$atq" ptq "$fp" --wbits 4 --abits 8 --calib 64 --limit 300 --threads 2 \
+    --json "$tmp/ptq.json"
+  python3 -c "
+import json
+d=json.load(open('$tmp/ptq.json'))
+assert d['result']['model_bytes'] < d['baseline']['model_bytes'], d['result']['model_bytes']
+assert d['result']['energy_pj'] < d['baseline']['energy_pj']
+assert abs(d['accuracy_drop_points']) < 10, d['accuracy_drop_points']
+" || { echo "FAIL: ptq results"; failures=$((failures + 1)); }
+  expect_status 0 "sensitivity" "$atq" sensitivity "$fp" --calib 64 --sensitivity-images 32 --limit 100 \
+    --threads 2 --out "$tmp/sens"
+  [ -s "$tmp/sens/sensitivity.png" ] && [ -s "$tmp/sens/sensitivity.csv" ] \
+    || { echo "FAIL: sensitivity outputs"; failures=$((failures + 1)); }
+  printf 'base: {abits: 6}\nconfigs:\n  - {name: fp32, fp32: true}\n  - {name: w6a6, wbits: 6}\n  - {name: mixed, mixed: energy, budget_like: W6A6}\n' \
+    > "$tmp/pareto.yaml"
+  expect_status 0 "pareto" "$atq" pareto "$fp" --configs "$tmp/pareto.yaml" --calib 64 --sensitivity-images 32 \
+    --limit 300 --threads 2 --out "$tmp/pareto"
+  python3 -c "
+import json
+rows=json.load(open('$tmp/pareto/pareto.json'))['rows']
+assert [r['name'] for r in rows]==['fp32','w6a6','mixed'], rows
+assert rows[2]['energy_pj'] <= rows[1]['energy_pj']*1.000001, (rows[2]['energy_pj'], rows[1]['energy_pj'])
+assert rows[0]['energy_frontier']
+" || { echo "FAIL: pareto table"; failures=$((failures + 1)); }
+  for plot in accuracy_vs_energy accuracy_vs_size sensitivity bits_mixed; do
+    [ -s "$tmp/pareto/$plot.png" ] || { echo "FAIL: pareto $plot.png missing"; failures=$((failures + 1)); }
+  done
+  printf 'configs:\n  - {name: a, wbitz: 4}\n' > "$tmp/bad-pareto.yaml"
+  expect_status 1 "pareto with a bad config file" "$atq" pareto "$fp" --configs "$tmp/bad-pareto.yaml" --out "$tmp/p2"
+  expect_output "bad-pareto.yaml.*wbitz" "the error names the file and the key"
   expect_status 1 "train on a missing data folder" "$atq" train --data "$tmp/nowhere" --epochs 1 --out "$tmp/x"
   expect_output "nowhere" "the error names the folder"
 fi
