@@ -16,6 +16,7 @@
 #include "util/error.h"
 #include "util/log.h"
 #include "util/parse.h"
+#include "util/strings.h"
 
 namespace atq {
 namespace {
@@ -26,13 +27,8 @@ using Setter = std::function<void(VisionRecipe&, const std::string& value, const
 
 std::vector<LayerBitWidths> ParseCandidates(const std::string& value) {
   std::vector<LayerBitWidths> out;
-  size_t begin = 0;
-  while (begin <= value.size()) {
-    const size_t comma = value.find(',', begin);
-    const std::string item = value.substr(begin, comma == std::string::npos ? std::string::npos : comma - begin);
+  for (const std::string& item : Split(value, ',')) {
     if (!item.empty()) out.push_back(ParseBitWidths(item));
-    if (comma == std::string::npos) break;
-    begin = comma + 1;
   }
   return out;
 }

@@ -16,21 +16,20 @@ namespace {
 constexpr uint64_t kSampleSeed = 0x5eed;
 constexpr int kMseCandidates = 100;  // clips tried between max / 100 and max
 
-// The grid's largest code.
-int64_t MaxCode(int bits, bool unsigned_grid) {
+}  // namespace
+
+int64_t MaxActivationCode(int bits, bool unsigned_grid) {
   return unsigned_grid ? (int64_t{1} << bits) - 1 : (int64_t{1} << (bits - 1)) - 1;
 }
 
-torch::Tensor FakeQuantize(const torch::Tensor& x, double scale, int bits, bool unsigned_grid) {
-  const double top = static_cast<double>(MaxCode(bits, unsigned_grid)) * scale;
+torch::Tensor FakeQuantizeActivation(const torch::Tensor& x, double scale, int bits, bool unsigned_grid) {
+  const double top = static_cast<double>(MaxActivationCode(bits, unsigned_grid)) * scale;
   const torch::Tensor clamped = x.clamp(unsigned_grid ? 0.0 : -top, top);
   return clamped + ((clamped / scale).round() * scale - clamped).detach();  // straight through inside the range
 }
 
-}  // namespace
-
 torch::Tensor ActivationQuantizerImpl::forward(const torch::Tensor& x) {
-  last_shape_ = x.sizes().vec();
+  last_shape_.assign(x.sizes().begin(), x.sizes().end());  // reuses the vector: no allocation per call
   if (observing_) {
     torch::NoGradGuard no_grad;
     const torch::Tensor flat = x.detach().reshape({-1}).to(torch::kCPU, torch::kFloat32);
@@ -51,7 +50,7 @@ torch::Tensor ActivationQuantizerImpl::forward(const torch::Tensor& x) {
     return x;
   }
   if (bits_ == 0) return x;
-  return FakeQuantize(x, scale_, bits_, unsigned_);
+  return FakeQuantizeActivation(x, scale_, bits_, unsigned_);
 }
 
 void ActivationQuantizerImpl::Observe(int64_t max_samples, int64_t keep_batches) {
@@ -74,7 +73,7 @@ void ActivationQuantizerImpl::Calibrate(int bits, RangeMethod method, double per
   const bool unsigned_grid = observed_min_ >= 0;
   const torch::Tensor magnitude = samples_.abs();
   const double max = magnitude.max().item<double>();
-  const double levels = static_cast<double>(MaxCode(bits, unsigned_grid));
+  const double levels = static_cast<double>(MaxActivationCode(bits, unsigned_grid));
   double clip = max;
   if (method == RangeMethod::kPercentile) {
     const int64_t k = std::clamp<int64_t>(static_cast<int64_t>(std::ceil(percentile * magnitude.numel())), 1,
@@ -86,7 +85,7 @@ void ActivationQuantizerImpl::Calibrate(int bits, RangeMethod method, double per
       const double candidate = max * i / kMseCandidates;
       if (candidate <= 0) continue;
       const double error =
-          (FakeQuantize(samples_, candidate / levels, bits, unsigned_grid) - samples_).pow(2).mean().item<double>();
+          (FakeQuantizeActivation(samples_, candidate / levels, bits, unsigned_grid) - samples_).pow(2).mean().item<double>();
       if (error < best) {
         best = error;
         clip = candidate;

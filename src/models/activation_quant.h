@@ -19,6 +19,12 @@ enum class RangeMethod {
   kMse,         // the clip that minimizes the mean squared quantization error of the observed values
 };
 
+// The largest code of a b-bit activation grid: 2^b - 1 unsigned, 2^(b-1) - 1 signed.
+int64_t MaxActivationCode(int bits, bool unsigned_grid);
+
+// round(clamp(x / scale)) * scale on that grid, the gradient passing straight through inside the range.
+torch::Tensor FakeQuantizeActivation(const torch::Tensor& x, double scale, int bits, bool unsigned_grid);
+
 class ActivationQuantizerImpl : public torch::nn::Module {
  public:
   ActivationQuantizerImpl() = default;

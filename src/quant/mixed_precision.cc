@@ -60,14 +60,7 @@ std::map<std::string, torch::Tensor> OutputFisher(CausalLmImpl& model, const Tok
 }  // namespace
 
 WeightGrid ParseCandidateGrid(const std::string& item, const WeightGrid& base) {
-  std::vector<std::string> parts;
-  size_t begin = 0;
-  while (true) {
-    const size_t slash = item.find('/', begin);
-    parts.push_back(item.substr(begin, slash == std::string::npos ? std::string::npos : slash - begin));
-    if (slash == std::string::npos) break;
-    begin = slash + 1;
-  }
+  const std::vector<std::string> parts = Split(item, '/');
   WeightGrid grid = base;
   const auto fail = [&]() { Fail("mixed-precision candidate '{}': expected ternary, q8_0, q4_0 or 2..8, then optional /g<N>, "
                                  "/channel, /tensor, /sym, /asym, /base3", item); };
@@ -103,13 +96,8 @@ WeightGrid ParseCandidateGrid(const std::string& item, const WeightGrid& base) {
 
 std::vector<WeightGrid> ParseCandidateGrids(const std::string& list, const WeightGrid& base) {
   std::vector<WeightGrid> grids;
-  size_t begin = 0;
-  while (begin <= list.size()) {
-    const size_t comma = list.find(',', begin);
-    const std::string item = list.substr(begin, comma == std::string::npos ? std::string::npos : comma - begin);
+  for (const std::string& item : Split(list, ',')) {
     if (!item.empty()) grids.push_back(ParseCandidateGrid(item, base));
-    if (comma == std::string::npos) break;
-    begin = comma + 1;
   }
   Require(!grids.empty(), "mixed precision needs at least one candidate grid");
   return grids;

@@ -15,11 +15,6 @@ constexpr int kClipSteps = 8;        // clips 0.3, 0.4, ..., 1.0 of max |x|
 constexpr double kLowestClip = 0.3;
 constexpr int64_t kRankingImages = 16;  // of each kept batch: the pairwise loss is [B, H, T, T, T]
 
-torch::Tensor Quantize(const torch::Tensor& x, double scale, int bits) {
-  const double top = static_cast<double>((int64_t{1} << (bits - 1)) - 1);
-  return (x / scale).round().clamp(-top, top) * scale;
-}
-
 double MaxAbs(const std::vector<torch::Tensor>& batches) {
   double max = 0;
   for (const torch::Tensor& batch : batches) max = std::max(max, batch.abs().max().item<double>());
@@ -54,7 +49,7 @@ void CalibrateAttentionRanking(ActivationQuantizerImpl& query, ActivationQuantiz
     reference.push_back(torch::matmul(queries[b].to(torch::kFloat32), keys[b].to(torch::kFloat32).transpose(-2, -1)));
     magnitude += reference.back().abs().mean().item<double>() / static_cast<double>(queries.size());
   }
-  const double levels = static_cast<double>((int64_t{1} << (bits - 1)) - 1);
+  const double levels = static_cast<double>(MaxActivationCode(bits, /*unsigned_grid=*/false));
   const double query_max = MaxAbs(queries), key_max = MaxAbs(keys);
   double best = std::numeric_limits<double>::infinity(), best_query = query_max, best_key = key_max;
   for (int qi = 0; qi < kClipSteps; ++qi) {
@@ -64,8 +59,8 @@ void CalibrateAttentionRanking(ActivationQuantizerImpl& query, ActivationQuantiz
       double error = 0, norm = 0, ranking = 0;
       for (size_t b = 0; b < queries.size(); ++b) {
         const torch::Tensor scores =
-            torch::matmul(Quantize(queries[b].to(torch::kFloat32), query_clip / levels, bits),
-                          Quantize(keys[b].to(torch::kFloat32), key_clip / levels, bits).transpose(-2, -1));
+            torch::matmul(FakeQuantizeActivation(queries[b].to(torch::kFloat32), query_clip / levels, bits, false),
+                          FakeQuantizeActivation(keys[b].to(torch::kFloat32), key_clip / levels, bits, false).transpose(-2, -1));
         error += (scores - reference[b]).pow(2).sum().item<double>();
         norm += reference[b].pow(2).sum().item<double>();
         ranking += AttentionRankingLoss(reference[b], scores).item<double>() / static_cast<double>(queries.size());

@@ -24,13 +24,16 @@ constexpr int kClipCandidates = 51;  // 0.50, 0.51, ..., 1.00 of max |w|
 constexpr int64_t kRankingBatches = 1;
 
 void CheckBits(const LayerBitWidths& bits, const std::string& what) {
-  Require(bits.ternary || (bits.weights >= 2 && bits.weights <= 8) || bits.weights == kFloatBits,
-          "{}: weight bits must be 2..8 or {} (float), not {}", what, kFloatBits, bits.weights);
-  Require((bits.activations >= 2 && bits.activations <= 16) || bits.activations == kFloatBits,
-          "{}: activation bits must be 2..16 or {} (float), not {}", what, kFloatBits, bits.activations);
+  Require(ValidBitWidths(bits), "{}: weight bits must be 2..8 or {} (float) or ternary, activation bits 2..16 or {}; "
+          "not {} and {}", what, kFloatBits, kFloatBits, bits.weights, bits.activations);
 }
 
 }  // namespace
+
+bool ValidBitWidths(const LayerBitWidths& bits) {
+  return (bits.ternary || (bits.weights >= 2 && bits.weights <= 8) || bits.weights == kFloatBits) &&
+         ((bits.activations >= 2 && bits.activations <= 16) || bits.activations == kFloatBits);
+}
 
 int64_t PackedLayerBytes(const torch::Tensor& weight, const torch::Tensor& bias, const LayerBitWidths& bits,
                          bool per_channel) {

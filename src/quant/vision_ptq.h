@@ -26,6 +26,10 @@ struct LayerBitWidths {
   bool ternary = false;
 };
 
+// Whether the widths are ones the quantizers take: weights 2..8 or kFloatBits (or ternary), activations 2..16
+// or kFloatBits.
+bool ValidBitWidths(const LayerBitWidths& bits);
+
 struct VisionPtqOptions {
   LayerBitWidths bits;                           // every weight layer
   std::map<std::string, LayerBitWidths> layers;  // overrides by layer name ("layer1.0.conv1"), mixed precision

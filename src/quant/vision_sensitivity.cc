@@ -137,8 +137,7 @@ LayerBitWidths ParseBitWidths(const std::string& text) {
     bits.weights = number(weights);
   }
   bits.activations = number(activations);
-  if (!bits.ternary && !((bits.weights >= 2 && bits.weights <= 8) || bits.weights == kFloatBits)) fail();
-  if (!((bits.activations >= 2 && bits.activations <= 16) || bits.activations == kFloatBits)) fail();
+  if (!ValidBitWidths(bits)) fail();
   return bits;
 }
 

@@ -1,7 +1,9 @@
 // Small string helpers the parsers share.
 #pragma once
 
+#include <string>
 #include <string_view>
+#include <vector>
 
 namespace atq {
 
@@ -11,6 +13,18 @@ inline bool StartsWith(std::string_view text, std::string_view prefix) {
 
 inline bool EndsWith(std::string_view text, std::string_view suffix) {
   return text.size() >= suffix.size() && text.compare(text.size() - suffix.size(), suffix.size(), suffix) == 0;
+}
+
+// The pieces of `text` between separators, empty ones included ("a,,b" -> "a", "", "b"; "" -> one "").
+inline std::vector<std::string> Split(std::string_view text, char separator) {
+  std::vector<std::string> parts;
+  size_t begin = 0;
+  while (true) {
+    const size_t end = text.find(separator, begin);
+    parts.emplace_back(text.substr(begin, end == std::string_view::npos ? std::string_view::npos : end - begin));
+    if (end == std::string_view::npos) return parts;
+    begin = end + 1;
+  }
 }
 
 }  // namespace atq

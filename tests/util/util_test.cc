@@ -14,6 +14,7 @@
 #include "util/error.h"
 #include "util/log.h"
 #include "util/progress.h"
+#include "util/strings.h"
 
 namespace atq {
 namespace {
@@ -25,6 +26,13 @@ fs::path ScratchDir(const std::string& name) {
   fs::remove_all(dir);
   fs::create_directories(dir);
   return dir;
+}
+
+TEST(Strings, SplitKeepsEmptyPieces) {
+  EXPECT_EQ(Split("W8A8,W6A6", ','), (std::vector<std::string>{"W8A8", "W6A6"}));
+  EXPECT_EQ(Split("a,,b,", ','), (std::vector<std::string>{"a", "", "b", ""}));
+  EXPECT_EQ(Split("", ','), (std::vector<std::string>{""}));
+  EXPECT_EQ(Split("ternary/base3", '/'), (std::vector<std::string>{"ternary", "base3"}));
 }
 
 TEST(Log, ParsesNamesAndNumbers) {

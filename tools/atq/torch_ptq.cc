@@ -41,7 +41,7 @@ nlohmann::json OutcomeJson(const VisionOutcome& outcome) {
 RunFn DeclarePtq(CLI::App& app) {
   struct Options {
     VisionExperimentCliOptions experiment;
-    VisionRecipeFlags flags;
+    SettingFlags flags{VisionRecipeFlags()};
     bool no_baseline = false;
     std::string json_path;
   };

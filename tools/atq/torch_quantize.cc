@@ -14,22 +14,15 @@
 #include "quant/lm_gguf_export.h"
 #include "quant/packed_lm.h"
 #include "quant/recipe.h"
+#include "setting_flags.h"
 #include "torch_lm_options.h"
 #include "util/error.h"
 
 namespace atq::cli {
 namespace {
 
-// A command-line flag that sets one recipe key.
-struct RecipeFlag {
-  const char* flag;
-  const char* key;
-  const char* help;
-  const char* value;  // for switches: the value the switch sets; nullptr for options taking a value
-};
-
-const std::vector<RecipeFlag>& RecipeFlags() {
-  static const std::vector<RecipeFlag> flags = {
+const std::vector<SettingFlag>& RecipeFlags() {
+  static const std::vector<SettingFlag> flags = {
       {"--method", "method", "rtn (round to nearest), atq (adaptive ternary) or gptq (default gptq)", nullptr},
       {"--bits", "bits", "Uniform grid of B bits, 2..8 (default 4)", nullptr},
       {"--ternary", "ternary", "Ternary grid {-1, 0, +1} instead of uniform bits", "true"},
@@ -87,8 +80,7 @@ RunFn DeclareQuantize(CLI::App& app) {
     std::string gguf_path;
     std::string gguf_type;
     std::string gguf_embeddings = "q8_0";
-    std::vector<std::string> values = std::vector<std::string>(RecipeFlags().size());
-    std::vector<CLI::Option*> given;
+    SettingFlags flags{RecipeFlags()};
   };
   auto o = std::make_shared<Options>();
   AddLmOptions(app, o->lm);
@@ -106,10 +98,7 @@ RunFn DeclareQuantize(CLI::App& app) {
                  "its grid: tq2_0 ternary, tq1_0 ternary base3, q4_0 up to 4 bits, q8_0 above)");
   app.add_option("--gguf-embeddings", o->gguf_embeddings, "GGUF type of the token embedding (and an untied head)")
       ->capture_default_str();
-  for (size_t i = 0; i < RecipeFlags().size(); ++i) {
-    const RecipeFlag& flag = RecipeFlags()[i];
-    o->given.push_back(flag.value ? app.add_flag(flag.flag, flag.help) : app.add_option(flag.flag, o->values[i], flag.help));
-  }
+  o->flags.Add(app);
   return [o] {
     QuantizeRecipe recipe;
     std::string source = "command line";
@@ -117,11 +106,7 @@ RunFn DeclareQuantize(CLI::App& app) {
       recipe = ReadRecipeFile(o->recipe_file);
       source = o->recipe_file;
     }
-    for (size_t i = 0; i < RecipeFlags().size(); ++i) {
-      if (o->given[i]->count() == 0) continue;
-      const RecipeFlag& flag = RecipeFlags()[i];
-      recipe.settings[flag.key] = flag.value ? flag.value : o->values[i];
-    }
+    for (const auto& [key, value] : o->flags.Settings()) recipe.settings[key] = value;
     const LmQuantizeOptions options = BuildQuantizeOptions(recipe, source);
     LanguageModel lm = LoadLmFromCli(o->lm);
     Require(lm.tokenizer != nullptr, "{}: no tokenizer found for this model; give one with --tokenizer", o->lm.model);

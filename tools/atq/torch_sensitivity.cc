@@ -18,7 +18,7 @@ namespace atq::cli {
 RunFn DeclareSensitivity(CLI::App& app) {
   struct Options {
     VisionExperimentCliOptions experiment;
-    VisionRecipeFlags flags;
+    SettingFlags flags{VisionRecipeFlags()};
     std::string out_dir;
     bool no_plot = false;
   };

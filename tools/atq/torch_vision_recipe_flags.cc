@@ -1,18 +1,10 @@
-// The recipe flags table: flag, recipe key, help, and for switches the value they set.
+// The vision recipe flags table: flag, recipe key, help, and for switches the value they set.
 #include "torch_vision_recipe_flags.h"
 
 namespace atq::cli {
-namespace {
 
-struct Flag {
-  const char* flag;
-  const char* key;
-  const char* help;
-  const char* value;  // switches: the value set; nullptr for options taking a value
-};
-
-const std::vector<Flag>& Flags() {
-  static const std::vector<Flag> flags = {
+const std::vector<SettingFlag>& VisionRecipeFlags() {
+  static const std::vector<SettingFlag> flags = {
       {"--wbits", "wbits", "Weight bits 2..8, or 32 for float weights (default 8)", nullptr},
       {"--abits", "abits", "Activation bits 2..16, or 32 for float activations (default 8)", nullptr},
       {"--ternary", "ternary", "Ternary weights {-1, 0, +1} (ATQ threshold) instead of --wbits", "true"},
@@ -33,24 +25,6 @@ const std::vector<Flag>& Flags() {
       {"--moderate", "moderate", "Threshold rule: at or above this, the second candidate (0.05)", nullptr},
   };
   return flags;
-}
-
-}  // namespace
-
-void VisionRecipeFlags::Add(CLI::App& app) {
-  values_.resize(Flags().size());
-  for (size_t i = 0; i < Flags().size(); ++i) {
-    const Flag& flag = Flags()[i];
-    options_.push_back(flag.value ? app.add_flag(flag.flag, flag.help) : app.add_option(flag.flag, values_[i], flag.help));
-  }
-}
-
-std::map<std::string, std::string> VisionRecipeFlags::Settings() const {
-  std::map<std::string, std::string> settings;
-  for (size_t i = 0; i < Flags().size(); ++i) {
-    if (options_[i]->count() > 0) settings[Flags()[i].key] = Flags()[i].value ? Flags()[i].value : values_[i];
-  }
-  return settings;
 }
 
 }  // namespace atq::cli

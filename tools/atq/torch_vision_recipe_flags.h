@@ -1,24 +1,12 @@
-// The flags of `atq ptq` that set vision recipe keys (eval/vision_experiment.h), shared with `atq sensitivity`.
+// The flags that set vision recipe keys (eval/vision_experiment.h), shared by `atq ptq` and `atq sensitivity`.
 #pragma once
 
-#include <map>
-#include <memory>
-#include <string>
 #include <vector>
 
-#include <CLI/CLI.hpp>
+#include "setting_flags.h"
 
 namespace atq::cli {
 
-// What the recipe flags collected; Settings() gives the keys the command line set.
-class VisionRecipeFlags {
- public:
-  void Add(CLI::App& app);
-  std::map<std::string, std::string> Settings() const;
-
- private:
-  std::vector<std::string> values_;
-  std::vector<CLI::Option*> options_;
-};
+const std::vector<SettingFlag>& VisionRecipeFlags();
 
 }  // namespace atq::cli
