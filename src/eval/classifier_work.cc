@@ -3,6 +3,9 @@
 
 #include <torch/torch.h>
 
+#include <map>
+#include <string>
+
 #include "models/quant_layers.h"
 #include "util/error.h"
 #include "util/strings.h"
@@ -58,15 +61,19 @@ std::vector<LayerWork> CountClassifierWork(ClassifierModule& model, int64_t chan
   return work;
 }
 
-std::vector<LayerBits> RecipeBits(const std::vector<LayerWork>& work, const VisionPtqOptions& options) {
+std::vector<LayerBits> RecipeBits(const std::vector<LayerWork>& work, const VisionPtqReport& report,
+                                  int attention_bits) {
+  std::map<std::string, LayerBitWidths> by_name;
+  for (const VisionLayerReport& layer : report.layers) by_name[layer.name] = layer.bits;
   std::vector<LayerBits> bits;
   for (const LayerWork& layer : work) {
     if (layer.operands == MacOperands::kActivationTimesActivation) {
-      bits.push_back({kFloatBits, options.bits.activations});
+      bits.push_back({kFloatBits, attention_bits});
       continue;
     }
-    const LayerBitWidths widths = BitsForLayer(options, layer.name);
-    bits.push_back({widths.ternary ? 2 : widths.weights, widths.activations});
+    const auto found = by_name.find(layer.name);
+    Require(found != by_name.end(), "energy: weight layer '{}' is missing from the quantization report", layer.name);
+    bits.push_back({found->second.ternary ? 2 : found->second.weights, found->second.activations});
   }
   return bits;
 }

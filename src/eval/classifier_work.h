@@ -17,8 +17,9 @@ namespace atq {
 // activation x activation products, "<attention>.scores" (Q K^T) and "<attention>.context" (P V).
 std::vector<LayerWork> CountClassifierWork(ClassifierModule& model, int64_t channels, int64_t image_size);
 
-// The bits each entry of `work` runs at under `options`: weight layers as BitsForLayer says (ternary weights
-// as 2 bits, their packed width), attention products at the model-wide activation bits.
-std::vector<LayerBits> RecipeBits(const std::vector<LayerWork>& work, const VisionPtqOptions& options);
+// The bits each entry of `work` runs at after QuantizeClassifier reported `report`: weight layers as the report
+// says (ternary weights as 2 bits, their packed width), attention products at `attention_bits`.
+std::vector<LayerBits> RecipeBits(const std::vector<LayerWork>& work, const VisionPtqReport& report,
+                                  int attention_bits);
 
 }  // namespace atq

@@ -101,6 +101,13 @@ const std::map<std::string, Setter>& Setters() {
        }},
       {"high", [](VisionRecipe& r, const std::string& v, const std::string& w) { r.high = ParseDouble(v, w); }},
       {"moderate", [](VisionRecipe& r, const std::string& v, const std::string& w) { r.moderate = ParseDouble(v, w); }},
+      {"first_last", [](VisionRecipe& r, const std::string& v, const std::string& w) {
+         try {
+           r.first_last = ParseBitWidths(v);
+         } catch (const Error& error) {
+           Fail("{}: {}", w, error.what());
+         }
+       }},
   };
   return setters;
 }
@@ -202,6 +209,8 @@ VisionRecipe ParseVisionRecipe(const std::map<std::string, std::string>& setting
     }
     setter->second(recipe, value, where + ": " + key);
   }
+  Require(!recipe.first_last || recipe.mixed.empty(), "{}: first_last and mixed both set the layers' widths; "
+          "give one", where);
   if (recipe.name.empty()) {  // a name that says what the recipe does: "W4A8 channel mse ranking"
     const VisionPtqOptions& p = recipe.ptq;
     const char* ranges[] = {"minmax", "percentile", "mse"};
@@ -209,7 +218,8 @@ VisionRecipe ParseVisionRecipe(const std::map<std::string, std::string>& setting
                       ? "fp32"
                       : fmt::format("{} {} {}{}{}", BitWidthsName(p.bits), p.per_channel ? "channel" : "tensor",
                                     ranges[static_cast<int>(p.activation_range)], p.ranking_aware ? " ranking" : "",
-                                    recipe.mixed.empty() ? "" : " mixed-" + recipe.mixed);
+                                    recipe.mixed.empty() ? "" : " mixed-" + recipe.mixed) +
+                            (recipe.first_last ? " first-last " + BitWidthsName(*recipe.first_last) : "");
   }
   return recipe;
 }
@@ -267,10 +277,14 @@ VisionOutcome RunVisionRecipe(VisionExperiment& experiment, const VisionRecipe& 
   int64_t packed_layer_bytes = 0, layer_float_bytes = 0;
   if (!recipe.full_precision) {
     if (!recipe.mixed.empty()) outcome.details["mixed"] = PlanMixedPrecision(experiment, recipe, work, options);
+    if (recipe.first_last) {
+      const auto layers = model.QuantLayers();
+      options.layers[layers.front().first] = options.layers[layers.back().first] = *recipe.first_last;
+    }
     const VisionPtqReport report = QuantizeClassifier(model, experiment.calibration, options);
     outcome.details["layers"] = report.ToJson();
     packed_layer_bytes = report.packed_bytes();
-    bits = RecipeBits(work, options);
+    bits = RecipeBits(work, report, options.bits.activations);
     for (const auto& [name, interface] : model.QuantLayers()) {
       auto* layer = dynamic_cast<QuantWeightLayer*>(interface);
       layer_float_bytes += (layer->weight.numel() + (layer->bias.defined() ? layer->bias.numel() : 0)) * kFloat32Bytes;

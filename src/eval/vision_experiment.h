@@ -24,6 +24,7 @@
 
 #include <functional>
 #include <map>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -48,6 +49,7 @@ struct VisionRecipe {
   double budget = 0;
   std::string budget_like;
   double high = 0.25, moderate = 0.05;
+  std::optional<LayerBitWidths> first_last;  // the first and the last weight layer's widths (e.g. W8A8), if set
 };
 
 // The keys a recipe may hold.

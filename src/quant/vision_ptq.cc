@@ -91,14 +91,16 @@ nlohmann::json VisionPtqReport::ToJson() const {
   int64_t weights = 0;
   for (const VisionLayerReport& layer : layers) {
     weights += layer.weights;
-    rows.push_back({{"layer", layer.name},
-                    {"weights", layer.weights},
-                    {"weight_bits", layer.bits.ternary ? nlohmann::json("ternary") : nlohmann::json(layer.bits.weights)},
-                    {"activation_bits", layer.bits.activations},
-                    {"weight_error", layer.weight_error},
-                    {"activation_scale", layer.activation_scale},
-                    {"activation_unsigned", layer.activation_unsigned},
-                    {"packed_bytes", layer.packed_bytes}});
+    rows.push_back(
+        {{"layer", layer.name},
+         {"weights", layer.weights},
+         {"weight_bits", layer.bits.ternary ? nlohmann::json("ternary") : nlohmann::json(layer.bits.weights)},
+         {"activation_bits", layer.bits.activations},
+         {"weight_error", layer.weight_error},
+         {"trained", layer.trained},
+         {"activation_scale", layer.activation_scale},
+         {"activation_unsigned", layer.activation_unsigned},
+         {"packed_bytes", layer.packed_bytes}});
   }
   return {{"layers", rows},
           {"weights", weights},
@@ -146,21 +148,43 @@ VisionPtqReport QuantizeClassifier(ClassifierModule& model, const torch::Tensor&
   model.eval();
   torch::NoGradGuard no_grad;
   VisionPtqReport report;
-  if (options.fold_batchnorm) report.folded_batchnorms = FoldBatchNorms(model);
-
-  // Weights first, so the activations are calibrated on what the quantized layers really produce.
+  // Layers trained quantized keep their trained values, written into the float weight so that BatchNorm folds
+  // into them exactly (a per-channel factor leaves ternary or b-bit codes as they are).
   std::vector<QuantWeightLayer*> weight_layers;
+  std::map<std::string, LayerBitWidths> trained;
   for (const auto& [name, interface] : layers) {
     auto* layer = dynamic_cast<QuantWeightLayer*>(interface);
     Require(layer != nullptr, "ptq: layer '{}' is not a QuantWeightLayer", name);
-    Require(layer->quant_config().mode == WeightMode::kFull, "ptq: layer '{}' is already quantized", name);
     weight_layers.push_back(layer);
+    LayerQuantConfig config = layer->quant_config();
+    if (config.mode == WeightMode::kFull) continue;
+    Require(config.rpb_fraction == 0,
+            "ptq: layer '{}' was trained with residual precision boosting, which post-"
+            "training quantization does not keep",
+            name);
+    trained[name] = {config.mode == WeightMode::kTernary ? 2 : config.bits, BitsForLayer(options, name).activations,
+                     config.mode == WeightMode::kTernary};
+    layer->weight.copy_(layer->EffectiveWeight());
+    config.mode = WeightMode::kFull;
+    layer->SetQuantConfig(config);
+  }
+  if (!trained.empty()) LogInfo("ptq: {} layers keep the weights they were trained quantized to", trained.size());
+  if (options.fold_batchnorm) report.folded_batchnorms = FoldBatchNorms(model);
+
+  // Weights first, so the activations are calibrated on what the quantized layers really produce.
+  for (size_t i = 0; i < layers.size(); ++i) {
+    QuantWeightLayer& layer = *weight_layers[i];
     VisionLayerReport row;
-    row.name = name;
-    row.weights = layer->weight.numel();
-    row.bits = BitsForLayer(options, name);
-    row.weight_error = QuantizeLayerWeight(*layer, row.bits, options);
-    row.packed_bytes = PackedLayerBytes(layer->weight, layer->bias, row.bits, options.per_channel);
+    row.name = layers[i].first;
+    row.weights = layer.weight.numel();
+    const auto kept = trained.find(row.name);
+    row.trained = kept != trained.end();
+    row.bits = row.trained ? kept->second : BitsForLayer(options, row.name);
+    row.weight_error = row.trained ? 0 : QuantizeLayerWeight(layer, row.bits, options);
+    // A trained layer's scales are per channel once BatchNorm is folded into it.
+    const bool per_channel =
+        row.trained ? layer.quant_config().per_channel || report.folded_batchnorms > 0 : options.per_channel;
+    row.packed_bytes = PackedLayerBytes(layer.weight, layer.bias, row.bits, per_channel);
     report.layers.push_back(row);
   }
 

@@ -49,7 +49,8 @@ struct VisionLayerReport {
   std::string name;
   int64_t weights = 0;
   LayerBitWidths bits;
-  double weight_error = 0;        // ||W - Q||^2 / ||W||^2
+  double weight_error = 0;        // ||W - Q||^2 / ||W||^2 (0 for a trained layer)
+  bool trained = false;           // kept the quantization it was trained with (bits: that width, 2 for ternary)
   double activation_scale = 0;    // 0 when the input stays float
   bool activation_unsigned = false;
   int64_t packed_bytes = 0;       // codes + one f32 scale per row (or layer) + f32 bias; float32 layers: 4/weight
@@ -68,7 +69,8 @@ struct VisionPtqReport {
 LayerBitWidths BitsForLayer(const VisionPtqOptions& options, const std::string& name);
 
 // Quantizes `model` in place for evaluation (eval mode): folds BatchNorm, replaces each weight by its quantized
-// values, then observes `calibration` ([N, C, H, W], normalized) to set every activation grid. Throws
+// values (a layer trained quantized, e.g. by atq train --mode ternary, keeps its trained values and takes only
+// the activation bits), then observes `calibration` ([N, C, H, W], normalized) to set every activation grid. Throws
 // atq::Error for bad bit widths, an override naming no layer, or activation bits without calibration images.
 VisionPtqReport QuantizeClassifier(ClassifierModule& model, const torch::Tensor& calibration,
                                    const VisionPtqOptions& options);

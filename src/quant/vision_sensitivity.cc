@@ -50,6 +50,8 @@ VisionSensitivity MeasureVisionSensitivity(ClassifierModule& model, const torch:
   for (const auto& [name, interface] : model.QuantLayers()) {
     auto* layer = dynamic_cast<QuantWeightLayer*>(interface);
     Require(layer != nullptr, "sensitivity: layer '{}' is not a QuantWeightLayer", name);
+    Require(layer->quant_config().mode == WeightMode::kFull,
+            "sensitivity: layer '{}' was trained quantized; measure the full-precision model", name);
     layers.emplace_back(name, layer);
     layer->input_quant->Observe();  // every layer's full-precision input, in one pass
   }

@@ -39,7 +39,8 @@ struct TrainOptions {
 
   std::string init_from;  // a checkpoint (folder) of the same model to start from, e.g. the FP model for QAT
 
-  // Knowledge distillation: a full-precision teacher checkpoint (folder); empty for none.
+  // Knowledge distillation: a full-precision teacher checkpoint (folder), or a safetensors file of the student's
+  // architecture without config.json beside it (another library's weights); empty for none.
   std::string distill_teacher;
   double temperature = 4.0;
   double distill_alpha = 0.7;  // weight of the soft (teacher) term; 1 - alpha on the labels

@@ -96,18 +96,33 @@ a=json.load(open('$run/evaluation.json'))['accuracy']; b=json.load(open('$tmp/pa
 assert a==b, (a,b)
 assert a>0.5, a
 " || { echo "FAIL: packed accuracy differs from the fake-quantized model's (or is near chance)"; failures=$((failures + 1)); }
+  # A QAT checkpoint keeps its ternary layers; ptq quantizes the rest (the first and last layer) and the
+  # activations. Sensitivities need the full-precision model.
+  expect_status 0 "ptq of a QAT checkpoint" "$atq" ptq "$run" --wbits 8 --abits 8 --calib 64 --limit 500 \
+    --threads 2 --json "$tmp/qat-ptq.json"
+  python3 -c "
+import json
+d=json.load(open('$tmp/qat-ptq.json')); layers=d['result']['layers']['layers']
+qat=json.load(open('$run/evaluation.json'))['accuracy']
+assert [l['trained'] for l in layers]==[False]+[True]*(len(layers)-2)+[False], layers
+assert all(l['weight_bits']=='ternary' for l in layers[1:-1]) and layers[0]['weight_bits']==8, layers
+assert abs(d['result']['accuracy']-qat) < 0.03, (d['result']['accuracy'], qat)
+" || { echo "FAIL: ptq of a QAT checkpoint"; failures=$((failures + 1)); }
+  expect_status 1 "sensitivity of a QAT checkpoint" "$atq" sensitivity "$run" --calib 16 --sensitivity-images 8 \
+    --limit 10 --threads 2 --out "$tmp/qat-sensitivity"
+  expect_output "trained quantized" "the error says why"
   # Post-training quantization of a full-precision MLP: ptq, sensitivity, pareto (mixed precision at W6A6's
-  # energy). A QAT checkpoint is refused: its layers are quantized already.
-  expect_status 1 "ptq of a QAT checkpoint" "$atq" ptq "$run" --calib 16 --limit 10 --threads 2
-  expect_output "already quantized" "the error says why"
+  # energy).
   fp="$tmp/fp-run"
   expect_status 0 "train a small full-precision MLP" "$atq" train --model mlp --mode full --epochs 1 --subset 2000 \
     --test-subset 300 --threads 2 --out "$fp"
-  expect_status 0 "ptq W4A8" "$atq" ptq "$fp" --wbits 4 --abits 8 --calib 64 --limit 300 --threads 2 \
-    --json "$tmp/ptq.json"
+  expect_status 0 "ptq W4A8" "$atq" ptq "$fp" --wbits 4 --abits 8 --first-last W8A8 --calib 64 --limit 300 \
+    --threads 2 --json "$tmp/ptq.json"
   python3 -c "
 import json
 d=json.load(open('$tmp/ptq.json'))
+bits=[l['weight_bits'] for l in d['result']['layers']['layers']]
+assert bits[0]==8 and bits[-1]==8 and all(b==4 for b in bits[1:-1]), bits
 assert d['result']['model_bytes'] < d['baseline']['model_bytes'], d['result']['model_bytes']
 assert d['result']['energy_pj'] < d['baseline']['energy_pj']
 assert abs(d['accuracy_drop_points']) < 10, d['accuracy_drop_points']

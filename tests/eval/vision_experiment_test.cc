@@ -121,6 +121,37 @@ TEST(VisionRecipeTest, FilesAndSettingsAreChecked) {
     EXPECT_NE(message.find("plan.yaml"), std::string::npos) << bad << " -> " << message;
   }
   EXPECT_EQ(ParseVisionRecipe({{"wbits", "4"}, {"abits", "8"}}, "cli").name, "W4A8 channel mse");
+  const VisionRecipe edges = ParseVisionRecipe({{"ternary", "true"}, {"first_last", "W8A8"}}, "cli");
+  EXPECT_EQ(edges.name, "WtA8 channel mse first-last W8A8");
+  ASSERT_TRUE(edges.first_last.has_value());
+  EXPECT_EQ(edges.first_last->weights, 8);
+  EXPECT_NE(testutil::ErrorMessageOf([] { ParseVisionRecipe({{"first_last", "W9A8"}}, "cli"); }).find("first_last"),
+            std::string::npos);
+  EXPECT_NE(testutil::ErrorMessageOf([] {
+              ParseVisionRecipe({{"first_last", "W8A8"}, {"mixed", "threshold"}}, "cli");
+            }).find("give one"),
+            std::string::npos);
+}
+
+TEST(ClassifierWorkTest, RecipeBitsFollowTheReport) {
+  auto model = MakeClassifier("vit-tiny", 1, 10);
+  const std::vector<LayerWork> work = CountClassifierWork(*model, 1, 28);
+  VisionPtqReport report;
+  for (const auto& [name, layer] : model->QuantLayers()) report.layers.push_back({name, 0, {8, 8, false}});
+  report.layers[1].bits = {2, 8, true};  // a ternary layer (trained, or by ptq)
+  const std::vector<LayerBits> bits = RecipeBits(work, report, 6);
+  ASSERT_EQ(bits.size(), work.size());
+  for (size_t i = 0; i < work.size(); ++i) {
+    if (work[i].operands == MacOperands::kActivationTimesActivation) {
+      EXPECT_EQ(bits[i].activations, 6) << work[i].name;
+    } else if (work[i].name == report.layers[1].name) {
+      EXPECT_EQ(bits[i].weights, 2);
+    } else {
+      EXPECT_EQ(bits[i].weights, 8) << work[i].name;
+    }
+  }
+  report.layers.pop_back();
+  EXPECT_NE(testutil::ErrorMessageOf([&] { RecipeBits(work, report, 6); }).find("missing"), std::string::npos);
 }
 
 }  // namespace

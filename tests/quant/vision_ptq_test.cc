@@ -196,5 +196,45 @@ TEST(VisionPtqTest, QuantizesACnnAndReportsEveryLayer) {
   EXPECT_NE(testutil::ErrorMessageOf([&] { logit_error(mixed); }).find("no_such_layer"), std::string::npos);
 }
 
+TEST(VisionPtqTest, LayersTrainedTernaryKeepTheirValuesThroughFolding) {
+  torch::manual_seed(5);
+  auto model = MakeClassifier("cnn", 1, 10);
+  RandomizeBatchNorms(*model);
+  const auto layers = model->QuantLayers();
+  VisionPtqOptions options;
+  options.bits = {8, kFloatBits, false};
+  for (size_t i = 0; i < layers.size(); ++i) {
+    if (i == 0 || i + 1 == layers.size()) {
+      options.layers[layers[i].first] = {kFloatBits, kFloatBits, false};  // first and last stay float
+      continue;
+    }
+    LayerQuantConfig config;
+    config.mode = WeightMode::kTernary;
+    config.threshold_mode = ThresholdMode::kMagnitudeRelative;
+    config.per_channel = false;  // one scale per layer, per channel once BatchNorm is folded in
+    layers[i].second->SetQuantConfig(config);
+  }
+  model->eval();
+  const torch::Tensor images = torch::randn({32, 1, 28, 28});
+  torch::NoGradGuard no_grad;
+  const torch::Tensor reference = model->forward(images);
+  const VisionPtqReport report = QuantizeClassifier(*model, torch::Tensor(), options);
+  EXPECT_EQ(report.folded_batchnorms, 5);
+  EXPECT_LT((model->forward(images) - reference).abs().max().item<double>(),
+            1e-4 * reference.abs().max().item<double>());
+  for (size_t i = 1; i + 1 < layers.size(); ++i) {
+    const VisionLayerReport& row = report.layers[i];
+    EXPECT_TRUE(row.trained && row.bits.ternary) << row.name;
+    EXPECT_EQ(layers[i].second->quant_config().mode, WeightMode::kFull) << row.name;
+    const torch::Tensor rows = layers[i].second->FloatWeight().flatten(1).abs();  // [R, n]
+    for (int64_t r = 0; r < rows.size(0); ++r) {
+      EXPECT_LE(std::get<0>(at::_unique(rows[r])).numel(), 2) << row.name << " row " << r << " is not ternary";
+    }
+    const int64_t out = rows.size(0), in = rows.size(1);
+    EXPECT_EQ(row.packed_bytes, out * ((in * 2 + 7) / 8) + out * 4 + out * 4) << row.name;  // codes, scales, bias
+  }
+  EXPECT_FALSE(report.layers.front().trained);
+}
+
 }  // namespace
 }  // namespace atq

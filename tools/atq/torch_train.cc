@@ -52,8 +52,13 @@ RunFn DeclareTrain(CLI::App& app) {
   app.add_option("--rpb-fraction", t.rpb_fraction, "Share of each layer's weights kept exactly with --use-rpb")
       ->check(CLI::Range(0.0, 0.5));
   app.add_flag("--quantize-first-last", t.quantize_first_last, "Also quantize the input and output layers");
-  app.add_option("--init", t.init_from, "Start from this checkpoint (e.g. the full-precision model)");
-  app.add_option("--distill", t.distill_teacher, "Distil from this full-precision teacher checkpoint");
+  app.add_option(
+      "--init", t.init_from,
+      "Start from this checkpoint folder or weights file (e.g. the full-precision model, or torchvision's or "
+      "timm's safetensors under atq's tensor names)");
+  app.add_option("--distill", t.distill_teacher,
+                 "Distil from this full-precision teacher: a checkpoint folder, or a weights file of the same "
+                 "architecture");
   app.add_option("--temperature", t.temperature, "Distillation temperature")->capture_default_str();
   app.add_option("--distill-alpha", t.distill_alpha, "Weight of the teacher's soft targets")
       ->check(CLI::Range(0.0, 1.0))

@@ -22,6 +22,8 @@ const std::vector<SettingFlag>& VisionRecipeFlags() {
        nullptr},
       {"--high", "high", "Threshold rule: relative sensitivity at or above this gets the first candidate (0.25)",
        nullptr},
+      {"--first-last", "first_last", "Widths of the first and last weight layers, e.g. W8A8 (default: as the rest)",
+       nullptr},
       {"--moderate", "moderate", "Threshold rule: at or above this, the second candidate (0.05)", nullptr},
   };
   return flags;
