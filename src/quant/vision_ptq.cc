@@ -152,18 +152,16 @@ VisionPtqReport QuantizeClassifier(ClassifierModule& model, const torch::Tensor&
   // into them exactly (a per-channel factor leaves ternary or b-bit codes as they are).
   std::vector<QuantWeightLayer*> weight_layers;
   std::map<std::string, LayerBitWidths> trained;
+  std::map<std::string, int64_t> boosted;
   for (const auto& [name, interface] : layers) {
     auto* layer = dynamic_cast<QuantWeightLayer*>(interface);
     Require(layer != nullptr, "ptq: layer '{}' is not a QuantWeightLayer", name);
     weight_layers.push_back(layer);
     LayerQuantConfig config = layer->quant_config();
     if (config.mode == WeightMode::kFull) continue;
-    Require(config.rpb_fraction == 0,
-            "ptq: layer '{}' was trained with residual precision boosting, which post-"
-            "training quantization does not keep",
-            name);
     trained[name] = {config.mode == WeightMode::kTernary ? 2 : config.bits, BitsForLayer(options, name).activations,
                      config.mode == WeightMode::kTernary};
+    boosted[name] = layer->Stats(name).rpb_weights;  // residual precision boosting's exact weights stay
     layer->weight.copy_(layer->EffectiveWeight());
     config.mode = WeightMode::kFull;
     layer->SetQuantConfig(config);
@@ -184,7 +182,8 @@ VisionPtqReport QuantizeClassifier(ClassifierModule& model, const torch::Tensor&
     // A trained layer's scales are per channel once BatchNorm is folded into it.
     const bool per_channel =
         row.trained ? layer.quant_config().per_channel || report.folded_batchnorms > 0 : options.per_channel;
-    row.packed_bytes = PackedLayerBytes(layer.weight, layer.bias, row.bits, per_channel);
+    row.packed_bytes = PackedLayerBytes(layer.weight, layer.bias, row.bits, per_channel) +
+                       (row.trained ? boosted[row.name] * kRpbBytesPerWeight : 0);
     report.layers.push_back(row);
   }
 

@@ -50,7 +50,7 @@ struct VisionLayerReport {
   int64_t weights = 0;
   LayerBitWidths bits;
   double weight_error = 0;        // ||W - Q||^2 / ||W||^2 (0 for a trained layer)
-  bool trained = false;           // kept the quantization it was trained with (bits: that width, 2 for ternary)
+  bool trained = false;  // kept the quantization it was trained with (bits: that width; bytes include RPB weights)
   double activation_scale = 0;    // 0 when the input stays float
   bool activation_unsigned = false;
   int64_t packed_bytes = 0;       // codes + one f32 scale per row (or layer) + f32 bias; float32 layers: 4/weight
