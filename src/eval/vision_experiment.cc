@@ -275,10 +275,20 @@ VisionOutcome RunVisionRecipe(VisionExperiment& experiment, const VisionRecipe& 
   VisionPtqOptions options = recipe.ptq;
   std::vector<LayerBits> bits(work.size());  // float32 throughout
   int64_t packed_layer_bytes = 0, layer_float_bytes = 0;
-  if (!recipe.full_precision) {
+  // A checkpoint with layers trained quantized is measured as trained: those layers keep their bits, the rest
+  // and every activation stay float.
+  const auto layers = model.QuantLayers();
+  const bool trained = std::any_of(layers.begin(), layers.end(), [](const auto& layer) {
+    return layer.second->quant_config().mode != WeightMode::kFull;
+  });
+  if (recipe.full_precision && trained) {
+    options = VisionPtqOptions{};
+    options.bits = {kFloatBits, kFloatBits, false};
+    outcome.details["as_trained"] = true;
+  }
+  if (!recipe.full_precision || trained) {
     if (!recipe.mixed.empty()) outcome.details["mixed"] = PlanMixedPrecision(experiment, recipe, work, options);
     if (recipe.first_last) {
-      const auto layers = model.QuantLayers();
       options.layers[layers.front().first] = options.layers[layers.back().first] = *recipe.first_last;
     }
     const VisionPtqReport report = QuantizeClassifier(model, experiment.calibration, options);

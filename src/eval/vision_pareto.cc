@@ -2,6 +2,7 @@
 #include "eval/vision_pareto.h"
 
 #include <algorithm>
+#include <cmath>
 #include <filesystem>
 #include <numeric>
 
@@ -47,6 +48,12 @@ void MarkFrontier(std::vector<VisionParetoRow>& rows, Cost cost, Mark mark) {
   for (const size_t i : ParetoFrontier(points)) mark(rows[i]);
 }
 
+// Recipes at about the same point share one label, and the y range shows the recipes within kZoomPoints of the
+// best accuracy; the title names those below it.
+constexpr double kZoomPoints = 10;
+constexpr double kSameCost = 0.03;     // relative cost difference
+constexpr double kSameAccuracy = 0.3;  // points
+
 template <typename Cost>
 void PlotFrontier(const std::vector<VisionParetoRow>& rows, Cost cost, bool VisionParetoRow::*on_frontier,
                   const std::string& model_name, const std::string& what, const std::string& png_path) {
@@ -60,15 +67,38 @@ void PlotFrontier(const std::vector<VisionParetoRow>& rows, Cost cost, bool Visi
   std::vector<size_t> order(rows.size());
   std::iota(order.begin(), order.end(), 0);
   std::sort(order.begin(), order.end(), [&](size_t a, size_t b) { return cost(rows[a]) < cost(rows[b]); });
+  double best = 0;
+  for (const VisionParetoRow& row : rows) best = std::max(best, 100 * row.outcome.accuracy);
+  double lowest_shown = best;
+  std::string below;
+  std::vector<std::pair<size_t, std::string>> labels;  // (index into all, text)
   for (const size_t i : order) {
-    all.x.push_back(cost(rows[i]));
-    all.y.push_back(100 * rows[i].outcome.accuracy);
-    all.labels.push_back(rows[i].outcome.name);
+    const double x = cost(rows[i]), y = 100 * rows[i].outcome.accuracy;
+    all.x.push_back(x);
+    all.y.push_back(y);
+    all.labels.emplace_back();
+    if (y < best - kZoomPoints) {
+      below += fmt::format("{}{} {:.1f}%", below.empty() ? "" : ", ", rows[i].outcome.name, y);
+    } else {
+      lowest_shown = std::min(lowest_shown, y);
+      const auto same = std::find_if(labels.begin(), labels.end(), [&](const auto& label) {
+        return std::abs(all.x[label.first] - x) <= kSameCost * x && std::abs(all.y[label.first] - y) <= kSameAccuracy;
+      });
+      if (same == labels.end()) {
+        labels.emplace_back(all.x.size() - 1, rows[i].outcome.name);
+      } else {
+        same->second += ", " + rows[i].outcome.name;
+      }
+    }
     if (rows[i].*on_frontier) {
-      frontier.x.push_back(cost(rows[i]));
-      frontier.y.push_back(100 * rows[i].outcome.accuracy);
+      frontier.x.push_back(x);
+      frontier.y.push_back(y);
     }
   }
+  for (const auto& [index, text] : labels) all.labels[index] = text;
+  spec.y_min = std::floor(lowest_shown - 0.5);
+  spec.y_max = std::ceil(best + 0.5);
+  if (!below.empty()) spec.title += " (below the chart: " + below + ")";
   spec.series = {frontier, all};
   RenderPlot(spec, png_path);
 }

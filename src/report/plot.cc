@@ -37,6 +37,10 @@ std::string GnuplotScript(const PlotSpec& spec, const std::string& png_path) {
       "set xlabel {}\nset ylabel {}\nset grid ytics lc rgb '#dddddd'\nset key below\n",
       spec.width, spec.height, Quoted(png_path), Quoted(spec.title), Quoted(spec.x_label), Quoted(spec.y_label));
   if (spec.log_x) script += "set logscale x 2\n";
+  if (spec.y_min || spec.y_max) {
+    const auto bound = [](const std::optional<double>& v) { return v ? fmt::format("{:.10g}", *v) : std::string("*"); };
+    script += fmt::format("set yrange [{}:{}]\n", bound(spec.y_min), bound(spec.y_max));
+  }
   const bool bars = !spec.categories.empty();
   for (size_t s = 0; s < spec.series.size(); ++s) {
     const PlotSeries& series = spec.series[s];

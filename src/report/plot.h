@@ -1,6 +1,7 @@
 // Plots people look at, drawn by gnuplot (PNG): line charts over epochs or bits, bar charts over categories.
 #pragma once
 
+#include <optional>
 #include <string>
 #include <utility>
 #include <vector>
@@ -28,6 +29,7 @@ struct PlotSpec {
   // Bar charts: one cluster per category, one bar per series (series[i].y[k] is category k).
   std::vector<std::string> categories;
   bool log_x = false;
+  std::optional<double> y_min, y_max;  // line charts: the y range (unset: gnuplot's choice)
   int width = 900;
   int height = 540;
 };

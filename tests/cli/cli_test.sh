@@ -107,6 +107,7 @@ qat=json.load(open('$run/evaluation.json'))['accuracy']
 assert [l['trained'] for l in layers]==[False]+[True]*(len(layers)-2)+[False], layers
 assert all(l['weight_bits']=='ternary' for l in layers[1:-1]) and layers[0]['weight_bits']==8, layers
 assert abs(d['result']['accuracy']-qat) < 0.03, (d['result']['accuracy'], qat)
+assert d['baseline']['name']=='as trained' and abs(d['baseline']['accuracy']-qat) < 0.005, d['baseline']
 " || { echo "FAIL: ptq of a QAT checkpoint"; failures=$((failures + 1)); }
   expect_status 1 "sensitivity of a QAT checkpoint" "$atq" sensitivity "$run" --calib 16 --sensitivity-images 8 \
     --limit 10 --threads 2 --out "$tmp/qat-sensitivity"

@@ -28,6 +28,10 @@ TEST(Plot, ScriptCarriesDataAndEscapesQuotes) {
   EXPECT_NE(script.find("set output 'out.png'"), std::string::npos);
   EXPECT_NE(script.find("set title 'It''s a curve'"), std::string::npos);
   EXPECT_NE(script.find("$series0 << EOD\n1 0.5\n2 0.75\n3 0.875\nEOD\n"), std::string::npos);
+  EXPECT_EQ(script.find("set yrange"), std::string::npos);
+  PlotSpec zoomed = LineSpec();
+  zoomed.y_min = 0.4;
+  EXPECT_NE(GnuplotScript(zoomed, "out.png").find("set yrange [0.4:*]\n"), std::string::npos);
 }
 
 TEST(Plot, ScatterSeriesWithLabels) {

@@ -48,7 +48,8 @@ RunFn DeclarePtq(CLI::App& app) {
   auto o = std::make_shared<Options>();
   AddVisionExperimentOptions(app, o->experiment);
   o->flags.Add(app);
-  app.add_flag("--no-baseline", o->no_baseline, "Skip evaluating the full-precision model");
+  app.add_flag("--no-baseline", o->no_baseline,
+               "Skip evaluating the model as given (full precision, or as trained for a QAT checkpoint)");
   app.add_option("--json", o->json_path, "Write the results as JSON here");
   return [o] {
     VisionExperiment experiment = MakeVisionExperiment(o->experiment);
@@ -57,6 +58,7 @@ RunFn DeclarePtq(CLI::App& app) {
     std::optional<VisionOutcome> baseline;
     if (!o->no_baseline) {
       baseline = RunVisionRecipe(experiment, ParseVisionRecipe({{"name", "fp32"}, {"fp32", "true"}}, "baseline"));
+      if (baseline->details.contains("as_trained")) baseline->name = "as trained";
       json["baseline"] = OutcomeJson(*baseline);
     }
     const VisionOutcome outcome = RunVisionRecipe(experiment, recipe);
