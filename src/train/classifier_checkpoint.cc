@@ -279,4 +279,12 @@ LoadedClassifier LoadForeignClassifier(const std::string& safetensors_path, cons
   return loaded;
 }
 
+LoadedClassifier LoadClassifierOrWeights(const std::string& path, const ClassifierConfig& config) {
+  namespace fs = std::filesystem;
+  std::error_code error;
+  const bool weights_only =
+      fs::is_regular_file(path, error) && !fs::exists(fs::path(path).parent_path() / kConfigFile, error);
+  return weights_only ? LoadForeignClassifier(path, config) : LoadClassifier(path);
+}
+
 }  // namespace atq

@@ -73,4 +73,8 @@ LoadedClassifier LoadClassifier(const std::string& path);
 // loads the tensors by name (a float32 num_batches_tracked becomes int64).
 LoadedClassifier LoadForeignClassifier(const std::string& safetensors_path, const ClassifierConfig& config);
 
+// LoadClassifier for a checkpoint folder or a model.safetensors with config.json beside it; LoadForeignClassifier
+// with `config` for a weights file without one (another library's weights).
+LoadedClassifier LoadClassifierOrWeights(const std::string& path, const ClassifierConfig& config);
+
 }  // namespace atq

@@ -297,12 +297,7 @@ TrainResult Train(const TrainOptions& options) {
   if (!options.distill_teacher.empty()) {
     // An atq checkpoint, or another library's weights file of the student's architecture (e.g. the model the
     // student starts from with --init).
-    std::error_code error;
-    const std::filesystem::path teacher_path(options.distill_teacher);
-    const bool foreign = std::filesystem::is_regular_file(teacher_path, error) &&
-                         !std::filesystem::exists(teacher_path.parent_path() / "config.json", error);
-    LoadedClassifier loaded =
-        foreign ? LoadForeignClassifier(options.distill_teacher, config) : LoadClassifier(options.distill_teacher);
+    LoadedClassifier loaded = LoadClassifierOrWeights(options.distill_teacher, config);
     Require(loaded.config.classes == config.classes, "{}: the teacher has {} classes, the data {}",
             options.distill_teacher, loaded.config.classes, config.classes);
     Require(loaded.config.image_size == config.image_size && loaded.config.in_channels == config.in_channels,
