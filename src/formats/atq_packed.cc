@@ -264,6 +264,19 @@ int64_t AtqPackedBytes(const Layout& layout) {
   return ScalesOffset(layout) + groups * 4 + (IsAsymmetric(layout.type) ? groups : 0);
 }
 
+void ReadAtqRowCodes(const Layout& layout, const uint8_t* src, int64_t row, uint8_t* codes) {
+  ReadCodesRow(layout, src + row * RowBytes(layout), row, codes);
+}
+
+float AtqScale(const Layout& layout, const uint8_t* src, int64_t group) {
+  return LoadFloat(src + ScalesOffset(layout) + 4 * group);
+}
+
+int AtqZeroPoint(const Layout& layout, const uint8_t* src, int64_t group) {
+  if (!IsAsymmetric(layout.type)) return 0;
+  return src[ScalesOffset(layout) + 4 * NumScaleGroups(layout) + group];
+}
+
 void PackAtq(const Layout& layout, const AtqCodes& codes, uint8_t* dst) {
   const std::string_view name = TypeName(layout.type);
   const int64_t groups = NumScaleGroups(layout);

@@ -46,6 +46,12 @@ void PackAtq(const Layout& layout, const AtqCodes& codes, uint8_t* dst);
 // point above 2^b - 1); so does DequantizeAtq.
 AtqCodes UnpackAtq(const Layout& layout, const uint8_t* src);
 
+// One row's codes (cols of them) and one scale group's scale and zero point (0 for types without one), read in
+// place from a packed tensor, for kernels that work on integer codes. ReadAtqRowCodes throws like UnpackAtq.
+void ReadAtqRowCodes(const Layout& layout, const uint8_t* src, int64_t row, uint8_t* codes);
+float AtqScale(const Layout& layout, const uint8_t* src, int64_t group);
+int AtqZeroPoint(const Layout& layout, const uint8_t* src, int64_t group);
+
 // Reference quantizers (the format's default grid):
 //   ternary: per scale group, threshold = 0.7 * mean|w| and scale = mean |w| over the weights above it.
 //   uniform symmetric: scale = max|w| / (2^(b-1) - 1), code = clamp(round(w / scale)) + 2^(b-1).

@@ -247,4 +247,60 @@ void DequantizeTQ2_0(const Layout& layout, const uint8_t* src, float* dst) {
   }
 }
 
+// ---- codes for integer kernels ----
+
+float GgmlBlockCodes(QuantType type, const uint8_t* block, uint8_t* codes) {
+  switch (type) {
+    case QuantType::kQ8_0: {
+      const BlockQ8_0 b = LoadBlock<BlockQ8_0>(block, 0);
+      for (int64_t j = 0; j < kQK8_0; ++j) codes[j] = static_cast<uint8_t>(b.qs[j] + 128);
+      return F16ToF32(b.d);
+    }
+    case QuantType::kQ4_0: {
+      const BlockQ4_0 b = LoadBlock<BlockQ4_0>(block, 0);
+      for (int64_t j = 0; j < kQK4_0 / 2; ++j) {
+        codes[j] = static_cast<uint8_t>(b.qs[j] & 0x0F);
+        codes[kQK4_0 / 2 + j] = static_cast<uint8_t>(b.qs[j] >> 4);
+      }
+      return F16ToF32(b.d);
+    }
+    case QuantType::kTQ1_0: {
+      const BlockTQ1_0 b = LoadBlock<BlockTQ1_0>(block, 0);
+      constexpr int64_t kQsBytes = sizeof(BlockTQ1_0::qs);
+      constexpr int64_t kWideBytes = kQsBytes - kQsBytes % 32;
+      uint8_t* y = codes;
+      auto unpack_strided = [&](const uint8_t* bytes, int64_t stride, int digits) {
+        for (int n = 0; n < digits; ++n) {
+          for (int64_t m = 0; m < stride; ++m) *y++ = static_cast<uint8_t>(FixedPointTrit(bytes[m], kPow3[n]) + 1);
+        }
+      };
+      for (int64_t j = 0; j < kWideBytes; j += 32) unpack_strided(b.qs + j, 32, 5);
+      for (int64_t j = kWideBytes; j < kQsBytes; j += 16) unpack_strided(b.qs + j, 16, 5);
+      unpack_strided(b.qh, sizeof(BlockTQ1_0::qh), 4);
+      return F16ToF32(b.d);
+    }
+    case QuantType::kTQ2_0: {
+      const BlockTQ2_0 b = LoadBlock<BlockTQ2_0>(block, 0);
+      uint8_t* y = codes;
+      for (int64_t j = 0; j < static_cast<int64_t>(sizeof(BlockTQ2_0::qs)); j += 32) {
+        for (int n = 0; n < 4; ++n) {
+          for (int64_t m = 0; m < 32; ++m) *y++ = static_cast<uint8_t>((b.qs[j + m] >> (2 * n)) & 3);
+        }
+      }
+      return F16ToF32(b.d);
+    }
+    default: Fail("{} is not a ggml block type with integer codes", TypeName(type));
+  }
+}
+
+int GgmlCodeOffset(QuantType type) {
+  switch (type) {
+    case QuantType::kQ8_0: return 128;
+    case QuantType::kQ4_0: return 8;
+    case QuantType::kTQ1_0:
+    case QuantType::kTQ2_0: return 1;
+    default: Fail("{} is not a ggml block type with integer codes", TypeName(type));
+  }
+}
+
 }  // namespace atq

@@ -53,4 +53,10 @@ void DequantizeTQ1_0(const Layout& layout, const uint8_t* src, float* dst);
 void QuantizeTQ2_0(const Layout& layout, const float* src, uint8_t* dst);
 void DequantizeTQ2_0(const Layout& layout, const uint8_t* src, float* dst);
 
+// Integer kernels see a block as unsigned codes and one scale: w = d * (code - GgmlCodeOffset(type)).
+// Q8_0: q + 128; Q4_0: the nibble; TQ1_0, TQ2_0: trit + 1. Writes block_size codes in weight order and
+// returns d; throws atq::Error for a type that is not one of the four.
+float GgmlBlockCodes(QuantType type, const uint8_t* block, uint8_t* codes);
+int GgmlCodeOffset(QuantType type);
+
 }  // namespace atq

@@ -1,0 +1,23 @@
+// Activations quantized on the fly for the integer kernels: each row of X [rows, cols] cut into segments of the
+// weight's segment length, each segment stored as int8 with its own scale max|x| / 127 (symmetric, round to
+// nearest even), and the sum of its int8 values (the kernels subtract offset * sum for unsigned weight codes).
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+namespace atq {
+
+struct Int8Activations {
+  int64_t rows = 0, cols = 0;
+  int64_t segment = 0, segments = 0;  // segments = ceil(cols / segment)
+  int64_t stride = 0;                 // int8 values per row: segments * segment, zero past cols
+  std::vector<int8_t> values;         // rows * stride
+  std::vector<float> scales;          // rows * segments
+  std::vector<int32_t> sums;          // rows * segments
+};
+
+// Throws atq::Error for a non-finite activation (naming its row and column).
+void QuantizeActivations(const float* x, int64_t rows, int64_t cols, int64_t segment, Int8Activations& out);
+
+}  // namespace atq

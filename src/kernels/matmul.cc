@@ -1,0 +1,407 @@
+// The SIMD kernels behind MatMul, compiled for every Highway target and picked at run time; matmul_ref.cc holds
+// the arithmetic they reproduce. Fast paths by layout:
+//   - 2-bit ternary (atq ternary2, TQ2_0): codes decoded in registers (shift, mask) and multiplied with
+//     activations permuted once per call into the order the shifts produce, up to 4 activation rows per pass;
+//   - Q8_0 and Q4_0: one 32-weight block at a time, weights as signed int8;
+//   - f32, f16, bf16: float multiply-add;
+//   - every other type: a row decoded to codes (DecodeRowCodes) once, then the generic integer dot.
+// On AVX-512 VNNI the integer products are vpdpbusd; elsewhere widening 16-bit multiply-adds.
+#define HWY_WANT_AVX3_DL  // Ice Lake / Zen 4 class CPUs: VNNI (not in Highway 1.0's default target list)
+
+#include <algorithm>
+#include <cstring>
+#include <vector>
+
+#include "formats/atq_packed.h"
+#include "formats/ggml_blocks.h"
+#include "formats/half.h"
+#include "kernels/int8_activations.h"
+#include "kernels/matmul.h"
+
+#undef HWY_TARGET_INCLUDE
+#define HWY_TARGET_INCLUDE "kernels/matmul.cc"
+#include <hwy/foreach_target.h>  // IWYU pragma: keep
+#include <hwy/highway.h>
+
+HWY_BEFORE_NAMESPACE();
+#if HWY_TARGET == HWY_AVX3_DL
+#pragma GCC target("avx512vnni")
+#endif
+namespace atq {
+namespace HWY_NAMESPACE {
+namespace hn = hwy::HWY_NAMESPACE;
+
+constexpr int kMaxRowsPerPass = 4;  // activation rows sharing one decode of the weights
+
+#if HWY_TARGET == HWY_SCALAR || HWY_HAVE_SCALABLE
+// Single-lane and sizeless-vector targets take the reference arithmetic.
+void MatMulTarget(const PackedMatrix& weights, const float* x, int64_t n, float* y, ThreadPool&) {
+  MatMulReference(weights, x, n, y);
+}
+#else
+
+// acc (int32 lanes) += products of unsigned codes and signed activations, summed in groups of 4 lanes.
+template <class D, class V32>
+HWY_INLINE V32 DotUnsigned(D d8, V32 acc, hn::Vec<D> codes, hn::Vec<hn::Repartition<int8_t, D>> q) {
+#if HWY_TARGET == HWY_AVX3_DL
+  (void)d8;
+  if constexpr (sizeof(hn::Vec<D>) == 64) {
+    return V32{_mm512_dpbusd_epi32(acc.raw, codes.raw, q.raw)};
+  } else if constexpr (sizeof(hn::Vec<D>) == 32) {
+    return V32{_mm256_dpbusd_epi32(acc.raw, codes.raw, q.raw)};
+  } else {
+    return V32{_mm_dpbusd_epi32(acc.raw, codes.raw, q.raw)};
+  }
+#else
+  const hn::Repartition<int16_t, D> d16;
+  const hn::Repartition<int32_t, D> d32;
+  const hn::Half<D> half8;
+  const hn::Half<hn::Repartition<int8_t, D>> half_i8;
+  auto extra = hn::Zero(d32);
+  acc = hn::ReorderWidenMulAccumulate(d32, hn::PromoteTo(d16, hn::LowerHalf(half8, codes)),
+                                      hn::PromoteTo(d16, hn::LowerHalf(half_i8, q)), acc, extra);
+  acc = hn::ReorderWidenMulAccumulate(d32, hn::PromoteTo(d16, hn::UpperHalf(half8, codes)),
+                                      hn::PromoteTo(d16, hn::UpperHalf(half_i8, q)), acc, extra);
+  return hn::Add(acc, extra);
+#endif
+}
+
+// acc += products of two signed int8 vectors (|w| * (q with w's sign), as VNNI wants one operand unsigned).
+template <class DI, class V32>
+HWY_INLINE V32 DotSigned(DI di8, V32 acc, hn::Vec<DI> w, hn::Vec<DI> q) {
+  const hn::RebindToUnsigned<DI> du8;
+  const auto negative = hn::Lt(w, hn::Zero(di8));
+  const auto signed_q = hn::IfThenElse(negative, hn::Neg(q), q);
+  const auto magnitude = hn::BitCast(du8, hn::IfThenElse(negative, hn::Neg(w), w));
+  return DotUnsigned(du8, acc, magnitude, signed_q);
+}
+
+template <class D>
+HWY_INLINE int32_t DotCodesWith(D d8, const uint8_t* codes, const int8_t* q, int64_t& j, int64_t end) {
+  const hn::Repartition<int8_t, D> di8;
+  const hn::Repartition<int32_t, D> d32;
+  const int64_t lanes = static_cast<int64_t>(hn::Lanes(d8));
+  if (j + lanes > end) return 0;
+  auto acc = hn::Zero(d32);
+  for (; j + lanes <= end; j += lanes) acc = DotUnsigned(d8, acc, hn::LoadU(d8, codes + j), hn::LoadU(di8, q + j));
+  return hn::GetLane(hn::SumOfLanes(d32, acc));
+}
+
+// sum_j codes[j] * q[j] over [0, length).
+int32_t DotCodes(const uint8_t* codes, const int8_t* q, int64_t length) {
+  int64_t j = 0;
+  int32_t sum = DotCodesWith(hn::ScalableTag<uint8_t>(), codes, q, j, length);
+  sum += DotCodesWith(hn::CappedTag<uint8_t, 32>(), codes, q, j, length);
+  sum += DotCodesWith(hn::CappedTag<uint8_t, 16>(), codes, q, j, length);
+  for (; j < length; ++j) sum += codes[j] * q[j];
+  return sum;
+}
+
+// ---- generic quantized: a decoded row against every activation row ----
+
+void GenericRows(const PackedMatrix& weights, const Int8Activations& acts, int64_t begin, int64_t end, float* y) {
+  const int64_t rows = weights.layout.rows, cols = weights.layout.cols;
+  std::vector<uint8_t> codes(static_cast<size_t>(acts.stride));
+  std::vector<float> scales(static_cast<size_t>(acts.segments));
+  std::vector<int32_t> offsets(static_cast<size_t>(acts.segments));
+  for (int64_t r = begin; r < end; ++r) {
+    DecodeRowCodes(weights, r, codes.data(), scales.data(), offsets.data());
+    for (int64_t i = 0; i < acts.rows; ++i) {
+      const int8_t* q = acts.values.data() + i * acts.stride;
+      float sum = 0.0f;
+      for (int64_t s = 0; s < acts.segments; ++s) {
+        const int64_t first = s * acts.segment;
+        const int32_t dot = DotCodes(codes.data() + first, q + first, std::min(acts.segment, cols - first));
+        const int32_t centered = dot - offsets[s] * acts.sums[i * acts.segments + s];
+        sum += (scales[s] * acts.scales[i * acts.segments + s]) * static_cast<float>(centered);
+      }
+      y[i * rows + r] = sum;
+    }
+  }
+}
+
+// ---- 2-bit ternary: atq ternary2 and TQ2_0 ----
+
+using D2Bit = hn::CappedTag<uint8_t, 64>;  // a chunk: Lanes bytes = 4 * Lanes weights
+
+// Where the weight decoded from byte `byte` of a row (ternary2) or of a block's codes (TQ2_0) by the shift 2k
+// sits in the row or block.
+int64_t Ternary2Weight(int64_t byte, int k) { return 4 * byte + k; }
+int64_t TQ2_0Weight(int64_t byte, int k) { return (byte / 32) * 128 + k * 32 + byte % 32; }
+
+struct TwoBitPlan {
+  bool tq2_0 = false;
+  int64_t chunk_bytes = 0;        // Lanes(D2Bit)
+  int64_t full_chunks = 0;        // ternary2: chunks that fit in a row; TQ2_0: cols / 256 blocks * chunks per block
+  int64_t permuted_stride = 0;    // permuted activations per row
+  std::vector<int8_t> permuted;   // acts.rows * permuted_stride, in decode order
+};
+
+// The 2-bit path needs each chunk inside one segment: segments of a multiple of 4 * Lanes weights.
+bool TwoBitApplies(const Layout& layout) {
+  if (layout.type == QuantType::kTQ2_0) return true;
+  if (layout.type != QuantType::kTernary2) return false;
+  return KernelSegment(layout) % (4 * static_cast<int64_t>(hn::Lanes(D2Bit()))) == 0;
+}
+
+TwoBitPlan PlanTwoBit(const Layout& layout, const Int8Activations& acts) {
+  TwoBitPlan plan;
+  plan.tq2_0 = layout.type == QuantType::kTQ2_0;
+  plan.chunk_bytes = static_cast<int64_t>(hn::Lanes(D2Bit()));
+  const int64_t chunk_weights = 4 * plan.chunk_bytes;
+  plan.full_chunks = layout.cols / chunk_weights;
+  plan.permuted_stride = plan.full_chunks * chunk_weights;
+  plan.permuted.resize(static_cast<size_t>(acts.rows * plan.permuted_stride));
+  for (int64_t i = 0; i < acts.rows; ++i) {
+    const int8_t* q = acts.values.data() + i * acts.stride;
+    int8_t* out = plan.permuted.data() + i * plan.permuted_stride;
+    for (int64_t c = 0; c < plan.full_chunks; ++c) {
+      for (int k = 0; k < 4; ++k) {
+        for (int64_t lane = 0; lane < plan.chunk_bytes; ++lane) {
+          int64_t weight;
+          if (plan.tq2_0) {
+            const int64_t byte_in_block = (c * plan.chunk_bytes) % 64 + lane;
+            weight = (c * chunk_weights) / 256 * 256 + TQ2_0Weight(byte_in_block, k);
+          } else {
+            weight = Ternary2Weight(c * plan.chunk_bytes + lane, k);
+          }
+          out[c * chunk_weights + k * plan.chunk_bytes + lane] = q[weight];
+        }
+      }
+    }
+  }
+  return plan;
+}
+
+// Output rows [begin, end) for activation rows first .. first + M - 1.
+template <int M>
+void TwoBitRows(const PackedMatrix& weights, const Int8Activations& acts, const TwoBitPlan& plan, int64_t first,
+                int64_t begin, int64_t end, float* y) {
+  const D2Bit d8;
+  const hn::Repartition<int8_t, D2Bit> di8;
+  const hn::Repartition<int32_t, D2Bit> d32;
+  const hn::Repartition<float, D2Bit> df;
+  const Layout& layout = weights.layout;
+  const int64_t rows = layout.rows, cols = layout.cols;
+  const int64_t nb = plan.chunk_bytes, chunk_weights = 4 * nb;
+  const int64_t segment = acts.segment;
+  const int64_t chunks_per_segment = segment / chunk_weights;
+  const int64_t row_bytes = plan.tq2_0 ? cols / 256 * static_cast<int64_t>(sizeof(BlockTQ2_0)) : RowBytes(layout);
+  const auto mask = hn::Set(d8, 3);
+  std::vector<float> scales(static_cast<size_t>(acts.segments));
+  std::vector<int32_t> offsets(static_cast<size_t>(acts.segments));
+
+  for (int64_t r = begin; r < end; ++r) {
+    RowSegmentScales(weights, r, scales.data(), offsets.data());
+    const uint8_t* row = weights.data + r * row_bytes;
+    hn::Vec<decltype(df)> total[M];
+    float correction[M];  // - sum over segments of scale * offset * sum q
+    for (int m = 0; m < M; ++m) {
+      total[m] = hn::Zero(df);
+      correction[m] = 0.0f;
+    }
+    for (int64_t s = 0; s < acts.segments; ++s) {
+      hn::Vec<decltype(d32)> acc[M];
+      for (int m = 0; m < M; ++m) acc[m] = hn::Zero(d32);
+      const int64_t chunk_end = std::min(plan.full_chunks, (s + 1) * chunks_per_segment);
+      for (int64_t c = s * chunks_per_segment; c < chunk_end; ++c) {
+        // TQ2_0 blocks carry a 2-byte scale after their 64 code bytes.
+        const int64_t byte = plan.tq2_0 ? (c * nb) / 64 * static_cast<int64_t>(sizeof(BlockTQ2_0)) + (c * nb) % 64
+                                        : c * nb;
+        const auto packed = hn::LoadU(d8, row + byte);
+        const auto c0 = hn::And(packed, mask);
+        const auto c1 = hn::And(hn::ShiftRight<2>(packed), mask);
+        const auto c2 = hn::And(hn::ShiftRight<4>(packed), mask);
+        const auto c3 = hn::ShiftRight<6>(packed);
+        for (int m = 0; m < M; ++m) {
+          const int8_t* q = plan.permuted.data() + (first + m) * plan.permuted_stride + c * chunk_weights;
+          acc[m] = DotUnsigned(d8, acc[m], c0, hn::LoadU(di8, q));
+          acc[m] = DotUnsigned(d8, acc[m], c1, hn::LoadU(di8, q + nb));
+          acc[m] = DotUnsigned(d8, acc[m], c2, hn::LoadU(di8, q + 2 * nb));
+          acc[m] = DotUnsigned(d8, acc[m], c3, hn::LoadU(di8, q + 3 * nb));
+        }
+      }
+      for (int m = 0; m < M; ++m) {
+        const int64_t at = (first + m) * acts.segments + s;
+        int32_t tail = 0;  // ternary2 columns past the last whole chunk (only in the last segment)
+        if (s == acts.segments - 1) {
+          const int8_t* q = acts.values.data() + (first + m) * acts.stride;
+          for (int64_t j = plan.full_chunks * chunk_weights; j < cols; ++j) tail += ((row[j / 4] >> (2 * (j % 4))) & 3) * q[j];
+        }
+        const float scale = scales[s] * acts.scales[at];
+        total[m] = hn::MulAdd(hn::ConvertTo(df, acc[m]), hn::Set(df, scale), total[m]);
+        correction[m] += scale * static_cast<float>(tail - offsets[s] * acts.sums[at]);
+      }
+    }
+    for (int m = 0; m < M; ++m) y[(first + m) * rows + r] = hn::GetLane(hn::SumOfLanes(df, total[m])) + correction[m];
+  }
+}
+
+// ---- Q8_0 and Q4_0: 32-weight blocks as signed int8 ----
+
+template <int M>
+void Block32Rows(const PackedMatrix& weights, const Int8Activations& acts, int64_t first, int64_t begin, int64_t end,
+                 float* y) {
+  const hn::CappedTag<int8_t, 32> di8;  // 32 lanes on AVX2 and AVX-512, 16 on 128-bit targets
+  const hn::Repartition<int32_t, decltype(di8)> d32;
+  const hn::Repartition<float, decltype(di8)> df;
+  const int64_t lanes = static_cast<int64_t>(hn::Lanes(di8));
+  const bool q8 = weights.layout.type == QuantType::kQ8_0;
+  const int64_t rows = weights.layout.rows, blocks = weights.layout.cols / 32;
+  const int64_t block_bytes = q8 ? static_cast<int64_t>(sizeof(BlockQ8_0)) : static_cast<int64_t>(sizeof(BlockQ4_0));
+  alignas(64) int8_t w[32];
+  for (int64_t r = begin; r < end; ++r) {
+    const uint8_t* row = weights.data + r * blocks * block_bytes;
+    hn::Vec<decltype(df)> total[M];
+    for (int m = 0; m < M; ++m) total[m] = hn::Zero(df);
+    for (int64_t b = 0; b < blocks; ++b) {
+      const uint8_t* block = row + b * block_bytes;
+      uint16_t scale_bits;
+      std::memcpy(&scale_bits, block, 2);
+      const float d = F16ToF32(scale_bits);
+      if (q8) {
+        std::memcpy(w, block + 2, 32);
+      } else {
+        const hn::CappedTag<uint8_t, 16> du16;
+        const hn::Repartition<int8_t, decltype(du16)> di16;
+        const auto packed = hn::LoadU(du16, block + 2);
+        const auto eight = hn::Set(di16, 8);
+        hn::Store(hn::Sub(hn::BitCast(di16, hn::And(packed, hn::Set(du16, 0x0F))), eight), di16, w);
+        hn::Store(hn::Sub(hn::BitCast(di16, hn::ShiftRight<4>(packed)), eight), di16, w + 16);
+      }
+      for (int m = 0; m < M; ++m) {
+        const int64_t at = (first + m) * acts.segments + b;
+        const int8_t* q = acts.values.data() + (first + m) * acts.stride + b * 32;
+        auto acc = hn::Zero(d32);
+        for (int64_t j = 0; j < 32; j += lanes) acc = DotSigned(di8, acc, hn::Load(di8, w + j), hn::LoadU(di8, q + j));
+        total[m] = hn::MulAdd(hn::ConvertTo(df, acc), hn::Set(df, d * acts.scales[at]), total[m]);
+      }
+    }
+    for (int m = 0; m < M; ++m) y[(first + m) * rows + r] = hn::GetLane(hn::SumOfLanes(df, total[m]));
+  }
+}
+
+// ---- float weights ----
+
+template <int M>
+void FloatRows(const PackedMatrix& weights, const float* x, int64_t n_total, int64_t first, int64_t begin,
+               int64_t end, float* y) {
+  (void)n_total;
+  const hn::ScalableTag<float> df;
+  const int64_t lanes = static_cast<int64_t>(hn::Lanes(df));
+  const Layout& layout = weights.layout;
+  const int64_t rows = layout.rows, cols = layout.cols;
+  const QuantType type = layout.type;
+  for (int64_t r = begin; r < end; ++r) {
+    hn::Vec<decltype(df)> total[M];
+    for (int m = 0; m < M; ++m) total[m] = hn::Zero(df);
+    int64_t j = 0;
+    for (; j + lanes <= cols; j += lanes) {
+      hn::Vec<decltype(df)> w;
+      if (type == QuantType::kF32) {
+        w = hn::LoadU(df, reinterpret_cast<const float*>(weights.data) + r * cols + j);
+      } else if (type == QuantType::kF16) {
+        const hn::Rebind<hwy::float16_t, decltype(df)> dh;
+        w = hn::PromoteTo(df, hn::LoadU(dh, reinterpret_cast<const hwy::float16_t*>(weights.data) + r * cols + j));
+      } else {
+        const hn::Rebind<hwy::bfloat16_t, decltype(df)> db;
+        w = hn::PromoteTo(df, hn::LoadU(db, reinterpret_cast<const hwy::bfloat16_t*>(weights.data) + r * cols + j));
+      }
+      for (int m = 0; m < M; ++m) total[m] = hn::MulAdd(w, hn::LoadU(df, x + (first + m) * cols + j), total[m]);
+    }
+    float tail[M] = {};
+    if (j < cols) {
+      std::vector<float> row(static_cast<size_t>(cols));
+      DequantizeRow(weights, r, row.data());
+      for (int m = 0; m < M; ++m) {
+        for (int64_t k = j; k < cols; ++k) tail[m] += row[k] * x[(first + m) * cols + k];
+      }
+    }
+    for (int m = 0; m < M; ++m) y[(first + m) * rows + r] = hn::GetLane(hn::SumOfLanes(df, total[m])) + tail[m];
+  }
+}
+
+// Runs body<M>(first) for activation rows in passes of up to kMaxRowsPerPass.
+template <template <int> class Pass, typename... Args>
+void ForRowPasses(int64_t n, Args&&... args) {
+  int64_t first = 0;
+  for (; first + 4 <= n; first += 4) Pass<4>::Run(first, args...);
+  switch (n - first) {
+    case 3: Pass<3>::Run(first, args...); break;
+    case 2: Pass<2>::Run(first, args...); break;
+    case 1: Pass<1>::Run(first, args...); break;
+    default: break;
+  }
+}
+
+template <int M>
+struct TwoBitPass {
+  static void Run(int64_t first, const PackedMatrix& w, const Int8Activations& a, const TwoBitPlan& p, int64_t b,
+                  int64_t e, float* y) {
+    TwoBitRows<M>(w, a, p, first, b, e, y);
+  }
+};
+template <int M>
+struct Block32Pass {
+  static void Run(int64_t first, const PackedMatrix& w, const Int8Activations& a, int64_t b, int64_t e, float* y) {
+    Block32Rows<M>(w, a, first, b, e, y);
+  }
+};
+template <int M>
+struct FloatPass {
+  static void Run(int64_t first, const PackedMatrix& w, const float* x, int64_t n, int64_t b, int64_t e, float* y) {
+    FloatRows<M>(w, x, n, first, b, e, y);
+  }
+};
+
+void MatMulTarget(const PackedMatrix& weights, const float* x, int64_t n, float* y, ThreadPool& pool) {
+  static_assert(kMaxRowsPerPass == 4, "ForRowPasses unrolls passes of 4");
+  const Layout& layout = weights.layout;
+  constexpr int64_t kRowGrain = 16;
+  if (IsFloatWeight(layout.type)) {
+    pool.ParallelFor(layout.rows, kRowGrain, [&](int64_t begin, int64_t end, int) {
+      ForRowPasses<FloatPass>(n, weights, x, n, begin, end, y);
+    });
+    return;
+  }
+  Int8Activations acts;
+  QuantizeActivations(x, n, layout.cols, KernelSegment(layout), acts);
+  if (TwoBitApplies(layout)) {
+    const TwoBitPlan plan = PlanTwoBit(layout, acts);
+    pool.ParallelFor(layout.rows, kRowGrain, [&](int64_t begin, int64_t end, int) {
+      ForRowPasses<TwoBitPass>(n, weights, acts, plan, begin, end, y);
+    });
+  } else if (layout.type == QuantType::kQ8_0 || layout.type == QuantType::kQ4_0) {
+    pool.ParallelFor(layout.rows, kRowGrain, [&](int64_t begin, int64_t end, int) {
+      ForRowPasses<Block32Pass>(n, weights, acts, begin, end, y);
+    });
+  } else {
+    pool.ParallelFor(layout.rows, kRowGrain,
+                     [&](int64_t begin, int64_t end, int) { GenericRows(weights, acts, begin, end, y); });
+  }
+}
+
+#endif  // HWY_TARGET == HWY_SCALAR || HWY_HAVE_SCALABLE
+
+const char* TargetName() { return hwy::TargetName(HWY_TARGET); }
+
+}  // namespace HWY_NAMESPACE
+}  // namespace atq
+HWY_AFTER_NAMESPACE();
+
+#if HWY_ONCE
+namespace atq {
+
+HWY_EXPORT(MatMulTarget);
+HWY_EXPORT(TargetName);
+
+void MatMul(const PackedMatrix& weights, const float* x, int64_t n, float* y, ThreadPool& pool) {
+  KernelSegment(weights.layout);  // throws for types without a kernel
+  if (n <= 0 || weights.layout.rows == 0) return;
+  HWY_DYNAMIC_DISPATCH(MatMulTarget)(weights, x, n, y, pool);
+}
+
+std::string KernelTargetName() { return HWY_DYNAMIC_DISPATCH(TargetName)(); }
+
+}  // namespace atq
+#endif  // HWY_ONCE

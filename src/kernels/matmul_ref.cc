@@ -1,0 +1,47 @@
+// The scalar reference of MatMul: decode a row's codes, multiply with the int8 activations segment by segment.
+#include <algorithm>
+#include <vector>
+
+#include "kernels/int8_activations.h"
+#include "kernels/matmul.h"
+
+namespace atq {
+
+void MatMulReference(const PackedMatrix& weights, const float* x, int64_t n, float* y) {
+  const Layout& layout = weights.layout;
+  const int64_t rows = layout.rows, cols = layout.cols;
+  if (IsFloatWeight(layout.type)) {
+    std::vector<float> row(static_cast<size_t>(cols));
+    for (int64_t r = 0; r < rows; ++r) {
+      DequantizeRow(weights, r, row.data());
+      for (int64_t i = 0; i < n; ++i) {
+        float sum = 0.0f;
+        for (int64_t j = 0; j < cols; ++j) sum += row[j] * x[i * cols + j];
+        y[i * rows + r] = sum;
+      }
+    }
+    return;
+  }
+  const int64_t segment = KernelSegment(layout);
+  Int8Activations acts;
+  QuantizeActivations(x, n, cols, segment, acts);
+  std::vector<uint8_t> codes(static_cast<size_t>(acts.stride));
+  std::vector<float> scales(static_cast<size_t>(acts.segments));
+  std::vector<int32_t> offsets(static_cast<size_t>(acts.segments));
+  for (int64_t r = 0; r < rows; ++r) {
+    DecodeRowCodes(weights, r, codes.data(), scales.data(), offsets.data());
+    for (int64_t i = 0; i < n; ++i) {
+      const int8_t* q = acts.values.data() + i * acts.stride;
+      float sum = 0.0f;
+      for (int64_t s = 0; s < acts.segments; ++s) {
+        int32_t dot = 0;
+        for (int64_t j = s * segment; j < std::min(cols, (s + 1) * segment); ++j) dot += codes[j] * q[j];
+        const int32_t centered = dot - offsets[s] * acts.sums[i * acts.segments + s];
+        sum += (scales[s] * acts.scales[i * acts.segments + s]) * static_cast<float>(centered);
+      }
+      y[i * rows + r] = sum;
+    }
+  }
+}
+
+}  // namespace atq

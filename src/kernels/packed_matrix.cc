@@ -1,0 +1,147 @@
+// The codes table of the kernels: per format, where a row's codes, scales and offsets live.
+#include "kernels/packed_matrix.h"
+
+#include <cmath>
+#include <cstring>
+#include <vector>
+
+#include "formats/atq_packed.h"
+#include "formats/ggml_blocks.h"
+#include "formats/half.h"
+#include "util/error.h"
+
+namespace atq {
+namespace {
+
+constexpr int64_t kAtqSegment = 256;
+
+bool IsGgmlCodes(QuantType type) {
+  return type == QuantType::kQ8_0 || type == QuantType::kQ4_0 || type == QuantType::kTQ1_0 ||
+         type == QuantType::kTQ2_0;
+}
+
+int64_t RowStride(const Layout& layout) {
+  const TypeTraits& traits = Traits(layout.type);
+  return layout.cols / traits.block_size * traits.bytes_per_block;
+}
+
+}  // namespace
+
+bool IsFloatWeight(QuantType type) {
+  return type == QuantType::kF32 || type == QuantType::kF16 || type == QuantType::kBF16;
+}
+
+int64_t KernelSegment(const Layout& layout) {
+  if (IsFloatWeight(layout.type)) return 0;
+  if (IsGgmlCodes(layout.type)) return Traits(layout.type).block_size;
+  const TypeTraits& traits = Traits(layout.type);
+  Require(traits.family == TypeFamily::kTernary || traits.family == TypeFamily::kUniform,
+          "{} has no matrix kernel (kernels run f32, f16, bf16, q8_0, q4_0, tq1_0, tq2_0 and atq's packed types)",
+          traits.name);
+  if (layout.granularity != Granularity::kGroup) return kAtqSegment;
+  // Integer sums of a segment stay within int32: 255 * 127 * 16384 < 2^31.
+  Require(layout.group_size <= 16384, "{}: kernels take groups of at most 16384 weights, not {}", traits.name,
+          layout.group_size);
+  return layout.group_size;
+}
+
+int64_t SegmentsPerRow(const Layout& layout) {
+  const int64_t segment = KernelSegment(layout);
+  return segment == 0 ? 0 : (layout.cols + segment - 1) / segment;
+}
+
+void CheckPackedMatrix(const PackedMatrix& matrix, int64_t bytes, const std::string& what) {
+  const Layout& layout = matrix.layout;
+  try {
+    KernelSegment(layout);
+    const int64_t expected = PackedBytes(layout);
+    Require(bytes == expected, "{} bytes for a {} matrix {}x{}, which takes {}", bytes, TypeName(layout.type),
+            layout.rows, layout.cols, expected);
+    const TypeFamily family = Traits(layout.type).family;
+    if (family == TypeFamily::kTernary || family == TypeFamily::kUniform) {
+      std::vector<uint8_t> codes(static_cast<size_t>(layout.cols));
+      for (int64_t row = 0; row < layout.rows; ++row) ReadAtqRowCodes(layout, matrix.data, row, codes.data());
+      for (int64_t group = 0; group < NumScaleGroups(layout); ++group) {
+        const float scale = AtqScale(layout, matrix.data, group);
+        Require(std::isfinite(scale), "scale group {} holds {}", group, scale);
+        if (family == TypeFamily::kUniform && IsAsymmetric(layout.type)) {
+          const int zero = AtqZeroPoint(layout, matrix.data, group);
+          Require(zero < (1 << UniformBits(layout.type)), "zero point {} of group {} is out of range", zero, group);
+        }
+      }
+    }
+  } catch (const Error& error) {
+    Fail("{}: {}", what, error.what());
+  }
+}
+
+void RowSegmentScales(const PackedMatrix& matrix, int64_t row, float* scales, int32_t* offsets) {
+  const Layout& layout = matrix.layout;
+  const int64_t segment = KernelSegment(layout);
+  const int64_t segments = SegmentsPerRow(layout);
+  if (IsGgmlCodes(layout.type)) {
+    const int64_t block_bytes = Traits(layout.type).bytes_per_block;
+    // The f16 scale sits first in Q8_0/Q4_0 blocks and last in TQ1_0/TQ2_0 blocks.
+    const int64_t scale_at = layout.type == QuantType::kQ8_0 || layout.type == QuantType::kQ4_0 ? 0 : block_bytes - 2;
+    const uint8_t* row_data = matrix.data + row * RowStride(layout);
+    for (int64_t s = 0; s < segments; ++s) {
+      uint16_t bits;
+      std::memcpy(&bits, row_data + s * block_bytes + scale_at, 2);
+      scales[s] = F16ToF32(bits);
+      offsets[s] = GgmlCodeOffset(layout.type);
+    }
+    return;
+  }
+  const bool ternary = Traits(layout.type).family == TypeFamily::kTernary;
+  const int symmetric_offset = ternary ? 1 : 1 << (UniformBits(layout.type) - 1);
+  for (int64_t s = 0; s < segments; ++s) {
+    const int64_t group = ScaleGroupOf(layout, row, s * segment);
+    scales[s] = AtqScale(layout, matrix.data, group);
+    offsets[s] = !ternary && IsAsymmetric(layout.type) ? AtqZeroPoint(layout, matrix.data, group) : symmetric_offset;
+  }
+}
+
+void DecodeRowCodes(const PackedMatrix& matrix, int64_t row, uint8_t* codes, float* scales, int32_t* offsets) {
+  const Layout& layout = matrix.layout;
+  const int64_t segment = KernelSegment(layout);
+  const int64_t segments = SegmentsPerRow(layout);
+  std::memset(codes, 0, static_cast<size_t>(segments * segment));
+  RowSegmentScales(matrix, row, scales, offsets);
+  if (IsGgmlCodes(layout.type)) {
+    const int64_t block_bytes = Traits(layout.type).bytes_per_block;
+    const uint8_t* row_data = matrix.data + row * RowStride(layout);
+    for (int64_t s = 0; s < segments; ++s) GgmlBlockCodes(layout.type, row_data + s * block_bytes, codes + s * segment);
+  } else {
+    ReadAtqRowCodes(layout, matrix.data, row, codes);
+  }
+}
+
+void DequantizeRow(const PackedMatrix& matrix, int64_t row, float* out) {
+  const Layout& layout = matrix.layout;
+  const int64_t cols = layout.cols;
+  switch (layout.type) {
+    case QuantType::kF32: std::memcpy(out, matrix.data + row * cols * 4, static_cast<size_t>(cols) * 4); return;
+    case QuantType::kF16:
+    case QuantType::kBF16: {
+      const uint8_t* p = matrix.data + row * cols * 2;
+      for (int64_t j = 0; j < cols; ++j) {
+        uint16_t bits;
+        std::memcpy(&bits, p + 2 * j, 2);
+        out[j] = layout.type == QuantType::kF16 ? F16ToF32(bits) : BF16ToF32(bits);
+      }
+      return;
+    }
+    default: break;
+  }
+  const int64_t segment = KernelSegment(layout);
+  const int64_t segments = SegmentsPerRow(layout);
+  std::vector<uint8_t> codes(static_cast<size_t>(segments * segment));
+  std::vector<float> scales(static_cast<size_t>(segments));
+  std::vector<int32_t> offsets(static_cast<size_t>(segments));
+  DecodeRowCodes(matrix, row, codes.data(), scales.data(), offsets.data());
+  for (int64_t j = 0; j < cols; ++j) {
+    out[j] = scales[j / segment] * static_cast<float>(static_cast<int32_t>(codes[j]) - offsets[j / segment]);
+  }
+}
+
+}  // namespace atq

@@ -1,0 +1,39 @@
+// A packed weight matrix as the kernels see it, and the table that turns each format's bytes into integer
+// codes: w = scale * (code - offset), with one scale and one offset per segment of a row. Float types (f32, f16,
+// bf16) are multiplied in float and have no segments.
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+#include "formats/quant_type.h"
+
+namespace atq {
+
+struct PackedMatrix {
+  Layout layout;                  // rows = output features, cols = input features
+  const uint8_t* data = nullptr;  // PackedBytes(layout) bytes in the format of layout.type
+};
+
+// Columns per segment (the run of a row that shares one weight scale, and so one int8 activation scale):
+// 32 for Q8_0 and Q4_0, 256 for TQ1_0 and TQ2_0, the group size for atq's per-group types, 256 for atq's
+// per-tensor and per-channel types; 0 for f32, f16 and bf16. Throws atq::Error for a type kernels cannot run.
+int64_t KernelSegment(const Layout& layout);
+int64_t SegmentsPerRow(const Layout& layout);  // ceil(cols / segment); 0 for float types
+bool IsFloatWeight(QuantType type);            // f32, f16, bf16
+
+// Checks that `bytes` is the layout's packed size, that kernels run the type, and (atq types) that every code is
+// valid. `what` (a file and tensor name) starts the atq::Error message.
+void CheckPackedMatrix(const PackedMatrix& matrix, int64_t bytes, const std::string& what);
+
+// One row of a quantized matrix: codes[SegmentsPerRow * segment] (columns past cols are 0), and per segment its
+// scale and offset. The plain decoder every kernel is tested against.
+void DecodeRowCodes(const PackedMatrix& matrix, int64_t row, uint8_t* codes, float* scales, int32_t* offsets);
+
+// Just the per-segment scales and offsets of one row (what DecodeRowCodes writes besides the codes).
+void RowSegmentScales(const PackedMatrix& matrix, int64_t row, float* scales, int32_t* offsets);
+
+// One row in float32, for any type of the table that kernels run.
+void DequantizeRow(const PackedMatrix& matrix, int64_t row, float* out);
+
+}  // namespace atq

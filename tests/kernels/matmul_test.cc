@@ -1,0 +1,221 @@
+// MatMul on every compiled Highway target against MatMulReference (same arithmetic, scalar) and against a
+// double-precision product of the dequantized weights, for every type of the format table that kernels run,
+// over odd shapes, tails, groups and batch sizes.
+#include "kernels/matmul.h"
+
+#include <cctype>
+#include <cmath>
+#include <cstdint>
+#include <random>
+#include <string>
+#include <vector>
+
+#include <gtest/gtest.h>
+#include <hwy/targets.h>
+
+#include "formats/atq_packed.h"
+#include "formats/quant_type.h"
+#include "kernels/int8_activations.h"
+#include "kernels/packed_matrix.h"
+#include "util/error.h"
+#include "util/thread_pool.h"
+
+namespace atq {
+namespace {
+
+struct Case {
+  Layout layout;
+  std::vector<uint8_t> bytes;
+  std::vector<float> x;  // n * cols
+  int64_t n = 0;
+  PackedMatrix matrix() const { return {layout, bytes.data()}; }
+};
+
+Case MakeCase(QuantType type, int64_t rows, int64_t cols, Granularity granularity, int64_t group, int64_t n,
+              uint32_t seed) {
+  Case c;
+  c.layout = {type, rows, cols, granularity, group};
+  c.n = n;
+  std::mt19937 rng(seed);
+  std::normal_distribution<float> normal(0.0f, 1.0f);
+  std::vector<float> w(static_cast<size_t>(rows * cols));
+  for (float& v : w) v = normal(rng) * 0.05f;
+  c.bytes = Quantize(c.layout, w.data());
+  c.x.resize(static_cast<size_t>(n * cols));
+  for (float& v : c.x) v = normal(rng);
+  if (cols > 3) c.x[3] = 9.0f;  // an outlier, as LLM activations have
+  return c;
+}
+
+// The cases for one type: shapes that hit whole vectors, tails, one column, short last groups.
+std::vector<Case> CasesFor(QuantType type) {
+  const TypeTraits& traits = Traits(type);
+  std::vector<Case> cases;
+  uint32_t seed = 1;
+  const std::vector<int64_t> batches = {1, 2, 3, 4, 5, 9};
+  if (traits.family == TypeFamily::kGgmlBlock) {
+    const int64_t block = traits.block_size;
+    for (int64_t cols : {block, 2 * block, 5 * block}) {
+      for (int64_t rows : {1, 7, 33}) cases.push_back(MakeCase(type, rows, cols, Granularity::kTensor, 0, batches[seed % 6], seed)), ++seed;
+    }
+    return cases;
+  }
+  if (traits.family == TypeFamily::kFloat) {
+    for (int64_t cols : {1, 15, 16, 17, 100, 513}) cases.push_back(MakeCase(type, 5, cols, Granularity::kTensor, 0, batches[seed % 6], seed)), ++seed;
+    return cases;
+  }
+  for (int64_t cols : {1, 5, 37, 255, 256, 257, 300, 512, 1000, 1024}) {
+    cases.push_back(MakeCase(type, 7, cols, Granularity::kChannel, 0, batches[seed % 6], seed)), ++seed;
+  }
+  cases.push_back(MakeCase(type, 3, 700, Granularity::kTensor, 0, 4, seed++));
+  for (int64_t group : {32, 64, 100, 256, 512}) {
+    cases.push_back(MakeCase(type, 5, 1100, Granularity::kGroup, group, batches[seed % 6], seed)), ++seed;
+  }
+  return cases;
+}
+
+std::vector<QuantType> KernelTypes() {
+  std::vector<QuantType> types;
+  for (const TypeTraits& traits : AllTypes()) {
+    if (traits.type == QuantType::kF32 || traits.type == QuantType::kF16 || traits.type == QuantType::kBF16 ||
+        (traits.is_quantized && traits.family != TypeFamily::kInteger)) {
+      types.push_back(traits.type);
+    }
+  }
+  return types;
+}
+
+// |y - y'| allowed between two evaluations of the same per-segment sums in a different float order: a few ulps
+// of the sum of the magnitudes of every term, offset terms included.
+std::vector<double> RoundingBounds(const Case& c) {
+  const Layout& layout = c.layout;
+  std::vector<double> bounds(static_cast<size_t>(c.n * layout.rows), 0.0);
+  std::vector<float> row(static_cast<size_t>(layout.cols));
+  const int64_t segment = KernelSegment(layout);
+  const int64_t segments = SegmentsPerRow(layout);
+  std::vector<float> scales(static_cast<size_t>(std::max<int64_t>(segments, 1)));
+  std::vector<int32_t> offsets(static_cast<size_t>(std::max<int64_t>(segments, 1)));
+  for (int64_t r = 0; r < layout.rows; ++r) {
+    DequantizeRow(c.matrix(), r, row.data());
+    if (segment > 0) RowSegmentScales(c.matrix(), r, scales.data(), offsets.data());
+    for (int64_t i = 0; i < c.n; ++i) {
+      double magnitude = 0.0;
+      for (int64_t j = 0; j < layout.cols; ++j) {
+        const double offset_term = segment > 0 ? std::fabs(scales[j / segment]) * offsets[j / segment] : 0.0;
+        magnitude += (std::fabs(row[j]) + offset_term) * std::fabs(c.x[i * layout.cols + j]) * 1.02;
+      }
+      bounds[i * layout.rows + r] = 4e-6 * magnitude + 1e-30;
+    }
+  }
+  return bounds;
+}
+
+// |y - exact| allowed: the int8 rounding of each activation (half a step of its segment's scale) times |w|,
+// plus the rounding bound.
+std::vector<double> QuantizationBounds(const Case& c, std::vector<double>& exact) {
+  const Layout& layout = c.layout;
+  const int64_t segment = KernelSegment(layout);
+  Int8Activations acts;
+  if (segment > 0) QuantizeActivations(c.x.data(), c.n, layout.cols, segment, acts);
+  std::vector<double> bounds = RoundingBounds(c);
+  exact.assign(bounds.size(), 0.0);
+  std::vector<float> row(static_cast<size_t>(layout.cols));
+  for (int64_t r = 0; r < layout.rows; ++r) {
+    DequantizeRow(c.matrix(), r, row.data());
+    for (int64_t i = 0; i < c.n; ++i) {
+      double sum = 0.0, error = 0.0;
+      for (int64_t j = 0; j < layout.cols; ++j) {
+        sum += static_cast<double>(row[j]) * c.x[i * layout.cols + j];
+        if (segment > 0) error += std::fabs(row[j]) * 0.5 * acts.scales[i * acts.segments + j / segment];
+      }
+      exact[i * layout.rows + r] = sum;
+      bounds[i * layout.rows + r] += error * 1.001;
+    }
+  }
+  return bounds;
+}
+
+class MatMulTest : public ::testing::TestWithParam<QuantType> {};
+
+TEST_P(MatMulTest, EveryTargetMatchesReferenceAndDoubleProduct) {
+  const QuantType type = GetParam();
+  ThreadPool pool(3);
+  const std::vector<int64_t> targets = hwy::SupportedAndGeneratedTargets();
+  ASSERT_FALSE(targets.empty());
+  for (const Case& c : CasesFor(type)) {
+    const Layout& l = c.layout;
+    const std::string shape = fmt::format("{} {}x{} {} n={}", TypeName(type), l.rows, l.cols, GranularityString(l), c.n);
+    std::vector<float> reference(static_cast<size_t>(c.n * l.rows));
+    MatMulReference(c.matrix(), c.x.data(), c.n, reference.data());
+    std::vector<double> exact;
+    const std::vector<double> rounding = RoundingBounds(c);
+    const std::vector<double> quantization = QuantizationBounds(c, exact);
+    for (size_t k = 0; k < reference.size(); ++k) {
+      ASSERT_NEAR(reference[k], exact[k], quantization[k]) << shape << " reference vs double, output " << k;
+    }
+    for (int64_t target : targets) {
+      hwy::SetSupportedTargetsForTest(target);
+      std::vector<float> y(reference.size(), -12345.0f);
+      MatMul(c.matrix(), c.x.data(), c.n, y.data(), pool);
+      for (size_t k = 0; k < y.size(); ++k) {
+        ASSERT_NEAR(y[k], reference[k], rounding[k]) << shape << " on " << hwy::TargetName(target) << ", output " << k;
+      }
+    }
+    hwy::SetSupportedTargetsForTest(0);
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(FormatTable, MatMulTest, ::testing::ValuesIn(KernelTypes()),
+                         [](const ::testing::TestParamInfo<QuantType>& info) {
+                           std::string name(TypeName(info.param));
+                           for (char& ch : name) ch = std::isalnum(static_cast<unsigned char>(ch)) ? ch : '_';
+                           return name;
+                         });
+
+TEST(MatMul, ThreadCountsGiveTheSameOutputs) {
+  const Case c = MakeCase(QuantType::kTernary2, 203, 1024, Granularity::kChannel, 0, 3, 77);
+  std::vector<float> one(static_cast<size_t>(c.n * 203)), many(one.size());
+  ThreadPool single(1), several(4);
+  MatMul(c.matrix(), c.x.data(), c.n, one.data(), single);
+  MatMul(c.matrix(), c.x.data(), c.n, many.data(), several);
+  EXPECT_EQ(one, many);
+}
+
+TEST(MatMul, TypesWithoutKernelsAndBadBytesAreRefused) {
+  const Layout layout{QuantType::kI32, 2, 4, Granularity::kTensor, 0};
+  std::vector<uint8_t> bytes(32);
+  std::vector<float> x(4), y(2);
+  EXPECT_THROW(MatMul({layout, bytes.data()}, x.data(), 1, y.data()), Error);
+  const Case c = MakeCase(QuantType::kTernary2, 2, 8, Granularity::kChannel, 0, 1, 3);
+  try {
+    CheckPackedMatrix(c.matrix(), static_cast<int64_t>(c.bytes.size()) - 1, "model.safetensors: w");
+    FAIL() << "a short tensor was accepted";
+  } catch (const Error& error) {
+    EXPECT_NE(std::string(error.what()).find("model.safetensors: w"), std::string::npos) << error.what();
+  }
+  std::vector<uint8_t> bad = c.bytes;
+  bad[0] = 0xFF;  // code 3 is no ternary code
+  EXPECT_THROW(CheckPackedMatrix({c.layout, bad.data()}, static_cast<int64_t>(bad.size()), "w"), Error);
+  EXPECT_NO_THROW(CheckPackedMatrix(c.matrix(), static_cast<int64_t>(c.bytes.size()), "w"));
+}
+
+TEST(Int8Activations, KnownAnswer) {
+  const std::vector<float> x = {1.0f, -0.5f, 0.25f, 127.0f, 0.0f};
+  Int8Activations acts;
+  QuantizeActivations(x.data(), 1, 5, 3, acts);
+  ASSERT_EQ(acts.segments, 2);
+  ASSERT_EQ(acts.stride, 6);
+  EXPECT_FLOAT_EQ(acts.scales[0], 1.0f / 127.0f);
+  EXPECT_EQ(acts.values[0], 127);
+  EXPECT_EQ(acts.values[1], -64);  // -63.5 rounds to even
+  EXPECT_EQ(acts.values[2], 32);   // 31.75
+  EXPECT_EQ(acts.sums[0], 127 - 64 + 32);
+  EXPECT_FLOAT_EQ(acts.scales[1], 1.0f);
+  EXPECT_EQ(acts.values[3], 127);
+  EXPECT_EQ(acts.values[5], 0);  // padding
+  const std::vector<float> bad = {1.0f, NAN};
+  EXPECT_THROW(QuantizeActivations(bad.data(), 1, 2, 2, acts), Error);
+}
+
+}  // namespace
+}  // namespace atq
