@@ -6,7 +6,6 @@
 //   - f32, f16, bf16: float multiply-add;
 //   - every other type: a row decoded to codes (DecodeRowCodes) once, then the generic integer dot.
 // On AVX-512 VNNI the integer products are vpdpbusd; elsewhere widening 16-bit multiply-adds.
-#define HWY_WANT_AVX3_DL  // Ice Lake / Zen 4 class CPUs: VNNI (not in Highway 1.0's default target list)
 
 #include <algorithm>
 #include <cstring>
@@ -47,10 +46,12 @@ HWY_INLINE V32 DotUnsigned(D d8, V32 acc, hn::Vec<D> codes, hn::Vec<hn::Repartit
   (void)d8;
   if constexpr (sizeof(hn::Vec<D>) == 64) {
     return V32{_mm512_dpbusd_epi32(acc.raw, codes.raw, q.raw)};
-  } else if constexpr (sizeof(hn::Vec<D>) == 32) {
-    return V32{_mm256_dpbusd_epi32(acc.raw, codes.raw, q.raw)};
   } else {
-    return V32{_mm_dpbusd_epi32(acc.raw, codes.raw, q.raw)};
+    // Written out so that it is the EVEX (AVX512-VNNI) encoding: the target string of Highway 1.0 also enables
+    // AVX-VNNI, and GCC then emits the VEX form for 256/128-bit vectors, which Zen 4 does not have.
+    auto raw = acc.raw;
+    asm("%{evex%} vpdpbusd %2, %1, %0" : "+v"(raw) : "v"(codes.raw), "v"(q.raw));
+    return V32{raw};
   }
 #else
   const hn::Repartition<int16_t, D> d16;
