@@ -267,8 +267,24 @@ void Block32Rows(const PackedMatrix& weights, const Int8Activations& acts, int64
         const hn::Repartition<int8_t, decltype(du16)> di16;
         const auto packed = hn::LoadU(du16, block + 2);
         const auto eight = hn::Set(di16, 8);
-        hn::Store(hn::Sub(hn::BitCast(di16, hn::And(packed, hn::Set(du16, 0x0F))), eight), di16, w);
-        hn::Store(hn::Sub(hn::BitCast(di16, hn::ShiftRight<4>(packed)), eight), di16, w + 16);
+        const auto low = hn::Sub(hn::BitCast(di16, hn::And(packed, hn::Set(du16, 0x0F))), eight);
+        const auto high = hn::Sub(hn::BitCast(di16, hn::ShiftRight<4>(packed)), eight);
+#if HWY_ARCH_X86 && HWY_TARGET <= HWY_AVX2  // 32 int8 lanes
+        {
+          // Kept in a register: two 16-byte stores read back as one 32-byte load would stall store forwarding.
+          const auto weights32 = hn::Combine(di8, high, low);
+          for (int m = 0; m < M; ++m) {
+            const int64_t at = (first + m) * acts.segments + b;
+            const int8_t* q = acts.values.data() + (first + m) * acts.stride + b * 32;
+            const auto acc = DotSigned(di8, hn::Zero(d32), weights32, hn::LoadU(di8, q));
+            total[m] = hn::MulAdd(hn::ConvertTo(df, acc), hn::Set(df, d * acts.scales[at]), total[m]);
+          }
+          continue;
+        }
+#else
+        hn::Store(low, di16, w);
+        hn::Store(high, di16, w + 16);
+#endif
       }
       for (int m = 0; m < M; ++m) {
         const int64_t at = (first + m) * acts.segments + b;

@@ -92,12 +92,18 @@ void RowSegmentScales(const PackedMatrix& matrix, int64_t row, float* scales, in
     }
     return;
   }
+  // Kernels call this once per row: the layout arithmetic (and its checks) is done once, not per segment.
   const bool ternary = Traits(layout.type).family == TypeFamily::kTernary;
+  const bool asymmetric = !ternary && IsAsymmetric(layout.type);
   const int symmetric_offset = ternary ? 1 : 1 << (UniformBits(layout.type) - 1);
+  const uint8_t* scale_bytes = matrix.data + ScalesOffset(layout);
+  const uint8_t* zero_points = scale_bytes + 4 * NumScaleGroups(layout);
+  const int64_t first_group = ScaleGroupOf(layout, row, 0);
+  const bool per_group = layout.granularity == Granularity::kGroup;
   for (int64_t s = 0; s < segments; ++s) {
-    const int64_t group = ScaleGroupOf(layout, row, s * segment);
-    scales[s] = AtqScale(layout, matrix.data, group);
-    offsets[s] = !ternary && IsAsymmetric(layout.type) ? AtqZeroPoint(layout, matrix.data, group) : symmetric_offset;
+    const int64_t group = per_group ? first_group + s : first_group;
+    std::memcpy(&scales[s], scale_bytes + 4 * group, 4);
+    offsets[s] = asymmetric ? zero_points[group] : symmetric_offset;
   }
 }
 

@@ -9,6 +9,7 @@
 #include <torch/torch.h>
 
 #include "util/error.h"
+#include "util/thread_pool.h"
 
 namespace atq {
 namespace {
@@ -72,6 +73,7 @@ std::vector<uint8_t> FromTorch(const torch::Tensor& tensor, QuantType type, cons
 void SetTorchThreads(int threads) {
   if (threads <= 0) threads = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
   torch::set_num_threads(threads);
+  SetKernelThreads(threads);  // atq's packed kernels
   // libtorch's matrix products go to libblas.so.3; when that is OpenBLAS it keeps its own thread pool, sized to
   // every core, whose idle threads spin against torch's. Same count for both.
   using SetBlasThreads = void (*)(int);

@@ -22,7 +22,7 @@ std::vector<uint8_t> FromTorch(const torch::Tensor& tensor, QuantType type, cons
 // The storage type that keeps a torch tensor exactly (Float -> f32, Half -> f16, Long -> i64, ...).
 QuantType StorageTypeOf(torch::ScalarType dtype);
 
-// Sets libtorch's intra-op threads (Debian's libtorch starts with one); 0 means every core.
+// Sets libtorch's intra-op threads (Debian's libtorch starts with one) and atq's kernel threads; 0 means every core.
 void SetTorchThreads(int threads);
 
 }  // namespace atq

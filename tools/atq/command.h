@@ -22,6 +22,7 @@ const std::vector<Command>& AllCommands();
 
 RunFn DeclareVersion(CLI::App& app);
 RunFn DeclareFormats(CLI::App& app);
+RunFn DeclareBench(CLI::App& app);
 RunFn DeclareInspect(CLI::App& app);
 RunFn DeclareRoundtrip(CLI::App& app);
 RunFn DeclareCorpus(CLI::App& app);

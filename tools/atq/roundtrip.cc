@@ -1,33 +1,15 @@
 // atq roundtrip FILE: every weight matrix through every format; bits per weight, size and error.
 #include <iostream>
 #include <memory>
-#include <sstream>
 #include <string>
 
 #include "command.h"
 #include "io/atomic_file.h"
 #include "report/roundtrip_report.h"
+#include "type_list.h"
 #include "util/error.h"
 
 namespace atq::cli {
-namespace {
-
-std::vector<QuantType> ParseTypes(const std::string& list) {
-  std::vector<QuantType> types;
-  std::stringstream stream(list);
-  std::string name;
-  while (std::getline(stream, name, ',')) {
-    if (name.empty()) continue;
-    const auto type = ParseQuantType(name);
-    if (!type) throw UsageError("--types: unknown format '" + name + "' (see `atq formats`)");
-    if (Traits(*type).quantize == nullptr) throw UsageError("--types: " + name + " is a storage type");
-    types.push_back(*type);
-  }
-  return types;
-}
-
-}  // namespace
-
 RunFn DeclareRoundtrip(CLI::App& app) {
   struct Options {
     std::string path;
@@ -51,7 +33,7 @@ RunFn DeclareRoundtrip(CLI::App& app) {
   return [options] {
     if (options->path.empty() == !options->synthetic) throw UsageError("give a file or --synthetic (one of them)");
     RoundtripOptions study_options;
-    study_options.types = ParseTypes(options->types);
+    study_options.types = ParseTypeList(options->types, "--types", true);
     study_options.granularity = options->granularity == "tensor"  ? Granularity::kTensor
                                 : options->granularity == "group" ? Granularity::kGroup
                                                                   : Granularity::kChannel;

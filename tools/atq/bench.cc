@@ -1,0 +1,139 @@
+// atq bench: the packed kernels' speed against memory bandwidth and float32 (table, JSON, plot).
+#include <algorithm>
+#include <iostream>
+#include <memory>
+#include <string>
+#include <thread>
+
+#include <fmt/format.h>
+
+#include "bench/kernel_bench.h"
+#include "command.h"
+#include "io/atomic_file.h"
+#include "kernels/packed_matrix.h"
+#include "report/plot.h"
+#include "type_list.h"
+#include "util/error.h"
+#include "util/parse.h"
+#include "util/strings.h"
+#ifdef ATQ_WITH_TORCH
+#include "eval/torch_matmul_baseline.h"
+#endif
+
+namespace atq::cli {
+namespace {
+
+// The large shapes (Llama-7B's attention and MLP) and llama-mini's layers (the fixture LLMs).
+constexpr const char* kDefaultShapes =
+    "4096x4096,11008x4096,4096x11008,512x512,1536x512,512x1536,50257x512";
+constexpr const char* kDefaultTypes = "f32,f16,q8_0,q4_0,tq2_0,tq1_0,t2,t1.6,u4s,u8s";
+
+// A positive integer from the command line; UsageError (exit 2) otherwise.
+int64_t PositiveFlagValue(const std::string& text, const std::string& where) {
+  int64_t value = 0;
+  try {
+    value = ParseInt(text, where);
+  } catch (const Error& error) {
+    throw UsageError(error.what());
+  }
+  if (value <= 0) throw UsageError(where + ": '" + text + "' is not positive");
+  return value;
+}
+
+std::vector<MatrixShape> ParseShapes(const std::string& list) {
+  std::vector<MatrixShape> shapes;
+  for (const std::string& item : Split(list, ',')) {
+    if (item.empty()) continue;
+    const std::vector<std::string> parts = Split(item, 'x');
+    if (parts.size() != 2) throw UsageError("--shapes: '" + item + "' is not ROWSxCOLS (e.g. 4096x11008)");
+    shapes.push_back({PositiveFlagValue(parts[0], "--shapes"), PositiveFlagValue(parts[1], "--shapes"), item});
+  }
+  return shapes;
+}
+
+template <typename T>
+std::vector<T> ParsePositiveList(const std::string& list, const std::string& flag) {
+  std::vector<T> values;
+  for (const std::string& item : Split(list, ',')) values.push_back(static_cast<T>(PositiveFlagValue(item, flag)));
+  if (values.empty()) throw UsageError(flag + " is empty");
+  return values;
+}
+
+// G weights/s against bits per weight, one series per (batch, threads), on the largest shape.
+void PlotKernels(const nlohmann::json& report, const std::string& path) {
+  const nlohmann::json& results = report["results"];
+  std::string largest;
+  double largest_size = 0;
+  for (const auto& row : results) {
+    const double size = row["rows"].get<double>() * row["cols"].get<double>();
+    if (size > largest_size) largest_size = size, largest = row["shape"];
+  }
+  PlotSpec spec;
+  spec.title = fmt::format("packed kernels on {} ({}): weights per second against bits per weight", largest,
+                           report["target"].get<std::string>());
+  spec.x_label = "bits per weight (scales included)";
+  spec.y_label = "G weights / s";
+  std::map<std::pair<int64_t, int>, PlotSeries> series;
+  for (const auto& row : results) {
+    if (row["shape"] != largest) continue;
+    const auto key = std::make_pair(row["batch"].get<int64_t>(), row["threads"].get<int>());
+    PlotSeries& s = series[key];
+    s.title = fmt::format("batch {}, {} thread(s)", key.first, key.second);
+    s.points_only = true;
+    s.x.push_back(row["bits_per_weight"]);
+    s.y.push_back(row["gweights_per_second"]);
+    s.labels.push_back(row["type"]);
+  }
+  for (auto& [key, s] : series) spec.series.push_back(s);
+  RenderPlot(spec, path);
+}
+
+}  // namespace
+
+RunFn DeclareBench(CLI::App& app) {
+  struct Options {
+    std::string shapes = kDefaultShapes;
+    std::string types = kDefaultTypes;
+    std::string batches = "1,64";
+    std::string threads;
+    double min_seconds = 0.3;
+    int64_t bandwidth_mib = 1024;
+    std::string json_path, plot_path;
+  };
+  auto options = std::make_shared<Options>();
+  app.add_option("--shapes", options->shapes, "Weight shapes ROWSxCOLS, comma-separated")->capture_default_str();
+  app.add_option("--types", options->types, "Formats to run (see `atq formats`)")->capture_default_str();
+  app.add_option("--batch", options->batches, "Activation rows per product (1: decode)")->capture_default_str();
+  app.add_option("--threads", options->threads, "Thread counts, comma-separated (default: 1 and every core)");
+  app.add_option("--min-seconds", options->min_seconds, "Time per measurement")->capture_default_str();
+  app.add_option("--bandwidth-mib", options->bandwidth_mib, "Buffer of the memory read-bandwidth loop (MiB)")
+      ->check(CLI::PositiveNumber)
+      ->capture_default_str();
+  app.add_option("--json", options->json_path, "Write the results as JSON to this file");
+  app.add_option("--plot", options->plot_path, "Draw weights/s against bits per weight (PNG)");
+  return [options] {
+    KernelBenchOptions bench;
+    bench.shapes = ParseShapes(options->shapes);
+    bench.types = ParseTypeList(options->types, "--types", true);
+    for (QuantType type : bench.types) KernelSegment({type, 1, 1, Granularity::kChannel, 0});  // no kernel: error
+    bench.batches = ParsePositiveList<int64_t>(options->batches, "--batch");
+    const int cores = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+    bench.threads = options->threads.empty() ? (cores > 1 ? std::vector<int>{1, cores} : std::vector<int>{1})
+                                             : ParsePositiveList<int>(options->threads, "--threads");
+    bench.min_seconds = options->min_seconds;
+    bench.bandwidth_bytes = options->bandwidth_mib << 20;
+    bench.on_line = [](const std::string& line) { std::cout << line << std::endl; };
+#ifdef ATQ_WITH_TORCH
+    const double min_seconds = options->min_seconds;
+    bench.baselines.push_back({"torch_f32", [min_seconds](int64_t rows, int64_t cols, int64_t batch, int threads) {
+                                 return TorchMatMulSeconds(rows, cols, batch, threads, min_seconds);
+                               }});
+#endif
+    const nlohmann::json report = RunKernelBench(bench);
+    if (!options->json_path.empty()) WriteFileAtomically(options->json_path, report.dump(2) + "\n");
+    if (!options->plot_path.empty()) PlotKernels(report, options->plot_path);
+    return 0;
+  };
+}
+
+}  // namespace atq::cli
