@@ -138,11 +138,13 @@ struct TwoBitPlan {
   std::vector<int8_t> permuted;   // acts.rows * permuted_stride, in decode order
 };
 
-// The 2-bit path needs each chunk inside one segment: segments of a multiple of 4 * Lanes weights.
+// The 2-bit path needs each chunk inside one segment: segments of a multiple of 4 * Lanes weights, or a single
+// segment per row (whose last columns the tail loop takes).
 bool TwoBitApplies(const Layout& layout) {
   if (layout.type == QuantType::kTQ2_0) return true;
   if (layout.type != QuantType::kTernary2) return false;
-  return KernelSegment(layout) % (4 * static_cast<int64_t>(hn::Lanes(D2Bit()))) == 0;
+  const int64_t segment = KernelSegment(layout);
+  return segment >= layout.cols || segment % (4 * static_cast<int64_t>(hn::Lanes(D2Bit()))) == 0;
 }
 
 TwoBitPlan PlanTwoBit(const Layout& layout, const Int8Activations& acts) {
@@ -191,9 +193,12 @@ void TwoBitRows(const PackedMatrix& weights, const Int8Activations& acts, const 
   const auto mask = hn::Set(d8, 3);
   std::vector<float> scales(static_cast<size_t>(acts.segments));
   std::vector<int32_t> offsets(static_cast<size_t>(acts.segments));
+  const RowScaleReader scale_reader(weights);
+  const int8_t* permuted[M];
+  for (int m = 0; m < M; ++m) permuted[m] = plan.permuted.data() + (first + m) * plan.permuted_stride;
 
   for (int64_t r = begin; r < end; ++r) {
-    RowSegmentScales(weights, r, scales.data(), offsets.data());
+    scale_reader.Read(r, scales.data(), offsets.data());
     const uint8_t* row = weights.data + r * row_bytes;
     hn::Vec<decltype(df)> total[M];
     float correction[M];  // - sum over segments of scale * offset * sum q
@@ -202,8 +207,11 @@ void TwoBitRows(const PackedMatrix& weights, const Int8Activations& acts, const 
       correction[m] = 0.0f;
     }
     for (int64_t s = 0; s < acts.segments; ++s) {
-      hn::Vec<decltype(d32)> acc[M];
-      for (int m = 0; m < M; ++m) acc[m] = hn::Zero(d32);
+      // One accumulator per shift: four independent dot-product chains instead of one long one.
+      hn::Vec<decltype(d32)> acc[M][4];
+      for (int m = 0; m < M; ++m) {
+        for (int k = 0; k < 4; ++k) acc[m][k] = hn::Zero(d32);
+      }
       const int64_t chunk_end = std::min(plan.full_chunks, (s + 1) * chunks_per_segment);
       for (int64_t c = s * chunks_per_segment; c < chunk_end; ++c) {
         // TQ2_0 blocks carry a 2-byte scale after their 64 code bytes.
@@ -215,11 +223,11 @@ void TwoBitRows(const PackedMatrix& weights, const Int8Activations& acts, const 
         const auto c2 = hn::And(hn::ShiftRight<4>(packed), mask);
         const auto c3 = hn::ShiftRight<6>(packed);
         for (int m = 0; m < M; ++m) {
-          const int8_t* q = plan.permuted.data() + (first + m) * plan.permuted_stride + c * chunk_weights;
-          acc[m] = DotUnsigned(d8, acc[m], c0, hn::LoadU(di8, q));
-          acc[m] = DotUnsigned(d8, acc[m], c1, hn::LoadU(di8, q + nb));
-          acc[m] = DotUnsigned(d8, acc[m], c2, hn::LoadU(di8, q + 2 * nb));
-          acc[m] = DotUnsigned(d8, acc[m], c3, hn::LoadU(di8, q + 3 * nb));
+          const int8_t* q = permuted[m] + c * chunk_weights;
+          acc[m][0] = DotUnsigned(d8, acc[m][0], c0, hn::LoadU(di8, q));
+          acc[m][1] = DotUnsigned(d8, acc[m][1], c1, hn::LoadU(di8, q + nb));
+          acc[m][2] = DotUnsigned(d8, acc[m][2], c2, hn::LoadU(di8, q + 2 * nb));
+          acc[m][3] = DotUnsigned(d8, acc[m][3], c3, hn::LoadU(di8, q + 3 * nb));
         }
       }
       for (int m = 0; m < M; ++m) {
@@ -230,7 +238,8 @@ void TwoBitRows(const PackedMatrix& weights, const Int8Activations& acts, const 
           for (int64_t j = plan.full_chunks * chunk_weights; j < cols; ++j) tail += ((row[j / 4] >> (2 * (j % 4))) & 3) * q[j];
         }
         const float scale = scales[s] * acts.scales[at];
-        total[m] = hn::MulAdd(hn::ConvertTo(df, acc[m]), hn::Set(df, scale), total[m]);
+        const auto dot = hn::Add(hn::Add(acc[m][0], acc[m][1]), hn::Add(acc[m][2], acc[m][3]));
+        total[m] = hn::MulAdd(hn::ConvertTo(df, dot), hn::Set(df, scale), total[m]);
         correction[m] += scale * static_cast<float>(tail - offsets[s] * acts.sums[at]);
       }
     }

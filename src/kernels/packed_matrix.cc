@@ -1,6 +1,7 @@
 // The codes table of the kernels: per format, where a row's codes, scales and offsets live.
 #include "kernels/packed_matrix.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <vector>
@@ -13,7 +14,8 @@
 namespace atq {
 namespace {
 
-constexpr int64_t kAtqSegment = 256;
+constexpr int64_t kAtqSegment = 256;      // rows longer than kMaxRowSegment
+constexpr int64_t kMaxRowSegment = 65536;
 
 bool IsGgmlCodes(QuantType type) {
   return type == QuantType::kQ8_0 || type == QuantType::kQ4_0 || type == QuantType::kTQ1_0 ||
@@ -38,7 +40,9 @@ int64_t KernelSegment(const Layout& layout) {
   Require(traits.family == TypeFamily::kTernary || traits.family == TypeFamily::kUniform,
           "{} has no matrix kernel (kernels run f32, f16, bf16, q8_0, q4_0, tq1_0, tq2_0 and atq's packed types)",
           traits.name);
-  if (layout.granularity != Granularity::kGroup) return kAtqSegment;
+  // One weight scale per row: one int8 activation scale per row too (per token, as BitNet b1.58 quantizes its
+  // activations), so a row is one integer sum. Integer sums stay within int32 while 255 * 127 * cols < 2^31.
+  if (layout.granularity != Granularity::kGroup) return layout.cols <= kMaxRowSegment ? std::max<int64_t>(layout.cols, 1) : kAtqSegment;
   // Integer sums of a segment stay within int32: 255 * 127 * 16384 < 2^31.
   Require(layout.group_size <= 16384, "{}: kernels take groups of at most 16384 weights, not {}", traits.name,
           layout.group_size);
@@ -75,36 +79,46 @@ void CheckPackedMatrix(const PackedMatrix& matrix, int64_t bytes, const std::str
   }
 }
 
-void RowSegmentScales(const PackedMatrix& matrix, int64_t row, float* scales, int32_t* offsets) {
+RowScaleReader::RowScaleReader(const PackedMatrix& matrix)
+    : data_(matrix.data), segments_(SegmentsPerRow(matrix.layout)), ggml_(IsGgmlCodes(matrix.layout.type)) {
   const Layout& layout = matrix.layout;
-  const int64_t segment = KernelSegment(layout);
-  const int64_t segments = SegmentsPerRow(layout);
-  if (IsGgmlCodes(layout.type)) {
-    const int64_t block_bytes = Traits(layout.type).bytes_per_block;
+  if (ggml_) {
+    block_bytes_ = Traits(layout.type).bytes_per_block;
+    row_stride_ = RowStride(layout);
     // The f16 scale sits first in Q8_0/Q4_0 blocks and last in TQ1_0/TQ2_0 blocks.
-    const int64_t scale_at = layout.type == QuantType::kQ8_0 || layout.type == QuantType::kQ4_0 ? 0 : block_bytes - 2;
-    const uint8_t* row_data = matrix.data + row * RowStride(layout);
-    for (int64_t s = 0; s < segments; ++s) {
+    scale_at_ = layout.type == QuantType::kQ8_0 || layout.type == QuantType::kQ4_0 ? 0 : block_bytes_ - 2;
+    fixed_offset_ = GgmlCodeOffset(layout.type);
+    return;
+  }
+  const bool ternary = Traits(layout.type).family == TypeFamily::kTernary;
+  fixed_offset_ = ternary ? 1 : 1 << (UniformBits(layout.type) - 1);
+  scale_bytes_ = matrix.data + ScalesOffset(layout);
+  if (!ternary && IsAsymmetric(layout.type)) zero_points_ = scale_bytes_ + 4 * NumScaleGroups(layout);
+  per_group_ = layout.granularity == Granularity::kGroup;
+  groups_per_row_ = layout.granularity == Granularity::kTensor ? 0 : GroupsPerRow(layout);
+}
+
+void RowScaleReader::Read(int64_t row, float* scales, int32_t* offsets) const {
+  if (ggml_) {
+    const uint8_t* row_data = data_ + row * row_stride_;
+    for (int64_t s = 0; s < segments_; ++s) {
       uint16_t bits;
-      std::memcpy(&bits, row_data + s * block_bytes + scale_at, 2);
+      std::memcpy(&bits, row_data + s * block_bytes_ + scale_at_, 2);
       scales[s] = F16ToF32(bits);
-      offsets[s] = GgmlCodeOffset(layout.type);
+      offsets[s] = fixed_offset_;
     }
     return;
   }
-  // Kernels call this once per row: the layout arithmetic (and its checks) is done once, not per segment.
-  const bool ternary = Traits(layout.type).family == TypeFamily::kTernary;
-  const bool asymmetric = !ternary && IsAsymmetric(layout.type);
-  const int symmetric_offset = ternary ? 1 : 1 << (UniformBits(layout.type) - 1);
-  const uint8_t* scale_bytes = matrix.data + ScalesOffset(layout);
-  const uint8_t* zero_points = scale_bytes + 4 * NumScaleGroups(layout);
-  const int64_t first_group = ScaleGroupOf(layout, row, 0);
-  const bool per_group = layout.granularity == Granularity::kGroup;
-  for (int64_t s = 0; s < segments; ++s) {
-    const int64_t group = per_group ? first_group + s : first_group;
-    std::memcpy(&scales[s], scale_bytes + 4 * group, 4);
-    offsets[s] = asymmetric ? zero_points[group] : symmetric_offset;
+  // Per group, segments are the row's groups; per channel or tensor, every segment of the row shares one scale.
+  for (int64_t s = 0; s < segments_; ++s) {
+    const int64_t group = per_group_ ? row * groups_per_row_ + s : row * groups_per_row_;
+    std::memcpy(&scales[s], scale_bytes_ + 4 * group, 4);
+    offsets[s] = zero_points_ != nullptr ? zero_points_[group] : fixed_offset_;
   }
+}
+
+void RowSegmentScales(const PackedMatrix& matrix, int64_t row, float* scales, int32_t* offsets) {
+  RowScaleReader(matrix).Read(row, scales, offsets);
 }
 
 void DecodeRowCodes(const PackedMatrix& matrix, int64_t row, uint8_t* codes, float* scales, int32_t* offsets) {

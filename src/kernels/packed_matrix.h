@@ -16,8 +16,9 @@ struct PackedMatrix {
 };
 
 // Columns per segment (the run of a row that shares one weight scale, and so one int8 activation scale):
-// 32 for Q8_0 and Q4_0, 256 for TQ1_0 and TQ2_0, the group size for atq's per-group types, 256 for atq's
-// per-tensor and per-channel types; 0 for f32, f16 and bf16. Throws atq::Error for a type kernels cannot run.
+// 32 for Q8_0 and Q4_0, 256 for TQ1_0 and TQ2_0, the group size for atq's per-group types, the whole row for
+// atq's per-tensor and per-channel types (256 past 65536 columns); 0 for f32, f16 and bf16. Throws atq::Error for
+// a type kernels cannot run.
 int64_t KernelSegment(const Layout& layout);
 int64_t SegmentsPerRow(const Layout& layout);  // ceil(cols / segment); 0 for float types
 bool IsFloatWeight(QuantType type);            // f32, f16, bf16
@@ -32,6 +33,24 @@ void DecodeRowCodes(const PackedMatrix& matrix, int64_t row, uint8_t* codes, flo
 
 // Just the per-segment scales and offsets of one row (what DecodeRowCodes writes besides the codes).
 void RowSegmentScales(const PackedMatrix& matrix, int64_t row, float* scales, int32_t* offsets);
+
+// The same, with the layout's arithmetic done once for a matrix (kernels read every row's scales).
+class RowScaleReader {
+ public:
+  explicit RowScaleReader(const PackedMatrix& matrix);
+  void Read(int64_t row, float* scales, int32_t* offsets) const;
+
+ private:
+  const uint8_t* data_;
+  int64_t segments_;
+  bool ggml_;
+  int64_t row_stride_ = 0, block_bytes_ = 0, scale_at_ = 0;  // ggml blocks
+  const uint8_t* scale_bytes_ = nullptr;                       // atq: float32 scales
+  const uint8_t* zero_points_ = nullptr;                       // atq asymmetric: uint8 zero points
+  int64_t groups_per_row_ = 0;                                 // atq: 0 per tensor, 1 per channel
+  bool per_group_ = false;
+  int32_t fixed_offset_ = 0;
+};
 
 // One row in float32, for any type of the table that kernels run.
 void DequantizeRow(const PackedMatrix& matrix, int64_t row, float* out);

@@ -145,6 +145,13 @@ TEST_P(MatMulTest, EveryTargetMatchesReferenceAndDoubleProduct) {
   for (const Case& c : CasesFor(type)) {
     const Layout& l = c.layout;
     const std::string shape = fmt::format("{} {}x{} {} n={}", TypeName(type), l.rows, l.cols, GranularityString(l), c.n);
+    // The kernels' own row decoding against the format table's dequantizer.
+    const std::vector<float> dequantized = Dequantize(l, c.bytes.data(), static_cast<int64_t>(c.bytes.size()));
+    std::vector<float> row(static_cast<size_t>(l.cols));
+    for (int64_t r = 0; r < l.rows; ++r) {
+      DequantizeRow(c.matrix(), r, row.data());
+      for (int64_t j = 0; j < l.cols; ++j) ASSERT_EQ(row[j], dequantized[r * l.cols + j]) << shape << " row " << r;
+    }
     std::vector<float> reference(static_cast<size_t>(c.n * l.rows));
     MatMulReference(c.matrix(), c.x.data(), c.n, reference.data());
     std::vector<double> exact;
