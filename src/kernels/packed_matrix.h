@@ -5,6 +5,7 @@
 
 #include <cstdint>
 #include <string>
+#include <vector>
 
 #include "formats/quant_type.h"
 
@@ -13,6 +14,13 @@ namespace atq {
 struct PackedMatrix {
   Layout layout;                  // rows = output features, cols = input features
   const uint8_t* data = nullptr;  // PackedBytes(layout) bytes in the format of layout.type
+};
+
+// A packed matrix that owns its bytes (what a model layer holds at run time).
+struct PackedWeights {
+  Layout layout;
+  std::vector<uint8_t> bytes;
+  PackedMatrix view() const { return {layout, bytes.data()}; }
 };
 
 // Columns per segment (the run of a row that shares one weight scale, and so one int8 activation scale):

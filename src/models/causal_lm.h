@@ -10,6 +10,7 @@
 #include <torch/nn/module.h>
 #include <torch/types.h>
 
+#include "kernels/packed_matrix.h"
 #include "models/lm_config.h"
 
 namespace atq {
@@ -41,6 +42,10 @@ class CausalLmImpl : public torch::nn::Module {
   virtual torch::Tensor ForwardBlock(size_t layer, const torch::Tensor& x) = 0;  // [B, T, C] -> [B, T, C]
   virtual torch::Tensor Head(const torch::Tensor& x) = 0;                         // final norm, logits [B, T, V]
   virtual std::shared_ptr<torch::nn::Module> Block(size_t layer) = 0;              // its linear layers are LmLinear
+
+  // Set by the packed runtime (runtime/packed_runtime.h): the token embedding as packed weights, used for the
+  // lookup and, where the head is tied to it, for the logits; the float embedding is then left empty.
+  std::shared_ptr<const PackedWeights> packed_embedding;
 
  protected:
   LmConfig config_;

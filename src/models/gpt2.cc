@@ -79,7 +79,7 @@ torch::Tensor Gpt2Impl::forward(const torch::Tensor& ids, KvCache* cache) {
           "GPT-2 has {} learned positions; positions {}..{} do not exist (use a shorter context)",
           config_.max_positions, past, past + steps - 1);
   const torch::Tensor positions = torch::arange(past, past + steps, ids.options());
-  torch::Tensor x = transformer_->wte(ids) + transformer_->wpe(positions);  // [B, T, C]
+  torch::Tensor x = TokenEmbedding(ids) + transformer_->wpe(positions);  // [B, T, C]
   for (size_t layer = 0; layer < transformer_->h->size(); ++layer) {
     x = transformer_->h[layer]->as<Gpt2Block>()->forward(x, cache, layer);
   }
@@ -87,8 +87,12 @@ torch::Tensor Gpt2Impl::forward(const torch::Tensor& ids, KvCache* cache) {
   return Head(x);
 }
 
+torch::Tensor Gpt2Impl::TokenEmbedding(const torch::Tensor& ids) {
+  return packed_embedding ? PackedRows(ids, *packed_embedding) : transformer_->wte(ids);
+}
+
 torch::Tensor Gpt2Impl::Embed(const torch::Tensor& ids) {
-  return transformer_->wte(ids) + transformer_->wpe(torch::arange(ids.size(1), ids.options()));
+  return TokenEmbedding(ids) + transformer_->wpe(torch::arange(ids.size(1), ids.options()));
 }
 
 torch::Tensor Gpt2Impl::ForwardBlock(size_t layer, const torch::Tensor& x) {
@@ -97,7 +101,9 @@ torch::Tensor Gpt2Impl::ForwardBlock(size_t layer, const torch::Tensor& x) {
 
 torch::Tensor Gpt2Impl::Head(const torch::Tensor& x) {
   const torch::Tensor normalized = transformer_->ln_f(x);
-  return lm_head_ ? lm_head_(normalized) : torch::matmul(normalized, transformer_->wte->weight.t());  // [B, T, V]
+  if (lm_head_) return lm_head_(normalized);  // [B, T, V]
+  return packed_embedding ? PackedProduct(normalized, *packed_embedding)
+                          : torch::matmul(normalized, transformer_->wte->weight.t());
 }
 
 std::shared_ptr<torch::nn::Module> Gpt2Impl::Block(size_t layer) { return transformer_->h[layer]; }

@@ -57,6 +57,7 @@ class Gpt2Impl : public CausalLmImpl {
   std::shared_ptr<torch::nn::Module> Block(size_t layer) override;
 
  private:
+  torch::Tensor TokenEmbedding(const torch::Tensor& ids);  // wte, or its packed rows
   Gpt2Backbone transformer_{nullptr};
   LmLinear lm_head_{nullptr};  // only when the head is not tied
 };

@@ -88,7 +88,7 @@ LlamaImpl::LlamaImpl(const LmConfig& config) : CausalLmImpl(config) {
 
 torch::Tensor LlamaImpl::forward(const torch::Tensor& ids, KvCache* cache) {
   const int64_t past = cache ? cache->length : 0, steps = ids.size(1);
-  torch::Tensor x = model_->embed_tokens(ids);  // [B, T, C]
+  torch::Tensor x = Embed(ids);  // [B, T, C]
   const auto [cos, sin] = RotaryTables(config_, torch::arange(past, past + steps, ids.options()),
                                        x.scalar_type() == torch::kFloat64 ? torch::kFloat64 : torch::kFloat32);
   for (size_t layer = 0; layer < model_->layers->size(); ++layer) {
@@ -98,7 +98,9 @@ torch::Tensor LlamaImpl::forward(const torch::Tensor& ids, KvCache* cache) {
   return Head(x);
 }
 
-torch::Tensor LlamaImpl::Embed(const torch::Tensor& ids) { return model_->embed_tokens(ids); }
+torch::Tensor LlamaImpl::Embed(const torch::Tensor& ids) {
+  return packed_embedding ? PackedRows(ids, *packed_embedding) : model_->embed_tokens(ids);
+}
 
 torch::Tensor LlamaImpl::ForwardBlock(size_t layer, const torch::Tensor& x) {
   const auto [cos, sin] = RotaryTables(config_, torch::arange(x.size(1), torch::TensorOptions().device(x.device())),
@@ -108,7 +110,9 @@ torch::Tensor LlamaImpl::ForwardBlock(size_t layer, const torch::Tensor& x) {
 
 torch::Tensor LlamaImpl::Head(const torch::Tensor& x) {
   const torch::Tensor normalized = model_->norm(x);
-  return lm_head_ ? lm_head_(normalized) : torch::matmul(normalized, model_->embed_tokens->weight.t());  // [B, T, V]
+  if (lm_head_) return lm_head_(normalized);  // [B, T, V]
+  return packed_embedding ? PackedProduct(normalized, *packed_embedding)
+                          : torch::matmul(normalized, model_->embed_tokens->weight.t());
 }
 
 std::shared_ptr<torch::nn::Module> LlamaImpl::Block(size_t layer) { return model_->layers[layer]; }

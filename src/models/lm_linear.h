@@ -5,10 +5,13 @@
 
 #include <cstdint>
 #include <functional>
+#include <memory>
 
 #include <torch/nn/module.h>
 #include <torch/nn/pimpl.h>
 #include <torch/types.h>
+
+#include "kernels/packed_matrix.h"
 
 namespace atq {
 
@@ -21,7 +24,15 @@ struct LmLinearImpl : torch::nn::Module {
   std::function<void(const torch::Tensor&)> tap;
   // Called with every output after the product (sensitivity: registers gradient hooks); empty otherwise.
   std::function<void(const torch::Tensor&)> output_tap;
+  // Set by the packed runtime (runtime/packed_runtime.h): the product runs on these packed weights through atq's
+  // kernels, and `weight` is left empty.
+  std::shared_ptr<const PackedWeights> packed;
 };
 TORCH_MODULE(LmLinear);
+
+// x [..., cols] (any float dtype, CPU) times packed W^T [rows, cols] -> [..., rows] float32, through MatMul.
+torch::Tensor PackedProduct(const torch::Tensor& x, const PackedWeights& weights);
+// Rows `ids` [...] of a packed [vocab, dim] table -> [..., dim] float32 (an embedding lookup on packed weights).
+torch::Tensor PackedRows(const torch::Tensor& ids, const PackedWeights& table);
 
 }  // namespace atq

@@ -18,6 +18,8 @@
 #include "util/strings.h"
 #ifdef ATQ_WITH_TORCH
 #include "eval/torch_matmul_baseline.h"
+#include "runtime/lm_speed.h"
+#include "torch/tensor_bridge.h"
 #endif
 
 namespace atq::cli {
@@ -88,6 +90,25 @@ void PlotKernels(const nlohmann::json& report, const std::string& path) {
   RenderPlot(spec, path);
 }
 
+// Decode tokens/s against bits per weight, one point per format.
+void PlotModel(const nlohmann::json& report, const std::string& path) {
+  PlotSpec spec;
+  spec.title = "decode speed of " + report["model"].get<std::string>() + " by weight format";
+  spec.x_label = "bits per weight (whole model)";
+  spec.y_label = "decode tokens / s";
+  PlotSeries decode("decode", {}, {}, true), prefill("prefill / 10", {}, {}, true);
+  for (const auto& row : report["results"]) {
+    decode.x.push_back(row["bits_per_weight"]);
+    decode.y.push_back(row["decode_tokens_per_second"]);
+    decode.labels.push_back(row["format"]);
+    prefill.x.push_back(row["bits_per_weight"]);
+    prefill.y.push_back(row["prefill_tokens_per_second"].get<double>() / 10.0);
+  }
+  spec.series = {decode, prefill};
+  spec.log_x = true;
+  RenderPlot(spec, path);
+}
+
 }  // namespace
 
 RunFn DeclareBench(CLI::App& app) {
@@ -99,6 +120,9 @@ RunFn DeclareBench(CLI::App& app) {
     double min_seconds = 0.3;
     int64_t bandwidth_mib = 1024;
     std::string json_path, plot_path;
+    std::string model, model_types = "torch,f32,f16,q8_0,q4_0,tq2_0,tq1_0,t2";
+    int64_t prompt_tokens = 64, decode_tokens = 64;
+    int model_threads = 0;
   };
   auto options = std::make_shared<Options>();
   app.add_option("--shapes", options->shapes, "Weight shapes ROWSxCOLS, comma-separated")->capture_default_str();
@@ -110,8 +134,39 @@ RunFn DeclareBench(CLI::App& app) {
       ->check(CLI::PositiveNumber)
       ->capture_default_str();
   app.add_option("--json", options->json_path, "Write the results as JSON to this file");
-  app.add_option("--plot", options->plot_path, "Draw weights/s against bits per weight (PNG)");
+  app.add_option("--plot", options->plot_path, "Draw weights/s (or tokens/s with --model) against bits per weight (PNG)");
+#ifdef ATQ_WITH_TORCH
+  app.add_option("--model", options->model,
+                 "Model level instead: a language model (Hugging Face folder, GGUF, llama2.c) run in each format");
+  app.add_option("--model-types", options->model_types,
+                 "Formats of the model-level run (torch: float32 through libtorch, as loaded)")->capture_default_str();
+  app.add_option("--prompt-tokens", options->prompt_tokens, "Prompt length (prefill)")
+      ->check(CLI::PositiveNumber)
+      ->capture_default_str();
+  app.add_option("--decode-tokens", options->decode_tokens, "Tokens generated (decode)")
+      ->check(CLI::PositiveNumber)
+      ->capture_default_str();
+  app.add_option("--model-threads", options->model_threads, "Threads of the model-level run (0: every core)")
+      ->capture_default_str();
+#endif
   return [options] {
+#ifdef ATQ_WITH_TORCH
+    if (!options->model.empty()) {
+      SetTorchThreads(options->model_threads);
+      LmSpeedOptions speed;
+      speed.variants = Split(options->model_types, ',');
+      for (const std::string& name : speed.variants) {
+        if (name != "torch") ParseTypeList(name, "--model-types", true);
+      }
+      speed.prompt_tokens = options->prompt_tokens;
+      speed.decode_tokens = options->decode_tokens;
+      speed.on_line = [](const std::string& line) { std::cout << line << std::endl; };
+      const nlohmann::json report = MeasureLmSpeed(options->model, speed);
+      if (!options->json_path.empty()) WriteFileAtomically(options->json_path, report.dump(2) + "\n");
+      if (!options->plot_path.empty()) PlotModel(report, options->plot_path);
+      return 0;
+    }
+#endif
     KernelBenchOptions bench;
     bench.shapes = ParseShapes(options->shapes);
     bench.types = ParseTypeList(options->types, "--types", true);

@@ -1,0 +1,95 @@
+// One load, pack and greedy generation per weight format, timed.
+#include "runtime/lm_speed.h"
+
+#include <fstream>
+
+#include <fmt/format.h>
+#include <torch/torch.h>
+
+#include "formats/quant_type.h"
+#include "models/lm_loader.h"
+#include "runtime/generate.h"
+#include "runtime/packed_runtime.h"
+#include "util/error.h"
+
+namespace atq {
+namespace {
+
+// Resident memory of this process now (VmRSS), in bytes; 0 where /proc is missing.
+int64_t ResidentBytes() {
+  std::ifstream status("/proc/self/status");
+  std::string key;
+  while (status >> key) {
+    if (key == "VmRSS:") {
+      int64_t kib = 0;
+      status >> kib;
+      return kib * 1024;
+    }
+  }
+  return 0;
+}
+
+PackedRuntimeOptions VariantOptions(const std::string& variant) {
+  const auto type = ParseQuantType(variant);
+  Require(type.has_value(), "model speed: unknown format '{}'", variant);
+  const TypeFamily family = Traits(*type).family;
+  PackedRuntimeOptions options;
+  options.linear_type = *type;
+  options.embedding_type =
+      family == TypeFamily::kTernary || *type == QuantType::kTQ1_0 || *type == QuantType::kTQ2_0 ? QuantType::kQ8_0
+                                                                                                  : *type;
+  return options;
+}
+
+constexpr const char* kPromptText =
+    "It was a bright cold day in April, and the clocks were striking thirteen. The old man walked slowly along the "
+    "river, looking at the boats and thinking about the long winter that had passed. ";
+
+}  // namespace
+
+nlohmann::json MeasureLmSpeed(const std::string& model_path, const LmSpeedOptions& options) {
+  nlohmann::json rows = nlohmann::json::array();
+  if (options.on_line) {
+    options.on_line(fmt::format("{:<7} {:>6} {:>10} {:>12} {:>9} {:>11} {:>9}", "format", "bits", "model MB",
+                                "prefill t/s", "TTFT ms", "decode t/s", "RSS MB"));
+  }
+  for (const std::string& variant : options.variants) {
+    LanguageModel lm = LoadLanguageModel(model_path);
+    CausalLmImpl& model = *lm.model;
+    int64_t parameters = 0;
+    for (const auto& p : model.parameters()) parameters += p.numel();
+    PackedRuntimeSizes sizes = RuntimeSizes(model);
+    if (variant != "torch") sizes = PackForRuntime(model, VariantOptions(variant));
+    std::vector<int32_t> prompt;
+    while (static_cast<int64_t>(prompt.size()) < options.prompt_tokens) {
+      for (int32_t token : lm.tokenizer->Encode(kPromptText)) prompt.push_back(token);
+    }
+    prompt.resize(static_cast<size_t>(options.prompt_tokens));
+    GenerateOptions generate;
+    generate.max_tokens = options.decode_tokens;
+    const GenerateResult result = Generate(model, prompt, generate);
+    const int64_t model_bytes = sizes.packed_bytes + sizes.float_bytes;
+    nlohmann::json row = {{"format", variant},
+                          {"bits_per_weight", 8.0 * static_cast<double>(model_bytes) / static_cast<double>(parameters)},
+                          {"model_bytes", model_bytes},
+                          {"packed_bytes", sizes.packed_bytes},
+                          {"float_bytes", sizes.float_bytes},
+                          {"prompt_tokens", options.prompt_tokens},
+                          {"prefill_seconds", result.prefill_seconds},
+                          {"prefill_tokens_per_second", static_cast<double>(options.prompt_tokens) / result.prefill_seconds},
+                          {"time_to_first_token_ms", 1e3 * result.prefill_seconds},
+                          {"decode_tokens", static_cast<int64_t>(result.tokens.size()) - 1},
+                          {"decode_tokens_per_second", result.decode_tokens_per_second},
+                          {"resident_bytes_after", ResidentBytes()}};
+    if (options.on_line) {
+      options.on_line(fmt::format("{:<7} {:>6.2f} {:>10.1f} {:>12.1f} {:>9.1f} {:>11.1f} {:>9.0f}", variant,
+                                  row["bits_per_weight"].get<double>(), model_bytes / 1e6,
+                                  row["prefill_tokens_per_second"].get<double>(), 1e3 * result.prefill_seconds,
+                                  result.decode_tokens_per_second, ResidentBytes() / 1e6));
+    }
+    rows.push_back(row);
+  }
+  return {{"model", model_path}, {"results", rows}};
+}
+
+}  // namespace atq
