@@ -1,7 +1,9 @@
 // Language-model loading: Hugging Face folders, llama2.c files, GGUF; weights by name into the modules.
 #include "models/lm_loader.h"
 
+#include <cstring>
 #include <filesystem>
+#include <optional>
 
 #include <torch/torch.h>
 
@@ -32,12 +34,34 @@ bool IsIgnorableHfTensor(const std::string& name) {
   return EndsWith(name, ".attn.bias") || EndsWith(name, ".attn.masked_bias") || EndsWith(name, "rotary_emb.inv_freq");
 }
 
+// The entry's bytes when it is a quantized 2-D weight the kernels run (nullopt otherwise). `row_order`, when
+// given, reorders its rows (GGUF's interleaved rotary rows), which only row-contiguous formats allow.
+std::optional<PackedWeights> KernelWeights(const TensorEntry& entry, const torch::Tensor& row_order = {}) {
+  const TensorInfo& info = *entry.info;
+  if (info.shape.size() != 2 || !Traits(info.type).is_quantized) return std::nullopt;
+  const TypeFamily family = Traits(info.type).family;
+  if (family != TypeFamily::kGgmlBlock && family != TypeFamily::kTernary && family != TypeFamily::kUniform) {
+    return std::nullopt;
+  }
+  PackedWeights packed{info.layout, std::vector<uint8_t>(entry.data, entry.data + info.nbytes)};
+  if (row_order.defined()) {
+    if (family != TypeFamily::kGgmlBlock) return std::nullopt;  // per-row scales live apart from the codes
+    const int64_t row_bytes = static_cast<int64_t>(info.nbytes) / info.layout.rows;
+    const int64_t* order = row_order.data_ptr<int64_t>();
+    for (int64_t r = 0; r < info.layout.rows; ++r) {
+      std::memcpy(packed.bytes.data() + r * row_bytes, entry.data + order[r] * row_bytes, static_cast<size_t>(row_bytes));
+    }
+  }
+  return packed;
+}
+
 // ---- Hugging Face ----
 
-LanguageModel LoadHuggingFace(const std::string& dir) {
+LanguageModel LoadHuggingFace(const std::string& dir, bool keep_packed) {
   const LmConfig config = ReadHfConfig((fs::path(dir) / "config.json").string());
   const TensorFile file = TensorFile::Open(dir);
   std::map<std::string, torch::Tensor> weights;
+  std::map<std::string, PackedWeights> packed_weights;
   for (const TensorEntry& entry : file.tensors()) {
     std::string name = entry.info->name;
     if (IsIgnorableHfTensor(name)) continue;
@@ -53,9 +77,13 @@ LanguageModel LoadHuggingFace(const std::string& dir) {
     }
     // A tied model saved with its head spelled out: the head is the embedding.
     if (config.tied_embeddings && name == "lm_head.weight") continue;
+    if (keep_packed) {
+      if (auto packed = KernelWeights(entry)) packed_weights.emplace(name, std::move(*packed));
+    }
     weights.emplace(name, tensor);
   }
   LanguageModel lm;
+  lm.packed = std::move(packed_weights);
   lm.model = MakeCausalLm(config);
   AssignLmWeights(*lm.model, std::move(weights), file.path());
   lm.format = "huggingface";
@@ -146,18 +174,25 @@ LmConfig GgufConfig(const GgufMetadata& meta, const TensorFile& file) {
   return config;
 }
 
-LanguageModel LoadGguf(const std::string& path) {
+LanguageModel LoadGguf(const std::string& path, bool keep_packed) {
   const TensorFile file = TensorFile::Open(path);
   const GgufMetadata& meta = file.gguf()->metadata();
   const LmConfig config = GgufConfig(meta, file);
   std::map<std::string, torch::Tensor> weights;
+  std::map<std::string, PackedWeights> packed_weights;
   for (const TensorEntry& entry : file.tensors()) {
     const std::string name = HfNameOfGguf(entry.info->name, config.arch, path);
     torch::Tensor value = ReadTensor(entry);
+    torch::Tensor row_order;  // rotary rows from ggml's interleaved order
     if (config.arch == LmArch::kLlama && EndsWith(name, "q_proj.weight")) {
       value = InterleavedToHalfRotary(value, config.num_heads);
+      row_order = InterleavedToHalfRotary(torch::arange(value.size(0)).unsqueeze(1), config.num_heads).squeeze(1);
     } else if (config.arch == LmArch::kLlama && EndsWith(name, "k_proj.weight")) {
       value = InterleavedToHalfRotary(value, config.num_kv_heads);
+      row_order = InterleavedToHalfRotary(torch::arange(value.size(0)).unsqueeze(1), config.num_kv_heads).squeeze(1);
+    }
+    if (keep_packed) {
+      if (auto packed = KernelWeights(entry, row_order)) packed_weights.emplace(name, std::move(*packed));
     } else if (config.arch == LmArch::kLlama && (EndsWith(name, "q_proj.bias") || EndsWith(name, "k_proj.bias"))) {
       const int64_t heads = EndsWith(name, "q_proj.bias") ? config.num_heads : config.num_kv_heads;
       value = InterleavedToHalfRotary(value.unsqueeze(1), heads).squeeze(1);
@@ -165,6 +200,7 @@ LanguageModel LoadGguf(const std::string& path) {
     weights.emplace(name, value);
   }
   LanguageModel lm;
+  lm.packed = std::move(packed_weights);
   lm.model = MakeCausalLm(config);
   AssignLmWeights(*lm.model, std::move(weights), path);
   lm.tokenizer = LoadGgufTokenizer(*file.gguf());
@@ -237,9 +273,9 @@ LanguageModel LoadLanguageModel(const std::string& path, const LmLoadOptions& op
   Require(fs::exists(path), "{}: no such file or folder", path);
   LanguageModel lm;
   if (fs::is_directory(path)) {
-    lm = LoadHuggingFace(path);
+    lm = LoadHuggingFace(path, options.keep_packed);
   } else if (HasGgufMagic(path)) {
-    lm = LoadGguf(path);
+    lm = LoadGguf(path, options.keep_packed);
   } else if (fs::path(path).extension() == ".bin") {
     lm = LoadLlama2c(path);
   } else {

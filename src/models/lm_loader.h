@@ -11,6 +11,7 @@
 #include <torch/types.h>
 
 #include "io/tokenizer.h"
+#include "kernels/packed_matrix.h"
 #include "models/causal_lm.h"
 
 namespace atq {
@@ -23,6 +24,9 @@ struct LmLoadOptions {
   std::string tokenizer;
   torch::Dtype dtype = torch::kFloat32;
   torch::Device device = torch::kCPU;
+  // Also keep the bytes of quantized 2-D weights the packed kernels run (LanguageModel::packed), for the packed
+  // runtime (runtime/packed_runtime.h) to attach in place of their float copies.
+  bool keep_packed = false;
 };
 
 struct LanguageModel {
@@ -31,6 +35,7 @@ struct LanguageModel {
   std::string path;
   std::string format;           // "huggingface", "llama2c", "gguf"
   std::string tokenizer_source;  // where the tokenizer came from
+  std::map<std::string, PackedWeights> packed;  // with keep_packed: Hugging Face parameter name -> packed bytes
   nlohmann::json Describe() const;  // architecture, sizes, parameter count, format, tokenizer
 };
 

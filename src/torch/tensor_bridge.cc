@@ -73,7 +73,13 @@ std::vector<uint8_t> FromTorch(const torch::Tensor& tensor, QuantType type, cons
 void SetTorchThreads(int threads) {
   if (threads <= 0) threads = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
   torch::set_num_threads(threads);
-  SetKernelThreads(threads);  // atq's packed kernels
+  // atq's packed kernels run on libtorch's own threads: a second pool would compete with its spinning OpenMP team.
+  SetKernelBackend(
+      [](int64_t count, int64_t grain, const std::function<void(int64_t, int64_t, int)>& body) {
+        at::parallel_for(0, count, grain,
+                         [&](int64_t begin, int64_t end) { body(begin, end, at::get_thread_num()); });
+      },
+      threads);
   // libtorch's matrix products go to libblas.so.3; when that is OpenBLAS it keeps its own thread pool, sized to
   // every core, whose idle threads spin against torch's. Same count for both.
   using SetBlasThreads = void (*)(int);

@@ -3,6 +3,7 @@
 
 #include <algorithm>
 #include <memory>
+#include <utility>
 
 #include "util/error.h"
 
@@ -22,6 +23,10 @@ std::pair<int64_t, int64_t> Slice(int64_t count, int64_t grain, int parts, int i
 ThreadPool::ThreadPool(int threads) {
   Require(threads >= 1, "a thread pool needs at least 1 thread, not {}", threads);
   for (int i = 1; i < threads; ++i) workers_.emplace_back([this, i] { WorkerLoop(i); });
+}
+
+ThreadPool::ThreadPool(Backend backend, int threads) : backend_(std::move(backend)), backend_threads_(threads) {
+  Require(backend_ != nullptr && threads >= 1, "a thread pool backend needs a function and at least 1 thread");
 }
 
 ThreadPool::~ThreadPool() {
@@ -52,6 +57,10 @@ void ThreadPool::WorkerLoop(int index) {
 void ThreadPool::ParallelFor(int64_t count, int64_t grain, const std::function<void(int64_t, int64_t, int)>& body) {
   if (count <= 0) return;
   grain = std::max<int64_t>(grain, 1);
+  if (backend_) {
+    backend_(count, grain, body);
+    return;
+  }
   if (workers_.empty() || count <= grain) {
     body(0, count, 0);
     return;
@@ -84,9 +93,10 @@ ThreadPool& KernelThreadPool() {
   return *pool;
 }
 
-void SetKernelThreads(int threads) {
-  auto& pool = KernelPoolSlot();
-  if (!pool || pool->threads() != threads) pool = std::make_unique<ThreadPool>(threads);
+void SetKernelThreads(int threads) { KernelPoolSlot() = std::make_unique<ThreadPool>(threads); }
+
+void SetKernelBackend(ThreadPool::Backend backend, int threads) {
+  KernelPoolSlot() = std::make_unique<ThreadPool>(std::move(backend), threads);
 }
 
 }  // namespace atq

@@ -13,12 +13,19 @@ namespace atq {
 
 class ThreadPool {
  public:
+  // Splits [0, count) into slices with bounds on multiples of grain and runs body(begin, end, thread) on each.
+  using Backend = std::function<void(int64_t count, int64_t grain,
+                                     const std::function<void(int64_t, int64_t, int)>& body)>;
+
   explicit ThreadPool(int threads);  // threads >= 1 (1: everything runs on the caller)
+  // No threads of its own: ParallelFor hands the work to `backend` (another runtime's threads, e.g. libtorch's
+  // OpenMP team, which would otherwise spin against a second set of workers on the same cores).
+  ThreadPool(Backend backend, int threads);
   ~ThreadPool();
   ThreadPool(const ThreadPool&) = delete;
   ThreadPool& operator=(const ThreadPool&) = delete;
 
-  int threads() const { return static_cast<int>(workers_.size()) + 1; }
+  int threads() const { return backend_ ? backend_threads_ : static_cast<int>(workers_.size()) + 1; }
 
   // Calls body(begin, end, thread) on `threads()` contiguous slices of [0, count) whose bounds are multiples of
   // `grain` (the last may be short), and returns when all are done. Not reentrant: one ParallelFor at a time.
@@ -27,6 +34,8 @@ class ThreadPool {
  private:
   void WorkerLoop(int index);
 
+  Backend backend_;
+  int backend_threads_ = 0;
   std::vector<std::thread> workers_;
   std::mutex mutex_;
   std::condition_variable start_, finished_;
@@ -37,8 +46,10 @@ class ThreadPool {
   bool stopping_ = false;
 };
 
-// The pool kernels use when the caller passes none: sized by SetKernelThreads (default: hardware threads).
+// The pool kernels use when the caller passes none: sized by SetKernelThreads (default: hardware threads), or
+// running on another runtime's threads after SetKernelBackend.
 ThreadPool& KernelThreadPool();
 void SetKernelThreads(int threads);
+void SetKernelBackend(ThreadPool::Backend backend, int threads);
 
 }  // namespace atq

@@ -3,6 +3,8 @@
 
 #include <torch/torch.h>
 
+#include "kernels/matmul.h"
+#include "runtime/packed_runtime.h"
 #include "torch/tensor_bridge.h"
 #include "util/error.h"
 #include "util/log.h"
@@ -21,6 +23,9 @@ void AddLmOptions(CLI::App& app, LmCliOptions& o) {
       ->check(CLI::IsMember({"f32", "f16", "bf16"}))
       ->capture_default_str();
   app.add_option("--threads", o.threads, "CPU threads (0: every core)")->capture_default_str();
+  app.add_flag("--dequantize", o.dequantize,
+               "Run a quantized checkpoint's weights as float copies (libtorch) instead of packed through atq's "
+               "kernels (the kernels also quantize activations to int8 per segment)");
 }
 
 LanguageModel LoadLmFromCli(const LmCliOptions& o) {
@@ -36,7 +41,14 @@ LanguageModel LoadLmFromCli(const LmCliOptions& o) {
     throw UsageError("--dtype f16 needs --device cuda (libtorch's CPU matrix products have no float16); use f32 or "
                      "bf16 on CPU");
   }
+  load.keep_packed = !o.dequantize && load.device.is_cpu() && load.dtype == torch::kFloat32;
   LanguageModel lm = LoadLanguageModel(o.model, load);
+  if (!lm.packed.empty()) {
+    const size_t layers = lm.packed.size();
+    const PackedRuntimeSizes sizes = AttachPackedWeights(*lm.model, std::move(lm.packed));
+    LogInfo("packed runtime: {} quantized weights ({:.1f} MB) run through atq's kernels ({}); {:.1f} MB in float",
+            layers, sizes.packed_bytes / 1e6, KernelTargetName(), sizes.float_bytes / 1e6);
+  }
   const LmConfig& c = lm.model->config();
   LogInfo("model: {} ({}), {} layers, hidden {}, {} heads / {} KV heads, vocab {}, {:.2f} M parameters", o.model,
           LmArchName(c.arch), c.num_layers, c.hidden_size, c.num_heads, c.num_kv_heads, c.vocab_size,

@@ -15,12 +15,14 @@ struct LmCliOptions {
   std::string device = "cpu";
   std::string dtype = "f32";
   int threads = 0;
+  bool dequantize = false;  // run quantized weights as float copies instead of through the packed kernels
 };
 
 // Adds MODEL and --tokenizer/--device/--dtype/--threads to `app`.
 void AddLmOptions(CLI::App& app, LmCliOptions& options);
 
-// Sets the threads, loads the model (and its tokenizer) and logs what was loaded.
+// Sets the threads, loads the model (and its tokenizer) and logs what was loaded. Quantized weights the kernels run
+// stay packed (CPU, f32 activations) unless --dequantize.
 LanguageModel LoadLmFromCli(const LmCliOptions& options);
 
 }  // namespace atq::cli
