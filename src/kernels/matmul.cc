@@ -347,16 +347,21 @@ void FloatRows(const PackedMatrix& weights, const float* x, int64_t n_total, int
   }
 }
 
-// Runs body<M>(first) for activation rows in passes of up to kMaxRowsPerPass.
+// Runs Pass<M>::Run(first, ..., begin, end, y) over output rows [row_begin, row_end) in blocks small enough to
+// stay in L1 while every pass of up to kMaxRowsPerPass activation rows goes over them.
 template <template <int> class Pass, typename... Args>
-void ForRowPasses(int64_t n, Args&&... args) {
-  int64_t first = 0;
-  for (; first + 4 <= n; first += 4) Pass<4>::Run(first, args...);
-  switch (n - first) {
-    case 3: Pass<3>::Run(first, args...); break;
-    case 2: Pass<2>::Run(first, args...); break;
-    case 1: Pass<1>::Run(first, args...); break;
-    default: break;
+void ForRowPasses(int64_t n, int64_t row_begin, int64_t row_end, float* y, Args&&... args) {
+  constexpr int64_t kRowBlock = 16;
+  for (int64_t begin = row_begin; begin < row_end; begin += kRowBlock) {
+    const int64_t end = std::min(row_end, begin + kRowBlock);
+    int64_t first = 0;
+    for (; first + 4 <= n; first += 4) Pass<4>::Run(first, args..., begin, end, y);
+    switch (n - first) {
+      case 3: Pass<3>::Run(first, args..., begin, end, y); break;
+      case 2: Pass<2>::Run(first, args..., begin, end, y); break;
+      case 1: Pass<1>::Run(first, args..., begin, end, y); break;
+      default: break;
+    }
   }
 }
 
@@ -386,7 +391,7 @@ void MatMulTarget(const PackedMatrix& weights, const float* x, int64_t n, float*
   constexpr int64_t kRowGrain = 16;
   if (IsFloatWeight(layout.type)) {
     pool.ParallelFor(layout.rows, kRowGrain, [&](int64_t begin, int64_t end, int) {
-      ForRowPasses<FloatPass>(n, weights, x, n, begin, end, y);
+      ForRowPasses<FloatPass>(n, begin, end, y, weights, x, n);
     });
     return;
   }
@@ -395,11 +400,11 @@ void MatMulTarget(const PackedMatrix& weights, const float* x, int64_t n, float*
   if (TwoBitApplies(layout)) {
     const TwoBitPlan plan = PlanTwoBit(layout, acts);
     pool.ParallelFor(layout.rows, kRowGrain, [&](int64_t begin, int64_t end, int) {
-      ForRowPasses<TwoBitPass>(n, weights, acts, plan, begin, end, y);
+      ForRowPasses<TwoBitPass>(n, begin, end, y, weights, acts, plan);
     });
   } else if (layout.type == QuantType::kQ8_0 || layout.type == QuantType::kQ4_0) {
     pool.ParallelFor(layout.rows, kRowGrain, [&](int64_t begin, int64_t end, int) {
-      ForRowPasses<Block32Pass>(n, weights, acts, begin, end, y);
+      ForRowPasses<Block32Pass>(n, begin, end, y, weights, acts);
     });
   } else {
     pool.ParallelFor(layout.rows, kRowGrain,

@@ -46,6 +46,19 @@ expect_status 0 "formats --json" "$atq" formats --json
 python3 -c "import json,sys; rows=json.load(open('$tmp/out')); assert any(r['name']=='q4_0' and r['id']==2 for r in rows)" \
   || { echo "FAIL: formats --json is not the table"; failures=$((failures + 1)); }
 
+expect_status 0 "bench on small shapes" "$atq" bench --shapes 64x256,7x300 --types t2,q8_0,f32 --batch 1,3 \
+  --threads 1,2 --min-seconds 0.01 --bandwidth-mib 16 --json "$tmp/bench.json"
+expect_output "memory read bandwidth" "bench measures the read bandwidth"
+python3 -c "
+import json; d=json.load(open('$tmp/bench.json'))
+rows=d['results']; assert d['read_bandwidth_gbps']['1'] > 0
+assert {(r['shape'], r['type'], r['batch'], r['threads']) for r in rows} >= {('64x256','t2',3,2), ('7x300','t2',1,1)}
+assert not any(r['type']=='q8_0' and r['shape']=='7x300' for r in rows)  # 300 is no multiple of 32
+assert all(r['seconds'] > 0 and r['bandwidth_share'] > 0 for r in rows)" \
+  || { echo "FAIL: bench --json"; failures=$((failures + 1)); }
+expect_status 2 "bench with a bad shape" "$atq" bench --shapes 64by256
+expect_status 2 "bench with an unknown type" "$atq" bench --types q9_9
+
 expect_status 1 "inspect of a missing file" "$atq" inspect "$tmp/missing.safetensors"
 expect_output "missing.safetensors" "the error names the file"
 printf 'not a tensor file at all' >"$tmp/garbage.gguf"
@@ -166,6 +179,16 @@ if [ -d "$fixtures/gpt2-mini/model" ]; then
     --text "$fixtures/corpus/test.txt" --max-windows 2 --threads 2
   expect_status 0 "perplexity of the GGUF" "$atq" perplexity "$tmp/q-ternary.gguf" \
     --text "$fixtures/corpus/test.txt" --max-windows 2 --threads 2
+  expect_output "packed runtime" "the quantized GGUF runs through the packed kernels"
+  expect_status 0 "perplexity of the GGUF, dequantized" "$atq" perplexity "$tmp/q-ternary.gguf" \
+    --text "$fixtures/corpus/test.txt" --max-windows 2 --threads 2 --dequantize
+  expect_status 0 "bench --model" "$atq" bench --model "$model" --model-types torch,t2 --prompt-tokens 4 \
+    --decode-tokens 3 --model-threads 2 --json "$tmp/lm_speed.json"
+  python3 -c "
+import json; rows=json.load(open('$tmp/lm_speed.json'))['results']
+assert [r['format'] for r in rows] == ['torch', 't2']
+assert rows[1]['model_bytes'] < rows[0]['model_bytes'] / 3 and all(r['decode_tokens_per_second'] > 0 for r in rows)" \
+    || { echo "FAIL: bench --model --json"; failures=$((failures + 1)); }
   printf 'configs:\n  - {name: w8, method: rtn, bits: 8, nsamples: 0}\n' > "$tmp/sweep.yaml"
   expect_status 0 "sweep" "$atq" sweep "$model" --configs "$tmp/sweep.yaml" --text "$fixtures/corpus/test.txt" \
     --max-windows 1 --no-plot --out "$tmp/sweep" --threads 2
