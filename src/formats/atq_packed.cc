@@ -106,6 +106,16 @@ void ReadCodesRow(const Layout& layout, const uint8_t* row, int64_t row_index, u
         packed /= 3;
       }
     }
+  } else if (UniformBits(layout.type) == 8) {
+    std::memcpy(codes, row, static_cast<size_t>(cols));
+  } else if (UniformBits(layout.type) == 4) {
+    const int64_t pairs = cols / 2;
+    for (int64_t b = 0; b < pairs; ++b) {
+      const uint8_t byte = row[b];
+      codes[2 * b] = static_cast<uint8_t>(byte & 0x0F);
+      codes[2 * b + 1] = static_cast<uint8_t>(byte >> 4);
+    }
+    if (cols % 2 != 0) codes[cols - 1] = static_cast<uint8_t>(row[cols / 2] & 0x0F);
   } else {
     const int bits = UniformBits(layout.type);
     const unsigned mask = (1u << bits) - 1;

@@ -161,10 +161,14 @@ const std::vector<TypeTraits>& AllTypes() {
 }
 
 const TypeTraits* FindTraits(uint32_t id) {
-  for (const TypeTraits& row : AllTypes()) {
-    if (static_cast<uint32_t>(row.type) == id) return &row;
-  }
-  return nullptr;
+  // Kernels look types up per row: an index by id instead of a scan of the table.
+  constexpr uint32_t kMaxId = 256;
+  static const std::vector<const TypeTraits*> by_id = [] {
+    std::vector<const TypeTraits*> index(kMaxId, nullptr);
+    for (const TypeTraits& row : AllTypes()) index.at(static_cast<uint32_t>(row.type)) = &row;
+    return index;
+  }();
+  return id < kMaxId ? by_id[id] : nullptr;
 }
 
 const TypeTraits& Traits(QuantType type) {

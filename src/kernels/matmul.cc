@@ -9,6 +9,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <type_traits>
 #include <vector>
 
 #include "formats/atq_packed.h"
@@ -100,23 +101,54 @@ int32_t DotCodes(const uint8_t* codes, const int8_t* q, int64_t length) {
 
 // ---- generic quantized: a decoded row against every activation row ----
 
+// sums[m] = sum_j codes[j] * q[m][j] over [0, length) for M activation rows, each code vector loaded once.
+template <int M>
+HWY_INLINE void DotCodesRows(const uint8_t* codes, const int8_t* const* q, int64_t length, int32_t* sums) {
+  const hn::ScalableTag<uint8_t> d8;
+  const hn::Repartition<int8_t, decltype(d8)> di8;
+  const hn::Repartition<int32_t, decltype(d8)> d32;
+  const int64_t lanes = static_cast<int64_t>(hn::Lanes(d8));
+  hn::Vec<decltype(d32)> acc[M];
+  for (int m = 0; m < M; ++m) acc[m] = hn::Zero(d32);
+  int64_t j = 0;
+  for (; j + lanes <= length; j += lanes) {
+    const auto c = hn::LoadU(d8, codes + j);
+    for (int m = 0; m < M; ++m) acc[m] = DotUnsigned(d8, acc[m], c, hn::LoadU(di8, q[m] + j));
+  }
+  for (int m = 0; m < M; ++m) sums[m] = hn::GetLane(hn::SumOfLanes(d32, acc[m])) + DotCodes(codes + j, q[m] + j, length - j);
+}
+
+// Each row decoded once, then multiplied with every activation row, up to 4 at a time.
 void GenericRows(const PackedMatrix& weights, const Int8Activations& acts, int64_t begin, int64_t end, float* y) {
   const int64_t rows = weights.layout.rows, cols = weights.layout.cols;
   std::vector<uint8_t> codes(static_cast<size_t>(acts.stride));
   std::vector<float> scales(static_cast<size_t>(acts.segments));
   std::vector<int32_t> offsets(static_cast<size_t>(acts.segments));
+  auto pass = [&](auto rows_per_pass, int64_t first, int64_t r) {
+    constexpr int M = decltype(rows_per_pass)::value;
+    const int8_t* q[M];
+    float total[M] = {};
+    for (int64_t s = 0; s < acts.segments; ++s) {
+      const int64_t column = s * acts.segment;
+      for (int m = 0; m < M; ++m) q[m] = acts.values.data() + (first + m) * acts.stride + column;
+      int32_t dots[M];
+      DotCodesRows<M>(codes.data() + column, q, std::min(acts.segment, cols - column), dots);
+      for (int m = 0; m < M; ++m) {
+        const int64_t at = (first + m) * acts.segments + s;
+        total[m] += (scales[s] * acts.scales[at]) * static_cast<float>(dots[m] - offsets[s] * acts.sums[at]);
+      }
+    }
+    for (int m = 0; m < M; ++m) y[(first + m) * rows + r] = total[m];
+  };
   for (int64_t r = begin; r < end; ++r) {
     DecodeRowCodes(weights, r, codes.data(), scales.data(), offsets.data());
-    for (int64_t i = 0; i < acts.rows; ++i) {
-      const int8_t* q = acts.values.data() + i * acts.stride;
-      float sum = 0.0f;
-      for (int64_t s = 0; s < acts.segments; ++s) {
-        const int64_t first = s * acts.segment;
-        const int32_t dot = DotCodes(codes.data() + first, q + first, std::min(acts.segment, cols - first));
-        const int32_t centered = dot - offsets[s] * acts.sums[i * acts.segments + s];
-        sum += (scales[s] * acts.scales[i * acts.segments + s]) * static_cast<float>(centered);
-      }
-      y[i * rows + r] = sum;
+    int64_t first = 0;
+    for (; first + 4 <= acts.rows; first += 4) pass(std::integral_constant<int, 4>(), first, r);
+    switch (acts.rows - first) {
+      case 3: pass(std::integral_constant<int, 3>(), first, r); break;
+      case 2: pass(std::integral_constant<int, 2>(), first, r); break;
+      case 1: pass(std::integral_constant<int, 1>(), first, r); break;
+      default: break;
     }
   }
 }
