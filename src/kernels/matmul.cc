@@ -21,6 +21,7 @@
 #undef HWY_TARGET_INCLUDE
 #define HWY_TARGET_INCLUDE "kernels/matmul.cc"
 #include <hwy/foreach_target.h>  // IWYU pragma: keep
+#include <hwy/cache_control.h>
 #include <hwy/highway.h>
 
 HWY_BEFORE_NAMESPACE();
@@ -156,6 +157,7 @@ void GenericRows(const PackedMatrix& weights, const Int8Activations& acts, int64
 // ---- 2-bit ternary: atq ternary2 and TQ2_0 ----
 
 using D2Bit = hn::CappedTag<uint8_t, 64>;  // a chunk: Lanes bytes = 4 * Lanes weights
+constexpr int64_t kPrefetchBytes = 512;
 
 // Where the weight decoded from byte `byte` of a row (ternary2) or of a block's codes (TQ2_0) by the shift 2k
 // sits in the row or block.
@@ -208,74 +210,116 @@ TwoBitPlan PlanTwoBit(const Layout& layout, const Int8Activations& acts) {
   return plan;
 }
 
-// Output rows [begin, end) for activation rows first .. first + M - 1.
-template <int M>
-void TwoBitRows(const PackedMatrix& weights, const Int8Activations& acts, const TwoBitPlan& plan, int64_t first,
-                int64_t begin, int64_t end, float* y) {
+// Output rows r .. r + R - 1 for activation rows first .. first + M - 1. Each chunk of activations is loaded once
+// for the R rows and each chunk of weights decoded once for the M activation rows: with M = 1 (decode) four rows
+// share the activation loads, which otherwise outnumber the weight loads four to one.
+template <int M, int R>
+HWY_INLINE void TwoBitBlock(const uint8_t* const* row, const float* const* scales, const int32_t* const* offsets,
+                            const Int8Activations& acts, const TwoBitPlan& plan, const int8_t* const* permuted,
+                            int64_t first, float* out /* [M][R] */) {
   const D2Bit d8;
   const hn::Repartition<int8_t, D2Bit> di8;
   const hn::Repartition<int32_t, D2Bit> d32;
   const hn::Repartition<float, D2Bit> df;
-  const Layout& layout = weights.layout;
-  const int64_t rows = layout.rows, cols = layout.cols;
+  const int64_t cols = acts.cols;
   const int64_t nb = plan.chunk_bytes, chunk_weights = 4 * nb;
-  const int64_t segment = acts.segment;
-  const int64_t chunks_per_segment = segment / chunk_weights;
-  const int64_t row_bytes = plan.tq2_0 ? cols / 256 * static_cast<int64_t>(sizeof(BlockTQ2_0)) : RowBytes(layout);
+  const int64_t chunks_per_segment = acts.segment / chunk_weights;
   const auto mask = hn::Set(d8, 3);
-  std::vector<float> scales(static_cast<size_t>(acts.segments));
-  std::vector<int32_t> offsets(static_cast<size_t>(acts.segments));
-  const RowScaleReader scale_reader(weights);
-  const int8_t* permuted[M];
-  for (int m = 0; m < M; ++m) permuted[m] = plan.permuted.data() + (first + m) * plan.permuted_stride;
-
-  for (int64_t r = begin; r < end; ++r) {
-    scale_reader.Read(r, scales.data(), offsets.data());
-    const uint8_t* row = weights.data + r * row_bytes;
-    hn::Vec<decltype(df)> total[M];
-    float correction[M];  // - sum over segments of scale * offset * sum q
-    for (int m = 0; m < M; ++m) {
-      total[m] = hn::Zero(df);
-      correction[m] = 0.0f;
+  hn::Vec<decltype(df)> total[M][R];
+  float correction[M][R];  // sum over segments of scale * (tail - offset * sum q)
+  for (int m = 0; m < M; ++m) {
+    for (int i = 0; i < R; ++i) {
+      total[m][i] = hn::Zero(df);
+      correction[m][i] = 0.0f;
     }
-    for (int64_t s = 0; s < acts.segments; ++s) {
-      // One accumulator per shift: four independent dot-product chains instead of one long one.
-      hn::Vec<decltype(d32)> acc[M][4];
+  }
+  for (int64_t s = 0; s < acts.segments; ++s) {
+    hn::Vec<decltype(d32)> acc[M][R];
+    for (int m = 0; m < M; ++m) {
+      for (int i = 0; i < R; ++i) acc[m][i] = hn::Zero(d32);
+    }
+    const int64_t chunk_end = std::min(plan.full_chunks, (s + 1) * chunks_per_segment);
+    for (int64_t c = s * chunks_per_segment; c < chunk_end; ++c) {
+      // TQ2_0 blocks carry a 2-byte scale after their 64 code bytes.
+      const int64_t byte = plan.tq2_0 ? (c * nb) / 64 * static_cast<int64_t>(sizeof(BlockTQ2_0)) + (c * nb) % 64
+                                      : c * nb;
+      hn::Vec<decltype(di8)> q[M][4];
       for (int m = 0; m < M; ++m) {
-        for (int k = 0; k < 4; ++k) acc[m][k] = hn::Zero(d32);
+        for (int k = 0; k < 4; ++k) q[m][k] = hn::LoadU(di8, permuted[m] + c * chunk_weights + k * nb);
       }
-      const int64_t chunk_end = std::min(plan.full_chunks, (s + 1) * chunks_per_segment);
-      for (int64_t c = s * chunks_per_segment; c < chunk_end; ++c) {
-        // TQ2_0 blocks carry a 2-byte scale after their 64 code bytes.
-        const int64_t byte = plan.tq2_0 ? (c * nb) / 64 * static_cast<int64_t>(sizeof(BlockTQ2_0)) + (c * nb) % 64
-                                        : c * nb;
-        const auto packed = hn::LoadU(d8, row + byte);
+      for (int i = 0; i < R; ++i) {
+        // Rows far larger than the caches stream from memory: ask for the bytes a few chunks ahead.
+        hwy::Prefetch(row[i] + byte + kPrefetchBytes);
+        const auto packed = hn::LoadU(d8, row[i] + byte);
         const auto c0 = hn::And(packed, mask);
         const auto c1 = hn::And(hn::ShiftRight<2>(packed), mask);
         const auto c2 = hn::And(hn::ShiftRight<4>(packed), mask);
         const auto c3 = hn::ShiftRight<6>(packed);
         for (int m = 0; m < M; ++m) {
-          const int8_t* q = permuted[m] + c * chunk_weights;
-          acc[m][0] = DotUnsigned(d8, acc[m][0], c0, hn::LoadU(di8, q));
-          acc[m][1] = DotUnsigned(d8, acc[m][1], c1, hn::LoadU(di8, q + nb));
-          acc[m][2] = DotUnsigned(d8, acc[m][2], c2, hn::LoadU(di8, q + 2 * nb));
-          acc[m][3] = DotUnsigned(d8, acc[m][3], c3, hn::LoadU(di8, q + 3 * nb));
+          acc[m][i] = DotUnsigned(d8, acc[m][i], c0, q[m][0]);
+          acc[m][i] = DotUnsigned(d8, acc[m][i], c1, q[m][1]);
+          acc[m][i] = DotUnsigned(d8, acc[m][i], c2, q[m][2]);
+          acc[m][i] = DotUnsigned(d8, acc[m][i], c3, q[m][3]);
         }
-      }
-      for (int m = 0; m < M; ++m) {
-        const int64_t at = (first + m) * acts.segments + s;
-        int32_t tail = 0;  // ternary2 columns past the last whole chunk (only in the last segment)
-        if (s == acts.segments - 1) {
-          const int8_t* q = acts.values.data() + (first + m) * acts.stride;
-          for (int64_t j = plan.full_chunks * chunk_weights; j < cols; ++j) tail += ((row[j / 4] >> (2 * (j % 4))) & 3) * q[j];
-        }
-        const float scale = scales[s] * acts.scales[at];
-        const auto dot = hn::Add(hn::Add(acc[m][0], acc[m][1]), hn::Add(acc[m][2], acc[m][3]));
-        total[m] = hn::MulAdd(hn::ConvertTo(df, dot), hn::Set(df, scale), total[m]);
-        correction[m] += scale * static_cast<float>(tail - offsets[s] * acts.sums[at]);
       }
     }
-    for (int m = 0; m < M; ++m) y[(first + m) * rows + r] = hn::GetLane(hn::SumOfLanes(df, total[m])) + correction[m];
+    for (int m = 0; m < M; ++m) {
+      const int64_t at = (first + m) * acts.segments + s;
+      const int8_t* q = acts.values.data() + (first + m) * acts.stride;
+      for (int i = 0; i < R; ++i) {
+        int32_t tail = 0;  // ternary2 columns past the last whole chunk (only in the last segment)
+        if (s == acts.segments - 1) {
+          for (int64_t j = plan.full_chunks * chunk_weights; j < cols; ++j) {
+            tail += ((row[i][j / 4] >> (2 * (j % 4))) & 3) * q[j];
+          }
+        }
+        const float scale = scales[i][s] * acts.scales[at];
+        total[m][i] = hn::MulAdd(hn::ConvertTo(df, acc[m][i]), hn::Set(df, scale), total[m][i]);
+        correction[m][i] += scale * static_cast<float>(tail - offsets[i][s] * acts.sums[at]);
+      }
+    }
+  }
+  for (int m = 0; m < M; ++m) {
+    for (int i = 0; i < R; ++i) out[m * R + i] = hn::GetLane(hn::SumOfLanes(df, total[m][i])) + correction[m][i];
+  }
+}
+
+// Output rows [begin, end) for activation rows first .. first + M - 1.
+template <int M>
+void TwoBitRows(const PackedMatrix& weights, const Int8Activations& acts, const TwoBitPlan& plan, int64_t first,
+                int64_t begin, int64_t end, float* y) {
+  constexpr int R = M == 1 ? 4 : 1;  // weight rows per pass
+  const Layout& layout = weights.layout;
+  const int64_t rows = layout.rows;
+  const int64_t row_bytes =
+      plan.tq2_0 ? layout.cols / 256 * static_cast<int64_t>(sizeof(BlockTQ2_0)) : RowBytes(layout);
+  const RowScaleReader scale_reader(weights);
+  std::vector<float> scale_storage(static_cast<size_t>(R * acts.segments));
+  std::vector<int32_t> offset_storage(static_cast<size_t>(R * acts.segments));
+  const int8_t* permuted[M];
+  for (int m = 0; m < M; ++m) permuted[m] = plan.permuted.data() + (first + m) * plan.permuted_stride;
+  const uint8_t* row[R];
+  const float* scales[R];
+  const int32_t* offsets[R];
+  float out[M * R];
+  auto load_row = [&](int i, int64_t r) {
+    row[i] = weights.data + r * row_bytes;
+    scale_reader.Read(r, scale_storage.data() + i * acts.segments, offset_storage.data() + i * acts.segments);
+    scales[i] = scale_storage.data() + i * acts.segments;
+    offsets[i] = offset_storage.data() + i * acts.segments;
+  };
+  int64_t r = begin;
+  for (; r + R <= end; r += R) {
+    for (int i = 0; i < R; ++i) load_row(i, r + i);
+    TwoBitBlock<M, R>(row, scales, offsets, acts, plan, permuted, first, out);
+    for (int m = 0; m < M; ++m) {
+      for (int i = 0; i < R; ++i) y[(first + m) * rows + r + i] = out[m * R + i];
+    }
+  }
+  for (; r < end; ++r) {
+    load_row(0, r);
+    TwoBitBlock<M, 1>(row, scales, offsets, acts, plan, permuted, first, out);
+    for (int m = 0; m < M; ++m) y[(first + m) * rows + r] = out[m];
   }
 }
 
