@@ -80,7 +80,7 @@ std::string GnuplotScript(const PlotSpec& spec, const std::string& png_path) {
                           series.points_only ? "points pt 7 ps 1.1" : "linespoints lw 2 pt 7 ps 0.6", Quoted(series.title));
     if (!series.labels.empty()) {
       script += fmt::format(", \
-     $series{} using 1:2:3 with labels offset char 0.6,0.6 left font ',8' notitle", s);
+     $series{} using 1:2:3 with labels noenhanced offset char 0.6,0.6 left font ',8' notitle", s);
     }
   }
   return script + "\n";

@@ -93,9 +93,9 @@ void PlotKernels(const nlohmann::json& report, const std::string& path) {
 // Decode tokens/s against bits per weight, one point per format.
 void PlotModel(const nlohmann::json& report, const std::string& path) {
   PlotSpec spec;
-  spec.title = "decode speed of " + report["model"].get<std::string>() + " by weight format";
+  spec.title = "decode and prefill speed by weight format: " + report["model"].get<std::string>();
   spec.x_label = "bits per weight (whole model)";
-  spec.y_label = "decode tokens / s";
+  spec.y_label = "tokens / s (prefill divided by 10)";
   PlotSeries decode("decode", {}, {}, true), prefill("prefill / 10", {}, {}, true);
   for (const auto& row : report["results"]) {
     decode.x.push_back(row["bits_per_weight"]);
