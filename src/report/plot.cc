@@ -33,7 +33,7 @@ std::string DataLabel(std::string text) {
 std::string GnuplotScript(const PlotSpec& spec, const std::string& png_path) {
   Require(!spec.series.empty(), "plot {}: nothing to draw", png_path);
   std::string script = fmt::format(
-      "set terminal pngcairo size {},{} enhanced font 'Sans,11'\nset output {}\nset title {}\n"
+      "set terminal pngcairo size {},{} noenhanced font 'Sans,11'\nset output {}\nset title {}\n"
       "set xlabel {}\nset ylabel {}\nset grid ytics lc rgb '#dddddd'\nset key below\n",
       spec.width, spec.height, Quoted(png_path), Quoted(spec.title), Quoted(spec.x_label), Quoted(spec.y_label));
   if (spec.log_x) script += "set logscale x 2\n";
@@ -80,7 +80,7 @@ std::string GnuplotScript(const PlotSpec& spec, const std::string& png_path) {
                           series.points_only ? "points pt 7 ps 1.1" : "linespoints lw 2 pt 7 ps 0.6", Quoted(series.title));
     if (!series.labels.empty()) {
       script += fmt::format(", \
-     $series{} using 1:2:3 with labels noenhanced offset char 0.6,0.6 left font ',8' notitle", s);
+     $series{} using 1:2:3 with labels offset char 0.6,0.6 left font ',8' notitle", s);
     }
   }
   return script + "\n";

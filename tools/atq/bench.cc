@@ -61,7 +61,7 @@ std::vector<T> ParsePositiveList(const std::string& list, const std::string& fla
   return values;
 }
 
-// G weights/s against bits per weight, one series per (batch, threads), on the largest shape.
+// Batch-1 G weights/s against bits per weight, one series per thread count, on the largest shape.
 void PlotKernels(const nlohmann::json& report, const std::string& path) {
   const nlohmann::json& results = report["results"];
   std::string largest;
@@ -71,13 +71,13 @@ void PlotKernels(const nlohmann::json& report, const std::string& path) {
     if (size > largest_size) largest_size = size, largest = row["shape"];
   }
   PlotSpec spec;
-  spec.title = fmt::format("packed kernels on {} ({}): weights per second against bits per weight", largest,
+  spec.title = fmt::format("matrix-vector (batch 1) on {}, {}: weights per second against bits per weight", largest,
                            report["target"].get<std::string>());
   spec.x_label = "bits per weight (scales included)";
   spec.y_label = "G weights / s";
   std::map<std::pair<int64_t, int>, PlotSeries> series;
   for (const auto& row : results) {
-    if (row["shape"] != largest) continue;
+    if (row["shape"] != largest || row["batch"] != 1) continue;
     const auto key = std::make_pair(row["batch"].get<int64_t>(), row["threads"].get<int>());
     PlotSeries& s = series[key];
     s.title = fmt::format("batch {}, {} thread(s)", key.first, key.second);
