@@ -25,9 +25,6 @@
 #include <hwy/highway.h>
 
 HWY_BEFORE_NAMESPACE();
-#if HWY_TARGET == HWY_AVX3_DL
-#pragma GCC target("avx512vnni")
-#endif
 namespace atq {
 namespace HWY_NAMESPACE {
 namespace hn = hwy::HWY_NAMESPACE;
@@ -45,16 +42,13 @@ void MatMulTarget(const PackedMatrix& weights, const float* x, int64_t n, float*
 template <class D, class V32>
 HWY_INLINE V32 DotUnsigned(D d8, V32 acc, hn::Vec<D> codes, hn::Vec<hn::Repartition<int8_t, D>> q) {
 #if HWY_TARGET == HWY_AVX3_DL
+  // vpdpbusd written out: its intrinsic needs an avx512vnni target attribute that Highway 1.0's target string
+  // lacks (it names AVX-VNNI, the VEX form Zen 4 does not have), and the {evex} prefix keeps the assembler from
+  // choosing that VEX form for 256/128-bit vectors.
   (void)d8;
-  if constexpr (sizeof(hn::Vec<D>) == 64) {
-    return V32{_mm512_dpbusd_epi32(acc.raw, codes.raw, q.raw)};
-  } else {
-    // Written out so that it is the EVEX (AVX512-VNNI) encoding: the target string of Highway 1.0 also enables
-    // AVX-VNNI, and GCC then emits the VEX form for 256/128-bit vectors, which Zen 4 does not have.
-    auto raw = acc.raw;
-    asm("%{evex%} vpdpbusd %2, %1, %0" : "+v"(raw) : "v"(codes.raw), "v"(q.raw));
-    return V32{raw};
-  }
+  auto raw = acc.raw;
+  asm("%{evex%} vpdpbusd %2, %1, %0" : "+v"(raw) : "v"(codes.raw), "v"(q.raw));
+  return V32{raw};
 #else
   const hn::Repartition<int16_t, D> d16;
   const hn::Repartition<int32_t, D> d32;
