@@ -55,6 +55,10 @@ std::optional<PackedWeights> KernelWeights(const TensorEntry& entry, const torch
   return packed;
 }
 
+// What a packed weight's float parameter is loaded with: the right shape and no memory (the packed runtime
+// releases the parameter and runs the packed bytes), so loading does not hold a dequantized copy as well.
+torch::Tensor PackedPlaceholder(const std::vector<int64_t>& shape) { return torch::zeros({1}).expand(shape); }
+
 // ---- Hugging Face ----
 
 LanguageModel LoadHuggingFace(const std::string& dir, bool keep_packed) {
@@ -65,20 +69,26 @@ LanguageModel LoadHuggingFace(const std::string& dir, bool keep_packed) {
   for (const TensorEntry& entry : file.tensors()) {
     std::string name = entry.info->name;
     if (IsIgnorableHfTensor(name)) continue;
+    if (config.arch == LmArch::kGpt2 && !StartsWith(name, "transformer.") && !StartsWith(name, "lm_head.")) {
+      name = "transformer." + name;
+    }
+    // A tied model saved with its head spelled out: the head is the embedding.
+    if (config.tied_embeddings && name == "lm_head.weight") continue;
+    if (keep_packed) {
+      if (auto packed = KernelWeights(entry)) {
+        packed_weights.emplace(name, std::move(*packed));
+        weights.emplace(name, PackedPlaceholder(entry.info->shape));
+        continue;
+      }
+    }
     torch::Tensor tensor = ReadTensor(entry);
     if (config.arch == LmArch::kGpt2) {
-      if (!StartsWith(name, "transformer.") && !StartsWith(name, "lm_head.")) name = "transformer." + name;
       // atq's packed tensors are stored [out, in] like every packed format; only float Conv1D weights are [in, out].
       if (IsGpt2Conv1dWeight(name) && !Traits(entry.info->type).is_quantized) {
         Require(tensor.dim() == 2, "{}: Conv1D tensor '{}' must be 2-D, has shape {}", entry.file, name,
                 ShapeString(entry.info->shape));
         tensor = tensor.t().contiguous();  // Conv1D [in, out] -> Linear [out, in]
       }
-    }
-    // A tied model saved with its head spelled out: the head is the embedding.
-    if (config.tied_embeddings && name == "lm_head.weight") continue;
-    if (keep_packed) {
-      if (auto packed = KernelWeights(entry)) packed_weights.emplace(name, std::move(*packed));
     }
     weights.emplace(name, tensor);
   }
@@ -182,20 +192,27 @@ LanguageModel LoadGguf(const std::string& path, bool keep_packed) {
   std::map<std::string, PackedWeights> packed_weights;
   for (const TensorEntry& entry : file.tensors()) {
     const std::string name = HfNameOfGguf(entry.info->name, config.arch, path);
-    torch::Tensor value = ReadTensor(entry);
-    torch::Tensor row_order;  // rotary rows from ggml's interleaved order
-    if (config.arch == LmArch::kLlama && EndsWith(name, "q_proj.weight")) {
-      value = InterleavedToHalfRotary(value, config.num_heads);
-      row_order = InterleavedToHalfRotary(torch::arange(value.size(0)).unsqueeze(1), config.num_heads).squeeze(1);
-    } else if (config.arch == LmArch::kLlama && EndsWith(name, "k_proj.weight")) {
-      value = InterleavedToHalfRotary(value, config.num_kv_heads);
-      row_order = InterleavedToHalfRotary(torch::arange(value.size(0)).unsqueeze(1), config.num_kv_heads).squeeze(1);
-    }
+    const bool llama = config.arch == LmArch::kLlama;
+    const bool rotary_weight = llama && (EndsWith(name, "q_proj.weight") || EndsWith(name, "k_proj.weight"));
+    const bool rotary_bias = llama && (EndsWith(name, "q_proj.bias") || EndsWith(name, "k_proj.bias"));
+    const int64_t heads = EndsWith(name, "q_proj.weight") || EndsWith(name, "q_proj.bias") ? config.num_heads
+                                                                                            : config.num_kv_heads;
+    std::optional<PackedWeights> packed;
     if (keep_packed) {
-      if (auto packed = KernelWeights(entry, row_order)) packed_weights.emplace(name, std::move(*packed));
-    } else if (config.arch == LmArch::kLlama && (EndsWith(name, "q_proj.bias") || EndsWith(name, "k_proj.bias"))) {
-      const int64_t heads = EndsWith(name, "q_proj.bias") ? config.num_heads : config.num_kv_heads;
-      value = InterleavedToHalfRotary(value.unsqueeze(1), heads).squeeze(1);
+      torch::Tensor row_order;  // rotary rows from ggml's interleaved order
+      if (rotary_weight) {
+        row_order = InterleavedToHalfRotary(torch::arange(entry.info->shape[0]).unsqueeze(1), heads).squeeze(1);
+      }
+      packed = KernelWeights(entry, row_order);
+    }
+    torch::Tensor value;
+    if (packed) {
+      value = PackedPlaceholder(entry.info->shape);
+      packed_weights.emplace(name, std::move(*packed));
+    } else {
+      value = ReadTensor(entry);
+      if (rotary_weight) value = InterleavedToHalfRotary(value, heads);
+      if (rotary_bias) value = InterleavedToHalfRotary(value.unsqueeze(1), heads).squeeze(1);
     }
     weights.emplace(name, value);
   }

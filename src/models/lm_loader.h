@@ -24,8 +24,8 @@ struct LmLoadOptions {
   std::string tokenizer;
   torch::Dtype dtype = torch::kFloat32;
   torch::Device device = torch::kCPU;
-  // Also keep the bytes of quantized 2-D weights the packed kernels run (LanguageModel::packed), for the packed
-  // runtime (runtime/packed_runtime.h) to attach in place of their float copies.
+  // Keep the bytes of quantized 2-D weights the packed kernels run (LanguageModel::packed) instead of dequantizing
+  // them: their float parameters stay zero until the packed runtime (runtime/packed_runtime.h) attaches the bytes.
   bool keep_packed = false;
 };
 

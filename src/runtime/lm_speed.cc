@@ -1,8 +1,6 @@
 // One load, pack and greedy generation per weight format, timed.
 #include "runtime/lm_speed.h"
 
-#include <fstream>
-
 #include <fmt/format.h>
 #include <torch/torch.h>
 
@@ -11,23 +9,10 @@
 #include "runtime/generate.h"
 #include "runtime/packed_runtime.h"
 #include "util/error.h"
+#include "util/memory.h"
 
 namespace atq {
 namespace {
-
-// Resident memory of this process now (VmRSS), in bytes; 0 where /proc is missing.
-int64_t ResidentBytes() {
-  std::ifstream status("/proc/self/status");
-  std::string key;
-  while (status >> key) {
-    if (key == "VmRSS:") {
-      int64_t kib = 0;
-      status >> kib;
-      return kib * 1024;
-    }
-  }
-  return 0;
-}
 
 PackedRuntimeOptions VariantOptions(const std::string& variant) {
   const auto type = ParseQuantType(variant);
@@ -80,7 +65,8 @@ nlohmann::json MeasureLmSpeed(const std::string& model_path, const LmSpeedOption
                           {"time_to_first_token_ms", 1e3 * result.prefill_seconds},
                           {"decode_tokens", static_cast<int64_t>(result.tokens.size()) - 1},
                           {"decode_tokens_per_second", result.decode_tokens_per_second},
-                          {"resident_bytes_after", ResidentBytes()}};
+                          {"resident_bytes_after", ResidentBytes()},
+                          {"peak_resident_bytes_so_far", PeakResidentBytes()}};
     if (options.on_line) {
       options.on_line(fmt::format("{:<7} {:>6.2f} {:>10.1f} {:>12.1f} {:>9.1f} {:>11.1f} {:>9.0f}", variant,
                                   row["bits_per_weight"].get<double>(), model_bytes / 1e6,

@@ -1,5 +1,6 @@
 // Model-level speed of a language model in several weight formats run by the packed runtime: prefill and decode
-// tokens/s, time to first token, model bytes and resident memory, one fresh load per format.
+// tokens/s, time to first token, model bytes and resident memory, one fresh load per format. Memory is this
+// process's (VmRSS after the run, VmHWM so far): per format only when one format is run per process.
 #pragma once
 
 #include <cstdint>

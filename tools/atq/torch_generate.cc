@@ -11,6 +11,7 @@
 #include "runtime/generate.h"
 #include "torch_lm_options.h"
 #include "util/error.h"
+#include "util/memory.h"
 
 namespace atq::cli {
 
@@ -58,8 +59,9 @@ RunFn DeclareGenerate(CLI::App& app) {
     });
     std::fputc('\n', stdout);
     std::fflush(stdout);
-    std::fprintf(stderr, "%zu tokens (%s); time to first token %.3f s; decode %.1f tokens/s\n", result.tokens.size(),
-                 result.stop_reason.c_str(), result.prefill_seconds, result.decode_tokens_per_second);
+    std::fprintf(stderr, "%zu tokens (%s); time to first token %.3f s; decode %.1f tokens/s; peak resident %.1f MB\n",
+                 result.tokens.size(), result.stop_reason.c_str(), result.prefill_seconds,
+                 result.decode_tokens_per_second, PeakResidentBytes() / 1e6);
     if (!o->json_path.empty()) {
       const nlohmann::json json = {{"model", lm.Describe()},
                                    {"prompt", o->prompt},
@@ -71,7 +73,8 @@ RunFn DeclareGenerate(CLI::App& app) {
                                    {"top_p", options.top_p},
                                    {"seed", options.seed},
                                    {"time_to_first_token_seconds", result.prefill_seconds},
-                                   {"decode_tokens_per_second", result.decode_tokens_per_second}};
+                                   {"decode_tokens_per_second", result.decode_tokens_per_second},
+                                   {"peak_resident_bytes", PeakResidentBytes()}};
       // Generated text may hold partial UTF-8 sequences; JSON gets U+FFFD there.
       WriteFileAtomically(o->json_path, json.dump(2, ' ', false, nlohmann::json::error_handler_t::replace) + "\n");
     }

@@ -11,6 +11,7 @@
 #include "io/atomic_file.h"
 #include "torch_lm_options.h"
 #include "util/error.h"
+#include "util/memory.h"
 
 namespace atq::cli {
 
@@ -53,15 +54,17 @@ RunFn DeclarePerplexity(CLI::App& app) {
     const std::vector<int32_t> tokens = EncodeFile(*lm.tokenizer, o->text);
     const PerplexityResult result = MeasurePerplexity(*lm.model, tokens, options, lm.tokenizer->bos_id());
     fmt::print("perplexity {:.4f}  mean NLL {:.6f}  scored {} tokens in {} windows  ({} protocol, ctx {})  "
-               "{:.0f} tokens/s\n",
+               "{:.0f} tokens/s  peak resident {:.1f} MB\n",
                result.perplexity, result.mean_nll, result.scored_tokens, result.windows,
-               PerplexityProtocolName(options.protocol), options.ctx, result.tokens_per_second);
+               PerplexityProtocolName(options.protocol), options.ctx, result.tokens_per_second,
+               PeakResidentBytes() / 1e6);
     if (!o->json_path.empty()) {
       nlohmann::json json = result.ToJson(options);
       json["model"] = lm.Describe();
       json["text"] = o->text;
       json["device"] = o->lm.device;
       json["dtype"] = o->lm.dtype;
+      json["peak_resident_bytes"] = PeakResidentBytes();
       WriteFileAtomically(o->json_path, json.dump(2) + "\n");
       fmt::print("results: {}\n", o->json_path);
     }
