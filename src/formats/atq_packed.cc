@@ -107,7 +107,7 @@ void ReadCodesRow(const Layout& layout, const uint8_t* row, int64_t row_index, u
       }
     }
   } else if (UniformBits(layout.type) == 8) {
-    std::memcpy(codes, row, static_cast<size_t>(cols));
+    if (cols > 0) std::memcpy(codes, row, static_cast<size_t>(cols));  // (an empty row may be a null pointer)
   } else if (UniformBits(layout.type) == 4) {
     const int64_t pairs = cols / 2;
     for (int64_t b = 0; b < pairs; ++b) {

@@ -125,7 +125,7 @@ void DecodeRowCodes(const PackedMatrix& matrix, int64_t row, uint8_t* codes, flo
   const Layout& layout = matrix.layout;
   const int64_t segment = KernelSegment(layout);
   const int64_t segments = SegmentsPerRow(layout);
-  std::memset(codes, 0, static_cast<size_t>(segments * segment));
+  if (segments > 0) std::memset(codes, 0, static_cast<size_t>(segments * segment));  // (empty rows: maybe null)
   RowSegmentScales(matrix, row, scales, offsets);
   if (IsGgmlCodes(layout.type)) {
     const int64_t block_bytes = Traits(layout.type).bytes_per_block;
@@ -140,7 +140,9 @@ void DequantizeRow(const PackedMatrix& matrix, int64_t row, float* out) {
   const Layout& layout = matrix.layout;
   const int64_t cols = layout.cols;
   switch (layout.type) {
-    case QuantType::kF32: std::memcpy(out, matrix.data + row * cols * 4, static_cast<size_t>(cols) * 4); return;
+    case QuantType::kF32:
+      if (cols > 0) std::memcpy(out, matrix.data + row * cols * 4, static_cast<size_t>(cols) * 4);
+      return;
     case QuantType::kF16:
     case QuantType::kBF16: {
       const uint8_t* p = matrix.data + row * cols * 2;
