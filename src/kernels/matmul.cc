@@ -4,7 +4,7 @@
 //     activations permuted once per call into the order the shifts produce, up to 4 activation rows per pass;
 //   - Q8_0 and Q4_0: one 32-weight block at a time, weights as signed int8;
 //   - f32, f16, bf16: float multiply-add;
-//   - every other type: a row decoded to codes (DecodeRowCodes) once, then the generic integer dot.
+//   - every other type: a row decoded to codes (RowDecoder) once, then the generic integer dot.
 // On AVX-512 VNNI the integer products are vpdpbusd; elsewhere widening 16-bit multiply-adds.
 
 #include <algorithm>
@@ -135,8 +135,9 @@ void GenericRows(const PackedMatrix& weights, const Int8Activations& acts, int64
     }
     for (int m = 0; m < M; ++m) y[(first + m) * rows + r] = total[m];
   };
+  const RowDecoder decoder(weights);
   for (int64_t r = begin; r < end; ++r) {
-    DecodeRowCodes(weights, r, codes.data(), scales.data(), offsets.data());
+    decoder.Decode(r, codes.data(), scales.data(), offsets.data());
     int64_t first = 0;
     for (; first + 4 <= acts.rows; first += 4) pass(std::integral_constant<int, 4>(), first, r);
     switch (acts.rows - first) {
@@ -287,7 +288,7 @@ void TwoBitRows(const PackedMatrix& weights, const Int8Activations& acts, const 
   const int64_t rows = layout.rows;
   const int64_t row_bytes =
       plan.tq2_0 ? layout.cols / 256 * static_cast<int64_t>(sizeof(BlockTQ2_0)) : RowBytes(layout);
-  const RowScaleReader scale_reader(weights);
+  const RowDecoder decoder(weights);
   std::vector<float> scale_storage(static_cast<size_t>(R * acts.segments));
   std::vector<int32_t> offset_storage(static_cast<size_t>(R * acts.segments));
   const int8_t* permuted[M];
@@ -298,7 +299,7 @@ void TwoBitRows(const PackedMatrix& weights, const Int8Activations& acts, const 
   float out[M * R];
   auto load_row = [&](int i, int64_t r) {
     row[i] = weights.data + r * row_bytes;
-    scale_reader.Read(r, scale_storage.data() + i * acts.segments, offset_storage.data() + i * acts.segments);
+    decoder.Scales(r, scale_storage.data() + i * acts.segments, offset_storage.data() + i * acts.segments);
     scales[i] = scale_storage.data() + i * acts.segments;
     offsets[i] = offset_storage.data() + i * acts.segments;
   };
@@ -380,9 +381,7 @@ void Block32Rows(const PackedMatrix& weights, const Int8Activations& acts, int64
 // ---- float weights ----
 
 template <int M>
-void FloatRows(const PackedMatrix& weights, const float* x, int64_t n_total, int64_t first, int64_t begin,
-               int64_t end, float* y) {
-  (void)n_total;
+void FloatRows(const PackedMatrix& weights, const float* x, int64_t first, int64_t begin, int64_t end, float* y) {
   const hn::ScalableTag<float> df;
   const int64_t lanes = static_cast<int64_t>(hn::Lanes(df));
   const Layout& layout = weights.layout;
@@ -450,8 +449,8 @@ struct Block32Pass {
 };
 template <int M>
 struct FloatPass {
-  static void Run(int64_t first, const PackedMatrix& w, const float* x, int64_t n, int64_t b, int64_t e, float* y) {
-    FloatRows<M>(w, x, n, first, b, e, y);
+  static void Run(int64_t first, const PackedMatrix& w, const float* x, int64_t b, int64_t e, float* y) {
+    FloatRows<M>(w, x, first, b, e, y);
   }
 };
 
@@ -461,7 +460,7 @@ void MatMulTarget(const PackedMatrix& weights, const float* x, int64_t n, float*
   constexpr int64_t kRowGrain = 16;
   if (IsFloatWeight(layout.type)) {
     pool.ParallelFor(layout.rows, kRowGrain, [&](int64_t begin, int64_t end, int) {
-      ForRowPasses<FloatPass>(n, begin, end, y, weights, x, n);
+      ForRowPasses<FloatPass>(n, begin, end, y, weights, x);
     });
     return;
   }

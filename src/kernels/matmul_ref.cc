@@ -28,8 +28,9 @@ void MatMulReference(const PackedMatrix& weights, const float* x, int64_t n, flo
   std::vector<uint8_t> codes(static_cast<size_t>(acts.stride));
   std::vector<float> scales(static_cast<size_t>(acts.segments));
   std::vector<int32_t> offsets(static_cast<size_t>(acts.segments));
+  const RowDecoder decoder(weights);
   for (int64_t r = 0; r < rows; ++r) {
-    DecodeRowCodes(weights, r, codes.data(), scales.data(), offsets.data());
+    decoder.Decode(r, codes.data(), scales.data(), offsets.data());
     for (int64_t i = 0; i < n; ++i) {
       const int8_t* q = acts.values.data() + i * acts.stride;
       float sum = 0.0f;

@@ -17,10 +17,7 @@ namespace {
 constexpr int64_t kAtqSegment = 256;      // rows longer than kMaxRowSegment
 constexpr int64_t kMaxRowSegment = 65536;
 
-bool IsGgmlCodes(QuantType type) {
-  return type == QuantType::kQ8_0 || type == QuantType::kQ4_0 || type == QuantType::kTQ1_0 ||
-         type == QuantType::kTQ2_0;
-}
+bool IsGgmlCodes(QuantType type) { return Traits(type).family == TypeFamily::kGgmlBlock; }
 
 int64_t RowStride(const Layout& layout) {
   const TypeTraits& traits = Traits(layout.type);
@@ -79,8 +76,11 @@ void CheckPackedMatrix(const PackedMatrix& matrix, int64_t bytes, const std::str
   }
 }
 
-RowScaleReader::RowScaleReader(const PackedMatrix& matrix)
-    : data_(matrix.data), segments_(SegmentsPerRow(matrix.layout)), ggml_(IsGgmlCodes(matrix.layout.type)) {
+RowDecoder::RowDecoder(const PackedMatrix& matrix)
+    : matrix_(matrix),
+      segment_(KernelSegment(matrix.layout)),
+      segments_(SegmentsPerRow(matrix.layout)),
+      ggml_(IsGgmlCodes(matrix.layout.type)) {
   const Layout& layout = matrix.layout;
   if (ggml_) {
     block_bytes_ = Traits(layout.type).bytes_per_block;
@@ -98,9 +98,9 @@ RowScaleReader::RowScaleReader(const PackedMatrix& matrix)
   groups_per_row_ = layout.granularity == Granularity::kTensor ? 0 : GroupsPerRow(layout);
 }
 
-void RowScaleReader::Read(int64_t row, float* scales, int32_t* offsets) const {
+void RowDecoder::Scales(int64_t row, float* scales, int32_t* offsets) const {
   if (ggml_) {
-    const uint8_t* row_data = data_ + row * row_stride_;
+    const uint8_t* row_data = matrix_.data + row * row_stride_;
     for (int64_t s = 0; s < segments_; ++s) {
       uint16_t bits;
       std::memcpy(&bits, row_data + s * block_bytes_ + scale_at_, 2);
@@ -117,22 +117,16 @@ void RowScaleReader::Read(int64_t row, float* scales, int32_t* offsets) const {
   }
 }
 
-void RowSegmentScales(const PackedMatrix& matrix, int64_t row, float* scales, int32_t* offsets) {
-  RowScaleReader(matrix).Read(row, scales, offsets);
-}
-
-void DecodeRowCodes(const PackedMatrix& matrix, int64_t row, uint8_t* codes, float* scales, int32_t* offsets) {
-  const Layout& layout = matrix.layout;
-  const int64_t segment = KernelSegment(layout);
-  const int64_t segments = SegmentsPerRow(layout);
-  if (segments > 0) std::memset(codes, 0, static_cast<size_t>(segments * segment));  // (empty rows: maybe null)
-  RowSegmentScales(matrix, row, scales, offsets);
-  if (IsGgmlCodes(layout.type)) {
-    const int64_t block_bytes = Traits(layout.type).bytes_per_block;
-    const uint8_t* row_data = matrix.data + row * RowStride(layout);
-    for (int64_t s = 0; s < segments; ++s) GgmlBlockCodes(layout.type, row_data + s * block_bytes, codes + s * segment);
+void RowDecoder::Decode(int64_t row, uint8_t* codes, float* scales, int32_t* offsets) const {
+  if (segments_ > 0) std::memset(codes, 0, static_cast<size_t>(segments_ * segment_));  // (empty rows: maybe null)
+  Scales(row, scales, offsets);
+  if (ggml_) {
+    const uint8_t* row_data = matrix_.data + row * row_stride_;
+    for (int64_t s = 0; s < segments_; ++s) {
+      GgmlBlockCodes(matrix_.layout.type, row_data + s * block_bytes_, codes + s * segment_);
+    }
   } else {
-    ReadAtqRowCodes(layout, matrix.data, row, codes);
+    ReadAtqRowCodes(matrix_.layout, matrix_.data, row, codes);
   }
 }
 
@@ -160,7 +154,7 @@ void DequantizeRow(const PackedMatrix& matrix, int64_t row, float* out) {
   std::vector<uint8_t> codes(static_cast<size_t>(segments * segment));
   std::vector<float> scales(static_cast<size_t>(segments));
   std::vector<int32_t> offsets(static_cast<size_t>(segments));
-  DecodeRowCodes(matrix, row, codes.data(), scales.data(), offsets.data());
+  RowDecoder(matrix).Decode(row, codes.data(), scales.data(), offsets.data());
   for (int64_t j = 0; j < cols; ++j) {
     out[j] = scales[j / segment] * static_cast<float>(static_cast<int32_t>(codes[j]) - offsets[j / segment]);
   }

@@ -35,22 +35,18 @@ bool IsFloatWeight(QuantType type);            // f32, f16, bf16
 // valid. `what` (a file and tensor name) starts the atq::Error message.
 void CheckPackedMatrix(const PackedMatrix& matrix, int64_t bytes, const std::string& what);
 
-// One row of a quantized matrix: codes[SegmentsPerRow * segment] (columns past cols are 0), and per segment its
-// scale and offset. The plain decoder every kernel is tested against.
-void DecodeRowCodes(const PackedMatrix& matrix, int64_t row, uint8_t* codes, float* scales, int32_t* offsets);
-
-// Just the per-segment scales and offsets of one row (what DecodeRowCodes writes besides the codes).
-void RowSegmentScales(const PackedMatrix& matrix, int64_t row, float* scales, int32_t* offsets);
-
-// The same, with the layout's arithmetic done once for a matrix (kernels read every row's scales).
-class RowScaleReader {
+// A quantized matrix's rows as codes: codes[SegmentsPerRow * segment] (columns past cols are 0) and, per segment,
+// its scale and offset. The layout's arithmetic is done once at construction; kernels keep one per matrix. The plain
+// decoder every kernel is tested against.
+class RowDecoder {
  public:
-  explicit RowScaleReader(const PackedMatrix& matrix);
-  void Read(int64_t row, float* scales, int32_t* offsets) const;
+  explicit RowDecoder(const PackedMatrix& matrix);
+  void Decode(int64_t row, uint8_t* codes, float* scales, int32_t* offsets) const;
+  void Scales(int64_t row, float* scales, int32_t* offsets) const;  // what Decode writes besides the codes
 
  private:
-  const uint8_t* data_;
-  int64_t segments_;
+  PackedMatrix matrix_;
+  int64_t segment_, segments_;
   bool ggml_;
   int64_t row_stride_ = 0, block_bytes_ = 0, scale_at_ = 0;  // ggml blocks
   const uint8_t* scale_bytes_ = nullptr;                       // atq: float32 scales

@@ -71,7 +71,7 @@ nlohmann::json MeasureLmSpeed(const std::string& model_path, const LmSpeedOption
       options.on_line(fmt::format("{:<7} {:>6.2f} {:>10.1f} {:>12.1f} {:>9.1f} {:>11.1f} {:>9.0f}", variant,
                                   row["bits_per_weight"].get<double>(), model_bytes / 1e6,
                                   row["prefill_tokens_per_second"].get<double>(), 1e3 * result.prefill_seconds,
-                                  result.decode_tokens_per_second, ResidentBytes() / 1e6));
+                                  result.decode_tokens_per_second, row["resident_bytes_after"].get<int64_t>() / 1e6));
     }
     rows.push_back(row);
   }

@@ -97,7 +97,7 @@ std::vector<double> RoundingBounds(const Case& c) {
   std::vector<int32_t> offsets(static_cast<size_t>(std::max<int64_t>(segments, 1)));
   for (int64_t r = 0; r < layout.rows; ++r) {
     DequantizeRow(c.matrix(), r, row.data());
-    if (segment > 0) RowSegmentScales(c.matrix(), r, scales.data(), offsets.data());
+    if (segment > 0) RowDecoder(c.matrix()).Scales(r, scales.data(), offsets.data());
     for (int64_t i = 0; i < c.n; ++i) {
       double magnitude = 0.0;
       for (int64_t j = 0; j < layout.cols; ++j) {
