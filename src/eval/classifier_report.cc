@@ -2,14 +2,18 @@
 #include "eval/classifier_report.h"
 
 #include <algorithm>
+#include <chrono>
+#include <cmath>
 #include <filesystem>
 #include <fstream>
 
 #include <fmt/format.h>
 #include <torch/torch.h>
 
+#include "models/quant_layers.h"
 #include "report/plot.h"
 #include "util/error.h"
+#include "util/memory.h"
 
 namespace atq {
 namespace {
@@ -34,8 +38,13 @@ ClassifierReport EvaluateClassifier(const std::string& checkpoint, const LoadedC
   ClassifierReport report;
   report.checkpoint = checkpoint;
   report.config = loaded.config;
+  const auto start = std::chrono::steady_clock::now();
   report.eval = Evaluate(*loaded.model, test);
+  report.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  report.peak_resident_bytes = PeakResidentBytes();
   for (const auto& [name, layer] : loaded.model->QuantLayers()) {
+    const auto* weight_layer = dynamic_cast<const QuantWeightLayer*>(layer);
+    report.packed_layers += weight_layer != nullptr && weight_layer->RunsPackedKernels();
     LayerQuantStats stats = layer->Stats(name);
     if (layer->quant_config().mode != WeightMode::kFull) {
       report.quantized_layer_packed_bytes += stats.packed_bytes;
@@ -64,7 +73,7 @@ nlohmann::json ClassifierReportJson(const ClassifierReport& report) {
   for (const LayerQuantStats& s : report.layers) {
     layers.push_back({{"name", s.name},
                       {"weights", s.weights},
-                      {"threshold", s.threshold},
+                      {"threshold", std::isnan(s.threshold) ? nlohmann::json() : nlohmann::json(s.threshold)},
                       {"scales", s.scales},
                       {"share_minus_one", s.share_minus},
                       {"share_zero", s.share_zero},
@@ -83,6 +92,11 @@ nlohmann::json ClassifierReportJson(const ClassifierReport& report) {
           {"per_class_accuracy", per_class},
           {"confusion_matrix", report.eval.confusion},
           {"layers", layers},
+          {"runtime",
+           {{"packed_layers", report.packed_layers},
+            {"seconds", report.seconds},
+            {"images_per_second", report.seconds > 0 ? report.eval.count / report.seconds : 0.0},
+            {"peak_resident_bytes", report.peak_resident_bytes}}},
           {"size",
            {{"model_packed_bytes", report.model_packed_bytes},
             {"model_fp32_bytes", report.model_fp32_bytes},
@@ -114,8 +128,9 @@ std::string FormatClassifierReport(const ClassifierReport& report) {
     double mean_scale = 0;
     for (float scale : s.scales) mean_scale += scale;
     if (!s.scales.empty()) mean_scale /= static_cast<double>(s.scales.size());
-    out += fmt::format("{:<18} {:>9} {:>10.4g} {:>10.4g} {:>7.3f} {:>7.3f} {:>7.3f} {:>6} {:>11} {:>11}\n", s.name,
-                       s.weights, s.threshold, mean_scale, s.share_minus, s.share_zero, s.share_plus, s.rpb_weights,
+    const std::string threshold = std::isnan(s.threshold) ? "-" : fmt::format("{:.4g}", s.threshold);
+    out += fmt::format("{:<18} {:>9} {:>10} {:>10.4g} {:>7.3f} {:>7.3f} {:>7.3f} {:>6} {:>11} {:>11}\n", s.name,
+                       s.weights, threshold, mean_scale, s.share_minus, s.share_zero, s.share_plus, s.rpb_weights,
                        s.packed_bytes, s.fp32_bytes);
   }
   const auto ratio = [](int64_t a, int64_t b) { return b > 0 ? static_cast<double>(a) / b : 0.0; };
@@ -124,6 +139,10 @@ std::string FormatClassifierReport(const ClassifierReport& report) {
                      ratio(report.quantized_layer_fp32_bytes, report.quantized_layer_packed_bytes));
   out += fmt::format("whole model: {} bytes vs {} fp32 ({:.2f}x smaller)\n", report.model_packed_bytes,
                      report.model_fp32_bytes, ratio(report.model_fp32_bytes, report.model_packed_bytes));
+  out += fmt::format("inference: {} images in {:.2f} s ({:.0f} images/s), {} of {} layers packed through atq's "
+                     "kernels, peak resident {:.1f} MB\n",
+                     report.eval.count, report.seconds, report.seconds > 0 ? report.eval.count / report.seconds : 0.0,
+                     report.packed_layers, report.layers.size(), report.peak_resident_bytes / 1e6);
   return out;
 }
 

@@ -24,6 +24,9 @@ struct ClassifierReport {
   int64_t model_fp32_bytes = 0;    // every parameter as float32
   int64_t quantized_layer_packed_bytes = 0;
   int64_t quantized_layer_fp32_bytes = 0;
+  int64_t packed_layers = 0;      // layers run from packed weights through atq's kernels
+  double seconds = 0;             // the forward passes over the test set
+  int64_t peak_resident_bytes = 0;  // the process's VmHWM after them
 };
 
 ClassifierReport EvaluateClassifier(const std::string& checkpoint, const LoadedClassifier& loaded,

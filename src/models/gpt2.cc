@@ -5,6 +5,7 @@
 
 #include <torch/torch.h>
 
+#include "models/packed_product.h"
 #include "util/error.h"
 
 namespace atq {

@@ -3,6 +3,8 @@
 
 #include <torch/torch.h>
 
+#include "models/packed_product.h"
+
 namespace atq {
 
 RmsNormImpl::RmsNormImpl(int64_t width, double eps) : eps(eps) {

@@ -30,9 +30,4 @@ struct LmLinearImpl : torch::nn::Module {
 };
 TORCH_MODULE(LmLinear);
 
-// x [..., cols] (any float dtype, CPU) times packed W^T [rows, cols] -> [..., rows] float32, through MatMul.
-torch::Tensor PackedProduct(const torch::Tensor& x, const PackedWeights& weights);
-// Rows `ids` [...] of a packed [vocab, dim] table -> [..., dim] float32 (an embedding lookup on packed weights).
-torch::Tensor PackedRows(const torch::Tensor& ids, const PackedWeights& table);
-
 }  // namespace atq

@@ -2,11 +2,14 @@
 #include "models/quant_layers.h"
 
 #include <torch/nn/functional/conv.h>
+#include <torch/nn/functional/fold.h>
 #include <torch/nn/functional/linear.h>
 #include <torch/nn/init.h>
 #include <torch/utils.h>
 
+#include <algorithm>
 #include <cmath>
+#include <limits>
 
 #include "formats/atq_packed.h"
 #include "formats/quant_type.h"
@@ -18,6 +21,7 @@ namespace atq {
 namespace {
 
 constexpr int64_t kFloat32Bytes = 4;
+constexpr int64_t kColumnBudget = int64_t{1} << 24;  // floats of im2col columns per packed convolution step
 
 // torch::nn::Linear / Conv2d's reset_parameters: kaiming_uniform(a = sqrt(5)) for the weight, and the bias
 // uniform in +-1/sqrt(fan_in).
@@ -89,6 +93,42 @@ LayerQuantStats WeightQuantStats(const std::string& name, const torch::Tensor& w
   return stats;
 }
 
+LayerQuantStats PackedWeightStats(const std::string& name, const PackedLayerWeights& packed,
+                                  const torch::Tensor& bias) {
+  const PackedMatrix matrix = packed.weights.view();
+  const Layout& layout = matrix.layout;
+  Require(!IsFloatWeight(layout.type), "{}: packed statistics need a quantized type, not {}", name,
+          TypeName(layout.type));
+  LayerQuantStats stats;
+  stats.name = name;
+  stats.weights = layout.rows * layout.cols;
+  const int64_t bias_bytes = bias.defined() ? bias.numel() * kFloat32Bytes : 0;
+  stats.fp32_bytes = stats.weights * kFloat32Bytes + bias_bytes;
+  stats.threshold = std::numeric_limits<double>::quiet_NaN();
+  stats.rpb_weights = packed.boosted();
+  stats.packed_bytes =
+      static_cast<int64_t>(packed.weights.bytes.size()) + stats.rpb_weights * kRpbBytesPerWeight + bias_bytes;
+  const RowDecoder decoder(matrix);
+  const int64_t segment = KernelSegment(layout), segments = SegmentsPerRow(layout);
+  std::vector<uint8_t> codes(static_cast<size_t>(segment * segments));
+  std::vector<float> scales(static_cast<size_t>(segments));
+  std::vector<int32_t> offsets(static_cast<size_t>(segments));
+  int64_t minus = 0, plus = 0;
+  for (int64_t r = 0; r < layout.rows; ++r) {
+    decoder.Decode(r, codes.data(), scales.data(), offsets.data());
+    for (int64_t j = 0; j < layout.cols; ++j) {
+      const int32_t level = static_cast<int32_t>(codes[j]) - offsets[j / segment];
+      minus += level < 0;
+      plus += level > 0;
+    }
+    if (r == 0 || layout.granularity == Granularity::kChannel) stats.scales.push_back(scales[0]);
+  }
+  stats.share_minus = static_cast<double>(minus) / static_cast<double>(stats.weights);
+  stats.share_plus = static_cast<double>(plus) / static_cast<double>(stats.weights);
+  stats.share_zero = 1 - stats.share_minus - stats.share_plus;
+  return stats;
+}
+
 QuantWeightLayer::QuantWeightLayer(const std::vector<int64_t>& weight_shape, bool bias) {
   for (const int64_t dim : weight_shape) {
     Require(dim > 0, "quantizable layer: weight shape {} needs positive sizes", ShapeString(weight_shape));
@@ -112,18 +152,42 @@ void QuantWeightLayer::FoldAffine(const torch::Tensor& scale, const torch::Tenso
   bias.mul_(scale.to(bias.dtype())).add_(shift.to(bias.dtype()));
 }
 
-torch::Tensor QuantWeightLayer::ForwardWeight() const { return FakeQuantize(weight, config_); }
+void QuantWeightLayer::AttachPacked(std::shared_ptr<const PackedLayerWeights> packed, PackedRun run) {
+  const Layout& layout = packed->weights.layout;
+  Require(layout.rows == weight.size(0) && layout.cols == weight.numel() / weight.size(0),
+          "packed weights {}x{} do not fit the layer's weight {}", layout.rows, layout.cols,
+          ShapeString(std::vector<int64_t>(weight.sizes().begin(), weight.sizes().end())));
+  Require(!packed->residual.defined() || packed->residual.sizes() == torch::IntArrayRef({layout.rows, layout.cols}),
+          "packed weights: the residual's shape is not {}x{}", layout.rows, layout.cols);
+  torch::NoGradGuard no_grad;
+  weight.set_data(torch::zeros({1}, weight.options()).expand(weight.sizes()));
+  packed_ = std::move(packed);
+  run_ = run;
+}
 
-torch::Tensor QuantWeightLayer::EffectiveWeight() const { return QuantizedWeight(weight, config_); }
+torch::Tensor QuantWeightLayer::ForwardWeight() const {
+  return packed_ ? EffectiveWeight() : FakeQuantize(weight, config_);
+}
+
+torch::Tensor QuantWeightLayer::PackedForward(const torch::Tensor& x) const {
+  return PackedProduct(x, *packed_, bias).to(x.scalar_type());
+}
+
+torch::Tensor QuantWeightLayer::EffectiveWeight() const {
+  return packed_ ? DequantizedWeight(*packed_).view(weight.sizes()) : QuantizedWeight(weight, config_);
+}
+
+torch::Tensor QuantWeightLayer::FloatWeight() const { return packed_ ? EffectiveWeight() : weight.detach(); }
 
 LayerQuantStats QuantWeightLayer::Stats(const std::string& name) const {
-  return WeightQuantStats(name, weight, bias, config_);
+  return packed_ ? PackedWeightStats(name, *packed_, bias) : WeightQuantStats(name, weight, bias, config_);
 }
 
 QuantLinearImpl::QuantLinearImpl(int64_t in_features, int64_t out_features, bool bias)
     : QuantWeightLayer({out_features, in_features}, bias), in_features_(in_features), out_features_(out_features) {}
 
 torch::Tensor QuantLinearImpl::forward(const torch::Tensor& x) {
+  if (RunsPackedKernels()) return PackedForward(input_quant(x));
   return torch::nn::functional::linear(input_quant(x), ForwardWeight(), bias);
 }
 
@@ -139,7 +203,26 @@ QuantConv2dImpl::QuantConv2dImpl(int64_t in_channels, int64_t out_channels, int6
 }
 
 torch::Tensor QuantConv2dImpl::forward(const torch::Tensor& x) {
+  if (RunsPackedKernels()) return PackedConvolution(input_quant(x));
   return torch::conv2d(input_quant(x), ForwardWeight(), bias, {stride_, stride_}, {padding_, padding_});
+}
+
+torch::Tensor QuantConv2dImpl::PackedConvolution(const torch::Tensor& x) const {
+  namespace F = torch::nn::functional;
+  Require(x.dim() == 4 && x.size(1) == in_channels_, "packed convolution: input must be [N, {}, H, W]", in_channels_);
+  const auto side = [&](int64_t size) { return (size + 2 * padding_ - kernel_size_) / stride_ + 1; };
+  const int64_t n = x.size(0), out_h = side(x.size(2)), out_w = side(x.size(3));
+  const int64_t fan_in = in_channels_ * kernel_size_ * kernel_size_;
+  const int64_t chunk = std::max<int64_t>(1, kColumnBudget / std::max<int64_t>(1, out_h * out_w * fan_in));
+  std::vector<torch::Tensor> outputs;
+  for (int64_t start = 0; start < n; start += chunk) {
+    const torch::Tensor columns =  // [b, in * k * k, out_h * out_w], channel-major like the weight's rows
+        F::unfold(x.slice(0, start, std::min(n, start + chunk)),
+                  F::UnfoldFuncOptions(kernel_size_).padding(padding_).stride(stride_));
+    outputs.push_back(
+        PackedForward(columns.transpose(1, 2)).transpose(1, 2).reshape({-1, out_channels_, out_h, out_w}));
+  }
+  return outputs.size() == 1 ? outputs[0] : torch::cat(outputs);
 }
 
 }  // namespace atq

@@ -7,17 +7,22 @@
 #include <torch/types.h>
 
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <vector>
 
 #include "models/activation_quant.h"
 #include "models/classifier.h"
+#include "models/packed_product.h"
 
 namespace atq {
 
 // What both layers share: the configuration and the statistics of a weight [out, ...] with an optional bias.
 LayerQuantStats WeightQuantStats(const std::string& name, const torch::Tensor& weight, const torch::Tensor& bias,
                                  const LayerQuantConfig& config);
+// The same for packed weights: codes, scales and bytes as stored (the threshold is not stored: NaN).
+LayerQuantStats PackedWeightStats(const std::string& name, const PackedLayerWeights& packed,
+                                  const torch::Tensor& bias);
 
 // What both layers share: a weight [out, ...] with optional bias [out], its quantization configuration, and the
 // QuantizableLayer views of it. Registers "weight" and "bias" as torch::nn's layers name them.
@@ -26,13 +31,19 @@ class QuantWeightLayer : public torch::nn::Module, public QuantizableLayer {
   void SetQuantConfig(const LayerQuantConfig& config) override { config_ = config; }
   const LayerQuantConfig& quant_config() const override { return config_; }
   torch::Tensor EffectiveWeight() const override;
-  torch::Tensor FloatWeight() const override { return weight.detach(); }
+  torch::Tensor FloatWeight() const override;
   LayerQuantStats Stats(const std::string& name) const override;
   // torch::nn's initialization: Kaiming-uniform weight, uniform bias by fan-in.
   void reset_parameters();
   // W[o] *= scale[o] and b[o] = b[o] * scale[o] + shift[o] (a bias is added when the layer had none): folds an
   // affine map of the outputs, such as an evaluation-mode BatchNorm, into the layer. scale, shift: [out].
   void FoldAffine(const torch::Tensor& scale, const torch::Tensor& shift);
+  // Runs the layer from packed weights, as `run` says. `packed` is [out, in * k * k]; the float weight is released
+  // (a zero-stride placeholder of its shape stays registered), and EffectiveWeight, FloatWeight and Stats read
+  // the packed weights. The quantization config is the caller's to set; it no longer changes the forward pass.
+  void AttachPacked(std::shared_ptr<const PackedLayerWeights> packed, PackedRun run);
+  const PackedLayerWeights* packed() const { return packed_.get(); }
+  bool RunsPackedKernels() const { return packed_ && run_ == PackedRun::kKernels; }
 
   torch::Tensor weight;
   torch::Tensor bias;  // undefined when built without bias
@@ -43,9 +54,13 @@ class QuantWeightLayer : public torch::nn::Module, public QuantizableLayer {
   QuantWeightLayer(const std::vector<int64_t>& weight_shape, bool bias);
   // The weight the forward pass uses, differentiable through the straight-through estimators.
   torch::Tensor ForwardWeight() const;
+  // x [..., in * k * k] through the packed kernels plus bias -> [..., out]; only when RunsPackedKernels().
+  torch::Tensor PackedForward(const torch::Tensor& x) const;
 
  private:
   LayerQuantConfig config_;
+  std::shared_ptr<const PackedLayerWeights> packed_;
+  PackedRun run_ = PackedRun::kKernels;
 };
 
 // y = x W^T + b with W fake-quantized. Parameters "weight" [out, in] and "bias" [out] (torch::nn::Linear's names
@@ -83,6 +98,9 @@ class QuantConv2dImpl : public QuantWeightLayer {
   int64_t padding() const { return padding_; }
 
  private:
+  // The convolution as im2col columns times the packed weights, a few images at a time.
+  torch::Tensor PackedConvolution(const torch::Tensor& x) const;
+
   int64_t in_channels_;
   int64_t out_channels_;
   int64_t kernel_size_;

@@ -1,9 +1,10 @@
 // Packing and unpacking trained classifiers through the format table's t2 / t1.6 rows.
 #include "quant/packed_classifier.h"
 
-#include <cstring>
 #include <map>
+#include <memory>
 #include <set>
+#include <vector>
 
 #include <nlohmann/json.hpp>
 #include <torch/torch.h>
@@ -11,6 +12,8 @@
 #include "formats/atq_packed.h"
 #include "io/safetensors.h"
 #include "models/classifiers.h"
+#include "models/packed_product.h"
+#include "models/quant_layers.h"
 #include "quant/ternary.h"
 #include "torch/tensor_bridge.h"
 #include "util/error.h"
@@ -41,6 +44,21 @@ Layout PackedLayout(QuantType type, const torch::Tensor& weight, bool per_channe
   Layout layout = LayoutForShape(type, std::vector<int64_t>(weight.sizes().begin(), weight.sizes().end()));
   layout.granularity = per_channel ? Granularity::kChannel : Granularity::kTensor;
   return layout;
+}
+
+// The sparse [rows, cols] correction that turns the packed values at `index` (flat positions) into `value`.
+torch::Tensor BoostedResidual(const PackedWeights& packed, const torch::Tensor& index, const torch::Tensor& value) {
+  const int64_t cols = packed.layout.cols;
+  const torch::Tensor rows = index.div(cols, "floor").contiguous(), columns = index.remainder(cols).contiguous();
+  torch::Tensor delta = value.to(torch::kFloat32).contiguous().clone();
+  std::vector<float> row_values(static_cast<size_t>(cols));
+  int64_t decoded = -1;
+  for (int64_t i = 0; i < index.numel(); ++i) {  // (export writes the positions in order: each row decoded once)
+    const int64_t row = rows.data_ptr<int64_t>()[i];
+    if (row != decoded) DequantizeRow(packed.view(), decoded = row, row_values.data());
+    delta.data_ptr<float>()[i] -= row_values[static_cast<size_t>(columns.data_ptr<int64_t>()[i])];
+  }
+  return torch::sparse_coo_tensor(torch::stack({rows, columns}), delta, {packed.layout.rows, cols}).coalesce();
 }
 
 }  // namespace
@@ -106,7 +124,7 @@ bool IsPackedClassifier(const std::string& path) {
   }
 }
 
-LoadedClassifier LoadPackedClassifier(const std::string& path) {
+LoadedClassifier LoadPackedClassifier(const std::string& path, PackedRun run) {
   const SafetensorsFile file = SafetensorsFile::Open(path);
   const auto& metadata = file.metadata();
   const auto format = metadata.find(kFormatKey);
@@ -159,25 +177,33 @@ LoadedClassifier LoadPackedClassifier(const std::string& path) {
     layout.granularity = description["granularity"] == "channel" ? Granularity::kChannel : Granularity::kTensor;
     const TensorInfo* info = file.Find(name);
     Require(info != nullptr, "{}: tensor '{}' missing", path, name);
-    torch::Tensor weight = torch::empty(shape, torch::kFloat32);
-    const std::vector<float> values = Dequantize(layout, file.Data(*info), static_cast<int64_t>(info->nbytes));
-    std::memcpy(weight.data_ptr<float>(), values.data(), values.size() * sizeof(float));
-    if (file.Find(name + ".rpb_index") != nullptr) {
-      const torch::Tensor index = tensor_of(name + ".rpb_index").to(torch::kLong);
-      const torch::Tensor value = tensor_of(name + ".rpb_value").to(torch::kFloat32);
-      Require(index.dim() == 1 && value.sizes() == index.sizes(), "{}: RPB tensors of '{}' disagree in shape", path,
-              name);
-      Require(index.numel() == 0 || (index.min().item<int64_t>() >= 0 &&
-                                     index.max().item<int64_t>() < weight.numel()),
-              "{}: RPB index of '{}' out of range", path, name);
-      weight.view({-1}).index_copy_(0, index, value);
-    }
-    assign(parameter.value(), weight, name);
-    LayerQuantConfig full;
-    full.mode = WeightMode::kFull;
     const auto layer = layers.find(name);
     Require(layer != layers.end(), "{}: packed tensor '{}' is not the weight of a layer", path, name);
-    layer->second->SetQuantConfig(full);
+    Require(parameter.value().sizes() == torch::IntArrayRef(shape), "{}: tensor '{}' has shape {}, the model needs {}",
+            path, name, ShapeString(shape), ShapeString(parameter.value().sizes().vec()));
+    auto packed = std::make_shared<PackedLayerWeights>();
+    packed->weights.layout = layout;
+    const uint8_t* bytes = file.Data(*info);
+    packed->weights.bytes.assign(bytes, bytes + info->nbytes);
+    CheckPackedMatrix(packed->weights.view(), static_cast<int64_t>(info->nbytes), path + " " + name);
+    torch::Tensor boosted_index, boosted_value;
+    if (file.Find(name + ".rpb_index") != nullptr) {
+      boosted_index = tensor_of(name + ".rpb_index").to(torch::kLong);
+      boosted_value = tensor_of(name + ".rpb_value").to(torch::kFloat32);
+      Require(boosted_index.dim() == 1 && boosted_value.sizes() == boosted_index.sizes(),
+              "{}: RPB tensors of '{}' disagree in shape", path, name);
+      Require(boosted_index.numel() == 0 || (boosted_index.min().item<int64_t>() >= 0 &&
+                                             boosted_index.max().item<int64_t>() < layout.rows * layout.cols),
+              "{}: RPB index of '{}' out of range", path, name);
+      packed->residual = BoostedResidual(packed->weights, boosted_index, boosted_value);
+    }
+    auto* quant_layer = dynamic_cast<QuantWeightLayer*>(layer->second);
+    Require(quant_layer != nullptr, "{}: layer of '{}' cannot run packed", path, name);
+    quant_layer->AttachPacked(std::move(packed), run);
+    LayerQuantConfig config;
+    config.mode = WeightMode::kTernary;
+    config.per_channel = layout.granularity == Granularity::kChannel;
+    quant_layer->SetQuantConfig(config);
   }
   for (auto& buffer : loaded.model->named_buffers()) assign(buffer.value(), tensor_of(buffer.key()), buffer.key());
   loaded.model->eval();

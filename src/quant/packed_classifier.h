@@ -13,6 +13,7 @@
 #include <string>
 
 #include "formats/quant_type.h"
+#include "models/packed_product.h"
 #include "train/classifier_checkpoint.h"
 
 namespace atq {
@@ -24,8 +25,10 @@ int64_t ExportPackedClassifier(const LoadedClassifier& loaded, QuantType type, c
 // True when `path` is a file written by ExportPackedClassifier.
 bool IsPackedClassifier(const std::string& path);
 
-// Rebuilds the model from a packed file: ternary layers get their dequantized weights (scale * code, RPB values
-// at their positions) and run full precision, so the forward pass equals the fake-quantized model's.
-LoadedClassifier LoadPackedClassifier(const std::string& path);
+// Rebuilds the model from a packed file. Ternary layers keep their packed bytes (RPB weights as a sparse float
+// correction) and run as `run` says: through atq's kernels, or dequantized (scale * code, RPB values at their
+// positions) so that the forward pass equals the fake-quantized model's. Their statistics (codes, scales, bytes)
+// come from the packed data either way.
+LoadedClassifier LoadPackedClassifier(const std::string& path, PackedRun run = PackedRun::kDequantized);
 
 }  // namespace atq

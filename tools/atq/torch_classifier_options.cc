@@ -2,7 +2,6 @@
 #include "torch_classifier_options.h"
 
 #include "models/classifiers.h"
-#include "quant/packed_classifier.h"
 #include "train/data.h"
 
 namespace atq::cli {
@@ -42,7 +41,8 @@ void AddClassifierOptions(CLI::App& app, ClassifierCliOptions& o) {
 LoadedClassifier LoadClassifierFromCli(const ClassifierCliOptions& o) {
   if (!o.config_path.empty()) return LoadForeignClassifier(o.checkpoint, ReadClassifierConfig(o.config_path));
   if (!o.foreign.model.empty()) return LoadForeignClassifier(o.checkpoint, o.foreign);
-  return IsPackedClassifier(o.checkpoint) ? LoadPackedClassifier(o.checkpoint) : LoadClassifier(o.checkpoint);
+  return IsPackedClassifier(o.checkpoint) ? LoadPackedClassifier(o.checkpoint, o.packed_run)
+                                         : LoadClassifier(o.checkpoint);
 }
 
 }  // namespace atq::cli

@@ -6,6 +6,7 @@
 
 #include <CLI/CLI.hpp>
 
+#include "quant/packed_classifier.h"
 #include "train/classifier_checkpoint.h"
 
 namespace atq::cli {
@@ -16,6 +17,7 @@ struct ClassifierCliOptions {
   ClassifierConfig foreign;  // --arch and the options beside it
   std::string data_dir;
   int threads = 0;
+  PackedRun packed_run = PackedRun::kDequantized;  // how a packed file runs (evaluate: kernels)
 };
 
 // Adds CHECKPOINT and --arch/--config/--image-size/--patch-size/--channels/--classes/--dataset/--mean/--std,

@@ -1,5 +1,6 @@
 // atq evaluate CHECKPOINT: test accuracy, per-class accuracy, confusion matrix, per-layer ternary statistics and
-// packed size; --visualize draws the plots. --arch or --config evaluate another library's safetensors file.
+// packed size, images/s and peak memory; --visualize draws the plots. --arch or --config evaluate another library's
+// safetensors file. A packed file from `atq export` runs through atq's packed kernels (--dequantize: in float).
 #include <iostream>
 #include <memory>
 #include <optional>
@@ -21,6 +22,7 @@ RunFn DeclareEvaluate(CLI::App& app) {
     int64_t limit = 0;
     std::string json_path;
     bool visualize = false;
+    bool dequantize = false;
     std::string plots_dir;
   };
   auto o = std::make_shared<Options>();
@@ -29,9 +31,13 @@ RunFn DeclareEvaluate(CLI::App& app) {
   app.add_option("--limit", o->limit, "Evaluate on the first N test images only");
   app.add_option("--json", o->json_path, "Write the results as JSON here (default: CHECKPOINT/evaluation.json)");
   app.add_flag("--visualize", o->visualize, "Write PNG plots");
+  app.add_flag("--dequantize", o->dequantize,
+               "A packed file runs dequantized to float32 (the fake-quantized model's arithmetic) instead of "
+               "through atq's packed kernels");
   app.add_option("--plots", o->plots_dir, "Folder for the plots (default: CHECKPOINT/plots)");
   return [o] {
     SetTorchThreads(o->classifier.threads);
+    o->classifier.packed_run = o->dequantize ? PackedRun::kDequantized : PackedRun::kKernels;
     const LoadedClassifier loaded = LoadClassifierFromCli(o->classifier);
     const ImageTensors test = LoadTestData(loaded.config, o->classifier.data_dir, o->limit);
     const ClassifierReport report = EvaluateClassifier(o->classifier.checkpoint, loaded, test);

@@ -1,0 +1,147 @@
+// Packed classifiers run through atq's kernels against the dequantize-then-float path: for every architecture and
+// both ternary packings, the kernels' logits equal the fake-quantized model's within the error of quantizing
+// activations to int8, the dequantized run equals it to float rounding, and the statistics read from the packed
+// bytes agree with those of the float model. Also the im2col convolution against torch's conv2d.
+#include "quant/packed_classifier.h"
+
+#include <cctype>
+#include <filesystem>
+#include <ostream>
+#include <string>
+
+#include <gtest/gtest.h>
+#include <torch/torch.h>
+
+#include "models/classifiers.h"
+#include "models/quant_layers.h"
+#include "test_util.h"
+#include "util/error.h"
+
+namespace atq {
+namespace {
+
+// A model with random weights (and BatchNorm statistics) whose inner layers are ternary with RPB.
+LoadedClassifier TernaryModel(const std::string& name) {
+  torch::manual_seed(7);
+  LoadedClassifier loaded;
+  loaded.config.model = name;
+  loaded.config.image_size = 16;
+  loaded.config.dataset = "fashion_mnist";
+  loaded.model = MakeClassifier(name, 1, 10, loaded.config.image_size, loaded.config.patch_size);
+  torch::NoGradGuard no_grad;
+  for (auto& buffer : loaded.model->named_buffers()) {
+    if (buffer.key().find("running_mean") != std::string::npos) buffer.value().normal_(0, 0.1);
+    if (buffer.key().find("running_var") != std::string::npos) buffer.value().uniform_(0.5, 1.5);
+  }
+  LayerQuantConfig ternary;
+  ternary.mode = WeightMode::kTernary;
+  ternary.sparsity = 0.4;
+  ternary.rpb_fraction = 0.01;
+  ApplyQuantConfig(*loaded.model, ternary);
+  loaded.model->eval();
+  return loaded;
+}
+
+double MaxAbs(const torch::Tensor& t) { return t.abs().max().item<double>(); }
+
+struct PackedCase {
+  std::string model;
+  QuantType type;
+};
+
+void PrintTo(const PackedCase& c, std::ostream* out) { *out << c.model << " " << TypeName(c.type); }
+
+class PackedClassifierTest : public ::testing::TestWithParam<PackedCase> {};
+
+TEST_P(PackedClassifierTest, KernelsMatchTheDequantizedModel) {
+  const PackedCase& c = GetParam();
+  const LoadedClassifier trained = TernaryModel(c.model);
+  testutil::TempDir dir;
+  const std::string path = (std::filesystem::path(dir.path()) / "packed.safetensors").string();
+  ExportPackedClassifier(trained, c.type, path);
+  const LoadedClassifier kernels = LoadPackedClassifier(path, PackedRun::kKernels);
+  const LoadedClassifier dequantized = LoadPackedClassifier(path, PackedRun::kDequantized);
+
+  torch::manual_seed(11);
+  const torch::Tensor images = torch::randn({6, 1, 16, 16});
+  torch::NoGradGuard no_grad;
+  const torch::Tensor reference = trained.model->forward(images);
+  const torch::Tensor float_logits = dequantized.model->forward(images);
+  const torch::Tensor packed_logits = kernels.model->forward(images);
+  const double scale = MaxAbs(reference);
+  EXPECT_LT(MaxAbs(float_logits - reference), 1e-4 * scale) << c.model;
+  // Measured 0.4-1.7% of the largest logit (int8 activations per row of every layer, through up to 20 layers);
+  // leaving out the RPB residual gives 4-44%.
+  EXPECT_LT(MaxAbs(packed_logits - reference), 0.03 * scale) << c.model;
+  EXPECT_TRUE(packed_logits.argmax(1).eq(reference.argmax(1)).all().item<bool>()) << c.model;
+
+  int64_t runs_packed = 0;
+  const auto layers = kernels.model->QuantLayers();
+  const auto trained_layers = trained.model->QuantLayers();
+  ASSERT_EQ(layers.size(), trained_layers.size());
+  for (size_t i = 0; i < layers.size(); ++i) {
+    const auto* layer = dynamic_cast<const QuantWeightLayer*>(layers[i].second);
+    ASSERT_NE(layer, nullptr);
+    runs_packed += layer->RunsPackedKernels();
+    const LayerQuantStats packed = layers[i].second->Stats(layers[i].first);
+    const LayerQuantStats expected = trained_layers[i].second->Stats(trained_layers[i].first);
+    EXPECT_EQ(packed.weights, expected.weights);
+    EXPECT_EQ(packed.rpb_weights, expected.rpb_weights) << layers[i].first;
+    EXPECT_NEAR(packed.share_zero, expected.share_zero, 1e-12) << layers[i].first;
+    EXPECT_NEAR(packed.share_plus, expected.share_plus, 1e-12) << layers[i].first;
+    ASSERT_EQ(packed.scales.size(), expected.scales.size()) << layers[i].first;
+    for (size_t s = 0; s < packed.scales.size(); ++s) EXPECT_FLOAT_EQ(packed.scales[s], expected.scales[s]);
+    if (layer->packed() != nullptr && c.type == QuantType::kTernary2) {
+      EXPECT_EQ(packed.packed_bytes, expected.packed_bytes) << layers[i].first;
+    }
+    EXPECT_TRUE(torch::allclose(layers[i].second->EffectiveWeight(), trained_layers[i].second->EffectiveWeight(),
+                                1e-6, 1e-7))
+        << layers[i].first;
+  }
+  EXPECT_EQ(runs_packed, static_cast<int64_t>(layers.size()) - 2);  // first and last layer stay float
+}
+
+INSTANTIATE_TEST_SUITE_P(Models, PackedClassifierTest,
+                         ::testing::Values(PackedCase{"mlp", QuantType::kTernary2},
+                                           PackedCase{"cnn", QuantType::kTernary2},
+                                           PackedCase{"cnn", QuantType::kTernary1_6},
+                                           PackedCase{"resnet18", QuantType::kTernary2},
+                                           PackedCase{"vit-tiny", QuantType::kTernary1_6}),
+                         [](const auto& info) {
+                           std::string name = info.param.model + "_" + std::string(TypeName(info.param.type));
+                           for (char& ch : name) ch = std::isalnum(static_cast<unsigned char>(ch)) ? ch : '_';
+                           return name;
+                         });
+
+// The im2col convolution (stride, padding, several batch chunks) against torch's conv2d on the same weights.
+TEST(PackedConvolutionTest, EqualsConv2dOnTheDequantizedWeights) {
+  torch::manual_seed(3);
+  QuantConv2d conv(16, 8, 3, /*stride=*/2, /*padding=*/1);
+  auto packed = std::make_shared<PackedLayerWeights>();
+  packed->weights.layout = {QuantType::kUniform8Sym, 8, 16 * 9, Granularity::kChannel, 0};
+  const torch::Tensor weight = conv->weight.detach().reshape({8, -1}).contiguous();
+  packed->weights.bytes = Quantize(packed->weights.layout, weight.data_ptr<float>());
+  const torch::Tensor dense = DequantizedWeight(*packed).view({8, 16, 3, 3});
+  conv->AttachPacked(packed, PackedRun::kKernels);
+  // 300 images of 64x64: 32x32 outputs of 144 values each, more im2col columns than one step takes.
+  const torch::Tensor x = torch::randn({300, 16, 64, 64});
+  torch::NoGradGuard no_grad;
+  const torch::Tensor expected = torch::conv2d(x, dense, conv->bias, {2, 2}, {1, 1});
+  const torch::Tensor y = conv->forward(x);
+  ASSERT_EQ(y.sizes(), expected.sizes());
+  EXPECT_LT(MaxAbs(y - expected), 0.02 * MaxAbs(expected));
+  // The placeholder keeps the shape and holds nothing.
+  EXPECT_EQ(conv->weight.sizes(), torch::IntArrayRef({8, 16, 3, 3}));
+  EXPECT_EQ(conv->weight.storage().nbytes(), sizeof(float));
+}
+
+TEST(PackedClassifierTest, RejectsPackedWeightsOfAnotherShape) {
+  QuantLinear linear(12, 4);
+  auto packed = std::make_shared<PackedLayerWeights>();
+  packed->weights.layout = {QuantType::kTernary2, 4, 10, Granularity::kChannel, 0};
+  const std::string message = testutil::ErrorMessageOf([&] { linear->AttachPacked(packed, PackedRun::kKernels); });
+  EXPECT_NE(message.find("4x10"), std::string::npos) << message;
+}
+
+}  // namespace
+}  // namespace atq
