@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Issue 7's figures: the packed kernels against memory bandwidth and libtorch float32 (kernel level, default
-# shapes plus 16384x16384 ternary), and the fixture LLMs run in every format (model level).
+# shapes plus 16384x16384 and 32768x32768 ternary), and the fixture LLMs run in every format (model level).
 # Writes out/benchmark/kernels/{kernels,large}.{json,txt}, kernels.png and out/benchmark/runtime/<model>.{json,txt,png}.
 # THREADS (model level, default 2) overrides.
 set -euo pipefail
@@ -16,5 +16,5 @@ for model in llama-mini gpt2-mini; do
 done
 "$atq" bench --json "$root/out/benchmark/kernels/kernels.json" --plot "$root/out/benchmark/kernels/kernels.png" |
   tee "$root/out/benchmark/kernels/kernels.txt"
-"$atq" bench --shapes 16384x16384 --types t2,tq2_0 --batch 1 --threads 1,2 --min-seconds 1 \
+"$atq" bench --shapes 16384x16384,32768x32768 --types t2,tq2_0 --batch 1 --threads 1,2 --min-seconds 1 \
   --json "$root/out/benchmark/kernels/large.json" | tee "$root/out/benchmark/kernels/large.txt"

@@ -80,21 +80,27 @@ double MeasureReadBandwidth(int64_t bytes, int threads) {
   });
   std::atomic<uint64_t> sink{0};
   double best = 0.0;
-  for (int pass = 0; pass < 5; ++pass) {
-    const auto start = Clock::now();
-    pool.ParallelFor(count, 4096, [&](int64_t begin, int64_t end, int) {
-      uint64_t s0 = 0, s1 = 0, s2 = 0, s3 = 0;
-      int64_t i = begin;
-      for (; i + 4 <= end; i += 4) {
-        s0 += buffer[i];
-        s1 += buffer[i + 1];
-        s2 += buffer[i + 2];
-        s3 += buffer[i + 3];
-      }
-      for (; i < end; ++i) s0 += buffer[i];
-      sink += s0 + s1 + s2 + s3;
-    });
-    best = std::max(best, static_cast<double>(bytes) / Seconds(start));
+  // Two ways to read; the faster counts: a plain sum that leaves the fetching to the hardware prefetcher, and the
+  // same sum asking for each line 16 KiB ahead into L2 (as the matrix-vector kernels do).
+  for (const bool prefetch : {false, true}) {
+    for (int pass = 0; pass < 5; ++pass) {
+      const auto start = Clock::now();
+      pool.ParallelFor(count, 4096, [&](int64_t begin, int64_t end, int) {
+        constexpr int64_t kLine = 64 / sizeof(uint64_t), kAhead = 16384 / sizeof(uint64_t);
+        uint64_t s0 = 0, s1 = 0, s2 = 0, s3 = 0;
+        int64_t i = begin;
+        for (; i + 4 <= end; i += 4) {
+          if (prefetch && i % kLine == 0) __builtin_prefetch(buffer.data() + i + kAhead, 0, 2);
+          s0 += buffer[i];
+          s1 += buffer[i + 1];
+          s2 += buffer[i + 2];
+          s3 += buffer[i + 3];
+        }
+        for (; i < end; ++i) s0 += buffer[i];
+        sink += s0 + s1 + s2 + s3;
+      });
+      best = std::max(best, static_cast<double>(bytes) / Seconds(start));
+    }
   }
   return best;
 }

@@ -205,13 +205,26 @@ TwoBitPlan PlanTwoBit(const Layout& layout, const Int8Activations& acts) {
   return plan;
 }
 
+// Prefetch for the weight bytes at `at`. Matrix-vector (M = 1) reads each weight once: it asks, into L2, for the
+// same bytes of the rows the next pass reads (`pass_bytes` further), which keeps enough reads in flight for one
+// core to stream at the memory's bandwidth. Matrix-matrix revisits an L1-sized block of rows: a few chunks ahead
+// in the same row.
+template <int M>
+HWY_INLINE void PrefetchWeights(const uint8_t* at, int64_t pass_bytes) {
+  if constexpr (M == 1) {
+    __builtin_prefetch(at + pass_bytes, 0, 2);
+  } else {
+    hwy::Prefetch(at + kPrefetchBytes);
+  }
+}
+
 // Output rows r .. r + R - 1 for activation rows first .. first + M - 1. Each chunk of activations is loaded once
 // for the R rows and each chunk of weights decoded once for the M activation rows: with M = 1 (decode) four rows
 // share the activation loads, which otherwise outnumber the weight loads four to one.
 template <int M, int R>
 HWY_INLINE void TwoBitBlock(const uint8_t* const* row, const float* const* scales, const int32_t* const* offsets,
                             const Int8Activations& acts, const TwoBitPlan& plan, const int8_t* const* permuted,
-                            int64_t first, float* out /* [M][R] */) {
+                            int64_t first, int64_t pass_bytes, float* out /* [M][R] */) {
   const D2Bit d8;
   const hn::Repartition<int8_t, D2Bit> di8;
   const hn::Repartition<int32_t, D2Bit> d32;
@@ -220,6 +233,8 @@ HWY_INLINE void TwoBitBlock(const uint8_t* const* row, const float* const* scale
   const int64_t nb = plan.chunk_bytes, chunk_weights = 4 * nb;
   const int64_t chunks_per_segment = acts.segment / chunk_weights;
   const auto mask = hn::Set(d8, 3);
+  // Matrix-vector on VNNI: the 4 * R plane accumulators fit in 32 registers (AVX2 has 16 and would spill).
+  constexpr bool kPlanes = M == 1 && HWY_TARGET == HWY_AVX3_DL;
   hn::Vec<decltype(df)> total[M][R];
   float correction[M][R];  // sum over segments of scale * (tail - offset * sum q)
   for (int m = 0; m < M; ++m) {
@@ -234,27 +249,53 @@ HWY_INLINE void TwoBitBlock(const uint8_t* const* row, const float* const* scale
       for (int i = 0; i < R; ++i) acc[m][i] = hn::Zero(d32);
     }
     const int64_t chunk_end = std::min(plan.full_chunks, (s + 1) * chunks_per_segment);
-    for (int64_t c = s * chunks_per_segment; c < chunk_end; ++c) {
-      // TQ2_0 blocks carry a 2-byte scale after their 64 code bytes.
-      const int64_t byte = plan.tq2_0 ? (c * nb) / 64 * static_cast<int64_t>(sizeof(BlockTQ2_0)) + (c * nb) % 64
-                                      : c * nb;
-      hn::Vec<decltype(di8)> q[M][4];
-      for (int m = 0; m < M; ++m) {
-        for (int k = 0; k < 4; ++k) q[m][k] = hn::LoadU(di8, permuted[m] + c * chunk_weights + k * nb);
+    // TQ2_0 blocks carry a 2-byte scale after their 64 code bytes.
+    const auto byte_of = [&](int64_t c) {
+      return plan.tq2_0 ? (c * nb) / 64 * static_cast<int64_t>(sizeof(BlockTQ2_0)) + (c * nb) % 64 : c * nb;
+    };
+    if constexpr (kPlanes) {
+      // Each 2-bit field masked in place, 4^k * code, into its own accumulator: no shifts in the loop; the
+      // accumulators are exact multiples of 4^k, so shifting them back at the end loses nothing.
+      hn::Vec<decltype(d32)> plane[R][4];
+      for (int i = 0; i < R; ++i) {
+        for (int k = 0; k < 4; ++k) plane[i][k] = hn::Zero(d32);
+      }
+      for (int64_t c = s * chunks_per_segment; c < chunk_end; ++c) {
+        const int64_t byte = byte_of(c);
+        hn::Vec<decltype(di8)> q[4];
+        for (int k = 0; k < 4; ++k) q[k] = hn::LoadU(di8, permuted[0] + c * chunk_weights + k * nb);
+        for (int i = 0; i < R; ++i) {
+          PrefetchWeights<M>(row[i] + byte, pass_bytes);
+          const auto packed = hn::LoadU(d8, row[i] + byte);
+          for (int k = 0; k < 4; ++k) {
+            plane[i][k] = DotUnsigned(d8, plane[i][k], hn::And(packed, hn::Set(d8, 3 << (2 * k))), q[k]);
+          }
+        }
       }
       for (int i = 0; i < R; ++i) {
-        // Rows far larger than the caches stream from memory: ask for the bytes a few chunks ahead.
-        hwy::Prefetch(row[i] + byte + kPrefetchBytes);
-        const auto packed = hn::LoadU(d8, row[i] + byte);
-        const auto c0 = hn::And(packed, mask);
-        const auto c1 = hn::And(hn::ShiftRight<2>(packed), mask);
-        const auto c2 = hn::And(hn::ShiftRight<4>(packed), mask);
-        const auto c3 = hn::ShiftRight<6>(packed);
+        acc[0][i] = hn::Add(hn::Add(plane[i][0], hn::ShiftRight<2>(plane[i][1])),
+                            hn::Add(hn::ShiftRight<4>(plane[i][2]), hn::ShiftRight<6>(plane[i][3])));
+      }
+    } else {
+      for (int64_t c = s * chunks_per_segment; c < chunk_end; ++c) {
+        const int64_t byte = byte_of(c);
+        hn::Vec<decltype(di8)> q[M][4];
         for (int m = 0; m < M; ++m) {
-          acc[m][i] = DotUnsigned(d8, acc[m][i], c0, q[m][0]);
-          acc[m][i] = DotUnsigned(d8, acc[m][i], c1, q[m][1]);
-          acc[m][i] = DotUnsigned(d8, acc[m][i], c2, q[m][2]);
-          acc[m][i] = DotUnsigned(d8, acc[m][i], c3, q[m][3]);
+          for (int k = 0; k < 4; ++k) q[m][k] = hn::LoadU(di8, permuted[m] + c * chunk_weights + k * nb);
+        }
+        for (int i = 0; i < R; ++i) {
+          PrefetchWeights<M>(row[i] + byte, pass_bytes);
+          const auto packed = hn::LoadU(d8, row[i] + byte);
+          const auto c0 = hn::And(packed, mask);
+          const auto c1 = hn::And(hn::ShiftRight<2>(packed), mask);
+          const auto c2 = hn::And(hn::ShiftRight<4>(packed), mask);
+          const auto c3 = hn::ShiftRight<6>(packed);
+          for (int m = 0; m < M; ++m) {
+            acc[m][i] = DotUnsigned(d8, acc[m][i], c0, q[m][0]);
+            acc[m][i] = DotUnsigned(d8, acc[m][i], c1, q[m][1]);
+            acc[m][i] = DotUnsigned(d8, acc[m][i], c2, q[m][2]);
+            acc[m][i] = DotUnsigned(d8, acc[m][i], c3, q[m][3]);
+          }
         }
       }
     }
@@ -306,14 +347,14 @@ void TwoBitRows(const PackedMatrix& weights, const Int8Activations& acts, const 
   int64_t r = begin;
   for (; r + R <= end; r += R) {
     for (int i = 0; i < R; ++i) load_row(i, r + i);
-    TwoBitBlock<M, R>(row, scales, offsets, acts, plan, permuted, first, out);
+    TwoBitBlock<M, R>(row, scales, offsets, acts, plan, permuted, first, R * row_bytes, out);
     for (int m = 0; m < M; ++m) {
       for (int i = 0; i < R; ++i) y[(first + m) * rows + r + i] = out[m * R + i];
     }
   }
   for (; r < end; ++r) {
     load_row(0, r);
-    TwoBitBlock<M, 1>(row, scales, offsets, acts, plan, permuted, first, out);
+    TwoBitBlock<M, 1>(row, scales, offsets, acts, plan, permuted, first, row_bytes, out);
     for (int m = 0; m < M; ++m) y[(first + m) * rows + r] = out[m];
   }
 }
