@@ -151,7 +151,8 @@ void GenericRows(const PackedMatrix& weights, const Int8Activations& acts, int64
 
 // ---- 2-bit ternary: atq ternary2 and TQ2_0 ----
 
-using D2Bit = hn::CappedTag<uint8_t, 64>;  // a chunk: Lanes bytes = 4 * Lanes weights
+constexpr int64_t kMaxChunkBytes = 64;
+using D2Bit = hn::CappedTag<uint8_t, kMaxChunkBytes>;  // a chunk: Lanes bytes = 4 * Lanes weights
 constexpr int64_t kPrefetchBytes = 512;
 
 // Where the weight decoded from byte `byte` of a row (ternary2) or of a block's codes (TQ2_0) by the shift 2k
@@ -163,12 +164,14 @@ struct TwoBitPlan {
   bool tq2_0 = false;
   int64_t chunk_bytes = 0;        // Lanes(D2Bit)
   int64_t full_chunks = 0;        // ternary2: chunks that fit in a row; TQ2_0: cols / 256 blocks * chunks per block
-  int64_t permuted_stride = 0;    // permuted activations per row
+  int64_t chunks = 0;             // full_chunks, plus one for a ternary2 row's last columns when they do not fill one
+  int64_t tail_bytes = 0;         // the bytes of that last chunk
+  int64_t permuted_stride = 0;    // permuted activations per row: chunks * 4 * chunk_bytes, zero past cols
   std::vector<int8_t> permuted;   // acts.rows * permuted_stride, in decode order
 };
 
 // The 2-bit path needs each chunk inside one segment: segments of a multiple of 4 * Lanes weights, or a single
-// segment per row (whose last columns the tail loop takes).
+// segment per row (whose last columns a zero-padded chunk takes).
 bool TwoBitApplies(const Layout& layout) {
   if (layout.type == QuantType::kTQ2_0) return true;
   if (layout.type != QuantType::kTernary2) return false;
@@ -182,25 +185,30 @@ TwoBitPlan PlanTwoBit(const Layout& layout, const Int8Activations& acts) {
   plan.chunk_bytes = static_cast<int64_t>(hn::Lanes(D2Bit()));
   const int64_t chunk_weights = 4 * plan.chunk_bytes;
   plan.full_chunks = layout.cols / chunk_weights;
-  plan.permuted_stride = plan.full_chunks * chunk_weights;
+  plan.chunks = (layout.cols + chunk_weights - 1) / chunk_weights;
+  if (!plan.tq2_0) plan.tail_bytes = RowBytes(layout) - plan.full_chunks * plan.chunk_bytes;
+  plan.permuted_stride = plan.chunks * chunk_weights;
+  // Where each permuted position reads from (-1: past the row, zero).
+  std::vector<int64_t> source(static_cast<size_t>(plan.permuted_stride));
+  for (int64_t c = 0; c < plan.chunks; ++c) {
+    for (int k = 0; k < 4; ++k) {
+      for (int64_t lane = 0; lane < plan.chunk_bytes; ++lane) {
+        int64_t weight;
+        if (plan.tq2_0) {
+          const int64_t byte_in_block = (c * plan.chunk_bytes) % 64 + lane;
+          weight = (c * chunk_weights) / 256 * 256 + TQ2_0Weight(byte_in_block, k);
+        } else {
+          weight = Ternary2Weight(c * plan.chunk_bytes + lane, k);
+        }
+        source[c * chunk_weights + k * plan.chunk_bytes + lane] = weight < layout.cols ? weight : -1;
+      }
+    }
+  }
   plan.permuted.resize(static_cast<size_t>(acts.rows * plan.permuted_stride));
   for (int64_t i = 0; i < acts.rows; ++i) {
     const int8_t* q = acts.values.data() + i * acts.stride;
     int8_t* out = plan.permuted.data() + i * plan.permuted_stride;
-    for (int64_t c = 0; c < plan.full_chunks; ++c) {
-      for (int k = 0; k < 4; ++k) {
-        for (int64_t lane = 0; lane < plan.chunk_bytes; ++lane) {
-          int64_t weight;
-          if (plan.tq2_0) {
-            const int64_t byte_in_block = (c * plan.chunk_bytes) % 64 + lane;
-            weight = (c * chunk_weights) / 256 * 256 + TQ2_0Weight(byte_in_block, k);
-          } else {
-            weight = Ternary2Weight(c * plan.chunk_bytes + lane, k);
-          }
-          out[c * chunk_weights + k * plan.chunk_bytes + lane] = q[weight];
-        }
-      }
-    }
+    for (int64_t j = 0; j < plan.permuted_stride; ++j) out[j] = source[j] < 0 ? 0 : q[source[j]];
   }
   return plan;
 }
@@ -222,21 +230,21 @@ HWY_INLINE void PrefetchWeights(const uint8_t* at, int64_t pass_bytes) {
 // for the R rows and each chunk of weights decoded once for the M activation rows: with M = 1 (decode) four rows
 // share the activation loads, which otherwise outnumber the weight loads four to one.
 template <int M, int R>
-HWY_INLINE void TwoBitBlock(const uint8_t* const* row, const float* const* scales, const int32_t* const* offsets,
+HWY_INLINE void TwoBitBlock(const uint8_t* const* row, const uint8_t* tails /* [R][kMaxChunkBytes] */,
+                            const float* const* scales, const int32_t* const* offsets,
                             const Int8Activations& acts, const TwoBitPlan& plan, const int8_t* const* permuted,
                             int64_t first, int64_t pass_bytes, float* out /* [M][R] */) {
   const D2Bit d8;
   const hn::Repartition<int8_t, D2Bit> di8;
   const hn::Repartition<int32_t, D2Bit> d32;
   const hn::Repartition<float, D2Bit> df;
-  const int64_t cols = acts.cols;
   const int64_t nb = plan.chunk_bytes, chunk_weights = 4 * nb;
   const int64_t chunks_per_segment = acts.segment / chunk_weights;
   const auto mask = hn::Set(d8, 3);
   // Matrix-vector on VNNI: the 4 * R plane accumulators fit in 32 registers (AVX2 has 16 and would spill).
   constexpr bool kPlanes = M == 1 && HWY_TARGET == HWY_AVX3_DL;
   hn::Vec<decltype(df)> total[M][R];
-  float correction[M][R];  // sum over segments of scale * (tail - offset * sum q)
+  float correction[M][R];  // sum over segments of -scale * offset * sum q
   for (int m = 0; m < M; ++m) {
     for (int i = 0; i < R; ++i) {
       total[m][i] = hn::Zero(df);
@@ -248,7 +256,12 @@ HWY_INLINE void TwoBitBlock(const uint8_t* const* row, const float* const* scale
     for (int m = 0; m < M; ++m) {
       for (int i = 0; i < R; ++i) acc[m][i] = hn::Zero(d32);
     }
-    const int64_t chunk_end = std::min(plan.full_chunks, (s + 1) * chunks_per_segment);
+    const int64_t chunk_end =
+        s == acts.segments - 1 ? plan.chunks : std::min(plan.chunks, (s + 1) * chunks_per_segment);
+    // The last chunk of a row that does not fill it comes from a zero-padded copy.
+    const auto chunk_at = [&](int i, int64_t c, int64_t byte) {
+      return c < plan.full_chunks ? row[i] + byte : tails + i * kMaxChunkBytes;
+    };
     // TQ2_0 blocks carry a 2-byte scale after their 64 code bytes.
     const auto byte_of = [&](int64_t c) {
       return plan.tq2_0 ? (c * nb) / 64 * static_cast<int64_t>(sizeof(BlockTQ2_0)) + (c * nb) % 64 : c * nb;
@@ -266,7 +279,7 @@ HWY_INLINE void TwoBitBlock(const uint8_t* const* row, const float* const* scale
         for (int k = 0; k < 4; ++k) q[k] = hn::LoadU(di8, permuted[0] + c * chunk_weights + k * nb);
         for (int i = 0; i < R; ++i) {
           PrefetchWeights<M>(row[i] + byte, pass_bytes);
-          const auto packed = hn::LoadU(d8, row[i] + byte);
+          const auto packed = hn::LoadU(d8, chunk_at(i, c, byte));
           for (int k = 0; k < 4; ++k) {
             plane[i][k] = DotUnsigned(d8, plane[i][k], hn::And(packed, hn::Set(d8, 3 << (2 * k))), q[k]);
           }
@@ -285,7 +298,7 @@ HWY_INLINE void TwoBitBlock(const uint8_t* const* row, const float* const* scale
         }
         for (int i = 0; i < R; ++i) {
           PrefetchWeights<M>(row[i] + byte, pass_bytes);
-          const auto packed = hn::LoadU(d8, row[i] + byte);
+          const auto packed = hn::LoadU(d8, chunk_at(i, c, byte));
           const auto c0 = hn::And(packed, mask);
           const auto c1 = hn::And(hn::ShiftRight<2>(packed), mask);
           const auto c2 = hn::And(hn::ShiftRight<4>(packed), mask);
@@ -301,17 +314,10 @@ HWY_INLINE void TwoBitBlock(const uint8_t* const* row, const float* const* scale
     }
     for (int m = 0; m < M; ++m) {
       const int64_t at = (first + m) * acts.segments + s;
-      const int8_t* q = acts.values.data() + (first + m) * acts.stride;
       for (int i = 0; i < R; ++i) {
-        int32_t tail = 0;  // ternary2 columns past the last whole chunk (only in the last segment)
-        if (s == acts.segments - 1) {
-          for (int64_t j = plan.full_chunks * chunk_weights; j < cols; ++j) {
-            tail += ((row[i][j / 4] >> (2 * (j % 4))) & 3) * q[j];
-          }
-        }
         const float scale = scales[i][s] * acts.scales[at];
         total[m][i] = hn::MulAdd(hn::ConvertTo(df, acc[m][i]), hn::Set(df, scale), total[m][i]);
-        correction[m][i] += scale * static_cast<float>(tail - offsets[i][s] * acts.sums[at]);
+        correction[m][i] -= scale * static_cast<float>(offsets[i][s] * acts.sums[at]);
       }
     }
   }
@@ -334,12 +340,14 @@ void TwoBitRows(const PackedMatrix& weights, const Int8Activations& acts, const 
   std::vector<int32_t> offset_storage(static_cast<size_t>(R * acts.segments));
   const int8_t* permuted[M];
   for (int m = 0; m < M; ++m) permuted[m] = plan.permuted.data() + (first + m) * plan.permuted_stride;
+  alignas(64) uint8_t tails[R][kMaxChunkBytes] = {};
   const uint8_t* row[R];
   const float* scales[R];
   const int32_t* offsets[R];
   float out[M * R];
   auto load_row = [&](int i, int64_t r) {
     row[i] = weights.data + r * row_bytes;
+    if (plan.tail_bytes > 0) std::memcpy(tails[i], row[i] + plan.full_chunks * plan.chunk_bytes, plan.tail_bytes);
     decoder.Scales(r, scale_storage.data() + i * acts.segments, offset_storage.data() + i * acts.segments);
     scales[i] = scale_storage.data() + i * acts.segments;
     offsets[i] = offset_storage.data() + i * acts.segments;
@@ -347,14 +355,14 @@ void TwoBitRows(const PackedMatrix& weights, const Int8Activations& acts, const 
   int64_t r = begin;
   for (; r + R <= end; r += R) {
     for (int i = 0; i < R; ++i) load_row(i, r + i);
-    TwoBitBlock<M, R>(row, scales, offsets, acts, plan, permuted, first, R * row_bytes, out);
+    TwoBitBlock<M, R>(row, tails[0], scales, offsets, acts, plan, permuted, first, R * row_bytes, out);
     for (int m = 0; m < M; ++m) {
       for (int i = 0; i < R; ++i) y[(first + m) * rows + r + i] = out[m * R + i];
     }
   }
   for (; r < end; ++r) {
     load_row(0, r);
-    TwoBitBlock<M, 1>(row, scales, offsets, acts, plan, permuted, first, row_bytes, out);
+    TwoBitBlock<M, 1>(row, tails[0], scales, offsets, acts, plan, permuted, first, row_bytes, out);
     for (int m = 0; m < M; ++m) y[(first + m) * rows + r] = out[m];
   }
 }
@@ -498,9 +506,13 @@ struct FloatPass {
 void MatMulTarget(const PackedMatrix& weights, const float* x, int64_t n, float* y, ThreadPool& pool) {
   static_assert(kMaxRowsPerPass == 4, "ForRowPasses unrolls passes of 4");
   const Layout& layout = weights.layout;
-  constexpr int64_t kRowGrain = 16;
+  // Rows per task: a multiple of 16, and enough products that a task outweighs handing it to another thread
+  // (small layers run on the caller alone).
+  constexpr int64_t kRowBlock = 16, kMinTaskProducts = int64_t{1} << 18;
+  const int64_t wanted = kMinTaskProducts / std::max<int64_t>(1, layout.cols * n);
+  const int64_t row_grain = std::max<int64_t>(kRowBlock, (wanted + kRowBlock - 1) / kRowBlock * kRowBlock);
   if (IsFloatWeight(layout.type)) {
-    pool.ParallelFor(layout.rows, kRowGrain, [&](int64_t begin, int64_t end, int) {
+    pool.ParallelFor(layout.rows, row_grain, [&](int64_t begin, int64_t end, int) {
       ForRowPasses<FloatPass>(n, begin, end, y, weights, x);
     });
     return;
@@ -509,15 +521,15 @@ void MatMulTarget(const PackedMatrix& weights, const float* x, int64_t n, float*
   QuantizeActivations(x, n, layout.cols, KernelSegment(layout), acts);
   if (TwoBitApplies(layout)) {
     const TwoBitPlan plan = PlanTwoBit(layout, acts);
-    pool.ParallelFor(layout.rows, kRowGrain, [&](int64_t begin, int64_t end, int) {
+    pool.ParallelFor(layout.rows, row_grain, [&](int64_t begin, int64_t end, int) {
       ForRowPasses<TwoBitPass>(n, begin, end, y, weights, acts, plan);
     });
   } else if (layout.type == QuantType::kQ8_0 || layout.type == QuantType::kQ4_0) {
-    pool.ParallelFor(layout.rows, kRowGrain, [&](int64_t begin, int64_t end, int) {
+    pool.ParallelFor(layout.rows, row_grain, [&](int64_t begin, int64_t end, int) {
       ForRowPasses<Block32Pass>(n, begin, end, y, weights, acts);
     });
   } else {
-    pool.ParallelFor(layout.rows, kRowGrain,
+    pool.ParallelFor(layout.rows, row_grain,
                      [&](int64_t begin, int64_t end, int) { GenericRows(weights, acts, begin, end, y); });
   }
 }

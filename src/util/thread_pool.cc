@@ -18,6 +18,19 @@ std::pair<int64_t, int64_t> Slice(int64_t count, int64_t grain, int parts, int i
   return {std::min(count, begin_unit * grain), std::min(count, end_unit * grain)};
 }
 
+// Busy-waits while `waiting()` holds, for up to about 100 microseconds.
+template <typename Condition>
+void SpinWhile(Condition waiting) {
+  constexpr int kSpins = 20000;
+  for (int spin = 0; spin < kSpins && waiting(); ++spin) {
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#else
+    std::this_thread::yield();
+#endif
+  }
+}
+
 }  // namespace
 
 ThreadPool::ThreadPool(int threads) {
@@ -41,16 +54,19 @@ ThreadPool::~ThreadPool() {
 void ThreadPool::WorkerLoop(int index) {
   uint64_t seen = 0;
   for (;;) {
-    std::unique_lock<std::mutex> lock(mutex_);
-    start_.wait(lock, [&] { return stopping_ || generation_ != seen; });
-    if (stopping_) return;
-    seen = generation_;
-    const auto* body = body_;
+    SpinWhile([&] { return generation_.load(std::memory_order_acquire) == seen && !stopping_; });
+    {
+      std::unique_lock<std::mutex> lock(mutex_);
+      start_.wait(lock, [&] { return stopping_ || generation_ != seen; });
+      if (stopping_) return;
+      seen = generation_;
+    }
     const auto [begin, end] = Slice(count_, grain_, threads(), index);
-    lock.unlock();
-    if (begin < end) (*body)(begin, end, index);
-    lock.lock();
-    if (--pending_ == 0) finished_.notify_one();
+    if (begin < end) (*body_)(begin, end, index);
+    if (pending_.fetch_sub(1, std::memory_order_acq_rel) == 1) {
+      std::lock_guard<std::mutex> lock(mutex_);
+      finished_.notify_one();
+    }
   }
 }
 
@@ -65,19 +81,21 @@ void ThreadPool::ParallelFor(int64_t count, int64_t grain, const std::function<v
     body(0, count, 0);
     return;
   }
+  // The job is published before the generation moves; workers read it after they see the new generation.
+  body_ = &body;
+  count_ = count;
+  grain_ = grain;
+  pending_.store(static_cast<int>(workers_.size()), std::memory_order_relaxed);
   {
     std::lock_guard<std::mutex> lock(mutex_);
-    body_ = &body;
-    count_ = count;
-    grain_ = grain;
-    pending_ = static_cast<int>(workers_.size());
-    ++generation_;
+    generation_.fetch_add(1, std::memory_order_release);
   }
   start_.notify_all();
   const auto [begin, end] = Slice(count, grain, threads(), 0);
   if (begin < end) body(begin, end, 0);
+  SpinWhile([&] { return pending_.load(std::memory_order_acquire) != 0; });
   std::unique_lock<std::mutex> lock(mutex_);
-  finished_.wait(lock, [&] { return pending_ == 0; });
+  finished_.wait(lock, [&] { return pending_.load(std::memory_order_acquire) == 0; });
 }
 
 namespace {
