@@ -503,6 +503,69 @@ struct FloatPass {
   }
 };
 
+// ---- activations ----
+
+// QuantizeActivations (int8_activations.h) in SIMD: the same scales, levels (rounded to nearest even) and sums.
+// A row with a value that is not finite goes back to the reference, which names it in its error.
+void QuantizeActivationsSimd(const float* x, int64_t rows, int64_t cols, int64_t segment, Int8Activations& out) {
+  const hn::ScalableTag<float> df;
+  const hn::Rebind<int32_t, decltype(df)> di32;
+  const hn::Rebind<int8_t, decltype(df)> di8;
+  const int64_t lanes = static_cast<int64_t>(hn::Lanes(df));
+  out.rows = rows;
+  out.cols = cols;
+  out.segment = segment;
+  out.segments = (cols + segment - 1) / segment;
+  out.stride = out.segments * segment;
+  out.values.assign(static_cast<size_t>(rows * out.stride), 0);
+  out.scales.assign(static_cast<size_t>(rows * out.segments), 0.0f);
+  out.sums.assign(static_cast<size_t>(rows * out.segments), 0);
+  for (int64_t r = 0; r < rows; ++r) {
+    for (int64_t s = 0; s < out.segments; ++s) {
+      const float* in = x + r * cols + s * segment;
+      const int64_t length = std::min(segment, cols - s * segment);
+      auto max_abs = hn::Zero(df);
+      auto finite = hn::FirstN(df, lanes);
+      int64_t j = 0;
+      for (; j + lanes <= length; j += lanes) {
+        const auto v = hn::LoadU(df, in + j);
+        finite = hn::And(finite, hn::IsFinite(v));
+        max_abs = hn::Max(max_abs, hn::Abs(v));
+      }
+      float largest = hn::GetLane(hn::MaxOfLanes(df, max_abs));
+      bool all_finite = hn::AllTrue(df, finite);
+      for (int64_t t = j; t < length; ++t) {
+        all_finite = all_finite && std::isfinite(in[t]);
+        largest = std::max(largest, std::fabs(in[t]));
+      }
+      if (!all_finite) {
+        QuantizeActivations(x, rows, cols, segment, out);  // throws, naming the value
+        return;
+      }
+      const float scale = largest / 127.0f;
+      const float inverse = scale > 0.0f ? 1.0f / scale : 0.0f;
+      int8_t* q = out.values.data() + r * out.stride + s * segment;
+      auto sums = hn::Zero(di32);
+      j = 0;
+      for (; j + lanes <= length; j += lanes) {
+        const auto level = hn::Min(hn::Set(df, 127.0f),
+                                   hn::Max(hn::Set(df, -127.0f), hn::Round(hn::Mul(hn::LoadU(df, in + j),
+                                                                                    hn::Set(df, inverse)))));
+        const auto levels = hn::ConvertTo(di32, level);
+        sums = hn::Add(sums, levels);
+        hn::StoreU(hn::DemoteTo(di8, levels), di8, q + j);
+      }
+      int32_t sum = hn::GetLane(hn::SumOfLanes(di32, sums));
+      for (; j < length; ++j) {
+        q[j] = static_cast<int8_t>(std::min(127.0f, std::max(-127.0f, std::nearbyint(in[j] * inverse))));
+        sum += q[j];
+      }
+      out.scales[r * out.segments + s] = scale;
+      out.sums[r * out.segments + s] = sum;
+    }
+  }
+}
+
 void MatMulTarget(const PackedMatrix& weights, const float* x, int64_t n, float* y, ThreadPool& pool) {
   static_assert(kMaxRowsPerPass == 4, "ForRowPasses unrolls passes of 4");
   const Layout& layout = weights.layout;
@@ -518,7 +581,7 @@ void MatMulTarget(const PackedMatrix& weights, const float* x, int64_t n, float*
     return;
   }
   Int8Activations acts;
-  QuantizeActivations(x, n, layout.cols, KernelSegment(layout), acts);
+  QuantizeActivationsSimd(x, n, layout.cols, KernelSegment(layout), acts);
   if (TwoBitApplies(layout)) {
     const TwoBitPlan plan = PlanTwoBit(layout, acts);
     pool.ParallelFor(layout.rows, row_grain, [&](int64_t begin, int64_t end, int) {

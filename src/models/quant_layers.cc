@@ -21,7 +21,7 @@ namespace atq {
 namespace {
 
 constexpr int64_t kFloat32Bytes = 4;
-constexpr int64_t kColumnBudget = int64_t{1} << 24;  // floats of im2col columns per packed convolution step
+constexpr int64_t kColumnBudget = int64_t{1} << 21;  // floats of im2col columns per packed convolution step
 
 // torch::nn::Linear / Conv2d's reset_parameters: kaiming_uniform(a = sqrt(5)) for the weight, and the bias
 // uniform in +-1/sqrt(fan_in).

@@ -206,6 +206,25 @@ TEST(MatMul, TypesWithoutKernelsAndBadBytesAreRefused) {
   EXPECT_NO_THROW(CheckPackedMatrix(c.matrix(), static_cast<int64_t>(c.bytes.size()), "w"));
 }
 
+TEST(MatMul, NonFiniteActivationsAreRefusedOnEveryTarget) {
+  const Case c = MakeCase(QuantType::kTernary2, 8, 100, Granularity::kChannel, 0, 2, 5);
+  for (const float bad : {NAN, INFINITY}) {
+    std::vector<float> x = c.x;
+    x[100 + 40] = bad;  // row 1, inside the vector part of the row
+    std::vector<float> y(16);
+    for (int64_t target : hwy::SupportedAndGeneratedTargets()) {
+      hwy::SetSupportedTargetsForTest(target);
+      try {
+        MatMul(c.matrix(), x.data(), 2, y.data());
+        ADD_FAILURE() << "a non-finite activation was accepted on " << hwy::TargetName(target);
+      } catch (const Error& error) {
+        EXPECT_NE(std::string(error.what()).find("row 1, column 40"), std::string::npos) << error.what();
+      }
+    }
+    hwy::SetSupportedTargetsForTest(0);
+  }
+}
+
 TEST(Int8Activations, KnownAnswer) {
   const std::vector<float> x = {1.0f, -0.5f, 0.25f, 127.0f, 0.0f};
   Int8Activations acts;
