@@ -155,9 +155,8 @@ constexpr int64_t kMaxChunkBytes = 64;
 using D2Bit = hn::CappedTag<uint8_t, kMaxChunkBytes>;  // a chunk: Lanes bytes = 4 * Lanes weights
 constexpr int64_t kPrefetchBytes = 512;
 
-// Where the weight decoded from byte `byte` of a row (ternary2) or of a block's codes (TQ2_0) by the shift 2k
-// sits in the row or block.
-int64_t Ternary2Weight(int64_t byte, int k) { return 4 * byte + k; }
+// Where the weight decoded from byte `byte` of a TQ2_0 block's codes by the shift 2k sits in the block (in
+// ternary2 it is weight 4 * byte + k of the row).
 int64_t TQ2_0Weight(int64_t byte, int k) { return (byte / 32) * 128 + k * 32 + byte % 32; }
 
 struct TwoBitPlan {
@@ -188,27 +187,43 @@ TwoBitPlan PlanTwoBit(const Layout& layout, const Int8Activations& acts) {
   plan.chunks = (layout.cols + chunk_weights - 1) / chunk_weights;
   if (!plan.tq2_0) plan.tail_bytes = RowBytes(layout) - plan.full_chunks * plan.chunk_bytes;
   plan.permuted_stride = plan.chunks * chunk_weights;
-  // Where each permuted position reads from (-1: past the row, zero).
-  std::vector<int64_t> source(static_cast<size_t>(plan.permuted_stride));
-  for (int64_t c = 0; c < plan.chunks; ++c) {
+  // TQ2_0 (whose rows are whole 256-weight blocks): where each permuted position reads from.
+  std::vector<int64_t> source(plan.tq2_0 ? static_cast<size_t>(plan.permuted_stride) : 0);
+  for (int64_t c = 0; plan.tq2_0 && c < plan.chunks; ++c) {
     for (int k = 0; k < 4; ++k) {
       for (int64_t lane = 0; lane < plan.chunk_bytes; ++lane) {
-        int64_t weight;
-        if (plan.tq2_0) {
-          const int64_t byte_in_block = (c * plan.chunk_bytes) % 64 + lane;
-          weight = (c * chunk_weights) / 256 * 256 + TQ2_0Weight(byte_in_block, k);
-        } else {
-          weight = Ternary2Weight(c * plan.chunk_bytes + lane, k);
-        }
-        source[c * chunk_weights + k * plan.chunk_bytes + lane] = weight < layout.cols ? weight : -1;
+        const int64_t byte_in_block = (c * plan.chunk_bytes) % 64 + lane;
+        source[c * chunk_weights + k * plan.chunk_bytes + lane] =
+            (c * chunk_weights) / 256 * 256 + TQ2_0Weight(byte_in_block, k);
       }
     }
   }
   plan.permuted.resize(static_cast<size_t>(acts.rows * plan.permuted_stride));
+  const hn::Repartition<int8_t, D2Bit> di8;
+  alignas(64) int8_t padded[4 * kMaxChunkBytes];
   for (int64_t i = 0; i < acts.rows; ++i) {
     const int8_t* q = acts.values.data() + i * acts.stride;
     int8_t* out = plan.permuted.data() + i * plan.permuted_stride;
-    for (int64_t j = 0; j < plan.permuted_stride; ++j) out[j] = source[j] < 0 ? 0 : q[source[j]];
+    if (plan.tq2_0) {
+      for (int64_t j = 0; j < plan.permuted_stride; ++j) out[j] = q[source[j]];
+      continue;
+    }
+    // ternary2: byte b of a chunk holds weights 4b .. 4b + 3, so a chunk's activations de-interleave by 4.
+    for (int64_t c = 0; c < plan.chunks; ++c) {
+      const int8_t* from = q + c * chunk_weights;
+      if (c == plan.full_chunks) {  // the row's last columns, zero-padded
+        std::fill(padded, padded + chunk_weights, 0);
+        std::copy(from, q + layout.cols, padded);
+        from = padded;
+      }
+      hn::Vec<decltype(di8)> v0, v1, v2, v3;
+      hn::LoadInterleaved4(di8, from, v0, v1, v2, v3);
+      int8_t* to = out + c * chunk_weights;
+      hn::StoreU(v0, di8, to);
+      hn::StoreU(v1, di8, to + plan.chunk_bytes);
+      hn::StoreU(v2, di8, to + 2 * plan.chunk_bytes);
+      hn::StoreU(v3, di8, to + 3 * plan.chunk_bytes);
+    }
   }
   return plan;
 }

@@ -214,15 +214,15 @@ torch::Tensor QuantConv2dImpl::PackedConvolution(const torch::Tensor& x) const {
   const int64_t n = x.size(0), out_h = side(x.size(2)), out_w = side(x.size(3));
   const int64_t fan_in = in_channels_ * kernel_size_ * kernel_size_;
   const int64_t chunk = std::max<int64_t>(1, kColumnBudget / std::max<int64_t>(1, out_h * out_w * fan_in));
-  std::vector<torch::Tensor> outputs;
+  torch::Tensor y = torch::empty({n, out_channels_, out_h, out_w}, x.options());
   for (int64_t start = 0; start < n; start += chunk) {
+    const int64_t stop = std::min(n, start + chunk);
     const torch::Tensor columns =  // [b, in * k * k, out_h * out_w], channel-major like the weight's rows
-        F::unfold(x.slice(0, start, std::min(n, start + chunk)),
-                  F::UnfoldFuncOptions(kernel_size_).padding(padding_).stride(stride_));
-    outputs.push_back(
-        PackedForward(columns.transpose(1, 2)).transpose(1, 2).reshape({-1, out_channels_, out_h, out_w}));
+        F::unfold(x.slice(0, start, stop), F::UnfoldFuncOptions(kernel_size_).padding(padding_).stride(stride_));
+    y.slice(0, start, stop).copy_(PackedForward(columns.transpose(1, 2)).transpose(1, 2).reshape(
+        {stop - start, out_channels_, out_h, out_w}));
   }
-  return outputs.size() == 1 ? outputs[0] : torch::cat(outputs);
+  return y;
 }
 
 }  // namespace atq
