@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Issue 7's figures: the packed kernels against memory bandwidth and libtorch float32 (kernel level, default
-# shapes plus 16384x16384 and 32768x32768 ternary), and the fixture LLMs run in every format (model level).
-# Writes out/benchmark/kernels/{kernels,large}.{json,txt}, kernels.png and out/benchmark/runtime/<model>.{json,txt,png}.
+# shapes plus 16384x16384 and 32768x32768 ternary), the fixture LLMs run in every format (model level), and a
+# packed ternary classifier through the kernels.
+# Writes out/benchmark/kernels/{kernels,large}.{json,txt}, kernels.png, out/benchmark/runtime/<model>.{json,txt,png}
+# and out/benchmark/classifier/*.json.
 # THREADS (model level, default 2) overrides.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -18,3 +20,16 @@ done
   tee "$root/out/benchmark/kernels/kernels.txt"
 "$atq" bench --shapes 16384x16384,32768x32768 --types t2,tq2_0 --batch 1 --threads 1,2 --min-seconds 1 \
   --json "$root/out/benchmark/kernels/large.json" | tee "$root/out/benchmark/kernels/large.txt"
+# Classifier level: a ternary CNN (trained here, 2 epochs) evaluated fake-quantized, and exported to t2 and t1.6
+# packed files evaluated through the kernels and dequantized.
+cls="$root/out/benchmark/classifier"
+mkdir -p "$cls"
+[ -f "$cls/cnn/config.json" ] || "$atq" train --model cnn --mode ternary --sparsity 0.5 --use-rpb --epochs 2 \
+  --threads 2 --out "$cls/cnn"
+"$atq" evaluate "$cls/cnn" --threads 2 --json "$cls/cnn-fake-quantized.json" | tail -3
+for format in ternary2 ternary1.6; do
+  "$atq" export "$cls/cnn" --format "$format" --out "$cls/cnn-$format.safetensors"
+  "$atq" evaluate "$cls/cnn-$format.safetensors" --threads 2 --json "$cls/cnn-$format-kernels.json" | tail -3
+  "$atq" evaluate "$cls/cnn-$format.safetensors" --dequantize --threads 2 \
+    --json "$cls/cnn-$format-dequantized.json" | tail -3
+done
