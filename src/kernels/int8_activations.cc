@@ -8,7 +8,7 @@
 
 namespace atq {
 
-void QuantizeActivations(const float* x, int64_t rows, int64_t cols, int64_t segment, Int8Activations& out) {
+void ShapeActivations(int64_t rows, int64_t cols, int64_t segment, Int8Activations& out) {
   Require(segment > 0 && rows >= 0 && cols >= 0, "activations {}x{} cannot be cut into segments of {}", rows, cols,
           segment);
   out.rows = rows;
@@ -19,6 +19,10 @@ void QuantizeActivations(const float* x, int64_t rows, int64_t cols, int64_t seg
   out.values.assign(static_cast<size_t>(rows * out.stride), 0);
   out.scales.assign(static_cast<size_t>(rows * out.segments), 0.0f);
   out.sums.assign(static_cast<size_t>(rows * out.segments), 0);
+}
+
+void QuantizeActivations(const float* x, int64_t rows, int64_t cols, int64_t segment, Int8Activations& out) {
+  ShapeActivations(rows, cols, segment, out);
   for (int64_t r = 0; r < rows; ++r) {
     for (int64_t s = 0; s < out.segments; ++s) {
       const float* in = x + r * cols + s * segment;
@@ -33,8 +37,7 @@ void QuantizeActivations(const float* x, int64_t rows, int64_t cols, int64_t seg
       int8_t* q = out.values.data() + r * out.stride + s * segment;
       int32_t sum = 0;
       for (int64_t j = 0; j < length; ++j) {
-        const float level = std::min(127.0f, std::max(-127.0f, std::nearbyint(in[j] * inverse)));
-        q[j] = static_cast<int8_t>(level);
+        q[j] = ActivationLevel(in[j], inverse);
         sum += q[j];
       }
       out.scales[r * out.segments + s] = scale;

@@ -3,6 +3,8 @@
 // nearest even), and the sum of its int8 values (the kernels subtract offset * sum for unsigned weight codes).
 #pragma once
 
+#include <algorithm>
+#include <cmath>
 #include <cstdint>
 #include <vector>
 
@@ -17,7 +19,15 @@ struct Int8Activations {
   std::vector<int32_t> sums;          // rows * segments
 };
 
-// Throws atq::Error for a non-finite activation (naming its row and column).
+// Sets out's shape for X [rows, cols] cut into segments of `segment`, with zeroed values, scales and sums.
+void ShapeActivations(int64_t rows, int64_t cols, int64_t segment, Int8Activations& out);
+
+// One value's int8 level: x / scale rounded to nearest even, clamped to +-127 (inverse = 1 / scale, or 0).
+inline int8_t ActivationLevel(float x, float inverse) {
+  return static_cast<int8_t>(std::min(127.0f, std::max(-127.0f, std::nearbyint(x * inverse))));
+}
+
+// The reference quantizer. Throws atq::Error for a non-finite activation (naming its row and column).
 void QuantizeActivations(const float* x, int64_t rows, int64_t cols, int64_t segment, Int8Activations& out);
 
 }  // namespace atq

@@ -527,14 +527,7 @@ void QuantizeActivationsSimd(const float* x, int64_t rows, int64_t cols, int64_t
   const hn::Rebind<int32_t, decltype(df)> di32;
   const hn::Rebind<int8_t, decltype(df)> di8;
   const int64_t lanes = static_cast<int64_t>(hn::Lanes(df));
-  out.rows = rows;
-  out.cols = cols;
-  out.segment = segment;
-  out.segments = (cols + segment - 1) / segment;
-  out.stride = out.segments * segment;
-  out.values.assign(static_cast<size_t>(rows * out.stride), 0);
-  out.scales.assign(static_cast<size_t>(rows * out.segments), 0.0f);
-  out.sums.assign(static_cast<size_t>(rows * out.segments), 0);
+  ShapeActivations(rows, cols, segment, out);
   for (int64_t r = 0; r < rows; ++r) {
     for (int64_t s = 0; s < out.segments; ++s) {
       const float* in = x + r * cols + s * segment;
@@ -572,7 +565,7 @@ void QuantizeActivationsSimd(const float* x, int64_t rows, int64_t cols, int64_t
       }
       int32_t sum = hn::GetLane(hn::SumOfLanes(di32, sums));
       for (; j < length; ++j) {
-        q[j] = static_cast<int8_t>(std::min(127.0f, std::max(-127.0f, std::nearbyint(in[j] * inverse))));
+        q[j] = ActivationLevel(in[j], inverse);
         sum += q[j];
       }
       out.scales[r * out.segments + s] = scale;
