@@ -46,7 +46,7 @@ ClassifierReport EvaluateClassifier(const std::string& checkpoint, const LoadedC
     const auto* weight_layer = dynamic_cast<const QuantWeightLayer*>(layer);
     report.packed_layers += weight_layer != nullptr && weight_layer->RunsPackedKernels();
     LayerQuantStats stats = layer->Stats(name);
-    if (layer->quant_config().mode != WeightMode::kFull) {
+    if (layer->quant_config().quantized) {
       report.quantized_layer_packed_bytes += stats.packed_bytes;
       report.quantized_layer_fp32_bytes += stats.fp32_bytes;
     }
@@ -197,7 +197,7 @@ std::vector<std::string> WriteClassifierPlots(const std::string& dir, const Clas
   distribution.y_label = "share of weights";
   PlotSeries minus{"-1", {}, {}}, zero{"0", {}, {}}, plus{"+1", {}, {}};
   for (const auto& [name, config] : report.config.layers) {
-    if (config.mode != WeightMode::kTernary) continue;
+    if (config.mode() != WeightMode::kTernary) continue;
     const auto stats = std::find_if(report.layers.begin(), report.layers.end(),
                                     [&](const LayerQuantStats& s) { return s.name == name; });
     if (stats == report.layers.end()) continue;

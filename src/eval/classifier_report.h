@@ -7,7 +7,7 @@
 
 #include <nlohmann/json.hpp>
 
-#include "train/classifier_checkpoint.h"
+#include "models/classifier_checkpoint.h"
 #include "train/trainer.h"
 
 namespace atq {

@@ -279,7 +279,7 @@ VisionOutcome RunVisionRecipe(VisionExperiment& experiment, const VisionRecipe& 
   // and every activation stay float.
   const auto layers = model.QuantLayers();
   const bool trained = std::any_of(layers.begin(), layers.end(), [](const auto& layer) {
-    return layer.second->quant_config().mode != WeightMode::kFull;
+    return layer.second->quant_config().quantized;
   });
   if (recipe.full_precision && trained) {
     options = VisionPtqOptions{};

@@ -34,8 +34,8 @@
 #include "eval/energy.h"
 #include "quant/vision_ptq.h"
 #include "quant/vision_sensitivity.h"
-#include "train/classifier_checkpoint.h"
-#include "train/data.h"
+#include "models/classifier_checkpoint.h"
+#include "data/image_data.h"
 
 namespace atq {
 

@@ -16,11 +16,8 @@ static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__, "atq scales are stored 
 bool IsTernary(QuantType type) { return type == QuantType::kTernary2 || type == QuantType::kTernary1_6; }
 
 bool IsUniform(QuantType type) {
-  const auto id = static_cast<uint32_t>(type);
-  return (id >= static_cast<uint32_t>(QuantType::kUniform2Sym) &&
-          id <= static_cast<uint32_t>(QuantType::kUniform8Sym)) ||
-         (id >= static_cast<uint32_t>(QuantType::kUniform2Asym) &&
-          id <= static_cast<uint32_t>(QuantType::kUniform8Asym));
+  const TypeTraits* traits = FindTraits(static_cast<uint32_t>(type));
+  return traits != nullptr && traits->family == TypeFamily::kUniform;
 }
 
 // Rejects layouts the atq formats cannot describe; every public function goes through this first.
@@ -219,19 +216,16 @@ void ChooseUniformAsymmetric(const Layout& layout, const float* src, AtqCodes& o
 }  // namespace
 
 int UniformBits(QuantType type) {
-  const auto id = static_cast<uint32_t>(type);
-  if (id >= static_cast<uint32_t>(QuantType::kUniform2Sym) && id <= static_cast<uint32_t>(QuantType::kUniform8Sym)) {
-    return static_cast<int>(id - static_cast<uint32_t>(QuantType::kUniform2Sym)) + 2;
-  }
-  if (id >= static_cast<uint32_t>(QuantType::kUniform2Asym) && id <= static_cast<uint32_t>(QuantType::kUniform8Asym)) {
-    return static_cast<int>(id - static_cast<uint32_t>(QuantType::kUniform2Asym)) + 2;
+  for (const bool symmetric : {true, false}) {
+    for (int bits = 2; bits <= 8; ++bits) {
+      if (UniformType(bits, symmetric) == type) return bits;
+    }
   }
   Fail("{} is not a uniform b-bit type", TypeName(type));
 }
 
 bool IsAsymmetric(QuantType type) {
-  const auto id = static_cast<uint32_t>(type);
-  return id >= static_cast<uint32_t>(QuantType::kUniform2Asym) && id <= static_cast<uint32_t>(QuantType::kUniform8Asym);
+  return Traits(type).family == TypeFamily::kUniform && UniformType(UniformBits(type), /*symmetric=*/false) == type;
 }
 
 int64_t GroupsPerRow(const Layout& layout) {

@@ -177,6 +177,18 @@ const TypeTraits& Traits(QuantType type) {
   return *row;
 }
 
+QuantType UniformType(int bits, bool symmetric) {
+  static constexpr QuantType kSymmetric[] = {QuantType::kUniform2Sym, QuantType::kUniform3Sym, QuantType::kUniform4Sym,
+                                             QuantType::kUniform5Sym, QuantType::kUniform6Sym, QuantType::kUniform7Sym,
+                                             QuantType::kUniform8Sym};
+  static constexpr QuantType kAsymmetric[] = {QuantType::kUniform2Asym, QuantType::kUniform3Asym,
+                                              QuantType::kUniform4Asym, QuantType::kUniform5Asym,
+                                              QuantType::kUniform6Asym, QuantType::kUniform7Asym,
+                                              QuantType::kUniform8Asym};
+  Require(bits >= 2 && bits <= 8, "atq's uniform types have 2 to 8 bits, not {}", bits);
+  return (symmetric ? kSymmetric : kAsymmetric)[bits - 2];
+}
+
 std::optional<QuantType> ParseQuantType(std::string_view name) {
   const std::string wanted = Lower(name);
   for (const TypeTraits& row : AllTypes()) {

@@ -104,6 +104,10 @@ std::optional<QuantType> ParseQuantType(std::string_view name);
 
 inline std::string_view TypeName(QuantType type) { return Traits(type).name; }
 
+// atq's uniform b-bit type for bits 2..8, symmetric (u<b>s) or asymmetric (u<b>a): the one place bits map to a
+// storage type. Throws atq::Error for other bits.
+QuantType UniformType(int bits, bool symmetric);
+
 // Bytes of the packed layout (codes + scales + zero points). Throws atq::Error if the layout is invalid
 // for the type (e.g. cols not a multiple of a ggml block size, bad group size).
 int64_t PackedBytes(const Layout& layout);

@@ -10,29 +10,9 @@
 #include <torch/nn/module.h>
 #include <torch/types.h>
 
+#include "grid/fake_quant.h"
+
 namespace atq {
-
-enum class WeightMode { kFull, kTernary, kUniform };
-
-// How a ternary layer picks its threshold from its own weights (recomputed at every forward while training).
-enum class ThresholdMode {
-  kSparsity,           // threshold = the `sparsity` quantile of |w|: that share of weights becomes 0
-  kMagnitudeAbsolute,  // threshold = `magnitude`
-  kMagnitudeRelative,  // threshold = `magnitude` * mean |w|
-};
-
-struct LayerQuantConfig {
-  WeightMode mode = WeightMode::kFull;
-  int bits = 8;  // kUniform: symmetric per-channel b-bit
-  ThresholdMode threshold_mode = ThresholdMode::kSparsity;
-  double sparsity = 0.5;    // kSparsity target; the training schedule moves it
-  double magnitude = 0.7;   // kMagnitude* cutoff
-  bool per_channel = true;  // one scale per output channel (else one per layer)
-  double rpb_fraction = 0;  // residual precision boosting: share of weights kept exactly (sparse f16 residual)
-  // Straight-through estimator: the gradient reaches a latent weight while |w| <= ste_clip * scale of its
-  // channel (or when it points back toward zero); see quant/ternary.h.
-  double ste_clip = 2.0;
-};
 
 // What a quantized layer reports (for evaluation and export).
 struct LayerQuantStats {

@@ -70,7 +70,7 @@ void ApplyQuantConfig(ClassifierModule& model, const LayerQuantConfig& config, b
     const bool edge = i == 0 || i + 1 == layers.size();
     if (edge && !quantize_first_and_last) {
       LayerQuantConfig full = config;
-      full.mode = WeightMode::kFull;
+      full.quantized = false;
       layers[i].second->SetQuantConfig(full);
     } else {
       layers[i].second->SetQuantConfig(config);

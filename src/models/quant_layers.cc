@@ -14,7 +14,7 @@
 #include "formats/atq_packed.h"
 #include "formats/quant_type.h"
 #include "io/tensor_info.h"
-#include "quant/ternary.h"
+#include "grid/fake_quant.h"
 #include "util/error.h"
 
 namespace atq {
@@ -33,15 +33,6 @@ void ResetLikeTorch(torch::Tensor& weight, torch::Tensor& bias) {
     const double bound = 1 / std::sqrt(fan_in);
     torch::nn::init::uniform_(bias, -bound, bound);
   }
-}
-
-Layout PackedLayout(QuantType type, const torch::Tensor& weight, bool per_channel) {
-  Layout layout;
-  layout.type = type;
-  layout.rows = weight.size(0);
-  layout.cols = weight.numel() / weight.size(0);
-  layout.granularity = per_channel ? Granularity::kChannel : Granularity::kTensor;
-  return layout;
 }
 
 void SetShares(LayerQuantStats& stats, const torch::Tensor& signs) {
@@ -66,30 +57,21 @@ LayerQuantStats WeightQuantStats(const std::string& name, const torch::Tensor& w
   stats.weights = weight.numel();
   const int64_t bias_bytes = bias.defined() ? bias.numel() * kFloat32Bytes : 0;
   stats.fp32_bytes = stats.weights * kFloat32Bytes + bias_bytes;
-  switch (config.mode) {
-    case WeightMode::kFull:
-      SetShares(stats, weight);
-      stats.packed_bytes = stats.fp32_bytes;
-      break;
-    case WeightMode::kTernary: {
-      const TernaryResult ternary = Ternarize(weight, config);
-      stats.threshold = ternary.thresholds.mean().item<double>();
-      stats.scales = ToVector(ternary.scales);
-      SetShares(stats, ternary.codes);
-      stats.rpb_weights = ternary.boosted.sum().item<int64_t>();
-      stats.packed_bytes = AtqPackedBytes(PackedLayout(QuantType::kTernary2, weight, config.per_channel)) +
-                           stats.rpb_weights * kRpbBytesPerWeight + bias_bytes;
-      break;
-    }
-    case WeightMode::kUniform: {
-      const UniformResult uniform = QuantizeUniform(weight, config.bits, config.per_channel);
-      stats.scales = ToVector(uniform.scales);
-      SetShares(stats, uniform.codes);
-      const auto type = static_cast<QuantType>(static_cast<uint32_t>(QuantType::kUniform2Sym) + config.bits - 2);
-      stats.packed_bytes = AtqPackedBytes(PackedLayout(type, weight, config.per_channel)) + bias_bytes;
-      break;
-    }
+  if (!config.quantized) {
+    SetShares(stats, weight);
+    stats.packed_bytes = stats.fp32_bytes;
+    return stats;
   }
+  // The packer's own quantization: codes, scales and bytes exactly as export would store them.
+  const LayerQuantization q = QuantizeLayer(weight, config);
+  const QuantizedWeight& packed = q.packed;
+  const bool per_tensor = packed.layout.granularity == Granularity::kTensor;
+  stats.scales = ToVector(per_tensor ? packed.scales.slice(0, 0, 1) : packed.scales);
+  if (packed.thresholds.defined()) stats.threshold = packed.thresholds.mean().item<double>();
+  // Signs of the stored values (trits for ternary grids, levels for uniform ones).
+  SetShares(stats, packed.values);
+  stats.rpb_weights = q.boosted.sum().item<int64_t>();
+  stats.packed_bytes = PackedBytes(packed.layout) + stats.rpb_weights * kRpbBytesPerWeight + bias_bytes;
   return stats;
 }
 
@@ -174,7 +156,7 @@ torch::Tensor QuantWeightLayer::PackedForward(const torch::Tensor& x) const {
 }
 
 torch::Tensor QuantWeightLayer::EffectiveWeight() const {
-  return packed_ ? DequantizedWeight(*packed_).view(weight.sizes()) : QuantizedWeight(weight, config_);
+  return packed_ ? DequantizedWeight(*packed_).view(weight.sizes()) : QuantizedWeightValues(weight, config_);
 }
 
 torch::Tensor QuantWeightLayer::FloatWeight() const { return packed_ ? EffectiveWeight() : weight.detach(); }

@@ -13,7 +13,7 @@
 #include "models/lm_linear.h"
 #include "quant/calibration.h"
 #include "quant/mixed_precision.h"
-#include "quant/quantized_weight.h"
+#include "grid/quantized_weight.h"
 #include "quant/ternary_calibration.h"
 #include "torch/tensor_bridge.h"
 #include "util/error.h"
@@ -114,7 +114,7 @@ LayerReport QuantizeLayer(const Layer& layer, const torch::Tensor& hessian, cons
   report.cols = weight.size(1);
   report.method = std::string(MethodName(recipe.method));
   report.grid = DescribeGrid(recipe.grid);
-  LayerQuantization quantization = QuantizeWeight(weight, hessian, recipe, options, layer.name);
+  WeightQuantization quantization = QuantizeWeight(weight, hessian, recipe, options, layer.name);
   QuantizedWeight& q = quantization.weight;
   report.threshold_ratio = quantization.threshold_ratio;
   report.damp = quantization.damp;
@@ -221,9 +221,9 @@ std::optional<QuantMethod> ParseMethod(std::string_view name) {
   return std::nullopt;
 }
 
-LayerQuantization QuantizeWeight(const torch::Tensor& weight, const torch::Tensor& hessian, const LayerRecipe& recipe,
+WeightQuantization QuantizeWeight(const torch::Tensor& weight, const torch::Tensor& hessian, const LayerRecipe& recipe,
                                  const LmQuantizeOptions& options, const std::string& name) {
-  LayerQuantization out;
+  WeightQuantization out;
   if (recipe.method == QuantMethod::kGptq) {
     Require(hessian.defined(), "{}: gptq needs calibration data", name);
     GptqResult gptq = Gptq(weight, hessian, recipe.grid, options.gptq);

@@ -19,8 +19,8 @@
 #include "io/tokenizer.h"
 #include "models/causal_lm.h"
 #include "quant/gptq.h"
-#include "quant/quantized_weight.h"
-#include "quant/weight_grid.h"
+#include "grid/quantized_weight.h"
+#include "grid/weight_grid.h"
 
 namespace atq {
 
@@ -125,12 +125,12 @@ int64_t ForEachCalibratedBlock(CausalLmImpl& model, const Tokenizer& tokenizer, 
                                const std::function<void(int64_t block, std::vector<CalibratedLayer>& layers)>& visit);
 
 // Quantizes one weight [out, in] by `recipe` (RTN, ATQ or GPTQ; hessian undefined without calibration).
-struct LayerQuantization {
+struct WeightQuantization {
   QuantizedWeight weight;
   double threshold_ratio = -1;
   double damp = -1;
 };
-LayerQuantization QuantizeWeight(const torch::Tensor& weight, const torch::Tensor& hessian, const LayerRecipe& recipe,
+WeightQuantization QuantizeWeight(const torch::Tensor& weight, const torch::Tensor& hessian, const LayerRecipe& recipe,
                                  const LmQuantizeOptions& options, const std::string& name);
 
 }  // namespace atq

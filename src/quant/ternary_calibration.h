@@ -8,8 +8,8 @@
 
 #include <torch/types.h>
 
-#include "quant/quantized_weight.h"
-#include "quant/weight_grid.h"
+#include "grid/quantized_weight.h"
+#include "grid/weight_grid.h"
 
 namespace atq {
 

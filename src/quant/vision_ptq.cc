@@ -10,7 +10,8 @@
 #include "models/quant_layers.h"
 #include "quant/batchnorm_fold.h"
 #include "quant/ranking_attention.h"
-#include "quant/ternary.h"
+#include "grid/fake_quant.h"
+#include "grid/quantized_weight.h"
 #include "util/error.h"
 #include "util/log.h"
 #include "util/progress.h"
@@ -20,7 +21,6 @@ namespace atq {
 namespace {
 
 constexpr int64_t kFloat32Bytes = 4;
-constexpr int kClipCandidates = 51;  // 0.50, 0.51, ..., 1.00 of max |w|
 constexpr int64_t kRankingBatches = 1;
 
 void CheckBits(const LayerBitWidths& bits, const std::string& what) {
@@ -35,35 +35,37 @@ bool ValidBitWidths(const LayerBitWidths& bits) {
          ((bits.activations >= 2 && bits.activations <= 16) || bits.activations == kFloatBits);
 }
 
+WeightGrid VisionWeightGrid(const LayerBitWidths& bits, const VisionPtqOptions& options) {
+  Require(bits.ternary || (bits.weights >= 2 && bits.weights <= 8), "no grid for {}-bit float weights", bits.weights);
+  WeightGrid grid;
+  grid.granularity = options.per_channel ? Granularity::kChannel : Granularity::kTensor;
+  if (bits.ternary) {
+    grid.kind = GridKind::kTernary;
+    grid.threshold_rule = ThresholdRule::kRatio;
+    grid.threshold_value = options.ternary_ratio;
+  } else {
+    grid.kind = GridKind::kUniform;
+    grid.bits = bits.weights;
+    grid.clip = ClipRule::kMse;
+  }
+  return grid;
+}
+
 int64_t PackedLayerBytes(const torch::Tensor& weight, const torch::Tensor& bias, const LayerBitWidths& bits,
-                         bool per_channel) {
+                         const VisionPtqOptions& options) {
   const int64_t bias_bytes = bias.defined() ? bias.numel() * kFloat32Bytes : 0;
   if (!bits.ternary && bits.weights == kFloatBits) return weight.numel() * kFloat32Bytes + bias_bytes;
   const int64_t rows = weight.size(0), cols = weight.numel() / rows;
-  const int64_t code_bits = bits.ternary ? 2 : bits.weights;
-  const int64_t row_bytes = (cols * code_bits + 7) / 8;  // rows start on a byte
-  return rows * row_bytes + (per_channel ? rows : 1) * kFloat32Bytes + bias_bytes;
+  return PackedBytes(GridLayout(VisionWeightGrid(bits, options), rows, cols)) + bias_bytes;
 }
 
 double QuantizeLayerWeight(QuantWeightLayer& layer, const LayerBitWidths& bits, const VisionPtqOptions& options) {
+  if (!bits.ternary && bits.weights == kFloatBits) return 0;
   torch::NoGradGuard no_grad;
   const torch::Tensor weight = layer.weight.detach().to(torch::kFloat32);
-  torch::Tensor quantized;
-  if (bits.ternary) {
-    LayerQuantConfig config;
-    config.mode = WeightMode::kTernary;
-    config.threshold_mode = ThresholdMode::kMagnitudeRelative;
-    config.magnitude = options.ternary_ratio;
-    config.per_channel = options.per_channel;
-    quantized = Ternarize(weight, config).effective;
-  } else if (bits.weights != kFloatBits) {
-    quantized = QuantizeWeightMse(weight, bits.weights, options.per_channel).first;
-  } else {
-    return 0;
-  }
-  const double error = (weight - quantized).pow(2).sum().item<double>() / std::max(1e-30, weight.pow(2).sum().item<double>());
-  layer.weight.copy_(quantized.to(layer.weight.dtype()));
-  return error;
+  const QuantizedWeight q = QuantizeRtn(weight.reshape({weight.size(0), -1}), VisionWeightGrid(bits, options));
+  layer.weight.copy_(q.values.view(weight.sizes()).to(layer.weight.dtype()));
+  return RelativeOutputError(weight.reshape({weight.size(0), -1}), q.values, {});
 }
 
 namespace {
@@ -115,25 +117,6 @@ LayerBitWidths BitsForLayer(const VisionPtqOptions& options, const std::string& 
   return found == options.layers.end() ? options.bits : found->second;
 }
 
-std::pair<torch::Tensor, torch::Tensor> QuantizeWeightMse(const torch::Tensor& weight, int bits, bool per_channel) {
-  Require(bits >= 2 && bits <= 8, "uniform weight quantization needs 2..8 bits, not {}", bits);
-  torch::NoGradGuard no_grad;
-  const torch::Tensor rows = per_channel ? weight.reshape({weight.size(0), -1}) : weight.reshape({1, -1});  // [R, n]
-  const double levels = static_cast<double>((1 << (bits - 1)) - 1);
-  const torch::Tensor max = std::get<0>(rows.abs().max(1, /*keepdim=*/true)).clamp_min(1e-30);  // [R, 1]
-  torch::Tensor best_error = torch::full_like(max, std::numeric_limits<float>::infinity());
-  torch::Tensor best_scale = max / levels;
-  for (int i = 0; i < kClipCandidates; ++i) {
-    const torch::Tensor scale = max * (0.5 + 0.5 * i / (kClipCandidates - 1)) / levels;
-    const torch::Tensor error = ((rows / scale).round().clamp(-levels, levels) * scale - rows).pow(2).sum(1, true);
-    const torch::Tensor better = error < best_error;
-    best_error = torch::where(better, error, best_error);
-    best_scale = torch::where(better, scale, best_scale);
-  }
-  const torch::Tensor quantized = (rows / best_scale).round().clamp(-levels, levels) * best_scale;
-  return {quantized.reshape(weight.sizes()), best_scale.reshape({-1})};
-}
-
 VisionPtqReport QuantizeClassifier(ClassifierModule& model, const torch::Tensor& calibration,
                                    const VisionPtqOptions& options) {
   const auto start = std::chrono::steady_clock::now();
@@ -158,12 +141,12 @@ VisionPtqReport QuantizeClassifier(ClassifierModule& model, const torch::Tensor&
     Require(layer != nullptr, "ptq: layer '{}' is not a QuantWeightLayer", name);
     weight_layers.push_back(layer);
     LayerQuantConfig config = layer->quant_config();
-    if (config.mode == WeightMode::kFull) continue;
-    trained[name] = {config.mode == WeightMode::kTernary ? 2 : config.bits, BitsForLayer(options, name).activations,
-                     config.mode == WeightMode::kTernary};
+    if (!config.quantized) continue;
+    const bool ternary = config.mode() == WeightMode::kTernary;
+    trained[name] = {ternary ? 2 : config.grid.bits, BitsForLayer(options, name).activations, ternary};
     boosted[name] = layer->Stats(name).rpb_weights;  // residual precision boosting's exact weights stay
     layer->weight.copy_(layer->EffectiveWeight());
-    config.mode = WeightMode::kFull;
+    config.quantized = false;
     layer->SetQuantConfig(config);
   }
   if (!trained.empty()) LogInfo("ptq: {} layers keep the weights they were trained quantized to", trained.size());
@@ -180,9 +163,11 @@ VisionPtqReport QuantizeClassifier(ClassifierModule& model, const torch::Tensor&
     row.bits = row.trained ? kept->second : BitsForLayer(options, row.name);
     row.weight_error = row.trained ? 0 : QuantizeLayerWeight(layer, row.bits, options);
     // A trained layer's scales are per channel once BatchNorm is folded into it.
-    const bool per_channel =
-        row.trained ? layer.quant_config().per_channel || report.folded_batchnorms > 0 : options.per_channel;
-    row.packed_bytes = PackedLayerBytes(layer.weight, layer.bias, row.bits, per_channel) +
+    VisionPtqOptions sizing = options;
+    sizing.per_channel = row.trained ? layer.quant_config().grid.granularity != Granularity::kTensor ||
+                                           report.folded_batchnorms > 0
+                                     : options.per_channel;
+    row.packed_bytes = PackedLayerBytes(layer.weight, layer.bias, row.bits, sizing) +
                        (row.trained ? boosted[row.name] * kRpbBytesPerWeight : 0);
     report.layers.push_back(row);
   }

@@ -1,6 +1,6 @@
 // Post-training quantization of image classifiers (ResNet, ViT, atq's CNNs): BatchNorm folded first; weights
-// to uniform symmetric b-bit per tensor or per output channel (the clip chosen for the least squared error) or
-// to ternary; activations to b-bit at every weight layer's input and at attention's queries and keys, with
+// on the grids of grid/weight_grid.h, uniform symmetric b-bit per tensor or per output channel (the MSE clip) or
+// ternary; activations to b-bit at every weight layer's input and at attention's queries and keys, with
 // ranges calibrated on images (min-max, percentile, MSE, or ranking-aware for attention).
 #pragma once
 
@@ -12,6 +12,7 @@
 #include <nlohmann/json.hpp>
 #include <torch/types.h>
 
+#include "grid/weight_grid.h"
 #include "models/activation_quant.h"
 #include "models/classifier.h"
 
@@ -77,18 +78,16 @@ VisionPtqReport QuantizeClassifier(ClassifierModule& model, const torch::Tensor&
 
 class QuantWeightLayer;
 
-// Replaces the layer's weight by its quantized values (ternary, uniform with QuantizeWeightMse, or unchanged for
-// float); returns ||W - Q||^2 / ||W||^2.
+// The grid a weight layer gets at these widths (not float): ternary with threshold ternary_ratio * mean |w|, or
+// uniform symmetric b-bit with the MSE clip (grid/weight_grid.h), per channel or per tensor as options say.
+WeightGrid VisionWeightGrid(const LayerBitWidths& bits, const VisionPtqOptions& options);
+
+// Replaces the layer's weight by its values on that grid (float widths: unchanged); returns ||W - Q||^2 / ||W||^2.
 double QuantizeLayerWeight(QuantWeightLayer& layer, const LayerBitWidths& bits, const VisionPtqOptions& options);
 
-// The packed bytes of a weight [out, ...] with optional bias at these widths: codes (rows start on a byte), one
-// f32 scale per row (per_channel) or per layer, f32 bias; float32 weights take 4 bytes each.
+// The packed bytes of a weight [out, ...] with optional bias at these widths: the format table's size of the grid's
+// storage type (codes, scales), plus the f32 bias; float32 weights take 4 bytes each.
 int64_t PackedLayerBytes(const torch::Tensor& weight, const torch::Tensor& bias, const LayerBitWidths& bits,
-                         bool per_channel);
-
-// A uniform symmetric b-bit quantization of weight [out, ...] per output channel (or per tensor) whose clip,
-// from 0.5 to 1 times max |w| in steps of 0.01, has the least squared error per row; returns the dequantized
-// weight and the scales ([out] or [1]).
-std::pair<torch::Tensor, torch::Tensor> QuantizeWeightMse(const torch::Tensor& weight, int bits, bool per_channel);
+                         const VisionPtqOptions& options);
 
 }  // namespace atq

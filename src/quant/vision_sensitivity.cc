@@ -50,7 +50,7 @@ VisionSensitivity MeasureVisionSensitivity(ClassifierModule& model, const torch:
   for (const auto& [name, interface] : model.QuantLayers()) {
     auto* layer = dynamic_cast<QuantWeightLayer*>(interface);
     Require(layer != nullptr, "sensitivity: layer '{}' is not a QuantWeightLayer", name);
-    Require(layer->quant_config().mode == WeightMode::kFull,
+    Require(!layer->quant_config().quantized,
             "sensitivity: layer '{}' was trained quantized; measure the full-precision model", name);
     layers.emplace_back(name, layer);
     layer->input_quant->Observe();  // every layer's full-precision input, in one pass
@@ -74,7 +74,7 @@ VisionSensitivity MeasureVisionSensitivity(ClassifierModule& model, const torch:
       const double distance = (run() - reference).norm().item<double>() / std::sqrt(calibration.size(0));
       table.sensitivity.back().push_back(distance);
       table.bytes.back().push_back(
-          static_cast<double>(PackedLayerBytes(layer->weight, layer->bias, candidate, options.per_channel)));
+          static_cast<double>(PackedLayerBytes(layer->weight, layer->bias, candidate, options)));
       layer->weight.copy_(original);
       layer->input_quant->Disable();
       progress.Advance(1, name + " " + BitWidthsName(candidate));

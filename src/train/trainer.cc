@@ -1,6 +1,7 @@
-// The training loop (AdamW, cosine learning rate, scheduled sparsity, distillation), evaluation and outputs.
+// The training loop (AdamW, cosine learning rate, scheduled sparsity, distillation) and its outputs.
 #include "train/trainer.h"
 
+#include "train/distillation.h"
 #include "train/optimizer.h"
 
 #include <algorithm>
@@ -23,10 +24,6 @@
 namespace atq {
 namespace {
 
-bool IsFashionMnist(const std::string& dataset) {
-  return dataset == "fashion_mnist" || dataset == "fashion-mnist" || dataset == "fashionmnist";
-}
-
 double Seconds(std::chrono::steady_clock::time_point since) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - since).count();
 }
@@ -34,23 +31,22 @@ double Seconds(std::chrono::steady_clock::time_point since) {
 // The per-layer configuration at the start of training: the first and last layers stay full precision unless
 // asked otherwise (ApplyQuantConfig's reasoning).
 LayerQuantConfig BaseLayerConfig(const TrainOptions& options) {
-  LayerQuantConfig config;
-  config.mode = options.mode;
-  config.bits = options.bits;
-  config.threshold_mode = options.threshold_mode;
-  config.sparsity = options.sparsity;
-  config.magnitude = options.magnitude;
-  config.per_channel = options.per_channel;
-  config.rpb_fraction = options.rpb_fraction;
-  return config;
+  if (options.mode == WeightMode::kFull) return FullPrecisionLayer();
+  WeightGrid grid = DefaultLayerGrid();
+  grid.kind = options.mode == WeightMode::kTernary ? GridKind::kTernary : GridKind::kUniform;
+  grid.bits = options.bits;
+  grid.threshold_rule = options.threshold_rule;
+  grid.threshold_value = options.threshold_rule == ThresholdRule::kSparsity ? options.sparsity : options.magnitude;
+  grid.granularity = options.per_channel ? Granularity::kChannel : Granularity::kTensor;
+  return QuantizedLayer(grid, options.rpb_fraction);
 }
 
 // Pushes the scheduled sparsity into every ternary layer that picks its threshold by sparsity.
 void SetScheduledSparsity(ClassifierModule& model, double sparsity) {
   for (const auto& [name, layer] : model.QuantLayers()) {
     LayerQuantConfig config = layer->quant_config();
-    if (config.mode != WeightMode::kTernary || config.threshold_mode != ThresholdMode::kSparsity) continue;
-    config.sparsity = sparsity;
+    if (config.mode() != WeightMode::kTernary || config.grid.threshold_rule != ThresholdRule::kSparsity) continue;
+    config.grid.threshold_value = sparsity;
     layer->SetQuantConfig(config);
   }
 }
@@ -61,7 +57,7 @@ double MeasuredSparsity(ClassifierModule& model) {
   double zeros = 0;
   int64_t weights = 0;
   for (const auto& [name, layer] : model.QuantLayers()) {
-    if (layer->quant_config().mode != WeightMode::kTernary) continue;
+    if (layer->quant_config().mode() != WeightMode::kTernary) continue;
     const LayerQuantStats stats = layer->Stats(name);
     zeros += stats.share_zero * static_cast<double>(stats.weights);
     weights += stats.weights;
@@ -84,7 +80,7 @@ nlohmann::json OptionsToJson(const TrainOptions& options) {
           {"sparsity", options.sparsity},
           {"ramp_epochs", options.ramp_epochs},
           {"ramp", RampName(options.ramp)},
-          {"threshold_mode", ThresholdModeName(options.threshold_mode)},
+          {"threshold_mode", ThresholdRuleName(options.threshold_rule)},
           {"magnitude", options.magnitude},
           {"per_channel", options.per_channel},
           {"rpb_fraction", options.rpb_fraction},
@@ -148,123 +144,6 @@ void ValidateOptions(const TrainOptions& options) {
 
 }  // namespace
 
-std::string DefaultDataDir(const std::string& dataset) {
-  std::vector<std::string> candidates;
-  if (IsFashionMnist(dataset)) {
-    candidates = {"/usr/share/datasets/fashion-mnist", "data/fashion-mnist"};
-  } else if (dataset == "mnist") {
-    candidates = {"/usr/share/datasets/mnist", "data/mnist"};
-  } else {
-    Fail("dataset '{}' has no default folder: give the folder of its MNIST-format files (--data DIR)", dataset);
-  }
-  std::error_code error;
-  for (const std::string& dir : candidates) {
-    if (std::filesystem::is_directory(dir, error)) return dir;
-  }
-  return candidates.front();  // the loader's error will name it
-}
-
-TrainingData LoadTrainingData(const std::string& dataset, const std::string& data_dir, int64_t subset,
-                              int64_t test_subset) {
-  const std::string dir = data_dir.empty() ? DefaultDataDir(dataset) : data_dir;
-  const ImageSet train = LoadIdxDataset(dir, /*train=*/true);
-  const ImageSet test = LoadIdxDataset(dir, /*train=*/false);
-  Require(train.rows == test.rows && train.cols == test.cols, "{}: training images are {}x{}, test images {}x{}",
-          dir, train.rows, train.cols, test.rows, test.cols);
-  Require(train.rows == train.cols, "{}: images are {}x{}; the classifiers take square images", dir, train.rows,
-          train.cols);
-  Require(train.count > 0 && test.count > 0, "{}: {} training and {} test images", dir, train.count, test.count);
-  const Normalization normalization =
-      IsFashionMnist(dataset) ? kFashionMnistNormalization : ComputeNormalization(train);
-  TrainingData data;
-  data.train = ToTensors(train, normalization, subset);
-  data.test = ToTensors(test, normalization, test_subset);
-  const auto max_label = [](const ImageSet& set) {
-    return static_cast<int64_t>(*std::max_element(set.labels.begin(), set.labels.end()));
-  };
-  data.classes = std::max(max_label(train), max_label(test)) + 1;
-  if (IsFashionMnist(dataset) || dataset == "mnist") {
-    Require(data.classes <= 10, "{}: label {} in a 10-class dataset", dir, data.classes - 1);
-    data.classes = 10;
-  }
-  data.image_size = train.rows;
-  return data;
-}
-
-ImageTensors LoadTestData(const ClassifierConfig& config, const std::string& data_dir, int64_t limit) {
-  const std::string dir = data_dir.empty() ? DefaultDataDir(config.dataset) : data_dir;
-  const ImageSet test = LoadIdxDataset(dir, /*train=*/false);
-  Require(test.rows == config.image_size && test.cols == config.image_size,
-          "{}: test images are {}x{}, the model takes {}x{}", dir, test.rows, test.cols, config.image_size,
-          config.image_size);
-  ImageTensors tensors = ToTensors(test, config.normalization, limit);
-  Require(ClassCount(tensors.labels) <= config.classes, "{}: labels up to {}, the model has {} classes", dir,
-          ClassCount(tensors.labels) - 1, config.classes);
-  return tensors;
-}
-
-torch::Tensor SoftTargetKl(const torch::Tensor& student_logits, const torch::Tensor& teacher_logits,
-                           double temperature) {
-  // Log-probabilities on both sides: exact for teacher probabilities that underflow to 0.
-  const torch::Tensor student_log = torch::log_softmax(student_logits / temperature, 1);  // [B, K]
-  const torch::Tensor teacher_log = torch::log_softmax(teacher_logits / temperature, 1);  // [B, K]
-  return (teacher_log.exp() * (teacher_log - student_log)).sum(1).mean();
-}
-
-torch::Tensor DistillationLoss(const torch::Tensor& student_logits, const torch::Tensor& teacher_logits,
-                               const torch::Tensor& labels, double temperature, double alpha) {
-  const torch::Tensor soft = SoftTargetKl(student_logits, teacher_logits, temperature);
-  const torch::Tensor hard = torch::nn::functional::cross_entropy(student_logits, labels);
-  return alpha * temperature * temperature * soft + (1 - alpha) * hard;
-}
-
-EvalResult Evaluate(ClassifierModule& model, const ImageTensors& data, int64_t batch_size) {
-  Require(batch_size > 0, "batch size must be positive, got {}", batch_size);
-  const bool was_training = model.is_training();
-  model.eval();
-  torch::NoGradGuard no_grad;
-  EvalResult result;
-  result.count = data.size();
-  int64_t classes = ClassCount(data.labels);
-  std::vector<torch::Tensor> predictions;
-  double loss_sum = 0;
-  for (int64_t begin = 0; begin < result.count; begin += batch_size) {
-    const int64_t length = std::min(batch_size, result.count - begin);
-    const torch::Tensor logits = model.forward(data.images.narrow(0, begin, length));  // [B, K]
-    const torch::Tensor labels = data.labels.narrow(0, begin, length);
-    classes = std::max<int64_t>(classes, logits.size(1));
-    loss_sum += torch::nn::functional::cross_entropy(
-                    logits, labels, torch::nn::functional::CrossEntropyFuncOptions().reduction(torch::kSum))
-                    .item<double>();
-    predictions.push_back(logits.argmax(1));
-  }
-  if (was_training) model.train();
-  if (result.count == 0) return result;
-
-  const torch::Tensor predicted = torch::cat(predictions);  // [N]
-  // confusion[true][predicted], counted as one bincount over true * K + predicted.
-  const torch::Tensor counts =
-      torch::bincount(data.labels * classes + predicted, {}, classes * classes).to(torch::kInt64).contiguous();
-  const int64_t* count = counts.data_ptr<int64_t>();
-  result.confusion.assign(static_cast<size_t>(classes), std::vector<int64_t>(static_cast<size_t>(classes), 0));
-  result.per_class_accuracy.assign(static_cast<size_t>(classes), 0.0);
-  int64_t correct = 0;
-  for (int64_t truth = 0; truth < classes; ++truth) {
-    int64_t total = 0;
-    for (int64_t guess = 0; guess < classes; ++guess) {
-      const int64_t n = count[truth * classes + guess];
-      result.confusion[truth][guess] = n;
-      total += n;
-    }
-    const int64_t hits = count[truth * classes + truth];
-    correct += hits;
-    result.per_class_accuracy[truth] = total > 0 ? static_cast<double>(hits) / static_cast<double>(total) : 0.0;
-  }
-  result.accuracy = static_cast<double>(correct) / static_cast<double>(result.count);
-  result.loss = loss_sum / static_cast<double>(result.count);
-  return result;
-}
-
 TrainResult Train(const TrainOptions& options) {
   ValidateOptions(options);
   SetTorchThreads(options.threads);
@@ -318,7 +197,7 @@ TrainResult Train(const TrainOptions& options) {
 
   const int64_t batches_per_epoch = (data.train.size() + options.batch_size - 1) / options.batch_size;
   const int64_t total_steps = batches_per_epoch * options.epochs;
-  const bool scheduled = options.mode == WeightMode::kTernary && options.threshold_mode == ThresholdMode::kSparsity;
+  const bool scheduled = options.mode == WeightMode::kTernary && options.threshold_rule == ThresholdRule::kSparsity;
 
   int64_t parameters = 0;
   for (const torch::Tensor& parameter : model->parameters()) parameters += parameter.numel();

@@ -1,5 +1,6 @@
-// Training and evaluation of image classifiers: full precision, or quantization-aware (ternary by Adaptive
-// Ternary Quantization, or uniform b-bit) with progressive sparsity and knowledge distillation.
+// Training of image classifiers: full precision, or quantization-aware (ternary by Adaptive Ternary
+// Quantization, or uniform b-bit, on the grids of grid/weight_grid.h) with progressive sparsity and knowledge
+// distillation.
 #pragma once
 
 #include <cstdint>
@@ -9,10 +10,12 @@
 
 #include <torch/types.h>
 
+#include "data/datasets.h"
+#include "data/image_data.h"
+#include "grid/fake_quant.h"
 #include "models/classifier.h"
-#include "quant/ternary.h"
-#include "train/classifier_checkpoint.h"
-#include "train/data.h"
+#include "models/classifier_checkpoint.h"
+#include "train/classifier_evaluation.h"
 
 namespace atq {
 
@@ -31,8 +34,8 @@ struct TrainOptions {
   double sparsity = 0.5;          // kSparsity target, reached after ramp_epochs
   int ramp_epochs = 0;            // progressive sparsity: 0 -> sparsity over these epochs (0: from the start)
   SparsityRamp ramp = SparsityRamp::kLinear;
-  ThresholdMode threshold_mode = ThresholdMode::kSparsity;
-  double magnitude = 0.7;         // kMagnitude* cutoff
+  ThresholdRule threshold_rule = ThresholdRule::kSparsity;
+  double magnitude = 0.7;         // kRatio (times mean |w|) or kAbsolute cutoff
   bool per_channel = true;
   double rpb_fraction = 0;        // residual precision boosting
   bool quantize_first_last = false;
@@ -54,14 +57,6 @@ struct TrainOptions {
   bool show_progress = true;
 };
 
-struct EvalResult {
-  int64_t count = 0;
-  double accuracy = 0;                         // share of correct predictions, 0..1
-  double loss = 0;                             // mean cross-entropy
-  std::vector<double> per_class_accuracy;      // [classes], 0 for a class without test images
-  std::vector<std::vector<int64_t>> confusion;  // [true class][predicted class] counts
-};
-
 struct EpochMetrics {
   int epoch = 0;  // 1-based
   double loss = 0;            // mean training loss (distillation loss when distilling)
@@ -81,38 +76,8 @@ struct TrainResult {
   EvalResult final_eval;  // the last epoch's model on the test set
 };
 
-// The folder a dataset name stands for when no --data folder is given; throws atq::Error for a name without one.
-std::string DefaultDataDir(const std::string& dataset);
-
-// Train and test splits as normalized tensors: Fashion-MNIST uses kFashionMnistNormalization, other data the
-// training split's own mean and std. `subset`/`test_subset` keep the first N images (0: all).
-struct TrainingData {
-  ImageTensors train;
-  ImageTensors test;
-  int64_t classes = 0;
-  int64_t image_size = 0;
-};
-TrainingData LoadTrainingData(const std::string& dataset, const std::string& data_dir, int64_t subset = 0,
-                              int64_t test_subset = 0);
-
-// The test split of a checkpoint's dataset, normalized as the checkpoint was trained.
-ImageTensors LoadTestData(const ClassifierConfig& config, const std::string& data_dir = "", int64_t limit = 0);
-
 // Trains as `options` say, writing OUT/model.safetensors + config.json (the last epoch), OUT/best/ (the best
 // epoch by test accuracy) and OUT/metrics.json.
 TrainResult Train(const TrainOptions& options);
-
-// Accuracy, per-class accuracy and confusion matrix of `model` on `data`, in eval mode without gradients (the
-// model's train/eval mode is restored afterwards).
-EvalResult Evaluate(ClassifierModule& model, const ImageTensors& data, int64_t batch_size = 1000);
-
-// Mean over the batch of KL(softmax(teacher / T) || softmax(student / T)). logits: [B, classes].
-torch::Tensor SoftTargetKl(const torch::Tensor& student_logits, const torch::Tensor& teacher_logits,
-                           double temperature);
-
-// alpha * T^2 * SoftTargetKl + (1 - alpha) * cross-entropy(student, labels) (Hinton et al. 2015: T^2 keeps the
-// soft term's gradient scale independent of T).
-torch::Tensor DistillationLoss(const torch::Tensor& student_logits, const torch::Tensor& teacher_logits,
-                               const torch::Tensor& labels, double temperature, double alpha);
 
 }  // namespace atq

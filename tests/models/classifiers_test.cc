@@ -14,7 +14,7 @@
 #include "io/safetensors.h"
 #include "test_util.h"
 #include "torch/tensor_bridge.h"
-#include "train/classifier_checkpoint.h"
+#include "models/classifier_checkpoint.h"
 #include "util/error.h"
 
 namespace atq {
@@ -79,16 +79,16 @@ TEST(ClassifiersTest, QuantLayersInOrderWithParameterPaths) {
 TEST(ClassifiersTest, ApplyQuantConfigKeepsFirstAndLastFullByDefault) {
   const auto model = MakeClassifier("cnn", 1, 10);
   LayerQuantConfig config;
-  config.mode = WeightMode::kTernary;
+  config.quantized = true;
   ApplyQuantConfig(*model, config);
   const auto layers = model->QuantLayers();
   for (size_t i = 0; i < layers.size(); ++i) {
     const bool edge = i == 0 || i + 1 == layers.size();
-    EXPECT_EQ(layers[i].second->quant_config().mode, edge ? WeightMode::kFull : WeightMode::kTernary)
+    EXPECT_EQ(layers[i].second->quant_config().mode(), edge ? WeightMode::kFull : WeightMode::kTernary)
         << layers[i].first;
   }
   ApplyQuantConfig(*model, config, /*quantize_first_and_last=*/true);
-  for (const auto& layer : model->QuantLayers()) EXPECT_EQ(layer.second->quant_config().mode, WeightMode::kTernary);
+  for (const auto& layer : model->QuantLayers()) EXPECT_EQ(layer.second->quant_config().mode(), WeightMode::kTernary);
   // A ternary CNN still trains: one step gives gradients to every latent weight.
   model->train();
   const torch::Tensor loss = model->forward(torch::randn({4, 1, 28, 28})).logsumexp(1).mean();
@@ -154,7 +154,7 @@ TEST(ClassifiersTest, ResNet18FixtureLoadsAsAForeignCheckpoint) {
   const LoadedClassifier loaded = LoadForeignClassifier(model_path, config);
   EXPECT_FALSE(loaded.model->is_training());
   ASSERT_EQ(loaded.config.layers.size(), 21u);
-  EXPECT_EQ(loaded.config.layers.front().second.mode, WeightMode::kFull);
+  EXPECT_EQ(loaded.config.layers.front().second.mode(), WeightMode::kFull);
   const SafetensorsFile file = SafetensorsFile::Open(model_path);
   const TensorInfo* stored = file.Find("bn1.num_batches_tracked");
   ASSERT_NE(stored, nullptr);
@@ -174,7 +174,7 @@ TEST(ClassifiersTest, DISABLED_CnnEpochTiming) {
     const auto model = std::make_shared<CnnClassifier>(1, 10, 28, v.width1, v.width2);
     if (ternary) {
       LayerQuantConfig config;
-      config.mode = WeightMode::kTernary;
+      config.quantized = true;
       ApplyQuantConfig(*model, config);
     }
     model->train();

@@ -7,15 +7,15 @@
 #include <torch/torch.h>
 
 #include "formats/atq_packed.h"
-#include "quant/ternary.h"
+#include "grid/fake_quant.h"
 
 namespace atq {
 namespace {
 
 LayerQuantConfig Ternary(double sparsity, double rpb_fraction = 0) {
   LayerQuantConfig config;
-  config.mode = WeightMode::kTernary;
-  config.sparsity = sparsity;
+  config.quantized = true;
+  config.grid.threshold_value = sparsity;
   config.rpb_fraction = rpb_fraction;
   return config;
 }
@@ -49,11 +49,11 @@ TEST(QuantLayersTest, ConvEffectiveWeightHasThreeValuesPerChannelPlusBoosted) {
   QuantConv2d conv(8, 16, 3, 1, 1);
   conv->SetQuantConfig(Ternary(0.6, /*rpb_fraction=*/0.01));
   const torch::Tensor effective = conv->EffectiveWeight();
-  const TernaryResult ternary = Ternarize(conv->FloatWeight(), conv->quant_config());
+  const LayerQuantization ternary = QuantizeLayer(conv->FloatWeight(), conv->quant_config());
   EXPECT_TRUE(torch::equal(effective, ternary.effective));
   int64_t exceptions = 0;
   for (int64_t row = 0; row < 16; ++row) {
-    const float a = ternary.scales[row].item<float>();
+    const float a = ternary.packed.scales[row][0].item<float>();
     const torch::Tensor values = effective[row].reshape({-1});
     const torch::Tensor boosted = ternary.boosted[row].reshape({-1});
     const torch::Tensor latent = conv->weight[row].reshape({-1});
@@ -102,8 +102,9 @@ TEST(QuantLayersTest, TernaryStatsAndPackedBytes) {
 TEST(QuantLayersTest, UniformAndFullStats) {
   QuantConv2d conv(4, 6, 3, 1, 1, /*bias=*/false);
   LayerQuantConfig config;
-  config.mode = WeightMode::kUniform;
-  config.bits = 4;
+  config.quantized = true;
+  config.grid.kind = GridKind::kUniform;
+  config.grid.bits = 4;
   conv->SetQuantConfig(config);
   const LayerQuantStats uniform = conv->Stats("conv");
   // 6 rows x 36 weights x 4 bits = 18 bytes a row -> 108, padded 108, + 6 scales.

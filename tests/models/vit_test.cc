@@ -14,7 +14,7 @@
 #include "models/classifiers.h"
 #include "test_util.h"
 #include "torch/tensor_bridge.h"
-#include "train/classifier_checkpoint.h"
+#include "models/classifier_checkpoint.h"
 #include "util/error.h"
 
 namespace atq {
@@ -111,7 +111,7 @@ TEST(VitTest, TrainsThroughTernaryLayers) {
   torch::manual_seed(2);
   VisionTransformerClassifier model(SmallConfig());
   LayerQuantConfig config;
-  config.mode = WeightMode::kTernary;
+  config.quantized = true;
   ApplyQuantConfig(model, config);
   model.train();
   model.forward(torch::randn({4, 1, 28, 28})).logsumexp(1).mean().backward();

@@ -9,9 +9,9 @@
 #include <torch/torch.h>
 
 #include "formats/atq_packed.h"
-#include "quant/quantized_weight.h"
+#include "grid/quantized_weight.h"
 #include "quant/ternary_calibration.h"
-#include "quant/weight_grid.h"
+#include "grid/weight_grid.h"
 #include "test_util.h"
 
 namespace atq {

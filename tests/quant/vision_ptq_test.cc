@@ -2,6 +2,8 @@
 // known distributions, the attention ranking loss, and the whole pass on a small CNN.
 #include "quant/vision_ptq.h"
 
+#include "grid/quantized_weight.h"
+
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
@@ -56,28 +58,34 @@ TEST(BatchNormFoldTest, EvaluationOutputsAreUnchanged) {
 }
 
 TEST(VisionPtqTest, MseClipOnKnownWeights) {
-  // Row [-1, 0, 0.5, 1] at 2 bits (codes -1, 0, 1): a clip c in (0.5, 1) costs 2 (1 - c)^2 + (0.5 - c)^2, least
-  // at c = 5/6, and the candidate grid (steps of 0.01) holds 0.83. The second row is the first times 10.
+  // Row [-1, 0, 0.5, 1] at 2 bits (levels -2..1 times the scale): a clip c in [2/3, 1) costs 2 (1 - c)^2 +
+  // (0.5 - c)^2, least at c = 5/6, below 2/3 -1 rounds to -2c and costs more; the candidate grid (steps of 0.01)
+  // holds 0.83. The second row is the first times 10.
   const torch::Tensor weight = torch::tensor({-1.0f, 0.0f, 0.5f, 1.0f, -10.0f, 0.0f, 5.0f, 10.0f}).reshape({2, 4});
-  const auto [channel, channel_scales] = QuantizeWeightMse(weight, 2, /*per_channel=*/true);
-  ASSERT_EQ(channel_scales.numel(), 2);
-  EXPECT_NEAR(channel_scales[0].item<double>(), 0.83, 1e-6);
-  EXPECT_NEAR(channel_scales[1].item<double>(), 8.3, 1e-5);
-  EXPECT_TRUE(torch::allclose(channel[0], torch::tensor({-0.83f, 0.0f, 0.83f, 0.83f})));
-  const auto [tensor, tensor_scales] = QuantizeWeightMse(weight, 2, /*per_channel=*/false);
-  EXPECT_EQ(tensor_scales.numel(), 1);
-  // At 8 bits every weight inside its row's clip (127 steps) is within half a step; the ones beyond it become
-  // the clip, and the row's error is far below the weights' own size.
+  VisionPtqOptions options;
+  const WeightGrid grid = VisionWeightGrid({2, 8, false}, options);
+  EXPECT_EQ(grid.clip, ClipRule::kMse);
+  const QuantizedWeight channel = QuantizeRtn(weight, grid);
+  ASSERT_EQ(channel.scales.numel(), 2);
+  EXPECT_NEAR(channel.scales[0][0].item<double>(), 0.83, 1e-6);
+  EXPECT_NEAR(channel.scales[1][0].item<double>(), 8.3, 1e-5);
+  EXPECT_TRUE(torch::allclose(channel.values[0], torch::tensor({-0.83f, 0.0f, 0.83f, 0.83f})));
+  options.per_channel = false;
+  const QuantizedWeight tensor = QuantizeRtn(weight, VisionWeightGrid({2, 8, false}, options));
+  EXPECT_TRUE(torch::equal(tensor.scales[0], tensor.scales[1]));
+  // At 8 bits every weight inside its row's range (-128..127 steps) is within half a step; the ones beyond it
+  // become the range's end, and the row's error is far below the weights' own size.
   torch::manual_seed(5);
   const torch::Tensor dense = torch::randn({16, 64});
-  const auto [dense_q, dense_scales] = QuantizeWeightMse(dense, 8, true);
-  const torch::Tensor step = dense_scales.unsqueeze(1);
-  const torch::Tensor inside = dense.abs() <= step * 127;
-  EXPECT_TRUE(((dense_q - dense).abs() <= step * 0.5 + 1e-6).logical_or(inside.logical_not()).all().item<bool>());
-  EXPECT_TRUE(torch::allclose(dense_q.masked_select(inside.logical_not()).abs(),
-                              (step * 127).expand_as(dense).masked_select(inside.logical_not())));
-  EXPECT_LT((dense_q - dense).norm().item<double>(), 0.01 * dense.norm().item<double>());
-  EXPECT_FALSE(testutil::ErrorMessageOf([&] { QuantizeWeightMse(dense, 9, true); }).empty());
+  options.per_channel = true;
+  const QuantizedWeight q = QuantizeRtn(dense, VisionWeightGrid({8, 8, false}, options));
+  const torch::Tensor step = q.scales;
+  const torch::Tensor inside = (dense <= step * 127) & (dense >= step * -128);
+  EXPECT_TRUE(((q.values - dense).abs() <= step * 0.5 + 1e-6).logical_or(inside.logical_not()).all().item<bool>());
+  const torch::Tensor clipped = torch::where(dense > 0, step * 127, step * -128).expand_as(dense);
+  EXPECT_TRUE(torch::allclose(q.values.masked_select(inside.logical_not()), clipped.masked_select(inside.logical_not())));
+  EXPECT_LT((q.values - dense).norm().item<double>(), 0.01 * dense.norm().item<double>());
+  EXPECT_FALSE(testutil::ErrorMessageOf([&] { VisionWeightGrid({9, 8, false}, options); }).empty());
 }
 
 TEST(ActivationQuantizerTest, RangesOnKnownDistributions) {
@@ -209,9 +217,10 @@ TEST(VisionPtqTest, LayersTrainedTernaryKeepTheirValuesThroughFolding) {
       continue;
     }
     LayerQuantConfig config;
-    config.mode = WeightMode::kTernary;
-    config.threshold_mode = ThresholdMode::kMagnitudeRelative;
-    config.per_channel = false;  // one scale per layer, per channel once BatchNorm is folded in
+    config.quantized = true;
+    config.grid.threshold_rule = ThresholdRule::kRatio;
+    config.grid.threshold_value = 0.7;
+    config.grid.granularity = Granularity::kTensor;  // one scale per layer, per channel once BatchNorm is folded in
     layers[i].second->SetQuantConfig(config);
   }
   model->eval();
@@ -225,7 +234,7 @@ TEST(VisionPtqTest, LayersTrainedTernaryKeepTheirValuesThroughFolding) {
   for (size_t i = 1; i + 1 < layers.size(); ++i) {
     const VisionLayerReport& row = report.layers[i];
     EXPECT_TRUE(row.trained && row.bits.ternary) << row.name;
-    EXPECT_EQ(layers[i].second->quant_config().mode, WeightMode::kFull) << row.name;
+    EXPECT_EQ(layers[i].second->quant_config().mode(), WeightMode::kFull) << row.name;
     const torch::Tensor rows = layers[i].second->FloatWeight().flatten(1).abs();  // [R, n]
     for (int64_t r = 0; r < rows.size(0); ++r) {
       EXPECT_LE(std::get<0>(at::_unique(rows[r])).numel(), 2) << row.name << " row " << r << " is not ternary";

@@ -116,8 +116,8 @@ std::shared_ptr<ClassifierModule> TernaryCnnWithStatistics(int64_t classes) {
   torch::manual_seed(3);
   std::shared_ptr<ClassifierModule> model = MakeClassifier("cnn", 1, classes, 28);
   LayerQuantConfig config;
-  config.mode = WeightMode::kTernary;
-  config.sparsity = 0.4;
+  config.quantized = true;
+  config.grid.threshold_value = 0.4;
   config.rpb_fraction = 0.01;
   ApplyQuantConfig(*model, config);
   model->train();
@@ -157,9 +157,9 @@ TEST(Checkpoint, SaveLoadGivesIdenticalLogits) {
   const auto layers = loaded.model->QuantLayers();
   ASSERT_EQ(loaded.config.layers.size(), layers.size());
   // First and last full precision, the rest ternary with the saved sparsity.
-  EXPECT_EQ(layers.front().second->quant_config().mode, WeightMode::kFull);
-  EXPECT_EQ(layers.back().second->quant_config().mode, WeightMode::kFull);
-  EXPECT_EQ(layers[1].second->quant_config().mode, WeightMode::kTernary);
+  EXPECT_EQ(layers.front().second->quant_config().mode(), WeightMode::kFull);
+  EXPECT_EQ(layers.back().second->quant_config().mode(), WeightMode::kFull);
+  EXPECT_EQ(layers[1].second->quant_config().mode(), WeightMode::kTernary);
   EXPECT_DOUBLE_EQ(layers[1].second->quant_config().sparsity, 0.4);
   EXPECT_DOUBLE_EQ(layers[1].second->quant_config().rpb_fraction, 0.01);
   torch::NoGradGuard no_grad;
@@ -284,8 +284,8 @@ TEST(Train, TernaryRunReachesScheduledSparsityWithDistillation) {
   // The ramp reaches the target after one epoch; ties can only add zeros.
   EXPECT_NEAR(student.epochs[1].sparsity, 0.6, 0.01);
   const auto layers = student.model->QuantLayers();
-  EXPECT_EQ(layers.front().second->quant_config().mode, WeightMode::kFull);
-  EXPECT_EQ(layers[1].second->quant_config().mode, WeightMode::kTernary);
+  EXPECT_EQ(layers.front().second->quant_config().mode(), WeightMode::kFull);
+  EXPECT_EQ(layers[1].second->quant_config().mode(), WeightMode::kTernary);
   EXPECT_DOUBLE_EQ(layers[1].second->quant_config().sparsity, 0.6);
   (void)teacher;
 }

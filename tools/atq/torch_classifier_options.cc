@@ -2,7 +2,7 @@
 #include "torch_classifier_options.h"
 
 #include "models/classifiers.h"
-#include "train/data.h"
+#include "data/image_data.h"
 
 namespace atq::cli {
 

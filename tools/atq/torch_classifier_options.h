@@ -6,8 +6,8 @@
 
 #include <CLI/CLI.hpp>
 
-#include "quant/packed_classifier.h"
-#include "train/classifier_checkpoint.h"
+#include "models/packed_classifier.h"
+#include "models/classifier_checkpoint.h"
 
 namespace atq::cli {
 

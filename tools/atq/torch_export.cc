@@ -5,7 +5,7 @@
 #include <fmt/format.h>
 
 #include "command.h"
-#include "quant/packed_classifier.h"
+#include "models/packed_classifier.h"
 
 namespace atq::cli {
 

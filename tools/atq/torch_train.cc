@@ -6,7 +6,7 @@
 
 #include "command.h"
 #include "models/classifiers.h"
-#include "train/classifier_checkpoint.h"
+#include "models/classifier_checkpoint.h"
 #include "train/trainer.h"
 #include "util/error.h"
 
@@ -73,7 +73,10 @@ RunFn DeclareTrain(CLI::App& app) {
   return [o] {
     TrainOptions options = o->train;
     options.mode = ParseWeightMode(o->mode);
-    options.threshold_mode = ParseThresholdMode(o->threshold_mode);
+    const auto rule = ParseThresholdRule(o->threshold_mode);
+    Require(rule.has_value(), "--threshold-mode '{}' is not sparsity, magnitude_absolute or magnitude_relative",
+            o->threshold_mode);
+    options.threshold_rule = *rule;
     options.ramp = o->ramp == "cubic" ? SparsityRamp::kCubic : SparsityRamp::kLinear;
     if (o->use_rpb && options.rpb_fraction == 0) options.rpb_fraction = 0.01;
     if (!o->use_rpb) options.rpb_fraction = 0;

@@ -1,5 +1,5 @@
 // Saving and loading classifier checkpoints by tensor name, with the configuration that rebuilds the model.
-#include "train/classifier_checkpoint.h"
+#include "models/classifier_checkpoint.h"
 
 #include <cstring>
 #include <filesystem>
@@ -15,6 +15,8 @@
 
 #include "io/atomic_file.h"
 #include "io/safetensors.h"
+#include "data/datasets.h"
+#include "io/idx.h"
 #include "models/classifiers.h"
 #include "torch/tensor_bridge.h"
 #include "util/error.h"
@@ -69,59 +71,49 @@ std::shared_ptr<ClassifierModule> BuildConfiguredClassifier(const ClassifierConf
 
 }  // namespace
 
-std::string_view WeightModeName(WeightMode mode) {
-  switch (mode) {
-    case WeightMode::kFull: return "full";
-    case WeightMode::kTernary: return "ternary";
-    case WeightMode::kUniform: return "uniform";
-  }
-  return "unknown";
-}
-
-WeightMode ParseWeightMode(std::string_view name) {
-  for (const WeightMode mode : {WeightMode::kFull, WeightMode::kTernary, WeightMode::kUniform}) {
-    if (WeightModeName(mode) == name) return mode;
-  }
-  Fail("unknown weight mode '{}' (full, ternary, uniform)", name);
-}
-
-std::string_view ThresholdModeName(ThresholdMode mode) {
-  switch (mode) {
-    case ThresholdMode::kSparsity: return "sparsity";
-    case ThresholdMode::kMagnitudeAbsolute: return "magnitude_absolute";
-    case ThresholdMode::kMagnitudeRelative: return "magnitude_relative";
-  }
-  return "unknown";
-}
-
-ThresholdMode ParseThresholdMode(std::string_view name) {
-  for (const ThresholdMode mode :
-       {ThresholdMode::kSparsity, ThresholdMode::kMagnitudeAbsolute, ThresholdMode::kMagnitudeRelative}) {
-    if (ThresholdModeName(mode) == name) return mode;
-  }
-  Fail("unknown threshold mode '{}' (sparsity, magnitude_absolute, magnitude_relative)", name);
-}
-
 nlohmann::json LayerQuantConfigToJson(const LayerQuantConfig& config) {
-  return {{"mode", WeightModeName(config.mode)},
-          {"bits", config.bits},
-          {"threshold_mode", ThresholdModeName(config.threshold_mode)},
-          {"sparsity", config.sparsity},
-          {"magnitude", config.magnitude},
-          {"per_channel", config.per_channel},
+  Layout layout;
+  layout.granularity = config.grid.granularity;
+  layout.group_size = config.grid.group_size;
+  return {{"mode", WeightModeName(config.mode())},
+          {"bits", config.grid.bits},
+          {"symmetric", config.grid.symmetric},
+          {"threshold_mode", ThresholdRuleName(config.grid.threshold_rule)},
+          {"threshold_value", config.grid.threshold_value},
+          {"granularity", GranularityString(layout)},
           {"rpb_fraction", config.rpb_fraction}};
 }
 
 LayerQuantConfig LayerQuantConfigFromJson(const nlohmann::json& json, const std::string& what) {
   try {
     LayerQuantConfig config;
-    config.mode = ParseWeightMode(json.at("mode").get<std::string>());
-    config.bits = json.at("bits").get<int>();
-    config.threshold_mode = ParseThresholdMode(json.at("threshold_mode").get<std::string>());
-    config.sparsity = json.at("sparsity").get<double>();
-    config.magnitude = json.at("magnitude").get<double>();
-    config.per_channel = json.at("per_channel").get<bool>();
+    const WeightMode mode = ParseWeightMode(json.at("mode").get<std::string>());
+    config.quantized = mode != WeightMode::kFull;
+    WeightGrid& grid = config.grid;
+    grid.kind = mode == WeightMode::kUniform ? GridKind::kUniform : GridKind::kTernary;
+    grid.bits = json.at("bits").get<int>();
+    grid.symmetric = json.value("symmetric", true);
+    const std::string rule = json.at("threshold_mode").get<std::string>();
+    const auto parsed = ParseThresholdRule(rule);
+    Require(parsed.has_value(), "unknown threshold mode '{}' (sparsity, ratio, magnitude)", rule);
+    grid.threshold_rule = *parsed;
+    if (json.contains("threshold_value")) {
+      grid.threshold_value = json.at("threshold_value").get<double>();
+    } else {  // written before the grid core: separate sparsity and magnitude fields
+      grid.threshold_value = json.at(grid.threshold_rule == ThresholdRule::kSparsity ? "sparsity" : "magnitude").get<double>();
+    }
+    if (json.contains("granularity")) {
+      Layout layout;
+      const std::string granularity = json.at("granularity").get<std::string>();
+      Require(ParseGranularity(granularity, layout), "unknown granularity '{}' (tensor, channel, group:<N>)",
+              granularity);
+      grid.granularity = layout.granularity;
+      grid.group_size = layout.group_size;
+    } else {
+      grid.granularity = json.at("per_channel").get<bool>() ? Granularity::kChannel : Granularity::kTensor;
+    }
     config.rpb_fraction = json.at("rpb_fraction").get<double>();
+    ValidateLayerConfig(config);
     return config;
   } catch (const nlohmann::json::exception& error) {
     Fail("{}: bad layer quantization config: {}", what, error.what());
@@ -285,6 +277,18 @@ LoadedClassifier LoadClassifierOrWeights(const std::string& path, const Classifi
   const bool weights_only =
       fs::is_regular_file(path, error) && !fs::exists(fs::path(path).parent_path() / kConfigFile, error);
   return weights_only ? LoadForeignClassifier(path, config) : LoadClassifier(path);
+}
+
+ImageTensors LoadTestData(const ClassifierConfig& config, const std::string& data_dir, int64_t limit) {
+  const std::string dir = data_dir.empty() ? DefaultDataDir(config.dataset) : data_dir;
+  const ImageSet test = LoadIdxDataset(dir, /*train=*/false);
+  Require(test.rows == config.image_size && test.cols == config.image_size,
+          "{}: test images are {}x{}, the model takes {}x{}", dir, test.rows, test.cols, config.image_size,
+          config.image_size);
+  ImageTensors tensors = ToTensors(test, config.normalization, limit);
+  Require(ClassCount(tensors.labels) <= config.classes, "{}: labels up to {}, the model has {} classes", dir,
+          ClassCount(tensors.labels) - 1, config.classes);
+  return tensors;
 }
 
 }  // namespace atq

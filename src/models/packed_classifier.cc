@@ -1,5 +1,5 @@
 // Packing and unpacking trained classifiers through the format table's t2 / t1.6 rows.
-#include "quant/packed_classifier.h"
+#include "models/packed_classifier.h"
 
 #include <map>
 #include <memory>
@@ -14,7 +14,7 @@
 #include "models/classifiers.h"
 #include "models/packed_product.h"
 #include "models/quant_layers.h"
-#include "quant/ternary.h"
+#include "grid/fake_quant.h"
 #include "torch/tensor_bridge.h"
 #include "util/error.h"
 
@@ -39,12 +39,6 @@ struct PendingTensors {
     Add(name, type, std::vector<int64_t>(tensor.sizes().begin(), tensor.sizes().end()), FromTorch(tensor, type));
   }
 };
-
-Layout PackedLayout(QuantType type, const torch::Tensor& weight, bool per_channel) {
-  Layout layout = LayoutForShape(type, std::vector<int64_t>(weight.sizes().begin(), weight.sizes().end()));
-  layout.granularity = per_channel ? Granularity::kChannel : Granularity::kTensor;
-  return layout;
-}
 
 // The sparse [rows, cols] correction that turns the packed values at `index` (flat positions) into `value`.
 torch::Tensor BoostedResidual(const PackedWeights& packed, const torch::Tensor& index, const torch::Tensor& value) {
@@ -72,24 +66,20 @@ int64_t ExportPackedClassifier(const LoadedClassifier& loaded, QuantType type, c
   std::set<std::string> packed_names;
   for (const auto& [name, layer] : loaded.model->QuantLayers()) {
     const LayerQuantConfig& config = layer->quant_config();
-    if (config.mode != WeightMode::kTernary) continue;
+    if (config.mode() != WeightMode::kTernary) continue;
     const torch::Tensor weight = layer->FloatWeight().to(torch::kCPU).to(torch::kFloat32).contiguous();
-    const TernaryResult ternary = Ternarize(weight, config);
-    const Layout layout = PackedLayout(type, weight, config.per_channel);
-    AtqCodes codes;
-    const torch::Tensor flat_codes = (ternary.codes.reshape({-1}).to(torch::kInt32) + 1).to(torch::kUInt8).contiguous();
-    codes.codes.assign(flat_codes.data_ptr<uint8_t>(), flat_codes.data_ptr<uint8_t>() + flat_codes.numel());
-    const torch::Tensor scales = ternary.scales.to(torch::kFloat32).contiguous();
-    codes.scales.assign(scales.data_ptr<float>(), scales.data_ptr<float>() + scales.numel());
-    std::vector<uint8_t> packed(static_cast<size_t>(AtqPackedBytes(layout)));
-    PackAtq(layout, codes, packed.data());
+    // The layer's own quantization, stored in the requested ternary packing: the codes and scales it trained with.
+    LayerQuantConfig storage = config;
+    storage.grid.base3_packing = type == QuantType::kTernary1_6;
+    const LayerQuantization ternary = QuantizeLayer(weight, storage);
+    std::vector<uint8_t> packed = PackQuantized(ternary.packed);
     const std::string weight_name = name + ".weight";
     const int64_t packed_size = static_cast<int64_t>(packed.size());
     pending.Add(weight_name, QuantType::kU8, {packed_size}, std::move(packed));
     metadata[kPackedKeyPrefix + weight_name] =
         nlohmann::json{{"type", TypeName(type)},
                        {"shape", std::vector<int64_t>(weight.sizes().begin(), weight.sizes().end())},
-                       {"granularity", config.per_channel ? "channel" : "tensor"}}
+                       {"granularity", GranularityString(ternary.packed.layout)}}
             .dump();
     const torch::Tensor boosted_index = ternary.boosted.reshape({-1}).nonzero().reshape({-1});
     if (boosted_index.numel() > 0) {
@@ -201,8 +191,11 @@ LoadedClassifier LoadPackedClassifier(const std::string& path, PackedRun run) {
     Require(quant_layer != nullptr, "{}: layer of '{}' cannot run packed", path, name);
     quant_layer->AttachPacked(std::move(packed), run);
     LayerQuantConfig config;
-    config.mode = WeightMode::kTernary;
-    config.per_channel = layout.granularity == Granularity::kChannel;
+    config.quantized = true;
+    config.grid.kind = GridKind::kTernary;
+    config.grid.granularity = layout.granularity;
+    config.grid.group_size = layout.group_size;
+    config.grid.base3_packing = layout.type == QuantType::kTernary1_6;
     quant_layer->SetQuantConfig(config);
   }
   for (auto& buffer : loaded.model->named_buffers()) assign(buffer.value(), tensor_of(buffer.key()), buffer.key());

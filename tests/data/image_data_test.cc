@@ -1,5 +1,5 @@
 // Training data: normalization conventions, seeded shuffling and augmentation, subsets.
-#include "train/data.h"
+#include "data/image_data.h"
 
 #include <algorithm>
 #include <cmath>

@@ -1,10 +1,14 @@
-// The grids a weight matrix is rounded to, fitted per output row over a span of columns (a group, a whole row or
-// the whole tensor), and the rounding itself. RTN, ATQ and GPTQ all round through here, so whatever codes they
-// choose pack into atq's formats exactly (formats/atq_packed.h) and dequantize to the very floats they used.
+// The one description of what a weight gets (WeightGrid) and the one implementation of fitting and rounding it,
+// per output row over a span of columns (a group, a whole row or the whole tensor). Language-model PTQ (RTN, ATQ,
+// GPTQ), vision PTQ and the straight-through fake quantizers of QAT (grid/fake_quant.h) all round through here,
+// so whatever codes they choose pack into atq's formats exactly (formats/atq_packed.h) and dequantize to the very
+// floats they used.
 #pragma once
 
 #include <cstdint>
+#include <optional>
 #include <string>
+#include <string_view>
 
 #include <torch/types.h>
 
@@ -18,9 +22,24 @@ enum class GridKind { kUniform, kTernary, kQ8_0, kQ4_0 };
 
 // How a ternary grid picks its threshold on a span of weights (|w| <= threshold rounds to 0):
 //   kRatio:     ratio * mean|w| of the span (0.7 is Li & Liu's ternary weight networks rule)
-//   kSparsity:  the floor(s * n)-th smallest |w| of the span, so a share s of the weights becomes 0
+//   kSparsity:  the SparsityCount(s, n)-th smallest |w| of the span, so a share s of the weights becomes 0
 //   kAbsolute:  the value itself
 enum class ThresholdRule { kRatio, kSparsity, kAbsolute };
+
+// "ratio", "sparsity", "magnitude"; the parser also takes QAT's older names magnitude_relative (ratio) and
+// magnitude_absolute (magnitude).
+std::string_view ThresholdRuleName(ThresholdRule rule);
+std::optional<ThresholdRule> ParseThresholdRule(std::string_view name);
+
+// How many of n weights a share s of them is: floor(s * n), counted so that products such as 0.29 * 100 =
+// 28.999999999999996 still give 29 (the share the user wrote, not one weight fewer). Clamped to [0, n].
+int64_t SparsityCount(double share, int64_t n);
+
+// How a uniform symmetric grid's range is fitted on a span:
+//   kMax: scale = max|w| / (2^(b-1) - 1), so no weight is clipped;
+//   kMse: the clip c = f * max|w| for f in 0.50, 0.51, ..., 1.00 with the least squared rounding error of the
+//         span (the first such f on ties), scale = c / (2^(b-1) - 1): fewer levels wasted on rare outliers.
+enum class ClipRule { kMax, kMse };
 
 struct WeightGrid {
   GridKind kind = GridKind::kUniform;
@@ -31,17 +50,19 @@ struct WeightGrid {
   ThresholdRule threshold_rule = ThresholdRule::kRatio;  // ternary
   double threshold_value = 0.7;                          // ternary: ratio, sparsity or magnitude
   bool base3_packing = false;  // ternary stored as t1.6 (5 per byte) instead of t2 (4 per byte)
+  ClipRule clip = ClipRule::kMax;  // uniform symmetric only
 };
 
 // A grid of the kind with everything else from `base`; the ggml kinds get their groups of 32.
 WeightGrid WithKind(WeightGrid base, GridKind kind);
 
-// Throws atq::Error naming what is wrong (bits outside 2..8, group size <= 0, sparsity outside [0, 1), ...).
+// Throws atq::Error naming what is wrong (bits outside 2..8, group size <= 0, sparsity outside [0, 1], an MSE
+// clip on a grid other than uniform symmetric, ...).
 void ValidateGrid(const WeightGrid& grid);
 // The packed format holding the grid's codes: t2/t1.6, u<b>s/u<b>a, q8_0 or q4_0.
 QuantType StorageType(const WeightGrid& grid);
 Layout GridLayout(const WeightGrid& grid, int64_t rows, int64_t cols);
-// "int4 asym g128", "ternary ratio 0.7 channel", ...
+// "int4 asym g128", "int8 sym channel mse", "ternary ratio 0.7 channel", ...
 std::string DescribeGrid(const WeightGrid& grid);
 // Code bits per weight plus scale (and zero point) bits, for a [rows, cols] matrix.
 double GridBitsPerWeight(const WeightGrid& grid, int64_t rows, int64_t cols);
@@ -56,7 +77,8 @@ struct GridParams {
 
 // Fits the grid to w ([rows, n] float32) row by row, as the reference quantizers of atq's formats do:
 //   ternary: threshold by the rule, scale = mean |w| over the weights above it (0 when none is);
-//   symmetric: scale = max|w| / (2^(b-1) - 1); asymmetric: [min(w, 0), max(w, 0)] over 2^b - 1 steps;
+//   symmetric: scale = max|w| / (2^(b-1) - 1) (or the MSE clip); asymmetric: [min(w, 0), max(w, 0)] over
+//   2^b - 1 steps;
 //   q8_0: max|w| / 127, q4_0: the signed extreme / -8, each stored (and used) rounded to float16.
 // With whole_tensor, one set of parameters fits all rows (per-tensor granularity), repeated per row.
 GridParams FitGrid(const WeightGrid& grid, const torch::Tensor& w, bool whole_tensor = false);

@@ -1,5 +1,7 @@
-// Fitting and rounding to atq's uniform and ternary grids on torch tensors.
-#include "quant/weight_grid.h"
+// Fitting and rounding to atq's uniform, ternary and ggml block grids on torch tensors.
+#include "grid/weight_grid.h"
+
+#include <cmath>
 
 #include <torch/torch.h>
 
@@ -24,7 +26,7 @@ torch::Tensor TernaryThreshold(const WeightGrid& grid, const torch::Tensor& magn
     case ThresholdRule::kRatio:
       return grid.threshold_value * magnitude.to(torch::kFloat64).mean(1, /*keepdim=*/true);
     case ThresholdRule::kSparsity: {
-      const auto k = static_cast<int64_t>(grid.threshold_value * static_cast<double>(magnitude.size(1)));
+      const int64_t k = SparsityCount(grid.threshold_value, magnitude.size(1));
       if (k == 0) return torch::zeros({magnitude.size(0), 1}, magnitude.options().dtype(torch::kFloat64));
       return std::get<0>(magnitude.kthvalue(k, 1, /*keepdim=*/true)).to(torch::kFloat64);
     }
@@ -34,7 +36,55 @@ torch::Tensor TernaryThreshold(const WeightGrid& grid, const torch::Tensor& magn
   Fail("unknown threshold rule");
 }
 
+// Guards floor(share * n) against products such as 0.29 * 100 = 28.999999999999996.
+constexpr double kCountEpsilon = 1e-9;
+constexpr int kClipCandidates = 51;  // 0.50, 0.51, ..., 1.00 of max |w|
+
+torch::Tensor SymmetricCodes(const WeightGrid& grid, const torch::Tensor& w, const torch::Tensor& scale) {
+  const int middle = 1 << (grid.bits - 1);
+  return RoundHalfAway(w / SafeScale(scale)).clamp(-middle, middle - 1) + middle;
+}
+
+// The MSE clip of ClipRule::kMse: each row's scale among the candidates, rounded exactly as RoundToCodes does.
+torch::Tensor MseClipScale(const WeightGrid& grid, const torch::Tensor& span) {  // span: [rows, n] -> [rows, 1]
+  const float levels = static_cast<float>((1 << (grid.bits - 1)) - 1);
+  const float middle = static_cast<float>(1 << (grid.bits - 1));
+  const torch::Tensor max = span.abs().amax(1, /*keepdim=*/true);
+  torch::Tensor best_scale = max / levels;
+  torch::Tensor best_error = torch::full_like(max, std::numeric_limits<float>::infinity());
+  for (int i = 0; i < kClipCandidates; ++i) {
+    const torch::Tensor scale = max * static_cast<float>(0.5 + 0.5 * i / (kClipCandidates - 1)) / levels;
+    const torch::Tensor values = scale * (SymmetricCodes(grid, span, scale) - middle);
+    const torch::Tensor error = (values - span).pow(2).sum(1, /*keepdim=*/true);
+    const torch::Tensor better = error < best_error;
+    best_error = torch::where(better, error, best_error);
+    best_scale = torch::where(better, scale, best_scale);
+  }
+  return best_scale;
+}
+
 }  // namespace
+
+std::string_view ThresholdRuleName(ThresholdRule rule) {
+  switch (rule) {
+    case ThresholdRule::kRatio: return "ratio";
+    case ThresholdRule::kSparsity: return "sparsity";
+    case ThresholdRule::kAbsolute: return "magnitude";
+  }
+  return "?";
+}
+
+std::optional<ThresholdRule> ParseThresholdRule(std::string_view name) {
+  if (name == "ratio" || name == "magnitude_relative") return ThresholdRule::kRatio;
+  if (name == "sparsity") return ThresholdRule::kSparsity;
+  if (name == "magnitude" || name == "magnitude_absolute") return ThresholdRule::kAbsolute;
+  return std::nullopt;
+}
+
+int64_t SparsityCount(double share, int64_t n) {
+  const double count = std::floor(share * static_cast<double>(n) + kCountEpsilon);
+  return std::clamp<int64_t>(static_cast<int64_t>(std::max(0.0, count)), 0, n);
+}
 
 WeightGrid WithKind(WeightGrid base, GridKind kind) {
   base.kind = kind;
@@ -60,13 +110,15 @@ void ValidateGrid(const WeightGrid& grid) {
         Require(value >= 0 && std::isfinite(value), "a ternary threshold ratio must be >= 0, not {}", value);
         break;
       case ThresholdRule::kSparsity:
-        Require(value >= 0 && value < 1, "a ternary sparsity target must be in [0, 1), not {}", value);
+        Require(value >= 0 && value <= 1, "a ternary sparsity target must be in [0, 1], not {}", value);
         break;
       case ThresholdRule::kAbsolute:
         Require(value >= 0 && std::isfinite(value), "a ternary magnitude threshold must be >= 0, not {}", value);
         break;
     }
   }
+  Require(grid.clip == ClipRule::kMax || (grid.kind == GridKind::kUniform && grid.symmetric),
+          "the MSE clip fits uniform symmetric grids, not {}", DescribeGrid(grid));
   if (grid.granularity == Granularity::kGroup) {
     Require(grid.group_size > 0, "per-group scales need a group size > 0, not {}", grid.group_size);
   }
@@ -76,8 +128,7 @@ QuantType StorageType(const WeightGrid& grid) {
   if (grid.kind == GridKind::kQ8_0) return QuantType::kQ8_0;
   if (grid.kind == GridKind::kQ4_0) return QuantType::kQ4_0;
   if (grid.kind == GridKind::kTernary) return grid.base3_packing ? QuantType::kTernary1_6 : QuantType::kTernary2;
-  const auto first = grid.symmetric ? QuantType::kUniform2Sym : QuantType::kUniform2Asym;
-  return static_cast<QuantType>(static_cast<uint32_t>(first) + static_cast<uint32_t>(grid.bits - 2));
+  return UniformType(grid.bits, grid.symmetric);
 }
 
 Layout GridLayout(const WeightGrid& grid, int64_t rows, int64_t cols) {
@@ -96,12 +147,10 @@ std::string DescribeGrid(const WeightGrid& grid) {
                                                                               : "tensor";
   if (grid.kind == GridKind::kQ8_0 || grid.kind == GridKind::kQ4_0) return grid.kind == GridKind::kQ8_0 ? "q8_0" : "q4_0";
   if (grid.kind == GridKind::kUniform) {
-    return fmt::format("int{} {} {}", grid.bits, grid.symmetric ? "sym" : "asym", granularity);
+    return fmt::format("int{} {} {}{}", grid.bits, grid.symmetric ? "sym" : "asym", granularity,
+                       grid.clip == ClipRule::kMse ? " mse" : "");
   }
-  const char* rule = grid.threshold_rule == ThresholdRule::kRatio      ? "ratio"
-                     : grid.threshold_rule == ThresholdRule::kSparsity ? "sparsity"
-                                                                       : "magnitude";
-  return fmt::format("ternary {} {} {}", rule, grid.threshold_value, granularity);
+  return fmt::format("ternary {} {} {}", ThresholdRuleName(grid.threshold_rule), grid.threshold_value, granularity);
 }
 
 double GridBitsPerWeight(const WeightGrid& grid, int64_t rows, int64_t cols) {
@@ -132,6 +181,8 @@ GridParams FitGrid(const WeightGrid& grid, const torch::Tensor& w, bool whole_te
     params.scale = torch::where(count > 0, (magnitude.to(torch::kFloat64) * kept).sum(1, true) / count.clamp_min(1),
                                 torch::zeros_like(count))
                        .to(torch::kFloat32);
+  } else if (grid.symmetric && grid.clip == ClipRule::kMse) {
+    params.scale = MseClipScale(grid, span);
   } else if (grid.symmetric) {
     params.scale = span.abs().amax(1, /*keepdim=*/true) / static_cast<float>((1 << (grid.bits - 1)) - 1);
   } else {
@@ -158,11 +209,8 @@ torch::Tensor RoundToCodes(const WeightGrid& grid, const torch::Tensor& w, const
   if (grid.kind == GridKind::kTernary) {
     return torch::sign(w) * (w.abs() > params.threshold).to(w.scalar_type()) + 1;
   }
+  if (grid.symmetric) return SymmetricCodes(grid, w, params.scale);
   const torch::Tensor level = RoundHalfAway(w / SafeScale(params.scale));
-  if (grid.symmetric) {
-    const int middle = 1 << (grid.bits - 1);
-    return level.clamp(-middle, middle - 1) + middle;
-  }
   return (level + params.zero).clamp(0, (1 << grid.bits) - 1);
 }
 

@@ -1,5 +1,5 @@
 // Image sets as normalized tensors, shuffled and augmented deterministically from a seed.
-#include "train/data.h"
+#include "data/image_data.h"
 
 #include <algorithm>
 #include <cmath>

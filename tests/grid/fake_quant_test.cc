@@ -1,13 +1,16 @@
 // ATQ math on known inputs: thresholds, closed-form scales, RPB, straight-through gradients, uniform grid,
 // sparsity schedule.
-#include "quant/ternary.h"
+#include "grid/fake_quant.h"
 
 #include <cmath>
+#include <cstring>
 #include <vector>
 
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
+#include "formats/atq_packed.h"
+#include "formats/quant_type.h"
 #include "util/error.h"
 
 namespace atq {
@@ -27,11 +30,33 @@ std::vector<float> Values(const torch::Tensor& tensor) {
 
 LayerQuantConfig SparsityConfig(double sparsity, bool per_channel = true) {
   LayerQuantConfig config;
-  config.mode = WeightMode::kTernary;
-  config.threshold_mode = ThresholdMode::kSparsity;
-  config.sparsity = sparsity;
-  config.per_channel = per_channel;
+  config.quantized = true;
+  config.grid.kind = GridKind::kTernary;
+  config.grid.threshold_rule = ThresholdRule::kSparsity;
+  config.grid.threshold_value = sparsity;
+  config.grid.granularity = per_channel ? Granularity::kChannel : Granularity::kTensor;
   return config;
+}
+
+LayerQuantConfig UniformConfig(int bits, bool per_channel = true) {
+  LayerQuantConfig config;
+  config.quantized = true;
+  config.grid.kind = GridKind::kUniform;
+  config.grid.bits = bits;
+  config.grid.granularity = per_channel ? Granularity::kChannel : Granularity::kTensor;
+  return config;
+}
+
+// The old TernaryResult view of a quantization: trits in the weight's shape, scales and thresholds per row (or one
+// per tensor).
+struct Ternary {
+  torch::Tensor codes, scales, thresholds, boosted, effective;
+};
+Ternary Ternarize(const torch::Tensor& weight, const LayerQuantConfig& config) {
+  const LayerQuantization q = QuantizeLayer(weight, config);
+  const bool whole = config.grid.granularity == Granularity::kTensor;
+  const auto per_row = [&](const torch::Tensor& t) { return (whole ? t.slice(0, 0, 1) : t).reshape({-1}).to(torch::kFloat); };
+  return {Trits(q, weight), per_row(q.packed.scales), per_row(q.packed.thresholds), q.boosted, q.effective};
 }
 
 TEST(TernaryTest, SparsityThresholdCodesAndScaleByHand) {
@@ -61,16 +86,16 @@ TEST(TernaryTest, PerChannelAndPerLayerThresholds) {
 
 TEST(TernaryTest, MagnitudeModes) {
   LayerQuantConfig config = SparsityConfig(0);
-  config.threshold_mode = ThresholdMode::kMagnitudeAbsolute;
-  config.magnitude = 2.5;
+  config.grid.threshold_rule = ThresholdRule::kAbsolute;
+  config.grid.threshold_value = 2.5;
   TernaryResult result = Ternarize(Row({-4, -1, 0.5, 2, 3}), config);
   EXPECT_EQ(Values(result.thresholds), std::vector<float>({2.5}));
   EXPECT_EQ(Values(result.codes), std::vector<float>({-1, 0, 0, 0, 1}));
   EXPECT_EQ(Values(result.scales), std::vector<float>({3.5}));
 
   // mean |w| = 10.5 / 5 = 2.1; threshold 0.5 * 2.1 = 1.05.
-  config.threshold_mode = ThresholdMode::kMagnitudeRelative;
-  config.magnitude = 0.5;
+  config.grid.threshold_rule = ThresholdRule::kRatio;
+  config.grid.threshold_value = 0.5;
   result = Ternarize(Row({-4, -1, 0.5, 2, 3}), config);
   EXPECT_NEAR(Values(result.thresholds)[0], 1.05, kExact);
   EXPECT_EQ(Values(result.codes), std::vector<float>({-1, 0, 0, 1, 1}));
@@ -188,35 +213,95 @@ TEST(TernaryTest, ResidualPrecisionBoosting) {
 }
 
 TEST(TernaryTest, UniformGridByHand) {
-  // 3 bits: levels 3, scale 1/3; w / scale = -3 1.5 0.75 3 -> round half to even -3 2 1 3.
-  const UniformResult result = QuantizeUniform(Row({-1, 0.5, 0.25, 1}), 3, /*per_channel=*/true);
-  EXPECT_EQ(Values(result.codes), std::vector<float>({-3, 2, 1, 3}));
-  EXPECT_NEAR(Values(result.scales)[0], 1.0 / 3, kExact);
+  // 3 bits: levels 3, scale 1/3; w / scale = -3 1.5 0.75 3 -> rounded half away from zero (the packer's rule):
+  // -3 2 1 3, stored as code + 4.
+  const LayerQuantization result = QuantizeLayer(Row({-1, 0.5, 0.25, 1}), UniformConfig(3));
+  EXPECT_EQ(Values(result.packed.codes), std::vector<float>({1, 6, 5, 7}));
+  EXPECT_NEAR(Values(result.packed.scales)[0], 1.0 / 3, kExact);
   const std::vector<float> effective = Values(result.effective);
   const std::vector<double> expected = {-1, 2.0 / 3, 1.0 / 3, 1};
   for (size_t i = 0; i < expected.size(); ++i) EXPECT_NEAR(effective[i], expected[i], kExact);
   // A zero row stays zero; gradient is the identity.
-  EXPECT_EQ(Values(QuantizeUniform(torch::zeros({2, 3}), 4, true).effective), std::vector<float>(6, 0));
+  EXPECT_EQ(Values(QuantizeLayer(torch::zeros({2, 3}), UniformConfig(4)).effective), std::vector<float>(6, 0));
   const torch::Tensor w = torch::randn({4, 5}).requires_grad_(true);
-  (FakeUniform(w, 4, true) * 2).sum().backward();
+  (FakeQuantize(w, UniformConfig(4)) * 2).sum().backward();
   EXPECT_TRUE((w.grad() == 2).all().item<bool>());
-  EXPECT_THROW(QuantizeUniform(w, 9, true), Error);
-  EXPECT_THROW(QuantizeUniform(w, 1, true), Error);
+  EXPECT_THROW(QuantizeLayer(w, UniformConfig(9)), Error);
+  EXPECT_THROW(QuantizeLayer(w, UniformConfig(1)), Error);
 }
 
 TEST(TernaryTest, UniformEightBitsIsClose) {
   torch::manual_seed(5);
   const torch::Tensor w = torch::randn({6, 30});
-  const UniformResult result = QuantizeUniform(w, 8, true);
-  const torch::Tensor half_step = result.scales.reshape({-1, 1}) / 2;
+  const LayerQuantization result = QuantizeLayer(w, UniformConfig(8));
+  const torch::Tensor half_step = result.packed.scales / 2;
   EXPECT_TRUE(((w - result.effective).abs() <= half_step + 1e-7).all().item<bool>());
+}
+
+TEST(OneGridTest, SparsityShareCountsTheWeightsTheUserAskedFor) {
+  // 0.29 * 100 is 28.999999999999996 in double: the share is 29 weights, on every path.
+  EXPECT_EQ(SparsityCount(0.29, 100), 29);
+  EXPECT_EQ(SparsityCount(0.3, 72), 21);
+  EXPECT_EQ(SparsityCount(0, 10), 0);
+  EXPECT_EQ(SparsityCount(1, 10), 10);
+  const torch::Tensor w = torch::arange(1, 101, torch::kFloat32).reshape({1, 100});
+  WeightGrid grid = SparsityConfig(0.29).grid;
+  EXPECT_EQ((QuantizeRtn(w, grid).codes == 1).sum().item<int64_t>(), 29);
+  EXPECT_EQ((Ternarize(w, SparsityConfig(0.29)).codes == 0).sum().item<int64_t>(), 29);
+}
+
+// Every grid QAT trains on, on weights of several shapes: the fake quantizer's forward value, language-model RTN's
+// (QuantizeRtn) and the packer's bytes agree bit for bit, and unpacking the bytes gives the trained values.
+TEST(OneGridTest, QatForwardIsWhatTheQuantizerAndThePackerStore) {
+  torch::manual_seed(11);
+  std::vector<LayerQuantConfig> configs = {SparsityConfig(0.5), SparsityConfig(0.29, false), UniformConfig(4),
+                                           UniformConfig(8, false), UniformConfig(3)};
+  LayerQuantConfig ratio = SparsityConfig(0);
+  ratio.grid.threshold_rule = ThresholdRule::kRatio;
+  ratio.grid.threshold_value = 0.7;
+  configs.push_back(ratio);
+  LayerQuantConfig grouped = UniformConfig(4);
+  grouped.grid.granularity = Granularity::kGroup;
+  grouped.grid.group_size = 16;
+  configs.push_back(grouped);
+  for (const std::vector<int64_t>& shape : {std::vector<int64_t>{8, 3, 3, 3}, std::vector<int64_t>{5, 40}}) {
+    const torch::Tensor w = torch::randn(shape);
+    for (const LayerQuantConfig& config : configs) {
+      const std::string what = DescribeGrid(config.grid);
+      const torch::Tensor forward = FakeQuantize(w.clone().requires_grad_(true), config).detach();
+      const QuantizedWeight rtn = QuantizeRtn(w.reshape({shape[0], -1}), config.grid);
+      EXPECT_TRUE(torch::equal(forward.reshape({shape[0], -1}), rtn.values)) << what;
+      const LayerQuantization layer = QuantizeLayer(w, config);
+      EXPECT_TRUE(torch::equal(layer.packed.codes, rtn.codes)) << what;
+      EXPECT_TRUE(torch::equal(layer.packed.scales, rtn.scales)) << what;
+      const std::vector<uint8_t> bytes = PackQuantized(layer.packed);
+      const std::vector<float> unpacked = Dequantize(layer.packed.layout, bytes.data(), static_cast<int64_t>(bytes.size()));
+      EXPECT_EQ(std::memcmp(unpacked.data(), forward.contiguous().data_ptr<float>(), unpacked.size() * sizeof(float)), 0)
+          << what;
+    }
+  }
+}
+
+TEST(OneGridTest, PackersReferenceQuantizerIsTheDefaultGrid) {
+  // The format table's own quantizer (ternary: 0.7 * mean |w| per channel; uniform symmetric: max |w|) and the
+  // grid give the same bytes.
+  torch::manual_seed(12);
+  const torch::Tensor w = torch::randn({6, 50});
+  LayerQuantConfig ternary = SparsityConfig(0);
+  ternary.grid.threshold_rule = ThresholdRule::kRatio;
+  ternary.grid.threshold_value = 0.7;
+  for (const LayerQuantConfig& config : {ternary, UniformConfig(4), UniformConfig(8)}) {
+    const LayerQuantization q = QuantizeLayer(w, config);
+    const std::vector<uint8_t> reference = Quantize(q.packed.layout, w.contiguous().data_ptr<float>());
+    EXPECT_EQ(PackQuantized(q.packed), reference) << DescribeGrid(config.grid);
+  }
 }
 
 TEST(TernaryTest, FullModeIsTheWeight) {
   LayerQuantConfig config;
   const torch::Tensor w = torch::randn({3, 3});
   EXPECT_TRUE(torch::equal(FakeQuantize(w, config), w));
-  EXPECT_TRUE(torch::equal(QuantizedWeight(w, config), w));
+  EXPECT_TRUE(torch::equal(QuantizedWeightValues(w, config), w));
 }
 
 TEST(TernaryTest, SparsityScheduleKnownAnswers) {

@@ -13,7 +13,7 @@
 #include <nlohmann/json_fwd.hpp>
 
 #include "models/classifier.h"
-#include "train/data.h"
+#include "data/image_data.h"
 
 namespace atq {
 
@@ -28,13 +28,6 @@ struct ClassifierConfig {
   Normalization normalization;
   std::vector<std::pair<std::string, LayerQuantConfig>> layers;  // QuantLayers() order
 };
-
-// "full", "ternary", "uniform" and back; Parse* throw atq::Error listing the accepted names.
-std::string_view WeightModeName(WeightMode mode);
-WeightMode ParseWeightMode(std::string_view name);
-// "sparsity", "magnitude_absolute", "magnitude_relative" and back.
-std::string_view ThresholdModeName(ThresholdMode mode);
-ThresholdMode ParseThresholdMode(std::string_view name);
 
 nlohmann::json LayerQuantConfigToJson(const LayerQuantConfig& config);
 LayerQuantConfig LayerQuantConfigFromJson(const nlohmann::json& json, const std::string& what);
@@ -76,5 +69,8 @@ LoadedClassifier LoadForeignClassifier(const std::string& safetensors_path, cons
 // LoadClassifier for a checkpoint folder or a model.safetensors with config.json beside it; LoadForeignClassifier
 // with `config` for a weights file without one (another library's weights).
 LoadedClassifier LoadClassifierOrWeights(const std::string& path, const ClassifierConfig& config);
+
+// The test split of a checkpoint's dataset, normalized as the checkpoint was trained.
+ImageTensors LoadTestData(const ClassifierConfig& config, const std::string& data_dir = "", int64_t limit = 0);
 
 }  // namespace atq

@@ -2,7 +2,7 @@
 // both ternary packings, the kernels' logits equal the fake-quantized model's within the error of quantizing
 // activations to int8, the dequantized run equals it to float rounding, and the statistics read from the packed
 // bytes agree with those of the float model. Also the im2col convolution against torch's conv2d.
-#include "quant/packed_classifier.h"
+#include "models/packed_classifier.h"
 
 #include <cctype>
 #include <filesystem>
@@ -34,8 +34,8 @@ LoadedClassifier TernaryModel(const std::string& name) {
     if (buffer.key().find("running_var") != std::string::npos) buffer.value().uniform_(0.5, 1.5);
   }
   LayerQuantConfig ternary;
-  ternary.mode = WeightMode::kTernary;
-  ternary.sparsity = 0.4;
+  ternary.quantized = true;
+  ternary.grid.threshold_value = 0.4;
   ternary.rpb_fraction = 0.01;
   ApplyQuantConfig(*loaded.model, ternary);
   loaded.model->eval();

@@ -14,7 +14,7 @@
 
 #include "formats/quant_type.h"
 #include "models/packed_product.h"
-#include "train/classifier_checkpoint.h"
+#include "models/classifier_checkpoint.h"
 
 namespace atq {
 

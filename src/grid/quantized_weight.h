@@ -1,6 +1,6 @@
 // A weight matrix rounded to one of atq's grids: its codes and scales in the packed format's layout, and the
-// float values those stand for. Every quantizer (RTN, ATQ, GPTQ) returns one; packing it and dequantizing the
-// bytes gives back `values` bit for bit.
+// float values those stand for. Every quantizer (RTN, ATQ, GPTQ, vision PTQ, the QAT fake quantizers) returns
+// one; packing it and dequantizing the bytes gives back `values` bit for bit.
 #pragma once
 
 #include <cstdint>
@@ -10,7 +10,7 @@
 #include <torch/types.h>
 
 #include "formats/quant_type.h"
-#include "quant/weight_grid.h"
+#include "grid/weight_grid.h"
 
 namespace atq {
 
@@ -19,6 +19,7 @@ struct QuantizedWeight {
   torch::Tensor codes;   // [rows, cols] float32 holding the stored integer codes
   torch::Tensor scales;  // [rows, groups per row] float32 (per tensor: every row holds the one scale)
   torch::Tensor zeros;   // like scales for asymmetric grids, else undefined
+  torch::Tensor thresholds;  // like scales (float64) for ternary grids fitted by their rule, else undefined
   torch::Tensor values;  // [rows, cols] float32: what the packed tensor dequantizes to
 };
 
@@ -34,6 +35,16 @@ std::vector<uint8_t> PackQuantized(const QuantizedWeight& weight);
 
 // Round-to-nearest: fit the grid on each span of the weight ([rows, cols]) and round every weight to it.
 QuantizedWeight QuantizeRtn(const torch::Tensor& weight, const WeightGrid& grid);
+
+// [rows, spans] per-span quantities (scales, thresholds) repeated over each span's columns: [rows, cols].
+torch::Tensor ExpandSpans(const WeightGrid& grid, const torch::Tensor& per_span, int64_t cols);
+
+// Ternary grids: every span's scale refit for the codes as they are, leaving out the positions `exclude` marks
+// (bool [rows, cols]; residual precision boosting keeps those weights exactly, so they add no error whatever the
+// scale): the mean |w| over the nonzero codes that are not excluded, the minimizer of ||w - a t||^2 over them
+// (0 where none is). Per-tensor grids fit one scale over all rows. `values` follow the new scales.
+void RefitTernaryScales(QuantizedWeight& quantized, const WeightGrid& grid, const torch::Tensor& weight,
+                        const torch::Tensor& exclude);
 
 // ||(W - Q) X||^2 / ||W X||^2 for inputs whose second moment is `hessian` (any positive multiple of X X^T),
 // computed as tr(D H D^T) / tr(W H W^T); the weight-space ||W - Q||^2 / ||W||^2 when hessian is undefined.

@@ -1,5 +1,5 @@
 // Assembling, packing and round-to-nearest quantization of weight matrices.
-#include "quant/quantized_weight.h"
+#include "grid/quantized_weight.h"
 
 #include <cstring>
 
@@ -29,15 +29,17 @@ QuantizedWeight AssembleQuantized(const WeightGrid& grid, const torch::Tensor& c
   QuantizedWeight out;
   out.layout = GridLayout(grid, codes.size(0), codes.size(1));
   out.codes = codes;
-  std::vector<torch::Tensor> scales, zeros, values;
+  std::vector<torch::Tensor> scales, zeros, thresholds, values;
   for (size_t s = 0; s < spans.size(); ++s) {
     const auto [begin, end] = spans[s];
     scales.push_back(span_params[s].scale);
     if (span_params[s].zero.defined()) zeros.push_back(span_params[s].zero);
+    if (span_params[s].threshold.defined()) thresholds.push_back(span_params[s].threshold);
     values.push_back(CodesToValues(grid, codes.slice(1, begin, end), span_params[s]));
   }
   out.scales = torch::cat(scales, 1);
   if (!zeros.empty()) out.zeros = torch::cat(zeros, 1);
+  if (thresholds.size() == spans.size()) out.thresholds = torch::cat(thresholds, 1);
   out.values = torch::cat(values, 1);
   return out;
 }
@@ -106,6 +108,36 @@ QuantizedWeight QuantizeRtn(const torch::Tensor& weight, const WeightGrid& grid)
     codes.push_back(RoundToCodes(grid, span, params.back()));
   }
   return AssembleQuantized(grid, torch::cat(codes, 1), params);
+}
+
+torch::Tensor ExpandSpans(const WeightGrid& grid, const torch::Tensor& per_span, int64_t cols) {
+  const auto spans = ScaleSpans(grid, cols);
+  std::vector<int64_t> widths;
+  for (const auto& [begin, end] : spans) widths.push_back(end - begin);
+  return per_span.repeat_interleave(torch::tensor(widths, torch::kInt64).to(per_span.device()), /*dim=*/1);
+}
+
+void RefitTernaryScales(QuantizedWeight& quantized, const WeightGrid& grid, const torch::Tensor& weight,
+                        const torch::Tensor& exclude) {
+  Require(grid.kind == GridKind::kTernary, "only ternary grids refit their scales for fixed codes, not {}",
+          DescribeGrid(grid));
+  const torch::Tensor w = weight.to(torch::kFloat32);
+  torch::Tensor used = quantized.codes != 1;  // stored code 1 is the trit 0
+  if (exclude.defined()) used = used & exclude.logical_not();
+  const torch::Tensor magnitude = w.abs().to(torch::kFloat64) * used.to(torch::kFloat64);
+  std::vector<torch::Tensor> scales;
+  for (const auto& [begin, end] : ScaleSpans(grid, w.size(1))) {
+    const bool whole = grid.granularity == Granularity::kTensor;
+    torch::Tensor sum = magnitude.slice(1, begin, end).sum(1, /*keepdim=*/true);
+    torch::Tensor count = used.slice(1, begin, end).to(torch::kFloat64).sum(1, /*keepdim=*/true);
+    if (whole) {
+      sum = sum.sum(0, /*keepdim=*/true).expand({w.size(0), 1});
+      count = count.sum(0, /*keepdim=*/true).expand({w.size(0), 1});
+    }
+    scales.push_back(torch::where(count > 0, sum / count.clamp_min(1), torch::zeros_like(count)).to(torch::kFloat32));
+  }
+  quantized.scales = torch::cat(scales, 1).contiguous();
+  quantized.values = ExpandSpans(grid, quantized.scales, w.size(1)) * (quantized.codes - 1);
 }
 
 double RelativeOutputError(const torch::Tensor& weight, const torch::Tensor& quantized, const torch::Tensor& hessian) {
