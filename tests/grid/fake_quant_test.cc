@@ -47,7 +47,7 @@ LayerQuantConfig UniformConfig(int bits, bool per_channel = true) {
   return config;
 }
 
-// The old TernaryResult view of a quantization: trits in the weight's shape, scales and thresholds per row (or one
+// The old Ternary view of a quantization: trits in the weight's shape, scales and thresholds per row (or one
 // per tensor).
 struct Ternary {
   torch::Tensor codes, scales, thresholds, boosted, effective;
@@ -61,7 +61,7 @@ Ternary Ternarize(const torch::Tensor& weight, const LayerQuantConfig& config) {
 
 TEST(TernaryTest, SparsityThresholdCodesAndScaleByHand) {
   // |w| sorted: 0.5 1 2 3 4; k = floor(0.4 * 5) = 2 -> threshold 1; codes sign(w)[|w| > 1]; a = (4+2+3)/3 = 3.
-  const TernaryResult result = Ternarize(Row({-4, -1, 0.5, 2, 3}), SparsityConfig(0.4));
+  const Ternary result = Ternarize(Row({-4, -1, 0.5, 2, 3}), SparsityConfig(0.4));
   EXPECT_EQ(Values(result.thresholds), std::vector<float>({1}));
   EXPECT_EQ(Values(result.codes), std::vector<float>({-1, 0, 0, 1, 1}));
   EXPECT_EQ(result.codes.scalar_type(), torch::kInt8);
@@ -73,12 +73,12 @@ TEST(TernaryTest, SparsityThresholdCodesAndScaleByHand) {
 TEST(TernaryTest, PerChannelAndPerLayerThresholds) {
   const torch::Tensor w = torch::tensor({1.f, 2.f, 3.f, 4.f, -10.f, 0.1f, 5.f, -6.f}).reshape({2, 4});
   // Per channel, k = 2: row 0 -> 2, row 1 (0.1 5 6 10) -> 5.
-  const TernaryResult channel = Ternarize(w, SparsityConfig(0.5));
+  const Ternary channel = Ternarize(w, SparsityConfig(0.5));
   EXPECT_EQ(Values(channel.thresholds), std::vector<float>({2, 5}));
   EXPECT_EQ(Values(channel.codes), std::vector<float>({0, 0, 1, 1, -1, 0, 0, -1}));
   EXPECT_EQ(Values(channel.scales), std::vector<float>({3.5, 8}));
   // Per layer, k = 4 of 0.1 1 2 3 4 5 6 10 -> 3; a = (4 + 10 + 5 + 6) / 4.
-  const TernaryResult layer = Ternarize(w, SparsityConfig(0.5, /*per_channel=*/false));
+  const Ternary layer = Ternarize(w, SparsityConfig(0.5, /*per_channel=*/false));
   EXPECT_EQ(Values(layer.thresholds), std::vector<float>({3}));
   EXPECT_EQ(Values(layer.codes), std::vector<float>({0, 0, 0, 1, -1, 0, 1, -1}));
   EXPECT_EQ(Values(layer.scales), std::vector<float>({6.25}));
@@ -88,7 +88,7 @@ TEST(TernaryTest, MagnitudeModes) {
   LayerQuantConfig config = SparsityConfig(0);
   config.grid.threshold_rule = ThresholdRule::kAbsolute;
   config.grid.threshold_value = 2.5;
-  TernaryResult result = Ternarize(Row({-4, -1, 0.5, 2, 3}), config);
+  Ternary result = Ternarize(Row({-4, -1, 0.5, 2, 3}), config);
   EXPECT_EQ(Values(result.thresholds), std::vector<float>({2.5}));
   EXPECT_EQ(Values(result.codes), std::vector<float>({-1, 0, 0, 0, 1}));
   EXPECT_EQ(Values(result.scales), std::vector<float>({3.5}));
@@ -102,10 +102,10 @@ TEST(TernaryTest, MagnitudeModes) {
 }
 
 TEST(TernaryTest, SparsityExtremes) {
-  TernaryResult none = Ternarize(Row({-4, -1, 0.5, 2, 3}), SparsityConfig(0));
+  Ternary none = Ternarize(Row({-4, -1, 0.5, 2, 3}), SparsityConfig(0));
   EXPECT_EQ(Values(none.thresholds), std::vector<float>({0}));
   EXPECT_EQ(Values(none.codes), std::vector<float>({-1, -1, 1, 1, 1}));
-  TernaryResult all = Ternarize(Row({-4, -1, 0.5, 2, 3}), SparsityConfig(1));
+  Ternary all = Ternarize(Row({-4, -1, 0.5, 2, 3}), SparsityConfig(1));
   EXPECT_EQ(Values(all.codes), std::vector<float>({0, 0, 0, 0, 0}));
   EXPECT_EQ(Values(all.scales), std::vector<float>({0}));
   EXPECT_THROW(Ternarize(Row({1, 2}), SparsityConfig(1.5)), Error);
@@ -115,7 +115,7 @@ TEST(TernaryTest, SparsityExtremes) {
 TEST(TernaryTest, SparsityTargetIsMetExactlyPerChannel) {
   torch::manual_seed(1);
   const torch::Tensor w = torch::randn({16, 8, 3, 3});  // 72 weights per channel
-  const TernaryResult result = Ternarize(w, SparsityConfig(0.3));
+  const Ternary result = Ternarize(w, SparsityConfig(0.3));
   const torch::Tensor zeros = (result.codes == 0).reshape({16, -1}).sum(1);
   EXPECT_TRUE((zeros == 21).all().item<bool>()) << zeros;  // floor(0.3 * 72)
 }
@@ -124,7 +124,7 @@ TEST(TernaryTest, ScaleMinimizesSquaredError) {
   torch::manual_seed(2);
   const torch::Tensor w = torch::randn({8, 40});
   for (const bool per_channel : {true, false}) {
-    const TernaryResult result = Ternarize(w, SparsityConfig(0.5, per_channel));
+    const Ternary result = Ternarize(w, SparsityConfig(0.5, per_channel));
     const torch::Tensor codes = result.codes.to(torch::kFloat);
     const auto error = [&](const torch::Tensor& scales) {
       const torch::Tensor a = per_channel ? scales.reshape({-1, 1}) : scales;
@@ -187,13 +187,13 @@ TEST(TernaryTest, ResidualPrecisionBoosting) {
   const torch::Tensor w = torch::randn({10, 50});
   LayerQuantConfig config = SparsityConfig(0.5);
   config.rpb_fraction = 0.02;  // floor(0.02 * 500) = 10
-  const TernaryResult result = Ternarize(w, config);
+  const Ternary result = Ternarize(w, config);
   ASSERT_EQ(result.boosted.sum().item<int64_t>(), 10);
   // At boosted positions the weight itself, rounded to the f16 it is stored as.
   EXPECT_TRUE(torch::equal(result.effective.masked_select(result.boosted),
                            w.masked_select(result.boosted).to(torch::kHalf).to(torch::kFloat)));
   // Boosted = the largest errors of the plain ternary weight.
-  const TernaryResult plain = Ternarize(w, SparsityConfig(0.5));
+  const Ternary plain = Ternarize(w, SparsityConfig(0.5));
   const torch::Tensor errors = (w - plain.effective).abs();
   EXPECT_GE(errors.masked_select(result.boosted).min().item<float>(),
             errors.masked_select(result.boosted.logical_not()).max().item<float>());

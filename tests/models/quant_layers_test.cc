@@ -92,7 +92,7 @@ TEST(QuantLayersTest, TernaryStatsAndPackedBytes) {
 
   // Per layer: one scale.
   LayerQuantConfig per_layer = Ternary(0.5);
-  per_layer.per_channel = false;
+  per_layer.grid.granularity = Granularity::kTensor;
   layer->SetQuantConfig(per_layer);
   const LayerQuantStats layer_stats = layer->Stats("fc");
   EXPECT_EQ(layer_stats.scales.size(), 1u);

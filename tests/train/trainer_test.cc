@@ -1,6 +1,8 @@
 // Training, evaluation, distillation and checkpoints: known answers, a short real run, hostile inputs.
 #include "train/trainer.h"
 
+#include "train/distillation.h"
+
 #include <cmath>
 #include <filesystem>
 #include <fstream>
@@ -160,7 +162,7 @@ TEST(Checkpoint, SaveLoadGivesIdenticalLogits) {
   EXPECT_EQ(layers.front().second->quant_config().mode(), WeightMode::kFull);
   EXPECT_EQ(layers.back().second->quant_config().mode(), WeightMode::kFull);
   EXPECT_EQ(layers[1].second->quant_config().mode(), WeightMode::kTernary);
-  EXPECT_DOUBLE_EQ(layers[1].second->quant_config().sparsity, 0.4);
+  EXPECT_DOUBLE_EQ(layers[1].second->quant_config().grid.threshold_value, 0.4);
   EXPECT_DOUBLE_EQ(layers[1].second->quant_config().rpb_fraction, 0.01);
   torch::NoGradGuard no_grad;
   EXPECT_TRUE(torch::equal(loaded.model->forward(images), before));
@@ -286,7 +288,7 @@ TEST(Train, TernaryRunReachesScheduledSparsityWithDistillation) {
   const auto layers = student.model->QuantLayers();
   EXPECT_EQ(layers.front().second->quant_config().mode(), WeightMode::kFull);
   EXPECT_EQ(layers[1].second->quant_config().mode(), WeightMode::kTernary);
-  EXPECT_DOUBLE_EQ(layers[1].second->quant_config().sparsity, 0.6);
+  EXPECT_DOUBLE_EQ(layers[1].second->quant_config().grid.threshold_value, 0.6);
   (void)teacher;
 }
 
