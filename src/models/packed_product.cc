@@ -5,18 +5,21 @@
 
 #include <vector>
 
-#include "kernels/matmul.h"
+#include "kernels/backend.h"
 
 namespace atq {
 
 torch::Tensor PackedProduct(const torch::Tensor& x, const PackedWeights& weights) {
   const int64_t cols = weights.layout.cols, rows = weights.layout.rows;
   TORCH_CHECK(x.size(-1) == cols, "packed product: input has ", x.size(-1), " features, the weights ", cols);
+  // The backend of the input's device; the weights' bytes live where that backend keeps them (host memory for
+  // the CPU backend, the only one built today).
+  const Device device = x.is_cuda() ? Device::kCuda : Device::kCpu;
   const torch::Tensor flat = x.reshape({-1, cols}).to(torch::kFloat32).contiguous();
   std::vector<int64_t> shape = x.sizes().vec();
   shape.back() = rows;
-  torch::Tensor y = torch::empty({flat.size(0), rows}, torch::kFloat32);
-  MatMul(weights.view(), flat.data_ptr<float>(), flat.size(0), y.data_ptr<float>());
+  torch::Tensor y = torch::empty({flat.size(0), rows}, flat.options());
+  PackedMatMul(device, weights.view(), flat.data_ptr<float>(), flat.size(0), y.data_ptr<float>());
   return y.reshape(shape);
 }
 

@@ -4,6 +4,7 @@
 #include <torch/torch.h>
 
 #include "models/lm_loader.h"
+#include "quant/lm_calibration.h"
 #include "util/error.h"
 
 namespace atq {

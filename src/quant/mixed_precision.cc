@@ -9,7 +9,9 @@
 #include "formats/atq_packed.h"
 #include "models/lm_linear.h"
 #include "quant/calibration.h"
-#include "quant/knapsack.h"
+#include "quant/lm_calibration.h"
+#include "quant/method.h"
+#include "quant/planner.h"
 #include "util/error.h"
 #include "util/log.h"
 #include "util/progress.h"
@@ -108,7 +110,7 @@ std::string SensitivityKey(const LmQuantizeOptions& options) {
   return nlohmann::json{{"candidates", options.mixed_candidates},
                         {"score", options.sensitivity},
                         {"fisher_samples", options.fisher_samples},
-                        {"method", MethodName(options.recipe.method)},
+                        {"method", options.recipe.method},
                         {"grid", DescribeGrid(options.recipe.grid)},
                         {"atq_calibrate", options.atq_calibrate},
                         {"atq_ratios", options.atq_ratios},
@@ -127,15 +129,15 @@ std::vector<LayerSensitivity> MeasureSensitivity(CausalLmImpl& model, const Toke
   std::vector<LayerSensitivity> out;
   Progress progress("sensitivity", static_cast<int64_t>(QuantizableLayers(model).size() * candidates.size()),
                     "layer grids");
-  ForEachCalibratedBlock(model, tokenizer, options, [&](int64_t, std::vector<CalibratedLayer>& layers) {
+  Require(options.samples > 0, "sensitivity is measured on calibration data (nsamples > 0)");
+  // The full-precision model throughout: the visitor leaves every weight as it is.
+  CalibrateBlocks(model, tokenizer, options, [&](int64_t, std::vector<CalibratedLayer>& layers, const std::vector<size_t>&) {
     for (const CalibratedLayer& layer : layers) {
       const torch::Tensor weight = layer.linear->weight.detach().to(torch::kFloat32);
       LayerSensitivity sensitivity{layer.name, weight.numel(), {}, {}};
       for (const WeightGrid& grid : candidates) {
-        LayerRecipe recipe = options.recipe;
-        recipe.grid = grid;
-        if (recipe.method == QuantMethod::kAtq && grid.kind != GridKind::kTernary) recipe.method = QuantMethod::kGptq;
-        const QuantizedWeight q = QuantizeWeight(weight, layer.hessian, recipe, options, layer.name).weight;
+        const QuantMethodRow& method = MethodForGrid(options.recipe.method, grid);
+        const QuantizedWeight q = method.quantize({weight, layer.hessian, grid, options, layer.name}).weight;
         sensitivity.bytes.push_back(PackedBytes(q.layout));
         if (score == SensitivityScore::kFisher) {
           const torch::Tensor error = weight - q.values;  // H = 2 X X^T / n, so rows' d H d^T / 2 = ||d X||^2 / n
@@ -148,9 +150,55 @@ std::vector<LayerSensitivity> MeasureSensitivity(CausalLmImpl& model, const Toke
       }
       out.push_back(std::move(sensitivity));
     }
+    std::vector<size_t> done(layers.size());  // every layer, in one pass
+    std::iota(done.begin(), done.end(), 0);
+    return done;
   });
   progress.Finish();
   return out;
+}
+
+nlohmann::json PlanMixedPrecision(CausalLmImpl& model, const Tokenizer& tokenizer, LmQuantizeOptions& options) {
+  Require(options.samples > 0, "mixed precision measures sensitivity on calibration data (nsamples > 0)");
+  Require((options.mixed_budget > 0) != (options.mixed_keep_top > 0),
+          "mixed precision needs exactly one of mixed_budget (average bits) and mixed_keep_top (k layers)");
+  Require(options.sensitivity == "fisher" || options.sensitivity == "output",
+          "sensitivity must be fisher or output, not '{}'", options.sensitivity);
+  const std::vector<WeightGrid> candidates = ParseCandidateGrids(options.mixed_candidates, options.recipe.grid);
+  const auto measure = [&]() {
+    return MeasureSensitivity(model, tokenizer, options, candidates,
+                              options.sensitivity == "fisher" ? SensitivityScore::kFisher : SensitivityScore::kOutput);
+  };
+  std::vector<LayerSensitivity> sensitivity;
+  if (options.sensitivity_cache == nullptr) {
+    sensitivity = measure();
+  } else {
+    const std::string key = SensitivityKey(options);
+    auto cached = options.sensitivity_cache->entries.find(key);
+    if (cached == options.sensitivity_cache->entries.end()) {
+      cached = options.sensitivity_cache->entries.emplace(key, measure()).first;
+    } else {
+      LogInfo("mixed precision: reusing the sensitivities measured under the same settings");
+    }
+    sensitivity = cached->second;
+  }
+  const std::vector<size_t> choice =
+      options.mixed_budget > 0 ? AllocateBits(sensitivity, options.mixed_budget)
+                               : KeepMostSensitive(sensitivity, 0, candidates.size() - 1, options.mixed_keep_top);
+  for (size_t l = 0; l < sensitivity.size(); ++l) {
+    if (options.layers.count(sensitivity[l].name) > 0) continue;  // the recipe's own overrides win
+    LayerRecipe recipe = options.recipe;
+    recipe.grid = candidates[choice[l]];
+    recipe.method = std::string(MethodForGrid(recipe.method, recipe.grid).name);
+    options.layers[sensitivity[l].name] = recipe;
+    LogInfo("mixed precision: {:<40} {}", sensitivity[l].name, DescribeGrid(recipe.grid));
+  }
+  nlohmann::json plan = MixedPlanJson(sensitivity, candidates, choice);
+  plan["score"] = options.sensitivity;
+  if (options.mixed_budget > 0) plan["budget_bits"] = options.mixed_budget;
+  if (options.mixed_keep_top > 0) plan["keep_top"] = options.mixed_keep_top;
+  LogInfo("mixed precision: {:.3f} bits per weight on average", plan["bits_per_weight"].get<double>());
+  return plan;
 }
 
 std::vector<size_t> AllocateBits(const std::vector<LayerSensitivity>& layers, double budget_bits) {
@@ -162,22 +210,14 @@ std::vector<size_t> AllocateBits(const std::vector<LayerSensitivity>& layers, do
     costs.emplace_back(layer.bytes.begin(), layer.bytes.end());
     losses.push_back(layer.sensitivity);
   }
-  try {
-    return SolveMultipleChoiceKnapsack(costs, losses, budget_bits / 8.0 * static_cast<double>(weights));
-  } catch (const Error& error) {
-    Fail("a budget of {} bits per weight does not fit: {}", budget_bits, error.what());
-  }
+  // Bytes against bits per weight: budget_bits / 8 * weights bytes in all.
+  return PlanUnderBudget(costs, losses, budget_bits / 8.0 * static_cast<double>(weights));
 }
 
 std::vector<size_t> KeepMostSensitive(const std::vector<LayerSensitivity>& layers, size_t base, size_t high, int64_t k) {
-  std::vector<size_t> order(layers.size());
-  std::iota(order.begin(), order.end(), 0);
-  std::stable_sort(order.begin(), order.end(), [&](size_t a, size_t b) {
-    return layers[a].sensitivity[base] > layers[b].sensitivity[base];
-  });
-  std::vector<size_t> choice(layers.size(), base);
-  for (int64_t i = 0; i < k && i < static_cast<int64_t>(order.size()); ++i) choice[order[i]] = high;
-  return choice;
+  std::vector<std::vector<double>> losses;
+  for (const LayerSensitivity& layer : layers) losses.push_back(layer.sensitivity);
+  return PlanKeepTop(losses, base, high, k);
 }
 
 nlohmann::json MixedPlanJson(const std::vector<LayerSensitivity>& layers, const std::vector<WeightGrid>& candidates,

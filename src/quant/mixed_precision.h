@@ -13,7 +13,8 @@
 
 #include "io/tokenizer.h"
 #include "models/causal_lm.h"
-#include "quant/lm_quantizer.h"
+#include "grid/weight_grid.h"
+#include "quant/lm_options.h"
 
 namespace atq {
 
@@ -52,6 +53,11 @@ std::string SensitivityKey(const LmQuantizeOptions& options);
 std::vector<LayerSensitivity> MeasureSensitivity(CausalLmImpl& model, const Tokenizer& tokenizer,
                                                  const LmQuantizeOptions& options,
                                                  const std::vector<WeightGrid>& candidates, SensitivityScore score);
+
+// Chooses each layer's grid among options.mixed_candidates by sensitivity (measured, or reused from
+// options.sensitivity_cache), writes them into options.layers (a layer's own override wins) and returns the plan
+// as JSON. Throws atq::Error for settings that do not make a plan.
+nlohmann::json PlanMixedPrecision(CausalLmImpl& model, const Tokenizer& tokenizer, LmQuantizeOptions& options);
 
 // The candidate index of each layer minimizing the summed sensitivity with sum(bytes) <= budget_bits / 8 *
 // sum(weights). Exact: costs are counted in units of 1/4096 of the budget, each rounded up, so the plan never

@@ -7,7 +7,9 @@
 #include <yaml-cpp/yaml.h>
 
 #include "util/error.h"
+#include "quant/method.h"
 #include "util/parse.h"
+#include "util/setting_table.h"
 #include "util/paths.h"
 
 namespace atq {
@@ -21,16 +23,15 @@ std::optional<QuantType> ParseTableType(const std::string& value, const std::str
 }
 
 // Keys that describe one layer (allowed under layers:), and the rest.
-using LayerSetter = std::function<void(LayerRecipe&, const std::string& value, const std::string& where)>;
-using GlobalSetter = std::function<void(LmQuantizeOptions&, const std::string& value, const std::string& where)>;
-
-const std::map<std::string, LayerSetter, std::less<>>& LayerSetters() {
-  static const std::map<std::string, LayerSetter, std::less<>> setters = {
+const SettingTable<LayerRecipe>& LayerSetters() {
+  static const SettingTable<LayerRecipe> setters = {
       {"method",
        [](LayerRecipe& r, const std::string& v, const std::string& where) {
-         const auto method = ParseMethod(v);
-         Require(method.has_value(), "{}: method '{}' is not rtn, atq or gptq", where, v);
-         r.method = *method;
+         try {
+           r.method = std::string(FindQuantMethod(v).name);
+         } catch (const Error& error) {
+           Fail("{}: {}", where, error.what());
+         }
        }},
       {"bits",
        [](LayerRecipe& r, const std::string& v, const std::string& where) {
@@ -82,8 +83,8 @@ const std::map<std::string, LayerSetter, std::less<>>& LayerSetters() {
   return setters;
 }
 
-const std::map<std::string, GlobalSetter, std::less<>>& GlobalSetters() {
-  static const std::map<std::string, GlobalSetter, std::less<>> setters = {
+const SettingTable<LmQuantizeOptions>& GlobalSetters() {
+  static const SettingTable<LmQuantizeOptions> setters = {
       {"calib", [](LmQuantizeOptions& o, const std::string& v, const std::string&) { o.text = v; }},
       {"nsamples", [](LmQuantizeOptions& o, const std::string& v, const std::string& where) { o.samples = ParseInt(v, where); }},
       {"seqlen", [](LmQuantizeOptions& o, const std::string& v, const std::string& where) { o.length = ParseInt(v, where); }},
@@ -116,8 +117,10 @@ std::string ScalarText(const YAML::Node& node, const std::string& where) {
 const std::vector<std::string_view>& RecipeKeys() {
   static const std::vector<std::string_view> keys = [] {
     std::vector<std::string_view> out;
-    for (const auto& [key, setter] : LayerSetters()) out.push_back(key);
-    for (const auto& [key, setter] : GlobalSetters()) out.push_back(key);
+    static std::vector<std::string> names;
+    for (const std::string& key : LayerSetters().Keys()) names.push_back(key);
+    for (const std::string& key : GlobalSetters().Keys()) names.push_back(key);
+    for (const std::string& key : names) out.push_back(key);
     out.push_back("layers");
     std::sort(out.begin(), out.end());
     return out;
@@ -158,14 +161,14 @@ void AddRecipeSettings(const YAML::Node& map, QuantizeRecipe& recipe, const std:
         Require(layer.second.IsMap(), "{}: expected a map of settings or keep", layer_where);
         for (const auto& setting : layer.second) {
           const std::string layer_key = setting.first.as<std::string>();
-          Require(LayerSetters().count(layer_key) > 0, "{}: '{}' is not a per-layer setting (one of: {})", layer_where,
+          Require(LayerSetters().Has(layer_key), "{}: '{}' is not a per-layer setting (one of: {})", layer_where,
                   layer_key, fmt::join(RecipeKeys(), ", "));
           recipe.layer_settings[name][layer_key] = ScalarText(setting.second, layer_where + " " + layer_key);
         }
       }
       continue;
     }
-    Require(LayerSetters().count(key) > 0 || GlobalSetters().count(key) > 0, "{}: unknown setting (one of: {})",
+    Require(LayerSetters().Has(key) || GlobalSetters().Has(key), "{}: unknown setting (one of: {})",
             key_where, fmt::join(RecipeKeys(), ", "));
     recipe.settings[key] = ScalarText(item.second, key_where);
   }
@@ -175,22 +178,20 @@ LmQuantizeOptions BuildQuantizeOptions(const QuantizeRecipe& recipe, const std::
   LmQuantizeOptions options;
   options.text = ProjectDataDir() + "/corpus/train.txt";
   for (const auto& [key, value] : recipe.settings) {
-    const std::string where = fmt::format("{}: {}", source, key);
-    if (const auto layer = LayerSetters().find(key); layer != LayerSetters().end()) {
-      layer->second(options.recipe, value, where);
-    } else if (const auto global = GlobalSetters().find(key); global != GlobalSetters().end()) {
-      global->second(options, value, where);
+    if (LayerSetters().Has(key)) {
+      LayerSetters().Apply(options.recipe, key, value, source);
+    } else if (GlobalSetters().Has(key)) {
+      GlobalSetters().Apply(options, key, value, source);
     } else {
-      Fail("{}: unknown setting (one of: {})", where, fmt::join(RecipeKeys(), ", "));
+      Fail("{}: {}: unknown setting (one of: {})", source, key, fmt::join(RecipeKeys(), ", "));
     }
   }
   // A layer's own settings apply on top of the top-level recipe.
   for (const auto& [name, settings] : recipe.layer_settings) {
     LayerRecipe layer = options.recipe;
     for (const auto& [key, value] : settings) {
-      const auto setter = LayerSetters().find(key);
-      Require(setter != LayerSetters().end(), "{}: layer '{}': '{}' is not a per-layer setting", source, name, key);
-      setter->second(layer, value, fmt::format("{}: layer '{}' {}", source, name, key));
+      Require(LayerSetters().Has(key), "{}: layer '{}': '{}' is not a per-layer setting", source, name, key);
+      LayerSetters().Apply(layer, key, value, fmt::format("{}: layer '{}'", source, name));
     }
     options.layers[name] = layer;
   }
@@ -202,8 +203,9 @@ LmQuantizeOptions BuildQuantizeOptions(const QuantizeRecipe& recipe, const std::
     } catch (const Error& error) {
       Fail("{}{}: {}", source, where, error.what());
     }
-    Require(layer.method != QuantMethod::kAtq || layer.grid.kind == GridKind::kTernary,
-            "{}{}: method atq is ternary quantization; add ternary: true or use rtn/gptq for uniform bits", source, where);
+    Require(FindQuantMethod(layer.method).accepts(layer.grid),
+            "{}{}: method {} does not round to {} ({}); add ternary: true or use another method", source, where,
+            layer.method, DescribeGrid(layer.grid), FindQuantMethod(layer.method).description);
   };
   check(options.recipe, "");
   for (const auto& [name, layer] : options.layers) check(layer, ": layer '" + name + "'");

@@ -8,7 +8,7 @@
 
 #include "models/quant_layers.h"
 #include "quant/batchnorm_fold.h"
-#include "quant/knapsack.h"
+#include "quant/planner.h"
 #include "util/error.h"
 #include "util/progress.h"
 
@@ -100,11 +100,7 @@ std::vector<size_t> AssignByThreshold(const VisionSensitivity& table, double hig
 
 std::vector<size_t> AssignUnderBudget(const VisionSensitivity& table, const std::vector<std::vector<double>>& cost,
                                       double fixed_cost, double budget) {
-  try {
-    return SolveMultipleChoiceKnapsack(cost, table.sensitivity, budget - fixed_cost, kBudgetUnits);
-  } catch (const Error& error) {
-    Fail("mixed precision: the budget {:.6g} does not fit ({:.6g} is fixed): {}", budget, fixed_cost, error.what());
-  }
+  return PlanUnderBudget(cost, table.sensitivity, budget, fixed_cost, kBudgetUnits);
 }
 
 std::map<std::string, LayerBitWidths> ChosenBits(const VisionSensitivity& table, const std::vector<size_t>& choice) {

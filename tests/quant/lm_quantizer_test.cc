@@ -11,6 +11,7 @@
 
 #include "io/tensor_file.h"
 #include "models/lm_loader.h"
+#include "quant/lm_calibration.h"
 #include "quant/packed_lm.h"
 #include "quant/recipe.h"
 #include "byte_tokenizer.h"
@@ -156,7 +157,7 @@ TEST(RecipeTest, ReadsSettingsAndLayerOverrides) {
                                 "embeddings: q8_0\nlayers:\n  a.b: {bits: 8}\n  c.d: keep\n");
   const QuantizeRecipe recipe = ReadRecipeFile(path);
   const LmQuantizeOptions options = BuildQuantizeOptions(recipe, path);
-  EXPECT_EQ(options.recipe.method, QuantMethod::kGptq);
+  EXPECT_EQ(options.recipe.method, "gptq");
   EXPECT_EQ(options.recipe.grid.bits, 3);
   EXPECT_FALSE(options.recipe.grid.symmetric);
   EXPECT_EQ(options.recipe.grid.granularity, Granularity::kGroup);
