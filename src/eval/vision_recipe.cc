@@ -37,19 +37,11 @@ const SettingTable<VisionRecipe>& Setters() {
          Require(r.ptq.ternary_ratio > 0, "{}: ternary_ratio must be positive", w);
        }},
       {"granularity", [](VisionRecipe& r, const std::string& v, const std::string& w) {
-         Require(v == "channel" || v == "tensor", "{}: granularity is channel or tensor, not '{}'", w, v);
-         r.ptq.per_channel = v == "channel";
+         r.ptq.per_channel = ParseChoice<bool>(v, w, {{"channel", true}, {"tensor", false}});
        }},
       {"range", [](VisionRecipe& r, const std::string& v, const std::string& w) {
-         if (v == "minmax") {
-           r.ptq.activation_range = RangeMethod::kMinMax;
-         } else if (v == "percentile") {
-           r.ptq.activation_range = RangeMethod::kPercentile;
-         } else if (v == "mse") {
-           r.ptq.activation_range = RangeMethod::kMse;
-         } else {
-           Fail("{}: range is minmax, percentile or mse, not '{}'", w, v);
-         }
+         r.ptq.activation_range = ParseChoice<RangeMethod>(
+             v, w, {{"minmax", RangeMethod::kMinMax}, {"percentile", RangeMethod::kPercentile}, {"mse", RangeMethod::kMse}});
        }},
       {"percentile", [](VisionRecipe& r, const std::string& v, const std::string& w) {
          r.ptq.percentile = ParseDouble(v, w);

@@ -50,15 +50,8 @@ const SettingTable<LayerRecipe>& LayerSetters() {
       {"symmetric", [](LayerRecipe& r, const std::string& v, const std::string& where) { r.grid.symmetric = ParseBool(v, where); }},
       {"granularity",
        [](LayerRecipe& r, const std::string& v, const std::string& where) {
-         if (v == "tensor") {
-           r.grid.granularity = Granularity::kTensor;
-         } else if (v == "channel") {
-           r.grid.granularity = Granularity::kChannel;
-         } else if (v == "group") {
-           r.grid.granularity = Granularity::kGroup;
-         } else {
-           Fail("{}: granularity '{}' is not tensor, channel or group", where, v);
-         }
+         r.grid.granularity = ParseChoice<Granularity>(
+             v, where, {{"tensor", Granularity::kTensor}, {"channel", Granularity::kChannel}, {"group", Granularity::kGroup}});
        }},
       {"group_size",
        [](LayerRecipe& r, const std::string& v, const std::string& where) {
@@ -67,15 +60,9 @@ const SettingTable<LayerRecipe>& LayerSetters() {
        }},
       {"threshold",
        [](LayerRecipe& r, const std::string& v, const std::string& where) {
-         if (v == "ratio") {
-           r.grid.threshold_rule = ThresholdRule::kRatio;
-         } else if (v == "sparsity") {
-           r.grid.threshold_rule = ThresholdRule::kSparsity;
-         } else if (v == "magnitude") {
-           r.grid.threshold_rule = ThresholdRule::kAbsolute;
-         } else {
-           Fail("{}: threshold rule '{}' is not ratio, sparsity or magnitude", where, v);
-         }
+         r.grid.threshold_rule = ParseChoice<ThresholdRule>(
+             v, where, {{"ratio", ThresholdRule::kRatio}, {"sparsity", ThresholdRule::kSparsity},
+                        {"magnitude", ThresholdRule::kAbsolute}});
        }},
       {"threshold_value", [](LayerRecipe& r, const std::string& v, const std::string& where) { r.grid.threshold_value = ParseDouble(v, where); }},
       {"base3", [](LayerRecipe& r, const std::string& v, const std::string& where) { r.grid.base3_packing = ParseBool(v, where); }},

@@ -4,6 +4,7 @@
 #pragma once
 
 #include <functional>
+#include <initializer_list>
 #include <map>
 #include <string>
 #include <string_view>
@@ -15,6 +16,19 @@
 #include "util/error.h"
 
 namespace atq {
+
+// A value that is one of a few names: `choices` maps each accepted name to its value. Throws atq::Error
+// "WHERE: 'VALUE' is not one of a, b, c".
+template <typename Value>
+Value ParseChoice(const std::string& value, const std::string& where,
+                  std::initializer_list<std::pair<std::string_view, Value>> choices) {
+  std::vector<std::string_view> names;
+  for (const auto& [name, choice] : choices) {
+    if (name == value) return choice;
+    names.push_back(name);
+  }
+  Fail("{}: '{}' is not one of {}", where, value, fmt::join(names, ", "));
+}
 
 template <typename Target>
 class SettingTable {

@@ -37,5 +37,13 @@ TEST(SettingTableTest, AppliesKnownKeysAndNamesTheSourceOfErrors) {
   EXPECT_NE(bad.find("recipe.yaml: size"), std::string::npos) << bad;
 }
 
+TEST(SettingTableTest, ChoicesNameTheAcceptedValues) {
+  enum class Color { kRed, kBlue };
+  EXPECT_EQ(ParseChoice<Color>("blue", "x", {{"red", Color::kRed}, {"blue", Color::kBlue}}), Color::kBlue);
+  const std::string message =
+      testutil::ErrorMessageOf([] { ParseChoice<Color>("green", "plan.yaml: color", {{"red", Color::kRed}, {"blue", Color::kBlue}}); });
+  EXPECT_NE(message.find("plan.yaml: color: 'green' is not one of red, blue"), std::string::npos) << message;
+}
+
 }  // namespace
 }  // namespace atq
