@@ -1,5 +1,5 @@
 // The SIMD kernels behind MatMul, compiled for every Highway target and picked at run time; matmul_ref.cc holds
-// the arithmetic they reproduce. Fast paths by layout:
+// the arithmetic they reproduce. Fast paths by layout, one row each in kCpuKernels (the CPU backend's table):
 //   - 2-bit ternary (atq ternary2, TQ2_0): codes decoded in registers (shift, mask) and multiplied with
 //     activations permuted once per call into the order the shifts produce, up to 4 activation rows per pass;
 //   - Q8_0 and Q4_0: one 32-weight block at a time, weights as signed int8;
@@ -574,6 +574,63 @@ void QuantizeActivationsSimd(const float* x, int64_t rows, int64_t cols, int64_t
   }
 }
 
+// ---- the CPU backend's kernel table ----
+
+// One row per kernel, tried in order; the first whose `applies` holds for the layout runs. A new fast path is one
+// row (and its rows function above); the generic row last takes every format the decoder reads.
+struct CpuKernel {
+  const char* name;
+  bool (*applies)(const Layout& layout);
+  // Y [n, rows] for output rows in tasks of `row_grain` on `pool`.
+  void (*run)(const PackedMatrix& weights, const float* x, int64_t n, float* y, ThreadPool& pool, int64_t row_grain);
+};
+
+Int8Activations ActivationsFor(const PackedMatrix& weights, const float* x, int64_t n) {
+  Int8Activations acts;
+  QuantizeActivationsSimd(x, n, weights.layout.cols, KernelSegment(weights.layout), acts);
+  return acts;
+}
+
+void RunFloat(const PackedMatrix& weights, const float* x, int64_t n, float* y, ThreadPool& pool, int64_t grain) {
+  pool.ParallelFor(weights.layout.rows, grain, [&](int64_t begin, int64_t end, int) {
+    ForRowPasses<FloatPass>(n, begin, end, y, weights, x);
+  });
+}
+
+void RunTwoBit(const PackedMatrix& weights, const float* x, int64_t n, float* y, ThreadPool& pool, int64_t grain) {
+  const Int8Activations acts = ActivationsFor(weights, x, n);
+  const TwoBitPlan plan = PlanTwoBit(weights.layout, acts);
+  pool.ParallelFor(weights.layout.rows, grain, [&](int64_t begin, int64_t end, int) {
+    ForRowPasses<TwoBitPass>(n, begin, end, y, weights, acts, plan);
+  });
+}
+
+bool Block32Applies(const Layout& layout) {
+  return layout.type == QuantType::kQ8_0 || layout.type == QuantType::kQ4_0;
+}
+
+void RunBlock32(const PackedMatrix& weights, const float* x, int64_t n, float* y, ThreadPool& pool, int64_t grain) {
+  const Int8Activations acts = ActivationsFor(weights, x, n);
+  pool.ParallelFor(weights.layout.rows, grain, [&](int64_t begin, int64_t end, int) {
+    ForRowPasses<Block32Pass>(n, begin, end, y, weights, acts);
+  });
+}
+
+bool Always(const Layout&) { return true; }
+
+void RunGeneric(const PackedMatrix& weights, const float* x, int64_t n, float* y, ThreadPool& pool, int64_t grain) {
+  const Int8Activations acts = ActivationsFor(weights, x, n);
+  pool.ParallelFor(weights.layout.rows, grain,
+                   [&](int64_t begin, int64_t end, int) { GenericRows(weights, acts, begin, end, y); });
+}
+
+constexpr CpuKernel kCpuKernels[] = {
+    {"float", [](const Layout& layout) { return IsFloatWeight(layout.type); }, RunFloat},
+    {"two_bit", TwoBitApplies, RunTwoBit},
+    {"block32", Block32Applies, RunBlock32},
+    {"generic", Always, RunGeneric},
+};
+
 void MatMulTarget(const PackedMatrix& weights, const float* x, int64_t n, float* y, ThreadPool& pool) {
   static_assert(kMaxRowsPerPass == 4, "ForRowPasses unrolls passes of 4");
   const Layout& layout = weights.layout;
@@ -582,26 +639,11 @@ void MatMulTarget(const PackedMatrix& weights, const float* x, int64_t n, float*
   constexpr int64_t kRowBlock = 16, kMinTaskProducts = int64_t{1} << 18;
   const int64_t wanted = kMinTaskProducts / std::max<int64_t>(1, layout.cols * n);
   const int64_t row_grain = std::max<int64_t>(kRowBlock, (wanted + kRowBlock - 1) / kRowBlock * kRowBlock);
-  if (IsFloatWeight(layout.type)) {
-    pool.ParallelFor(layout.rows, row_grain, [&](int64_t begin, int64_t end, int) {
-      ForRowPasses<FloatPass>(n, begin, end, y, weights, x);
-    });
-    return;
-  }
-  Int8Activations acts;
-  QuantizeActivationsSimd(x, n, layout.cols, KernelSegment(layout), acts);
-  if (TwoBitApplies(layout)) {
-    const TwoBitPlan plan = PlanTwoBit(layout, acts);
-    pool.ParallelFor(layout.rows, row_grain, [&](int64_t begin, int64_t end, int) {
-      ForRowPasses<TwoBitPass>(n, begin, end, y, weights, acts, plan);
-    });
-  } else if (layout.type == QuantType::kQ8_0 || layout.type == QuantType::kQ4_0) {
-    pool.ParallelFor(layout.rows, row_grain, [&](int64_t begin, int64_t end, int) {
-      ForRowPasses<Block32Pass>(n, begin, end, y, weights, acts);
-    });
-  } else {
-    pool.ParallelFor(layout.rows, row_grain,
-                     [&](int64_t begin, int64_t end, int) { GenericRows(weights, acts, begin, end, y); });
+  for (const CpuKernel& kernel : kCpuKernels) {
+    if (kernel.applies(layout)) {
+      kernel.run(weights, x, n, y, pool, row_grain);
+      return;
+    }
   }
 }
 
