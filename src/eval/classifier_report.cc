@@ -14,6 +14,7 @@
 #include "report/plot.h"
 #include "util/error.h"
 #include "util/memory.h"
+#include "io/strict_json.h"
 
 namespace atq {
 namespace {
@@ -150,12 +151,7 @@ nlohmann::json FindTrainingMetrics(const std::string& checkpoint) {
   fs::path dir = fs::is_directory(checkpoint) ? fs::path(checkpoint) : fs::path(checkpoint).parent_path();
   for (const fs::path& candidate : {dir / "metrics.json", dir.parent_path() / "metrics.json"}) {
     if (!fs::is_regular_file(candidate)) continue;
-    std::ifstream in(candidate);
-    try {
-      return nlohmann::json::parse(in);
-    } catch (const nlohmann::json::exception& error) {
-      Fail("{}: not valid JSON: {}", candidate.string(), error.what());
-    }
+    return ReadStrictJsonFile(candidate.string());
   }
   return nullptr;
 }

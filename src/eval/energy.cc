@@ -9,6 +9,7 @@
 #include <yaml-cpp/yaml.h>
 
 #include "util/error.h"
+#include "io/yaml_file.h"
 
 namespace atq {
 namespace {
@@ -55,14 +56,7 @@ void SetCountActivations(EnergyModel& model, const YAML::Node& value, const std:
 }  // namespace
 
 EnergyModel LoadEnergyModel(const std::string& path) {
-  YAML::Node root;
-  try {
-    root = YAML::LoadFile(path);
-  } catch (const YAML::BadFile&) {
-    Fail("{}: cannot read the energy model file", path);
-  } catch (const YAML::Exception& error) {
-    Fail("{}: not valid YAML: {}", path, error.what());
-  }
+  const YAML::Node root = LoadYamlFile(path);
   EnergyModel model;
   if (root.IsNull()) return model;  // an empty file overrides nothing
   Require(root.IsMap(), "{}: an energy model is a map of constants (key: value; keys: {})", path, KnownKeys());

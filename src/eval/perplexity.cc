@@ -88,6 +88,9 @@ PerplexityResult MeasurePerplexity(CausalLmImpl& model, const std::vector<int32_
   const std::vector<PerplexityWindow> windows = PerplexityWindows(options, static_cast<int64_t>(tokens.size()));
   Require(!windows.empty(), "the text has {} tokens, fewer than one window of {}", tokens.size(), options.ctx);
 
+  Require(options.ctx <= model.config().max_positions,
+          "a perplexity window of {} tokens is longer than the model's context of {} tokens (choose --ctx {} or less)",
+          options.ctx, model.config().max_positions, model.config().max_positions);
   torch::NoGradGuard no_grad;
   const bool was_training = model.is_training();
   model.eval();

@@ -18,6 +18,7 @@
 #include "report/plot.h"
 #include "util/error.h"
 #include "util/log.h"
+#include "io/yaml_file.h"
 
 namespace atq {
 namespace fs = std::filesystem;
@@ -107,14 +108,7 @@ nlohmann::json SweepRow::ToJson() const {
 }
 
 std::vector<SweepConfig> ReadSweepFile(const std::string& path) {
-  YAML::Node root;
-  try {
-    root = YAML::LoadFile(path);
-  } catch (const YAML::BadFile&) {
-    Fail("{}: cannot read the sweep file", path);
-  } catch (const YAML::Exception& error) {
-    Fail("{}: not valid YAML: {}", path, error.what());
-  }
+  const YAML::Node root = LoadYamlFile(path);
   Require(root.IsMap(), "{}: a sweep file is a map with base, configs and/or grid", path);
   for (const auto& item : root) {
     const std::string key = item.first.as<std::string>();

@@ -9,6 +9,7 @@
 #include "util/parse.h"
 #include "util/setting_table.h"
 #include "util/strings.h"
+#include "io/yaml_file.h"
 
 namespace atq {
 namespace {
@@ -119,12 +120,7 @@ VisionRecipe ParseVisionRecipe(const std::map<std::string, std::string>& setting
 }
 
 std::vector<VisionRecipe> ReadVisionRecipes(const std::string& path) {
-  YAML::Node root;
-  try {
-    root = YAML::LoadFile(path);
-  } catch (const YAML::Exception& error) {
-    Fail("{}: {}", path, error.what());
-  }
+  const YAML::Node root = LoadYamlFile(path);
   Require(root.IsMap(), "{}: expected a map with configs: (and optionally base:)", path);
   const auto settings_of = [&](const YAML::Node& node, const std::string& where) {
     Require(node.IsMap(), "{}: expected a map of settings", where);

@@ -16,6 +16,7 @@
 #include "util/error.h"
 #include "util/log.h"
 #include "util/strings.h"
+#include "io/strict_json.h"
 
 namespace atq {
 namespace {

@@ -17,6 +17,7 @@
 #include "util/log.h"
 #include "util/utf8.h"
 #include "util/strings.h"
+#include "io/strict_json.h"
 
 namespace atq {
 namespace fs = std::filesystem;
@@ -103,12 +104,7 @@ std::string ReadUtf8File(const std::string& path) {
 
 std::string NlpCorpusText(const std::string& path) {
   const std::string bytes = ReadUtf8File(path);
-  nlohmann::json sentences;
-  try {
-    sentences = nlohmann::json::parse(bytes);
-  } catch (const nlohmann::json::parse_error& error) {
-    Fail("{}: not JSON: {}", path, error.what());
-  }
+  const nlohmann::json sentences = ParseStrictJson(bytes, path);
   Require(sentences.is_array(), "{}: expected a JSON array of sentences, found {}", path, sentences.type_name());
   std::string text;
   for (size_t i = 0; i < sentences.size(); ++i) {

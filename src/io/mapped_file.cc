@@ -10,12 +10,16 @@
 #include <cstring>
 #include <utility>
 
+#include "io/input_file.h"
 #include "util/error.h"
 
 namespace atq {
 
 MappedFile MappedFile::Open(const std::string& path) {
-  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  RequireRegularFile(path);  // names a FIFO, device or directory before open() could block on it
+  // O_NONBLOCK: should the path turn into a FIFO between the check and the open, open() returns at once and the
+  // fstat below refuses it. It changes nothing for a regular file.
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK);
   if (fd < 0) Fail("{}: cannot open: {}", path, std::strerror(errno));
   struct stat st {};
   if (::fstat(fd, &st) != 0) {

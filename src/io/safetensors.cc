@@ -10,6 +10,7 @@
 #include <nlohmann/json.hpp>
 
 #include "io/atomic_file.h"
+#include "io/strict_json.h"
 #include "util/error.h"
 #include "util/utf8.h"
 #include "util/log.h"
@@ -30,34 +31,6 @@ constexpr DtypeRow kDtypes[] = {
 };
 constexpr std::string_view kKnownDtypes = "F32, F16, BF16, F64, I8, U8, I16, I32, I64, BOOL";
 constexpr std::string_view kMetadataKey = "__metadata__";
-// Real headers nest 3 deep; the limit only keeps hostile input from costing deep recursion anywhere.
-constexpr int kMaxJsonDepth = 64;
-
-// Deepest nesting of [ and { outside strings, stopping early once past `limit`.
-int JsonNestingDepth(std::string_view text, int limit) {
-  int depth = 0, deepest = 0;
-  bool in_string = false, escaped = false;
-  for (char c : text) {
-    if (in_string) {
-      if (escaped) {
-        escaped = false;
-      } else if (c == '\\') {
-        escaped = true;
-      } else if (c == '"') {
-        in_string = false;
-      }
-    } else if (c == '"') {
-      in_string = true;
-    } else if (c == '[' || c == '{') {
-      deepest = std::max(deepest, ++depth);
-      if (deepest > limit) break;
-    } else if (c == ']' || c == '}') {
-      --depth;
-    }
-  }
-  return deepest;
-}
-
 // Printable form of a name from a file, for error messages: bounded length, JSON escapes.
 std::string Quote(std::string_view text) {
   constexpr size_t kMaxShown = 200;
@@ -169,45 +142,6 @@ std::optional<QuantType> ParseSafetensorsDtype(std::string_view dtype) {
     if (row.name == dtype) return row.type;
   }
   return std::nullopt;
-}
-
-json ParseStrictJson(std::string_view text, const std::string& what) {
-  const size_t bad = FindInvalidUtf8(text);
-  Require(bad == std::string_view::npos, "{}: not valid UTF-8 (byte {} of {}, 0x{:02X})", what, bad, text.size(),
-          bad == std::string_view::npos ? 0u : static_cast<unsigned>(static_cast<unsigned char>(text[bad])));
-  // nlohmann stops at a NUL between tokens as if the text ended there, silently ignoring what follows.
-  const size_t nul = text.find('\0');
-  Require(nul == std::string_view::npos, "{}: not valid JSON: NUL byte at byte {} of {}", what, nul, text.size());
-  Require(JsonNestingDepth(text, kMaxJsonDepth) <= kMaxJsonDepth, "{}: JSON nested more than {} levels deep", what,
-          kMaxJsonDepth);
-  // One key set per open object or array (arrays never use theirs), to catch keys nlohmann would overwrite.
-  std::vector<std::set<std::string>> open_keys;
-  const json::parser_callback_t check_duplicates = [&](int, json::parse_event_t event, json& parsed) {
-    switch (event) {
-      case json::parse_event_t::object_start:
-      case json::parse_event_t::array_start:
-        open_keys.emplace_back();
-        break;
-      case json::parse_event_t::object_end:
-      case json::parse_event_t::array_end:
-        if (!open_keys.empty()) open_keys.pop_back();
-        break;
-      case json::parse_event_t::key:
-        if (!open_keys.empty() && !open_keys.back().insert(parsed.get<std::string>()).second) {
-          Fail("{}: duplicate key {} in JSON (a reader would silently keep only one)", what,
-               Quote(parsed.get<std::string>()));
-        }
-        break;
-      case json::parse_event_t::value:
-        break;
-    }
-    return true;
-  };
-  try {
-    return json::parse(text.begin(), text.end(), check_duplicates);
-  } catch (const json::exception& e) {
-    Fail("{}: not valid JSON: {}", what, e.what());
-  }
 }
 
 SafetensorsFile SafetensorsFile::Open(const std::string& path) { return Load(MappedFile::Open(path)); }

@@ -90,8 +90,4 @@ void ValidateTensorsToWrite(const std::string& path, const std::vector<TensorToW
 void WriteSafetensors(const std::string& path, const std::vector<TensorToWrite>& tensors,
                       const std::map<std::string, std::string>& metadata = {});
 
-// Strict JSON for headers and index files: valid UTF-8, nesting at most 64 deep, duplicate object keys
-// rejected (nlohmann would keep one silently). Errors read "WHAT: ...". Shared with the checkpoint reader.
-nlohmann::json ParseStrictJson(std::string_view text, const std::string& what);
-
 }  // namespace atq

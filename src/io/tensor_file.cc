@@ -9,13 +9,13 @@
 
 #include "util/error.h"
 #include "util/strings.h"
+#include "io/mapped_file.h"
 
 namespace atq {
 
 bool HasGgufMagic(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  char magic[4] = {};
-  return in.read(magic, 4) && std::memcmp(magic, "GGUF", 4) == 0;
+  const MappedFile file = MappedFile::Open(path);
+  return file.size() >= 4 && std::memcmp(file.data(), "GGUF", 4) == 0;
 }
 
 namespace {

@@ -20,6 +20,7 @@
 #include "models/classifiers.h"
 #include "torch/tensor_bridge.h"
 #include "util/error.h"
+#include "io/strict_json.h"
 
 namespace atq {
 namespace {
@@ -34,12 +35,6 @@ std::vector<std::pair<std::string, torch::Tensor>> NamedTensors(torch::nn::Modul
   for (const auto& item : module.named_parameters(/*recurse=*/true)) tensors.emplace_back(item.key(), item.value());
   for (const auto& item : module.named_buffers(/*recurse=*/true)) tensors.emplace_back(item.key(), item.value());
   return tensors;
-}
-
-std::string ReadTextFile(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) Fail("{}: cannot read", path);
-  return std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
 }
 
 // MakeClassifier for `config` with the per-layer quantization of `config.layers`, which must name every
@@ -170,7 +165,7 @@ ClassifierConfig ClassifierConfigFromJson(const nlohmann::json& json, const std:
 }
 
 ClassifierConfig ReadClassifierConfig(const std::string& json_path) {
-  return ClassifierConfigFromJson(ParseStrictJson(ReadTextFile(json_path), json_path), json_path);
+  return ClassifierConfigFromJson(ReadStrictJsonFile(json_path), json_path);
 }
 
 std::vector<std::pair<std::string, LayerQuantConfig>> CurrentLayerConfigs(ClassifierModule& model) {

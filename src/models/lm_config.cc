@@ -1,9 +1,12 @@
 // Hugging Face config.json <-> LmConfig.
 #include "models/lm_config.h"
 
+#include <cmath>
+
 #include <fstream>
 
 #include "util/error.h"
+#include "io/strict_json.h"
 
 namespace atq {
 namespace {
@@ -88,12 +91,31 @@ int64_t LmConfig::ParameterCount() const {
   return total;
 }
 
+// Upper limits on a config's sizes, checked before anything is allocated from them. Each is several times the
+// largest published model's (Llama 3.1 405B: 126 layers, hidden 16384, MLP 53248, 128 heads, 128k context;
+// Gemma: 256k vocabulary), so no real model is refused, while a hostile or mistyped value (2^40) is named here
+// instead of failing inside an allocator. Products of these limits stay well inside int64.
+constexpr int64_t kMaxLayers = 1024;
+constexpr int64_t kMaxHidden = int64_t{1} << 17;
+constexpr int64_t kMaxIntermediate = int64_t{1} << 19;
+constexpr int64_t kMaxVocab = int64_t{1} << 22;
+constexpr int64_t kMaxHeads = 4096;
+constexpr int64_t kMaxHeadDim = 4096;
+constexpr int64_t kMaxPositions = int64_t{1} << 24;
+
 void ValidateLmConfig(const LmConfig& c, const std::string& what) {
-  for (const auto& [name, value] :
-       {std::pair<const char*, int64_t>{"vocab_size", c.vocab_size}, {"hidden_size", c.hidden_size},
-        {"num_layers", c.num_layers}, {"num_heads", c.num_heads}, {"num_kv_heads", c.num_kv_heads},
-        {"head_dim", c.head_dim}, {"intermediate_size", c.intermediate_size}, {"max_positions", c.max_positions}}) {
-    Require(value > 0, "{}: {} must be positive, got {}", what, name, value);
+  struct Size {
+    const char* name;
+    int64_t value, limit;
+  };
+  for (const Size& size : {Size{"vocab_size", c.vocab_size, kMaxVocab}, Size{"hidden_size", c.hidden_size, kMaxHidden},
+                           Size{"num_layers", c.num_layers, kMaxLayers}, Size{"num_heads", c.num_heads, kMaxHeads},
+                           Size{"num_kv_heads", c.num_kv_heads, kMaxHeads}, Size{"head_dim", c.head_dim, kMaxHeadDim},
+                           Size{"intermediate_size", c.intermediate_size, kMaxIntermediate},
+                           Size{"max_positions", c.max_positions, kMaxPositions}}) {
+    Require(size.value > 0, "{}: {} must be positive, got {}", what, size.name, size.value);
+    Require(size.value <= size.limit, "{}: {} is {}, beyond atq's limit of {} (no published model comes near it)",
+            what, size.name, size.value, size.limit);
   }
   Require(c.num_heads % c.num_kv_heads == 0, "{}: {} attention heads are not a multiple of {} KV heads", what,
           c.num_heads, c.num_kv_heads);
@@ -103,7 +125,12 @@ void ValidateLmConfig(const LmConfig& c, const std::string& what) {
   }
   Require(c.head_dim % 2 == 0 || c.arch == LmArch::kGpt2, "{}: RoPE needs an even head dim, got {}", what,
           c.head_dim);
-  Require(c.norm_eps > 0, "{}: norm epsilon must be positive", what);
+  Require(std::isfinite(c.norm_eps) && c.norm_eps > 0 && c.norm_eps < 1,
+          "{}: norm epsilon must be a finite number in (0, 1), got {}", what, c.norm_eps);
+  Require(std::isfinite(c.rope_theta) && c.rope_theta > 1, "{}: rope base (rope_theta) must be a finite number > 1, got {}",
+          what, c.rope_theta);
+  Require(std::isfinite(c.rope_linear_factor) && c.rope_linear_factor > 0,
+          "{}: rope scaling factor must be a finite positive number, got {}", what, c.rope_linear_factor);
 }
 
 LmConfig ParseHfConfig(const json& config, const std::string& file) {
@@ -158,14 +185,7 @@ LmConfig ParseHfConfig(const json& config, const std::string& file) {
 }
 
 LmConfig ReadHfConfig(const std::string& path) {
-  std::ifstream in(path);
-  Require(in.good(), "{}: cannot open", path);
-  json config;
-  try {
-    config = json::parse(in);
-  } catch (const json::exception& e) {
-    Fail("{}: not valid JSON: {}", path, e.what());
-  }
+  const json config = ReadStrictJsonFile(path);
   try {
     return ParseHfConfig(config, path);
   } catch (const json::exception& e) {  // a value of the wrong JSON type

@@ -16,6 +16,8 @@
 #include "io/mapped_file.h"
 #include "models/lm_gguf_names.h"
 #include "util/error.h"
+#include "io/strict_json.h"
+#include "io/input_file.h"
 
 namespace atq {
 namespace fs = std::filesystem;
@@ -63,20 +65,10 @@ struct Vocabulary {
   int32_t eos = -1;
 };
 
-std::string ReadText(const std::string& path) {
-  const MappedFile file = MappedFile::Open(path);
-  return std::string(reinterpret_cast<const char*>(file.data()), file.size());
-}
-
 // encoder.json / vocab.json: {"token": id, ...}, ids below the model's vocabulary size (convert_hf_to_gguf.py
 // asserts the same). Ids no token holds are left empty here.
 std::vector<std::string> ReadTokenIds(const std::string& path, int64_t vocab_size, std::vector<bool>& assigned) {
-  nlohmann::json json;
-  try {
-    json = nlohmann::json::parse(ReadText(path));
-  } catch (const nlohmann::json::exception& e) {
-    Fail("{}: not valid JSON ({})", path, e.what());
-  }
+  const nlohmann::json json = ReadStrictJsonFile(path);
   Require(json.is_object() && !json.empty(), "{}: expected a non-empty object mapping tokens to ids", path);
   std::vector<std::string> tokens(static_cast<size_t>(vocab_size));
   assigned.assign(tokens.size(), false);
@@ -95,7 +87,7 @@ std::vector<std::string> ReadTokenIds(const std::string& path, int64_t vocab_siz
 // vocab.bpe / merges.txt: an optional "#version" line, then one "left right" merge per line. Blank lines are
 // skipped, as the converter skips them.
 std::vector<std::string> ReadMerges(const std::string& path) {
-  const std::string text = ReadText(path);
+  const std::string text = ReadInputText(path);
   std::string_view rest(text);
   std::vector<std::string> merges;
   bool first = true;

@@ -55,6 +55,22 @@ std::optional<PackedWeights> KernelWeights(const TensorEntry& entry, const torch
   return packed;
 }
 
+// Before a model is built from `config`: its parameters must be weights the file holds, so a config (or GGUF
+// header) that asks for more layers, width or vocabulary than the file has is named here, not by an allocator
+// failing on its size. Only the total is compared (ignorable buffers and a spelled-out tied head make files
+// hold more). Smaller mismatches (a missing tensor, a wrong width) pass here and are named tensor by tensor when
+// the weights are assigned; the slack keeps the model built for that within twice the file's weights + 4 MB.
+void RequireFileHoldsConfig(const LmConfig& config, const TensorFile& file, const std::string& config_source) {
+  constexpr int64_t kSlackWeights = int64_t{1} << 20;
+  int64_t held = 0;
+  for (const TensorEntry& entry : file.tensors()) held += CheckedElementCount(entry.info->shape, entry.file);
+  const int64_t needed = config.ParameterCount();
+  Require(needed <= 2 * held + kSlackWeights,
+          "{}: the config ({} layers, hidden {}, MLP {}, vocabulary {}) needs {} weights, but {} holds only {}",
+          config_source, config.num_layers, config.hidden_size, config.intermediate_size, config.vocab_size, needed,
+          file.path(), held);
+}
+
 // What a packed weight's float parameter is loaded with: the right shape and no memory (the packed runtime
 // releases the parameter and runs the packed bytes), so loading does not hold a dequantized copy as well.
 torch::Tensor PackedPlaceholder(const std::vector<int64_t>& shape) { return torch::zeros({1}).expand(shape); }
@@ -62,8 +78,10 @@ torch::Tensor PackedPlaceholder(const std::vector<int64_t>& shape) { return torc
 // ---- Hugging Face ----
 
 LanguageModel LoadHuggingFace(const std::string& dir, bool keep_packed) {
-  const LmConfig config = ReadHfConfig((fs::path(dir) / "config.json").string());
+  const std::string config_path = (fs::path(dir) / "config.json").string();
+  const LmConfig config = ReadHfConfig(config_path);
   const TensorFile file = TensorFile::Open(dir);
+  RequireFileHoldsConfig(config, file, config_path);
   std::map<std::string, torch::Tensor> weights;
   std::map<std::string, PackedWeights> packed_weights;
   for (const TensorEntry& entry : file.tensors()) {
@@ -149,7 +167,9 @@ LmConfig GgufConfig(const GgufMetadata& meta, const TensorFile& file) {
   const std::string p = arch_name + ".";
   const TensorEntry* embedding = file.Find("token_embd.weight");
   Require(embedding != nullptr, "{}: tensor 'token_embd.weight' is missing", file.path());
-  config.vocab_size = embedding->info->shape.at(0);
+  Require(embedding->info->shape.size() == 2, "{}: tensor 'token_embd.weight' must be 2-D, has shape {}", file.path(),
+          ShapeString(embedding->info->shape));
+  config.vocab_size = embedding->info->shape[0];
   config.hidden_size = meta.GetInt(p + "embedding_length");
   config.num_layers = meta.GetInt(p + "block_count");
   config.intermediate_size = meta.GetInt(p + "feed_forward_length");
@@ -181,6 +201,7 @@ LmConfig GgufConfig(const GgufMetadata& meta, const TensorFile& file) {
   if (meta.Contains("tokenizer.ggml.bos_token_id")) config.bos_id = static_cast<int32_t>(meta.GetInt("tokenizer.ggml.bos_token_id"));
   if (meta.Contains("tokenizer.ggml.eos_token_id")) config.eos_id = static_cast<int32_t>(meta.GetInt("tokenizer.ggml.eos_token_id"));
   ValidateLmConfig(config, file.path());
+  RequireFileHoldsConfig(config, file, file.path());
   return config;
 }
 
@@ -201,6 +222,8 @@ LanguageModel LoadGguf(const std::string& path, bool keep_packed) {
     if (keep_packed) {
       torch::Tensor row_order;  // rotary rows from ggml's interleaved order
       if (rotary_weight) {
+        Require(entry.info->shape.size() == 2, "{}: tensor '{}' must be 2-D, has shape {}", path, entry.info->name,
+                ShapeString(entry.info->shape));
         row_order = InterleavedToHalfRotary(torch::arange(entry.info->shape[0]).unsqueeze(1), heads).squeeze(1);
       }
       packed = KernelWeights(entry, row_order);
@@ -247,6 +270,8 @@ std::string DefaultTokenizerPath(const LanguageModel& lm) {
 }  // namespace
 
 torch::Tensor InterleavedToHalfRotary(const torch::Tensor& weight, int64_t heads) {
+  Require(weight.dim() >= 1 && heads > 0, "rotary weight of shape {} cannot be split into {} heads",
+          ShapeString(weight.sizes().vec()), heads);
   const int64_t rows = weight.size(0), head_dim = rows / heads;
   Require(rows % heads == 0 && head_dim % 2 == 0, "rotary weight of {} rows cannot be split into {} heads", rows,
           heads);

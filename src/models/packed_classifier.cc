@@ -17,6 +17,7 @@
 #include "grid/fake_quant.h"
 #include "torch/tensor_bridge.h"
 #include "util/error.h"
+#include "io/strict_json.h"
 
 namespace atq {
 namespace {
@@ -122,12 +123,8 @@ LoadedClassifier LoadPackedClassifier(const std::string& path, PackedRun run) {
           path, kFormatKey);
   const auto config_text = metadata.find(kConfigKey);
   Require(config_text != metadata.end(), "{}: metadata '{}' missing", path, kConfigKey);
-  nlohmann::json config_json;
-  try {
-    config_json = nlohmann::json::parse(config_text->second);
-  } catch (const nlohmann::json::exception& error) {
-    Fail("{}: metadata '{}' is not JSON: {}", path, kConfigKey, error.what());
-  }
+  const nlohmann::json config_json =
+      ParseStrictJson(config_text->second, fmt::format("{}: metadata '{}'", path, kConfigKey));
   LoadedClassifier loaded;
   loaded.config = ClassifierConfigFromJson(config_json, path + " " + kConfigKey);
   loaded.model = MakeClassifier(loaded.config.model, loaded.config.in_channels, loaded.config.classes,
@@ -154,7 +151,8 @@ LoadedClassifier LoadPackedClassifier(const std::string& path, PackedRun run) {
       assign(parameter.value(), tensor_of(name), name);
       continue;
     }
-    const nlohmann::json description = nlohmann::json::parse(packed_entry->second, nullptr, false);
+    const nlohmann::json description =
+        ParseStrictJson(packed_entry->second, fmt::format("{}: metadata '{}{}'", path, kPackedKeyPrefix, name));
     Require(description.is_object() && description.contains("type") && description.contains("shape") &&
                 description.contains("granularity"),
             "{}: metadata for '{}' must be an object with type, shape and granularity", path, name);

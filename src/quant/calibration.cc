@@ -8,17 +8,14 @@
 #include <torch/torch.h>
 
 #include "util/error.h"
+#include "io/input_file.h"
 
 namespace atq {
 
 torch::Tensor SampleCalibration(const Tokenizer& tokenizer, const std::string& text_file, int64_t samples,
                                 int64_t length, uint64_t seed) {
   Require(samples > 0 && length > 1, "calibration needs samples > 0 and length > 1, got {} and {}", samples, length);
-  std::ifstream in(text_file, std::ios::binary);
-  Require(in.good(), "{}: cannot read the calibration text", text_file);
-  std::stringstream buffer;
-  buffer << in.rdbuf();
-  const std::string text = buffer.str();
+  const std::string text = ReadInputText(text_file);
   Require(!text.empty(), "{}: the calibration text is empty", text_file);
 
   std::mt19937_64 generator(seed);

@@ -11,6 +11,7 @@
 #include "util/parse.h"
 #include "util/setting_table.h"
 #include "util/paths.h"
+#include "io/yaml_file.h"
 
 namespace atq {
 namespace {
@@ -116,14 +117,7 @@ const std::vector<std::string_view>& RecipeKeys() {
 }
 
 QuantizeRecipe ReadRecipeFile(const std::string& path) {
-  YAML::Node root;
-  try {
-    root = YAML::LoadFile(path);
-  } catch (const YAML::BadFile&) {
-    Fail("{}: cannot read the recipe file", path);
-  } catch (const YAML::Exception& error) {
-    Fail("{}: not valid YAML: {}", path, error.what());
-  }
+  const YAML::Node root = LoadYamlFile(path);
   Require(root.IsMap(), "{}: a recipe is a map of settings (key: value)", path);
   QuantizeRecipe recipe;
   AddRecipeSettings(root, recipe, path);

@@ -35,9 +35,10 @@ GenerateResult Generate(CausalLmImpl& model, const std::vector<int32_t>& prompt,
   Require(options.temperature >= 0, "temperature must be >= 0, got {}", options.temperature);
   Require(options.top_p > 0 && options.top_p <= 1, "top-p must be in (0, 1], got {}", options.top_p);
   const int64_t context = model.config().max_positions;
-  const bool learned_positions = model.config().arch == LmArch::kGpt2;
-  Require(!learned_positions || static_cast<int64_t>(prompt.size()) <= context,
-          "the prompt has {} tokens, more than the model's {} positions", prompt.size(), context);
+  // Beyond its context a model was never trained (and GPT-2 has no position for it): the prompt must fit, and
+  // generation stops when the context is full.
+  Require(static_cast<int64_t>(prompt.size()) <= context,
+          "the prompt has {} tokens, more than the model's context of {} tokens", prompt.size(), context);
 
   torch::NoGradGuard no_grad;
   model.eval();
@@ -54,7 +55,7 @@ GenerateResult Generate(CausalLmImpl& model, const std::vector<int32_t>& prompt,
       torch::tensor(std::vector<int64_t>(prompt.begin(), prompt.end()), torch::kInt64).unsqueeze(0).to(device);
   auto decode_start = start;
   for (int64_t step = 0; step < options.max_tokens; ++step) {
-    if (learned_positions && cache.length + input.size(1) > context) {
+    if (cache.length + input.size(1) > context) {
       result.stop_reason = "context";
       break;
     }

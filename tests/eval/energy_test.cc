@@ -222,7 +222,7 @@ TEST(EnergyModelConfigTest, RejectsBadFilesNamingFileAndKey) {
   expect_rejected("sequence.yaml", "- 1\n- 2\n", {"map"});
   expect_rejected("broken.yaml", "{int8_add: [\n", {"YAML"});
   const std::string missing = dir.File("missing.yaml");
-  ExpectErrorNaming(ErrorMessageOf([&] { LoadEnergyModel(missing); }), missing, {"cannot read"});
+  ExpectErrorNaming(ErrorMessageOf([&] { LoadEnergyModel(missing); }), missing, {"does not exist"});
 }
 
 }  // namespace

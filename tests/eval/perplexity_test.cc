@@ -71,6 +71,7 @@ class ToyLm : public CausalLmImpl {
   static LmConfig Config() {
     LmConfig c;
     c.vocab_size = 11;
+    c.max_positions = 4096;
     return c;
   }
   // logits[t] = table[ids[t]] + 0.1 * t (position-dependent, including each row's own position)

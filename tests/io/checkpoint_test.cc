@@ -186,7 +186,7 @@ TEST_F(CheckpointIndexTest, AcceptsTheWrittenIndex) {
 TEST_F(CheckpointIndexTest, MissingShardIsRejected) {
   WriteIndex(R"({"t0": "model-00001-of-00002.safetensors", "t1": "model-00009-of-00009.safetensors"})");
   ExpectContains(OpenError(dir_.path()),
-                 {index_path(), "shard 'model-00009-of-00009.safetensors'", "cannot open"});
+                 {index_path(), "shard 'model-00009-of-00009.safetensors'", "does not exist"});
 }
 
 TEST_F(CheckpointIndexTest, TensorMissingFromItsShardIsRejected) {

@@ -127,7 +127,7 @@ TEST(EnglishCorpusTest, MalformedDocumentsAreNamed) {
   WriteFileText(json, R"(["fine", 7])");
   ExpectErrorNaming(ErrorMessageOf([&] { ReadCorpusDocument(document); }), json, {"sentence 1"});
   WriteFileText(json, "[\"trunc");
-  ExpectErrorNaming(ErrorMessageOf([&] { ReadCorpusDocument(document); }), json, {"not JSON"});
+  ExpectErrorNaming(ErrorMessageOf([&] { ReadCorpusDocument(document); }), json, {"not valid JSON"});
   const std::string sotu = npm.File("@stdlib__datasets-sotu/data/1790_george_washington_n.txt");
   WriteFileText(sotu, "caf\xe9");  // Latin-1, not UTF-8
   ExpectErrorNaming(ErrorMessageOf([&] {

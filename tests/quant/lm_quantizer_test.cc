@@ -193,7 +193,7 @@ TEST(RecipeTest, RejectsBadFilesNamingTheFileAndSetting) {
   testutil::ExpectErrorNaming(testutil::ErrorMessageOf([&] { BuildQuantizeOptions(ReadRecipeFile(path), path); }),
                               path, {"group_size", "many"});
   testutil::ExpectErrorNaming(testutil::ErrorMessageOf([&] { ReadRecipeFile(path + ".missing"); }), path + ".missing",
-                              {"cannot read"});
+                              {"does not exist"});
 }
 
 }  // namespace

@@ -1,0 +1,20 @@
+// Strict JSON for every JSON file a user hands atq (safetensors headers, index files, config.json, tokenizer
+// files, checkpoints' descriptions): valid UTF-8, no NUL, nesting at most 64 deep, duplicate object keys
+// rejected (nlohmann would keep one silently), and parsed in linear time (a SAX pass that builds the document
+// and checks keys as they come; nlohmann's callback parser rescans each parent object on close, quadratic in
+// the number of keys). Errors read "WHAT: ...".
+#pragma once
+
+#include <string>
+#include <string_view>
+
+#include <nlohmann/json.hpp>
+
+namespace atq {
+
+nlohmann::json ParseStrictJson(std::string_view text, const std::string& what);
+
+// ParseStrictJson of a whole input file (ReadInputText: regular files only).
+nlohmann::json ReadStrictJsonFile(const std::string& path);
+
+}  // namespace atq
