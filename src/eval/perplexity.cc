@@ -85,12 +85,12 @@ PerplexityResult MeasurePerplexity(CausalLmImpl& model, const std::vector<int32_
     tokens.push_back(bos_id);
   }
   tokens.insert(tokens.end(), text_tokens.begin(), text_tokens.end());
-  const std::vector<PerplexityWindow> windows = PerplexityWindows(options, static_cast<int64_t>(tokens.size()));
-  Require(!windows.empty(), "the text has {} tokens, fewer than one window of {}", tokens.size(), options.ctx);
-
   Require(options.ctx <= model.config().max_positions,
           "a perplexity window of {} tokens is longer than the model's context of {} tokens (choose --ctx {} or less)",
           options.ctx, model.config().max_positions, model.config().max_positions);
+  const std::vector<PerplexityWindow> windows = PerplexityWindows(options, static_cast<int64_t>(tokens.size()));
+  Require(!windows.empty(), "the text has {} tokens, fewer than one window of {}", tokens.size(), options.ctx);
+
   torch::NoGradGuard no_grad;
   const bool was_training = model.is_training();
   model.eval();

@@ -222,7 +222,10 @@ void LoadClassifierWeights(ClassifierModule& model, const std::string& safetenso
       Fail("{}: tensor '{}' has shape {}, the model's is {}", safetensors_path, name, ShapeString(info->shape),
            ShapeString(expected));
     }
-    tensor.copy_(ToTorch(*info, file.Data(*info)).to(tensor.dtype()));
+    if (tensor.is_floating_point()) RequireFloatStorage(*info, safetensors_path);
+    const torch::Tensor value = ToTorch(*info, file.Data(*info)).to(tensor.dtype());
+    RequireFinite(value, name, safetensors_path);
+    tensor.copy_(value);
     used.insert(name);
   }
   for (const TensorInfo& info : file.tensors()) {

@@ -22,11 +22,15 @@ namespace atq {
 namespace fs = std::filesystem;
 namespace {
 
-torch::Tensor ReadTensor(const TensorEntry& entry) {
+// A weight as float32: float or quantized storage only, and every value finite unless `allow_nonfinite`.
+torch::Tensor ReadTensor(const TensorEntry& entry, bool allow_nonfinite) {
   const TensorInfo& info = *entry.info;
   Require(FindTraits(static_cast<uint32_t>(info.type)) != nullptr,
           "{}: tensor '{}' has type {}, which atq cannot dequantize", entry.file, info.name, TensorFile::TypeName(info));
-  return ToTorch(info, entry.data).to(torch::kFloat32);
+  RequireFloatStorage(info, entry.file);
+  torch::Tensor tensor = ToTorch(info, entry.data).to(torch::kFloat32);
+  if (!allow_nonfinite) RequireFinite(tensor, info.name, entry.file);
+  return tensor;
 }
 
 // Tensors a Hugging Face checkpoint may carry that are not weights: attention mask buffers and RoPE tables.
@@ -77,7 +81,7 @@ torch::Tensor PackedPlaceholder(const std::vector<int64_t>& shape) { return torc
 
 // ---- Hugging Face ----
 
-LanguageModel LoadHuggingFace(const std::string& dir, bool keep_packed) {
+LanguageModel LoadHuggingFace(const std::string& dir, bool keep_packed, bool allow_nonfinite) {
   const std::string config_path = (fs::path(dir) / "config.json").string();
   const LmConfig config = ReadHfConfig(config_path);
   const TensorFile file = TensorFile::Open(dir);
@@ -99,7 +103,7 @@ LanguageModel LoadHuggingFace(const std::string& dir, bool keep_packed) {
         continue;
       }
     }
-    torch::Tensor tensor = ReadTensor(entry);
+    torch::Tensor tensor = ReadTensor(entry, allow_nonfinite);
     if (config.arch == LmArch::kGpt2) {
       // atq's packed tensors are stored [out, in] like every packed format; only float Conv1D weights are [in, out].
       if (IsGpt2Conv1dWeight(name) && !Traits(entry.info->type).is_quantized) {
@@ -120,7 +124,7 @@ LanguageModel LoadHuggingFace(const std::string& dir, bool keep_packed) {
 
 // ---- llama2.c ----
 
-LanguageModel LoadLlama2c(const std::string& path) {
+LanguageModel LoadLlama2c(const std::string& path, bool allow_nonfinite) {
   const Llama2cCheckpoint checkpoint = Llama2cCheckpoint::Open(path);
   const Llama2cHeader& h = checkpoint.header();
   LmConfig config;
@@ -141,6 +145,7 @@ LanguageModel LoadLlama2c(const std::string& path) {
   std::map<std::string, torch::Tensor> weights;
   for (const Llama2cTensor& tensor : checkpoint.tensors()) {
     torch::Tensor value = torch::from_blob(const_cast<float*>(tensor.data), tensor.shape, torch::kFloat32).clone();
+    if (!allow_nonfinite) RequireFinite(value, tensor.name, path);
     if (EndsWith(tensor.name, "q_proj.weight")) value = InterleavedToHalfRotary(value, config.num_heads);
     if (EndsWith(tensor.name, "k_proj.weight")) value = InterleavedToHalfRotary(value, config.num_kv_heads);
     weights.emplace(tensor.name, value);
@@ -205,7 +210,7 @@ LmConfig GgufConfig(const GgufMetadata& meta, const TensorFile& file) {
   return config;
 }
 
-LanguageModel LoadGguf(const std::string& path, bool keep_packed) {
+LanguageModel LoadGguf(const std::string& path, bool keep_packed, bool allow_nonfinite) {
   const TensorFile file = TensorFile::Open(path);
   const GgufMetadata& meta = file.gguf()->metadata();
   const LmConfig config = GgufConfig(meta, file);
@@ -233,7 +238,7 @@ LanguageModel LoadGguf(const std::string& path, bool keep_packed) {
       value = PackedPlaceholder(entry.info->shape);
       packed_weights.emplace(name, std::move(*packed));
     } else {
-      value = ReadTensor(entry);
+      value = ReadTensor(entry, allow_nonfinite);
       if (rotary_weight) value = InterleavedToHalfRotary(value, heads);
       if (rotary_bias) value = InterleavedToHalfRotary(value.unsqueeze(1), heads).squeeze(1);
     }
@@ -315,11 +320,11 @@ LanguageModel LoadLanguageModel(const std::string& path, const LmLoadOptions& op
   Require(fs::exists(path), "{}: no such file or folder", path);
   LanguageModel lm;
   if (fs::is_directory(path)) {
-    lm = LoadHuggingFace(path, options.keep_packed);
+    lm = LoadHuggingFace(path, options.keep_packed, options.allow_nonfinite);
   } else if (HasGgufMagic(path)) {
-    lm = LoadGguf(path, options.keep_packed);
+    lm = LoadGguf(path, options.keep_packed, options.allow_nonfinite);
   } else if (fs::path(path).extension() == ".bin") {
-    lm = LoadLlama2c(path);
+    lm = LoadLlama2c(path, options.allow_nonfinite);
   } else {
     Fail("{}: not a model atq reads (a Hugging Face folder, a llama2.c .bin, or a GGUF file)", path);
   }

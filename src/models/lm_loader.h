@@ -27,6 +27,8 @@ struct LmLoadOptions {
   // Keep the bytes of quantized 2-D weights the packed kernels run (LanguageModel::packed) instead of dequantizing
   // them: their float parameters stay zero until the packed runtime (runtime/packed_runtime.h) attaches the bytes.
   bool keep_packed = false;
+  // Load weights holding NaN or infinity instead of refusing them (to inspect a broken checkpoint).
+  bool allow_nonfinite = false;
 };
 
 struct LanguageModel {

@@ -70,6 +70,26 @@ std::vector<uint8_t> FromTorch(const torch::Tensor& tensor, QuantType type, cons
   return bytes;
 }
 
+void RequireFloatStorage(const TensorInfo& info, const std::string& what) {
+  const TypeTraits& traits = Traits(info.type);
+  const bool is_float = info.type == QuantType::kF32 || info.type == QuantType::kF16 || info.type == QuantType::kBF16 ||
+                        info.type == QuantType::kF64;
+  Require(is_float || traits.is_quantized, "{}: tensor '{}' is stored as {}, not a float or quantized type", what,
+          info.name, traits.name);
+}
+
+void RequireFinite(const torch::Tensor& tensor, const std::string& name, const std::string& what) {
+  if (!tensor.is_floating_point() || tensor.numel() == 0) return;
+  const torch::Tensor bad = torch::logical_not(torch::isfinite(tensor.reshape(-1)));
+  if (!bad.any().item<bool>()) return;
+  const int64_t count = bad.sum().item<int64_t>();
+  const int64_t first = bad.nonzero().index({0, 0}).item<int64_t>();
+  const double value = tensor.reshape(-1)[first].item<double>();
+  Fail("{}: tensor '{}' holds {} non-finite value{} ({} at flat index {}); refusing to run it (language-model "
+       "commands take --allow-nonfinite to run it anyway)",
+       what, name, count, count == 1 ? "" : "s", value, first);
+}
+
 void SetTorchThreads(int threads) {
   if (threads <= 0) threads = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
   torch::set_num_threads(threads);

@@ -2,6 +2,7 @@
 #pragma once
 
 #include <cstdint>
+#include <string>
 #include <vector>
 
 #include <torch/types.h>
@@ -21,6 +22,15 @@ std::vector<uint8_t> FromTorch(const torch::Tensor& tensor, QuantType type, cons
 
 // The storage type that keeps a torch tensor exactly (Float -> f32, Half -> f16, Long -> i64, ...).
 QuantType StorageTypeOf(torch::ScalarType dtype);
+
+// A stored tensor that becomes a float parameter (weights, biases, norms): float or quantized storage only. An
+// integer or bool tensor where a weight belongs is a wrong or hostile file, not data to convert; throws
+// atq::Error "WHAT: tensor 'NAME' is stored as I32, not a float type".
+void RequireFloatStorage(const TensorInfo& info, const std::string& what);
+
+// Throws atq::Error "WHAT: tensor 'NAME' holds a non-finite value (nan at index 17; ...)" when any element is NaN
+// or infinite: a model with such weights scores "perplexity nan" or "accuracy 0%" instead of failing.
+void RequireFinite(const torch::Tensor& tensor, const std::string& name, const std::string& what);
 
 // Sets libtorch's intra-op threads (Debian's libtorch starts with one) and atq's kernel threads; 0 means every core.
 void SetTorchThreads(int threads);

@@ -175,6 +175,11 @@ RunFn DeclareBench(CLI::App& app) {
     const int cores = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
     bench.threads = options->threads.empty() ? (cores > 1 ? std::vector<int>{1, cores} : std::vector<int>{1})
                                              : ParsePositiveList<int>(options->threads, "--threads");
+    for (int threads : bench.threads) {
+      if (threads > MaxThreads()) {
+        throw UsageError(fmt::format("--threads {} is more than {} (8 x this machine's cores)", threads, MaxThreads()));
+      }
+    }
     bench.min_seconds = options->min_seconds;
     bench.bandwidth_bytes = options->bandwidth_mib << 20;
     bench.on_line = [](const std::string& line) { std::cout << line << std::endl; };

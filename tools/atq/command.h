@@ -20,6 +20,10 @@ struct Command {
 
 const std::vector<Command>& AllCommands();
 
+// --threads N: 0 (every core) up to MaxThreads(); more is a usage error instead of a pool that cannot start.
+int MaxThreads();  // 8 x the machine's cores: room for oversubscription experiments, far below thread limits
+CLI::Validator ThreadCount();
+
 RunFn DeclareVersion(CLI::App& app);
 RunFn DeclareFormats(CLI::App& app);
 RunFn DeclareBench(CLI::App& app);

@@ -1,7 +1,33 @@
 // The table of subcommands, in the order `atq --help` lists them.
 #include "command.h"
 
+#include <algorithm>
+#include <string>
+#include <thread>
+
 namespace atq::cli {
+
+int MaxThreads() { return 8 * static_cast<int>(std::max(1u, std::thread::hardware_concurrency())); }
+
+CLI::Validator ThreadCount() {
+  return CLI::Validator(
+      [](std::string& value) -> std::string {
+        int threads = 0;
+        try {
+          size_t used = 0;
+          threads = std::stoi(value, &used);
+          if (used != value.size()) return "'" + value + "' is not a thread count";
+        } catch (const std::exception&) {
+          return "'" + value + "' is not a thread count";
+        }
+        if (threads < 0 || threads > MaxThreads()) {
+          return "thread count " + value + " is outside 0 (every core) .. " + std::to_string(MaxThreads()) +
+                 " (8 x this machine's cores)";
+        }
+        return "";
+      },
+      "0..8xCORES");
+}
 
 const std::vector<Command>& AllCommands() {
   static const std::vector<Command> kCommands = {

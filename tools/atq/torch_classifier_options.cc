@@ -1,6 +1,8 @@
 // AddClassifierOptions and LoadClassifierFromCli.
 #include "torch_classifier_options.h"
 
+#include "command.h"
+
 #include "models/classifiers.h"
 #include "data/image_data.h"
 
@@ -35,7 +37,7 @@ void AddClassifierOptions(CLI::App& app, ClassifierCliOptions& o) {
       ->capture_default_str();
   app.add_option("--std", o.foreign.normalization.std, "With --arch: see --mean")->needs(arch)->capture_default_str();
   app.add_option("--data", o.data_dir, "MNIST-format folder (default: the checkpoint's dataset)");
-  app.add_option("--threads", o.threads, "Threads (0: every core)")->capture_default_str();
+  app.add_option("--threads", o.threads, "Threads (0: every core)")->check(ThreadCount())->capture_default_str();
 }
 
 LoadedClassifier LoadClassifierFromCli(const ClassifierCliOptions& o) {

@@ -1,6 +1,8 @@
 // Shared language-model options.
 #include "torch_lm_options.h"
 
+#include "command.h"
+
 #include <torch/torch.h>
 
 #include "kernels/matmul.h"
@@ -22,7 +24,9 @@ void AddLmOptions(CLI::App& app, LmCliOptions& o) {
   app.add_option("--dtype", o.dtype, "Weights and activations: f32, f16 or bf16 (f16/bf16 where the device has them)")
       ->check(CLI::IsMember({"f32", "f16", "bf16"}))
       ->capture_default_str();
-  app.add_option("--threads", o.threads, "CPU threads (0: every core)")->capture_default_str();
+  app.add_option("--threads", o.threads, "CPU threads (0: every core)")->check(ThreadCount())->capture_default_str();
+  app.add_flag("--allow-nonfinite", o.allow_nonfinite,
+               "Load weights holding NaN or infinity instead of refusing the file (to inspect a broken checkpoint)");
   app.add_flag("--dequantize", o.dequantize,
                "Run a quantized checkpoint's weights as float copies (libtorch) instead of packed through atq's "
                "kernels (the kernels also quantize activations to int8 per segment)");
@@ -41,6 +45,7 @@ LanguageModel LoadLmFromCli(const LmCliOptions& o) {
     throw UsageError("--dtype f16 needs --device cuda (libtorch's CPU matrix products have no float16); use f32 or "
                      "bf16 on CPU");
   }
+  load.allow_nonfinite = o.allow_nonfinite;
   load.keep_packed = !o.dequantize && load.device.is_cpu() && load.dtype == torch::kFloat32;
   LanguageModel lm = LoadLanguageModel(o.model, load);
   if (!lm.packed.empty()) {

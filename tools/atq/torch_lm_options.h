@@ -15,6 +15,7 @@ struct LmCliOptions {
   std::string device = "cpu";
   std::string dtype = "f32";
   int threads = 0;
+  bool allow_nonfinite = false;  // load NaN/Inf weights instead of refusing them
   bool dequantize = false;  // run quantized weights as float copies instead of through the packed kernels
 };
 

@@ -67,7 +67,7 @@ RunFn DeclareTrain(CLI::App& app) {
   app.add_flag("--augment", t.augment, "Random crops and flips");
   app.add_option("--subset", t.subset, "Train on the first N images only");
   app.add_option("--test-subset", t.test_subset, "Evaluate on the first N test images only");
-  app.add_option("--threads", t.threads, "Threads (0: every core)")->capture_default_str();
+  app.add_option("--threads", t.threads, "Threads (0: every core)")->check(ThreadCount())->capture_default_str();
   app.add_option("--out", t.out_dir, "Output folder: model.safetensors, config.json, metrics.json, best/")
       ->required();
   return [o] {

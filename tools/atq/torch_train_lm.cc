@@ -50,7 +50,7 @@ RunFn DeclareTrainLm(CLI::App& app) {
   app.add_option("--seed", o->train.seed, "Seed for weights and batches")->capture_default_str();
   app.add_option("--device", o->train.device, "cpu or cuda")->check(CLI::IsMember({"cpu", "cuda"}))
       ->capture_default_str();
-  app.add_option("--threads", o->threads, "CPU threads (0: every core)")->capture_default_str();
+  app.add_option("--threads", o->threads, "CPU threads (0: every core)")->check(ThreadCount())->capture_default_str();
   app.add_option("--out", o->train.out_dir, "Output folder: OUT (last), OUT/best, OUT/metrics.json")->required();
   return [o] {
     SetTorchThreads(o->threads);

