@@ -98,18 +98,24 @@ if "$atq" train --help >/dev/null 2>&1 && [ -d /usr/share/datasets/fashion-mnist
   run="$tmp/run"
   expect_status 0 "train a small ternary MLP" "$atq" train --model mlp --mode ternary --sparsity 0.5 --use-rpb \
     --epochs 1 --subset 2000 --test-subset 500 --threads 2 --out "$run"
-  expect_status 0 "evaluate with plots" "$atq" evaluate "$run" --limit 500 --visualize --threads 2
+  expect_status 2 "evaluate --visualize needs --plots" "$atq" evaluate "$run" --limit 500 --visualize --threads 2
+  expect_status 0 "evaluate with plots" "$atq" evaluate "$run" --limit 500 --visualize --threads 2 \
+    --plots "$tmp/plots" --json "$tmp/run-eval.json"
   for plot in accuracy_comparison ternary_distribution training_curve sparsity_schedule; do
-    [ -s "$run/plots/$plot.png" ] || { echo "FAIL: $plot.png missing"; failures=$((failures + 1)); }
+    [ -s "$tmp/plots/$plot.png" ] || { echo "FAIL: $plot.png missing"; failures=$((failures + 1)); }
   done
+  [ ! -e "$run/evaluation.json" ] && [ ! -e "$run/plots" ] \
+    || { echo "FAIL: evaluate wrote into the checkpoint's folder"; failures=$((failures + 1)); }
+  expect_status 1 "export into the checkpoint it reads" "$atq" export "$run" --out "$run/model.safetensors"
+  expect_output "an input of this run" "the error says why"
   expect_status 0 "export ternary1.6" "$atq" export "$run" --format ternary1.6 --out "$tmp/packed.safetensors"
   expect_status 0 "evaluate the packed file through the kernels" "$atq" evaluate "$tmp/packed.safetensors" \
-    --limit 500 --threads 2
+    --limit 500 --threads 2 --json "$tmp/packed.eval.json"
   expect_status 0 "evaluate the packed file dequantized" "$atq" evaluate "$tmp/packed.safetensors" --dequantize \
     --limit 500 --threads 2 --json "$tmp/dequantized.json"
   python3 -c "
 import json
-e=json.load(open('$run/evaluation.json')); k=json.load(open('$tmp/packed.safetensors.eval.json'))
+e=json.load(open('$tmp/run-eval.json')); k=json.load(open('$tmp/packed.eval.json'))
 d=json.load(open('$tmp/dequantized.json'))
 assert d['accuracy']==e['accuracy'], (d['accuracy'], e['accuracy'])
 assert abs(k['accuracy']-e['accuracy']) <= 0.01, (k['accuracy'], e['accuracy'])
@@ -127,7 +133,7 @@ assert d['size']==k['size'], (d['size'], k['size'])
   python3 -c "
 import json
 d=json.load(open('$tmp/qat-ptq.json')); layers=d['result']['layers']['layers']
-qat=json.load(open('$run/evaluation.json'))['accuracy']
+qat=json.load(open('$tmp/run-eval.json'))['accuracy']
 assert [l['trained'] for l in layers]==[False]+[True]*(len(layers)-2)+[False], layers
 assert all(l['weight_bits']=='ternary' for l in layers[1:-1]) and layers[0]['weight_bits']==8, layers
 assert abs(d['result']['accuracy']-qat) < 0.03, (d['result']['accuracy'], qat)

@@ -339,6 +339,32 @@ def run(tmp):
         os.mkfifo(os.path.join(folder, "config.json"))
         case("hang", "FIFO as config.json", ["perplexity", folder, "--text", text], 1, ["config.json", "FIFO"])
 
+    # The user's files: outputs never overwrite inputs, are checked before the work, and are locked.
+    if has_gpt2:
+        rtn = ["--method", "rtn", "--bits", "4", "--nsamples", "0"]
+        case("outputs", "quantize DIR --out DIR", ["quantize", good] + rtn + ["--out", good], 1,
+             [good, "an input of this run"])
+        case("outputs", "quantize --out inside the input", ["quantize", good] + rtn + ["--out", good + "/q"], 1,
+             ["inside", "an input of this run"])
+        case("outputs", "quantize --gguf over the input's weights",
+             ["quantize", good] + rtn + ["--out", os.path.join(tmp, "q1"), "--gguf", good + "/model.safetensors"], 1,
+             ["--gguf", "an input of this run"])
+        case("outputs", "quantize --out \"\"", ["quantize", good] + rtn + ["--out", ""], 2, ["--out", "empty"])
+        case("outputs", "quantize --out below a file", ["quantize", good] + rtn + ["--out", text + "/q"], 1,
+             ["is not a folder"])
+        locked = os.path.join(tmp, "locked-out")
+        import fcntl
+        with open(locked + ".lock", "w") as holder:
+            fcntl.flock(holder, fcntl.LOCK_EX)
+            case("outputs", "a second run writing the same output", ["quantize", good] + rtn + ["--out", locked], 1,
+                 [locked, "another atq run is writing"])
+        case("outputs", "quantize writes when the output is free", ["quantize", good] + rtn + ["--out", locked], 0, [])
+        left = sorted(os.listdir(tmp))
+        if any(".tmp." in name or name.endswith(".lock") for name in left):
+            print(f"FAIL: outputs: temporaries or locks left behind: {left}")
+            global failures
+            failures += 1
+
     # Command lines.
     case("command line", "--threads 100000", ["perplexity", "x", "--text", text, "--threads", "100000"], 2,
          ["--threads", "100000"])

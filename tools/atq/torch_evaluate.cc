@@ -13,6 +13,8 @@
 #include "io/atomic_file.h"
 #include "torch/tensor_bridge.h"
 #include "torch_classifier_options.h"
+#include "io/output_path.h"
+#include "util/error.h"
 
 namespace atq::cli {
 RunFn DeclareEvaluate(CLI::App& app) {
@@ -29,13 +31,18 @@ RunFn DeclareEvaluate(CLI::App& app) {
   AddClassifierOptions(app, o->classifier);
   app.add_option("--baseline", o->baseline, "Also evaluate this checkpoint and compare (e.g. the FP32 model)");
   app.add_option("--limit", o->limit, "Evaluate on the first N test images only");
-  app.add_option("--json", o->json_path, "Write the results as JSON here (default: CHECKPOINT/evaluation.json)");
+  app.add_option("--json", o->json_path, "Write the results as JSON here (nothing is written unless asked)");
   app.add_flag("--visualize", o->visualize, "Write PNG plots");
   app.add_flag("--dequantize", o->dequantize,
                "A packed file runs dequantized to float32 (the fake-quantized model's arithmetic) instead of "
                "through atq's packed kernels");
-  app.add_option("--plots", o->plots_dir, "Folder for the plots (default: CHECKPOINT/plots)");
+  app.add_option("--plots", o->plots_dir, "Folder for the plots (--visualize needs it)");
   return [o] {
+    // Results go where the options say, never into the checkpoint's own folder by default.
+    if (o->visualize && o->plots_dir.empty()) throw UsageError("--visualize needs --plots DIR");
+    const std::vector<std::string> inputs = {o->classifier.checkpoint, o->baseline};
+    if (!o->json_path.empty()) CheckOutputPath(o->json_path, inputs, "--json");
+    if (!o->plots_dir.empty()) CheckOutputPath(o->plots_dir, inputs, "--plots");
     SetTorchThreads(o->classifier.threads);
     o->classifier.packed_run = o->dequantize ? PackedRun::kDequantized : PackedRun::kKernels;
     const LoadedClassifier loaded = LoadClassifierFromCli(o->classifier);
@@ -57,12 +64,8 @@ RunFn DeclareEvaluate(CLI::App& app) {
       json["baseline"] = ClassifierReportJson(*baseline);
     }
 
-    const bool is_folder = std::filesystem::is_directory(o->classifier.checkpoint);
-    const std::string& checkpoint = o->classifier.checkpoint;
-    const std::filesystem::path home =
-        is_folder ? std::filesystem::path(checkpoint) : std::filesystem::path(checkpoint + ".eval");
     if (o->visualize) {
-      const std::string plots = o->plots_dir.empty() ? (home / "plots").string() : o->plots_dir;
+      const std::string& plots = o->plots_dir;
       const nlohmann::json metrics = FindTrainingMetrics(o->classifier.checkpoint);
       const nlohmann::json baseline_metrics = o->baseline.empty() ? nlohmann::json() : FindTrainingMetrics(o->baseline);
       const auto written = WriteClassifierPlots(plots, report, baseline ? &*baseline : nullptr,
@@ -71,11 +74,10 @@ RunFn DeclareEvaluate(CLI::App& app) {
       for (const std::string& path : written) fmt::print("plot: {}\n", path);
       json["plots"] = written;
     }
-    const std::string json_path =
-        o->json_path.empty() ? (is_folder ? (home / "evaluation.json").string() : checkpoint + ".eval.json")
-                             : o->json_path;
-    WriteFileAtomically(json_path, json.dump(2) + "\n");
-    fmt::print("results: {}\n", json_path);
+    if (!o->json_path.empty()) {
+      WriteFileAtomically(o->json_path, json.dump(2) + "\n");
+      fmt::print("results: {}\n", o->json_path);
+    }
     return 0;
   };
 }

@@ -6,6 +6,7 @@
 
 #include "command.h"
 #include "models/packed_classifier.h"
+#include "io/output_path.h"
 
 namespace atq::cli {
 
@@ -23,6 +24,8 @@ RunFn DeclareExport(CLI::App& app) {
       ->capture_default_str();
   app.add_option("--out", o->out, "The packed file (safetensors container)")->required();
   return [o] {
+    CheckOutputPath(o->out, {o->checkpoint}, "--out");
+    const OutputLock lock(o->out);
     const QuantType type =
         (o->format == "ternary1.6" || o->format == "t1.6") ? QuantType::kTernary1_6 : QuantType::kTernary2;
     const LoadedClassifier loaded = LoadClassifier(o->checkpoint);

@@ -17,6 +17,7 @@
 #include "setting_flags.h"
 #include "torch_lm_options.h"
 #include "util/error.h"
+#include "io/output_path.h"
 
 namespace atq::cli {
 namespace {
@@ -100,6 +101,11 @@ RunFn DeclareQuantize(CLI::App& app) {
       ->capture_default_str();
   o->flags.Add(app);
   return [o] {
+    // Before any work: the outputs may not overwrite an input, must be writable, and are locked for this run.
+    const std::vector<std::string> inputs = {o->lm.model, o->lm.tokenizer, o->recipe_file};
+    CheckOutputPath(o->out, inputs, "--out");
+    if (!o->gguf_path.empty()) CheckOutputPath(o->gguf_path, inputs, "--gguf");
+    const OutputLock lock(o->out);
     QuantizeRecipe recipe;
     std::string source = "command line";
     if (!o->recipe_file.empty()) {
