@@ -1,5 +1,7 @@
 // Writes a file under a temporary name in the same folder and renames it into place only when complete,
-// so a failed or interrupted write never leaves a half-written output behind.
+// so a failed or interrupted write never leaves a half-written output behind: the temporary is removed on an
+// error (destructor) and on SIGINT/SIGTERM/SIGHUP (a handler), and a later write of the same output removes
+// temporaries that killed runs (-9) left.
 #pragma once
 
 #include <cstddef>
@@ -33,6 +35,7 @@ class AtomicFile {
   std::FILE* file_ = nullptr;
   size_t written_ = 0;
   bool committed_ = false;
+  int slot_ = -1;  // in the signal handler's table of temporaries
 };
 
 // Writes a whole small file (JSON, CSV) atomically.

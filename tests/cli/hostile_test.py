@@ -245,6 +245,7 @@ def main():
 
 
 def run(tmp):
+    global failures
     text = os.path.join(tmp, "text.txt")
     with open(text, "w") as f:
         f.write(TEXT)
@@ -359,10 +360,17 @@ def run(tmp):
             case("outputs", "a second run writing the same output", ["quantize", good] + rtn + ["--out", locked], 1,
                  [locked, "another atq run is writing"])
         case("outputs", "quantize writes when the output is free", ["quantize", good] + rtn + ["--out", locked], 0, [])
+        # A run killed with -9 leaves its temporary; the next run of the same output removes it.
+        stale = os.path.join(locked, "model.safetensors.tmp.999999999.0")
+        with open(stale, "w") as f:
+            f.write("half a file")
+        case("outputs", "rerun after a killed run", ["quantize", good] + rtn + ["--out", locked], 0, [])
+        if os.path.exists(stale):
+            print(f"FAIL: outputs: the stale temporary {stale} survived the next run")
+            failures += 1
         left = sorted(os.listdir(tmp))
         if any(".tmp." in name or name.endswith(".lock") for name in left):
             print(f"FAIL: outputs: temporaries or locks left behind: {left}")
-            global failures
             failures += 1
 
     # Command lines.
