@@ -106,6 +106,9 @@ VisionRecipe ParseVisionRecipe(const std::map<std::string, std::string>& setting
   for (const auto& [key, value] : settings) Setters().Apply(recipe, key, value, where);
   Require(!recipe.first_last || recipe.mixed.empty(), "{}: first_last and mixed both set the layers' widths; "
           "give one", where);
+  Require(!(recipe.ptq.bits.ternary && settings.count("wbits") > 0),
+          "{}: ternary and wbits {} contradict each other (ternary weights have no bit width); give one", where,
+          settings.count("wbits") > 0 ? settings.at("wbits") : "");
   if (recipe.name.empty()) {  // a name that says what the recipe does: "W4A8 channel mse ranking"
     const VisionPtqOptions& p = recipe.ptq;
     const char* ranges[] = {"minmax", "percentile", "mse"};
@@ -145,7 +148,13 @@ std::vector<VisionRecipe> ReadVisionRecipes(const std::string& path) {
   for (size_t i = 0; i < root["configs"].size(); ++i) {
     const std::string where = fmt::format("{}: configs[{}]", path, i);
     std::map<std::string, std::string> settings = base;
-    for (const auto& [key, value] : settings_of(root["configs"][i], where)) settings[key] = value;
+    const std::map<std::string, std::string> own = settings_of(root["configs"][i], where);
+    // A config's weight grid replaces the base's as a whole (ternary over a base wbits is an override).
+    if (own.count("ternary") > 0 || own.count("wbits") > 0) {
+      settings.erase("ternary");
+      settings.erase("wbits");
+    }
+    for (const auto& [key, value] : own) settings[key] = value;
     Require(settings.count("name") > 0 && !settings["name"].empty(), "{}: every config needs a name", where);
     Require(names.insert(settings["name"]).second, "{}: duplicate name '{}'", where, settings["name"]);
     recipes.push_back(ParseVisionRecipe(settings, where));

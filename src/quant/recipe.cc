@@ -158,6 +158,16 @@ void AddRecipeSettings(const YAML::Node& map, QuantizeRecipe& recipe, const std:
 LmQuantizeOptions BuildQuantizeOptions(const QuantizeRecipe& recipe, const std::string& source) {
   LmQuantizeOptions options;
   options.text = ProjectDataDir() + "/corpus/train.txt";
+  // Settings that contradict each other are refused, not resolved by whichever happens to be applied last.
+  const auto has = [&](const char* key) { return recipe.settings.count(key) > 0; };
+  const bool ternary = has("ternary") && ParseBool(recipe.settings.at("ternary"), fmt::format("{}: ternary", source));
+  Require(!(ternary && has("bits")), "{}: ternary and bits {} contradict each other (a ternary grid has no bit width); "
+          "give one", source, has("bits") ? recipe.settings.at("bits") : "");
+  Require(!(ternary && has("format")), "{}: ternary and format contradict each other; give one", source);
+  Require(!(has("bits") && has("format")), "{}: bits and format contradict each other (format {} has its own bits); "
+          "give one", source, has("format") ? recipe.settings.at("format") : "");
+  Require(!has("mixed_budget") || has("mixed_candidates"),
+          "{}: mixed_budget needs mixed_candidates (the grids a layer may get, e.g. \"ternary,4,8/channel\")", source);
   for (const auto& [key, value] : recipe.settings) {
     if (LayerSetters().Has(key)) {
       LayerSetters().Apply(options.recipe, key, value, source);
@@ -190,7 +200,15 @@ LmQuantizeOptions BuildQuantizeOptions(const QuantizeRecipe& recipe, const std::
   };
   check(options.recipe, "");
   for (const auto& [name, layer] : options.layers) check(layer, ": layer '" + name + "'");
+  // Calibration bounds: windows x length tokens run through the model block by block, and their activations are
+  // held per block; 2^20 windows or 2^20 tokens per window is far beyond any published recipe (GPTQ uses 128 x
+  // 2048) and keeps a typo from sizing an allocation.
+  constexpr int64_t kMaxSamples = int64_t{1} << 20, kMaxLength = int64_t{1} << 20;
   Require(options.samples >= 0, "{}: nsamples must be >= 0, not {}", source, options.samples);
+  Require(options.samples <= kMaxSamples, "{}: nsamples {} is beyond the limit of {} calibration windows", source,
+          options.samples, kMaxSamples);
+  Require(options.length <= kMaxLength, "{}: seqlen {} is beyond the limit of {} tokens", source, options.length,
+          kMaxLength);
   Require(options.samples == 0 || options.length > 1, "{}: seqlen must be > 1, not {}", source, options.length);
   Require(options.batch_size > 0, "{}: batch_size must be > 0, not {}", source, options.batch_size);
   Require(options.gptq.damp > 0, "{}: damp must be > 0, not {}", source, options.gptq.damp);

@@ -377,6 +377,27 @@ def run(tmp):
     case("command line", "--threads 100000", ["perplexity", "x", "--text", text, "--threads", "100000"], 2,
          ["--threads", "100000"])
     case("command line", "--threads -1", ["bench", "--threads", "-1"], 2, ["--threads"])
+    model = good if has_gpt2 else "no-model"
+    out = ["--out", os.path.join(tmp, "cl-out")]
+    for flags, needles in [(["--ternary", "--bits", "4"], ["ternary and bits 4"]),
+                           (["--bits", "1"], ["2 to 8 bits"]),
+                           (["--bits", "4", "--format", "q4_0"], ["bits and format"]),
+                           (["--mixed-budget", "3"], ["mixed_budget needs mixed_candidates"]),
+                           (["--nsamples", "10000000"], ["nsamples 10000000"]),
+                           (["--nsamples", "-5"], ["nsamples must be >= 0"])]:
+        case("command line", "quantize " + " ".join(flags), ["quantize", model] + flags + out, 2, needles)
+    for args, needles in [(["ptq", "x", "--ternary", "--wbits", "4"], ["ternary and wbits 4"]),
+                          (["train", "--subset", "-5", "--out", os.path.join(tmp, "t")], ["--subset"]),
+                          (["train", "--sparsity", "1.5", "--out", os.path.join(tmp, "t")], ["sparsity"]),
+                          (["train", "--out", ""], ["--out", "empty"]),
+                          (["evaluate", "x", "--limit", "-1"], ["--limit"]),
+                          (["evaluate", "x", "--arch", "vit-tiny", "--image-size", "100000"], ["--image-size"]),
+                          (["evaluate", "x", "--arch", "mlp", "--mean", "nan"], ["--mean"]),
+                          (["perplexity", model, "--text", text, "--stride", "0"], ["--stride"]),
+                          (["perplexity", model, "--text", text, "--batch", "-1"], ["--batch"]),
+                          (["perplexity", model, "--text", text, "--max-windows", "-1"], ["--max-windows"]),
+                          (["generate", model, "--max-tokens", "-3"], ["--max-tokens"])]:
+        case("command line", " ".join(a if a not in (tmp,) else "DIR" for a in args[:6]), args, 2, needles)
 
 
 if __name__ == "__main__":

@@ -131,7 +131,7 @@ RunFn DeclareBench(CLI::App& app) {
   app.add_option("--threads", options->threads, "Thread counts, comma-separated (default: 1 and every core)");
   app.add_option("--min-seconds", options->min_seconds, "Time per measurement")->capture_default_str();
   app.add_option("--bandwidth-mib", options->bandwidth_mib, "Buffer of the memory read-bandwidth loop (MiB)")
-      ->check(CLI::PositiveNumber)
+      ->check(CountFrom(1))
       ->capture_default_str();
   app.add_option("--json", options->json_path, "Write the results as JSON to this file");
   app.add_option("--plot", options->plot_path, "Draw weights/s (or tokens/s with --model) against bits per weight (PNG)");
@@ -141,10 +141,10 @@ RunFn DeclareBench(CLI::App& app) {
   app.add_option("--model-types", options->model_types,
                  "Formats of the model-level run (torch: float32 through libtorch, as loaded)")->capture_default_str();
   app.add_option("--prompt-tokens", options->prompt_tokens, "Prompt length (prefill)")
-      ->check(CLI::PositiveNumber)
+      ->check(CountFrom(1))
       ->capture_default_str();
   app.add_option("--decode-tokens", options->decode_tokens, "Tokens generated (decode)")
-      ->check(CLI::PositiveNumber)
+      ->check(CountFrom(1))
       ->capture_default_str();
   app.add_option("--model-threads", options->model_threads, "Threads of the model-level run (0: every core)")
       ->capture_default_str();

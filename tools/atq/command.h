@@ -2,6 +2,7 @@
 // returns the function that runs it.
 #pragma once
 
+#include <cstdint>
 #include <functional>
 #include <vector>
 
@@ -23,6 +24,10 @@ const std::vector<Command>& AllCommands();
 // --threads N: 0 (every core) up to MaxThreads(); more is a usage error instead of a pool that cannot start.
 int MaxThreads();  // 8 x the machine's cores: room for oversubscription experiments, far below thread limits
 CLI::Validator ThreadCount();
+// Whole numbers >= `minimum` (counts: 0 or 1), with a plain message ("-5 is not a whole number >= 0").
+CLI::Validator CountFrom(int64_t minimum);
+// A finite number in [low, high] (NaN and infinity refused by name).
+CLI::Validator FiniteIn(double low, double high);
 
 RunFn DeclareVersion(CLI::App& app);
 RunFn DeclareFormats(CLI::App& app);

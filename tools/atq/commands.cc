@@ -2,12 +2,45 @@
 #include "command.h"
 
 #include <algorithm>
+#include <cmath>
+#include <cstdint>
 #include <string>
 #include <thread>
+
+#include <fmt/format.h>
 
 namespace atq::cli {
 
 int MaxThreads() { return 8 * static_cast<int>(std::max(1u, std::thread::hardware_concurrency())); }
+
+CLI::Validator CountFrom(int64_t minimum) {
+  return CLI::Validator(
+      [minimum](std::string& value) -> std::string {
+        try {
+          size_t used = 0;
+          const long long count = std::stoll(value, &used);
+          if (used == value.size() && count >= minimum) return "";
+        } catch (const std::exception&) {
+        }
+        return "'" + value + "' is not a whole number >= " + std::to_string(minimum);
+      },
+      minimum == 0 ? "COUNT>=0" : "COUNT>=" + std::to_string(minimum));
+}
+
+CLI::Validator FiniteIn(double low, double high) {
+  return CLI::Validator(
+      [low, high](std::string& value) -> std::string {
+        try {
+          size_t used = 0;
+          const double number = std::stod(value, &used);
+          if (used == value.size() && std::isfinite(number) && number >= low && number <= high) return "";
+        } catch (const std::exception&) {
+        }
+        return "'" + value + "' is not a finite number in [" + fmt::format("{:g}", low) + ", " +
+               fmt::format("{:g}", high) + "]";
+      },
+      "NUMBER");
+}
 
 CLI::Validator ThreadCount() {
   return CLI::Validator(

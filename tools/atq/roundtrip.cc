@@ -27,7 +27,7 @@ RunFn DeclareRoundtrip(CLI::App& app) {
       ->check(CLI::IsMember({"tensor", "channel", "group"}))
       ->capture_default_str();
   app.add_option("--group-size", options->group_size, "Weights per scale group for --granularity group")
-      ->check(CLI::PositiveNumber)
+      ->check(CountFrom(1))
       ->capture_default_str();
   app.add_option("--json", options->json_path, "Also write the results as JSON to this file");
   return [options] {

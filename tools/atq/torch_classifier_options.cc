@@ -22,20 +22,27 @@ void AddClassifierOptions(CLI::App& app, ClassifierCliOptions& o) {
   app.add_option("--config", o.config_path,
                  "CHECKPOINT is another library's safetensors file described by this JSON file (config.json's format)")
       ->excludes(arch);
+  // Geometry bounds (named for hostile input): beyond them the model would be sized by a typo, not by the file.
   app.add_option("--image-size", o.foreign.image_size, "With --arch: square image side")->needs(arch)
+      ->check(CLI::Range(1, 4096))
       ->capture_default_str();
   app.add_option("--patch-size", o.foreign.patch_size, "With --arch: ViT patch side")->needs(arch)
+      ->check(CLI::Range(1, 4096))
       ->capture_default_str();
   app.add_option("--channels", o.foreign.in_channels, "With --arch: input channels")->needs(arch)
+      ->check(CLI::Range(1, 64))
       ->capture_default_str();
-  app.add_option("--classes", o.foreign.classes, "With --arch: classes")->needs(arch)->capture_default_str();
+  app.add_option("--classes", o.foreign.classes, "With --arch: classes")->needs(arch)
+      ->check(CLI::Range(1, 1000000))->capture_default_str();
   app.add_option("--dataset", o.foreign.dataset, "With --arch: dataset (picks the default --data folder)")
       ->needs(arch)
       ->capture_default_str();
   app.add_option("--mean", o.foreign.normalization.mean, "With --arch: input (pixel / 255 - mean) / std")
+      ->check(FiniteIn(-1e6, 1e6))
       ->needs(arch)
       ->capture_default_str();
-  app.add_option("--std", o.foreign.normalization.std, "With --arch: see --mean")->needs(arch)->capture_default_str();
+  app.add_option("--std", o.foreign.normalization.std, "With --arch: see --mean")->needs(arch)
+      ->check(FiniteIn(1e-6, 1e6))->capture_default_str();
   app.add_option("--data", o.data_dir, "MNIST-format folder (default: the checkpoint's dataset)");
   app.add_option("--threads", o.threads, "Threads (0: every core)")->check(ThreadCount())->capture_default_str();
 }

@@ -30,7 +30,7 @@ RunFn DeclareEvaluate(CLI::App& app) {
   auto o = std::make_shared<Options>();
   AddClassifierOptions(app, o->classifier);
   app.add_option("--baseline", o->baseline, "Also evaluate this checkpoint and compare (e.g. the FP32 model)");
-  app.add_option("--limit", o->limit, "Evaluate on the first N test images only");
+  app.add_option("--limit", o->limit, "Evaluate on the first N test images only")->check(CountFrom(0));
   app.add_option("--json", o->json_path, "Write the results as JSON here (nothing is written unless asked)");
   app.add_flag("--visualize", o->visualize, "Write PNG plots");
   app.add_flag("--dequantize", o->dequantize,

@@ -26,7 +26,7 @@ RunFn DeclareGenerate(CLI::App& app) {
   auto o = std::make_shared<Options>();
   AddLmOptions(app, o->lm);
   app.add_option("--prompt", o->prompt, "Text to continue (empty: start from BOS)");
-  app.add_option("--max-tokens", o->generate.max_tokens, "New tokens at most")->capture_default_str();
+  app.add_option("--max-tokens", o->generate.max_tokens, "New tokens at most")->check(CountFrom(0))->capture_default_str();
   app.add_option("--temperature", o->generate.temperature, "0 for greedy")->capture_default_str();
   app.add_option("--top-p", o->generate.top_p, "Nucleus sampling mass")->capture_default_str();
   app.add_option("--seed", o->generate.seed, "Sampling seed")->capture_default_str();

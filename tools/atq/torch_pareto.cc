@@ -8,6 +8,7 @@
 #include "command.h"
 #include "eval/vision_pareto.h"
 #include "torch_vision_experiment_options.h"
+#include "io/output_path.h"
 
 namespace atq::cli {
 
@@ -26,6 +27,8 @@ RunFn DeclarePareto(CLI::App& app) {
   app.add_option("--out", o->out_dir, "Output folder: pareto.json, pareto.csv and the plots")->required();
   app.add_flag("--no-plot", o->no_plot, "Skip the PNG plots");
   return [o] {
+    CheckOutputPath(o->out_dir, {o->experiment.classifier.checkpoint, o->configs}, "--out");
+    const OutputLock lock(o->out_dir);
     const std::vector<VisionRecipe> recipes = ReadVisionRecipes(o->configs);  // checked before any work
     VisionExperiment experiment = MakeVisionExperiment(o->experiment);
     std::filesystem::path checkpoint = std::filesystem::path(o->experiment.classifier.checkpoint).lexically_normal();

@@ -29,15 +29,15 @@ RunFn DeclarePerplexity(CLI::App& app) {
   auto o = std::make_shared<Options>();
   AddLmOptions(app, o->lm);
   app.add_option("--text", o->text, "The text file to score (UTF-8, tokenized whole)")->required();
-  app.add_option("--ctx", o->ctx, "Window length in tokens")->capture_default_str();
-  app.add_option("--stride", o->stride, "Sliding windows start every S tokens (implies --protocol sliding)");
+  app.add_option("--ctx", o->ctx, "Window length in tokens")->check(CountFrom(1))->capture_default_str();
+  app.add_option("--stride", o->stride, "Sliding windows start every S tokens (implies --protocol sliding)")->check(CountFrom(1));
   app.add_option("--protocol", o->protocol,
                  "chunked (non-overlapping windows, tokens 1..ctx-1 scored), sliding (every token once, with up to "
                  "ctx-1 tokens of context), or llama.cpp (BOS first in each chunk, second half scored); default "
                  "chunked, or sliding when --stride is given")
       ->check(CLI::IsMember({"chunked", "sliding", "llama.cpp"}));
-  app.add_option("--batch", o->batch, "Windows per forward pass")->capture_default_str();
-  app.add_option("--max-windows", o->max_windows, "Score only the first N windows (0: all)")->capture_default_str();
+  app.add_option("--batch", o->batch, "Windows per forward pass")->check(CountFrom(1))->capture_default_str();
+  app.add_option("--max-windows", o->max_windows, "Score only the first N windows (0: all)")->check(CountFrom(0))->capture_default_str();
   app.add_option("--json", o->json_path, "Write the result as JSON here");
   return [o] {
     PerplexityOptions options;

@@ -6,6 +6,8 @@
 
 #include <fmt/format.h>
 
+#include "io/output_path.h"
+#include "util/error.h"
 #include "command.h"
 #include "io/atomic_file.h"
 #include "torch_vision_experiment_options.h"
@@ -52,8 +54,15 @@ RunFn DeclarePtq(CLI::App& app) {
                "Skip evaluating the model as given (full precision, or as trained for a QAT checkpoint)");
   app.add_option("--json", o->json_path, "Write the results as JSON here");
   return [o] {
+    const VisionRecipe recipe = [&] {
+      try {
+        return ParseVisionRecipe(o->flags.Settings(), "command line");
+      } catch (const Error& error) {  // a bad or contradictory flag: usage (exit 2)
+        throw UsageError(error.what());
+      }
+    }();
+    if (!o->json_path.empty()) CheckOutputPath(o->json_path, {o->experiment.classifier.checkpoint}, "--json");
     VisionExperiment experiment = MakeVisionExperiment(o->experiment);
-    const VisionRecipe recipe = ParseVisionRecipe(o->flags.Settings(), "command line");
     nlohmann::json json = {{"checkpoint", o->experiment.classifier.checkpoint}};
     std::optional<VisionOutcome> baseline;
     if (!o->no_baseline) {

@@ -112,6 +112,21 @@ RunFn DeclareQuantize(CLI::App& app) {
       recipe = ReadRecipeFile(o->recipe_file);
       source = o->recipe_file;
     }
+    // The flags on their own first: a bad or contradictory flag is a usage error (exit 2) before anything loads.
+    QuantizeRecipe flags_only;
+    for (const auto& [key, value] : o->flags.Settings()) flags_only.settings[key] = value;
+    try {
+      BuildQuantizeOptions(flags_only, "command line");
+    } catch (const UsageError&) {
+      throw;
+    } catch (const Error& error) {
+      throw UsageError(error.what());
+    }
+    // A grid flag replaces the recipe's grid as a whole (--ternary over a recipe's bits: 4 is an override, not a
+    // contradiction).
+    if (flags_only.settings.count("bits") || flags_only.settings.count("ternary") || flags_only.settings.count("format")) {
+      for (const char* key : {"bits", "ternary", "format"}) recipe.settings.erase(key);
+    }
     for (const auto& [key, value] : o->flags.Settings()) recipe.settings[key] = value;
     const LmQuantizeOptions options = BuildQuantizeOptions(recipe, source);
     LanguageModel lm = LoadLmFromCli(o->lm);

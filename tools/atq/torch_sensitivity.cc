@@ -7,11 +7,13 @@
 
 #include <fmt/format.h>
 
+#include "util/error.h"
 #include "command.h"
 #include "eval/vision_pareto.h"
 #include "io/atomic_file.h"
 #include "torch_vision_experiment_options.h"
 #include "torch_vision_recipe_flags.h"
+#include "io/output_path.h"
 
 namespace atq::cli {
 
@@ -28,7 +30,15 @@ RunFn DeclareSensitivity(CLI::App& app) {
   app.add_option("--out", o->out_dir, "Output folder: sensitivity.json, sensitivity.csv, sensitivity.png")->required();
   app.add_flag("--no-plot", o->no_plot, "Skip the PNG plot");
   return [o] {
-    const VisionRecipe recipe = ParseVisionRecipe(o->flags.Settings(), "command line");
+    CheckOutputPath(o->out_dir, {o->experiment.classifier.checkpoint}, "--out");
+    const OutputLock lock(o->out_dir);
+    const VisionRecipe recipe = [&] {
+      try {
+        return ParseVisionRecipe(o->flags.Settings(), "command line");
+      } catch (const Error& error) {  // a bad or contradictory flag: usage (exit 2)
+        throw UsageError(error.what());
+      }
+    }();
     VisionExperiment experiment = MakeVisionExperiment(o->experiment);
     LoadedClassifier loaded = experiment.load();
     const torch::Tensor images = experiment.calibration.slice(0, 0, experiment.sensitivity_images);

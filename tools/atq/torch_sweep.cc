@@ -9,6 +9,7 @@
 #include "eval/sweep.h"
 #include "torch_lm_options.h"
 #include "torch/tensor_bridge.h"
+#include "io/output_path.h"
 
 namespace atq::cli {
 
@@ -30,11 +31,13 @@ RunFn DeclareSweep(CLI::App& app) {
       ->required();
   app.add_option("--text", o->text, "Text the perplexity is measured on (chunked protocol)")->required();
   app.add_option("--out", o->out, "Output folder for sweep.json, sweep.csv and sweep.png")->required();
-  app.add_option("--ctx", o->ctx, "Perplexity window in tokens")->capture_default_str();
-  app.add_option("--batch", o->batch, "Windows per forward pass")->capture_default_str();
-  app.add_option("--max-windows", o->max_windows, "Score only the first N windows (0: all)")->capture_default_str();
+  app.add_option("--ctx", o->ctx, "Perplexity window in tokens")->check(CountFrom(1))->capture_default_str();
+  app.add_option("--batch", o->batch, "Windows per forward pass")->check(CountFrom(1))->capture_default_str();
+  app.add_option("--max-windows", o->max_windows, "Score only the first N windows (0: all)")->check(CountFrom(0))->capture_default_str();
   app.add_flag("--no-plot", o->no_plot, "Skip the PNG");
   return [o] {
+    CheckOutputPath(o->out, {o->lm.model, o->lm.tokenizer, o->configs, o->text}, "--out");
+    const OutputLock lock(o->out);
     SweepOptions options;
     options.configs = ReadSweepFile(o->configs);
     options.model = o->lm.model;

@@ -9,6 +9,7 @@
 #include "models/classifier_checkpoint.h"
 #include "train/trainer.h"
 #include "util/error.h"
+#include "io/output_path.h"
 
 namespace atq::cli {
 
@@ -26,10 +27,10 @@ RunFn DeclareTrain(CLI::App& app) {
       ->capture_default_str();
   app.add_option("--data", t.data_dir, "An MNIST-format folder (default: the dataset's installed copy)");
   app.add_option("--model", t.model, "mlp, cnn, resnet18 or vit-tiny")->capture_default_str();
-  app.add_option("--batch-size", t.batch_size)->check(CLI::PositiveNumber)->capture_default_str();
-  app.add_option("--epochs", t.epochs)->check(CLI::PositiveNumber)->capture_default_str();
+  app.add_option("--batch-size", t.batch_size)->check(CountFrom(1))->capture_default_str();
+  app.add_option("--epochs", t.epochs)->check(CountFrom(1))->capture_default_str();
   app.add_option("--learning-rate", t.learning_rate, "Peak learning rate (cosine-annealed)")
-      ->check(CLI::PositiveNumber)
+      ->check(CountFrom(1))
       ->capture_default_str();
   app.add_option("--weight-decay", t.weight_decay, "AdamW decoupled weight decay")->capture_default_str();
   app.add_option("--mode", o->mode, "full, ternary (ATQ) or uniform")
@@ -65,12 +66,14 @@ RunFn DeclareTrain(CLI::App& app) {
       ->capture_default_str();
   app.add_option("--seed", t.seed)->capture_default_str();
   app.add_flag("--augment", t.augment, "Random crops and flips");
-  app.add_option("--subset", t.subset, "Train on the first N images only");
-  app.add_option("--test-subset", t.test_subset, "Evaluate on the first N test images only");
+  app.add_option("--subset", t.subset, "Train on the first N images only")->check(CountFrom(0));
+  app.add_option("--test-subset", t.test_subset, "Evaluate on the first N test images only")->check(CountFrom(0));
   app.add_option("--threads", t.threads, "Threads (0: every core)")->check(ThreadCount())->capture_default_str();
   app.add_option("--out", t.out_dir, "Output folder: model.safetensors, config.json, metrics.json, best/")
       ->required();
   return [o] {
+    CheckOutputPath(o->train.out_dir, {o->train.init_from, o->train.distill_teacher, o->train.data_dir}, "--out");
+    const OutputLock lock(o->train.out_dir);
     TrainOptions options = o->train;
     options.mode = ParseWeightMode(o->mode);
     const auto rule = ParseThresholdRule(o->threshold_mode);

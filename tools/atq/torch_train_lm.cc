@@ -10,6 +10,7 @@
 #include "torch/tensor_bridge.h"
 #include "train/lm_trainer.h"
 #include "util/paths.h"
+#include "io/output_path.h"
 
 namespace atq::cli {
 
@@ -31,10 +32,10 @@ RunFn DeclareTrainLm(CLI::App& app) {
   app.add_option("--heads", o->heads, "Attention heads")->capture_default_str();
   app.add_option("--kv-heads", o->kv_heads, "Llama KV heads (0: as many as heads; 1: multi-query)");
   app.add_option("--intermediate", o->intermediate, "MLP width (0: 4 x hidden for gpt2, 3 x hidden for llama)");
-  app.add_option("--ctx", o->train.ctx, "Tokens per training window (and GPT-2's position table)")->capture_default_str();
-  app.add_option("--batch-size", o->train.batch_size, "Windows per step")->capture_default_str();
-  app.add_option("--steps", o->train.steps, "Optimizer steps")->capture_default_str();
-  app.add_option("--warmup", o->train.warmup_steps, "Linear warm-up steps")->capture_default_str();
+  app.add_option("--ctx", o->train.ctx, "Tokens per training window (and GPT-2's position table)")->check(CountFrom(1))->capture_default_str();
+  app.add_option("--batch-size", o->train.batch_size, "Windows per step")->check(CountFrom(1))->capture_default_str();
+  app.add_option("--steps", o->train.steps, "Optimizer steps")->check(CountFrom(1))->capture_default_str();
+  app.add_option("--warmup", o->train.warmup_steps, "Linear warm-up steps")->check(CountFrom(0))->capture_default_str();
   app.add_option("--learning-rate", o->train.learning_rate, "Peak learning rate")->capture_default_str();
   app.add_option("--min-learning-rate", o->train.min_learning_rate, "Learning rate at the end of the cosine")
       ->capture_default_str();
@@ -53,6 +54,8 @@ RunFn DeclareTrainLm(CLI::App& app) {
   app.add_option("--threads", o->threads, "CPU threads (0: every core)")->check(ThreadCount())->capture_default_str();
   app.add_option("--out", o->train.out_dir, "Output folder: OUT (last), OUT/best, OUT/metrics.json")->required();
   return [o] {
+    CheckOutputPath(o->train.out_dir, {}, "--out");
+    const OutputLock lock(o->train.out_dir);
     SetTorchThreads(o->threads);
     LmConfig& m = o->train.model;
     m.arch = o->arch == "gpt2" ? LmArch::kGpt2 : LmArch::kLlama;

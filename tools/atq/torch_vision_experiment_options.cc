@@ -1,6 +1,8 @@
 // AddVisionExperimentOptions and MakeVisionExperiment.
 #include "torch_vision_experiment_options.h"
 
+#include "command.h"
+
 #include "torch/tensor_bridge.h"
 #include "train/trainer.h"
 #include "util/log.h"
@@ -11,14 +13,14 @@ void AddVisionExperimentOptions(CLI::App& app, VisionExperimentCliOptions& o) {
   AddClassifierOptions(app, o.classifier);
   app.add_option("--calib", o.calibration_images, "Calibration images from the training split")
       ->capture_default_str()
-      ->check(CLI::PositiveNumber);
+      ->check(CountFrom(1));
   app.add_option("--sensitivity-images", o.sensitivity_images,
                  "Of the calibration images, how many per-layer sensitivity runs on")
       ->capture_default_str()
-      ->check(CLI::PositiveNumber);
+      ->check(CountFrom(1));
   app.add_option("--seed", o.seed, "Seed choosing the calibration images")->capture_default_str();
   app.add_option("--energy-config", o.energy_config, "YAML/JSON file overriding the energy model's constants");
-  app.add_option("--limit", o.limit, "Evaluate on the first N test images only (0: all)")->capture_default_str();
+  app.add_option("--limit", o.limit, "Evaluate on the first N test images only (0: all)")->check(CountFrom(0))->capture_default_str();
 }
 
 VisionExperiment MakeVisionExperiment(const VisionExperimentCliOptions& o) {
