@@ -133,6 +133,19 @@ std::vector<SweepConfig> ReadSweepFile(const std::string& path) {
   }
   if (root["grid"]) {
     Require(root["grid"].IsMap(), "{}: grid must be a map of setting -> list of values", path);
+    // The grid's size before it is expanded: every config is a full quantization and perplexity run, so a grid
+    // beyond kMaxSweepConfigs is a mistake, refused before the expansion allocates it.
+    constexpr double kMaxSweepConfigs = 1000;
+    double combinations = 1;
+    for (const auto& axis : root["grid"]) {
+      Require(axis.second.IsSequence() && axis.second.size() > 0, "{}: grid {} must be a non-empty list", path,
+              axis.first.as<std::string>());
+      combinations *= static_cast<double>(axis.second.size());
+    }
+    Require(combinations <= kMaxSweepConfigs,
+            "{}: the grid has {:.0f} combinations, more than the {:.0f} a sweep runs (each is a quantization and a "
+            "perplexity run); split it", path, combinations, kMaxSweepConfigs);
+    LogInfo("{}: grid of {:.0f} configs", path, combinations);
     std::vector<SweepConfig> product = {{"", base}};
     for (const auto& axis : root["grid"]) {
       const std::string key = axis.first.as<std::string>();

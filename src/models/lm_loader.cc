@@ -7,6 +7,7 @@
 
 #include <torch/torch.h>
 
+#include "io/checkpoint.h"
 #include "io/gguf.h"
 #include "io/llama2c.h"
 #include "io/tensor_file.h"
@@ -85,6 +86,13 @@ LanguageModel LoadHuggingFace(const std::string& dir, bool keep_packed, bool all
   const std::string config_path = (fs::path(dir) / "config.json").string();
   const LmConfig config = ReadHfConfig(config_path);
   const TensorFile file = TensorFile::Open(dir);
+  if (const SafetensorsCheckpoint* checkpoint = file.safetensors()) {
+    const auto format = checkpoint->metadata().find("atq.format");
+    if (format != checkpoint->metadata().end()) {
+      Require(format->second == kPackedLmFormat, "{}: metadata atq.format is '{}'; this atq reads '{}' (a file from a "
+              "newer atq, or not a language model)", file.path(), format->second, kPackedLmFormat);
+    }
+  }
   RequireFileHoldsConfig(config, file, config_path);
   std::map<std::string, torch::Tensor> weights;
   std::map<std::string, PackedWeights> packed_weights;

@@ -6,6 +6,7 @@
 #include <map>
 #include <memory>
 #include <string>
+#include <string_view>
 
 #include <nlohmann/json.hpp>
 #include <torch/types.h>
@@ -15,6 +16,10 @@
 #include "models/causal_lm.h"
 
 namespace atq {
+
+// The "atq.format" metadata of a packed language-model checkpoint (quant/packed_lm.h writes it). The loader
+// refuses any other atq-packed-lm version: a newer layout read by this reader would be silent garbage.
+inline constexpr std::string_view kPackedLmFormat = "atq-packed-lm/1";
 
 struct LmLoadOptions {
   // A tokenizer overriding the default: a folder with encoder.json + vocab.bpe (or vocab.json + merges.txt),

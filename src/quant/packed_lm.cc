@@ -9,6 +9,7 @@
 #include "io/safetensors.h"
 #include "io/tensor_file.h"
 #include "models/lm_hf_writer.h"
+#include "models/lm_loader.h"
 #include "torch/tensor_bridge.h"
 #include "util/error.h"
 

@@ -17,8 +17,6 @@
 
 namespace atq {
 
-inline constexpr std::string_view kPackedLmFormat = "atq-packed-lm/1";
-
 struct PackedLmOptions {
   QuantType float_type = QuantType::kF16;  // tensors left unquantized: f16, bf16 or f32
   std::string tokenizer_dir;  // copied in: encoder.json + vocab.bpe (as vocab.json + merges.txt) or vocab.json +

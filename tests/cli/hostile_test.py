@@ -326,6 +326,25 @@ def run(tmp):
              ["quantize", good, "--recipe", recipe, "--out", os.path.join(tmp, "dup-out")], 1,
              [recipe, "'bits' appears more than once"])
 
+    # A classifier config sizing the model by a typo.
+    cfg = os.path.join(tmp, "classifier.json")
+    with open(cfg, "w") as f:
+        json.dump({"format_version": 1, "model": "mlp", "in_channels": 1, "classes": 10, "image_size": 100000,
+                   "dataset": "fashion_mnist", "normalization": {"mean": 0.286, "std": 0.353}}, f)
+    weights = os.path.join(tmp, "classifier.safetensors")
+    write_safetensors(weights, [("fc1.weight", "F32", [1], b"\0\0\0\0")])
+    case("allocation", "classifier config image_size 100000", ["evaluate", weights, "--config", cfg], 1,
+         [cfg, "image_size 100000"])
+    # An unbounded sweep grid is refused before it is expanded.
+    sweep = os.path.join(tmp, "sweep.yaml")
+    with open(sweep, "w") as f:
+        f.write("grid:\n" + "".join(f"  {key}: [{', '.join(str(v) for v in range(2, 12))}]\n"
+                                    for key in ["bits", "group_size", "nsamples", "seqlen", "seed", "damp",
+                                                "block_size", "batch_size", "ratio_a", "ratio_b", "x", "y"]))
+    case("allocation", "sweep grid of 10^12 configs",
+         ["sweep", good if has_gpt2 else "m", "--configs", sweep, "--text", text, "--out", os.path.join(tmp, "sw")],
+         1, [sweep, "1000000000000 combinations"])
+
     # Hangs: a FIFO where a file belongs.
     fifo = os.path.join(tmp, "fifo")
     os.mkfifo(fifo)
@@ -368,6 +387,17 @@ def run(tmp):
         if os.path.exists(stale):
             print(f"FAIL: outputs: the stale temporary {stale} survived the next run")
             failures += 1
+        # A packed checkpoint from a newer (unknown) format version is refused, not read as version 1.
+        packed = os.path.join(locked, "model.safetensors")
+        with open(packed, "rb") as f:
+            blob = f.read()
+        assert b"atq-packed-lm/1" in blob
+        newer = os.path.join(tmp, "newer")
+        shutil.copytree(locked, newer)
+        with open(os.path.join(newer, "model.safetensors"), "wb") as f:
+            f.write(blob.replace(b"atq-packed-lm/1", b"atq-packed-lm/9", 1))
+        case("garbage", "packed checkpoint atq-packed-lm/9", ["perplexity", newer, "--text", text, "--ctx", "32"], 1,
+             [newer, "atq-packed-lm/9"])
         left = sorted(os.listdir(tmp))
         if any(".tmp." in name or name.endswith(".lock") for name in left):
             print(f"FAIL: outputs: temporaries or locks left behind: {left}")
