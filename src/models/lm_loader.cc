@@ -43,7 +43,11 @@ bool IsIgnorableHfTensor(const std::string& name) {
 // given, reorders its rows (GGUF's interleaved rotary rows), which only row-contiguous formats allow.
 std::optional<PackedWeights> KernelWeights(const TensorEntry& entry, const torch::Tensor& row_order = {}) {
   const TensorInfo& info = *entry.info;
-  if (info.shape.size() != 2 || !Traits(info.type).is_quantized) return std::nullopt;
+  // Types outside the table (llama.cpp's Q5_0, K-quants) have no kernel; ReadTensor names them.
+  if (info.shape.size() != 2 || FindTraits(static_cast<uint32_t>(info.type)) == nullptr ||
+      !Traits(info.type).is_quantized) {
+    return std::nullopt;
+  }
   const TypeFamily family = Traits(info.type).family;
   if (family != TypeFamily::kGgmlBlock && family != TypeFamily::kTernary && family != TypeFamily::kUniform) {
     return std::nullopt;

@@ -71,6 +71,8 @@ std::vector<uint8_t> FromTorch(const torch::Tensor& tensor, QuantType type, cons
 }
 
 void RequireFloatStorage(const TensorInfo& info, const std::string& what) {
+  Require(FindTraits(static_cast<uint32_t>(info.type)) != nullptr, "{}: tensor '{}' has tensor type id {}, which atq "
+          "cannot read", what, info.name, static_cast<uint32_t>(info.type));
   const TypeTraits& traits = Traits(info.type);
   const bool is_float = info.type == QuantType::kF32 || info.type == QuantType::kF16 || info.type == QuantType::kBF16 ||
                         info.type == QuantType::kF64;

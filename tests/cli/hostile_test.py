@@ -345,6 +345,15 @@ def run(tmp):
          ["sweep", good if has_gpt2 else "m", "--configs", sweep, "--text", text, "--out", os.path.join(tmp, "sw")],
          1, [sweep, "1000000000000 combinations"])
 
+    # A llama.cpp file with a type atq has no decoder for yet names the file, the tensor and the type.
+    fixtures = os.environ.get("ATQ_FIXTURES", os.path.join(os.path.dirname(ROOT), "shared", "fixtures"))
+    tq2 = os.path.join(fixtures, "stories260K", "stories260K-tq2_0.gguf")
+    if os.path.exists(tq2):
+        case("garbage", "llama.cpp GGUF with a Q5_0 tensor", ["perplexity", tq2, "--text", text], 1,
+             [tq2, "token_embd.weight", "q5_0"])
+    else:
+        print(f"skip: {tq2} missing (set ATQ_FIXTURES)")
+
     # Hangs: a FIFO where a file belongs.
     fifo = os.path.join(tmp, "fifo")
     os.mkfifo(fifo)
