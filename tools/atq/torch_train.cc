@@ -30,7 +30,7 @@ RunFn DeclareTrain(CLI::App& app) {
   app.add_option("--batch-size", t.batch_size)->check(CountFrom(1))->capture_default_str();
   app.add_option("--epochs", t.epochs)->check(CountFrom(1))->capture_default_str();
   app.add_option("--learning-rate", t.learning_rate, "Peak learning rate (cosine-annealed)")
-      ->check(CountFrom(1))
+      ->check(FiniteIn(1e-12, 1e3))
       ->capture_default_str();
   app.add_option("--weight-decay", t.weight_decay, "AdamW decoupled weight decay")->capture_default_str();
   app.add_option("--mode", o->mode, "full, ternary (ATQ) or uniform")
