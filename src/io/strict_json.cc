@@ -1,12 +1,12 @@
 // A SAX handler around nlohmann's own DOM builder: the document is nlohmann's, the key check is ours.
 #include "io/strict_json.h"
 
-#include <algorithm>
 #include <unordered_set>
 #include <vector>
 
 #include "io/input_file.h"
 #include "util/error.h"
+#include "util/strings.h"
 #include "util/utf8.h"
 
 namespace atq {
@@ -16,31 +16,6 @@ using nlohmann::json;
 
 // Real files nest 3-6 deep; the limit only keeps hostile input from costing deep recursion anywhere.
 constexpr int kMaxJsonDepth = 64;
-
-// Deepest nesting of [ and { outside strings, stopping early once past `limit`.
-int JsonNestingDepth(std::string_view text, int limit) {
-  int depth = 0, deepest = 0;
-  bool in_string = false, escaped = false;
-  for (char c : text) {
-    if (in_string) {
-      if (escaped) {
-        escaped = false;
-      } else if (c == '\\') {
-        escaped = true;
-      } else if (c == '"') {
-        in_string = false;
-      }
-    } else if (c == '"') {
-      in_string = true;
-    } else if (c == '[' || c == '{') {
-      deepest = std::max(deepest, ++depth);
-      if (deepest > limit) break;
-    } else if (c == ']' || c == '}') {
-      --depth;
-    }
-  }
-  return deepest;
-}
 
 class StrictBuilder {
  public:
@@ -90,7 +65,7 @@ json ParseStrictJson(std::string_view text, const std::string& what) {
   // nlohmann stops at a NUL between tokens as if the text ended there, silently ignoring what follows.
   const size_t nul = text.find('\0');
   Require(nul == std::string_view::npos, "{}: not valid JSON: NUL byte at byte {} of {}", what, nul, text.size());
-  Require(JsonNestingDepth(text, kMaxJsonDepth) <= kMaxJsonDepth, "{}: JSON nested more than {} levels deep", what,
+  Require(BracketNestingDepth(text, kMaxJsonDepth) <= kMaxJsonDepth, "{}: JSON nested more than {} levels deep", what,
           kMaxJsonDepth);
   json result;
   StrictBuilder builder(result, what);

@@ -1,10 +1,10 @@
 #include "io/yaml_file.h"
 
-#include <algorithm>
 #include <map>
 
 #include "io/input_file.h"
 #include "util/error.h"
+#include "util/strings.h"
 #include "util/utf8.h"
 
 namespace atq {
@@ -37,13 +37,8 @@ void CheckKeys(const YAML::Node& node, const std::string& what, int depth) {
 
 YAML::Node ParseYaml(std::string_view text, const std::string& what) {
   // Flow nesting ([ and {) is counted before yaml-cpp recurses into it (its own limit is 2000 levels, deep
-  // enough to exhaust a sanitizer's stack). Brackets inside quotes count too: a recipe never needs 64 of them.
-  int depth = 0, deepest = 0;
-  for (char c : text) {
-    if (c == '[' || c == '{') deepest = std::max(deepest, ++depth);
-    if (c == ']' || c == '}') --depth;
-  }
-  Require(deepest <= kMaxYamlDepth, "{}: YAML nested more than {} levels deep", what, kMaxYamlDepth);
+  // enough to exhaust a sanitizer's stack).
+  Require(BracketNestingDepth(text, kMaxYamlDepth) <= kMaxYamlDepth, "{}: YAML nested more than {} levels deep", what, kMaxYamlDepth);
   YAML::Node root;
   try {
     root = YAML::Load(std::string(text));

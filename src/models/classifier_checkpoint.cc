@@ -160,13 +160,12 @@ ClassifierConfig ClassifierConfigFromJson(const nlohmann::json& json, const std:
   }
   Require(config.in_channels > 0 && config.classes > 0 && config.image_size > 0 && config.patch_size > 0,
           "{}: in_channels, classes, image_size and patch_size must be positive", what);
-  // The same bounds as the command line's --image-size, --channels and --classes: beyond them a model would be
-  // sized by a typo or a hostile file, not by weights.
-  Require(config.image_size <= 4096 && config.patch_size <= config.image_size && config.in_channels <= 64 &&
-              config.classes <= 1000000,
-          "{}: image_size {} (at most 4096), patch_size {} (at most image_size), in_channels {} (at most 64) or "
-          "classes {} (at most 1000000) out of range",
-          what, config.image_size, config.patch_size, config.in_channels, config.classes);
+  Require(config.image_size <= kMaxImageSize && config.patch_size <= config.image_size &&
+              config.in_channels <= kMaxInChannels && config.classes <= kMaxClasses,
+          "{}: image_size {} (at most {}), patch_size {} (at most image_size), in_channels {} (at most {}) or "
+          "classes {} (at most {}) out of range",
+          what, config.image_size, kMaxImageSize, config.patch_size, config.in_channels, kMaxInChannels,
+          config.classes, kMaxClasses);
   Require(config.normalization.std > 0, "{}: normalization std must be positive", what);
   return config;
 }

@@ -19,6 +19,12 @@
 
 namespace atq {
 
+// Bounds on a classifier's geometry, shared by the command line (--image-size, --channels, --classes) and
+// config files: beyond them a model would be sized by a typo or a hostile file, not by its weights.
+inline constexpr int64_t kMaxImageSize = 4096;
+inline constexpr int64_t kMaxInChannels = 64;
+inline constexpr int64_t kMaxClasses = 1000000;
+
 // The names MakeClassifier accepts.
 const std::vector<std::string>& ClassifierNames();
 

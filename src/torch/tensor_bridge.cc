@@ -74,10 +74,8 @@ void RequireFloatStorage(const TensorInfo& info, const std::string& what) {
   Require(FindTraits(static_cast<uint32_t>(info.type)) != nullptr, "{}: tensor '{}' has tensor type id {}, which atq "
           "cannot read", what, info.name, static_cast<uint32_t>(info.type));
   const TypeTraits& traits = Traits(info.type);
-  const bool is_float = info.type == QuantType::kF32 || info.type == QuantType::kF16 || info.type == QuantType::kBF16 ||
-                        info.type == QuantType::kF64;
-  Require(is_float || traits.is_quantized, "{}: tensor '{}' is stored as {}, not a float or quantized type", what,
-          info.name, traits.name);
+  Require(traits.family != TypeFamily::kInteger, "{}: tensor '{}' is stored as {}, not a float or quantized type",
+          what, info.name, traits.name);
 }
 
 void RequireFinite(const torch::Tensor& tensor, const std::string& name, const std::string& what) {

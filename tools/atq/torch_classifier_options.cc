@@ -24,16 +24,16 @@ void AddClassifierOptions(CLI::App& app, ClassifierCliOptions& o) {
       ->excludes(arch);
   // Geometry bounds (named for hostile input): beyond them the model would be sized by a typo, not by the file.
   app.add_option("--image-size", o.foreign.image_size, "With --arch: square image side")->needs(arch)
-      ->check(CLI::Range(1, 4096))
+      ->check(CLI::Range(int64_t{1}, kMaxImageSize))
       ->capture_default_str();
   app.add_option("--patch-size", o.foreign.patch_size, "With --arch: ViT patch side")->needs(arch)
-      ->check(CLI::Range(1, 4096))
+      ->check(CLI::Range(int64_t{1}, kMaxImageSize))
       ->capture_default_str();
   app.add_option("--channels", o.foreign.in_channels, "With --arch: input channels")->needs(arch)
-      ->check(CLI::Range(1, 64))
+      ->check(CLI::Range(int64_t{1}, kMaxInChannels))
       ->capture_default_str();
   app.add_option("--classes", o.foreign.classes, "With --arch: classes")->needs(arch)
-      ->check(CLI::Range(1, 1000000))->capture_default_str();
+      ->check(CLI::Range(int64_t{1}, kMaxClasses))->capture_default_str();
   app.add_option("--dataset", o.foreign.dataset, "With --arch: dataset (picks the default --data folder)")
       ->needs(arch)
       ->capture_default_str();
