@@ -4,13 +4,15 @@
 
 #include <cstdint>
 #include <cstdio>
+#include <filesystem>
 #include <string>
 
 #include "io/idx.h"
 #include "util/error.h"
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
-  static const std::string path = "/tmp/atq_fuzz_idx_" + std::to_string(::getpid()) + ".bin";
+  static const std::string path =
+      (std::filesystem::temp_directory_path() / ("atq_fuzz_idx_" + std::to_string(::getpid()) + ".bin")).string();
   std::FILE* file = std::fopen(path.c_str(), "wb");
   if (file == nullptr) return 0;
   const bool written = std::fwrite(data, 1, size, file) == size;

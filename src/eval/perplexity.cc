@@ -7,6 +7,7 @@
 #include <torch/torch.h>
 
 #include "util/error.h"
+#include "util/log.h"
 #include "util/progress.h"
 
 namespace atq {
@@ -85,9 +86,14 @@ PerplexityResult MeasurePerplexity(CausalLmImpl& model, const std::vector<int32_
     tokens.push_back(bos_id);
   }
   tokens.insert(tokens.end(), text_tokens.begin(), text_tokens.end());
-  Require(options.ctx <= model.config().max_positions,
+  const int64_t usable = UsableContext(model.config());
+  Require(options.ctx <= usable,
           "a perplexity window of {} tokens is longer than the model's context of {} tokens (choose --ctx {} or less)",
-          options.ctx, model.config().max_positions, model.config().max_positions);
+          options.ctx, usable, usable);
+  if (options.ctx > model.config().max_positions) {
+    LogWarn("a perplexity window of {} tokens is longer than the {} the model was trained at", options.ctx,
+            model.config().max_positions);
+  }
   const std::vector<PerplexityWindow> windows = PerplexityWindows(options, static_cast<int64_t>(tokens.size()));
   Require(!windows.empty(), "the text has {} tokens, fewer than one window of {}", tokens.size(), options.ctx);
 

@@ -1,8 +1,9 @@
-// llama.cpp's Q8_0, Q4_0, TQ1_0 and TQ2_0 blocks: the reference quantizers of ggml-quants.c, reproduced
+// llama.cpp's Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, TQ1_0 and TQ2_0 blocks: the reference quantizers of ggml-quants.c, reproduced
 // operation for operation (same float ops, same rounding) so the bytes match llama-quantize's output.
 #include "formats/ggml_blocks.h"
 
 #include <algorithm>
+#include <cfloat>
 #include <cmath>
 #include <cstring>
 
@@ -146,6 +147,142 @@ void DequantizeQ4_0(const Layout& layout, const uint8_t* src, float* dst) {
   }
 }
 
+// ---- Q4_1, Q5_1: d = (max - min) / (2^b - 1), m = min, q = trunc((x - min) / d + 0.5) ----
+// ---- Q5_0: as Q4_0 with 5 bits: d = max / -16, q = trunc(x / d + 16.5), the extreme weight on code 0 ----
+
+namespace {
+
+// The 5-bit codes of Q5_0/Q5_1 in weight order: low nibbles as Q4_0, the fifth bit of weight j in bit j of qh.
+void FiveBitCodes(const uint8_t* qh_bytes, const uint8_t* qs, uint8_t* codes) {
+  uint32_t qh;
+  std::memcpy(&qh, qh_bytes, 4);
+  constexpr int64_t kHalf = kQK4_0 / 2;
+  for (int64_t j = 0; j < kHalf; ++j) {
+    codes[j] = static_cast<uint8_t>((qs[j] & 0x0F) | (((qh >> j) & 1u) << 4));
+    codes[kHalf + j] = static_cast<uint8_t>((qs[j] >> 4) | (((qh >> (kHalf + j)) & 1u) << 4));
+  }
+}
+
+void PackFiveBitCodes(const uint8_t* codes, uint8_t* qh_bytes, uint8_t* qs) {
+  uint32_t qh = 0;
+  constexpr int64_t kHalf = kQK4_0 / 2;
+  for (int64_t j = 0; j < kHalf; ++j) {
+    qs[j] = static_cast<uint8_t>((codes[j] & 0x0F) | ((codes[kHalf + j] & 0x0F) << 4));
+    qh |= static_cast<uint32_t>(codes[j] >> 4) << j;
+    qh |= static_cast<uint32_t>(codes[kHalf + j] >> 4) << (kHalf + j);
+  }
+  std::memcpy(qh_bytes, &qh, 4);
+}
+
+// A block's minimum as f16, or an error where it is beyond float16 (llama.cpp would store Inf).
+uint16_t BlockMinimum(const Layout& layout, int64_t block, float min) {
+  const uint16_t half = F32ToF16(min);
+  if ((half & 0x7C00u) == 0x7C00u) {
+    const TypeTraits& traits = Traits(layout.type);
+    const int64_t blocks_per_row = layout.cols / traits.block_size;
+    Fail("{}: row {}, block {} has minimum {}, beyond float16's range; llama.cpp would store Inf", traits.name,
+         block / blocks_per_row, block % blocks_per_row, min);
+  }
+  return half;
+}
+
+// Q4_1 and Q5_1: codes (x - min) / d rounded by +0.5 and truncation, as ggml does, at most max_code.
+template <typename Block, int kBits>
+Block QuantizeMinBlock(const Layout& layout, int64_t index, const float* x, uint8_t* codes) {
+  float min = FLT_MAX, max = -FLT_MAX;
+  for (int64_t j = 0; j < kQK4_0; ++j) {
+    min = std::min(min, x[j]);
+    max = std::max(max, x[j]);
+  }
+  constexpr int kMaxCode = (1 << kBits) - 1;
+  const float d = (max - min) / kMaxCode;
+  const float inverse_d = d != 0.0f ? 1.0f / d : 0.0f;
+  Block block;
+  block.d = BlockScale(layout, index, d, std::max(std::fabs(min), std::fabs(max)));
+  block.m = BlockMinimum(layout, index, min);
+  for (int64_t j = 0; j < kQK4_0; ++j) {
+    const float scaled = (x[j] - min) * inverse_d;  // a separate statement: no FMA with the + 0.5 below
+    codes[j] = static_cast<uint8_t>(std::min(kMaxCode, static_cast<int>(ToInt8(scaled + 0.5f))));
+  }
+  return block;
+}
+
+}  // namespace
+
+void QuantizeQ4_1(const Layout& layout, const float* src, uint8_t* dst) {
+  constexpr int64_t kHalf = kQK4_0 / 2;
+  for (int64_t i = 0; i < NumBlocks(layout, kQK4_0); ++i) {
+    uint8_t codes[kQK4_0];
+    BlockQ4_1 block = QuantizeMinBlock<BlockQ4_1, 4>(layout, i, src + i * kQK4_0, codes);
+    for (int64_t j = 0; j < kHalf; ++j) block.qs[j] = static_cast<uint8_t>(codes[j] | (codes[kHalf + j] << 4));
+    StoreBlock(dst, i, block);
+  }
+}
+
+void DequantizeQ4_1(const Layout& layout, const uint8_t* src, float* dst) {
+  constexpr int64_t kHalf = kQK4_0 / 2;
+  for (int64_t i = 0; i < NumBlocks(layout, kQK4_0); ++i) {
+    const BlockQ4_1 block = LoadBlock<BlockQ4_1>(src, i);
+    const float d = F16ToF32(block.d), m = F16ToF32(block.m);
+    float* y = dst + i * kQK4_0;
+    for (int64_t j = 0; j < kHalf; ++j) {
+      y[j] = static_cast<float>(block.qs[j] & 0x0F) * d + m;
+      y[kHalf + j] = static_cast<float>(block.qs[j] >> 4) * d + m;
+    }
+  }
+}
+
+void QuantizeQ5_0(const Layout& layout, const float* src, uint8_t* dst) {
+  for (int64_t i = 0; i < NumBlocks(layout, kQK4_0); ++i) {
+    const float* x = src + i * kQK4_0;
+    float max_abs = 0.0f, max = 0.0f;
+    for (int64_t j = 0; j < kQK4_0; ++j) {
+      if (max_abs < std::fabs(x[j])) {
+        max_abs = std::fabs(x[j]);
+        max = x[j];
+      }
+    }
+    const float d = max / -16;
+    const float inverse_d = d != 0.0f ? 1.0f / d : 0.0f;
+    BlockQ5_0 block;
+    block.d = BlockScale(layout, i, d, max_abs);
+    uint8_t codes[kQK4_0];
+    for (int64_t j = 0; j < kQK4_0; ++j) {
+      const float scaled = x[j] * inverse_d;
+      codes[j] = static_cast<uint8_t>(std::min(31, static_cast<int>(ToInt8(scaled + 16.5f))));
+    }
+    PackFiveBitCodes(codes, block.qh, block.qs);
+    StoreBlock(dst, i, block);
+  }
+}
+
+void DequantizeQ5_0(const Layout& layout, const uint8_t* src, float* dst) {
+  for (int64_t i = 0; i < NumBlocks(layout, kQK4_0); ++i) {
+    uint8_t codes[kQK4_0];
+    const float d = Q5_0Codes(src + i * static_cast<int64_t>(sizeof(BlockQ5_0)), codes);
+    for (int64_t j = 0; j < kQK4_0; ++j) dst[i * kQK4_0 + j] = static_cast<float>(codes[j] - 16) * d;
+  }
+}
+
+void QuantizeQ5_1(const Layout& layout, const float* src, uint8_t* dst) {
+  for (int64_t i = 0; i < NumBlocks(layout, kQK4_0); ++i) {
+    uint8_t codes[kQK4_0];
+    BlockQ5_1 block = QuantizeMinBlock<BlockQ5_1, 5>(layout, i, src + i * kQK4_0, codes);
+    PackFiveBitCodes(codes, block.qh, block.qs);
+    StoreBlock(dst, i, block);
+  }
+}
+
+void DequantizeQ5_1(const Layout& layout, const uint8_t* src, float* dst) {
+  for (int64_t i = 0; i < NumBlocks(layout, kQK4_0); ++i) {
+    const BlockQ5_1 block = LoadBlock<BlockQ5_1>(src, i);
+    const float d = F16ToF32(block.d), m = F16ToF32(block.m);
+    uint8_t codes[kQK4_0];
+    FiveBitCodes(block.qh, block.qs, codes);
+    for (int64_t j = 0; j < kQK4_0; ++j) dst[i * kQK4_0 + j] = static_cast<float>(codes[j]) * d + m;
+  }
+}
+
 // ---- TQ1_0: d = amax, trits packed 5 per byte (qs) then 4 per byte (qh) ----
 //
 // Within a block the 256 weights are laid out as:
@@ -249,58 +386,52 @@ void DequantizeTQ2_0(const Layout& layout, const uint8_t* src, float* dst) {
 
 // ---- codes for integer kernels ----
 
-float GgmlBlockCodes(QuantType type, const uint8_t* block, uint8_t* codes) {
-  switch (type) {
-    case QuantType::kQ8_0: {
-      const BlockQ8_0 b = LoadBlock<BlockQ8_0>(block, 0);
-      for (int64_t j = 0; j < kQK8_0; ++j) codes[j] = static_cast<uint8_t>(b.qs[j] + 128);
-      return F16ToF32(b.d);
-    }
-    case QuantType::kQ4_0: {
-      const BlockQ4_0 b = LoadBlock<BlockQ4_0>(block, 0);
-      for (int64_t j = 0; j < kQK4_0 / 2; ++j) {
-        codes[j] = static_cast<uint8_t>(b.qs[j] & 0x0F);
-        codes[kQK4_0 / 2 + j] = static_cast<uint8_t>(b.qs[j] >> 4);
-      }
-      return F16ToF32(b.d);
-    }
-    case QuantType::kTQ1_0: {
-      const BlockTQ1_0 b = LoadBlock<BlockTQ1_0>(block, 0);
-      constexpr int64_t kQsBytes = sizeof(BlockTQ1_0::qs);
-      constexpr int64_t kWideBytes = kQsBytes - kQsBytes % 32;
-      uint8_t* y = codes;
-      auto unpack_strided = [&](const uint8_t* bytes, int64_t stride, int digits) {
-        for (int n = 0; n < digits; ++n) {
-          for (int64_t m = 0; m < stride; ++m) *y++ = static_cast<uint8_t>(FixedPointTrit(bytes[m], kPow3[n]) + 1);
-        }
-      };
-      for (int64_t j = 0; j < kWideBytes; j += 32) unpack_strided(b.qs + j, 32, 5);
-      for (int64_t j = kWideBytes; j < kQsBytes; j += 16) unpack_strided(b.qs + j, 16, 5);
-      unpack_strided(b.qh, sizeof(BlockTQ1_0::qh), 4);
-      return F16ToF32(b.d);
-    }
-    case QuantType::kTQ2_0: {
-      const BlockTQ2_0 b = LoadBlock<BlockTQ2_0>(block, 0);
-      uint8_t* y = codes;
-      for (int64_t j = 0; j < static_cast<int64_t>(sizeof(BlockTQ2_0::qs)); j += 32) {
-        for (int n = 0; n < 4; ++n) {
-          for (int64_t m = 0; m < 32; ++m) *y++ = static_cast<uint8_t>((b.qs[j + m] >> (2 * n)) & 3);
-        }
-      }
-      return F16ToF32(b.d);
-    }
-    default: Fail("{} is not a ggml block type with integer codes", TypeName(type));
-  }
+float Q8_0Codes(const uint8_t* block, uint8_t* codes) {
+  const BlockQ8_0 b = LoadBlock<BlockQ8_0>(block, 0);
+  for (int64_t j = 0; j < kQK8_0; ++j) codes[j] = static_cast<uint8_t>(b.qs[j] + 128);
+  return F16ToF32(b.d);
 }
 
-int GgmlCodeOffset(QuantType type) {
-  switch (type) {
-    case QuantType::kQ8_0: return 128;
-    case QuantType::kQ4_0: return 8;
-    case QuantType::kTQ1_0:
-    case QuantType::kTQ2_0: return 1;
-    default: Fail("{} is not a ggml block type with integer codes", TypeName(type));
+float Q4_0Codes(const uint8_t* block, uint8_t* codes) {
+  const BlockQ4_0 b = LoadBlock<BlockQ4_0>(block, 0);
+  for (int64_t j = 0; j < kQK4_0 / 2; ++j) {
+    codes[j] = static_cast<uint8_t>(b.qs[j] & 0x0F);
+    codes[kQK4_0 / 2 + j] = static_cast<uint8_t>(b.qs[j] >> 4);
   }
+  return F16ToF32(b.d);
+}
+
+float Q5_0Codes(const uint8_t* block, uint8_t* codes) {
+  const BlockQ5_0 b = LoadBlock<BlockQ5_0>(block, 0);
+  FiveBitCodes(b.qh, b.qs, codes);
+  return F16ToF32(b.d);
+}
+
+float TQ1_0Codes(const uint8_t* block, uint8_t* codes) {
+  const BlockTQ1_0 b = LoadBlock<BlockTQ1_0>(block, 0);
+  constexpr int64_t kQsBytes = sizeof(BlockTQ1_0::qs);
+  constexpr int64_t kWideBytes = kQsBytes - kQsBytes % 32;
+  uint8_t* y = codes;
+  auto unpack_strided = [&](const uint8_t* bytes, int64_t stride, int digits) {
+    for (int n = 0; n < digits; ++n) {
+      for (int64_t m = 0; m < stride; ++m) *y++ = static_cast<uint8_t>(FixedPointTrit(bytes[m], kPow3[n]) + 1);
+    }
+  };
+  for (int64_t j = 0; j < kWideBytes; j += 32) unpack_strided(b.qs + j, 32, 5);
+  for (int64_t j = kWideBytes; j < kQsBytes; j += 16) unpack_strided(b.qs + j, 16, 5);
+  unpack_strided(b.qh, sizeof(BlockTQ1_0::qh), 4);
+  return F16ToF32(b.d);
+}
+
+float TQ2_0Codes(const uint8_t* block, uint8_t* codes) {
+  const BlockTQ2_0 b = LoadBlock<BlockTQ2_0>(block, 0);
+  uint8_t* y = codes;
+  for (int64_t j = 0; j < static_cast<int64_t>(sizeof(BlockTQ2_0::qs)); j += 32) {
+    for (int n = 0; n < 4; ++n) {
+      for (int64_t m = 0; m < 32; ++m) *y++ = static_cast<uint8_t>((b.qs[j + m] >> (2 * n)) & 3);
+    }
+  }
+  return F16ToF32(b.d);
 }
 
 }  // namespace atq

@@ -1,5 +1,6 @@
-// llama.cpp's block formats, byte for byte: Q8_0, Q4_0, TQ1_0, TQ2_0 (ggml-common.h layouts, ggml-quants.c
-// reference quantizers). A GGUF written by atq with these types is read by llama.cpp and vice versa.
+// llama.cpp's 32- and 256-weight block formats with one scale per block, byte for byte: Q8_0, Q4_0, Q4_1, Q5_0,
+// Q5_1, TQ1_0, TQ2_0 (ggml-common.h layouts, ggml-quants.c reference quantizers). A GGUF written by atq with these
+// types is read by llama.cpp and vice versa. The k-quants (sub-block scales) are in ggml_kquants.h.
 #pragma once
 
 #include <cstdint>
@@ -26,6 +27,31 @@ struct BlockQ4_0 {
 };
 static_assert(sizeof(BlockQ4_0) == 18, "Q4_0 block must match ggml");
 
+// 5 bits per weight: w = d * q + m. Byte j holds weight j (low nibble) and j + 16 (high nibble), as in Q4_0.
+struct BlockQ4_1 {
+  uint16_t d;  // f16 step
+  uint16_t m;  // f16 minimum
+  uint8_t qs[kQK4_0 / 2];
+};
+static_assert(sizeof(BlockQ4_1) == 20, "Q4_1 block must match ggml");
+
+// 5.5 bits per weight: w = d * (q - 16), q 5 bits: the low 4 as in Q4_0, the fifth bit of weight j in bit j of qh.
+struct BlockQ5_0 {
+  uint16_t d;     // f16 scale
+  uint8_t qh[4];  // fifth bits, little-endian uint32
+  uint8_t qs[kQK4_0 / 2];
+};
+static_assert(sizeof(BlockQ5_0) == 22, "Q5_0 block must match ggml");
+
+// 6 bits per weight: w = d * q + m, q 5 bits laid out as in Q5_0.
+struct BlockQ5_1 {
+  uint16_t d;  // f16 step
+  uint16_t m;  // f16 minimum
+  uint8_t qh[4];
+  uint8_t qs[kQK4_0 / 2];
+};
+static_assert(sizeof(BlockQ5_1) == 24, "Q5_1 block must match ggml");
+
 // 1.6875 bits per weight: 5 trits per byte in qs (240 weights), 4 trits per byte in qh (16 weights).
 struct BlockTQ1_0 {
   uint8_t qs[(kQK_K - 4 * kQK_K / 64) / 5];  // 48 bytes
@@ -48,15 +74,24 @@ void QuantizeQ8_0(const Layout& layout, const float* src, uint8_t* dst);
 void DequantizeQ8_0(const Layout& layout, const uint8_t* src, float* dst);
 void QuantizeQ4_0(const Layout& layout, const float* src, uint8_t* dst);
 void DequantizeQ4_0(const Layout& layout, const uint8_t* src, float* dst);
+void QuantizeQ4_1(const Layout& layout, const float* src, uint8_t* dst);
+void DequantizeQ4_1(const Layout& layout, const uint8_t* src, float* dst);
+void QuantizeQ5_0(const Layout& layout, const float* src, uint8_t* dst);
+void DequantizeQ5_0(const Layout& layout, const uint8_t* src, float* dst);
+void QuantizeQ5_1(const Layout& layout, const float* src, uint8_t* dst);
+void DequantizeQ5_1(const Layout& layout, const uint8_t* src, float* dst);
 void QuantizeTQ1_0(const Layout& layout, const float* src, uint8_t* dst);
 void DequantizeTQ1_0(const Layout& layout, const uint8_t* src, float* dst);
 void QuantizeTQ2_0(const Layout& layout, const float* src, uint8_t* dst);
 void DequantizeTQ2_0(const Layout& layout, const uint8_t* src, float* dst);
 
-// Integer kernels see a block as unsigned codes and one scale: w = d * (code - GgmlCodeOffset(type)).
-// Q8_0: q + 128; Q4_0: the nibble; TQ1_0, TQ2_0: trit + 1. Writes block_size codes in weight order and
-// returns d; throws atq::Error for a type that is not one of the four.
-float GgmlBlockCodes(QuantType type, const uint8_t* block, uint8_t* codes);
-int GgmlCodeOffset(QuantType type);
+// Integer kernels see a block as unsigned codes and one scale, w = d * (code - offset): the row's
+// TypeTraits::block_codes (Q8_0: q + 128, offset 128; Q4_0: the nibble, 8; Q5_0: the 5 bits, 16; TQ1_0, TQ2_0:
+// trit + 1, 1). Each writes block_size codes in weight order and returns d.
+float Q8_0Codes(const uint8_t* block, uint8_t* codes);
+float Q4_0Codes(const uint8_t* block, uint8_t* codes);
+float Q5_0Codes(const uint8_t* block, uint8_t* codes);
+float TQ1_0Codes(const uint8_t* block, uint8_t* codes);
+float TQ2_0Codes(const uint8_t* block, uint8_t* codes);
 
 }  // namespace atq

@@ -3,6 +3,7 @@
 
 #include <algorithm>
 #include <cctype>
+#include <cstddef>
 #include <charconv>
 #include <cmath>
 #include <cstring>
@@ -10,6 +11,7 @@
 
 #include "formats/atq_packed.h"
 #include "formats/ggml_blocks.h"
+#include "formats/ggml_kquants.h"
 #include "formats/half.h"
 #include "util/error.h"
 
@@ -73,7 +75,18 @@ int64_t BlockBytes(const Layout& layout) {
   return layout.rows * (layout.cols / traits.block_size) * traits.bytes_per_block;
 }
 
-constexpr double kQ8Bpw = 8.5, kQ4Bpw = 4.5, kTQ1Bpw = 1.6875, kTQ2Bpw = 2.0625;
+// bits per weight of a ggml block: its bytes over its weights.
+template <typename Block>
+constexpr double BlockBits(int64_t weights) {
+  return 8.0 * sizeof(Block) / static_cast<double>(weights);
+}
+
+// A k-quant row: read, never written (quantize nullptr), no integer-kernel codes.
+#define ATQ_KQUANT_ROW(id, name, desc)                                                                             \
+  TypeTraits {                                                                                                     \
+    QuantType::k##id, name, TypeFamily::kGgmlBlock, kQK_K, sizeof(Block##id), BlockBits<Block##id>(kQK_K), true, \
+        desc, nullptr, Dequantize##id, BlockBytes                                                                  \
+  }
 
 #define ATQ_UNIFORM_ROW(bits, kind, suffix, desc)                                                                    \
   TypeTraits {                                                                                                       \
@@ -88,10 +101,25 @@ std::vector<TypeTraits> MakeTable() {
        PlainBytes<4>},
       {QuantType::kF16, "f16", TypeFamily::kFloat, 1, 2, 16, false, "IEEE float16", QuantizeF16, DequantizeF16,
        PlainBytes<2>},
-      {QuantType::kQ4_0, "q4_0", TypeFamily::kGgmlBlock, kQK4_0, sizeof(BlockQ4_0), kQ4Bpw, true,
-       "llama.cpp Q4_0: 32 weights, f16 scale, 4-bit codes", QuantizeQ4_0, DequantizeQ4_0, BlockBytes},
-      {QuantType::kQ8_0, "q8_0", TypeFamily::kGgmlBlock, kQK8_0, sizeof(BlockQ8_0), kQ8Bpw, true,
-       "llama.cpp Q8_0: 32 weights, f16 scale, int8 codes", QuantizeQ8_0, DequantizeQ8_0, BlockBytes},
+      {QuantType::kQ4_0, "q4_0", TypeFamily::kGgmlBlock, kQK4_0, sizeof(BlockQ4_0), BlockBits<BlockQ4_0>(kQK4_0), true,
+       "llama.cpp Q4_0: 32 weights, f16 scale, 4-bit codes", QuantizeQ4_0, DequantizeQ4_0, BlockBytes,
+       {Q4_0Codes, 8, offsetof(BlockQ4_0, d)}},
+      {QuantType::kQ4_1, "q4_1", TypeFamily::kGgmlBlock, kQK4_0, sizeof(BlockQ4_1), BlockBits<BlockQ4_1>(kQK4_0), true,
+       "llama.cpp Q4_1: 32 weights, f16 step and minimum, 4-bit codes", QuantizeQ4_1, DequantizeQ4_1, BlockBytes},
+      {QuantType::kQ5_0, "q5_0", TypeFamily::kGgmlBlock, kQK4_0, sizeof(BlockQ5_0), BlockBits<BlockQ5_0>(kQK4_0), true,
+       "llama.cpp Q5_0: 32 weights, f16 scale, 5-bit codes", QuantizeQ5_0, DequantizeQ5_0, BlockBytes,
+       {Q5_0Codes, 16, offsetof(BlockQ5_0, d)}},
+      {QuantType::kQ5_1, "q5_1", TypeFamily::kGgmlBlock, kQK4_0, sizeof(BlockQ5_1), BlockBits<BlockQ5_1>(kQK4_0), true,
+       "llama.cpp Q5_1: 32 weights, f16 step and minimum, 5-bit codes", QuantizeQ5_1, DequantizeQ5_1, BlockBytes},
+      {QuantType::kQ8_0, "q8_0", TypeFamily::kGgmlBlock, kQK8_0, sizeof(BlockQ8_0), BlockBits<BlockQ8_0>(kQK8_0), true,
+       "llama.cpp Q8_0: 32 weights, f16 scale, int8 codes", QuantizeQ8_0, DequantizeQ8_0, BlockBytes,
+       {Q8_0Codes, 128, offsetof(BlockQ8_0, d)}},
+      ATQ_KQUANT_ROW(Q2_K, "q2_k", "llama.cpp Q2_K (read only): 16x16 weights, 4-bit scales and minimums"),
+      ATQ_KQUANT_ROW(Q3_K, "q3_k", "llama.cpp Q3_K (read only): 16x16 weights, 6-bit scales, 3-bit codes"),
+      ATQ_KQUANT_ROW(Q4_K, "q4_k", "llama.cpp Q4_K (read only): 8x32 weights, 6-bit scales and minimums"),
+      ATQ_KQUANT_ROW(Q5_K, "q5_k", "llama.cpp Q5_K (read only): 8x32 weights, 6-bit scales and minimums"),
+      ATQ_KQUANT_ROW(Q6_K, "q6_k", "llama.cpp Q6_K (read only): 16x16 weights, int8 scales, 6-bit codes"),
+      ATQ_KQUANT_ROW(Q8_K, "q8_k", "llama.cpp Q8_K (read only): 256 weights, f32 scale, int8 codes"),
       {QuantType::kI8, "i8", TypeFamily::kInteger, 1, 1, 8, false, "int8 (storage)", nullptr, DequantizeInteger<int8_t>,
        PlainBytes<1>},
       {QuantType::kI16, "i16", TypeFamily::kInteger, 1, 2, 16, false, "int16 (storage)", nullptr,
@@ -104,10 +132,12 @@ std::vector<TypeTraits> MakeTable() {
        DequantizeInteger<double>, PlainBytes<8>},
       {QuantType::kBF16, "bf16", TypeFamily::kFloat, 1, 2, 16, false, "bfloat16", QuantizeBF16, DequantizeBF16,
        PlainBytes<2>},
-      {QuantType::kTQ1_0, "tq1_0", TypeFamily::kGgmlBlock, kQK_K, sizeof(BlockTQ1_0), kTQ1Bpw, true,
-       "llama.cpp TQ1_0: 256 ternary weights, base-3 packing, f16 scale", QuantizeTQ1_0, DequantizeTQ1_0, BlockBytes},
-      {QuantType::kTQ2_0, "tq2_0", TypeFamily::kGgmlBlock, kQK_K, sizeof(BlockTQ2_0), kTQ2Bpw, true,
-       "llama.cpp TQ2_0: 256 ternary weights, 2-bit codes, f16 scale", QuantizeTQ2_0, DequantizeTQ2_0, BlockBytes},
+      {QuantType::kTQ1_0, "tq1_0", TypeFamily::kGgmlBlock, kQK_K, sizeof(BlockTQ1_0), BlockBits<BlockTQ1_0>(kQK_K), true,
+       "llama.cpp TQ1_0: 256 ternary weights, base-3 packing, f16 scale", QuantizeTQ1_0, DequantizeTQ1_0, BlockBytes,
+       {TQ1_0Codes, 1, offsetof(BlockTQ1_0, d)}},
+      {QuantType::kTQ2_0, "tq2_0", TypeFamily::kGgmlBlock, kQK_K, sizeof(BlockTQ2_0), BlockBits<BlockTQ2_0>(kQK_K), true,
+       "llama.cpp TQ2_0: 256 ternary weights, 2-bit codes, f16 scale", QuantizeTQ2_0, DequantizeTQ2_0, BlockBytes,
+       {TQ2_0Codes, 1, offsetof(BlockTQ2_0, d)}},
       {QuantType::kU8, "u8", TypeFamily::kInteger, 1, 1, 8, false, "uint8 (storage)", nullptr,
        DequantizeInteger<uint8_t>, PlainBytes<1>},
       {QuantType::kBool, "bool", TypeFamily::kInteger, 1, 1, 8, false, "bool, one byte (storage)", nullptr,
@@ -135,6 +165,7 @@ std::vector<TypeTraits> MakeTable() {
   };
 }
 #undef ATQ_UNIFORM_ROW
+#undef ATQ_KQUANT_ROW
 
 std::string Lower(std::string_view text) {
   std::string out(text);
@@ -205,7 +236,8 @@ int64_t PackedBytes(const Layout& layout) {
 void Quantize(const Layout& layout, const float* src, uint8_t* dst) {
   const TypeTraits& traits = Traits(layout.type);
   CheckLayout(layout);
-  Require(traits.quantize != nullptr, "{} is a storage type: atq does not quantize to it", traits.name);
+  Require(traits.quantize != nullptr, "{}: atq reads this type but does not quantize to it ({})", traits.name,
+          traits.family == TypeFamily::kInteger ? "a storage type" : "llama.cpp's own search writes it");
   traits.packed_bytes(layout);  // rejects shapes the type cannot hold
   if (traits.is_quantized) {
     const int64_t count = layout.rows * layout.cols;

@@ -15,7 +15,18 @@ enum class QuantType : uint32_t {
   kF32 = 0,
   kF16 = 1,
   kQ4_0 = 2,   // 32 weights: f16 scale d + 16 bytes of nibbles; w = d * (q - 8)
+  kQ4_1 = 3,   // 32 weights: f16 step d and minimum m + nibbles; w = d * q + m
+  kQ5_0 = 6,   // 32 weights: f16 scale d + 5-bit codes; w = d * (q - 16)
+  kQ5_1 = 7,   // 32 weights: f16 step d and minimum m + 5-bit codes; w = d * q + m
   kQ8_0 = 8,   // 32 weights: f16 scale d + 32 int8; w = d * q
+  // llama.cpp's k-quants: 256-weight super-blocks of 16 or 32-weight sub-blocks with their own 4-8 bit scales
+  // (and minimums). atq reads them (every file llama-quantize writes); it does not quantize to them.
+  kQ2_K = 10,
+  kQ3_K = 11,
+  kQ4_K = 12,
+  kQ5_K = 13,
+  kQ6_K = 14,
+  kQ8_K = 15,
   kI8 = 24,
   kI16 = 25,
   kI32 = 26,
@@ -49,7 +60,7 @@ enum class QuantType : uint32_t {
 enum class TypeFamily {
   kFloat,      // f32 f16 bf16 f64
   kInteger,    // storage only: i8 .. i64, u8, bool; no quantize
-  kGgmlBlock,  // llama.cpp block formats: scale inside each block
+  kGgmlBlock,  // llama.cpp block formats: scales inside each block
   kTernary,    // atq ternary with separate scales
   kUniform,    // atq uniform b-bit with separate scales (and zero points)
 };
@@ -78,6 +89,17 @@ struct TypeTraits;
 using QuantizeFn = void (*)(const Layout& layout, const float* src, uint8_t* dst);
 using DequantizeFn = void (*)(const Layout& layout, const uint8_t* src, float* dst);
 using PackedBytesFn = int64_t (*)(const Layout& layout);
+using BlockCodesFn = float (*)(const uint8_t* block, uint8_t* codes);
+
+// How the integer kernels read a ggml block: w = d * (code - offset), one f16 d per block at byte scale_byte.
+// decode writes block_size codes in weight order and returns d. Empty (decode == nullptr) for every other row,
+// including ggml types whose blocks carry minimums or sub-block scales (Q4_1, Q5_1, the k-quants): kernels do not
+// run those, and loaders dequantize them.
+struct BlockCodes {
+  BlockCodesFn decode = nullptr;
+  int offset = 0;
+  int64_t scale_byte = 0;
+};
 
 struct TypeTraits {
   QuantType type;
@@ -88,9 +110,10 @@ struct TypeTraits {
   double bits_per_weight;   // code bits only for atq types; scale overhead comes from PackedBytes(layout)
   bool is_quantized;
   std::string_view description;
-  QuantizeFn quantize;      // reference quantize; nullptr for storage-only types. Throws on NaN/Inf input.
+  QuantizeFn quantize;      // reference quantize; nullptr for storage-only and read-only types. Throws on NaN/Inf.
   DequantizeFn dequantize;  // to float32
   PackedBytesFn packed_bytes;
+  BlockCodes block_codes = {};
 };
 
 // All rows, in id order.

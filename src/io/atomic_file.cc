@@ -1,7 +1,10 @@
 // Temporary-name-then-rename writes.
 #include "io/atomic_file.h"
 
+#include <fcntl.h>
 #include <signal.h>
+#include <stdio.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -27,9 +30,35 @@ constexpr size_t kMaxTempPath = 4096;
 char g_temporaries[kMaxTemporaries][kMaxTempPath];
 std::atomic<bool> g_in_use[kMaxTemporaries];
 
+// A staging folder's files and then the folder, with raw system calls only (getdents64, unlinkat, rmdir are
+// async-signal-safe; opendir/readdir allocate). Staging folders are flat.
+void RemoveFlatFolder(const char* path) {
+  const int fd = ::open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (fd < 0) return;
+  alignas(8) char buffer[4096];
+  for (;;) {
+    const long bytes = ::syscall(SYS_getdents64, fd, buffer, sizeof(buffer));
+    if (bytes <= 0) break;
+    for (long offset = 0; offset < bytes;) {
+      // struct linux_dirent64: u64 inode, s64 offset, u16 record length, u8 type, then the NUL-terminated name.
+      unsigned short length;
+      std::memcpy(&length, buffer + offset + 16, sizeof(length));
+      const char* name = buffer + offset + 19;
+      if (!(name[0] == '.' && (name[1] == '\0' || (name[1] == '.' && name[2] == '\0')))) ::unlinkat(fd, name, 0);
+      offset += length;
+    }
+  }
+  ::close(fd);
+  ::rmdir(path);
+}
+
 extern "C" void RemoveTemporariesAndDie(int signal_number) {
   for (int i = 0; i < kMaxTemporaries; ++i) {
     if (g_in_use[i].load()) ::unlink(g_temporaries[i]);
+  }
+  // Folders after files: a file being written inside a staging folder is gone by now.
+  for (int i = 0; i < kMaxTemporaries; ++i) {
+    if (g_in_use[i].load()) RemoveFlatFolder(g_temporaries[i]);
   }
   std::signal(signal_number, SIG_DFL);
   std::raise(signal_number);
@@ -81,16 +110,20 @@ void RemoveStaleTemporaries(const std::string& path) {
     const pid_t pid = static_cast<pid_t>(std::stol(pid_text));
     if (pid == ::getpid() || ::kill(pid, 0) == 0 || errno != ESRCH) continue;
     std::error_code ignored;
-    fs::remove(it->path(), ignored);
+    fs::remove_all(it->path(), ignored);
   }
+}
+
+std::string TemporaryName(const std::string& path) {
+  static std::atomic<int> counter{0};
+  return fmt::format("{}.tmp.{}.{}", path, ::getpid(), counter++);
 }
 
 }  // namespace
 
 AtomicFile::AtomicFile(std::string path) : path_(std::move(path)) {
-  static std::atomic<int> counter{0};
   RemoveStaleTemporaries(path_);
-  temp_path_ = fmt::format("{}.tmp.{}.{}", path_, ::getpid(), counter++);
+  temp_path_ = TemporaryName(path_);
   file_ = std::fopen(temp_path_.c_str(), "wb");
   if (file_ == nullptr) Fail("{}: cannot create {}: {}", path_, temp_path_, std::strerror(errno));
   slot_ = RegisterTemporary(temp_path_);
@@ -137,6 +170,67 @@ void WriteFileAtomically(const std::string& path, std::string_view contents) {
   AtomicFile file(path);
   file.Write(contents);
   file.Commit();
+}
+
+}  // namespace atq
+
+namespace atq {
+
+void StagedFolder::CheckReplaceable(const std::string& dir, const std::string& marker, const std::string& option) {
+  namespace fs = std::filesystem;
+  std::error_code error;
+  const fs::file_status status = fs::symlink_status(dir, error);
+  if (!fs::exists(status)) return;
+  Require(fs::is_directory(status), "{} {}: exists and is not a folder", option, dir);
+  if (fs::is_empty(dir, error) || fs::exists(fs::path(dir) / marker, error)) return;
+  Fail("{} {}: the folder exists and holds files atq did not write there (no {}); atq replaces its output folder "
+       "as a whole, so give a new or empty folder",
+       option, dir, marker);
+}
+
+StagedFolder::StagedFolder(std::string dir, std::string marker) : dir_(std::move(dir)), marker_(std::move(marker)) {
+  namespace fs = std::filesystem;
+  while (!dir_.empty() && dir_.size() > 1 && dir_.back() == '/') dir_.pop_back();
+  CheckReplaceable(dir_, marker_, "output");
+  RemoveStaleTemporaries(dir_);
+  staging_ = TemporaryName(dir_);
+  std::error_code error;
+  if (fs::path(dir_).has_parent_path()) fs::create_directories(fs::path(dir_).parent_path(), error);
+  if (!fs::create_directory(staging_, error) || error) {
+    Fail("{}: cannot create the staging folder {}: {}", dir_, staging_, error ? error.message() : "it exists");
+  }
+  slot_ = RegisterTemporary(staging_);
+}
+
+StagedFolder::~StagedFolder() {
+  if (!committed_) {
+    std::error_code ignored;
+    std::filesystem::remove_all(staging_, ignored);
+  }
+  if (slot_ >= 0) g_in_use[slot_].store(false);
+}
+
+void StagedFolder::Commit() {
+  namespace fs = std::filesystem;
+  Require(!committed_, "{}: committed twice", dir_);
+  Require(fs::exists(fs::path(staging_) / marker_), "{}: the output is incomplete (no {})", dir_, marker_);
+  CheckReplaceable(dir_, marker_, "output");  // again: someone may have put files there during the run
+  std::error_code error;
+  if (!fs::exists(dir_, error)) {
+    if (std::rename(staging_.c_str(), dir_.c_str()) != 0) {
+      Fail("{}: cannot rename {} into place: {}", dir_, staging_, std::strerror(errno));
+    }
+  } else {
+    // The previous output and the new one trade places in one step; the old one, now under the staging name,
+    // is then removed.
+    if (::renameat2(AT_FDCWD, staging_.c_str(), AT_FDCWD, dir_.c_str(), RENAME_EXCHANGE) != 0) {
+      Fail("{}: cannot exchange {} with the previous output: {}", dir_, staging_, std::strerror(errno));
+    }
+    fs::remove_all(staging_, error);
+  }
+  committed_ = true;
+  if (slot_ >= 0) g_in_use[slot_].store(false);
+  slot_ = -1;
 }
 
 }  // namespace atq

@@ -41,4 +41,33 @@ class AtomicFile {
 // Writes a whole small file (JSON, CSV) atomically.
 void WriteFileAtomically(const std::string& path, std::string_view contents);
 
+// An output folder written as a whole (a packed checkpoint: weights, config, tokenizer, report), so that a reader
+// never sees a folder mixing two runs or missing a file: everything goes into a staging folder beside it
+// (`dir.tmp.<pid>.<n>`), and Commit() puts that in place with one rename, or, where a previous run's folder is
+// there, with one atomic exchange (renameat2 RENAME_EXCHANGE) after which the old one is removed. Until Commit the
+// final folder is untouched. The staging folder is removed on an error (destructor) and on SIGINT/SIGTERM/SIGHUP;
+// one a kill -9 left is removed by the next run writing the same output.
+class StagedFolder {
+ public:
+  // `marker`: a file every such output holds (e.g. quantize_report.json); an existing non-empty folder without it
+  // was not written by atq and is refused rather than replaced. Throws atq::Error naming `dir`.
+  StagedFolder(std::string dir, std::string marker);
+  ~StagedFolder();
+  StagedFolder(const StagedFolder&) = delete;
+  StagedFolder& operator=(const StagedFolder&) = delete;
+
+  const std::string& path() const { return staging_; }  // write here
+  const std::string& final_path() const { return dir_; }
+  void Commit();
+
+  // The check alone, for commands to make before any work: `dir` is absent, an empty folder, or a folder holding
+  // `marker`. `option` names it in the error ("--out").
+  static void CheckReplaceable(const std::string& dir, const std::string& marker, const std::string& option);
+
+ private:
+  std::string dir_, marker_, staging_;
+  bool committed_ = false;
+  int slot_ = -1;
+};
+
 }  // namespace atq

@@ -188,8 +188,6 @@ void SafetensorsFile::Parse() {
   const uint64_t data_size = size_ - data_offset_;
 
   const std::string_view text(reinterpret_cast<const char*>(bytes_ + 8), header_size);
-  const json header = ParseStrictJson(text, fmt::format("{}: header", path_));
-  Require(header.is_object(), "{}: header must be a JSON object, got {}", path_, JsonTypeName(header));
 
   // Offsets from the file, kept apart from TensorInfo so the overlap check can report both ranges.
   struct Range {
@@ -198,8 +196,8 @@ void SafetensorsFile::Parse() {
   };
   std::vector<Range> ranges;
   std::vector<TensorInfo> parsed;
-  parsed.reserve(header.size());
-  for (const auto& [key, entry] : header.items()) {
+  // Member by member: a header of many tensors never exists as one JSON document in memory.
+  StreamStrictJsonObject(text, fmt::format("{}: header", path_), [&](std::string key, json entry) {
     if (key == kMetadataKey) {
       Require(entry.is_object(), "{}: \"__metadata__\" must be an object of strings, got {}", path_,
               JsonTypeName(entry));
@@ -210,7 +208,7 @@ void SafetensorsFile::Parse() {
         }
         metadata_.emplace(meta_key, meta_value.get<std::string>());
       }
-      continue;
+      return;
     }
     const std::string what = fmt::format("{}: tensor {}", path_, Quote(key));
     Require(entry.is_object(), "{}: entry must be an object with dtype, shape and data_offsets, got {}", what,
@@ -222,7 +220,7 @@ void SafetensorsFile::Parse() {
     if (!type) Fail("{}: unsupported dtype {} (atq reads {})", what, Quote(dtype->get<std::string>()), kKnownDtypes);
 
     TensorInfo info;
-    info.name = key;
+    info.name = std::move(key);
     info.type = *type;
     info.shape = ParseShape(entry, what);
     const int64_t count = CheckedElementCount(info.shape, what);
@@ -241,7 +239,7 @@ void SafetensorsFile::Parse() {
     info.nbytes = needed;
     ranges.push_back({begin, end, parsed.size()});
     parsed.push_back(std::move(info));
-  }
+  });
 
   // File order; the overlap check walks it keeping the furthest end seen so far.
   std::sort(ranges.begin(), ranges.end(), [&](const Range& a, const Range& b) {

@@ -7,6 +7,7 @@
 #include <type_traits>
 #include <variant>
 
+#include "io/strict_json.h"
 #include "util/error.h"
 #include "util/strings.h"
 #include "io/mapped_file.h"
@@ -53,10 +54,15 @@ nlohmann::json ArrayJson(const GgufArray& array, size_t max_elements) {
 
 // The real type, shape and layout of a U8 tensor that atq.packed.<name> metadata describes.
 TensorInfo PackedInfo(const TensorInfo& stored, const std::string& description_text, const std::string& file) {
-  const nlohmann::json description = nlohmann::json::parse(description_text, nullptr, /*allow_exceptions=*/false);
   const auto fail = [&](std::string_view problem) {
-    Fail("{}: metadata {}{} {}: {}", file, kPackedKeyPrefix, stored.name, problem, description_text);
+    Fail("{}: metadata {}{} {}: {}", file, kPackedKeyPrefix, stored.name, problem, description_text.substr(0, 200));
   };
+  nlohmann::json description;
+  try {
+    description = ParseStrictJson(description_text, "value");
+  } catch (const Error& error) {
+    fail(error.what());
+  }
   if (!description.is_object() || !description.contains("type") || !description["type"].is_string() ||
       !description.contains("shape") || !description["shape"].is_array() || !description.contains("granularity") ||
       !description["granularity"].is_string()) {

@@ -17,7 +17,7 @@ namespace {
 constexpr int64_t kAtqSegment = 256;      // rows longer than kMaxRowSegment
 constexpr int64_t kMaxRowSegment = 65536;
 
-bool IsGgmlCodes(QuantType type) { return Traits(type).family == TypeFamily::kGgmlBlock; }
+bool IsGgmlCodes(QuantType type) { return Traits(type).block_codes.decode != nullptr; }
 
 int64_t RowStride(const Layout& layout) {
   const TypeTraits& traits = Traits(layout.type);
@@ -35,7 +35,8 @@ int64_t KernelSegment(const Layout& layout) {
   if (IsGgmlCodes(layout.type)) return Traits(layout.type).block_size;
   const TypeTraits& traits = Traits(layout.type);
   Require(traits.family == TypeFamily::kTernary || traits.family == TypeFamily::kUniform,
-          "{} has no matrix kernel (kernels run f32, f16, bf16, q8_0, q4_0, tq1_0, tq2_0 and atq's packed types)",
+          "{} has no matrix kernel (kernels run f32, f16, bf16, the ggml types with one scale and integer codes per "
+          "block: q8_0, q4_0, q5_0, tq1_0, tq2_0, and atq's packed types)",
           traits.name);
   // One weight scale per row: one int8 activation scale per row too (per token, as BitNet b1.58 quantizes its
   // activations), so a row is one integer sum. Integer sums stay within int32 while 255 * 127 * cols < 2^31.
@@ -85,9 +86,10 @@ RowDecoder::RowDecoder(const PackedMatrix& matrix)
   if (ggml_) {
     block_bytes_ = Traits(layout.type).bytes_per_block;
     row_stride_ = RowStride(layout);
-    // The f16 scale sits first in Q8_0/Q4_0 blocks and last in TQ1_0/TQ2_0 blocks.
-    scale_at_ = layout.type == QuantType::kQ8_0 || layout.type == QuantType::kQ4_0 ? 0 : block_bytes_ - 2;
-    fixed_offset_ = GgmlCodeOffset(layout.type);
+    const BlockCodes& codes = Traits(layout.type).block_codes;
+    block_decode_ = codes.decode;
+    scale_at_ = codes.scale_byte;
+    fixed_offset_ = codes.offset;
     return;
   }
   const bool ternary = Traits(layout.type).family == TypeFamily::kTernary;
@@ -123,7 +125,7 @@ void RowDecoder::Decode(int64_t row, uint8_t* codes, float* scales, int32_t* off
   if (ggml_) {
     const uint8_t* row_data = matrix_.data + row * row_stride_;
     for (int64_t s = 0; s < segments_; ++s) {
-      GgmlBlockCodes(matrix_.layout.type, row_data + s * block_bytes_, codes + s * segment_);
+      block_decode_(row_data + s * block_bytes_, codes + s * segment_);
     }
   } else {
     ReadAtqRowCodes(matrix_.layout, matrix_.data, row, codes);

@@ -24,7 +24,7 @@ struct PackedWeights {
 };
 
 // Columns per segment (the run of a row that shares one weight scale, and so one int8 activation scale):
-// 32 for Q8_0 and Q4_0, 256 for TQ1_0 and TQ2_0, the group size for atq's per-group types, the whole row for
+// 32 for Q8_0, Q4_0 and Q5_0, 256 for TQ1_0 and TQ2_0, the group size for atq's per-group types, the whole row for
 // atq's per-tensor and per-channel types (256 past 65536 columns); 0 for f32, f16 and bf16. Throws atq::Error for
 // a type kernels cannot run.
 int64_t KernelSegment(const Layout& layout);
@@ -49,6 +49,7 @@ class RowDecoder {
   int64_t segment_, segments_;
   bool ggml_;
   int64_t row_stride_ = 0, block_bytes_ = 0, scale_at_ = 0;  // ggml blocks
+  BlockCodesFn block_decode_ = nullptr;
   const uint8_t* scale_bytes_ = nullptr;                       // atq: float32 scales
   const uint8_t* zero_points_ = nullptr;                       // atq asymmetric: uint8 zero points
   int64_t groups_per_row_ = 0;                                 // atq: 0 per tensor, 1 per channel

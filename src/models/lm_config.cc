@@ -72,6 +72,10 @@ void ReadRope(const json& config, const std::string& file, LmConfig& out) {
 
 std::string LmArchName(LmArch arch) { return arch == LmArch::kGpt2 ? "gpt2" : "llama"; }
 
+int64_t UsableContext(const LmConfig& config) {
+  return config.arch == LmArch::kGpt2 ? config.max_positions : kRotaryContextFactor * config.max_positions;
+}
+
 int64_t LmConfig::ParameterCount() const {
   const int64_t q = num_heads * head_dim, kv = num_kv_heads * head_dim;
   int64_t per_layer = 0;

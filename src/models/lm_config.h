@@ -34,6 +34,13 @@ struct LmConfig {
   int64_t ParameterCount() const;
 };
 
+// The most positions a sequence may span. GPT-2's position table ends at max_positions. Rotary models compute
+// their positions, and llama.cpp runs them past the context they were trained at (its llama2.c converter even
+// writes 128 for stories260K, trained at 512), so atq allows kRotaryContextFactor times the trained context, with
+// a warning from the callers; beyond that the figures mean little and attention memory grows with its square.
+constexpr int64_t kRotaryContextFactor = 4;
+int64_t UsableContext(const LmConfig& config);
+
 // Parses a Hugging Face config.json (model_type "gpt2" or "llama", or architectures naming GPT2LMHeadModel /
 // LlamaForCausalLM). Throws atq::Error naming `file` for an unknown architecture, a missing key, inconsistent
 // sizes (hidden not divisible by heads, heads not divisible by KV heads) or an unsupported RoPE scaling.

@@ -11,6 +11,7 @@
 #include "io/gguf.h"
 #include "io/llama2c.h"
 #include "io/tensor_file.h"
+#include "kernels/backend.h"
 #include "models/gpt2.h"
 #include "models/lm_gguf_names.h"
 #include "torch/tensor_bridge.h"
@@ -43,15 +44,13 @@ bool IsIgnorableHfTensor(const std::string& name) {
 // given, reorders its rows (GGUF's interleaved rotary rows), which only row-contiguous formats allow.
 std::optional<PackedWeights> KernelWeights(const TensorEntry& entry, const torch::Tensor& row_order = {}) {
   const TensorInfo& info = *entry.info;
-  // Types outside the table (llama.cpp's Q5_0, K-quants) have no kernel; ReadTensor names them.
+  // Types outside the table have no kernel (ReadTensor names them); quantized types the kernels do not run
+  // (Q4_1, Q5_1, the k-quants) are dequantized by ReadTensor instead.
   if (info.shape.size() != 2 || FindTraits(static_cast<uint32_t>(info.type)) == nullptr ||
-      !Traits(info.type).is_quantized) {
+      !Traits(info.type).is_quantized || !BackendFor(Device::kCpu).supports(info.type)) {
     return std::nullopt;
   }
   const TypeFamily family = Traits(info.type).family;
-  if (family != TypeFamily::kGgmlBlock && family != TypeFamily::kTernary && family != TypeFamily::kUniform) {
-    return std::nullopt;
-  }
   PackedWeights packed{info.layout, std::vector<uint8_t>(entry.data, entry.data + info.nbytes)};
   if (row_order.defined()) {
     if (family != TypeFamily::kGgmlBlock) return std::nullopt;  // per-row scales live apart from the codes

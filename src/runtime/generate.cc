@@ -8,6 +8,7 @@
 #include <torch/torch.h>
 
 #include "util/error.h"
+#include "util/log.h"
 
 namespace atq {
 
@@ -34,11 +35,15 @@ GenerateResult Generate(CausalLmImpl& model, const std::vector<int32_t>& prompt,
   Require(!prompt.empty(), "generation needs at least one prompt token");
   Require(options.temperature >= 0, "temperature must be >= 0, got {}", options.temperature);
   Require(options.top_p > 0 && options.top_p <= 1, "top-p must be in (0, 1], got {}", options.top_p);
-  const int64_t context = model.config().max_positions;
-  // Beyond its context a model was never trained (and GPT-2 has no position for it): the prompt must fit, and
-  // generation stops when the context is full.
+  // The prompt must fit the usable context (GPT-2 has no position past its table), and generation stops when the
+  // context is full.
+  const int64_t context = UsableContext(model.config());
   Require(static_cast<int64_t>(prompt.size()) <= context,
           "the prompt has {} tokens, more than the model's context of {} tokens", prompt.size(), context);
+  if (static_cast<int64_t>(prompt.size()) > model.config().max_positions) {
+    LogWarn("the prompt has {} tokens, more than the {} the model was trained at", prompt.size(),
+            model.config().max_positions);
+  }
 
   torch::NoGradGuard no_grad;
   model.eval();

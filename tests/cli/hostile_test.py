@@ -13,6 +13,7 @@ import json
 import os
 import resource
 import shutil
+import signal
 import struct
 import subprocess
 import sys
@@ -182,18 +183,22 @@ def peak_anon_kib(pid, peak):
     return peak
 
 
-def limits():
+def limits(file_size=None):
     resource.setrlimit(resource.RLIMIT_DATA, (DATA_LIMIT, DATA_LIMIT))
+    if file_size is not None:
+        # A full disk: writes past file_size fail (EFBIG, as ENOSPC would) instead of raising SIGXFSZ.
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (file_size, file_size))
 
 
-def case(klass, name, args, status, needles, stdin=None):
+def case(klass, name, args, status, needles, stdin=None, file_size=None):
     """Runs atq ARGS; expects exit `status` and every needle in stderr, and no sign of an internal failure."""
     global failures
     start = time.monotonic()
     # Output to files: a pipe nobody reads while the case runs would block a chatty command.
     out_file, err_file = tempfile.TemporaryFile("w+"), tempfile.TemporaryFile("w+")
     process = subprocess.Popen([ATQ] + args, stdout=out_file, stderr=err_file, stdin=subprocess.DEVNULL,
-                               preexec_fn=limits, text=True)
+                               preexec_fn=lambda: limits(file_size), text=True)
     peak = 0
     while process.poll() is None:
         peak = peak_anon_kib(process.pid, peak)
@@ -227,6 +232,86 @@ def case(klass, name, args, status, needles, stdin=None):
             print(f"  | {line}")
     else:
         print(f"ok: {klass}: {name} ({seconds:.2f} s, {peak / 1024:.0f} MB anon): {first_error}")
+
+
+def complete_checkpoint(folder):
+    """None when `folder` holds one whole run's packed checkpoint, else what is wrong."""
+    names = sorted(os.listdir(folder))
+    for needed in ("config.json", "model.safetensors", "quantize_report.json"):
+        if needed not in names:
+            return f"{needed} missing ({names})"
+    if any(".tmp." in name for name in names):
+        return f"temporaries inside ({names})"
+    with open(os.path.join(folder, "quantize_report.json")) as f:
+        report = json.load(f)
+    size = os.path.getsize(os.path.join(folder, "model.safetensors"))
+    if report["output"]["file_bytes"] != size:
+        return f"model.safetensors has {size} bytes, its report says {report['output']['file_bytes']} (two runs mixed)"
+    return None
+
+
+def kill_during_writes(tmp, model, rtn, text):
+    """kill -9 at growing delays into `quantize`, alternating 4 and 2 bits (different file sizes): after every kill
+    the output folder is absent or one whole run's checkpoint, never a mix; the next run removes what the killed
+    one left."""
+    global failures
+    out = os.path.join(tmp, "killed-out")
+    problems, kills, delay = [], 0, 0.2
+    start = time.monotonic()
+    for attempt in range(60):
+        bits = "4" if attempt % 2 == 0 else "2"
+        args = [ATQ, "quantize", model, "--method", "rtn", "--bits", bits, "--nsamples", "0", "--out", out]
+        process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, preexec_fn=limits)
+        try:
+            process.wait(timeout=delay)
+            finished = True
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+            finished = False
+            kills += 1
+        if os.path.exists(out):
+            problem = complete_checkpoint(out)
+            if problem:
+                problems.append(f"after {'a finished run' if finished else f'kill -9 at {delay:.2f} s'}: {problem}")
+        elif finished:
+            problems.append("a finished run left no output")
+        if finished and attempt > 0:
+            break
+        delay += 0.03
+    # The next run cleans what the killed ones left beside the output.
+    subprocess.run([ATQ, "quantize", model] + rtn + ["--out", out], stdout=subprocess.DEVNULL,
+                   stderr=subprocess.DEVNULL, check=False)
+    left = [name for name in os.listdir(tmp) if name.startswith("killed-out") and name != "killed-out"]
+    if left:
+        problems.append(f"left beside the output after the next run: {left}")
+    ok = not problems and kills > 0
+    results.append({"class": "outputs", "case": f"kill -9 during quantize ({kills} kills)", "exit": None,
+                    "seconds": round(time.monotonic() - start, 3), "peak_anon_mb": None,
+                    "error": "; ".join(problems) or "every kill left no output or one whole run's", "ok": ok})
+    if not ok:
+        failures += 1
+        print(f"FAIL: outputs: kill -9 during quantize: {problems or 'no run was killed'}")
+    else:
+        print(f"ok: outputs: kill -9 during quantize ({kills} kills): no partial or mixed output")
+
+
+def full_disk(tmp, model, rtn):
+    """A disk that fills during the write (RLIMIT_FSIZE below the file's size): a clean error naming the file, no
+    output folder and nothing left beside it; the same for the GGUF, which also discards the packed folder."""
+    global failures
+    out = os.path.join(tmp, "full-out")
+    case("outputs", "disk full while writing the packed checkpoint", ["quantize", model] + rtn + ["--out", out], 1,
+         ["model.safetensors", "File too large"], file_size=256 << 10)
+    gguf = os.path.join(tmp, "full.gguf")
+    # The GGUF with float32 embeddings (5 MB) is larger than the packed checkpoint's largest file (1.6 MB).
+    case("outputs", "disk full while writing the GGUF",
+         ["quantize", model] + rtn + ["--out", os.path.join(tmp, "full-out2"), "--gguf", gguf,
+                                      "--gguf-embeddings", "f32"], 1, [gguf, "File too large"], file_size=2 << 20)
+    left = [name for name in os.listdir(tmp) if name.startswith("full")]
+    if left:
+        print(f"FAIL: outputs: a full disk left {left}")
+        failures += 1
 
 
 def main():
@@ -288,8 +373,9 @@ def run(tmp):
     write_safetensors(path, [(f"t{i}", "F32", [1], b"\0\0\0\0") for i in range(200000)])
     case("parsing", "safetensors header of 200k tensors (inspect)", ["inspect", path], 0, [])
     path = os.path.join(tmp, "dup.safetensors")
-    write_safetensors(path, [], raw_header='{"a": {"dtype": "F32", "shape": [1], "data_offsets": [0, 4]}, '
-                                           '"a": {"dtype": "F32", "shape": [1], "data_offsets": [0, 4]}}')
+    write_safetensors(path, [("a", "F32", [1], b"\0\0\0\0")],
+                      raw_header='{"a": {"dtype": "F32", "shape": [1], "data_offsets": [0, 4]}, '
+                                 '"a": {"dtype": "F32", "shape": [1], "data_offsets": [0, 4]}}')
     case("parsing", "safetensors header with a duplicate key", ["inspect", path], 1, [path, "duplicate key"])
 
     # Silent garbage.
@@ -345,12 +431,26 @@ def run(tmp):
          ["sweep", good if has_gpt2 else "m", "--configs", sweep, "--text", text, "--out", os.path.join(tmp, "sw")],
          1, [sweep, "1000000000000 combinations"])
 
-    # A llama.cpp file with a type atq has no decoder for yet names the file, the tensor and the type.
+    # llama.cpp's mixed-type file (a Q5_0 embedding) runs; the same file with a type atq has no decoder for
+    # (IQ4_NL, id 20: 32 weights in 18 bytes, so the offsets still fit) names the file, the tensor and the type.
     fixtures = os.environ.get("ATQ_FIXTURES", os.path.join(os.path.dirname(ROOT), "shared", "fixtures"))
     tq2 = os.path.join(fixtures, "stories260K", "stories260K-tq2_0.gguf")
     if os.path.exists(tq2):
-        case("garbage", "llama.cpp GGUF with a Q5_0 tensor", ["perplexity", tq2, "--text", text], 1,
-             [tq2, "token_embd.weight", "q5_0"])
+        case("baseline", "llama.cpp GGUF with a Q5_0 tensor runs", ["perplexity", tq2, "--text", text, "--ctx", "128"],
+             0, [])
+        with open(tq2, "rb") as f:
+            blob = bytearray(f.read())
+        name = b"token_embd.weight"
+        at = blob.index(struct.pack("<Q", len(name)) + name) + 8 + len(name)
+        n_dims = struct.unpack_from("<I", blob, at)[0]
+        type_at = at + 4 + 8 * n_dims
+        assert struct.unpack_from("<I", blob, type_at)[0] == 6  # q5_0
+        struct.pack_into("<I", blob, type_at, 20)
+        iq4 = os.path.join(tmp, "iq4_nl.gguf")
+        with open(iq4, "wb") as f:
+            f.write(blob)
+        case("garbage", "llama.cpp GGUF with an IQ4_NL tensor", ["perplexity", iq4, "--text", text, "--ctx", "128"],
+             1, [iq4, "token_embd.weight", "iq4_nl"])
     else:
         print(f"skip: {tq2} missing (set ATQ_FIXTURES)")
 
@@ -388,14 +488,24 @@ def run(tmp):
             case("outputs", "a second run writing the same output", ["quantize", good] + rtn + ["--out", locked], 1,
                  [locked, "another atq run is writing"])
         case("outputs", "quantize writes when the output is free", ["quantize", good] + rtn + ["--out", locked], 0, [])
-        # A run killed with -9 leaves its temporary; the next run of the same output removes it.
-        stale = os.path.join(locked, "model.safetensors.tmp.999999999.0")
-        with open(stale, "w") as f:
+        # A run killed with -9 leaves its staging folder; the next run of the same output removes it.
+        stale = locked + ".tmp.999999999.0"
+        os.makedirs(stale)
+        with open(os.path.join(stale, "model.safetensors"), "w") as f:
             f.write("half a file")
         case("outputs", "rerun after a killed run", ["quantize", good] + rtn + ["--out", locked], 0, [])
         if os.path.exists(stale):
-            print(f"FAIL: outputs: the stale temporary {stale} survived the next run")
+            print(f"FAIL: outputs: the stale staging folder {stale} survived the next run")
             failures += 1
+        # An existing folder atq did not write is refused, not replaced.
+        foreign = os.path.join(tmp, "user-folder")
+        os.makedirs(foreign)
+        with open(os.path.join(foreign, "notes.txt"), "w") as f:
+            f.write("the user's own file")
+        case("outputs", "quantize --out into a folder of the user's files",
+             ["quantize", good] + rtn + ["--out", foreign], 1, [foreign, "atq did not write"])
+        kill_during_writes(tmp, good, rtn, text)
+        full_disk(tmp, good, rtn)
         # A packed checkpoint from a newer (unknown) format version is refused, not read as version 1.
         packed = os.path.join(locked, "model.safetensors")
         with open(packed, "rb") as f:

@@ -161,11 +161,20 @@ std::vector<float> ErrorBounds(const Layout& layout, const std::vector<float>& w
           // Half a step d = amax/127, plus the f16 rounding of d times the largest code 127.
           const float d = max_abs / 127;
           limit = d / 2 + 127 * std::fabs(d - F16Rounded(d));
-        } else if (layout.type == QuantType::kQ4_0) {
-          // d = max/-8 puts the extreme weight on code 0; the opposite end (+8 steps) does not exist and is
-          // clamped to +7, so a full step |d| there; plus 8 times the f16 rounding of d.
-          const float d = max / -8;
-          limit = std::fabs(d) + 8 * std::fabs(d - F16Rounded(d));
+        } else if (layout.type == QuantType::kQ4_0 || layout.type == QuantType::kQ5_0) {
+          // d = max/-2^(b-1) puts the extreme weight on code 0; the opposite end (+2^(b-1) steps) does not exist
+          // and is clamped to 2^(b-1) - 1, so a full step |d| there; plus 2^(b-1) times the f16 rounding of d.
+          const float half_range = layout.type == QuantType::kQ4_0 ? 8 : 16;
+          const float d = max / -half_range;
+          limit = std::fabs(d) + half_range * std::fabs(d - F16Rounded(d));
+        } else if (layout.type == QuantType::kQ4_1 || layout.type == QuantType::kQ5_1) {
+          // d = (max - min) / (2^b - 1), m = min: half a step, plus the f16 rounding of d times the largest code
+          // and the f16 rounding of m.
+          const float top = layout.type == QuantType::kQ4_1 ? 15 : 31;
+          const float low = *std::min_element(x, x + traits.block_size);
+          const float high = *std::max_element(x, x + traits.block_size);
+          const float d = (high - low) / top;
+          limit = d / 2 + top * std::fabs(d - F16Rounded(d)) + std::fabs(low - F16Rounded(low));
         } else {
           // TQ1_0 / TQ2_0: d = amax, trits round(x/amax): half a step, plus the f16 rounding of d.
           limit = max_abs / 2 + std::fabs(max_abs - F16Rounded(max_abs));
@@ -251,7 +260,20 @@ TEST(QuantTableTest, RowsAreConsistent) {
     EXPECT_DOUBLE_EQ(row.bits_per_weight, 8.0 * row.bytes_per_block / row.block_size);
     EXPECT_NE(row.dequantize, nullptr);
     EXPECT_NE(row.packed_bytes, nullptr);
-    EXPECT_EQ(row.quantize == nullptr, row.family == TypeFamily::kInteger);
+    // Storage types are never quantized to; read-only rows (llama.cpp's k-quants) are ggml blocks.
+    if (row.family == TypeFamily::kInteger) {
+      EXPECT_EQ(row.quantize, nullptr);
+    }
+    if (row.quantize == nullptr) {
+      EXPECT_TRUE(row.family == TypeFamily::kInteger || row.family == TypeFamily::kGgmlBlock);
+    }
+    // Integer-kernel codes are a ggml block's: one f16 scale inside the block, offset within the code range.
+    if (row.block_codes.decode != nullptr) {
+      EXPECT_EQ(row.family, TypeFamily::kGgmlBlock);
+      EXPECT_GE(row.block_codes.scale_byte, 0);
+      EXPECT_LE(row.block_codes.scale_byte + 2, row.bytes_per_block);
+      EXPECT_GT(row.block_codes.offset, 0);
+    }
     EXPECT_EQ(row.is_quantized, row.family != TypeFamily::kInteger && row.family != TypeFamily::kFloat);
     EXPECT_FALSE(row.description.empty());
   }
@@ -265,14 +287,14 @@ TEST(QuantTableTest, RowsAreConsistent) {
   EXPECT_EQ(static_cast<uint32_t>(QuantType::kTQ2_0), 35u);
 }
 
-TEST(QuantTableTest, StorageTypesAreNotQuantizedTo) {
+TEST(QuantTableTest, StorageAndReadOnlyTypesAreNotQuantizedTo) {
   for (const TypeTraits& row : AllTypes()) {
-    if (row.family != TypeFamily::kInteger) continue;
-    const Layout layout{row.type, 1, 4, Granularity::kTensor, 0};
-    const float w[4] = {1, 2, 3, 4};
-    std::vector<uint8_t> out(64);
+    if (row.quantize != nullptr) continue;
+    const Layout layout{row.type, 1, row.block_size == 1 ? 4 : row.block_size, Granularity::kTensor, 0};
+    const std::vector<float> w(static_cast<size_t>(layout.cols), 1.0f);
+    std::vector<uint8_t> out(static_cast<size_t>(PackedBytes(layout)));
     try {
-      Quantize(layout, w, out.data());
+      Quantize(layout, w.data(), out.data());
       ADD_FAILURE() << row.name << ": expected an error";
     } catch (const Error& e) {
       EXPECT_NE(std::string(e.what()).find(row.name), std::string::npos) << e.what();
@@ -387,6 +409,29 @@ TEST_P(EveryTypeTest, NonFiniteInput) {
       EXPECT_NE(message.find("row 1"), std::string::npos) << message;
       EXPECT_NE(message.find("column 3"), std::string::npos) << message;
       EXPECT_NE(message.find(std::isnan(value) ? "nan" : "inf"), std::string::npos) << message;
+    }
+  }
+}
+
+// Rows with integer-kernel codes: d * (code - offset) over each block's codes is exactly what Dequantize gives.
+TEST_P(EveryTypeTest, BlockCodesAgreeWithDequantize) {
+  const BlockCodes& codes = traits().block_codes;
+  if (codes.decode == nullptr) GTEST_SKIP() << traits().name << " has no integer-kernel codes";
+  for (const Layout& layout : LayoutsFor(traits())) {
+    const std::vector<float> w = MakeWeights(layout, Pattern::kOutliers, 11);
+    const std::vector<uint8_t> packed = Quantize(layout, w.data());
+    const std::vector<float> want = Dequantize(layout, packed.data(), static_cast<int64_t>(packed.size()));
+    std::vector<uint8_t> block_codes(static_cast<size_t>(traits().block_size));
+    for (int64_t b = 0; b < static_cast<int64_t>(want.size()) / traits().block_size; ++b) {
+      const uint8_t* block = packed.data() + b * traits().bytes_per_block;
+      const float d = codes.decode(block, block_codes.data());
+      uint16_t stored;
+      std::memcpy(&stored, block + codes.scale_byte, 2);
+      ASSERT_EQ(d, F16ToF32(stored)) << Describe(layout) << " block " << b;
+      for (int64_t j = 0; j < traits().block_size; ++j) {
+        ASSERT_EQ(d * static_cast<float>(block_codes[j] - codes.offset), want[b * traits().block_size + j])
+            << Describe(layout) << " block " << b << " weight " << j;
+      }
     }
   }
 }

@@ -63,7 +63,7 @@ TEST(PackedSafetensorsTest, RejectsMetadataThatDoesNotFitTheBytes) {
       {R"({"type": "f32", "shape": [3, 40], "granularity": "group:16"})", "quantized format"},
       {R"({"type": "u4a", "shape": [3, 40], "granularity": "rows"})", "granularity"},
       {R"({"type": "u4a", "shape": "3x40", "granularity": "group:16"})", "object"},
-      {"not json", "object"},
+      {"not json", "not valid JSON"},
   };
   for (const auto& [description, needle] : cases) {
     testutil::TempDir dir;

@@ -1,6 +1,7 @@
 // MatMul on every compiled Highway target against MatMulReference (same arithmetic, scalar) and against a
 // double-precision product of the dequantized weights, for every type of the format table that kernels run,
 // over odd shapes, tails, groups and batch sizes.
+#include "kernels/backend.h"
 #include "kernels/matmul.h"
 
 #include <cctype>
@@ -77,10 +78,7 @@ std::vector<Case> CasesFor(QuantType type) {
 std::vector<QuantType> KernelTypes() {
   std::vector<QuantType> types;
   for (const TypeTraits& traits : AllTypes()) {
-    if (traits.type == QuantType::kF32 || traits.type == QuantType::kF16 || traits.type == QuantType::kBF16 ||
-        (traits.is_quantized && traits.family != TypeFamily::kInteger)) {
-      types.push_back(traits.type);
-    }
+    if (BackendFor(Device::kCpu).supports(traits.type)) types.push_back(traits.type);
   }
   return types;
 }

@@ -22,11 +22,12 @@ RunFn DeclareInspect(CLI::App& app) {
       ->capture_default_str();
   return [options] {
     const TensorFile file = TensorFile::Open(options->path);
-    const nlohmann::json description = DescribeTensorFile(file, options->max_array);
     if (options->json) {
+      const nlohmann::json description = DescribeTensorFile(file, options->max_array);
       std::cout << description.dump(2, ' ', false, nlohmann::json::error_handler_t::replace) << "\n";
     } else {
-      std::cout << FormatInspection(description);
+      std::cout.flush();
+      PrintInspection(file, options->max_array, stdout);
     }
     return 0;
   };

@@ -22,6 +22,9 @@
 namespace atq::cli {
 namespace {
 
+// Every packed checkpoint folder holds it: the mark that atq wrote the folder and may replace it whole.
+constexpr const char* kReportName = "quantize_report.json";
+
 const std::vector<SettingFlag>& RecipeFlags() {
   static const std::vector<SettingFlag> flags = {
       {"--method", "method", "rtn (round to nearest), atq (adaptive ternary) or gptq (default gptq)", nullptr},
@@ -104,6 +107,7 @@ RunFn DeclareQuantize(CLI::App& app) {
     // Before any work: the outputs may not overwrite an input, must be writable, and are locked for this run.
     const std::vector<std::string> inputs = {o->lm.model, o->lm.tokenizer, o->recipe_file};
     CheckOutputPath(o->out, inputs, "--out");
+    StagedFolder::CheckReplaceable(o->out, kReportName, "--out");
     if (!o->gguf_path.empty()) CheckOutputPath(o->gguf_path, inputs, "--gguf");
     const OutputLock lock(o->out);
     QuantizeRecipe recipe;
@@ -141,7 +145,9 @@ RunFn DeclareQuantize(CLI::App& app) {
     pack.recipe = RecipeJson(recipe);
     pack.report = result.ToJson();
     pack.report.erase("layers");  // the per-layer table goes in quantize_report.json
-    const PackedLmSizes sizes = SavePackedLm(*lm.model, result.packed, o->out, pack);
+    // The folder is written whole: into a staging folder, put in place at the end (never a mix of two runs).
+    StagedFolder staged(o->out, kReportName);
+    const PackedLmSizes sizes = SavePackedLm(*lm.model, result.packed, staged.path(), pack);
 
     nlohmann::json report = result.ToJson();
     report["model"] = lm.Describe();
@@ -151,8 +157,8 @@ RunFn DeclareQuantize(CLI::App& app) {
                         {"packed_bytes", sizes.packed_bytes},
                         {"float_bytes", sizes.float_bytes},
                         {"float_type", o->float_type}};
-    const std::string report_path = (fs::path(o->out) / "quantize_report.json").string();
-    WriteFileAtomically(report_path, report.dump(2) + "\n");
+    const std::string staged_report = (fs::path(staged.path()) / kReportName).string();
+    WriteFileAtomically(staged_report, report.dump(2) + "\n");
     fmt::print("{} layers, {:.3f} bits per weight; model.safetensors {:.2f} MB (packed {:.2f} MB, {} {:.2f} MB); "
                "calibration {} tokens; {:.1f} s\n",
                result.layers.size(), report["bits_per_weight"].get<double>(), sizes.file_bytes / 1e6,
@@ -176,11 +182,12 @@ RunFn DeclareQuantize(CLI::App& app) {
       }
       report["gguf"] = gguf.ToJson();
       report["gguf"]["path"] = o->gguf_path;
-      WriteFileAtomically(report_path, report.dump(2) + "\n");
+      WriteFileAtomically(staged_report, report.dump(2) + "\n");
       fmt::print("gguf: {} ({:.2f} MB); largest re-quantization error of a layer vs atq's weights {:.3e}\n",
                  o->gguf_path, gguf.report.file_bytes / 1e6, gguf.max_requantization_error);
     }
-    fmt::print("packed checkpoint: {}\nreport: {}\n", o->out, report_path);
+    staged.Commit();
+    fmt::print("packed checkpoint: {}\nreport: {}\n", o->out, (fs::path(o->out) / kReportName).string());
     return 0;
   };
 }
