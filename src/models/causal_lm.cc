@@ -27,21 +27,24 @@ torch::Tensor AtLeastFloat32(const torch::Tensor& x) {
 }
 
 torch::Tensor CausalAttention(const torch::Tensor& query, const torch::Tensor& keys, const torch::Tensor& values,
-                              int64_t past) {
+                              int64_t past, const AttentionOptions& options) {
   const int64_t heads = query.size(1), kv_heads = keys.size(1), steps = query.size(2), total = keys.size(2);
   torch::Tensor k = keys, v = values;
   if (heads != kv_heads) {  // grouped-query: KV head j serves query heads j*r .. j*r+r-1
     k = k.repeat_interleave(heads / kv_heads, 1);
     v = v.repeat_interleave(heads / kv_heads, 1);
   }
-  const double scale = 1.0 / std::sqrt(static_cast<double>(query.size(3)));
+  const double scale = options.scale > 0 ? options.scale : 1.0 / std::sqrt(static_cast<double>(query.size(3)));
   torch::Tensor scores = AtLeastFloat32(torch::matmul(query, k.transpose(-2, -1))) * scale;  // [B, H, T, S]
-  if (steps > 1) {
-    // Query t (absolute position past + t) sees keys 0 .. past + t.
-    const torch::Tensor future =
-        torch::ones({steps, total}, torch::TensorOptions().dtype(torch::kBool).device(query.device()))
-            .triu(past + 1);
-    scores = scores.masked_fill(future, -std::numeric_limits<float>::infinity());
+  if (options.softcap > 0) scores = torch::tanh(scores / options.softcap) * options.softcap;
+  if (steps > 1 || options.window > 0) {
+    // Query t (absolute position past + t) sees keys past + t - window < j <= past + t.
+    const auto long_options = torch::TensorOptions().dtype(torch::kInt64).device(query.device());
+    const torch::Tensor query_position = torch::arange(past, past + steps, long_options).unsqueeze(1);  // [T, 1]
+    const torch::Tensor key_position = torch::arange(total, long_options).unsqueeze(0);                 // [1, S]
+    torch::Tensor hidden = key_position > query_position;
+    if (options.window > 0) hidden = hidden.logical_or(key_position <= query_position - options.window);
+    scores = scores.masked_fill(hidden, -std::numeric_limits<float>::infinity());
   }
   return torch::matmul(torch::softmax(scores, -1).to(v.scalar_type()), v);
 }

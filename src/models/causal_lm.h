@@ -51,11 +51,19 @@ class CausalLmImpl : public torch::nn::Module {
   LmConfig config_;
 };
 
+// How scores are formed: scale (0: head_dim^-0.5), soft-capping c (scores -> c tanh(scores / c) before the mask;
+// 0: none) and a sliding window (a query at position i sees keys j with i - window < j <= i; 0: every j <= i).
+struct AttentionOptions {
+  double scale = 0;
+  double softcap = 0;
+  int64_t window = 0;
+};
+
 // Causal scaled-dot-product attention with grouped KV heads. query: [B, H, T, D] at positions past .. past+T-1;
 // keys/values: [B, KV, past+T, D] with H a multiple of KV (each KV head serves H/KV consecutive query heads).
 // Returns [B, H, T, D]. Softmax in at least float32.
 torch::Tensor CausalAttention(const torch::Tensor& query, const torch::Tensor& keys, const torch::Tensor& values,
-                              int64_t past);
+                              int64_t past, const AttentionOptions& options = {});
 
 // x itself when it is float32 or float64, else x in float32: norms and softmax never run in 16-bit floats.
 torch::Tensor AtLeastFloat32(const torch::Tensor& x);

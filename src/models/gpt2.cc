@@ -1,6 +1,8 @@
 // GPT-2's forward pass.
 #include "models/gpt2.h"
 
+#include <cmath>
+
 #include <regex>
 
 #include <torch/torch.h>
@@ -22,7 +24,8 @@ bool IsGpt2Conv1dWeight(const std::string& name) {
   return std::regex_search(name, conv1d);
 }
 
-Gpt2AttentionImpl::Gpt2AttentionImpl(const LmConfig& config) : heads(config.num_heads) {
+Gpt2AttentionImpl::Gpt2AttentionImpl(const LmConfig& config)
+    : heads(config.num_heads), scale_by_inverse_layer(config.scale_attn_by_inverse_layer_idx) {
   c_attn = register_module("c_attn", LmLinear(config.hidden_size, 3 * config.hidden_size, true));
   c_proj = register_module("c_proj", LmLinear(config.hidden_size, config.hidden_size, true));
 }
@@ -34,7 +37,10 @@ torch::Tensor Gpt2AttentionImpl::forward(const torch::Tensor& x, KvCache* cache,
   torch::Tensor keys = split[1], values = split[2];
   const int64_t past = cache ? cache->length : 0;
   if (cache) std::tie(keys, values) = cache->Append(layer, keys, values);
-  const torch::Tensor mixed = CausalAttention(split[0], keys, values, past);  // [B, H, T, D]
+  AttentionOptions options;
+  // scale_attn_by_inverse_layer_idx: scores also divided by the 1-based layer number.
+  if (scale_by_inverse_layer) options.scale = 1.0 / std::sqrt(static_cast<double>(width / heads)) / (layer + 1.0);
+  const torch::Tensor mixed = CausalAttention(split[0], keys, values, past, options);  // [B, H, T, D]
   return c_proj(mixed.transpose(1, 2).reshape({batch, steps, width}));
 }
 

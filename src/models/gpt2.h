@@ -15,6 +15,7 @@ struct Gpt2AttentionImpl : torch::nn::Module {
   explicit Gpt2AttentionImpl(const LmConfig& config);
   torch::Tensor forward(const torch::Tensor& x, KvCache* cache, size_t layer);  // x: [B, T, C]
   int64_t heads;
+  bool scale_by_inverse_layer;
   LmLinear c_attn{nullptr}, c_proj{nullptr};
 };
 TORCH_MODULE(Gpt2Attention);

@@ -1,5 +1,7 @@
-// The Llama family (Hugging Face LlamaForCausalLM): RMSNorm, rotary positions (rotate-half layout), grouped- or
-// multi-query attention, SwiGLU MLP, tied or separate head.
+// The rotary decoder every family but GPT-2 runs (Llama, Mistral, Qwen2, Gemma, Gemma 2, Phi-3; the family table
+// in models/lm_family.h sets its switches): RMSNorm (Gemma: scaled by 1 + w), rotary positions (rotate-half
+// layout; linear and Llama 3 scaling), grouped- or multi-query attention with optional sliding windows and
+// soft-capping, gated MLP (SiLU or tanh GELU), optional sandwich norms, tied or separate head.
 #pragma once
 
 #include <torch/nn/modules/container/modulelist.h>
@@ -11,10 +13,10 @@
 namespace atq {
 
 struct RmsNormImpl : torch::nn::Module {
-  RmsNormImpl(int64_t width, double eps);
-  torch::Tensor forward(const torch::Tensor& x);  // normalized in float32, then scaled, in x's dtype
+  RmsNormImpl(int64_t width, double eps, double weight_offset = 0);
+  torch::Tensor forward(const torch::Tensor& x);  // normalized in float32, then scaled by (offset + w), in x's dtype
   torch::Tensor weight;
-  double eps;
+  double eps, weight_offset;
 };
 TORCH_MODULE(RmsNorm);
 
@@ -27,27 +29,31 @@ std::pair<torch::Tensor, torch::Tensor> RotaryTables(const LmConfig& config, con
 torch::Tensor ApplyRotary(const torch::Tensor& x, const torch::Tensor& cos, const torch::Tensor& sin);
 
 struct LlamaAttentionImpl : torch::nn::Module {
-  explicit LlamaAttentionImpl(const LmConfig& config);
+  LlamaAttentionImpl(const LmConfig& config, int64_t layer);
   // x: [B, T, C]; cos/sin: [T, D]
   torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& cos, const torch::Tensor& sin, KvCache* cache,
                         size_t layer);
   int64_t heads, kv_heads, head_dim;
+  AttentionOptions options;  // this layer's scale, soft-capping and window
   LmLinear q_proj{nullptr}, k_proj{nullptr}, v_proj{nullptr}, o_proj{nullptr};
 };
 TORCH_MODULE(LlamaAttention);
 
 struct LlamaMlpImpl : torch::nn::Module {
   explicit LlamaMlpImpl(const LmConfig& config);
-  torch::Tensor forward(const torch::Tensor& x);  // down(silu(gate(x)) * up(x))
+  torch::Tensor forward(const torch::Tensor& x);  // down(act(gate(x)) * up(x))
+  LmActivation activation;
   LmLinear gate_proj{nullptr}, up_proj{nullptr}, down_proj{nullptr};
 };
 TORCH_MODULE(LlamaMlp);
 
 struct LlamaBlockImpl : torch::nn::Module {
-  explicit LlamaBlockImpl(const LmConfig& config);
+  LlamaBlockImpl(const LmConfig& config, int64_t layer);
   torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& cos, const torch::Tensor& sin, KvCache* cache,
                         size_t layer);
   RmsNorm input_layernorm{nullptr}, post_attention_layernorm{nullptr};
+  // Gemma 2's sandwich: post_attention_layernorm normalizes the attention's output, and these wrap the MLP.
+  RmsNorm pre_feedforward_layernorm{nullptr}, post_feedforward_layernorm{nullptr};
   LlamaAttention self_attn{nullptr};
   LlamaMlp mlp{nullptr};
 };

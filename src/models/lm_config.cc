@@ -5,8 +5,9 @@
 
 #include <fstream>
 
-#include "util/error.h"
 #include "io/strict_json.h"
+#include "models/lm_family.h"
+#include "util/error.h"
 
 namespace atq {
 namespace {
@@ -36,19 +37,6 @@ int32_t TokenId(const json& config, const char* key) {
   return config[key].get<int32_t>();
 }
 
-LmArch ArchOf(const json& config, const std::string& file) {
-  const std::string model_type = Optional<std::string>(config, "model_type", "");
-  if (model_type == "gpt2") return LmArch::kGpt2;
-  if (model_type == "llama") return LmArch::kLlama;
-  if (config.contains("architectures") && config["architectures"].is_array()) {
-    for (const json& name : config["architectures"]) {
-      if (name == "GPT2LMHeadModel") return LmArch::kGpt2;
-      if (name == "LlamaForCausalLM") return LmArch::kLlama;
-    }
-  }
-  Fail("{}: unknown architecture (model_type \"{}\"); atq reads gpt2 and llama", file, model_type);
-}
-
 // RoPE settings: "rope_theta" (transformers < 5) or "rope_parameters" / "rope_scaling" with a rope_type.
 void ReadRope(const json& config, const std::string& file, LmConfig& out) {
   out.rope_theta = Optional<double>(config, "rope_theta", 10000.0);
@@ -61,8 +49,20 @@ void ReadRope(const json& config, const std::string& file, LmConfig& out) {
     if (type == "linear") {
       out.rope_linear_factor = Optional<double>(rope, "factor", 1.0);
       Require(out.rope_linear_factor > 0, "{}: linear RoPE factor must be positive", file);
+    } else if (type == "llama3") {
+      out.rope_scaling = RopeScaling::kLlama3;
+      out.rope_factor = Optional<double>(rope, "factor", 8.0);
+      out.rope_low_freq_factor = Optional<double>(rope, "low_freq_factor", 1.0);
+      out.rope_high_freq_factor = Optional<double>(rope, "high_freq_factor", 4.0);
+      out.rope_original_max_positions = Optional<int64_t>(rope, "original_max_position_embeddings", 8192);
+      Require(out.rope_factor > 0 && out.rope_low_freq_factor > 0 &&
+                  out.rope_high_freq_factor > out.rope_low_freq_factor && out.rope_original_max_positions > 0,
+              "{}: llama3 RoPE scaling needs factor > 0, 0 < low_freq_factor < high_freq_factor and "
+              "original_max_position_embeddings > 0",
+              file);
     } else {
-      Require(type == "default", "{}: RoPE type \"{}\" is not supported (atq reads default and linear)", file, type);
+      Require(type == "default", "{}: RoPE type \"{}\" is not supported (atq reads default, linear and llama3)", file,
+              type);
     }
   }
   Require(out.rope_theta > 0, "{}: rope_theta must be positive, got {}", file, out.rope_theta);
@@ -87,7 +87,9 @@ int64_t LmConfig::ParameterCount() const {
   } else {
     per_layer = 2 * hidden_size + hidden_size * (q + 2 * kv) + q * hidden_size + 3 * hidden_size * intermediate_size;
     if (attention_bias) per_layer += q + 2 * kv + hidden_size;
+    if (qkv_bias && !attention_bias) per_layer += q + 2 * kv;
     if (mlp_bias) per_layer += 2 * intermediate_size + hidden_size;
+    if (sandwich_norms) per_layer += 2 * hidden_size;
   }
   int64_t total = vocab_size * hidden_size + num_layers * per_layer;
   total += arch == LmArch::kGpt2 ? max_positions * hidden_size + 2 * hidden_size : hidden_size;
@@ -140,7 +142,9 @@ void ValidateLmConfig(const LmConfig& c, const std::string& what) {
 LmConfig ParseHfConfig(const json& config, const std::string& file) {
   Require(config.is_object(), "{}: config.json must be a JSON object", file);
   LmConfig out;
-  out.arch = ArchOf(config, file);
+  const LmFamily& family = FamilyOfConfig(config, file);
+  out.family = family.model_type;
+  out.arch = family.builder;
   out.vocab_size = PositiveInt(config, "vocab_size", file);
   out.bos_id = TokenId(config, "bos_token_id");
   out.eos_id = TokenId(config, "eos_token_id");
@@ -152,17 +156,15 @@ LmConfig ParseHfConfig(const json& config, const std::string& file) {
     out.max_positions = PositiveInt(config, "n_positions", file);
     out.intermediate_size = Optional<int64_t>(config, "n_inner", 4 * out.hidden_size);
     out.norm_eps = Optional<double>(config, "layer_norm_epsilon", 1e-5);
-    out.tied_embeddings = Optional<bool>(config, "tie_word_embeddings", true);
+    out.tied_embeddings = Optional<bool>(config, "tie_word_embeddings", family.tied_by_default);
     out.attention_bias = out.mlp_bias = true;
     const std::string activation = Optional<std::string>(config, "activation_function", "gelu_new");
     Require(activation == "gelu_new", "{}: GPT-2 activation \"{}\" is not supported (atq runs gelu_new)", file,
             activation);
-    Require(!Optional<bool>(config, "scale_attn_by_inverse_layer_idx", false) &&
-                !Optional<bool>(config, "reorder_and_upcast_attn", false) &&
-                Optional<bool>(config, "scale_attn_weights", true),
-            "{}: GPT-2 attention variants (scale_attn_by_inverse_layer_idx, reorder_and_upcast_attn, unscaled) "
-            "are not supported",
-            file);
+    // reorder_and_upcast_attn only changes the precision of the scores, which atq computes in float32 anyway.
+    out.scale_attn_by_inverse_layer_idx = Optional<bool>(config, "scale_attn_by_inverse_layer_idx", false);
+    Require(Optional<bool>(config, "scale_attn_weights", true),
+            "{}: GPT-2 without scaled attention (scale_attn_weights false) is not supported", file);
     Require(out.hidden_size % out.num_heads == 0, "{}: n_embd {} is not a multiple of n_head {}", file,
             out.hidden_size, out.num_heads);
     out.head_dim = out.hidden_size / out.num_heads;
@@ -174,15 +176,13 @@ LmConfig ParseHfConfig(const json& config, const std::string& file) {
     out.intermediate_size = PositiveInt(config, "intermediate_size", file);
     out.max_positions = Optional<int64_t>(config, "max_position_embeddings", 2048);
     out.norm_eps = Optional<double>(config, "rms_norm_eps", 1e-6);
-    out.tied_embeddings = Optional<bool>(config, "tie_word_embeddings", false);
-    out.attention_bias = Optional<bool>(config, "attention_bias", false);
-    out.mlp_bias = Optional<bool>(config, "mlp_bias", false);
-    const std::string activation = Optional<std::string>(config, "hidden_act", "silu");
-    Require(activation == "silu", "{}: Llama activation \"{}\" is not supported (atq runs silu)", file, activation);
+    // transformers leaves out keys equal to the class default.
+    out.tied_embeddings = Optional<bool>(config, "tie_word_embeddings", family.tied_by_default);
     Require(out.hidden_size % out.num_heads == 0 || config.contains("head_dim"),
             "{}: hidden_size {} is not a multiple of num_attention_heads {}", file, out.hidden_size, out.num_heads);
     out.head_dim = Optional<int64_t>(config, "head_dim", out.hidden_size / out.num_heads);
     ReadRope(config, file, out);
+    family.read_config(config, file, out);
   }
   ValidateLmConfig(out, file);
   return out;
@@ -214,9 +214,11 @@ json HfConfigJson(const LmConfig& c) {
     out["n_inner"] = c.intermediate_size;
     out["layer_norm_epsilon"] = c.norm_eps;
     out["activation_function"] = "gelu_new";
+    out["scale_attn_by_inverse_layer_idx"] = c.scale_attn_by_inverse_layer_idx;
   } else {
-    out["model_type"] = "llama";
-    out["architectures"] = {"LlamaForCausalLM"};
+    const LmFamily& family = FamilyOf(c);
+    out["model_type"] = family.model_type;
+    out["architectures"] = {family.hf_class};
     out["hidden_size"] = c.hidden_size;
     out["num_hidden_layers"] = c.num_layers;
     out["num_attention_heads"] = c.num_heads;
@@ -225,11 +227,17 @@ json HfConfigJson(const LmConfig& c) {
     out["intermediate_size"] = c.intermediate_size;
     out["max_position_embeddings"] = c.max_positions;
     out["rms_norm_eps"] = c.norm_eps;
-    out["hidden_act"] = "silu";
-    out["attention_bias"] = c.attention_bias;
-    out["mlp_bias"] = c.mlp_bias;
     out["rope_theta"] = c.rope_theta;  // older transformers read this; newer ones convert it
-    if (c.rope_linear_factor != 1) out["rope_scaling"] = {{"rope_type", "linear"}, {"factor", c.rope_linear_factor}};
+    if (c.rope_linear_factor != 1) {
+      out["rope_scaling"] = {{"rope_type", "linear"}, {"factor", c.rope_linear_factor}};
+    } else if (c.rope_scaling == RopeScaling::kLlama3) {
+      out["rope_scaling"] = {{"rope_type", "llama3"},
+                             {"factor", c.rope_factor},
+                             {"low_freq_factor", c.rope_low_freq_factor},
+                             {"high_freq_factor", c.rope_high_freq_factor},
+                             {"original_max_position_embeddings", c.rope_original_max_positions}};
+    }
+    family.write_config(c, out);
   }
   return out;
 }

@@ -9,11 +9,20 @@
 
 namespace atq {
 
+// The two model builders: GPT-2 (LayerNorm, learned positions, Conv1D) and the rotary decoder every other family
+// of the family table (models/lm_family.h) configures: Llama, Mistral, Qwen2, Gemma, Gemma 2, Phi-3.
 enum class LmArch { kGpt2, kLlama };
 std::string LmArchName(LmArch arch);  // "gpt2", "llama"
 
+enum class LmActivation { kSilu, kGeluTanh };
+// Frequency-dependent RoPE scaling; linear scaling is rope_linear_factor alone.
+enum class RopeScaling { kNone, kLlama3 };
+
 struct LmConfig {
   LmArch arch = LmArch::kLlama;
+  // model_type: the row of the family table (models/lm_family.h); empty for the builder's own family (gpt2 or
+  // llama), as configs built in code and from llama2.c/GGUF headers have it.
+  std::string family;
   int64_t vocab_size = 0;
   int64_t hidden_size = 0;
   int64_t num_layers = 0;
@@ -25,6 +34,23 @@ struct LmConfig {
   double norm_eps = 1e-5;          // LayerNorm (GPT-2) or RMSNorm (Llama) epsilon
   double rope_theta = 10000.0;     // Llama only
   double rope_linear_factor = 1;   // Llama "linear" RoPE scaling: positions divided by this
+  RopeScaling rope_scaling = RopeScaling::kNone;
+  // Llama 3's frequency-dependent scaling (rope_type "llama3"): long wavelengths divided by the factor, short ones
+  // kept, a smooth blend between.
+  double rope_factor = 1, rope_low_freq_factor = 1, rope_high_freq_factor = 4;
+  int64_t rope_original_max_positions = 8192;
+  LmActivation activation = LmActivation::kSilu;  // of the gated MLP (GPT-2: gelu_new, always)
+  double norm_weight_offset = 0;   // Gemma: RMSNorm scales by (offset + w), offset 1
+  bool scale_embeddings = false;   // Gemma: embeddings times sqrt(hidden_size), rounded to the model's dtype
+  bool qkv_bias = false;           // biases on q/k/v only (Qwen2); attention_bias puts them on o_proj too
+  int64_t sliding_window = 0;      // keys a query sees, itself included; 0: the whole causal prefix
+  bool window_on_even_layers = false;  // Gemma 2: layers 0, 2, 4, ... local, the others global
+  double attention_scale = 0;      // score scale; 0: head_dim^-0.5 (Gemma 2: query_pre_attn_scalar^-0.5)
+  double attention_softcap = 0;    // Gemma 2: scores -> c tanh(scores / c) before the mask; 0: none
+  double final_softcap = 0;        // Gemma 2: logits -> c tanh(logits / c); 0: none
+  bool sandwich_norms = false;     // Gemma 2: norms after attention and around the MLP as well
+  bool fused_projections = false;  // Phi-3: the checkpoint stores qkv_proj and gate_up_proj fused
+  bool scale_attn_by_inverse_layer_idx = false;  // GPT-2 option: scores also divided by (layer + 1)
   bool tied_embeddings = true;     // the head reuses the token embedding
   bool attention_bias = false;     // Llama q/k/v/o biases (GPT-2 always has biases)
   bool mlp_bias = false;           // Llama gate/up/down biases
@@ -41,9 +67,10 @@ struct LmConfig {
 constexpr int64_t kRotaryContextFactor = 4;
 int64_t UsableContext(const LmConfig& config);
 
-// Parses a Hugging Face config.json (model_type "gpt2" or "llama", or architectures naming GPT2LMHeadModel /
-// LlamaForCausalLM). Throws atq::Error naming `file` for an unknown architecture, a missing key, inconsistent
-// sizes (hidden not divisible by heads, heads not divisible by KV heads) or an unsupported RoPE scaling.
+// Parses a Hugging Face config.json of any family of the family table (models/lm_family.h), by model_type or
+// else by architectures. Throws atq::Error naming `file` for an unknown family (listing the known ones), a missing
+// key, inconsistent sizes (hidden not divisible by heads, heads not divisible by KV heads) or a setting atq does
+// not run (an unsupported RoPE scaling, activation or attention variant).
 LmConfig ParseHfConfig(const nlohmann::json& config, const std::string& file);
 LmConfig ReadHfConfig(const std::string& path);  // path: config.json
 

@@ -14,6 +14,7 @@
 #include "io/gguf.h"
 #include "io/gpt2_tokenizer.h"
 #include "io/mapped_file.h"
+#include "models/lm_family.h"
 #include "models/lm_gguf_names.h"
 #include "util/error.h"
 #include "io/strict_json.h"
@@ -253,7 +254,17 @@ PlannedTensor PlanTensor(const std::string& hf_name, const torch::Tensor& parame
 
 void SetMetadata(GgufMetadata& metadata, const LmConfig& config, const LmGgufOptions& options,
                  const Vocabulary& vocabulary, const std::string& path) {
-  const std::string arch = LmArchName(config.arch);
+  // The families whose GGUF layout atq writes so far: llama.cpp's "llama" (plain rotary decoder) and "gpt2".
+  const LmFamily& family = FamilyOf(config);
+  const bool plain_decoder = config.norm_weight_offset == 0 && !config.scale_embeddings && !config.qkv_bias &&
+                             config.sliding_window == 0 && config.attention_scale == 0 &&
+                             config.attention_softcap == 0 && config.final_softcap == 0 && !config.sandwich_norms &&
+                             config.activation == LmActivation::kSilu && !config.scale_attn_by_inverse_layer_idx;
+  Require(!family.gguf_arch.empty() && plain_decoder && config.rope_scaling != RopeScaling::kLlama3,
+          "{}: atq does not write GGUF files of this {} model yet (it writes llama without llama3 RoPE scaling, and "
+          "gpt2)",
+          path, config.family);
+  const std::string arch(family.gguf_arch);
   const std::string p = arch + ".";
   metadata.Set("general.architecture", arch);
   metadata.Set("general.name", options.name.empty() ? fs::path(path).stem().string() : options.name);

@@ -13,6 +13,7 @@
 #include "io/tensor_file.h"
 #include "kernels/backend.h"
 #include "models/gpt2.h"
+#include "models/lm_family.h"
 #include "models/lm_gguf_names.h"
 #include "torch/tensor_bridge.h"
 #include "util/error.h"
@@ -123,6 +124,14 @@ LanguageModel LoadHuggingFace(const std::string& dir, bool keep_packed, bool all
         tensor = tensor.t().contiguous();  // Conv1D [in, out] -> Linear [out, in]
       }
     }
+    // Fused checkpoint tensors (Phi-3's qkv_proj, gate_up_proj) become the parts atq's modules hold.
+    if (const auto split = FamilyOf(config).split_fused) {
+      auto parts = split(config, name, tensor);
+      if (!parts.empty()) {
+        for (auto& [part_name, part] : parts) weights.emplace(part_name, std::move(part));
+        continue;
+      }
+    }
     weights.emplace(name, tensor);
   }
   LanguageModel lm;
@@ -206,7 +215,9 @@ LmConfig GgufConfig(const GgufMetadata& meta, const TensorFile& file) {
     if (meta.Contains(p + "rope.scaling.type")) {
       const std::string type = meta.GetString(p + "rope.scaling.type");
       Require(type == "none" || type == "linear", "{}: RoPE scaling '{}' is not supported", file.path(), type);
-      if (type == "linear") config.rope_linear_factor = meta.GetFloat(p + "rope.scaling.factor");
+      if (type == "linear") {
+        config.rope_linear_factor = meta.GetFloat(p + "rope.scaling.factor");
+      }
     }
     config.attention_bias = file.Find("blk.0.attn_q.bias") != nullptr;
   } else {

@@ -119,7 +119,7 @@ TEST_F(BadCheckpoint, UnknownArchitectureIsNamed) {
     c["model_type"] = "bert";
     c["architectures"] = {"BertModel"};
   });
-  ExpectErrorNaming(LoadError(), "config.json", {"unknown architecture", "bert"});
+  ExpectErrorNaming(LoadError(), "config.json", {"unknown model_type", "bert"});
 }
 
 TEST_F(BadCheckpoint, TensorWithoutAPlaceIsNamed) {
