@@ -252,19 +252,27 @@ PlannedTensor PlanTensor(const std::string& hf_name, const torch::Tensor& parame
   return planned;
 }
 
+}  // namespace
+
+void CheckGgufWritable(const LmConfig& config, const std::string& path) {
+  // The families whose GGUF layout atq writes so far: llama.cpp's "llama" (the plain rotary decoder) and "gpt2".
+  const LmFamily& family = FamilyOf(config);
+  const bool plain = config.norm_weight_offset == 0 && !config.scale_embeddings && !config.qkv_bias &&
+                     config.sliding_window == 0 && config.attention_scale == 0 && config.attention_softcap == 0 &&
+                     config.final_softcap == 0 && !config.sandwich_norms && config.activation == LmActivation::kSilu &&
+                     !config.scale_attn_by_inverse_layer_idx && config.rope_scaling == RopeScaling::kNone;
+  Require(!family.gguf_arch.empty() && plain,
+          "{}: atq does not write GGUF files of this {} model yet (it writes llama without llama3 RoPE scaling, and "
+          "gpt2 without per-layer attention scaling)",
+          path, family.model_type);
+}
+
+namespace {
+
 void SetMetadata(GgufMetadata& metadata, const LmConfig& config, const LmGgufOptions& options,
                  const Vocabulary& vocabulary, const std::string& path) {
-  // The families whose GGUF layout atq writes so far: llama.cpp's "llama" (plain rotary decoder) and "gpt2".
-  const LmFamily& family = FamilyOf(config);
-  const bool plain_decoder = config.norm_weight_offset == 0 && !config.scale_embeddings && !config.qkv_bias &&
-                             config.sliding_window == 0 && config.attention_scale == 0 &&
-                             config.attention_softcap == 0 && config.final_softcap == 0 && !config.sandwich_norms &&
-                             config.activation == LmActivation::kSilu && !config.scale_attn_by_inverse_layer_idx;
-  Require(!family.gguf_arch.empty() && plain_decoder && config.rope_scaling != RopeScaling::kLlama3,
-          "{}: atq does not write GGUF files of this {} model yet (it writes llama without llama3 RoPE scaling, and "
-          "gpt2)",
-          path, config.family);
-  const std::string arch(family.gguf_arch);
+  CheckGgufWritable(config, path);
+  const std::string arch(FamilyOf(config).gguf_arch);
   const std::string p = arch + ".";
   metadata.Set("general.architecture", arch);
   metadata.Set("general.name", options.name.empty() ? fs::path(path).stem().string() : options.name);

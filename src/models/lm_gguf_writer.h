@@ -49,4 +49,8 @@ struct LmGgufReport {
 LmGgufReport WriteLmGguf(CausalLmImpl& model, const std::string& tokenizer_dir, const LmGgufOptions& options,
                          const std::string& path);
 
+// Throws atq::Error naming `path` where atq does not write this model's family (or a mechanism of it) as GGUF
+// yet; commands call it before the work.
+void CheckGgufWritable(const LmConfig& config, const std::string& path);
+
 }  // namespace atq

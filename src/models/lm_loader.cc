@@ -375,7 +375,7 @@ nlohmann::json LanguageModel::Describe() const {
   const LmConfig& c = model->config();
   return {{"path", path},
           {"format", format},
-          {"arch", LmArchName(c.arch)},
+          {"arch", std::string(FamilyOf(c).model_type)},
           {"vocab_size", c.vocab_size},
           {"hidden_size", c.hidden_size},
           {"layers", c.num_layers},

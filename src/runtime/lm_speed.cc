@@ -46,6 +46,11 @@ nlohmann::json MeasureLmSpeed(const std::string& model_path, const LmSpeedOption
     PackedRuntimeSizes sizes = RuntimeSizes(model);
     if (variant != "torch") sizes = PackForRuntime(model, VariantOptions(variant));
     std::vector<int32_t> prompt;
+    // Speed does not depend on which tokens: a model without a tokenizer gets a fixed spread of ids.
+    const int64_t vocab = model.config().vocab_size;
+    for (int64_t i = 0; !lm.tokenizer && i < options.prompt_tokens; ++i) {
+      prompt.push_back(static_cast<int32_t>((i * 7919 + 1) % vocab));
+    }
     while (static_cast<int64_t>(prompt.size()) < options.prompt_tokens) {
       for (int32_t token : lm.tokenizer->Encode(kPromptText)) prompt.push_back(token);
     }

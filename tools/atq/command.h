@@ -40,6 +40,7 @@ RunFn DeclareTrain(CLI::App& app);
 RunFn DeclareEvaluate(CLI::App& app);
 RunFn DeclareExport(CLI::App& app);
 RunFn DeclareGenerate(CLI::App& app);
+RunFn DeclareLogits(CLI::App& app);
 RunFn DeclarePerplexity(CLI::App& app);
 RunFn DeclareTrainLm(CLI::App& app);
 RunFn DeclareQuantize(CLI::App& app);

@@ -69,6 +69,7 @@ const std::vector<Command>& AllCommands() {
       {"evaluate", "Accuracy, confusion matrix and per-layer ternary statistics of a classifier", DeclareEvaluate},
       {"export", "Write a trained classifier as a packed ternary file (2 or 1.6 bits per weight)", DeclareExport},
       {"generate", "Continue a prompt with a language model (greedy or sampled), with tokens/s", DeclareGenerate},
+      {"logits", "Float32 logits of every position for given ids or text (to compare with another tool)", DeclareLogits},
       {"perplexity", "Perplexity of a language model on a text file (chunked, sliding or llama.cpp protocol)",
        DeclarePerplexity},
       {"train-lm", "Pretrain a GPT-2 or Llama model from scratch on the English corpus (Hugging Face output)",

@@ -1,6 +1,8 @@
 // Shared language-model options.
 #include "torch_lm_options.h"
 
+#include "models/lm_family.h"
+
 #include "command.h"
 
 #include <torch/torch.h>
@@ -56,7 +58,7 @@ LanguageModel LoadLmFromCli(const LmCliOptions& o) {
   }
   const LmConfig& c = lm.model->config();
   LogInfo("model: {} ({}), {} layers, hidden {}, {} heads / {} KV heads, vocab {}, {:.2f} M parameters", o.model,
-          LmArchName(c.arch), c.num_layers, c.hidden_size, c.num_heads, c.num_kv_heads, c.vocab_size,
+          FamilyOf(c).model_type, c.num_layers, c.hidden_size, c.num_heads, c.num_kv_heads, c.vocab_size,
           c.ParameterCount() / 1e6);
   return lm;
 }

@@ -11,6 +11,7 @@
 
 #include "command.h"
 #include "io/atomic_file.h"
+#include "models/lm_gguf_writer.h"
 #include "quant/lm_gguf_export.h"
 #include "quant/packed_lm.h"
 #include "quant/recipe.h"
@@ -135,6 +136,7 @@ RunFn DeclareQuantize(CLI::App& app) {
     const LmQuantizeOptions options = BuildQuantizeOptions(recipe, source);
     LanguageModel lm = LoadLmFromCli(o->lm);
     Require(lm.tokenizer != nullptr, "{}: no tokenizer found for this model; give one with --tokenizer", o->lm.model);
+    if (!o->gguf_path.empty()) CheckGgufWritable(lm.model->config(), o->gguf_path);
     const LmQuantizeResult result = QuantizeLanguageModel(*lm.model, *lm.tokenizer, options);
     PrintLayerTable(result);
 
