@@ -81,10 +81,9 @@ PerplexityResult MeasurePerplexity(CausalLmImpl& model, const std::vector<int32_
                                    const PerplexityOptions& options, int32_t bos_id) {
   std::vector<int64_t> tokens;
   tokens.reserve(text_tokens.size() + 1);
-  if (options.protocol == PerplexityProtocol::kLlamaCpp) {
-    Require(bos_id >= 0, "llama.cpp's perplexity protocol needs a BOS token, and this model's vocabulary has none");
-    tokens.push_back(bos_id);
-  }
+  // llama.cpp puts BOS in front of the text and of every chunk only where the vocabulary adds BOS (bos_id >= 0).
+  const bool add_bos = options.protocol == PerplexityProtocol::kLlamaCpp && bos_id >= 0;
+  if (add_bos) tokens.push_back(bos_id);
   tokens.insert(tokens.end(), text_tokens.begin(), text_tokens.end());
   const int64_t usable = UsableContext(model.config());
   Require(options.ctx <= usable,
@@ -124,7 +123,7 @@ PerplexityResult MeasurePerplexity(CausalLmImpl& model, const std::vector<int32_
     std::vector<torch::Tensor> targets;
     for (size_t i = first; i < last; ++i) {
       torch::Tensor row = all.slice(0, windows[i].begin, windows[i].end).clone();
-      if (windows[i].bos_first) row[0] = bos_id;
+      if (windows[i].bos_first && add_bos) row[0] = bos_id;
       targets.push_back(row.slice(0, windows[i].score_from));
       rows.push_back(row);
     }

@@ -53,8 +53,9 @@ struct PerplexityResult {
   nlohmann::json ToJson(const PerplexityOptions& options) const;
 };
 
-// `tokens` is the tokenized text without BOS; the llama.cpp protocol puts `bos_id` in front (atq::Error when
-// the model has none). Throws atq::Error when the text is shorter than one window.
+// `tokens` is the tokenized text without BOS; the llama.cpp protocol puts `bos_id` in front of the text and of
+// every chunk, as llama-perplexity does where the vocabulary adds BOS; bos_id < 0 runs it without (a vocabulary
+// that does not add BOS, as GPT-2's). Throws atq::Error when the text is shorter than one window.
 PerplexityResult MeasurePerplexity(CausalLmImpl& model, const std::vector<int32_t>& tokens,
                                    const PerplexityOptions& options, int32_t bos_id);
 

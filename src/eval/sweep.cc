@@ -212,7 +212,8 @@ std::vector<SweepRow> RunSweep(const SweepOptions& options) {
       row.model_bytes = packed_bytes + 2 * (parameters - packed_weights);
       row.quantize_seconds = result.total_seconds;
     }
-    const PerplexityResult perplexity = MeasurePerplexity(*lm.model, tokens, options.perplexity, lm.tokenizer->bos_id());
+    const PerplexityResult perplexity = MeasurePerplexity(*lm.model, tokens, options.perplexity,
+                                                          lm.tokenizer->add_bos() ? lm.tokenizer->bos_id() : -1);
     row.perplexity = perplexity.perplexity;
     row.scored_tokens = perplexity.scored_tokens;
     row.eval_seconds = perplexity.seconds;

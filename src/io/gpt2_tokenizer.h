@@ -39,6 +39,11 @@ class Gpt2Tokenizer final : public Tokenizer {
   int32_t bos_id() const override { return bos_; }
   int32_t eos_id() const override { return eos_; }
 
+ protected:
+  bool DefaultAddBos() const override { return false; }  // llama.cpp's default for "gpt2" BPE vocabularies
+
+ public:
+
   // GPT-2's pre-tokenization: the regex's matches in order, with any run of invalid UTF-8 the regex cannot match
   // kept as a piece of its own, so the pieces concatenate to `text`.
   std::vector<std::string_view> PreTokenize(std::string_view text) const;

@@ -115,8 +115,14 @@ std::string Tokenizer::Decode(const std::vector<int32_t>& ids) const {
 std::unique_ptr<Tokenizer> LoadGgufTokenizer(const GgufFile& gguf) {
   const GgufMetadata& metadata = gguf.metadata();
   const std::string& model = metadata.GetString(kModelKey);
-  if (model == "gpt2") return LoadGgufGpt2(metadata);
-  if (model == "llama") return LoadGgufLlama(metadata);
+  std::unique_ptr<Tokenizer> tokenizer;
+  if (model == "gpt2") tokenizer = LoadGgufGpt2(metadata);
+  if (model == "llama") tokenizer = LoadGgufLlama(metadata);
+  if (tokenizer) {
+    constexpr std::string_view kAddBos = "tokenizer.ggml.add_bos_token";
+    if (metadata.Contains(kAddBos)) tokenizer->set_add_bos(metadata.GetBool(kAddBos));
+    return tokenizer;
+  }
   Fail("{}: tokenizer model '{}' ({}) is not supported; atq reads \"gpt2\" and \"llama\" vocabularies",
        metadata.source(), model.substr(0, 80), kModelKey);
 }

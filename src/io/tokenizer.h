@@ -28,6 +28,21 @@ class Tokenizer {
   virtual int32_t vocab_size() const = 0;
   virtual int32_t bos_id() const = 0;  // -1 when the vocabulary has none
   virtual int32_t eos_id() const = 0;  // -1 when the vocabulary has none
+
+  // Whether a sequence starts with BOS, as llama.cpp's add_bos decides it: the file's own flag where it has one
+  // (GGUF tokenizer.ggml.add_bos_token, tokenizer_config.json add_bos_token), else the vocabulary kind's default
+  // (GPT-2's byte-level BPE: no; SentencePiece-style vocabularies with a BOS: yes).
+  bool add_bos() const { return has_add_bos_ ? add_bos_ : DefaultAddBos(); }
+  void set_add_bos(bool value) {
+    has_add_bos_ = true;
+    add_bos_ = value;
+  }
+
+ protected:
+  virtual bool DefaultAddBos() const { return bos_id() >= 0; }
+
+ private:
+  bool has_add_bos_ = false, add_bos_ = false;
 };
 
 // The whole file at `path` encoded, with a progress line (atq::Error naming the file when it cannot be read).

@@ -4,7 +4,9 @@
 #include <algorithm>
 #include <filesystem>
 #include <limits>
+#include <map>
 #include <string_view>
+#include <tuple>
 #include <utility>
 
 #include <fmt/format.h>
@@ -64,6 +66,11 @@ struct Vocabulary {
   std::vector<std::string> merges;
   int32_t bos = -1;
   int32_t eos = -1;
+  // Whether llama.cpp puts BOS/EOS around a sequence: tokenizer_config.json's add_bos_token / add_eos_token, as
+  // the converter copies them, else llama.cpp's own default for a "gpt2" vocabulary (neither). Written either way,
+  // so llama.cpp and atq read the same flag from the file.
+  bool add_bos = false;
+  bool add_eos = false;
 };
 
 // encoder.json / vocab.json: {"token": id, ...}, ids below the model's vocabulary size (convert_hf_to_gguf.py
@@ -130,6 +137,14 @@ Vocabulary ReadVocabulary(const std::string& dir, const LmConfig& config) {
   }
   vocabulary.bos = config.bos_id >= 0 ? config.bos_id : end_of_text;
   vocabulary.eos = config.eos_id >= 0 ? config.eos_id : end_of_text;
+  const fs::path tokenizer_config = fs::path(dir) / "tokenizer_config.json";
+  if (fs::is_regular_file(tokenizer_config)) {
+    const nlohmann::json json = ReadStrictJsonFile(tokenizer_config.string());
+    for (auto [key, flag] : {std::pair<const char*, bool*>{"add_bos_token", &vocabulary.add_bos},
+                             {"add_eos_token", &vocabulary.add_eos}}) {
+      if (json.is_object() && json.contains(key) && json[key].is_boolean()) *flag = json[key].get<bool>();
+    }
+  }
   // Ids beyond the tokenizer's become "[PAD<id>]" tokens of type unused, as convert_hf_to_gguf.py pads them;
   // special tokens are control tokens, which llama.cpp never produces from plain text.
   vocabulary.types.resize(vocabulary.tokens.size());
@@ -269,13 +284,29 @@ void CheckGgufWritable(const LmConfig& config, const std::string& path) {
 
 namespace {
 
-void SetMetadata(GgufMetadata& metadata, const LmConfig& config, const LmGgufOptions& options,
-                 const Vocabulary& vocabulary, const std::string& path) {
+// general.file_type names a file by the type most of its block weights are stored in ("mostly Q4_0"), whatever
+// was asked for: an all-f16 file says F16 even when the requested linear type was Q8_0.
+QuantType PredominantBlockType(const std::vector<PlannedTensor>& planned) {
+  std::map<QuantType, int64_t> weights;
+  for (const PlannedTensor& tensor : planned) {
+    if (tensor.shape.size() != 2 || tensor.report.gguf_name.rfind("blk.", 0) != 0) continue;
+    weights[tensor.report.written] += tensor.shape[0] * tensor.shape[1];
+  }
+  QuantType best = QuantType::kF32;
+  int64_t most = -1;
+  for (const auto& [type, count] : weights) {
+    if (count > most) std::tie(best, most) = std::pair{type, count};
+  }
+  return best;
+}
+
+void SetMetadata(GgufMetadata& metadata, const LmConfig& config, QuantType file_type,
+                 const Vocabulary& vocabulary, const std::string& path, const std::string& name) {
   CheckGgufWritable(config, path);
   const std::string arch(FamilyOf(config).gguf_arch);
   const std::string p = arch + ".";
   metadata.Set("general.architecture", arch);
-  metadata.Set("general.name", options.name.empty() ? fs::path(path).stem().string() : options.name);
+  metadata.Set("general.name", name.empty() ? fs::path(path).stem().string() : name);
   metadata.Set(p + "context_length", Count(config.max_positions, "context length"));
   metadata.Set(p + "embedding_length", Count(config.hidden_size, "hidden size"));
   metadata.Set(p + "block_count", Count(config.num_layers, "layer count"));
@@ -297,7 +328,7 @@ void SetMetadata(GgufMetadata& metadata, const LmConfig& config, const LmGgufOpt
   } else {
     metadata.Set(p + "attention.layer_norm_epsilon", static_cast<float>(config.norm_eps));
   }
-  metadata.Set("general.file_type", GgufValue(CheckModelType(options.linear_type, path, "linear").llama_ftype));
+  metadata.Set("general.file_type", GgufValue(CheckModelType(file_type, path, "linear").llama_ftype));
   metadata.Set("general.quantization_version", GgufValue(kQuantizationVersion));
 
   metadata.Set("tokenizer.ggml.model", "gpt2");
@@ -307,6 +338,8 @@ void SetMetadata(GgufMetadata& metadata, const LmConfig& config, const LmGgufOpt
   metadata.Set("tokenizer.ggml.merges", GgufArray(vocabulary.merges));
   if (vocabulary.bos >= 0) metadata.Set("tokenizer.ggml.bos_token_id", Count(vocabulary.bos, "BOS id"));
   if (vocabulary.eos >= 0) metadata.Set("tokenizer.ggml.eos_token_id", Count(vocabulary.eos, "EOS id"));
+  metadata.Set("tokenizer.ggml.add_bos_token", GgufValue(vocabulary.add_bos));
+  metadata.Set("tokenizer.ggml.add_eos_token", GgufValue(vocabulary.add_eos));
 }
 
 }  // namespace
@@ -332,7 +365,7 @@ LmGgufReport WriteLmGguf(CausalLmImpl& model, const std::string& tokenizer_dir, 
   }
 
   GgufWriter writer(path);
-  SetMetadata(writer.metadata(), config, options, vocabulary, path);
+  SetMetadata(writer.metadata(), config, PredominantBlockType(planned), vocabulary, path, options.name);
   LmGgufReport report;
   for (const PlannedTensor& tensor : planned) {
     writer.AddTensor(tensor.report.gguf_name, tensor.report.written, tensor.shape, tensor.data.data(),

@@ -10,6 +10,7 @@
 #include "io/checkpoint.h"
 #include "io/gguf.h"
 #include "io/llama2c.h"
+#include "io/strict_json.h"
 #include "io/tensor_file.h"
 #include "kernels/backend.h"
 #include "models/gpt2.h"
@@ -362,6 +363,16 @@ LanguageModel LoadLanguageModel(const std::string& path, const LmLoadOptions& op
     }
   }
   if (lm.tokenizer) {
+    // tokenizer_config.json's add_bos_token (what llama.cpp's converter copies into a GGUF) decides BOS.
+    const fs::path folder = fs::is_directory(lm.tokenizer_source) ? fs::path(lm.tokenizer_source)
+                                                                  : fs::path(lm.tokenizer_source).parent_path();
+    const fs::path tokenizer_config = folder / "tokenizer_config.json";
+    if (!lm.tokenizer_source.empty() && fs::is_regular_file(tokenizer_config)) {
+      const nlohmann::json json = ReadStrictJsonFile(tokenizer_config.string());
+      if (json.is_object() && json.contains("add_bos_token") && json["add_bos_token"].is_boolean()) {
+        lm.tokenizer->set_add_bos(json["add_bos_token"].get<bool>());
+      }
+    }
     Require(lm.tokenizer->vocab_size() <= lm.model->config().vocab_size,
             "{}: tokenizer {} has {} tokens, more than the model's {}", path, lm.tokenizer_source,
             lm.tokenizer->vocab_size(), lm.model->config().vocab_size);

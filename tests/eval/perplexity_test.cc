@@ -125,12 +125,24 @@ TEST(MeasurePerplexity, EqualsAPlainLoopForEveryProtocol) {
   }
 }
 
-TEST(MeasurePerplexity, RejectsTextShorterThanAWindowAndLlamaCppWithoutBos) {
+TEST(MeasurePerplexity, RejectsTextShorterThanAWindow) {
   ToyLm model;
   EXPECT_THROW(MeasurePerplexity(model, std::vector<int32_t>(20, 1), Options(PerplexityProtocol::kChunked, 32), 10),
                Error);
-  EXPECT_THROW(MeasurePerplexity(model, std::vector<int32_t>(200, 1), Options(PerplexityProtocol::kLlamaCpp, 32), -1),
-               Error);
+}
+
+// llama-perplexity adds BOS only where the vocabulary does (add_bos): without it the chunks are the text's own
+// tokens, the same windows and scored positions, BOS neither in front nor in place of each chunk's first token.
+TEST(MeasurePerplexity, LlamaCppProtocolWithoutBos) {
+  ToyLm model;
+  std::vector<int32_t> text(200);
+  for (size_t i = 0; i < text.size(); ++i) text[i] = static_cast<int32_t>(i % 7);
+  const PerplexityOptions options = Options(PerplexityProtocol::kLlamaCpp, 32);
+  const PerplexityResult with_bos = MeasurePerplexity(model, text, options, 10);
+  const PerplexityResult without = MeasurePerplexity(model, text, options, -1);
+  EXPECT_EQ(without.windows, with_bos.windows);
+  EXPECT_EQ(without.scored_tokens, with_bos.scored_tokens);
+  EXPECT_NE(without.mean_nll, with_bos.mean_nll);
 }
 
 }  // namespace

@@ -33,7 +33,7 @@ RunFn DeclarePerplexity(CLI::App& app) {
   app.add_option("--stride", o->stride, "Sliding windows start every S tokens (implies --protocol sliding)")->check(CountFrom(1));
   app.add_option("--protocol", o->protocol,
                  "chunked (non-overlapping windows, tokens 1..ctx-1 scored), sliding (every token once, with up to "
-                 "ctx-1 tokens of context), or llama.cpp (BOS first in each chunk, second half scored); default "
+                 "ctx-1 tokens of context), or llama.cpp (BOS first in each chunk where the vocabulary adds BOS, second half scored); default "
                  "chunked, or sliding when --stride is given")
       ->check(CLI::IsMember({"chunked", "sliding", "llama.cpp"}));
   app.add_option("--batch", o->batch, "Windows per forward pass")->check(CountFrom(1))->capture_default_str();
@@ -52,7 +52,9 @@ RunFn DeclarePerplexity(CLI::App& app) {
     const LanguageModel lm = LoadLmFromCli(o->lm);
     Require(lm.tokenizer != nullptr, "{}: no tokenizer found for this model; give one with --tokenizer", o->lm.model);
     const std::vector<int32_t> tokens = EncodeFile(*lm.tokenizer, o->text);
-    const PerplexityResult result = MeasurePerplexity(*lm.model, tokens, options, lm.tokenizer->bos_id());
+    // BOS where the vocabulary adds it (llama.cpp's add_bos: the file's flag, else the vocabulary kind's default).
+    const int32_t bos = lm.tokenizer->add_bos() ? lm.tokenizer->bos_id() : -1;
+    const PerplexityResult result = MeasurePerplexity(*lm.model, tokens, options, bos);
     fmt::print("perplexity {:.4f}  mean NLL {:.6f}  scored {} tokens in {} windows  ({} protocol, ctx {})  "
                "{:.0f} tokens/s  peak resident {:.1f} MB\n",
                result.perplexity, result.mean_nll, result.scored_tokens, result.windows,
