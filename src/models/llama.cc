@@ -10,7 +10,8 @@
 namespace atq {
 
 RmsNormImpl::RmsNormImpl(int64_t width, double eps, double weight_offset) : eps(eps), weight_offset(weight_offset) {
-  weight = register_parameter("weight", torch::ones({width}));
+  // A fresh norm scales by 1: w = 1, or w = 0 where the scale is (1 + w) (Gemma initializes its norms to zeros).
+  weight = register_parameter("weight", weight_offset != 0 ? torch::zeros({width}) : torch::ones({width}));
 }
 
 torch::Tensor RmsNormImpl::forward(const torch::Tensor& x) {

@@ -2,6 +2,7 @@
 // are the reference; the arch-zoo fixtures hold their logits).
 #include "models/lm_family.h"
 
+#include <algorithm>
 #include <cmath>
 
 #include <fmt/format.h>
@@ -142,6 +143,42 @@ std::vector<std::pair<std::string, torch::Tensor>> SplitPhi3(const LmConfig& c, 
   return {};
 }
 
+void FusePhi3(std::vector<std::pair<std::string, torch::Tensor>>& tensors) {
+  const auto fuse = [&](const std::vector<std::string>& parts, const std::string& fused) {
+    std::vector<std::pair<std::string, torch::Tensor>> out;
+    for (size_t i = 0; i < tensors.size(); ++i) {
+      const std::string& name = tensors[i].first;
+      const std::string& first = parts.front();
+      if (name.size() < first.size() || name.compare(name.size() - first.size(), first.size(), first) != 0) {
+        out.push_back(tensors[i]);
+        continue;
+      }
+      const std::string prefix = name.substr(0, name.size() - first.size());
+      std::vector<torch::Tensor> pieces;
+      for (const std::string& part : parts) {
+        const auto found = std::find_if(tensors.begin(), tensors.end(), [&](const auto& t) { return t.first == prefix + part; });
+        Require(found != tensors.end(), "{}: no {} to fuse into {}", prefix, part, fused);
+        pieces.push_back(found->second);
+      }
+      out.emplace_back(prefix + fused, torch::cat(pieces, 0).contiguous());
+    }
+    // Drop the other parts, now inside the fused tensors.
+    std::vector<std::pair<std::string, torch::Tensor>> kept;
+    for (auto& entry : out) {
+      bool is_part = false;
+      for (size_t p = 1; p < parts.size(); ++p) {
+        const std::string& part = parts[p];
+        is_part |= entry.first.size() >= part.size() &&
+                   entry.first.compare(entry.first.size() - part.size(), part.size(), part) == 0;
+      }
+      if (!is_part) kept.push_back(std::move(entry));
+    }
+    tensors = std::move(kept);
+  };
+  fuse({"self_attn.q_proj.weight", "self_attn.k_proj.weight", "self_attn.v_proj.weight"}, "self_attn.qkv_proj.weight");
+  fuse({"mlp.gate_proj.weight", "mlp.up_proj.weight"}, "mlp.gate_up_proj.weight");
+}
+
 void ReadNothing(const json&, const std::string&, LmConfig&) {}
 void WriteNothing(const LmConfig&, json&) {}
 
@@ -149,13 +186,13 @@ void WriteNothing(const LmConfig&, json&) {}
 
 const std::vector<LmFamily>& LmFamilies() {
   static const std::vector<LmFamily> families = {
-      {"gpt2", "GPT2LMHeadModel", LmArch::kGpt2, "gpt2", true, ReadNothing, WriteNothing, nullptr},
-      {"llama", "LlamaForCausalLM", LmArch::kLlama, "llama", false, ReadLlama, WriteLlama, nullptr},
-      {"mistral", "MistralForCausalLM", LmArch::kLlama, "", false, ReadMistral, WriteMistral, nullptr},
-      {"qwen2", "Qwen2ForCausalLM", LmArch::kLlama, "", false, ReadQwen2, WriteQwen2, nullptr},
-      {"gemma", "GemmaForCausalLM", LmArch::kLlama, "", true, ReadGemma, WriteGemma, nullptr},
-      {"gemma2", "Gemma2ForCausalLM", LmArch::kLlama, "", true, ReadGemma2, WriteGemma2, nullptr},
-      {"phi3", "Phi3ForCausalLM", LmArch::kLlama, "", false, ReadPhi3, WritePhi3, SplitPhi3},
+      {"gpt2", "GPT2LMHeadModel", LmArch::kGpt2, "gpt2", true, ReadNothing, WriteNothing, nullptr, nullptr},
+      {"llama", "LlamaForCausalLM", LmArch::kLlama, "llama", false, ReadLlama, WriteLlama, nullptr, nullptr},
+      {"mistral", "MistralForCausalLM", LmArch::kLlama, "", false, ReadMistral, WriteMistral, nullptr, nullptr},
+      {"qwen2", "Qwen2ForCausalLM", LmArch::kLlama, "", false, ReadQwen2, WriteQwen2, nullptr, nullptr},
+      {"gemma", "GemmaForCausalLM", LmArch::kLlama, "", true, ReadGemma, WriteGemma, nullptr, nullptr},
+      {"gemma2", "Gemma2ForCausalLM", LmArch::kLlama, "", true, ReadGemma2, WriteGemma2, nullptr, nullptr},
+      {"phi3", "Phi3ForCausalLM", LmArch::kLlama, "", false, ReadPhi3, WritePhi3, SplitPhi3, FusePhi3},
   };
   return families;
 }

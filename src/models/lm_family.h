@@ -32,6 +32,9 @@ struct LmFamily {
   // when `name` is not fused. nullptr for families without fused tensors.
   std::vector<std::pair<std::string, torch::Tensor>> (*split_fused)(const LmConfig& config, const std::string& name,
                                                                    const torch::Tensor& tensor);
+  // The inverse, for writing a Hugging Face folder transformers loads: the parts fused back under the
+  // checkpoint's names (in place, in order). nullptr for families without fused tensors.
+  void (*fuse_for_checkpoint)(std::vector<std::pair<std::string, torch::Tensor>>& tensors);
 };
 
 const std::vector<LmFamily>& LmFamilies();

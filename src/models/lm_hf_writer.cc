@@ -8,6 +8,7 @@
 #include "io/atomic_file.h"
 #include "io/safetensors.h"
 #include "models/gpt2.h"
+#include "models/lm_family.h"
 #include "util/error.h"
 
 namespace atq {
@@ -48,7 +49,9 @@ void CopyTokenizerFiles(const std::string& from_dir, const std::string& to_dir) 
 
 void SaveHuggingFace(const CausalLmImpl& model, const std::string& dir, const std::string& gpt2_tokenizer_dir) {
   fs::create_directories(dir);
-  const auto tensors = HuggingFaceTensors(model);
+  auto tensors = HuggingFaceTensors(model);
+  // Fused as the family's checkpoints are (Phi-3's qkv_proj, gate_up_proj), so transformers loads the folder.
+  if (const auto fuse = FamilyOf(model.config()).fuse_for_checkpoint) fuse(tensors);
   std::vector<TensorToWrite> to_write;
   for (const auto& [name, value] : tensors) {
     to_write.push_back({name, QuantType::kF32, value.sizes().vec(), static_cast<const uint8_t*>(value.data_ptr()),

