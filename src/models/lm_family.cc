@@ -186,13 +186,13 @@ void WriteNothing(const LmConfig&, json&) {}
 
 const std::vector<LmFamily>& LmFamilies() {
   static const std::vector<LmFamily> families = {
-      {"gpt2", "GPT2LMHeadModel", LmArch::kGpt2, "gpt2", true, ReadNothing, WriteNothing, nullptr, nullptr},
-      {"llama", "LlamaForCausalLM", LmArch::kLlama, "llama", false, ReadLlama, WriteLlama, nullptr, nullptr},
-      {"mistral", "MistralForCausalLM", LmArch::kLlama, "", false, ReadMistral, WriteMistral, nullptr, nullptr},
-      {"qwen2", "Qwen2ForCausalLM", LmArch::kLlama, "", false, ReadQwen2, WriteQwen2, nullptr, nullptr},
-      {"gemma", "GemmaForCausalLM", LmArch::kLlama, "", true, ReadGemma, WriteGemma, nullptr, nullptr},
-      {"gemma2", "Gemma2ForCausalLM", LmArch::kLlama, "", true, ReadGemma2, WriteGemma2, nullptr, nullptr},
-      {"phi3", "Phi3ForCausalLM", LmArch::kLlama, "", false, ReadPhi3, WritePhi3, SplitPhi3, FusePhi3},
+      {"gpt2", "GPT2LMHeadModel", LmArch::kGpt2, "gpt2", true, false, ReadNothing, WriteNothing, nullptr, nullptr},
+      {"llama", "LlamaForCausalLM", LmArch::kLlama, "llama", false, true, ReadLlama, WriteLlama, nullptr, nullptr},
+      {"mistral", "MistralForCausalLM", LmArch::kLlama, "", false, false, ReadMistral, WriteMistral, nullptr, nullptr},
+      {"qwen2", "Qwen2ForCausalLM", LmArch::kLlama, "qwen2", false, false, ReadQwen2, WriteQwen2, nullptr, nullptr},
+      {"gemma", "GemmaForCausalLM", LmArch::kLlama, "", true, false, ReadGemma, WriteGemma, nullptr, nullptr},
+      {"gemma2", "Gemma2ForCausalLM", LmArch::kLlama, "", true, false, ReadGemma2, WriteGemma2, nullptr, nullptr},
+      {"phi3", "Phi3ForCausalLM", LmArch::kLlama, "", false, false, ReadPhi3, WritePhi3, SplitPhi3, FusePhi3},
   };
   return families;
 }
@@ -208,6 +208,16 @@ const LmFamily& FamilyByModelType(std::string_view model_type, const std::string
     if (family.model_type == model_type) return family;
   }
   Fail("{}: unknown model_type \"{}\"; atq runs {}", what, model_type, SupportedFamilies());
+}
+
+const LmFamily& FamilyByGgufArch(std::string_view gguf_arch, const std::string& what) {
+  std::string known;
+  for (const LmFamily& family : LmFamilies()) {
+    if (family.gguf_arch.empty()) continue;
+    if (family.gguf_arch == gguf_arch) return family;
+    known += (known.empty() ? "" : ", ") + std::string(family.gguf_arch);
+  }
+  Fail("{}: unknown architecture '{}'; atq reads {} GGUF files", what, gguf_arch, known);
 }
 
 const LmFamily& FamilyOf(const LmConfig& config) {

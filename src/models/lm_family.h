@@ -23,6 +23,9 @@ struct LmFamily {
   LmArch builder;
   std::string_view gguf_arch;    // general.architecture in llama.cpp's files ("" where atq writes no GGUF yet)
   bool tied_by_default;          // tie_word_embeddings when config.json leaves it out (the class default)
+  // llama.cpp's converter permutes q/k rows into ggml's interleaved RoPE order for "llama" (which rotates pairs
+  // 2i, 2i+1); the NEOX-style architectures (qwen2, ...) keep transformers' rotate-half order.
+  bool gguf_rope_interleaved;
   // Reads the family's own keys (after the shared ones) and sets its mechanisms; throws atq::Error naming `file`
   // for a setting atq does not run.
   void (*read_config)(const nlohmann::json& config, const std::string& file, LmConfig& out);
@@ -40,6 +43,8 @@ struct LmFamily {
 const std::vector<LmFamily>& LmFamilies();
 // The row of `model_type`; throws atq::Error listing the supported families for any other.
 const LmFamily& FamilyByModelType(std::string_view model_type, const std::string& what);
+// The row whose llama.cpp architecture is `gguf_arch`; throws atq::Error naming `what` and the known ones.
+const LmFamily& FamilyByGgufArch(std::string_view gguf_arch, const std::string& what);
 // The row a config.json names: its model_type, else its architectures; throws atq::Error listing the supported
 // ones.
 const LmFamily& FamilyOfConfig(const nlohmann::json& config, const std::string& file);

@@ -211,7 +211,7 @@ PlannedTensor PlanTensor(const std::string& hf_name, const torch::Tensor& parame
   // convert_hf_to_gguf.py permutes q and k weights and biases into ggml's RoPE order, k per KV head; `rows` is
   // that order (source row of each written row), for prepacked bytes.
   torch::Tensor row_order = torch::arange(value.size(0), torch::kFloat64).unsqueeze(1);
-  if (config.arch == LmArch::kLlama) {
+  if (FamilyOf(config).gguf_rope_interleaved) {
     const std::string_view gguf(report.gguf_name);
     for (const auto& [part, heads] : {std::pair<std::string_view, int64_t>{".attn_q.", config.num_heads},
                                       {".attn_k.", config.num_kv_heads}}) {
@@ -272,13 +272,14 @@ PlannedTensor PlanTensor(const std::string& hf_name, const torch::Tensor& parame
 void CheckGgufWritable(const LmConfig& config, const std::string& path) {
   // The families whose GGUF layout atq writes so far: llama.cpp's "llama" (the plain rotary decoder) and "gpt2".
   const LmFamily& family = FamilyOf(config);
-  const bool plain = config.norm_weight_offset == 0 && !config.scale_embeddings && !config.qkv_bias &&
+  // (q/k/v biases are Qwen2's own, which its GGUF holds.)
+  const bool plain = config.norm_weight_offset == 0 && !config.scale_embeddings &&
                      config.sliding_window == 0 && config.attention_scale == 0 && config.attention_softcap == 0 &&
                      config.final_softcap == 0 && !config.sandwich_norms && config.activation == LmActivation::kSilu &&
                      !config.scale_attn_by_inverse_layer_idx && config.rope_scaling == RopeScaling::kNone;
   Require(!family.gguf_arch.empty() && plain,
-          "{}: atq does not write GGUF files of this {} model yet (it writes llama without llama3 RoPE scaling, and "
-          "gpt2 without per-layer attention scaling)",
+          "{}: atq does not write GGUF files of this {} model yet (it writes llama without llama3 RoPE scaling, "
+          "qwen2, and gpt2 without per-layer attention scaling)",
           path, family.model_type);
 }
 

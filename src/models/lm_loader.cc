@@ -182,14 +182,10 @@ LanguageModel LoadLlama2c(const std::string& path, bool allow_nonfinite) {
 
 LmConfig GgufConfig(const GgufMetadata& meta, const TensorFile& file) {
   const std::string arch_name = meta.GetString("general.architecture");
+  const LmFamily& family = FamilyByGgufArch(arch_name, file.path());
   LmConfig config;
-  if (arch_name == "llama") {
-    config.arch = LmArch::kLlama;
-  } else if (arch_name == "gpt2") {
-    config.arch = LmArch::kGpt2;
-  } else {
-    Fail("{}: unknown architecture '{}'; atq reads llama and gpt2 GGUF files", file.path(), arch_name);
-  }
+  config.arch = family.builder;
+  config.family = family.model_type;
   const std::string p = arch_name + ".";
   const TensorEntry* embedding = file.Find("token_embd.weight");
   Require(embedding != nullptr, "{}: tensor 'token_embd.weight' is missing", file.path());
@@ -220,7 +216,10 @@ LmConfig GgufConfig(const GgufMetadata& meta, const TensorFile& file) {
         config.rope_linear_factor = meta.GetFloat(p + "rope.scaling.factor");
       }
     }
-    config.attention_bias = file.Find("blk.0.attn_q.bias") != nullptr;
+    // The family's own defaults (Qwen2: q/k/v biases); llama's biases on all four projections where the file has
+    // them.
+    family.read_config(nlohmann::json::object(), file.path(), config);
+    if (!config.qkv_bias) config.attention_bias = file.Find("blk.0.attn_q.bias") != nullptr;
   } else {
     config.norm_eps = meta.GetFloat(p + "attention.layer_norm_epsilon");
     config.attention_bias = config.mlp_bias = true;
@@ -241,7 +240,7 @@ LanguageModel LoadGguf(const std::string& path, bool keep_packed, bool allow_non
   std::map<std::string, PackedWeights> packed_weights;
   for (const TensorEntry& entry : file.tensors()) {
     const std::string name = HfNameOfGguf(entry.info->name, config.arch, path);
-    const bool llama = config.arch == LmArch::kLlama;
+    const bool llama = FamilyOf(config).gguf_rope_interleaved;
     const bool rotary_weight = llama && (EndsWith(name, "q_proj.weight") || EndsWith(name, "k_proj.weight"));
     const bool rotary_bias = llama && (EndsWith(name, "q_proj.bias") || EndsWith(name, "k_proj.bias"));
     const int64_t heads = EndsWith(name, "q_proj.weight") || EndsWith(name, "q_proj.bias") ? config.num_heads

@@ -93,6 +93,40 @@ torch::Tensor Logits(CausalLmImpl& model, const std::vector<int64_t>& ids) {
 
 double MaxAbsDifference(const torch::Tensor& a, const torch::Tensor& b) { return (a - b).abs().max().item<double>(); }
 
+// Qwen2 (q/k/v biases, transformers' rotate-half rows kept: llama.cpp's "qwen2" is a NEOX-style architecture):
+// written as llama.cpp's converter writes it and read back to the same logits.
+TEST(LmGgufWriter, Qwen2RoundTrip) {
+  TempDir tokenizer, out;
+  WriteTinyTokenizer(tokenizer.path());
+  torch::manual_seed(9);
+  LmConfig config = ParseHfConfig({{"model_type", "qwen2"}, {"vocab_size", kTinyVocab}, {"hidden_size", 64},
+                                   {"num_hidden_layers", 2}, {"num_attention_heads", 4}, {"num_key_value_heads", 2},
+                                   {"intermediate_size", 96}, {"max_position_embeddings", 32},
+                                   {"rope_theta", 1000000.0}, {"tie_word_embeddings", false}},
+                                  "qwen2 config");
+  auto model = MakeCausalLm(config);
+  {
+    torch::NoGradGuard no_grad;
+    for (auto& p : model->named_parameters()) {
+      if (p.key().find("bias") != std::string::npos) p.value().normal_(0, 0.5);  // biases that matter
+    }
+  }
+  WriteLmGguf(*model, tokenizer.path(), AllTypes(QuantType::kF32), out.File("qwen2.gguf"));
+  const TensorFile file = TensorFile::Open(out.File("qwen2.gguf"));
+  EXPECT_EQ(file.gguf()->metadata().GetString("general.architecture"), "qwen2");
+  EXPECT_EQ(file.gguf()->metadata().GetUint("qwen2.attention.head_count_kv"), 2u);
+  EXPECT_NE(file.Find("blk.1.attn_k.bias"), nullptr);
+  EXPECT_EQ(file.Find("blk.1.attn_output.bias"), nullptr);
+  // Rows as transformers holds them: no RoPE permutation for qwen2.
+  const auto& q = *file.Find("blk.0.attn_q.weight");
+  const torch::Tensor stored = ToTorch(*q.info, q.data);
+  EXPECT_TRUE(torch::equal(stored, model->named_parameters()["model.layers.0.self_attn.q_proj.weight"].detach()));
+  const LanguageModel reloaded = LoadLanguageModel(out.File("qwen2.gguf"));
+  EXPECT_EQ(reloaded.model->config().family, "qwen2");
+  const std::vector<int64_t> ids = {1, 200, 33, 258, 7, 90, 91, 5};
+  EXPECT_LE(MaxAbsDifference(Logits(*reloaded.model, ids), Logits(*model, ids)), 1e-5);
+}
+
 // ---- names and RoPE order ----
 
 TEST(LmGgufNames, HalfToInterleavedRotaryIsTheInverseOfInterleavedToHalf) {
