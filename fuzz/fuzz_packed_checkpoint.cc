@@ -17,23 +17,15 @@
 #include "io/tensor_file.h"
 #include "kernels/packed_matrix.h"
 #include "util/error.h"
+#include "fuzz_files.h"
 
 namespace {
 
 // Dequantizing is cheap for what fits a fuzz input, but an empty tensor can claim billions of rows.
 constexpr int64_t kMaxDequantizedElements = int64_t{1} << 16;
 
-[[noreturn]] void Die(const char* what) {
-  std::fprintf(stderr, "fuzz_packed_checkpoint: %s\n", what);
-  std::abort();
-}
-
-bool WriteFile(const std::string& path, std::string_view bytes) {
-  std::FILE* file = std::fopen(path.c_str(), "wb");
-  if (file == nullptr) return false;
-  const bool written = std::fwrite(bytes.data(), 1, bytes.size(), file) == bytes.size();
-  return std::fclose(file) == 0 && written;
-}
+[[noreturn]] void Die(const char* what) { atq::fuzz::Die("fuzz_packed_checkpoint", what); }
+using atq::fuzz::WriteFile;
 
 void ReadEveryTensor(const atq::TensorFile& file) {
   for (const atq::TensorEntry& entry : file.tensors()) {

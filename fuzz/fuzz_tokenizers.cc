@@ -17,6 +17,7 @@
 #include "io/gguf.h"
 #include "io/tokenizer.h"
 #include "util/error.h"
+#include "fuzz_files.h"
 
 namespace {
 
@@ -24,17 +25,8 @@ namespace {
 constexpr size_t kMaxEncodedBytes = 256;
 constexpr std::string_view kSample = "Once upon a time, a little girl named Lily found a needle in her room. \xE2\x9C\x93 123\n";
 
-[[noreturn]] void Die(const char* what) {
-  std::fprintf(stderr, "fuzz_tokenizers: %s\n", what);
-  std::abort();
-}
-
-bool WriteFile(const std::string& path, std::string_view bytes) {
-  std::FILE* file = std::fopen(path.c_str(), "wb");
-  if (file == nullptr) return false;
-  const bool written = std::fwrite(bytes.data(), 1, bytes.size(), file) == bytes.size();
-  return std::fclose(file) == 0 && written;
-}
+[[noreturn]] void Die(const char* what) { atq::fuzz::Die("fuzz_tokenizers", what); }
+using atq::fuzz::WriteFile;
 
 std::string TempPath(const char* what) {
   return (std::filesystem::temp_directory_path() / (std::string("atq_fuzz_tok_") + std::to_string(::getpid()) + "_" + what))

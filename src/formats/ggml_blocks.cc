@@ -17,13 +17,11 @@ static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__, "ggml blocks are little
 
 int64_t NumBlocks(const Layout& layout, int64_t block_size) { return layout.rows * (layout.cols / block_size); }
 
-// Blocks live at any byte offset inside a file, so they are copied in and out rather than cast in place.
 template <typename Block>
 Block LoadBlock(const uint8_t* src, int64_t index) {
-  Block block;
-  std::memcpy(&block, src + index * static_cast<int64_t>(sizeof(Block)), sizeof(Block));
-  return block;
+  return LoadGgmlBlock<Block>(src, index);
 }
+// Blocks live at any byte offset inside a file, so they are copied out rather than cast in place.
 template <typename Block>
 void StoreBlock(uint8_t* dst, int64_t index, const Block& block) {
   std::memcpy(dst + index * static_cast<int64_t>(sizeof(Block)), &block, sizeof(Block));
@@ -34,6 +32,20 @@ float MaxAbs(const float* x, int64_t count) {
   float max_abs = 0.0f;
   for (int64_t j = 0; j < count; ++j) max_abs = std::max(max_abs, std::fabs(x[j]));
   return max_abs;
+}
+
+// The weight of largest magnitude, sign kept (the first of equal magnitudes), and that magnitude: Q4_0 and Q5_0
+// put it exactly on their lowest code.
+float SignedExtreme(const float* x, int64_t count, float& max_abs) {
+  float max = 0.0f;
+  max_abs = 0.0f;
+  for (int64_t j = 0; j < count; ++j) {
+    if (max_abs < std::fabs(x[j])) {
+      max_abs = std::fabs(x[j]);
+      max = x[j];
+    }
+  }
+  return max;
 }
 
 // ggml computes 1/d in float; for a block whose largest |x| is below ~1e-37 that overflows to Inf, x * (1/d)
@@ -107,14 +119,8 @@ void QuantizeQ4_0(const Layout& layout, const float* src, uint8_t* dst) {
   constexpr int64_t kHalf = kQK4_0 / 2;
   for (int64_t i = 0; i < blocks; ++i) {
     const float* x = src + i * kQK4_0;
-    float max_abs = 0.0f;
-    float max = 0.0f;  // keeps its sign: the extreme weight is represented exactly as d * -8
-    for (int64_t j = 0; j < kQK4_0; ++j) {
-      if (max_abs < std::fabs(x[j])) {
-        max_abs = std::fabs(x[j]);
-        max = x[j];
-      }
-    }
+    float max_abs;
+    const float max = SignedExtreme(x, kQK4_0, max_abs);  // represented exactly as d * -8
     const float d = max / -8;
     const float inverse_d = d != 0.0f ? 1.0f / d : 0.0f;
     BlockQ4_0 block;
@@ -235,13 +241,8 @@ void DequantizeQ4_1(const Layout& layout, const uint8_t* src, float* dst) {
 void QuantizeQ5_0(const Layout& layout, const float* src, uint8_t* dst) {
   for (int64_t i = 0; i < NumBlocks(layout, kQK4_0); ++i) {
     const float* x = src + i * kQK4_0;
-    float max_abs = 0.0f, max = 0.0f;
-    for (int64_t j = 0; j < kQK4_0; ++j) {
-      if (max_abs < std::fabs(x[j])) {
-        max_abs = std::fabs(x[j]);
-        max = x[j];
-      }
-    }
+    float max_abs;
+    const float max = SignedExtreme(x, kQK4_0, max_abs);  // represented exactly as d * -16
     const float d = max / -16;
     const float inverse_d = d != 0.0f ? 1.0f / d : 0.0f;
     BlockQ5_0 block;

@@ -4,6 +4,7 @@
 #pragma once
 
 #include <cstdint>
+#include <cstring>
 
 #include "formats/quant_type.h"
 
@@ -66,6 +67,14 @@ struct BlockTQ2_0 {
   uint16_t d;             // f16 scale
 };
 static_assert(sizeof(BlockTQ2_0) == 66, "TQ2_0 block must match ggml");
+
+// Block `index` of a run of blocks at any byte offset inside a file: copied out rather than cast in place.
+template <typename Block>
+Block LoadGgmlBlock(const uint8_t* src, int64_t index) {
+  Block block;
+  std::memcpy(&block, src + index * static_cast<int64_t>(sizeof(Block)), sizeof(Block));
+  return block;
+}
 
 // Reference quantizers and dequantizers over whole layouts (layout.cols a multiple of the block size;
 // the caller, atq::Quantize, checks that and rejects NaN/Inf before calling). The quantizers throw atq::Error

@@ -12,13 +12,6 @@ namespace {
 
 static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__, "ggml blocks are little-endian; so is the memcpy here");
 
-template <typename Block>
-Block LoadBlock(const uint8_t* src, int64_t index) {
-  Block block;
-  std::memcpy(&block, src + index * static_cast<int64_t>(sizeof(Block)), sizeof(Block));
-  return block;
-}
-
 int64_t SuperBlocks(const Layout& layout) { return layout.rows * (layout.cols / kQK_K); }
 
 // Q3_K's 16 six-bit scales in 12 bytes: the low 4 bits of scale i in the low (i < 8) or high (i >= 8) nibble of
@@ -45,7 +38,7 @@ void KQuantScaleMin(int j, const uint8_t* scales, uint8_t* scale, uint8_t* min) 
 // qs[32h + l]; its sub-block (scale) is w / 16.
 void DequantizeQ2_K(const Layout& layout, const uint8_t* src, float* dst) {
   for (int64_t i = 0; i < SuperBlocks(layout); ++i) {
-    const BlockQ2_K block = LoadBlock<BlockQ2_K>(src, i);
+    const BlockQ2_K block = LoadGgmlBlock<BlockQ2_K>(src, i);
     const float d = F16ToF32(block.d), dmin = F16ToF32(block.dmin);
     float* y = dst + i * kQK_K;
     for (int w = 0; w < kQK_K; ++w) {
@@ -62,7 +55,7 @@ void DequantizeQ2_K(const Layout& layout, const uint8_t* src, float* dst) {
 // As Q2_K for the 2 low bits; the third bit of weight w is bit 4h + j of hmask[l], and a clear bit subtracts 4.
 void DequantizeQ3_K(const Layout& layout, const uint8_t* src, float* dst) {
   for (int64_t i = 0; i < SuperBlocks(layout); ++i) {
-    const BlockQ3_K block = LoadBlock<BlockQ3_K>(src, i);
+    const BlockQ3_K block = LoadGgmlBlock<BlockQ3_K>(src, i);
     const float d = F16ToF32(block.d);
     float* y = dst + i * kQK_K;
     for (int w = 0; w < kQK_K; ++w) {
@@ -80,7 +73,7 @@ void DequantizeQ3_K(const Layout& layout, const uint8_t* src, float* dst) {
 template <typename Block, bool kFifthBit>
 void DequantizeScaleMinBlocks(const Layout& layout, const uint8_t* src, float* dst) {
   for (int64_t i = 0; i < SuperBlocks(layout); ++i) {
-    const Block block = LoadBlock<Block>(src, i);
+    const Block block = LoadGgmlBlock<Block>(src, i);
     const float d = F16ToF32(block.d), dmin = F16ToF32(block.dmin);
     float* y = dst + i * kQK_K;
     for (int w = 0; w < kQK_K; ++w) {
@@ -109,7 +102,7 @@ void DequantizeQ5_K(const Layout& layout, const uint8_t* src, float* dst) {
 // high nibble of ql[64h + l + 32 (k % 2)], its top 2 bits bits 2k of qh[32h + l]; sub-block w / 16.
 void DequantizeQ6_K(const Layout& layout, const uint8_t* src, float* dst) {
   for (int64_t i = 0; i < SuperBlocks(layout); ++i) {
-    const BlockQ6_K block = LoadBlock<BlockQ6_K>(src, i);
+    const BlockQ6_K block = LoadGgmlBlock<BlockQ6_K>(src, i);
     const float d = F16ToF32(block.d);
     float* y = dst + i * kQK_K;
     for (int w = 0; w < kQK_K; ++w) {
@@ -125,7 +118,7 @@ void DequantizeQ6_K(const Layout& layout, const uint8_t* src, float* dst) {
 
 void DequantizeQ8_K(const Layout& layout, const uint8_t* src, float* dst) {
   for (int64_t i = 0; i < SuperBlocks(layout); ++i) {
-    const BlockQ8_K block = LoadBlock<BlockQ8_K>(src, i);
+    const BlockQ8_K block = LoadGgmlBlock<BlockQ8_K>(src, i);
     for (int w = 0; w < kQK_K; ++w) dst[i * kQK_K + w] = block.d * static_cast<float>(block.qs[w]);
   }
 }

@@ -101,6 +101,7 @@ LanguageModel LoadHuggingFace(const std::string& dir, bool keep_packed, bool all
   RequireFileHoldsConfig(config, file, config_path);
   std::map<std::string, torch::Tensor> weights;
   std::map<std::string, PackedWeights> packed_weights;
+  const auto split_fused = FamilyOf(config).split_fused;
   for (const TensorEntry& entry : file.tensors()) {
     std::string name = entry.info->name;
     if (IsIgnorableHfTensor(name)) continue;
@@ -126,8 +127,8 @@ LanguageModel LoadHuggingFace(const std::string& dir, bool keep_packed, bool all
       }
     }
     // Fused checkpoint tensors (Phi-3's qkv_proj, gate_up_proj) become the parts atq's modules hold.
-    if (const auto split = FamilyOf(config).split_fused) {
-      auto parts = split(config, name, tensor);
+    if (split_fused) {
+      auto parts = split_fused(config, name, tensor);
       if (!parts.empty()) {
         for (auto& [part_name, part] : parts) weights.emplace(part_name, std::move(part));
         continue;
@@ -238,9 +239,9 @@ LanguageModel LoadGguf(const std::string& path, bool keep_packed, bool allow_non
   const LmConfig config = GgufConfig(meta, file);
   std::map<std::string, torch::Tensor> weights;
   std::map<std::string, PackedWeights> packed_weights;
+  const bool llama = FamilyOf(config).gguf_rope_interleaved;  // q/k rows in ggml's interleaved RoPE order
   for (const TensorEntry& entry : file.tensors()) {
     const std::string name = HfNameOfGguf(entry.info->name, config.arch, path);
-    const bool llama = FamilyOf(config).gguf_rope_interleaved;
     const bool rotary_weight = llama && (EndsWith(name, "q_proj.weight") || EndsWith(name, "k_proj.weight"));
     const bool rotary_bias = llama && (EndsWith(name, "q_proj.bias") || EndsWith(name, "k_proj.bias"));
     const int64_t heads = EndsWith(name, "q_proj.weight") || EndsWith(name, "q_proj.bias") ? config.num_heads
