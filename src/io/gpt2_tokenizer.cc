@@ -2,27 +2,23 @@
 // regex through PCRE2, and merges applied lowest rank first, leftmost on ties, as Hugging Face's BPE does.
 #include "io/gpt2_tokenizer.h"
 
-#define PCRE2_CODE_UNIT_WIDTH 8
-#include <pcre2.h>
-
 #include <array>
 #include <limits>
-#include <queue>
 #include <unordered_set>
 #include <utility>
 
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
+#include "io/bpe_pre_tokenizers.h"
 #include "io/mapped_file.h"
+#include "io/regex.h"
 #include "util/error.h"
 #include "util/utf8.h"
 
 namespace atq {
 namespace {
 
-// GPT-2's pre-tokenizer (OpenAI's encoder.py, Hugging Face's ByteLevel).
-constexpr char kGpt2Pattern[] = R"('s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+)";
 // Pre-tokens are mostly words; caching the short ones saves nearly all BPE work on real text, and the cap keeps a
 // long-lived tokenizer's memory bounded.
 constexpr size_t kMaxCachedWordBytes = 64;
@@ -81,10 +77,6 @@ bool SpellingToBytes(std::string_view spelling, std::string& bytes) {
     bytes += static_cast<char>(alphabet.bytes[code_point]);
   }
   return true;
-}
-
-uint64_t PairKey(int32_t left, int32_t right) {
-  return (uint64_t{static_cast<uint32_t>(left)} << 32) | static_cast<uint32_t>(right);
 }
 
 // Streams encoder.json into (token, id) pairs without building a JSON tree; anything but one flat object of
@@ -198,14 +190,14 @@ std::vector<std::string> ReadVocabBpe(const std::string& path, size_t& first_mer
 
 const std::string& Gpt2ByteCharacter(uint8_t byte) { return Alphabet().characters[byte]; }
 
-struct Gpt2Tokenizer::Pattern {
-  pcre2_code* code = nullptr;
-  ~Pattern() { pcre2_code_free(code); }
-};
-
 Gpt2Tokenizer::Gpt2Tokenizer(std::vector<std::string> tokens, const std::vector<std::string>& merges,
                              const Gpt2VocabularySource& source, int32_t bos, int32_t eos)
-    : bos_(bos), eos_(eos), pattern_(std::make_unique<Pattern>()) {
+    : bos_(bos), eos_(eos) {
+  const BpePreTokenizer* pre = FindBpePreTokenizer(source.pre);
+  Require(pre != nullptr, "{}: pre-tokenizer '{}' is not one atq knows the regex of ({})", source.tokens,
+          source.pre.substr(0, 80), BpePreTokenizerNames());
+  pattern_ = std::make_unique<Regex>(OnigurumaToPcre2(pre->regex), fmt::format("{} pre-tokenizer", pre->name));
+  ignore_merges_ = pre->ignore_merges;
   Require(!tokens.empty(), "{}: holds no tokens", source.tokens);
   Require(tokens.size() < kMaxTokens, "{}: {} tokens are more than int32 ids can number", source.tokens, tokens.size());
   const auto count = static_cast<int32_t>(tokens.size());
@@ -217,7 +209,11 @@ Gpt2Tokenizer::Gpt2Tokenizer(std::vector<std::string> tokens, const std::vector<
   token_bytes_.resize(tokens.size());
   for (int32_t id = 0; id < count; ++id) {
     ids[tokens[id]] = id;
-    if (!SpellingToBytes(tokens[id], token_bytes_[id])) token_bytes_[id] = tokens[id];  // literal text
+    if (!SpellingToBytes(tokens[id], token_bytes_[id])) {
+      token_bytes_[id] = tokens[id];  // literal text
+    } else if (ignore_merges_) {
+      whole_words_.emplace(token_bytes_[id], id);
+    }
   }
   for (int byte = 0; byte < 256; ++byte) {
     const std::string& spelling = Alphabet().characters[byte];
@@ -228,7 +224,7 @@ Gpt2Tokenizer::Gpt2Tokenizer(std::vector<std::string> tokens, const std::vector<
   }
 
   Require(merges.size() < kMaxTokens, "{}: {} merges are too many", source.merges, merges.size());
-  merges_.reserve(merges.size());
+  merges_.Reserve(merges.size());
   std::string joined;
   for (size_t rank = 0; rank < merges.size(); ++rank) {
     const std::string& merge = merges[rank];
@@ -251,102 +247,25 @@ Gpt2Tokenizer::Gpt2Tokenizer(std::vector<std::string> tokens, const std::vector<
     const auto merged = ids.find(joined);
     Require(merged != ids.end(), "{}: {} {}: merge {} makes {}, which is not a token of {}", source.merges,
             source.merge_unit, number, QuoteForMessage(merge), QuoteForMessage(joined), source.tokens);
-    merges_.emplace(PairKey(left_id->second, right_id->second), Merge{static_cast<int32_t>(rank), merged->second});
+    merges_.Add(left_id->second, right_id->second, static_cast<int32_t>(rank), merged->second);
   }
 
-  int error_code = 0;
-  PCRE2_SIZE error_offset = 0;
-  pattern_->code = pcre2_compile(reinterpret_cast<PCRE2_SPTR>(kGpt2Pattern), PCRE2_ZERO_TERMINATED,
-                                 PCRE2_UTF | PCRE2_UCP | PCRE2_MATCH_INVALID_UTF, &error_code, &error_offset, nullptr);
-  if (pattern_->code == nullptr) {
-    PCRE2_UCHAR message[256];
-    pcre2_get_error_message(error_code, message, sizeof(message));
-    Fail("GPT-2 pre-tokenizer: PCRE2 cannot compile the pattern (at {}): {}", error_offset,
-         reinterpret_cast<const char*>(message));
-  }
-  // Without JIT (unsupported CPU, or a PCRE2 built without it) pcre2_match interprets the pattern instead.
-  pcre2_jit_compile(pattern_->code, PCRE2_JIT_COMPLETE);
 }
 
 Gpt2Tokenizer::~Gpt2Tokenizer() = default;
 
 std::vector<std::string_view> Gpt2Tokenizer::PreTokenize(std::string_view text) const {
-  std::vector<std::string_view> pieces;
-  std::unique_ptr<pcre2_match_data, decltype(&pcre2_match_data_free)> match(
-      pcre2_match_data_create_from_pattern(pattern_->code, nullptr), &pcre2_match_data_free);
-  Require(match != nullptr, "GPT-2 pre-tokenizer: out of memory for PCRE2 match data");
-  const auto* subject = reinterpret_cast<PCRE2_SPTR>(text.data());
-  size_t offset = 0;
-  while (offset < text.size()) {
-    int found = pcre2_match(pattern_->code, subject, text.size(), offset, 0, match.get(), nullptr);
-    if (found < 0 && found != PCRE2_ERROR_NOMATCH) {
-      // A JIT stack limit on pathological input: the interpreter keeps its backtracking state on the heap.
-      found = pcre2_match(pattern_->code, subject, text.size(), offset, PCRE2_NO_JIT, match.get(), nullptr);
-    }
-    if (found == PCRE2_ERROR_NOMATCH) {
-      pieces.push_back(text.substr(offset));  // invalid UTF-8 up to the end
-      break;
-    }
-    if (found < 0) {
-      PCRE2_UCHAR message[256];
-      pcre2_get_error_message(found, message, sizeof(message));
-      Fail("GPT-2 pre-tokenizer: PCRE2 failed at byte {} of {}: {}", offset, text.size(),
-           reinterpret_cast<const char*>(message));
-    }
-    const PCRE2_SIZE* span = pcre2_get_ovector_pointer(match.get());
-    const size_t start = span[0], end = span[1];
-    // Invalid UTF-8 matches nothing (PCRE2_MATCH_INVALID_UTF), so it shows up as a gap before the next match.
-    if (start > offset) pieces.push_back(text.substr(offset, start - offset));
-    if (end > start) pieces.push_back(text.substr(start, end - start));
-    // Every alternative consumes at least one character, so end > start; the guard only rules out a stall.
-    offset = end > offset ? end : offset + 1;
-  }
-  return pieces;
+  return pattern_->SplitIsolated(text);
 }
 
 std::vector<int32_t> Gpt2Tokenizer::MergeWord(std::string_view word) const {
-  struct Symbol {
-    int32_t id;
-    int32_t prev, next;  // neighbours still alive, -1 at the ends
-    bool alive;
-  };
-  // Lowest rank first, then leftmost: Hugging Face's order (OpenAI's encoder.py reaches the same result).
-  struct Candidate {
-    int32_t rank, position, merged;
-    bool operator<(const Candidate& other) const {
-      return rank != other.rank ? rank > other.rank : position > other.position;
-    }
-  };
-  const auto size = static_cast<int32_t>(word.size());
-  std::vector<Symbol> symbols(word.size());
-  for (int32_t i = 0; i < size; ++i) {
-    symbols[i] = {byte_tokens_[static_cast<unsigned char>(word[i])], i - 1, i + 1 < size ? i + 1 : -1, true};
+  if (ignore_merges_) {
+    const auto found = whole_words_.find(std::string(word));
+    if (found != whole_words_.end()) return {found->second};
   }
-  std::priority_queue<Candidate> queue;
-  const auto consider = [&](int32_t left) {
-    if (left < 0 || symbols[left].next < 0) return;
-    const auto found = merges_.find(PairKey(symbols[left].id, symbols[symbols[left].next].id));
-    if (found != merges_.end()) queue.push({found->second.rank, left, found->second.merged});
-  };
-  for (int32_t i = 0; i + 1 < size; ++i) consider(i);
-  while (!queue.empty()) {
-    const Candidate top = queue.top();
-    queue.pop();
-    Symbol& left = symbols[top.position];
-    if (!left.alive || left.next < 0) continue;
-    Symbol& right = symbols[left.next];
-    // An entry is stale when either side has changed since it was queued.
-    const auto current = merges_.find(PairKey(left.id, right.id));
-    if (current == merges_.end() || current->second.merged != top.merged) continue;
-    left.id = top.merged;
-    right.alive = false;
-    left.next = right.next;
-    if (right.next >= 0) symbols[right.next].prev = top.position;
-    consider(left.prev);
-    consider(top.position);
-  }
-  std::vector<int32_t> ids;
-  for (int32_t i = size > 0 ? 0 : -1; i >= 0; i = symbols[i].next) ids.push_back(symbols[i].id);
+  std::vector<int32_t> ids(word.size());
+  for (size_t i = 0; i < word.size(); ++i) ids[i] = byte_tokens_[static_cast<unsigned char>(word[i])];
+  merges_.Apply(ids);
   return ids;
 }
 

@@ -1,5 +1,5 @@
-// GPT-2's byte-level BPE: GPT-2's pre-tokenizer regex (PCRE2, Unicode classes), every byte mapped to a token, then
-// merges applied by rank. Built from OpenAI's encoder.json + vocab.bpe or from a GGUF "gpt2" vocabulary.
+// Byte-level BPE: a pre-tokenizer regex (GPT-2's, or Llama 3's / Qwen2's as a GGUF file names them), every byte
+// mapped to a token, then merges applied by rank. Built from OpenAI's encoder.json + vocab.bpe or from a GGUF "gpt2" vocabulary.
 #pragma once
 
 #include <cstdint>
@@ -10,9 +10,12 @@
 #include <unordered_map>
 #include <vector>
 
+#include "io/bpe_merges.h"
 #include "io/tokenizer.h"
 
 namespace atq {
+
+class Regex;
 
 // Where a vocabulary came from, so errors name the file and the entry.
 struct Gpt2VocabularySource {
@@ -20,6 +23,7 @@ struct Gpt2VocabularySource {
   std::string merges;               // "/x/vocab.bpe" or "/x/model.gguf: tokenizer.ggml.merges"
   std::string merge_unit = "line";  // what a merge's number counts: "line" of vocab.bpe, "entry" of an array
   size_t first_merge_number = 1;    // the number of merges[0] in that unit
+  std::string pre = "gpt-2";        // llama.cpp's name of the pre-tokenizer (io/bpe_pre_tokenizers.h)
 };
 
 class Gpt2Tokenizer final : public Tokenizer {
@@ -52,22 +56,18 @@ class Gpt2Tokenizer final : public Tokenizer {
   int64_t merge_count() const { return static_cast<int64_t>(merges_.size()); }
 
  private:
-  struct Pattern;  // the compiled PCRE2 regex
-  struct Merge {
-    int32_t rank;
-    int32_t merged;
-  };
-
   // Byte-pair encoding of one pre-token, appended to `out`.
   void EncodeWord(std::string_view word, std::vector<int32_t>& out) const;
   std::vector<int32_t> MergeWord(std::string_view word) const;
 
   std::vector<std::string> token_bytes_;        // id -> raw bytes
   int32_t byte_tokens_[256] = {};               // byte -> id of its one-byte token
-  std::unordered_map<uint64_t, Merge> merges_;  // (left id << 32 | right id) -> rank and result
+  BpeMerges merges_;
   int32_t bos_ = -1;
   int32_t eos_ = -1;
-  std::unique_ptr<Pattern> pattern_;
+  std::unique_ptr<Regex> pattern_;
+  bool ignore_merges_ = false;
+  std::unordered_map<std::string, int32_t> whole_words_;  // with ignore_merges_: token bytes -> id
 
   mutable std::mutex cache_mutex_;
   mutable std::unordered_map<std::string, std::vector<int32_t>> cache_;  // pre-token -> ids

@@ -2,12 +2,18 @@
 // (tokenizer.ggml.*) into the tokenizer its tokenizer.ggml.model names.
 #include "io/tokenizer.h"
 
+#include <filesystem>
+
 #include <fmt/format.h>
+#include <nlohmann/json.hpp>
 
 #include "io/gguf.h"
 #include "io/gpt2_tokenizer.h"
+#include "io/hf_tokenizer.h"
 #include "io/mapped_file.h"
 #include "io/score_bpe_tokenizer.h"
+#include "io/strict_json.h"
+#include "io/tensor_file.h"
 #include "util/error.h"
 #include "util/log.h"
 #include "util/progress.h"
@@ -38,19 +44,12 @@ int32_t SpecialTokenId(const GgufMetadata& metadata, std::string_view key, int32
 std::unique_ptr<Tokenizer> LoadGgufGpt2(const GgufMetadata& metadata) {
   std::vector<std::string> tokens = metadata.GetStringArray(kTokensKey);
   const std::vector<std::string>& merges = metadata.GetStringArray(kMergesKey);
-  // Other pre-tokenizers (llama-bpe, qwen2, ...) split text with other regexes; their vocabularies still decode.
-  if (metadata.Contains(kPreTokenizerKey)) {
-    const std::string& name = metadata.GetString(kPreTokenizerKey);
-    if (name != "gpt-2" && name != "gpt2" && name != "default") {
-      LogWarn("{}: {} is '{}'; atq pre-tokenizes with GPT-2's regex, so ids may differ from llama.cpp's",
-              metadata.source(), kPreTokenizerKey, name);
-    }
-  }
   Gpt2VocabularySource source;
   source.tokens = fmt::format("{}: {}", metadata.source(), kTokensKey);
   source.merges = fmt::format("{}: {}", metadata.source(), kMergesKey);
   source.merge_unit = "entry";
   source.first_merge_number = 0;
+  if (metadata.Contains(kPreTokenizerKey)) source.pre = metadata.GetString(kPreTokenizerKey);
   const int32_t bos = SpecialTokenId(metadata, "tokenizer.ggml.bos_token_id", -1, tokens.size());
   const int32_t eos = SpecialTokenId(metadata, "tokenizer.ggml.eos_token_id", -1, tokens.size());
   return std::make_unique<Gpt2Tokenizer>(std::move(tokens), merges, source, bos, eos);
@@ -125,6 +124,49 @@ std::unique_ptr<Tokenizer> LoadGgufTokenizer(const GgufFile& gguf) {
   }
   Fail("{}: tokenizer model '{}' ({}) is not supported; atq reads \"gpt2\" and \"llama\" vocabularies",
        metadata.source(), model.substr(0, 80), kModelKey);
+}
+
+std::unique_ptr<Tokenizer> LoadTokenizerAt(const std::string& path, int64_t vocab_size) {
+  namespace fs = std::filesystem;
+  const fs::path p(path);
+  const fs::path folder = fs::is_directory(p) ? p : p.parent_path();
+  const fs::path config = folder / "tokenizer_config.json";
+  const std::string config_path = fs::is_regular_file(config) ? config.string() : std::string();
+  std::unique_ptr<Tokenizer> tokenizer;
+  if (fs::is_directory(p)) {
+    if (fs::exists(p / "tokenizer.json")) return LoadHfTokenizer((p / "tokenizer.json").string(), config_path);
+    if (fs::exists(p / "tokenizer.model")) {
+      tokenizer = LoadSentencePieceTokenizer((p / "tokenizer.model").string());
+    } else if (fs::exists(p / "vocab.json")) {
+      tokenizer = LoadGpt2Tokenizer((p / "vocab.json").string(), (p / "merges.txt").string());
+    } else if (fs::exists(p / "encoder.json")) {
+      tokenizer = LoadGpt2Tokenizer((p / "encoder.json").string(), (p / "vocab.bpe").string());
+    } else {
+      Fail("{}: no tokenizer here (looked for tokenizer.json, tokenizer.model, vocab.json + merges.txt, "
+           "encoder.json + vocab.bpe)", path);
+    }
+  } else {
+    Require(fs::exists(p), "{}: tokenizer not found", path);
+    if (p.filename() == "tokenizer.json") return LoadHfTokenizer(path, config_path);
+    if (p.extension() == ".model") {
+      tokenizer = LoadSentencePieceTokenizer(path);
+    } else if (p.extension() == ".json") {
+      tokenizer = LoadGpt2Tokenizer(path, (folder / (p.filename() == "vocab.json" ? "merges.txt" : "vocab.bpe")).string());
+    } else if (HasGgufMagic(path)) {
+      return LoadGgufTokenizer(*TensorFile::Open(path).gguf());
+    } else {
+      Require(vocab_size > 0, "{}: a llama2.c tokenizer.bin needs the model's vocabulary size", path);
+      return LoadLlama2cTokenizer(path, static_cast<int32_t>(vocab_size));
+    }
+  }
+  // tokenizer_config.json's add_bos_token (what llama.cpp's converter copies into a GGUF) decides BOS.
+  if (!config_path.empty()) {
+    const nlohmann::json json = ReadStrictJsonFile(config_path);
+    if (json.is_object() && json.contains("add_bos_token") && json["add_bos_token"].is_boolean()) {
+      tokenizer->set_add_bos(json["add_bos_token"].get<bool>());
+    }
+  }
+  return tokenizer;
 }
 
 }  // namespace atq

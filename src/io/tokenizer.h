@@ -22,8 +22,8 @@ class Tokenizer {
   // The bytes of one token as it appears in decoded text; `previous` is the token before it (-1 at the start)
   // for tokenizers that drop a leading space after BOS.
   virtual std::string DecodeToken(int32_t id, int32_t previous) const = 0;
-  // Concatenated DecodeToken of `ids`.
-  std::string Decode(const std::vector<int32_t>& ids) const;
+  // Concatenated DecodeToken of `ids` (a tokenizer whose decoder looks at the whole sequence overrides it).
+  virtual std::string Decode(const std::vector<int32_t>& ids) const;
 
   virtual int32_t vocab_size() const = 0;
   virtual int32_t bos_id() const = 0;  // -1 when the vocabulary has none
@@ -57,6 +57,11 @@ std::unique_ptr<Tokenizer> LoadLlama2cTokenizer(const std::string& path, int32_t
 
 // A SentencePiece model file (.model), through libsentencepiece.
 std::unique_ptr<Tokenizer> LoadSentencePieceTokenizer(const std::string& path);
+
+// The tokenizer at `path`: a folder (tokenizer.json, tokenizer.model, vocab.json + merges.txt or encoder.json +
+// vocab.bpe, in that order of preference), one of those files, a GGUF file's vocabulary, or a llama2.c
+// tokenizer.bin (which needs `vocab_size`). A tokenizer_config.json beside it sets BOS/EOS and add_bos_token.
+std::unique_ptr<Tokenizer> LoadTokenizerAt(const std::string& path, int64_t vocab_size = -1);
 
 // The vocabulary embedded in a GGUF file (tokenizer.ggml.model "gpt2" or "llama"), encoding as llama.cpp does.
 std::unique_ptr<Tokenizer> LoadGgufTokenizer(const GgufFile& gguf);

@@ -282,8 +282,8 @@ std::string DefaultTokenizerPath(const LanguageModel& lm) {
   const fs::path path(lm.path);
   const LmConfig& config = lm.model->config();
   if (lm.format == "huggingface") {
-    for (const char* name : {"tokenizer.model", "vocab.json", "encoder.json"}) {
-      if (fs::exists(path / name)) return name == std::string("tokenizer.model") ? (path / name).string() : path.string();
+    for (const char* name : {"tokenizer.json", "tokenizer.model", "vocab.json", "encoder.json"}) {
+      if (fs::exists(path / name)) return path.string();
     }
   } else if (lm.format == "llama2c") {
     for (const std::string& name : {std::string("tokenizer.bin"), fmt::format("tok{}.bin", config.vocab_size)}) {
@@ -324,21 +324,6 @@ void AssignLmWeights(CausalLmImpl& model, std::map<std::string, torch::Tensor> w
           weights.empty() ? "" : weights.begin()->first, arch);
 }
 
-std::unique_ptr<Tokenizer> LoadTokenizerAt(const std::string& path, int64_t vocab_size) {
-  const fs::path p(path);
-  if (fs::is_directory(p)) {
-    if (fs::exists(p / "encoder.json")) return LoadGpt2Tokenizer((p / "encoder.json").string(), (p / "vocab.bpe").string());
-    if (fs::exists(p / "vocab.json")) return LoadGpt2Tokenizer((p / "vocab.json").string(), (p / "merges.txt").string());
-    if (fs::exists(p / "tokenizer.model")) return LoadSentencePieceTokenizer((p / "tokenizer.model").string());
-    Fail("{}: no tokenizer here (looked for encoder.json + vocab.bpe, vocab.json + merges.txt, tokenizer.model)", path);
-  }
-  Require(fs::exists(p), "{}: tokenizer not found", path);
-  if (p.extension() == ".model") return LoadSentencePieceTokenizer(path);
-  if (p.extension() == ".json") return LoadGpt2Tokenizer(path, (p.parent_path() / (p.filename() == "vocab.json" ? "merges.txt" : "vocab.bpe")).string());
-  if (HasGgufMagic(path)) return LoadGgufTokenizer(*TensorFile::Open(path).gguf());
-  return LoadLlama2cTokenizer(path, static_cast<int32_t>(vocab_size));
-}
-
 LanguageModel LoadLanguageModel(const std::string& path, const LmLoadOptions& options) {
   Require(fs::exists(path), "{}: no such file or folder", path);
   LanguageModel lm;
@@ -363,16 +348,6 @@ LanguageModel LoadLanguageModel(const std::string& path, const LmLoadOptions& op
     }
   }
   if (lm.tokenizer) {
-    // tokenizer_config.json's add_bos_token (what llama.cpp's converter copies into a GGUF) decides BOS.
-    const fs::path folder = fs::is_directory(lm.tokenizer_source) ? fs::path(lm.tokenizer_source)
-                                                                  : fs::path(lm.tokenizer_source).parent_path();
-    const fs::path tokenizer_config = folder / "tokenizer_config.json";
-    if (!lm.tokenizer_source.empty() && fs::is_regular_file(tokenizer_config)) {
-      const nlohmann::json json = ReadStrictJsonFile(tokenizer_config.string());
-      if (json.is_object() && json.contains("add_bos_token") && json["add_bos_token"].is_boolean()) {
-        lm.tokenizer->set_add_bos(json["add_bos_token"].get<bool>());
-      }
-    }
     Require(lm.tokenizer->vocab_size() <= lm.model->config().vocab_size,
             "{}: tokenizer {} has {} tokens, more than the model's {}", path, lm.tokenizer_source,
             lm.tokenizer->vocab_size(), lm.model->config().vocab_size);

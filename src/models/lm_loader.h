@@ -50,9 +50,6 @@ struct LanguageModel {
 // a tensor the architecture has no place for, a type atq cannot dequantize.
 LanguageModel LoadLanguageModel(const std::string& path, const LmLoadOptions& options = {});
 
-// The tokenizer at `path` (as LmLoadOptions::tokenizer); `vocab_size` is needed for llama2.c .bin files.
-std::unique_ptr<Tokenizer> LoadTokenizerAt(const std::string& path, int64_t vocab_size);
-
 // Copies `weights` (Hugging Face names, atq's [out, in] linear layout) into `model`; every parameter must be
 // there with its exact shape, and every weight must have a place. `source` starts error messages.
 void AssignLmWeights(CausalLmImpl& model, std::map<std::string, torch::Tensor> weights, const std::string& source);

