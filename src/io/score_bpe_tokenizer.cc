@@ -241,7 +241,9 @@ std::string ScoreBpeTokenizer::DecodeToken(int32_t id, int32_t previous) const {
     case PieceKind::kByte:
       return std::string(1, static_cast<char>(byte_values_[id]));
     case PieceKind::kUserDefined:
-      return pieces_[id];
+      // As spelled, except the space mark: Gemma's added runs of U+2581 stand for spaces, as the tokenizer.json
+      // they come from decodes them (llama.cpp prints the marks).
+      return SpacesFromMark(pieces_[id], space_);
     case PieceKind::kUndefined:
     case PieceKind::kUnknown:
     case PieceKind::kControl:

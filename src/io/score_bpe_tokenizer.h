@@ -53,7 +53,7 @@ class ScoreBpeTokenizer final : public Tokenizer {
   std::vector<int32_t> Encode(std::string_view text) const override;
   // Normal pieces with the space mark turned into ' ' (the leading one dropped at the start of text or after BOS
   // when add_space_prefix, as run.c and llama.cpp's detokenizer do); byte pieces as the byte; user-defined pieces
-  // as spelled; control, unknown and unused pieces as nothing.
+  // as spelled with the space mark as ' '; control, unknown and unused pieces as nothing.
   std::string DecodeToken(int32_t id, int32_t previous) const override;
   int32_t vocab_size() const override { return static_cast<int32_t>(pieces_.size()); }
   int32_t bos_id() const override { return bos_; }

@@ -40,12 +40,26 @@ torch::Tensor Llama3Frequencies(const LmConfig& c, const torch::Tensor& inv_freq
 
 }  // namespace
 
+std::vector<double> RopeFrequencyDivisors(const LmConfig& config) {
+  if (!config.rope_freq_factors.empty()) return config.rope_freq_factors;
+  if (config.rope_scaling != RopeScaling::kLlama3) return {};
+  const auto options = torch::TensorOptions().dtype(torch::kFloat64);
+  const torch::Tensor inv_freq =
+      1.0 / torch::pow(config.rope_theta, torch::arange(0, config.head_dim, 2, options) / config.head_dim);
+  const torch::Tensor divisors = (inv_freq / Llama3Frequencies(config, inv_freq)).contiguous();
+  return std::vector<double>(divisors.data_ptr<double>(), divisors.data_ptr<double>() + divisors.numel());
+}
+
 std::pair<torch::Tensor, torch::Tensor> RotaryTables(const LmConfig& config, const torch::Tensor& positions,
                                                      torch::Dtype dtype) {
   const auto float_options = torch::TensorOptions().dtype(dtype).device(positions.device());
   torch::Tensor inv_freq =
       1.0 / torch::pow(config.rope_theta, torch::arange(0, config.head_dim, 2, float_options) / config.head_dim);
-  if (config.rope_scaling == RopeScaling::kLlama3) inv_freq = Llama3Frequencies(config, inv_freq);
+  if (!config.rope_freq_factors.empty()) {
+    inv_freq = inv_freq / torch::tensor(config.rope_freq_factors, float_options);
+  } else if (config.rope_scaling == RopeScaling::kLlama3) {
+    inv_freq = Llama3Frequencies(config, inv_freq);
+  }
   const torch::Tensor angles = torch::outer(positions.to(dtype) / config.rope_linear_factor, inv_freq);
   const torch::Tensor table = torch::cat({angles, angles}, -1);  // [T, D]
   return {table.cos(), table.sin()};

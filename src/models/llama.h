@@ -23,6 +23,10 @@ TORCH_MODULE(RmsNorm);
 // cos and sin of the rotary angles for `positions` ([T] int64): each [T, head_dim], the half-width frequency
 // table repeated twice (Hugging Face's rotate-half layout), computed in `dtype` (float32 as transformers does;
 // float64 for float64 models).
+// The divisor of each rotary frequency (head_dim / 2 of them) that the config's scaling amounts to, as llama.cpp's
+// rope_freqs.weight holds it; empty where the config has no frequency-dependent scaling.
+std::vector<double> RopeFrequencyDivisors(const LmConfig& config);
+
 std::pair<torch::Tensor, torch::Tensor> RotaryTables(const LmConfig& config, const torch::Tensor& positions,
                                                      torch::Dtype dtype);
 // x: [B, H, T, D] rotated by the tables of its positions.

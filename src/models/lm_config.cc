@@ -228,6 +228,9 @@ json HfConfigJson(const LmConfig& c) {
     out["max_position_embeddings"] = c.max_positions;
     out["rms_norm_eps"] = c.norm_eps;
     out["rope_theta"] = c.rope_theta;  // older transformers read this; newer ones convert it
+    Require(c.rope_freq_factors.empty(),
+            "this model's RoPE scaling is a table of frequency divisors (a GGUF file's rope_freqs.weight), which a "
+            "Hugging Face config.json cannot state; write it as GGUF or start from the Hugging Face folder");
     if (c.rope_linear_factor != 1) {
       out["rope_scaling"] = {{"rope_type", "linear"}, {"factor", c.rope_linear_factor}};
     } else if (c.rope_scaling == RopeScaling::kLlama3) {

@@ -4,6 +4,7 @@
 
 #include <cstdint>
 #include <string>
+#include <vector>
 
 #include <nlohmann/json.hpp>
 
@@ -39,6 +40,9 @@ struct LmConfig {
   // kept, a smooth blend between.
   double rope_factor = 1, rope_low_freq_factor = 1, rope_high_freq_factor = 4;
   int64_t rope_original_max_positions = 8192;
+  // Per-frequency divisors, head_dim / 2 of them, as a GGUF file's rope_freqs.weight holds Llama 3's scaling
+  // (llama.cpp's converter computes them from the parameters above); when set they replace rope_scaling.
+  std::vector<double> rope_freq_factors;
   LmActivation activation = LmActivation::kSilu;  // of the gated MLP (GPT-2: gelu_new, always)
   double norm_weight_offset = 0;   // Gemma: RMSNorm scales by (offset + w), offset 1
   bool scale_embeddings = false;   // Gemma: embeddings times sqrt(hidden_size), rounded to the model's dtype

@@ -186,13 +186,20 @@ void WriteNothing(const LmConfig&, json&) {}
 
 const std::vector<LmFamily>& LmFamilies() {
   static const std::vector<LmFamily> families = {
-      {"gpt2", "GPT2LMHeadModel", LmArch::kGpt2, "gpt2", true, false, ReadNothing, WriteNothing, nullptr, nullptr},
-      {"llama", "LlamaForCausalLM", LmArch::kLlama, "llama", false, true, ReadLlama, WriteLlama, nullptr, nullptr},
-      {"mistral", "MistralForCausalLM", LmArch::kLlama, "", false, false, ReadMistral, WriteMistral, nullptr, nullptr},
-      {"qwen2", "Qwen2ForCausalLM", LmArch::kLlama, "qwen2", false, false, ReadQwen2, WriteQwen2, nullptr, nullptr},
-      {"gemma", "GemmaForCausalLM", LmArch::kLlama, "", true, false, ReadGemma, WriteGemma, nullptr, nullptr},
-      {"gemma2", "Gemma2ForCausalLM", LmArch::kLlama, "", true, false, ReadGemma2, WriteGemma2, nullptr, nullptr},
-      {"phi3", "Phi3ForCausalLM", LmArch::kLlama, "", false, false, ReadPhi3, WritePhi3, SplitPhi3, FusePhi3},
+      {"gpt2", "GPT2LMHeadModel", LmArch::kGpt2, "gpt2", Gpt2GgufNames, true, false, ReadNothing, WriteNothing, nullptr,
+       nullptr},
+      {"llama", "LlamaForCausalLM", LmArch::kLlama, "llama", LlamaGgufNames, false, true, ReadLlama, WriteLlama,
+       nullptr, nullptr},
+      {"mistral", "MistralForCausalLM", LmArch::kLlama, "llama", LlamaGgufNames, false, true, ReadMistral,
+       WriteMistral, nullptr, nullptr},
+      {"qwen2", "Qwen2ForCausalLM", LmArch::kLlama, "qwen2", LlamaGgufNames, false, false, ReadQwen2, WriteQwen2,
+       nullptr, nullptr},
+      {"gemma", "GemmaForCausalLM", LmArch::kLlama, "gemma", LlamaGgufNames, true, false, ReadGemma, WriteGemma,
+       nullptr, nullptr},
+      {"gemma2", "Gemma2ForCausalLM", LmArch::kLlama, "gemma2", Gemma2GgufNames, true, false, ReadGemma2, WriteGemma2,
+       nullptr, nullptr},
+      {"phi3", "Phi3ForCausalLM", LmArch::kLlama, "phi3", Phi3GgufNames, false, false, ReadPhi3, WritePhi3, SplitPhi3,
+       FusePhi3},
   };
   return families;
 }
@@ -213,9 +220,8 @@ const LmFamily& FamilyByModelType(std::string_view model_type, const std::string
 const LmFamily& FamilyByGgufArch(std::string_view gguf_arch, const std::string& what) {
   std::string known;
   for (const LmFamily& family : LmFamilies()) {
-    if (family.gguf_arch.empty()) continue;
-    if (family.gguf_arch == gguf_arch) return family;
-    known += (known.empty() ? "" : ", ") + std::string(family.gguf_arch);
+    if (family.gguf_arch == gguf_arch) return family;  // the first row of an architecture (llama, not mistral)
+    if (known.find(family.gguf_arch) == std::string::npos) known += (known.empty() ? "" : ", ") + std::string(family.gguf_arch);
   }
   Fail("{}: unknown architecture '{}'; atq reads {} GGUF files", what, gguf_arch, known);
 }

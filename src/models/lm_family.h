@@ -14,6 +14,7 @@
 #include <torch/types.h>
 
 #include "models/lm_config.h"
+#include "models/lm_gguf_names.h"
 
 namespace atq {
 
@@ -21,7 +22,8 @@ struct LmFamily {
   std::string_view model_type;   // config.json "model_type"
   std::string_view hf_class;     // config.json "architectures"[0]
   LmArch builder;
-  std::string_view gguf_arch;    // general.architecture in llama.cpp's files ("" where atq writes no GGUF yet)
+  std::string_view gguf_arch;    // general.architecture in llama.cpp's files (Mistral's converter writes "llama")
+  const GgufTensorNames& (*gguf_names)();  // llama.cpp's tensor names of that architecture
   bool tied_by_default;          // tie_word_embeddings when config.json leaves it out (the class default)
   // llama.cpp's converter permutes q/k rows into ggml's interleaved RoPE order for "llama" (which rotates pairs
   // 2i, 2i+1); the NEOX-style architectures (qwen2, ...) keep transformers' rotate-half order.

@@ -3,20 +3,39 @@
 
 #include <algorithm>
 #include <cctype>
-#include <map>
 #include <regex>
 
 #include <fmt/format.h>
 
+#include "models/lm_family.h"
 #include "util/error.h"
 #include "util/strings.h"
 
 namespace atq {
 namespace {
 
-// llama.cpp's tensor names -> Hugging Face's, per architecture; "{}" is the layer.
-const std::map<std::string, std::string>& GgufNames(LmArch arch) {
-  static const std::map<std::string, std::string> llama = {
+GgufTensorNames With(GgufTensorNames names, const GgufTensorNames& changes) {
+  for (const auto& [gguf, hf] : changes) {
+    const auto found = std::find_if(names.begin(), names.end(), [&](const auto& entry) { return entry.first == gguf; });
+    if (found != names.end()) {
+      found->second = hf;
+    } else {
+      names.emplace_back(gguf, hf);
+    }
+  }
+  return names;
+}
+
+// A layer number as Hugging Face writes it: digits without a leading zero.
+bool IsLayerNumber(std::string_view text) {
+  return !text.empty() && (text == "0" || text[0] != '0') &&
+         std::all_of(text.begin(), text.end(), [](unsigned char c) { return std::isdigit(c) != 0; });
+}
+
+}  // namespace
+
+const GgufTensorNames& LlamaGgufNames() {
+  static const GgufTensorNames names = {
       {"token_embd.weight", "model.embed_tokens.weight"},
       {"output_norm.weight", "model.norm.weight"},
       {"output.weight", "lm_head.weight"},
@@ -33,8 +52,41 @@ const std::map<std::string, std::string>& GgufNames(LmArch arch) {
       {"ffn_gate.weight", "model.layers.{}.mlp.gate_proj.weight"},
       {"ffn_up.weight", "model.layers.{}.mlp.up_proj.weight"},
       {"ffn_down.weight", "model.layers.{}.mlp.down_proj.weight"},
+      {"ffn_gate.bias", "model.layers.{}.mlp.gate_proj.bias"},
+      {"ffn_up.bias", "model.layers.{}.mlp.up_proj.bias"},
+      {"ffn_down.bias", "model.layers.{}.mlp.down_proj.bias"},
   };
-  static const std::map<std::string, std::string> gpt2 = {
+  return names;
+}
+
+const GgufTensorNames& Gemma2GgufNames() {
+  static const GgufTensorNames names =
+      With(LlamaGgufNames(), {{"post_attention_norm.weight", "model.layers.{}.post_attention_layernorm.weight"},
+                              {"ffn_norm.weight", "model.layers.{}.pre_feedforward_layernorm.weight"},
+                              {"post_ffw_norm.weight", "model.layers.{}.post_feedforward_layernorm.weight"}});
+  return names;
+}
+
+const GgufTensorNames& Phi3GgufNames() {
+  static const GgufTensorNames names = [] {
+    GgufTensorNames fused;
+    for (const auto& entry : LlamaGgufNames()) {
+      const std::string& gguf = entry.first;
+      if (gguf.rfind("attn_q.", 0) == 0 || gguf.rfind("attn_k.", 0) == 0 || gguf.rfind("attn_v.", 0) == 0 ||
+          gguf.rfind("ffn_gate.", 0) == 0 || gguf.rfind("ffn_up.", 0) == 0) {
+        continue;
+      }
+      fused.push_back(entry);
+    }
+    fused.emplace_back("attn_qkv.weight", "model.layers.{}.self_attn.qkv_proj.weight");
+    fused.emplace_back("ffn_up.weight", "model.layers.{}.mlp.gate_up_proj.weight");  // [gate | up], SwiGLU's halves
+    return fused;
+  }();
+  return names;
+}
+
+const GgufTensorNames& Gpt2GgufNames() {
+  static const GgufTensorNames names = {
       {"token_embd.weight", "transformer.wte.weight"},
       {"position_embd.weight", "transformer.wpe.weight"},
       {"output_norm.weight", "transformer.ln_f.weight"},
@@ -53,35 +105,32 @@ const std::map<std::string, std::string>& GgufNames(LmArch arch) {
       {"ffn_down.weight", "transformer.h.{}.mlp.c_proj.weight"},
       {"ffn_down.bias", "transformer.h.{}.mlp.c_proj.bias"},
   };
-  return arch == LmArch::kGpt2 ? gpt2 : llama;
+  return names;
 }
 
-// A layer number as Hugging Face writes it: digits without a leading zero.
-bool IsLayerNumber(std::string_view text) {
-  return !text.empty() && (text == "0" || text[0] != '0') &&
-         std::all_of(text.begin(), text.end(), [](unsigned char c) { return std::isdigit(c) != 0; });
-}
+bool IsNormWeight(const std::string& hf_name) { return EndsWith(hf_name, "norm.weight"); }
 
-}  // namespace
-
-std::string HfNameOfGguf(const std::string& gguf_name, LmArch arch, const std::string& path) {
+std::string HfNameOfGguf(const std::string& gguf_name, const LmFamily& family, const std::string& path) {
   static const std::regex block(R"(blk\.(\d+)\.(.+))");
-  const auto& names = GgufNames(arch);
+  const GgufTensorNames& names = family.gguf_names();
+  const auto find = [&](const std::string& key) {
+    return std::find_if(names.begin(), names.end(), [&](const auto& entry) { return entry.first == key; });
+  };
   std::smatch match;
   if (std::regex_match(gguf_name, match, block)) {
-    const auto it = names.find(match[2].str());
+    const auto it = find(match[2].str());
     Require(it != names.end() && it->second.find("{}") != std::string::npos,
-            "{}: tensor '{}' has no place in a {} model", path, gguf_name, LmArchName(arch));
+            "{}: tensor '{}' has no place in a {} model", path, gguf_name, family.model_type);
     return fmt::format(fmt::runtime(it->second), match[1].str());
   }
-  const auto it = names.find(gguf_name);
+  const auto it = find(gguf_name);
   Require(it != names.end() && it->second.find("{}") == std::string::npos,
-          "{}: tensor '{}' has no place in a {} model", path, gguf_name, LmArchName(arch));
+          "{}: tensor '{}' has no place in a {} model", path, gguf_name, family.model_type);
   return it->second;
 }
 
-std::string GgufNameOfHf(const std::string& hf_name, LmArch arch) {
-  for (const auto& [gguf, hf] : GgufNames(arch)) {
+std::string GgufNameOfHf(const std::string& hf_name, const LmFamily& family) {
+  for (const auto& [gguf, hf] : family.gguf_names()) {
     const size_t layer = hf.find("{}");
     if (layer == std::string::npos) {
       if (hf == hf_name) return gguf;
@@ -94,7 +143,7 @@ std::string GgufNameOfHf(const std::string& hf_name, LmArch arch) {
       if (IsLayerNumber(number)) return fmt::format("blk.{}.{}", number, gguf);
     }
   }
-  Fail("tensor '{}' has no place in llama.cpp's {} model", hf_name, LmArchName(arch));
+  Fail("tensor '{}' has no place in llama.cpp's {} model", hf_name, family.model_type);
 }
 
 torch::Tensor HalfToInterleavedRotary(const torch::Tensor& weight, int64_t heads) {

@@ -5,8 +5,11 @@
 #include <filesystem>
 #include <limits>
 #include <map>
+#include <optional>
+#include <cstring>
 #include <string_view>
 #include <tuple>
+#include <unordered_map>
 #include <utility>
 
 #include <fmt/format.h>
@@ -14,11 +17,16 @@
 #include <torch/torch.h>
 
 #include "io/gguf.h"
+#include "io/bpe_pre_tokenizers.h"
 #include "io/gpt2_tokenizer.h"
+#include "io/hf_tokenizer.h"
+#include "io/score_bpe_tokenizer.h"
 #include "io/mapped_file.h"
 #include "models/lm_family.h"
 #include "models/lm_gguf_names.h"
+#include "models/llama.h"
 #include "util/error.h"
+#include "util/log.h"
 #include "io/strict_json.h"
 #include "io/input_file.h"
 
@@ -31,8 +39,11 @@ constexpr uint32_t kQuantizationVersion = 2;
 
 // llama.cpp's token types (llama_token_type, gguf-py's TokenType).
 constexpr int32_t kTokenNormal = 1;
+constexpr int32_t kTokenUnknown = 2;
 constexpr int32_t kTokenControl = 3;
+constexpr int32_t kTokenUserDefined = 4;
 constexpr int32_t kTokenUnused = 5;
+constexpr int32_t kTokenByte = 6;
 
 // The types llama.cpp runs language models in that atq quantizes to, with the llama_ftype that
 // general.file_type names a file by when its linear layers have that type.
@@ -61,11 +72,17 @@ GgufValue Count(int64_t value, std::string_view what) {
 // ---- vocabulary ----
 
 struct Vocabulary {
+  std::string model = "gpt2";       // tokenizer.ggml.model: "gpt2" (byte-level BPE) or "llama" (SentencePiece-style)
+  std::string pre = "gpt-2";        // tokenizer.ggml.pre (gpt2 vocabularies)
   std::vector<std::string> tokens;  // by id, as many as the model's vocabulary
   std::vector<int32_t> types;
-  std::vector<std::string> merges;
+  std::vector<std::string> merges;  // gpt2 vocabularies
+  std::vector<float> scores;        // llama vocabularies: higher merges first
+  bool add_space_prefix = false;    // llama vocabularies
   int32_t bos = -1;
   int32_t eos = -1;
+  int32_t unk = -1;
+  std::string chat_template;        // tokenizer_config.json's, when it has one
   // Whether llama.cpp puts BOS/EOS around a sequence: tokenizer_config.json's add_bos_token / add_eos_token, as
   // the converter copies them, else llama.cpp's own default for a "gpt2" vocabulary (neither). Written either way,
   // so llama.cpp and atq read the same flag from the file.
@@ -112,8 +129,101 @@ std::vector<std::string> ReadMerges(const std::string& path) {
   return merges;
 }
 
+// tokenizer_config.json's add_bos_token / add_eos_token and chat template (a string, or a list of named ones of
+// which the converter writes "default").
+void ReadTokenizerConfig(const std::string& dir, Vocabulary& vocabulary) {
+  const fs::path tokenizer_config = fs::path(dir) / "tokenizer_config.json";
+  if (!fs::is_regular_file(tokenizer_config)) return;
+  const nlohmann::json json = ReadStrictJsonFile(tokenizer_config.string());
+  if (!json.is_object()) return;
+  for (auto [key, flag] : {std::pair<const char*, bool*>{"add_bos_token", &vocabulary.add_bos},
+                           {"add_eos_token", &vocabulary.add_eos}}) {
+    if (json.contains(key) && json[key].is_boolean()) *flag = json[key].get<bool>();
+  }
+  if (json.contains("chat_template")) {
+    const nlohmann::json& chat = json["chat_template"];
+    if (chat.is_string()) vocabulary.chat_template = chat.get<std::string>();
+    if (chat.is_array()) {
+      for (const nlohmann::json& entry : chat) {
+        if (entry.is_object() && entry.value("name", "") == "default" && entry.contains("template") &&
+            entry["template"].is_string()) {
+          vocabulary.chat_template = entry["template"].get<std::string>();
+        }
+      }
+    }
+  }
+}
+
+// A tokenizer.json as llama.cpp's converter spells it: byte-level BPE as a "gpt2" vocabulary with its merges and
+// the pre-tokenizer named by its regex; SentencePiece-style BPE (byte fallback) as a "llama" vocabulary whose
+// scores order the merges (the piece a merge makes scores -rank, so llama.cpp's highest-score-first merging takes
+// them in the tokenizer's order). Added tokens are control (special) or user-defined; ids past the tokenizer's
+// are "[PAD<id>]", unused.
+Vocabulary ReadHfVocabulary(const std::string& dir, const LmConfig& config) {
+  const std::string path = (fs::path(dir) / "tokenizer.json").string();
+  const std::string config_path = (fs::path(dir) / "tokenizer_config.json").string();
+  const std::unique_ptr<Tokenizer> tokenizer = LoadHfTokenizer(path, fs::exists(config_path) ? config_path : "");
+  const HfVocabularyView view = DescribeHfVocabulary(*tokenizer);
+  Require(static_cast<int64_t>(view.tokens.size()) <= config.vocab_size,
+          "{}: {} tokens, more than the model's vocabulary of {}", path, view.tokens.size(), config.vocab_size);
+  Vocabulary vocabulary;
+  if (view.byte_level) {
+    const std::string regex = view.split_pattern;
+    const BpePreTokenizer* pre = regex.empty() ? FindBpePreTokenizer("gpt-2") : FindBpePreTokenizerByRegex(regex);
+    Require(pre != nullptr,
+            "{}: the pre-tokenizer's regex is not one llama.cpp names (atq knows {}); llama.cpp would split text "
+            "differently",
+            path, BpePreTokenizerNames());
+    vocabulary.model = "gpt2";
+    vocabulary.pre = std::string(pre->name);
+    vocabulary.merges = view.merges;
+  } else {
+    Require(view.byte_fallback, "{}: neither byte-level BPE nor SentencePiece-style BPE with byte fallback; llama.cpp "
+            "has no vocabulary type for it", path);
+    vocabulary.model = "llama";
+    vocabulary.add_space_prefix = view.add_space_prefix;
+  }
+  const auto size = static_cast<size_t>(config.vocab_size);
+  vocabulary.tokens = view.tokens;
+  vocabulary.tokens.resize(size);
+  vocabulary.types.assign(size, kTokenNormal);
+  std::unordered_map<std::string_view, int32_t> ids;
+  for (size_t id = 0; id < view.tokens.size(); ++id) ids.emplace(view.tokens[id], static_cast<int32_t>(id));
+  if (vocabulary.model == "llama") {
+    // Pieces no merge makes (characters, bytes, special tokens) rank below every merge.
+    vocabulary.scores.assign(size, -static_cast<float>(view.merges.size() + 1));
+    for (size_t rank = 0; rank < view.merges.size(); ++rank) {
+      const std::string& merge = view.merges[rank];
+      const size_t space = merge.find(' ');
+      const auto made = ids.find(merge.substr(0, space) + merge.substr(space + 1));
+      if (made != ids.end() && vocabulary.scores[made->second] < -static_cast<float>(rank)) {
+        vocabulary.scores[made->second] = -static_cast<float>(rank);
+      }
+    }
+  }
+  for (size_t id = 0; id < size; ++id) {
+    if (id >= view.tokens.size()) {
+      vocabulary.tokens[id] = fmt::format("[PAD{}]", id);
+      vocabulary.types[id] = kTokenUnused;
+    } else if (view.special[id]) {
+      vocabulary.types[id] = static_cast<int32_t>(id) == view.unk_id ? kTokenUnknown : kTokenControl;
+    } else if (view.added[id]) {
+      vocabulary.types[id] = kTokenUserDefined;
+    } else if (vocabulary.model == "llama" && ParseBytePiece(view.tokens[id])) {
+      vocabulary.types[id] = kTokenByte;
+    }
+  }
+  vocabulary.bos = tokenizer->bos_id();
+  vocabulary.eos = tokenizer->eos_id();
+  vocabulary.unk = view.unk_id;
+  vocabulary.add_bos = tokenizer->add_bos();
+  ReadTokenizerConfig(dir, vocabulary);
+  return vocabulary;
+}
+
 Vocabulary ReadVocabulary(const std::string& dir, const LmConfig& config) {
   Require(fs::is_directory(dir), "{}: tokenizer folder not found", dir);
+  if (fs::exists(fs::path(dir) / "tokenizer.json")) return ReadHfVocabulary(dir, config);
   std::string tokens_path, merges_path;
   for (const auto& [tokens_name, merges_name] : {std::pair<const char*, const char*>{"encoder.json", "vocab.bpe"},
                                                  {"vocab.json", "merges.txt"}}) {
@@ -137,14 +247,7 @@ Vocabulary ReadVocabulary(const std::string& dir, const LmConfig& config) {
   }
   vocabulary.bos = config.bos_id >= 0 ? config.bos_id : end_of_text;
   vocabulary.eos = config.eos_id >= 0 ? config.eos_id : end_of_text;
-  const fs::path tokenizer_config = fs::path(dir) / "tokenizer_config.json";
-  if (fs::is_regular_file(tokenizer_config)) {
-    const nlohmann::json json = ReadStrictJsonFile(tokenizer_config.string());
-    for (auto [key, flag] : {std::pair<const char*, bool*>{"add_bos_token", &vocabulary.add_bos},
-                             {"add_eos_token", &vocabulary.add_eos}}) {
-      if (json.is_object() && json.contains(key) && json[key].is_boolean()) *flag = json[key].get<bool>();
-    }
-  }
+  ReadTokenizerConfig(dir, vocabulary);
   // Ids beyond the tokenizer's become "[PAD<id>]" tokens of type unused, as convert_hf_to_gguf.py pads them;
   // special tokens are control tokens, which llama.cpp never produces from plain text.
   vocabulary.types.resize(vocabulary.tokens.size());
@@ -203,11 +306,13 @@ PlannedTensor PlanTensor(const std::string& hf_name, const torch::Tensor& parame
   LmGgufTensorReport& report = planned.report;
   report.hf_name = hf_name;
   try {
-    report.gguf_name = GgufNameOfHf(hf_name, config.arch);
+    report.gguf_name = GgufNameOfHf(hf_name, FamilyOf(config));
   } catch (const Error& e) {
     Fail("{}: {}", path, e.what());
   }
   torch::Tensor value = parameter.detach().to(torch::kCPU, torch::kFloat32).contiguous();
+  // Gemma's (1 + w) norms are stored as 1 + w, which llama.cpp's plain RMSNorm multiplies by.
+  if (config.norm_weight_offset != 0 && IsNormWeight(hf_name)) value = value + config.norm_weight_offset;
   // convert_hf_to_gguf.py permutes q and k weights and biases into ggml's RoPE order, k per KV head; `rows` is
   // that order (source row of each written row), for prepacked bytes.
   torch::Tensor row_order = torch::arange(value.size(0), torch::kFloat64).unsqueeze(1);
@@ -270,16 +375,12 @@ PlannedTensor PlanTensor(const std::string& hf_name, const torch::Tensor& parame
 }  // namespace
 
 void CheckGgufWritable(const LmConfig& config, const std::string& path) {
-  // The families whose GGUF layout atq writes so far: llama.cpp's "llama" (the plain rotary decoder) and "gpt2".
   const LmFamily& family = FamilyOf(config);
-  // (q/k/v biases are Qwen2's own, which its GGUF holds.)
-  const bool plain = config.norm_weight_offset == 0 && !config.scale_embeddings &&
-                     config.sliding_window == 0 && config.attention_scale == 0 && config.attention_softcap == 0 &&
-                     config.final_softcap == 0 && !config.sandwich_norms && config.activation == LmActivation::kSilu &&
-                     !config.scale_attn_by_inverse_layer_idx && config.rope_scaling == RopeScaling::kNone;
-  Require(!family.gguf_arch.empty() && plain,
-          "{}: atq does not write GGUF files of this {} model yet (it writes llama without llama3 RoPE scaling, "
-          "qwen2, and gpt2 without per-layer attention scaling)",
+  // llama.cpp's gpt2 graph has no per-layer attention scaling; every other mechanism of the family table has its
+  // place in llama.cpp's architecture of the family (or a key of its own, below).
+  Require(!config.scale_attn_by_inverse_layer_idx,
+          "{}: llama.cpp's gpt2 architecture has no scale_attn_by_inverse_layer_idx, so atq does not write this {} "
+          "model as GGUF",
           path, family.model_type);
 }
 
@@ -301,10 +402,26 @@ QuantType PredominantBlockType(const std::vector<PlannedTensor>& planned) {
   return best;
 }
 
+void SetVocabularyMetadata(GgufMetadata& metadata, const Vocabulary& vocabulary) {
+  metadata.Set("tokenizer.ggml.model", vocabulary.model);
+  if (vocabulary.model == "gpt2") metadata.Set("tokenizer.ggml.pre", vocabulary.pre);
+  metadata.Set("tokenizer.ggml.tokens", GgufArray(vocabulary.tokens));
+  if (!vocabulary.scores.empty()) metadata.Set("tokenizer.ggml.scores", GgufArray(vocabulary.scores));
+  metadata.Set("tokenizer.ggml.token_type", GgufArray(vocabulary.types));
+  if (vocabulary.model == "gpt2") metadata.Set("tokenizer.ggml.merges", GgufArray(vocabulary.merges));
+  if (vocabulary.bos >= 0) metadata.Set("tokenizer.ggml.bos_token_id", Count(vocabulary.bos, "BOS id"));
+  if (vocabulary.eos >= 0) metadata.Set("tokenizer.ggml.eos_token_id", Count(vocabulary.eos, "EOS id"));
+  if (vocabulary.unk >= 0) metadata.Set("tokenizer.ggml.unknown_token_id", Count(vocabulary.unk, "unknown id"));
+  if (vocabulary.model == "llama") metadata.Set("tokenizer.ggml.add_space_prefix", GgufValue(vocabulary.add_space_prefix));
+  metadata.Set("tokenizer.ggml.add_bos_token", GgufValue(vocabulary.add_bos));
+  metadata.Set("tokenizer.ggml.add_eos_token", GgufValue(vocabulary.add_eos));
+  if (!vocabulary.chat_template.empty()) metadata.Set("tokenizer.chat_template", vocabulary.chat_template);
+}
+
 void SetMetadata(GgufMetadata& metadata, const LmConfig& config, QuantType file_type,
                  const Vocabulary& vocabulary, const std::string& path, const std::string& name) {
-  CheckGgufWritable(config, path);
-  const std::string arch(FamilyOf(config).gguf_arch);
+  const LmFamily& family = FamilyOf(config);
+  const std::string arch(family.gguf_arch);
   const std::string p = arch + ".";
   metadata.Set("general.architecture", arch);
   metadata.Set("general.name", name.empty() ? fs::path(path).stem().string() : name);
@@ -317,7 +434,7 @@ void SetMetadata(GgufMetadata& metadata, const LmConfig& config, QuantType file_
     metadata.Set(p + "attention.head_count_kv", Count(config.num_kv_heads, "KV head count"));
     metadata.Set(p + "rope.freq_base", static_cast<float>(config.rope_theta));
     metadata.Set(p + "attention.layer_norm_rms_epsilon", static_cast<float>(config.norm_eps));
-    // The converter writes these when config.json has head_dim, as transformers' Llama configs now do.
+    // The converter writes these when config.json has head_dim, as transformers' configs now do.
     metadata.Set(p + "attention.key_length", Count(config.head_dim, "head dim"));
     metadata.Set(p + "attention.value_length", Count(config.head_dim, "head dim"));
     metadata.Set(p + "vocab_size", Count(config.vocab_size, "vocabulary size"));
@@ -326,21 +443,32 @@ void SetMetadata(GgufMetadata& metadata, const LmConfig& config, QuantType file_
       metadata.Set(p + "rope.scaling.type", "linear");
       metadata.Set(p + "rope.scaling.factor", static_cast<float>(config.rope_linear_factor));
     }
+    if (config.rope_scaling == RopeScaling::kLlama3 && config.rope_freq_factors.empty()) {
+      metadata.Set(kLlama3RopeKeys[0], static_cast<float>(config.rope_factor));
+      metadata.Set(kLlama3RopeKeys[1], static_cast<float>(config.rope_low_freq_factor));
+      metadata.Set(kLlama3RopeKeys[2], static_cast<float>(config.rope_high_freq_factor));
+      metadata.Set(kLlama3RopeKeys[3], Count(config.rope_original_max_positions, "original context"));
+    }
+    // The keys llama.cpp's Gemma 2 reads; a sliding window elsewhere (Mistral, Phi-3) is written under the same
+    // key, which llama.cpp's llama architecture does not read (it attends to the whole context) but atq does.
+    if (config.sliding_window > 0) {
+      metadata.Set(p + "attention.sliding_window", Count(config.sliding_window, "sliding window"));
+      if (!config.window_on_even_layers && arch == "llama" && config.sliding_window < config.max_positions) {
+        LogWarn("{}: llama.cpp runs this {} model without its {}-token sliding window (its llama architecture has "
+                "none); atq reads the window back from {}attention.sliding_window",
+                path, family.model_type, config.sliding_window, p);
+      }
+    }
+    if (config.attention_softcap > 0) metadata.Set(p + "attn_logit_softcapping", static_cast<float>(config.attention_softcap));
+    if (config.final_softcap > 0) metadata.Set(p + "final_logit_softcapping", static_cast<float>(config.final_softcap));
+    // Gemma 2's query_pre_attn_scalar: llama.cpp derives the score scale from the model size; atq writes it.
+    if (config.attention_scale > 0) metadata.Set(p + "attention.scale", static_cast<float>(config.attention_scale));
   } else {
     metadata.Set(p + "attention.layer_norm_epsilon", static_cast<float>(config.norm_eps));
   }
   metadata.Set("general.file_type", GgufValue(CheckModelType(file_type, path, "linear").llama_ftype));
   metadata.Set("general.quantization_version", GgufValue(kQuantizationVersion));
-
-  metadata.Set("tokenizer.ggml.model", "gpt2");
-  metadata.Set("tokenizer.ggml.pre", "gpt-2");
-  metadata.Set("tokenizer.ggml.tokens", GgufArray(vocabulary.tokens));
-  metadata.Set("tokenizer.ggml.token_type", GgufArray(vocabulary.types));
-  metadata.Set("tokenizer.ggml.merges", GgufArray(vocabulary.merges));
-  if (vocabulary.bos >= 0) metadata.Set("tokenizer.ggml.bos_token_id", Count(vocabulary.bos, "BOS id"));
-  if (vocabulary.eos >= 0) metadata.Set("tokenizer.ggml.eos_token_id", Count(vocabulary.eos, "EOS id"));
-  metadata.Set("tokenizer.ggml.add_bos_token", GgufValue(vocabulary.add_bos));
-  metadata.Set("tokenizer.ggml.add_eos_token", GgufValue(vocabulary.add_eos));
+  SetVocabularyMetadata(metadata, vocabulary);
 }
 
 }  // namespace
@@ -351,18 +479,60 @@ LmGgufReport WriteLmGguf(CausalLmImpl& model, const std::string& tokenizer_dir, 
   CheckModelType(options.linear_type, path, "linear");
   CheckModelType(options.embedding_type, path, "embedding");
   CheckModelType(options.fallback_type, path, "fallback");
+  CheckGgufWritable(config, path);
+  const LmFamily& family = FamilyOf(config);
   const auto parameters = model.named_parameters();
   for (const auto& [name, type] : options.overrides) {
     Require(parameters.contains(name), "{}: the override for '{}' names no tensor of this {} model", path, name,
-            LmArchName(config.arch));
+            family.model_type);
   }
   const Vocabulary vocabulary = ReadVocabulary(tokenizer_dir, config);
 
-  std::vector<PlannedTensor> planned;
-  planned.reserve(parameters.size());
   torch::NoGradGuard no_grad;
-  for (const auto& parameter : parameters) {
-    planned.push_back(PlanTensor(parameter.key(), parameter.value(), config, options, path));
+  std::vector<std::pair<std::string, torch::Tensor>> tensors;
+  for (const auto& parameter : parameters) tensors.emplace_back(parameter.key(), parameter.value());
+  LmGgufOptions fused_options = options;
+  if (family.fuse_for_checkpoint != nullptr) {
+    // llama.cpp holds Phi-3's projections fused as its checkpoints do; prepacked parts are fused the same way, as
+    // rows of bytes.
+    family.fuse_for_checkpoint(tensors);
+    std::vector<std::pair<std::string, torch::Tensor>> packed_rows;
+    std::optional<QuantType> packed_type;
+    for (const auto& [name, entry] : options.prepacked) {
+      Require(!packed_type || *packed_type == entry.first,
+              "{}: prepacked weights in both {} and {}; a {} GGUF fuses projections, which must share one type", path,
+              TypeName(*packed_type), TypeName(entry.first), family.model_type);
+      packed_type = entry.first;
+      const int64_t rows = parameters[name].size(0);
+      packed_rows.emplace_back(name, torch::from_blob(const_cast<uint8_t*>(entry.second.data()),
+                                                      {rows, static_cast<int64_t>(entry.second.size()) / rows},
+                                                      torch::kUInt8));
+    }
+    if (packed_type) {
+      family.fuse_for_checkpoint(packed_rows);
+      fused_options.prepacked.clear();
+      for (const auto& [name, bytes] : packed_rows) {
+        const torch::Tensor rows = bytes.contiguous();
+        fused_options.prepacked[name] = {
+            *packed_type, std::vector<uint8_t>(rows.data_ptr<uint8_t>(), rows.data_ptr<uint8_t>() + rows.numel())};
+      }
+    }
+  }
+
+  std::vector<PlannedTensor> planned;
+  planned.reserve(tensors.size() + 1);
+  for (const auto& [name, value] : tensors) planned.push_back(PlanTensor(name, value, config, fused_options, path));
+  // Llama 3's RoPE scaling travels as llama.cpp's converter writes it: the per-frequency divisors, f32.
+  if (const std::vector<double> divisors = RopeFrequencyDivisors(config); !divisors.empty()) {
+    PlannedTensor rope;
+    rope.report.hf_name = "(rope scaling)";
+    rope.report.gguf_name = "rope_freqs.weight";
+    rope.shape = {static_cast<int64_t>(divisors.size())};
+    const std::vector<float> values(divisors.begin(), divisors.end());
+    rope.data.resize(values.size() * sizeof(float));
+    std::memcpy(rope.data.data(), values.data(), rope.data.size());
+    rope.report.bytes = static_cast<int64_t>(rope.data.size());
+    planned.push_back(std::move(rope));
   }
 
   GgufWriter writer(path);

@@ -27,16 +27,21 @@ std::vector<std::pair<std::string, torch::Tensor>> HuggingFaceTensors(const Caus
 void CopyTokenizerFiles(const std::string& from_dir, const std::string& to_dir) {
   const fs::path from(from_dir);
   std::vector<std::pair<std::string, std::string>> files;
-  if (fs::exists(from / "encoder.json")) {
+  if (fs::exists(from / "tokenizer.json")) {
+    files = {{"tokenizer.json", "tokenizer.json"}};
+  } else if (fs::exists(from / "encoder.json")) {
     files = {{"encoder.json", "vocab.json"}, {"vocab.bpe", "merges.txt"}};
   } else if (fs::exists(from / "vocab.json")) {
     files = {{"vocab.json", "vocab.json"}, {"merges.txt", "merges.txt"}};
   } else if (fs::exists(from / "tokenizer.model")) {
     files = {{"tokenizer.model", "tokenizer.model"}};
   } else {
-    Fail("{}: no tokenizer files to copy (encoder.json + vocab.bpe, vocab.json + merges.txt or tokenizer.model)",
+    Fail("{}: no tokenizer files to copy (tokenizer.json, encoder.json + vocab.bpe, vocab.json + merges.txt or "
+         "tokenizer.model)",
          from_dir);
   }
+  // BOS/EOS, add_bos_token and the chat template go with any of them.
+  if (fs::exists(from / "tokenizer_config.json")) files.emplace_back("tokenizer_config.json", "tokenizer_config.json");
   for (const auto& [source_name, target_name] : files) {
     const fs::path source = from / source_name;
     Require(fs::exists(source), "{}: missing (tokenizer files)", source.string());

@@ -1,6 +1,7 @@
 // Language-model loading: Hugging Face folders, llama2.c files, GGUF; weights by name into the modules.
 #include "models/lm_loader.h"
 
+#include <cmath>
 #include <cstring>
 #include <filesystem>
 #include <optional>
@@ -16,6 +17,7 @@
 #include "models/gpt2.h"
 #include "models/lm_family.h"
 #include "models/lm_gguf_names.h"
+#include "models/llama.h"
 #include "torch/tensor_bridge.h"
 #include "util/error.h"
 #include "util/log.h"
@@ -201,8 +203,12 @@ LmConfig GgufConfig(const GgufMetadata& meta, const TensorFile& file) {
       meta.Contains(p + "attention.head_count_kv") ? meta.GetInt(p + "attention.head_count_kv") : config.num_heads;
   config.max_positions = meta.GetInt(p + "context_length");
   Require(config.num_heads > 0, "{}: attention.head_count must be positive", file.path());
-  config.head_dim = config.hidden_size / config.num_heads;
+  config.head_dim = meta.Contains(p + "attention.key_length") ? meta.GetInt(p + "attention.key_length")
+                                                               : config.hidden_size / config.num_heads;
   if (config.arch == LmArch::kLlama) {
+    // The family's own mechanisms first (Qwen2's q/k/v biases, Gemma's norms and embedding scale, Gemma 2's
+    // local/global layers), then what the file states.
+    family.read_config(nlohmann::json::object(), file.path(), config);
     config.norm_eps = meta.GetFloat(p + "attention.layer_norm_rms_epsilon");
     if (meta.Contains(p + "rope.freq_base")) config.rope_theta = meta.GetFloat(p + "rope.freq_base");
     if (meta.Contains(p + "rope.dimension_count")) {
@@ -217,10 +223,48 @@ LmConfig GgufConfig(const GgufMetadata& meta, const TensorFile& file) {
         config.rope_linear_factor = meta.GetFloat(p + "rope.scaling.factor");
       }
     }
-    // The family's own defaults (Qwen2: q/k/v biases); llama's biases on all four projections where the file has
-    // them.
-    family.read_config(nlohmann::json::object(), file.path(), config);
+    const auto optional_float = [&](const std::string& key, double& out) {
+      if (meta.Contains(p + key)) out = meta.GetFloat(p + key);
+    };
+    if (meta.Contains(p + "attention.sliding_window")) {
+      config.sliding_window = meta.GetInt(p + "attention.sliding_window");
+    }
+    optional_float("attn_logit_softcapping", config.attention_softcap);
+    optional_float("final_logit_softcapping", config.final_softcap);
+    optional_float("attention.scale", config.attention_scale);
+    if (config.family == "gemma2" && !meta.Contains(p + "attention.scale")) {
+      config.attention_scale = 1.0 / std::sqrt(static_cast<double>(config.head_dim));  // llama.cpp's 2B/9B rule
+    }
+    // llama's biases on all four projections where the file has them.
     if (!config.qkv_bias) config.attention_bias = file.Find("blk.0.attn_q.bias") != nullptr;
+    config.mlp_bias = file.Find("blk.0.ffn_down.bias") != nullptr;
+    // Mistral's converter writes the llama architecture; the window atq writes beside it tells the two apart.
+    if (family.model_type == "llama" && config.sliding_window > 0) config.family = "mistral";
+    if (const TensorEntry* freqs = file.Find("rope_freqs.weight")) {
+      const torch::Tensor divisors = ReadTensor(*freqs, false).to(torch::kFloat64).contiguous();
+      Require(divisors.dim() == 1 && divisors.numel() * 2 == config.head_dim,
+              "{}: tensor 'rope_freqs.weight' has {} values, the head dim {} needs {}", file.path(), divisors.numel(),
+              config.head_dim, config.head_dim / 2);
+      Require((divisors > 0).all().item<bool>(), "{}: tensor 'rope_freqs.weight' holds a divisor <= 0", file.path());
+      config.rope_freq_factors.assign(divisors.data_ptr<double>(), divisors.data_ptr<double>() + divisors.numel());
+      // atq's own keys name the Llama 3 parameters the table came from; where they reproduce it, the config says
+      // them (so the model can be written as a Hugging Face folder again).
+      if (meta.Contains(kLlama3RopeKeys[0])) {
+        LmConfig named = config;
+        named.rope_freq_factors.clear();
+        named.rope_scaling = RopeScaling::kLlama3;
+        named.rope_factor = meta.GetFloat(kLlama3RopeKeys[0]);
+        named.rope_low_freq_factor = meta.GetFloat(kLlama3RopeKeys[1]);
+        named.rope_high_freq_factor = meta.GetFloat(kLlama3RopeKeys[2]);
+        named.rope_original_max_positions = meta.GetInt(kLlama3RopeKeys[3]);
+        const std::vector<double> recomputed = RopeFrequencyDivisors(named);
+        bool same = recomputed.size() == config.rope_freq_factors.size();
+        for (size_t i = 0; same && i < recomputed.size(); ++i) {
+          same = std::abs(recomputed[i] - config.rope_freq_factors[i]) <= 1e-5 * recomputed[i];
+        }
+        if (same) config = named;
+      }
+    }
   } else {
     config.norm_eps = meta.GetFloat(p + "attention.layer_norm_epsilon");
     config.attention_bias = config.mlp_bias = true;
@@ -233,17 +277,30 @@ LmConfig GgufConfig(const GgufMetadata& meta, const TensorFile& file) {
   return config;
 }
 
+// A packed matrix's rows [first, first + count) as a matrix of their own; nullopt for a format whose rows do not
+// stand alone (atq's per-tensor scales).
+std::optional<PackedWeights> PackedRows(const PackedWeights& packed, int64_t first, int64_t count) {
+  const Layout& layout = packed.layout;
+  const int64_t row_bytes = PackedBytes(Layout{layout.type, 1, layout.cols});
+  if (row_bytes * layout.rows != static_cast<int64_t>(packed.bytes.size())) return std::nullopt;
+  PackedWeights part{Layout{layout.type, count, layout.cols}, {}};
+  part.bytes.assign(packed.bytes.begin() + first * row_bytes, packed.bytes.begin() + (first + count) * row_bytes);
+  return part;
+}
+
 LanguageModel LoadGguf(const std::string& path, bool keep_packed, bool allow_nonfinite) {
   const TensorFile file = TensorFile::Open(path);
   const GgufMetadata& meta = file.gguf()->metadata();
   const LmConfig config = GgufConfig(meta, file);
+  const LmFamily& family = FamilyOf(config);
   std::map<std::string, torch::Tensor> weights;
   std::map<std::string, PackedWeights> packed_weights;
-  const bool llama = FamilyOf(config).gguf_rope_interleaved;  // q/k rows in ggml's interleaved RoPE order
+  const bool interleaved = family.gguf_rope_interleaved;  // q/k rows in ggml's interleaved RoPE order
   for (const TensorEntry& entry : file.tensors()) {
-    const std::string name = HfNameOfGguf(entry.info->name, config.arch, path);
-    const bool rotary_weight = llama && (EndsWith(name, "q_proj.weight") || EndsWith(name, "k_proj.weight"));
-    const bool rotary_bias = llama && (EndsWith(name, "q_proj.bias") || EndsWith(name, "k_proj.bias"));
+    if (entry.info->name == "rope_freqs.weight") continue;  // in the config
+    const std::string name = HfNameOfGguf(entry.info->name, family, path);
+    const bool rotary_weight = interleaved && (EndsWith(name, "q_proj.weight") || EndsWith(name, "k_proj.weight"));
+    const bool rotary_bias = interleaved && (EndsWith(name, "q_proj.bias") || EndsWith(name, "k_proj.bias"));
     const int64_t heads = EndsWith(name, "q_proj.weight") || EndsWith(name, "q_proj.bias") ? config.num_heads
                                                                                             : config.num_kv_heads;
     std::optional<PackedWeights> packed;
@@ -256,6 +313,27 @@ LanguageModel LoadGguf(const std::string& path, bool keep_packed, bool allow_non
       }
       packed = KernelWeights(entry, row_order);
     }
+    // Fused tensors (Phi-3's attn_qkv, ffn_up) become the parts atq's modules hold, packed rows or floats.
+    std::vector<std::pair<std::string, torch::Tensor>> row_parts;
+    if (family.split_fused != nullptr && entry.info->shape.size() == 2) {
+      row_parts = family.split_fused(config, name, torch::arange(entry.info->shape[0], torch::kFloat64).unsqueeze(1));
+    }
+    if (packed && !row_parts.empty()) {
+      std::vector<std::pair<std::string, PackedWeights>> split;
+      for (const auto& [part_name, rows] : row_parts) {
+        auto part = PackedRows(*packed, static_cast<int64_t>(rows[0][0].item<double>()), rows.size(0));
+        if (!part) break;
+        split.emplace_back(part_name, std::move(*part));
+      }
+      if (split.size() == row_parts.size()) {
+        for (auto& [part_name, part] : split) {
+          weights.emplace(part_name, PackedPlaceholder({part.layout.rows, part.layout.cols}));
+          packed_weights.emplace(part_name, std::move(part));
+        }
+        continue;
+      }
+      packed.reset();  // rows that do not stand alone: dequantized below
+    }
     torch::Tensor value;
     if (packed) {
       value = PackedPlaceholder(entry.info->shape);
@@ -264,6 +342,12 @@ LanguageModel LoadGguf(const std::string& path, bool keep_packed, bool allow_non
       value = ReadTensor(entry, allow_nonfinite);
       if (rotary_weight) value = InterleavedToHalfRotary(value, heads);
       if (rotary_bias) value = InterleavedToHalfRotary(value.unsqueeze(1), heads).squeeze(1);
+      // Gemma's norms are stored as 1 + w for llama.cpp's plain RMSNorm; atq's norm adds the offset itself.
+      if (config.norm_weight_offset != 0 && IsNormWeight(name)) value = value - config.norm_weight_offset;
+    }
+    if (!row_parts.empty() && !packed) {
+      for (const auto& [part_name, part] : family.split_fused(config, name, value)) weights.emplace(part_name, part);
+      continue;
     }
     weights.emplace(name, value);
   }

@@ -2,6 +2,8 @@
 // family (transformers 4.46.3, float32, eager attention) with the logits transformers computed for a batch of 2x24
 // ids. atq's float32 logits must match at every position. Also: the same logits one token at a time through the
 // KV cache (sliding windows and soft-capping included), and each config written back and read again.
+#include <cmath>
+#include <filesystem>
 #include <fstream>
 #include <string>
 
@@ -11,7 +13,10 @@
 
 #include "io/tensor_file.h"
 #include "models/lm_config.h"
+#include "io/gpt2_tokenizer.h"
+#include "models/lm_gguf_writer.h"
 #include "models/lm_hf_writer.h"
+#include "runtime/packed_runtime.h"
 #include "models/lm_loader.h"
 #include "test_util.h"
 #include "torch/tensor_bridge.h"
@@ -88,6 +93,119 @@ TEST_P(ArchZoo, HuggingFaceFolderWrittenBackGivesTheSameLogits) {
     EXPECT_NE(written.Find("model.layers.0.self_attn.qkv_proj.weight"), nullptr);
     EXPECT_NE(written.Find("model.layers.0.mlp.gate_up_proj.weight"), nullptr);
     EXPECT_EQ(written.Find("model.layers.0.self_attn.q_proj.weight"), nullptr);
+  }
+}
+
+// A byte-level BPE tokenizer.json of exactly the fixtures' 256 ids (GPT-2's byte alphabet, no merges), so a GGUF
+// of any family carries a vocabulary llama.cpp reads.
+void WriteByteTokenizer(const std::string& dir) {
+  nlohmann::json vocab = nlohmann::json::object();
+  for (int byte = 0; byte < 256; ++byte) vocab[Gpt2ByteCharacter(static_cast<uint8_t>(byte))] = byte;
+  const nlohmann::json tokenizer = {
+      {"version", "1.0"},
+      {"added_tokens", nlohmann::json::array()},
+      {"normalizer", nullptr},
+      {"pre_tokenizer", {{"type", "ByteLevel"}, {"add_prefix_space", false}, {"use_regex", true}}},
+      {"decoder", {{"type", "ByteLevel"}}},
+      {"model", {{"type", "BPE"}, {"vocab", vocab}, {"merges", nlohmann::json::array()}}}};
+  testutil::WriteFileText(dir + "/tokenizer.json", tokenizer.dump());
+}
+
+// The file llama.cpp's converter would write, read back: f32 gives transformers' logits (the same weights, the
+// norms stored as 1 + w for Gemma, Phi-3's projections fused, Llama 3's RoPE scaling as rope_freqs, Gemma 2's caps
+// and windows as keys), f16 within its rounding.
+TEST_P(ArchZoo, GgufWrittenBackGivesTheSameLogits) {
+  ATQ_FIXTURE_OR_SKIP(dir, "arch-zoo/" + GetParam());
+  SetTorchThreads(0);
+  const LanguageModel lm = LoadLanguageModel(dir);
+  testutil::TempDir out;
+  WriteByteTokenizer(out.path());
+  if (lm.model->config().scale_attn_by_inverse_layer_idx) {
+    // llama.cpp's gpt2 graph cannot run it, so no file that claims to be this model is written.
+    const std::string path = out.File("refused.gguf");
+    testutil::ExpectErrorNaming(testutil::ErrorMessageOf([&] { WriteLmGguf(*lm.model, out.path(), {}, path); }), path,
+                                {"scale_attn_by_inverse_layer_idx"});
+    EXPECT_FALSE(std::filesystem::exists(path));
+    return;
+  }
+  const std::string reference = dir + "/reference.safetensors";
+  const torch::Tensor ids = Reference(reference, "input_ids").to(torch::kInt64);
+  const torch::Tensor expected = Reference(reference, "logits");
+  torch::NoGradGuard no_grad;
+  for (const QuantType type : {QuantType::kF32, QuantType::kF16}) {
+    LmGgufOptions options;
+    options.linear_type = options.embedding_type = type;
+    const std::string path = out.File(std::string(TypeName(type)) + ".gguf");
+    WriteLmGguf(*lm.model, out.path(), options, path);
+    const LanguageModel read = LoadLanguageModel(path);
+    EXPECT_EQ(read.model->config().ParameterCount(), lm.model->config().ParameterCount());
+    const torch::Tensor logits = read.model->forward(ids);
+    ASSERT_EQ(logits.sizes(), expected.sizes());
+    const double error = (logits - expected).abs().max().item<double>();
+    const double relative = ((logits - expected).norm() / expected.norm()).item<double>();
+    if (type == QuantType::kF32) {
+      EXPECT_LE(error, kLogitTolerance);
+    } else {
+      // f16 rounds each weight by up to 2^-11 of itself; through a few layers the logits move by ~1e-3 of theirs.
+      EXPECT_LE(relative, 5e-3) << TypeName(type);
+    }
+    std::cout << GetParam() << " " << TypeName(type) << " GGUF: max |logit - transformers| = " << error
+              << ", relative " << relative << "\n";
+  }
+}
+
+// Quantized GGUFs need rows of 256 for the ternary blocks, which the fixtures' 64-wide rows are not: the same
+// family, four times wider, seeded random weights. Each type's read-back against the float model it was written
+// from, through the dequantized model and through the packed kernels (which must agree within their int8
+// activations); the relative errors are printed for the README's table.
+TEST_P(ArchZoo, QuantizedGgufOfAWiderModelStaysClose) {
+  ATQ_FIXTURE_OR_SKIP(dir, "arch-zoo/" + GetParam());
+  SetTorchThreads(0);
+  LmConfig config = ReadHfConfig(dir + "/config.json");
+  config.scale_attn_by_inverse_layer_idx = false;  // llama.cpp's gpt2 has none
+  config.hidden_size = 256;
+  config.head_dim = 256 / config.num_heads;
+  config.intermediate_size = 512;
+  if (config.attention_scale > 0) config.attention_scale = 1.0 / std::sqrt(static_cast<double>(config.head_dim));
+  torch::manual_seed(18);
+  const auto model = MakeCausalLm(config);
+  {
+    torch::NoGradGuard no_grad;
+    // Trained models' scale: weights ~N(0, 0.02), norms near their identity.
+    for (auto& parameter : model->named_parameters()) {
+      if (parameter.value().dim() == 2) parameter.value().normal_(0, 0.02);
+    }
+  }
+  model->eval();
+  testutil::TempDir out;
+  WriteByteTokenizer(out.path());
+  const torch::Tensor ids = torch::randint(0, config.vocab_size, {2, 24}, torch::kInt64);
+  torch::NoGradGuard no_grad;
+  const torch::Tensor expected = model->forward(ids);
+  // Loose bounds on ||logits - float|| / ||float||: 8-bit, 4-bit and ternary weights of random matrices.
+  const std::pair<QuantType, double> types[] = {
+      {QuantType::kQ8_0, 0.05}, {QuantType::kQ4_0, 0.5}, {QuantType::kTQ2_0, 1.5}};
+  for (const auto& [type, bound] : types) {
+    LmGgufOptions options;
+    options.linear_type = options.embedding_type = options.fallback_type = type;
+    const std::string path = out.File(std::string(TypeName(type)) + ".gguf");
+    const LmGgufReport report = WriteLmGguf(*model, out.path(), options, path);
+    for (const auto& tensor : report.tensors) EXPECT_EQ(tensor.written, tensor.requested) << tensor.hf_name;
+    const LanguageModel read = LoadLanguageModel(path);
+    const torch::Tensor logits = read.model->forward(ids);
+    const double relative = ((logits - expected).norm() / expected.norm()).item<double>();
+    EXPECT_LE(relative, bound) << TypeName(type);
+    LmLoadOptions packed_options;
+    packed_options.keep_packed = true;
+    LanguageModel packed = LoadLanguageModel(path, packed_options);
+    EXPECT_FALSE(packed.packed.empty());
+    AttachPackedWeights(*packed.model, std::move(packed.packed));
+    const torch::Tensor packed_logits = packed.model->forward(ids);
+    const double kernels = ((packed_logits - logits).norm() / logits.norm()).item<double>();
+    EXPECT_LE(kernels, 0.05) << TypeName(type) << ": packed kernels against the dequantized model";
+    std::cout << GetParam() << " " << TypeName(type) << " GGUF: relative logit error " << relative
+              << " (packed kernels: " << ((packed_logits - expected).norm() / expected.norm()).item<double>()
+              << ")\n";
   }
 }
 

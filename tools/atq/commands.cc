@@ -76,6 +76,9 @@ const std::vector<Command>& AllCommands() {
        DeclareTrainLm},
       {"quantize", "Post-training quantization of a language model (RTN, ATQ ternary, GPTQ) to a packed checkpoint",
        DeclareQuantize},
+      {"convert", "A language model of any family as a llama.cpp GGUF (f32/f16/bf16 or one quantized type) or a "
+       "Hugging Face folder",
+       DeclareConvert},
       {"sweep", "Quantize a language model under many recipes; perplexity against bits per weight (table, plot)",
        DeclareSweep},
       {"ptq", "Post-training quantization of an image classifier (weights and activations), accuracy/size/energy",

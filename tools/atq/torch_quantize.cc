@@ -172,8 +172,9 @@ RunFn DeclareQuantize(CLI::App& app) {
         if (!type) throw UsageError(fmt::format("{} {}: not a format of `atq formats`", flag, name));
         return *type;
       };
-      Require(!pack.tokenizer_dir.empty(), "--gguf needs the GPT-2 BPE tokenizer files (encoder.json + vocab.bpe or "
-                                           "vocab.json + merges.txt); this model's tokenizer came from {}",
+      Require(!pack.tokenizer_dir.empty(), "--gguf needs the model's vocabulary from a tokenizer folder (tokenizer.json, "
+                                           "or encoder.json + vocab.bpe / vocab.json + merges.txt); this model's "
+                                           "tokenizer came from {}",
               lm.tokenizer_source);
       const LmGgufExport gguf = ExportQuantizedGguf(
           *lm.model, options, result, pack.tokenizer_dir,
