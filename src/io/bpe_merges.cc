@@ -61,4 +61,27 @@ void BpeMerges::Apply(std::vector<int32_t>& symbols) const {
   for (int32_t i = 0; i >= 0; i = list[i].next) symbols.push_back(list[i].id);
 }
 
+void BpeWordCache::Encode(std::string_view word, std::vector<int32_t>& out,
+                          const std::function<std::vector<int32_t>(std::string_view)>& encode) const {
+  if (word.size() > kMaxWordBytes) {
+    const std::vector<int32_t> ids = encode(word);
+    out.insert(out.end(), ids.begin(), ids.end());
+    return;
+  }
+  std::string key(word);
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    const auto found = words_.find(key);
+    if (found != words_.end()) {
+      out.insert(out.end(), found->second.begin(), found->second.end());
+      return;
+    }
+  }
+  std::vector<int32_t> ids = encode(word);
+  out.insert(out.end(), ids.begin(), ids.end());
+  std::lock_guard<std::mutex> lock(mutex_);
+  if (words_.size() >= kMaxEntries) words_.clear();
+  words_.emplace(std::move(key), std::move(ids));
+}
+
 }  // namespace atq

@@ -4,6 +4,10 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <functional>
+#include <mutex>
+#include <string>
+#include <string_view>
 #include <unordered_map>
 #include <vector>
 
@@ -31,6 +35,21 @@ class BpeMerges {
   const Merge* Find(int32_t left, int32_t right) const;
 
   std::unordered_map<uint64_t, Merge> merges_;
+};
+
+// Words' ids remembered: pre-tokens are mostly words, so caching the short ones saves nearly all BPE work on real
+// text; the cap keeps a long-lived tokenizer's memory bounded. Thread-safe.
+class BpeWordCache {
+ public:
+  // Appends the ids of `word` to `out`: remembered ones, else `encode(word)`'s (remembered when short).
+  void Encode(std::string_view word, std::vector<int32_t>& out,
+              const std::function<std::vector<int32_t>(std::string_view)>& encode) const;
+
+ private:
+  static constexpr size_t kMaxWordBytes = 64;
+  static constexpr size_t kMaxEntries = size_t{1} << 17;
+  mutable std::mutex mutex_;
+  mutable std::unordered_map<std::string, std::vector<int32_t>> words_;
 };
 
 }  // namespace atq

@@ -19,10 +19,6 @@
 namespace atq {
 namespace {
 
-// Pre-tokens are mostly words; caching the short ones saves nearly all BPE work on real text, and the cap keeps a
-// long-lived tokenizer's memory bounded.
-constexpr size_t kMaxCachedWordBytes = 64;
-constexpr size_t kMaxCacheEntries = size_t{1} << 17;
 // encoder.json holds 50,257 tokens; the largest vocabularies in use hold a few hundred thousand.
 constexpr uint64_t kMaxTokens = std::numeric_limits<int32_t>::max();
 
@@ -270,25 +266,7 @@ std::vector<int32_t> Gpt2Tokenizer::MergeWord(std::string_view word) const {
 }
 
 void Gpt2Tokenizer::EncodeWord(std::string_view word, std::vector<int32_t>& out) const {
-  if (word.size() > kMaxCachedWordBytes) {
-    const std::vector<int32_t> ids = MergeWord(word);
-    out.insert(out.end(), ids.begin(), ids.end());
-    return;
-  }
-  const std::string key(word);
-  {
-    std::lock_guard<std::mutex> lock(cache_mutex_);
-    const auto found = cache_.find(key);
-    if (found != cache_.end()) {
-      out.insert(out.end(), found->second.begin(), found->second.end());
-      return;
-    }
-  }
-  std::vector<int32_t> ids = MergeWord(word);
-  out.insert(out.end(), ids.begin(), ids.end());
-  std::lock_guard<std::mutex> lock(cache_mutex_);
-  if (cache_.size() >= kMaxCacheEntries) cache_.clear();
-  cache_.emplace(key, std::move(ids));
+  cache_.Encode(word, out, [this](std::string_view piece) { return MergeWord(piece); });
 }
 
 std::vector<int32_t> Gpt2Tokenizer::Encode(std::string_view text) const {

@@ -69,8 +69,7 @@ class Gpt2Tokenizer final : public Tokenizer {
   bool ignore_merges_ = false;
   std::unordered_map<std::string, int32_t> whole_words_;  // with ignore_merges_: token bytes -> id
 
-  mutable std::mutex cache_mutex_;
-  mutable std::unordered_map<std::string, std::vector<int32_t>> cache_;  // pre-token -> ids
+  BpeWordCache cache_;
 };
 
 // GPT-2's byte-to-character table: printable Latin-1 bytes map to themselves, the others to U+0100 and up, so

@@ -10,7 +10,6 @@
 #include <cstdlib>
 #include <functional>
 #include <limits>
-#include <mutex>
 #include <optional>
 #include <unordered_map>
 #include <utility>
@@ -33,8 +32,6 @@ namespace {
 using Json = nlohmann::json;
 
 constexpr std::string_view kMetaspace = "\xE2\x96\x81";  // U+2581
-constexpr size_t kMaxCachedWordBytes = 64;
-constexpr size_t kMaxCacheEntries = size_t{1} << 17;
 
 // Where in the file a component sits, for messages: "/x/tokenizer.json: pre_tokenizer.pretokenizers[1]".
 struct Where {
@@ -830,8 +827,7 @@ class HfTokenizer final : public Tokenizer {
   std::string prefix_, suffix_;  // continuing_subword_prefix, end_of_word_suffix
   HfVocabularyView view_;
 
-  mutable std::mutex cache_mutex_;
-  mutable std::unordered_map<std::string, std::vector<int32_t>> cache_;
+  BpeWordCache cache_;
 };
 
 void HfTokenizer::ReadModel(const Json& model, const Where& where) {
@@ -1060,25 +1056,7 @@ std::vector<int32_t> HfTokenizer::ModelEncode(std::string_view word) const {
 
 void HfTokenizer::EncodePiece(std::string_view piece, std::vector<int32_t>& out) const {
   if (piece.empty()) return;
-  if (piece.size() > kMaxCachedWordBytes) {
-    const std::vector<int32_t> ids = ModelEncode(piece);
-    out.insert(out.end(), ids.begin(), ids.end());
-    return;
-  }
-  std::string key(piece);
-  {
-    std::lock_guard<std::mutex> lock(cache_mutex_);
-    const auto found = cache_.find(key);
-    if (found != cache_.end()) {
-      out.insert(out.end(), found->second.begin(), found->second.end());
-      return;
-    }
-  }
-  std::vector<int32_t> ids = ModelEncode(piece);
-  out.insert(out.end(), ids.begin(), ids.end());
-  std::lock_guard<std::mutex> lock(cache_mutex_);
-  if (cache_.size() >= kMaxCacheEntries) cache_.clear();
-  cache_.emplace(std::move(key), std::move(ids));
+  cache_.Encode(piece, out, [this](std::string_view word) { return ModelEncode(word); });
 }
 
 void HfTokenizer::EncodePlain(std::string_view text, bool at_start, std::vector<int32_t>& out) const {

@@ -82,6 +82,7 @@ struct Vocabulary {
   int32_t bos = -1;
   int32_t eos = -1;
   int32_t unk = -1;
+  int32_t pad = -1;
   std::string chat_template;        // tokenizer_config.json's, when it has one
   // Whether llama.cpp puts BOS/EOS around a sequence: tokenizer_config.json's add_bos_token / add_eos_token, as
   // the converter copies them, else llama.cpp's own default for a "gpt2" vocabulary (neither). Written either way,
@@ -139,6 +140,15 @@ void ReadTokenizerConfig(const std::string& dir, Vocabulary& vocabulary) {
   for (auto [key, flag] : {std::pair<const char*, bool*>{"add_bos_token", &vocabulary.add_bos},
                            {"add_eos_token", &vocabulary.add_eos}}) {
     if (json.contains(key) && json[key].is_boolean()) *flag = json[key].get<bool>();
+  }
+  // pad_token: a string or {"content": ...}, looked up among the tokens.
+  if (json.contains("pad_token")) {
+    const nlohmann::json& pad = json["pad_token"];
+    const nlohmann::json& content = pad.is_object() && pad.contains("content") ? pad["content"] : pad;
+    if (content.is_string()) {
+      const auto found = std::find(vocabulary.tokens.begin(), vocabulary.tokens.end(), content.get<std::string>());
+      if (found != vocabulary.tokens.end()) vocabulary.pad = static_cast<int32_t>(found - vocabulary.tokens.begin());
+    }
   }
   if (json.contains("chat_template")) {
     const nlohmann::json& chat = json["chat_template"];
@@ -412,6 +422,7 @@ void SetVocabularyMetadata(GgufMetadata& metadata, const Vocabulary& vocabulary)
   if (vocabulary.bos >= 0) metadata.Set("tokenizer.ggml.bos_token_id", Count(vocabulary.bos, "BOS id"));
   if (vocabulary.eos >= 0) metadata.Set("tokenizer.ggml.eos_token_id", Count(vocabulary.eos, "EOS id"));
   if (vocabulary.unk >= 0) metadata.Set("tokenizer.ggml.unknown_token_id", Count(vocabulary.unk, "unknown id"));
+  if (vocabulary.pad >= 0) metadata.Set("tokenizer.ggml.padding_token_id", Count(vocabulary.pad, "padding id"));
   if (vocabulary.model == "llama") metadata.Set("tokenizer.ggml.add_space_prefix", GgufValue(vocabulary.add_space_prefix));
   metadata.Set("tokenizer.ggml.add_bos_token", GgufValue(vocabulary.add_bos));
   metadata.Set("tokenizer.ggml.add_eos_token", GgufValue(vocabulary.add_eos));

@@ -577,6 +577,8 @@ TEST_P(TokenizerJsonGguf, GgufVocabularyEncodesAsTheTokenizerJson) {
   const nlohmann::json tokenizer_config =
       nlohmann::json::parse(testutil::ReadFileText(dir.File("tokenizer_config.json")));
   EXPECT_EQ(metadata.Contains("tokenizer.chat_template"), tokenizer_config.contains("chat_template"));
+  EXPECT_EQ(metadata.Contains("tokenizer.ggml.padding_token_id"),
+            tokenizer_config.contains("pad_token") && tokenizer_config["pad_token"].is_string());
   const std::unique_ptr<Tokenizer> read = LoadGgufTokenizer(*file.gguf());
   EXPECT_EQ(read->bos_id(), reference->bos_id());
   EXPECT_EQ(read->add_bos(), reference->add_bos());
