@@ -273,7 +273,7 @@ void SafetensorsFile::Parse() {
 }
 
 void ValidateTensorsToWrite(const std::string& path, const std::vector<TensorToWrite>& tensors,
-                            const std::map<std::string, std::string>& metadata) {
+                            const std::map<std::string, std::string>& metadata, bool need_data) {
   for (const auto& [key, value] : metadata) {
     if (FindInvalidUtf8(key) != std::string_view::npos || FindInvalidUtf8(value) != std::string_view::npos) {
       Fail("{}: metadata key or value is not valid UTF-8 (key {})", path, Quote(key));
@@ -302,36 +302,53 @@ void ValidateTensorsToWrite(const std::string& path, const std::vector<TensorToW
       Fail("{}: {} bytes given but dtype {} shape {} needs {}", what, tensor.nbytes,
            *SafetensorsDtypeName(tensor.type), ShapeString(tensor.shape), needed);
     }
-    Require(tensor.data != nullptr || tensor.nbytes == 0, "{}: no data", what);
+    Require(!need_data || tensor.data != nullptr || tensor.nbytes == 0, "{}: no data", what);
   }
 }
 
-void WriteSafetensors(const std::string& path, const std::vector<TensorToWrite>& tensors,
-                      const std::map<std::string, std::string>& metadata) {
-  ValidateTensorsToWrite(path, tensors, metadata);
-
+SafetensorsStreamWriter::SafetensorsStreamWriter(std::string path, const std::vector<TensorToWrite>& tensors,
+                                                 const std::map<std::string, std::string>& metadata)
+    : path_(std::move(path)) {
+  ValidateTensorsToWrite(path_, tensors, metadata, /*need_data=*/false);
   // The Rust library's layout: "__metadata__" first (only when there is some), compact JSON, spaces to a
   // multiple of 8 so the data section starts aligned.
   nlohmann::ordered_json header = nlohmann::ordered_json::object();
   if (!metadata.empty()) header[std::string(kMetadataKey)] = metadata;
-  uint64_t offset = 0;
   for (const TensorToWrite& tensor : tensors) {
-    Require(tensor.nbytes <= UINT64_MAX - offset, "{}: total tensor size overflows 64 bits", path);
+    Require(tensor.nbytes <= UINT64_MAX - data_bytes_, "{}: total tensor size overflows 64 bits", path_);
     header[tensor.name] = {{"dtype", *SafetensorsDtypeName(tensor.type)},
                            {"shape", tensor.shape},
-                           {"data_offsets", {offset, offset + tensor.nbytes}}};
-    offset += tensor.nbytes;
+                           {"data_offsets", {data_bytes_, data_bytes_ + tensor.nbytes}}};
+    data_bytes_ += tensor.nbytes;
   }
   std::string text = header.dump();
   text.append((8 - text.size() % 8) % 8, ' ');
-
   std::string prefix;
   AppendLittleEndian64(prefix, text.size());
-  AtomicFile file(path);
-  file.Write(prefix);
-  file.Write(text);
-  for (const TensorToWrite& tensor : tensors) file.Write(tensor.data, tensor.nbytes);
-  file.Commit();
+  file_ = std::make_unique<AtomicFile>(path_);
+  file_->Write(prefix);
+  file_->Write(text);
+}
+
+SafetensorsStreamWriter::~SafetensorsStreamWriter() = default;
+
+void SafetensorsStreamWriter::Write(const void* data, size_t size) {
+  Require(size <= data_bytes_ - written_, "{}: {} more bytes than the header declares", path_,
+          size - (data_bytes_ - written_));
+  file_->Write(data, size);
+  written_ += size;
+}
+
+void SafetensorsStreamWriter::Commit() {
+  Require(written_ == data_bytes_, "{}: {} of the {} declared data bytes written", path_, written_, data_bytes_);
+  file_->Commit();
+}
+
+void WriteSafetensors(const std::string& path, const std::vector<TensorToWrite>& tensors,
+                      const std::map<std::string, std::string>& metadata) {
+  SafetensorsStreamWriter writer(path, tensors, metadata);
+  for (const TensorToWrite& tensor : tensors) writer.Write(tensor.data, tensor.nbytes);
+  writer.Commit();
 }
 
 }  // namespace atq

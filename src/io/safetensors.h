@@ -4,6 +4,7 @@
 
 #include <cstdint>
 #include <map>
+#include <memory>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -80,9 +81,34 @@ struct TensorToWrite {
 
 // Checks what WriteSafetensors would write, without writing: each type has a safetensors dtype, nbytes
 // matches the shape, names are unique, valid UTF-8 and not "__metadata__", metadata is valid
-// UTF-8. Errors start with `path`.
+// UTF-8. Errors start with `path`. `need_data` false checks the layout alone (a streaming writer gets the bytes
+// later).
 void ValidateTensorsToWrite(const std::string& path, const std::vector<TensorToWrite>& tensors,
-                            const std::map<std::string, std::string>& metadata);
+                            const std::map<std::string, std::string>& metadata, bool need_data = true);
+
+// A safetensors file written tensor by tensor: the header (every tensor's name, type and shape, so every offset)
+// goes first, then each tensor's bytes in the declared order, in as many Write calls as the caller likes, so no
+// more than a piece of one tensor need be in memory. Under a temporary name until Commit(), which checks that
+// every byte declared arrived; destroyed before that, it leaves no file.
+class SafetensorsStreamWriter {
+ public:
+  // `tensors`' data pointers are ignored (nbytes is what counts). Throws atq::Error as ValidateTensorsToWrite.
+  SafetensorsStreamWriter(std::string path, const std::vector<TensorToWrite>& tensors,
+                          const std::map<std::string, std::string>& metadata = {});
+  ~SafetensorsStreamWriter();
+  SafetensorsStreamWriter(const SafetensorsStreamWriter&) = delete;
+  SafetensorsStreamWriter& operator=(const SafetensorsStreamWriter&) = delete;
+
+  // The next bytes of the data section.
+  void Write(const void* data, size_t size);
+  void Commit();
+  uint64_t data_bytes() const { return data_bytes_; }
+
+ private:
+  std::string path_;
+  std::unique_ptr<class AtomicFile> file_;
+  uint64_t data_bytes_ = 0, written_ = 0;
+};
 
 // Writes tensors in the given order, header padded with spaces to a multiple of 8 bytes (as the Rust
 // library does, so the data section starts 8-byte aligned). Writes under a temporary name and renames, so

@@ -5,6 +5,8 @@
 
 #include <fstream>
 
+#include <fmt/format.h>
+
 #include "io/strict_json.h"
 #include "models/lm_family.h"
 #include "util/error.h"
@@ -95,6 +97,48 @@ int64_t LmConfig::ParameterCount() const {
   total += arch == LmArch::kGpt2 ? max_positions * hidden_size + 2 * hidden_size : hidden_size;
   if (!tied_embeddings) total += vocab_size * hidden_size;
   return total;
+}
+
+std::vector<LmCheckpointTensor> LmCheckpointTensors(const LmConfig& c) {
+  Require(c.arch == LmArch::kLlama, "listing checkpoint tensors: {} checkpoints are not listed (rotary families only)",
+          LmArchName(c.arch));
+  const int64_t q = c.num_heads * c.head_dim, kv = c.num_kv_heads * c.head_dim, h = c.hidden_size;
+  std::vector<LmCheckpointTensor> tensors = {{"model.embed_tokens.weight", {c.vocab_size, h}}};
+  for (int64_t layer = 0; layer < c.num_layers; ++layer) {
+    const std::string p = fmt::format("model.layers.{}.", layer);
+    const auto add = [&](const std::string& name, std::vector<int64_t> shape) { tensors.push_back({p + name, shape}); };
+    add("input_layernorm.weight", {h});
+    if (c.fused_projections) {
+      add("self_attn.qkv_proj.weight", {q + 2 * kv, h});
+    } else {
+      add("self_attn.q_proj.weight", {q, h});
+      if (c.attention_bias || c.qkv_bias) add("self_attn.q_proj.bias", {q});
+      add("self_attn.k_proj.weight", {kv, h});
+      if (c.attention_bias || c.qkv_bias) add("self_attn.k_proj.bias", {kv});
+      add("self_attn.v_proj.weight", {kv, h});
+      if (c.attention_bias || c.qkv_bias) add("self_attn.v_proj.bias", {kv});
+    }
+    add("self_attn.o_proj.weight", {h, q});
+    if (c.attention_bias) add("self_attn.o_proj.bias", {h});
+    add("post_attention_layernorm.weight", {h});
+    if (c.sandwich_norms) {
+      add("pre_feedforward_layernorm.weight", {h});
+      add("post_feedforward_layernorm.weight", {h});
+    }
+    if (c.fused_projections) {
+      add("mlp.gate_up_proj.weight", {2 * c.intermediate_size, h});
+    } else {
+      add("mlp.gate_proj.weight", {c.intermediate_size, h});
+      if (c.mlp_bias) add("mlp.gate_proj.bias", {c.intermediate_size});
+      add("mlp.up_proj.weight", {c.intermediate_size, h});
+      if (c.mlp_bias) add("mlp.up_proj.bias", {c.intermediate_size});
+    }
+    add("mlp.down_proj.weight", {h, c.intermediate_size});
+    if (c.mlp_bias) add("mlp.down_proj.bias", {h});
+  }
+  tensors.push_back({"model.norm.weight", {h}});
+  if (!c.tied_embeddings) tensors.push_back({"lm_head.weight", {c.vocab_size, h}});
+  return tensors;
 }
 
 // Upper limits on a config's sizes, checked before anything is allocated from them. Each is several times the

@@ -71,6 +71,16 @@ struct LmConfig {
 constexpr int64_t kRotaryContextFactor = 4;
 int64_t UsableContext(const LmConfig& config);
 
+// A tensor of a Hugging Face checkpoint of the rotary families: its name and shape as transformers saves it
+// (Phi-3's projections fused, a tied head left out).
+struct LmCheckpointTensor {
+  std::string name;
+  std::vector<int64_t> shape;
+};
+// Every tensor such a checkpoint of `config` holds, layer by layer; throws atq::Error for GPT-2 (whose
+// Conv1D checkpoints are not listed here).
+std::vector<LmCheckpointTensor> LmCheckpointTensors(const LmConfig& config);
+
 // Parses a Hugging Face config.json of any family of the family table (models/lm_family.h), by model_type or
 // else by architectures. Throws atq::Error naming `file` for an unknown family (listing the known ones), a missing
 // key, inconsistent sizes (hidden not divisible by heads, heads not divisible by KV heads) or a setting atq does

@@ -607,3 +607,37 @@ TEST(SafetensorsFixtureTest, ReadWriteReadIsIdentical) {
 
 }  // namespace
 }  // namespace atq
+
+namespace atq {
+namespace {
+
+TEST(SafetensorsStreamWriterTest, WritesWhatWriteSafetensorsWritesAndLeavesNoFileUnfinished) {
+  testutil::TempDir dir;
+  const std::vector<float> a = {1, 2, 3, 4, 5, 6};
+  const std::vector<float> b = {7, 8};
+  const std::vector<TensorToWrite> tensors = {
+      {"a", QuantType::kF32, {2, 3}, reinterpret_cast<const uint8_t*>(a.data()), a.size() * 4},
+      {"b", QuantType::kF32, {2}, reinterpret_cast<const uint8_t*>(b.data()), b.size() * 4}};
+  WriteSafetensors(dir.File("whole.safetensors"), tensors);
+  {
+    SafetensorsStreamWriter writer(dir.File("stream.safetensors"), tensors);
+    writer.Write(a.data(), 8);  // in pieces that do not follow the tensors
+    writer.Write(reinterpret_cast<const uint8_t*>(a.data()) + 8, 16);
+    writer.Write(b.data(), 4);
+    writer.Write(b.data() + 1, 4);
+    writer.Commit();
+  }
+  EXPECT_EQ(testutil::ReadFileBytes(dir.File("whole.safetensors")), testutil::ReadFileBytes(dir.File("stream.safetensors")));
+  {
+    SafetensorsStreamWriter writer(dir.File("cut.safetensors"), tensors);
+    writer.Write(a.data(), 24);
+    testutil::ExpectErrorNaming(testutil::ErrorMessageOf([&] { writer.Commit(); }), "cut.safetensors",
+                                {"24 of the 32"});
+    testutil::ExpectErrorNaming(testutil::ErrorMessageOf([&] { writer.Write(a.data(), 24); }), "cut.safetensors",
+                                {"more bytes than the header declares"});
+  }
+  EXPECT_EQ(dir.List(), (std::vector<std::string>{"stream.safetensors", "whole.safetensors"}));  // nothing of "cut"
+}
+
+}  // namespace
+}  // namespace atq

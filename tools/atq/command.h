@@ -46,6 +46,7 @@ RunFn DeclarePerplexity(CLI::App& app);
 RunFn DeclareTrainLm(CLI::App& app);
 RunFn DeclareQuantize(CLI::App& app);
 RunFn DeclareConvert(CLI::App& app);
+RunFn DeclareSynth(CLI::App& app);
 RunFn DeclareSweep(CLI::App& app);
 RunFn DeclarePtq(CLI::App& app);
 RunFn DeclareSensitivity(CLI::App& app);

@@ -79,6 +79,9 @@ const std::vector<Command>& AllCommands() {
       {"convert", "A language model of any family as a llama.cpp GGUF (f32/f16/bf16 or one quantized type) or a "
        "Hugging Face folder",
        DeclareConvert},
+      {"synth", "A checkpoint shaped exactly like a real model (tinyllama-1.1b, mistral-7b, ...) with seeded random "
+       "weights, written shard by shard",
+       DeclareSynth},
       {"sweep", "Quantize a language model under many recipes; perplexity against bits per weight (table, plot)",
        DeclareSweep},
       {"ptq", "Post-training quantization of an image classifier (weights and activations), accuracy/size/energy",
