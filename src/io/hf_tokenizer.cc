@@ -453,14 +453,9 @@ struct MetaspacePreTokenizer final : PreTokenizer {
       if (prepend && piece.text.compare(0, replacement.size(), replacement) != 0) piece.text.insert(0, replacement);
     }
     if (split) {
-      SplitPieces(pieces, SplitBehavior::kMergedWithNext, false, [this](std::string_view text) {
-        std::vector<std::pair<size_t, size_t>> spans;
-        for (size_t at = text.find(replacement); at != std::string_view::npos;
-             at = text.find(replacement, at + replacement.size())) {
-          spans.emplace_back(at, at + replacement.size());
-        }
-        return spans;
-      });
+      const Pattern mark{replacement, nullptr};
+      SplitPieces(pieces, SplitBehavior::kMergedWithNext, false,
+                  [&mark](std::string_view text) { return mark.Matches(text); });
     }
   }
 };
@@ -800,7 +795,7 @@ class HfTokenizer final : public Tokenizer {
   int32_t bos_id() const override { return bos_; }
   int32_t eos_id() const override { return eos_; }
 
-  HfVocabularyView Describe() const { return view_; }
+  HfVocabularyView Describe() const;
 
  private:
   void ReadModel(const Json& model, const Where& where);
@@ -825,7 +820,7 @@ class HfTokenizer final : public Tokenizer {
   int32_t unk_ = -1, bos_ = -1, eos_ = -1;
   bool byte_fallback_ = false, fuse_unk_ = false, ignore_merges_ = false;
   std::string prefix_, suffix_;  // continuing_subword_prefix, end_of_word_suffix
-  HfVocabularyView view_;
+  HfVocabularyView view_;  // what Describe() does not derive from the members above: merges, pre-tokenizer facts
 
   BpeWordCache cache_;
 };
@@ -1001,15 +996,20 @@ HfTokenizer::HfTokenizer(const std::string& path, const std::string& config_path
     Require(!tokens_[id].empty(), "{}: id {} has no token (ids run 0..{} with none missing)", path, id,
             tokens_.size() - 1);
   }
-  view_.tokens = tokens_;
-  view_.special.resize(tokens_.size());
-  view_.added.resize(tokens_.size());
+}
+
+HfVocabularyView HfTokenizer::Describe() const {
+  HfVocabularyView view = view_;
+  view.tokens = tokens_;
+  view.special.resize(tokens_.size());
+  view.added.resize(tokens_.size());
   for (size_t id = 0; id < tokens_.size(); ++id) {
-    view_.special[id] = added_kind_[id] == 2;
-    view_.added[id] = added_kind_[id] != 0;
+    view.special[id] = added_kind_[id] == 2;
+    view.added[id] = added_kind_[id] != 0;
   }
-  view_.byte_fallback = byte_fallback_;
-  view_.unk_id = unk_;
+  view.byte_fallback = byte_fallback_;
+  view.unk_id = unk_;
+  return view;
 }
 
 // tokenizers' BPE::tokenize: the whole word if ignore_merges and it is a token; else its characters (with the

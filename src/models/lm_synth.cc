@@ -20,6 +20,7 @@
 #include "util/memory.h"
 #include "util/paths.h"
 #include "util/progress.h"
+#include "util/strings.h"
 
 namespace atq {
 namespace fs = std::filesystem;
@@ -93,9 +94,7 @@ struct Recipe {
 // show as wider columns.
 Recipe RecipeFor(const std::string& name, const LmConfig& config) {
   Recipe recipe;
-  const auto ends_with = [&](std::string_view suffix) {
-    return name.size() >= suffix.size() && name.compare(name.size() - suffix.size(), suffix.size(), suffix) == 0;
-  };
+  const auto ends_with = [&](std::string_view suffix) { return EndsWith(name, suffix); };
   if (ends_with("norm.weight")) return {config.norm_weight_offset != 0 ? 0.0f : 1.0f, 0.05f, false};
   if (ends_with(".bias")) return {0, 0.01f, false};
   if (name == "model.embed_tokens.weight" || name == "lm_head.weight") return {0, 0.02f, false};
@@ -120,6 +119,12 @@ void Append(std::vector<uint8_t>& out, float value, QuantType dtype) {
   const uint16_t half = dtype == QuantType::kBF16 ? F32ToBF16(value) : F32ToF16(value);
   out.push_back(static_cast<uint8_t>(half));
   out.push_back(static_cast<uint8_t>(half >> 8));
+}
+
+int64_t Elements(const std::vector<int64_t>& shape) {
+  int64_t count = 1;
+  for (const int64_t dim : shape) count *= dim;
+  return count;
 }
 
 }  // namespace
@@ -210,8 +215,7 @@ SynthReport SynthesizeCheckpoint(const SynthOptions& options) {
   std::vector<std::vector<size_t>> shards(1);
   int64_t in_shard = 0, total_bytes = 0, parameters = 0;
   for (size_t i = 0; i < tensors.size(); ++i) {
-    int64_t count = 1;
-    for (const int64_t dim : tensors[i].shape) count *= dim;
+    const int64_t count = Elements(tensors[i].shape);
     const int64_t bytes = count * value_bytes;
     if (shard_bytes > 0 && !shards.back().empty() && in_shard + bytes > shard_bytes) {
       shards.emplace_back();
@@ -248,8 +252,7 @@ SynthReport SynthesizeCheckpoint(const SynthOptions& options) {
                                                 : fmt::format("model-{:05d}-of-{:05d}.safetensors", s + 1, shards.size());
     std::vector<TensorToWrite> headers;
     for (const size_t i : shards[s]) {
-      int64_t count = 1;
-      for (const int64_t dim : tensors[i].shape) count *= dim;
+      const int64_t count = Elements(tensors[i].shape);
       headers.push_back({tensors[i].name, options.dtype, tensors[i].shape, nullptr, static_cast<uint64_t>(count * value_bytes)});
       weight_map[tensors[i].name] = file;
     }
@@ -260,8 +263,7 @@ SynthReport SynthesizeCheckpoint(const SynthOptions& options) {
       uint64_t state = options.seed ^ NameHash(tensor.name);
       NormalStream normal(SplitMix64(state));
       const int64_t cols = tensor.shape.back();
-      int64_t count = 1;
-      for (const int64_t dim : tensor.shape) count *= dim;
+      const int64_t count = Elements(tensor.shape);
       const bool outliers = recipe.outliers && cols == config.hidden_size;
       for (int64_t done = 0; done < count;) {
         const int64_t n = std::min(kChunkValues, count - done);
