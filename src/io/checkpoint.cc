@@ -189,56 +189,88 @@ uint64_t SafetensorsCheckpoint::total_bytes() const {
   return total;
 }
 
-void WriteShardedSafetensors(const std::string& dir, const std::vector<TensorToWrite>& tensors,
-                             const std::map<std::string, std::string>& metadata, uint64_t max_shard_bytes) {
-  Require(max_shard_bytes > 0, "{}: the shard size limit must be positive", dir);
-  ValidateTensorsToWrite(dir, tensors, metadata);
+ShardedSafetensorsWriter::ShardedSafetensorsWriter(std::string dir, const std::vector<TensorToWrite>& tensors,
+                                                   const std::map<std::string, std::string>& metadata,
+                                                   uint64_t max_shard_bytes)
+    : dir_(std::move(dir)), weight_map_(json::object()) {
+  Require(max_shard_bytes > 0, "{}: the shard size limit must be positive", dir_);
+  ValidateTensorsToWrite(dir_, tensors, metadata, /*need_data=*/false);
 
   // Shards as runs of tensors in the given order.
   std::vector<std::vector<TensorToWrite>> shards(1);
-  uint64_t shard_bytes = 0, total_size = 0;
+  uint64_t in_shard = 0;
   for (const TensorToWrite& tensor : tensors) {
-    const uint64_t room = shard_bytes < max_shard_bytes ? max_shard_bytes - shard_bytes : 0;
-    if (!shards.back().empty() && (shard_bytes > max_shard_bytes || tensor.nbytes > room)) {
+    const uint64_t room = in_shard < max_shard_bytes ? max_shard_bytes - in_shard : 0;
+    if (!shards.back().empty() && (in_shard > max_shard_bytes || tensor.nbytes > room)) {
       shards.emplace_back();
-      shard_bytes = 0;
+      in_shard = 0;
     }
     shards.back().push_back(tensor);
-    shard_bytes += tensor.nbytes;
-    total_size += tensor.nbytes;
+    in_shard += tensor.nbytes;
+    total_bytes_ += tensor.nbytes;
   }
 
   std::error_code error;
-  fs::create_directories(dir, error);
-  if (error) Fail("{}: cannot create folder: {}", dir, error.message());
+  fs::create_directories(dir_, error);
+  if (error) Fail("{}: cannot create folder: {}", dir_, error.message());
+  for (size_t i = 0; i < shards.size(); ++i) {
+    const std::string name = shards.size() == 1 ? std::string(kSafetensorsSingleName)
+                                                : fmt::format("model-{:05d}-of-{:05d}.safetensors", i + 1, shards.size());
+    files_.push_back(name);
+    shards_.push_back(std::make_unique<SafetensorsStreamWriter>(JoinPath(dir_, name), shards[i], metadata));
+    shard_bytes_.push_back(shards_.back()->data_bytes());
+    for (const TensorToWrite& tensor : shards[i]) weight_map_[tensor.name] = name;
+  }
+}
 
-  std::set<std::string> written;
-  if (shards.size() == 1) {
-    WriteSafetensors(JoinPath(dir, kSafetensorsSingleName), shards.front(), metadata);
-    written.insert(std::string(kSafetensorsSingleName));
-  } else {
-    json weight_map = json::object();
-    for (size_t i = 0; i < shards.size(); ++i) {
-      const std::string name = fmt::format("model-{:05d}-of-{:05d}.safetensors", i + 1, shards.size());
-      WriteSafetensors(JoinPath(dir, name), shards[i], metadata);
-      for (const TensorToWrite& tensor : shards[i]) weight_map[tensor.name] = name;
-      written.insert(name);
+ShardedSafetensorsWriter::~ShardedSafetensorsWriter() = default;
+
+void ShardedSafetensorsWriter::Write(const void* data, size_t size) {
+  const auto* bytes = static_cast<const uint8_t*>(data);
+  while (size > 0) {
+    while (current_ < shards_.size() && written_in_shard_ == shard_bytes_[current_]) {
+      ++current_;
+      written_in_shard_ = 0;
     }
+    Require(current_ < shards_.size(), "{}: {} more bytes than the tensors declared", dir_, size);
+    const size_t n = static_cast<size_t>(std::min<uint64_t>(size, shard_bytes_[current_] - written_in_shard_));
+    shards_[current_]->Write(bytes, n);
+    written_in_shard_ += n;
+    written_ += n;
+    bytes += n;
+    size -= n;
+  }
+}
+
+void ShardedSafetensorsWriter::Commit() {
+  // Every shard checks that its declared bytes arrived before any is put in place.
+  Require(written_ == total_bytes_, "{}: {} of the {} declared bytes written", dir_, written_, total_bytes_);
+  for (auto& shard : shards_) shard->Commit();
+  std::set<std::string> written(files_.begin(), files_.end());
+  if (files_.size() > 1) {
     // As transformers writes it: json.dumps(index, indent=2, sort_keys=True) + "\n".
-    const json index = {{"metadata", {{"total_size", total_size}}}, {"weight_map", std::move(weight_map)}};
-    WriteFileAtomically(JoinPath(dir, kSafetensorsIndexName), index.dump(2) + "\n");
+    const json index = {{"metadata", {{"total_size", total_bytes_}}}, {"weight_map", weight_map_}};
+    WriteFileAtomically(JoinPath(dir_, kSafetensorsIndexName), index.dump(2) + "\n");
     written.insert(std::string(kSafetensorsIndexName));
   }
-
   // Weights from an earlier save would otherwise shadow or mix with these (model.safetensors beats an index).
-  for (const fs::directory_entry& entry : fs::directory_iterator(dir, error)) {
+  std::error_code error;
+  for (const fs::directory_entry& entry : fs::directory_iterator(dir_, error)) {
     const std::string name = entry.path().filename().string();
     const bool ours = name == kSafetensorsSingleName || name == kSafetensorsIndexName || IsShardFileName(name);
     if (ours && written.count(name) == 0 && entry.is_regular_file(error)) {
-      LogInfo("{}: removing {} left by an earlier save", dir, name);
+      LogInfo("{}: removing {} left by an earlier save", dir_, name);
       fs::remove(entry.path(), error);
     }
   }
+}
+
+void WriteShardedSafetensors(const std::string& dir, const std::vector<TensorToWrite>& tensors,
+                             const std::map<std::string, std::string>& metadata, uint64_t max_shard_bytes) {
+  ValidateTensorsToWrite(dir, tensors, metadata);
+  ShardedSafetensorsWriter writer(dir, tensors, metadata, max_shard_bytes);
+  for (const TensorToWrite& tensor : tensors) writer.Write(tensor.data, tensor.nbytes);
+  writer.Commit();
 }
 
 }  // namespace atq

@@ -10,6 +10,8 @@
 #include <unordered_map>
 #include <vector>
 
+#include <nlohmann/json.hpp>
+
 #include "io/safetensors.h"
 #include "io/tensor_info.h"
 
@@ -58,13 +60,43 @@ class SafetensorsCheckpoint {
   std::map<std::string, std::string> metadata_;
 };
 
-// Writes `tensors` under `dir` (created if missing) as transformers lays out a checkpoint: everything in
-// `model.safetensors` when the tensor bytes fit in `max_shard_bytes`, otherwise shards
-// `model-00001-of-0000N.safetensors` (tensors in the given order, a new shard whenever the next tensor would
+// Writes a checkpoint under `dir` (created if missing) as transformers lays one out, tensor by tensor: everything
+// in `model.safetensors` when the tensor bytes fit in `max_shard_bytes`, otherwise shards
+// `model-00001-of-0000N.safetensors` (tensors in the declared order, a new shard whenever the next tensor would
 // overflow the current one; a tensor larger than the limit gets a shard of its own) and
 // `model.safetensors.index.json` with {"metadata": {"total_size": N}, "weight_map": {...}}. `metadata` goes in
-// every shard's __metadata__. Everything is validated before the first byte is written; each file is written
-// atomically, the index last; weight files a previous save left in `dir` under these names are then removed.
+// every shard's __metadata__. The plan (every name, type and shape) is validated and the shard headers written
+// before the first byte of data; each shard stays under a temporary name until Commit(), which puts the shards
+// in place and the index last, then removes weight files an earlier save left under these names. Destroyed before
+// Commit (an error, a full disk), it leaves no file behind.
+class ShardedSafetensorsWriter {
+ public:
+  // `tensors`' data pointers are ignored. Throws atq::Error as ValidateTensorsToWrite.
+  ShardedSafetensorsWriter(std::string dir, const std::vector<TensorToWrite>& tensors,
+                           const std::map<std::string, std::string>& metadata, uint64_t max_shard_bytes);
+  ~ShardedSafetensorsWriter();
+  ShardedSafetensorsWriter(const ShardedSafetensorsWriter&) = delete;
+  ShardedSafetensorsWriter& operator=(const ShardedSafetensorsWriter&) = delete;
+
+  // The next bytes of the data, tensors in the declared order, in pieces of any size.
+  void Write(const void* data, size_t size);
+  void Commit();
+
+  // The weight file names, in order (one name, model.safetensors, when unsharded).
+  const std::vector<std::string>& files() const { return files_; }
+  uint64_t total_bytes() const { return total_bytes_; }
+
+ private:
+  std::string dir_;
+  std::vector<std::string> files_;
+  std::vector<std::unique_ptr<SafetensorsStreamWriter>> shards_;
+  std::vector<uint64_t> shard_bytes_;
+  nlohmann::json weight_map_;
+  uint64_t total_bytes_ = 0, written_ = 0, written_in_shard_ = 0;
+  size_t current_ = 0;
+};
+
+// ShardedSafetensorsWriter with every tensor's bytes at hand.
 void WriteShardedSafetensors(const std::string& dir, const std::vector<TensorToWrite>& tensors,
                              const std::map<std::string, std::string>& metadata, uint64_t max_shard_bytes);
 

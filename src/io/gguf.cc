@@ -797,7 +797,6 @@ void GgufWriter::AddTensor(const TensorInfo& tensor, const void* data) {
   const uint64_t expected = CheckTensor(what, type_id, pending.info.shape, pending.info.layout);
   Require(tensor.nbytes == expected, "{}: {} {} needs {} bytes, got {}", what, GgmlTypeName(type_id),
           ShapeString(tensor.shape), expected, tensor.nbytes);
-  Require(data != nullptr || expected == 0, "{}: no data", what);
   pending.info.nbytes = expected;
   pending.data = data;
   by_name_.emplace(tensor.name, tensors_.size());
@@ -865,7 +864,7 @@ GgufWriter::Plan GgufWriter::MakePlan() const {
 }
 
 template <typename Sink>
-void GgufWriter::WriteTo(const Plan& plan, Sink& sink) const {
+void GgufWriter::WriteHeader(const Plan& plan, Sink& sink) const {
   sink.Write(kMagic, sizeof(kMagic));
   WriteNumber<Sink, uint32_t>(sink, kGgufVersion);
   WriteNumber<Sink, uint64_t>(sink, tensors_.size());
@@ -889,14 +888,26 @@ void GgufWriter::WriteTo(const Plan& plan, Sink& sink) const {
     WriteNumber<Sink, uint64_t>(sink, plan.offsets[i]);
   }
   sink.WriteZeros(static_cast<size_t>(AlignUp(sink.bytes_written(), plan.alignment) - sink.bytes_written()));
+}
 
+template <typename Sink>
+void GgufWriter::WriteData(const Plan& plan, size_t index, const void* data, uint64_t nbytes, uint64_t data_start,
+                           Sink& sink) const {
+  const TensorInfo& info = tensors_[index].info;
+  Require(nbytes == info.nbytes, "{}: tensor '{}' needs {} bytes, got {}", path_, info.name, info.nbytes, nbytes);
+  Require(data != nullptr || nbytes == 0, "{}: tensor '{}' has no data", path_, info.name);
+  Require(sink.bytes_written() - data_start == plan.offsets[index], "{}: internal error: tensor '{}' misplaced", path_,
+          info.name);
+  sink.Write(data, static_cast<size_t>(nbytes));
+  sink.WriteZeros(static_cast<size_t>(AlignUp(nbytes, plan.alignment) - nbytes));
+}
+
+template <typename Sink>
+void GgufWriter::WriteTo(const Plan& plan, Sink& sink) const {
+  WriteHeader(plan, sink);
   const uint64_t data_start = sink.bytes_written();
   for (size_t i = 0; i < tensors_.size(); ++i) {
-    const PendingTensor& tensor = tensors_[i];
-    Require(sink.bytes_written() - data_start == plan.offsets[i], "{}: internal error: tensor '{}' misplaced",
-            path_, tensor.info.name);
-    sink.Write(tensor.data, static_cast<size_t>(tensor.info.nbytes));
-    sink.WriteZeros(static_cast<size_t>(AlignUp(tensor.info.nbytes, plan.alignment) - tensor.info.nbytes));
+    WriteData(plan, i, tensors_[i].data, tensors_[i].info.nbytes, data_start, sink);
   }
 }
 
@@ -906,6 +917,45 @@ void GgufWriter::Write() const {
   WriteTo(plan, file);
   file.Commit();
 }
+
+struct GgufWriter::Stream {
+  Plan plan;
+  AtomicFile file;
+  uint64_t data_start = 0;
+  size_t next = 0;
+  explicit Stream(const std::string& path) : file(path) {}
+};
+
+void GgufWriter::Begin() {
+  Require(stream_ == nullptr, "{}: internal error: the header is written already", path_);
+  Plan plan = MakePlan();
+  stream_ = std::make_unique<Stream>(path_);
+  stream_->plan = std::move(plan);
+  WriteHeader(stream_->plan, stream_->file);
+  stream_->data_start = stream_->file.bytes_written();
+}
+
+void GgufWriter::WriteNext(const void* data, uint64_t nbytes) {
+  Require(stream_ != nullptr, "{}: internal error: tensor data before the header", path_);
+  Require(stream_->next < tensors_.size(), "{}: more tensors than the header declares", path_);
+  WriteData(stream_->plan, stream_->next, data, nbytes, stream_->data_start, stream_->file);
+  ++stream_->next;
+}
+
+const std::string& GgufWriter::NextName() const {
+  Require(stream_ != nullptr && stream_->next < tensors_.size(), "{}: no tensor is expected next", path_);
+  return tensors_[stream_->next].info.name;
+}
+
+void GgufWriter::Commit() {
+  Require(stream_ != nullptr, "{}: internal error: nothing to commit", path_);
+  Require(stream_->next == tensors_.size(), "{}: {} of the {} tensors written", path_, stream_->next, tensors_.size());
+  stream_->file.Commit();
+  stream_.reset();
+}
+
+GgufWriter::~GgufWriter() = default;
+GgufWriter::GgufWriter(GgufWriter&&) noexcept = default;
 
 std::vector<uint8_t> GgufWriter::Serialize() const {
   const Plan plan = MakePlan();

@@ -26,6 +26,7 @@
 #pragma once
 
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <string_view>
 #include <unordered_map>
@@ -252,6 +253,8 @@ class GgufFile {
 class GgufWriter {
  public:
   explicit GgufWriter(std::string path);
+  ~GgufWriter();
+  GgufWriter(GgufWriter&&) noexcept;
 
   // The metadata to write. general.alignment here sets the alignment. atq.layout.* keys are managed by the
   // writer: the tensor's own layout replaces the value in place when the key is present; the key is
@@ -264,13 +267,21 @@ class GgufWriter {
   // layout.group_size are used (offset and layout rows/cols are recomputed). Checks the name (unique,
   // non-empty, UTF-8, <= kMaxTensorNameBytes), the shape (<= 4 dims, block-size rows), that the type can be
   // stored in GGUF, and that nbytes is what the format table says. The bytes are not copied: `data` must
-  // stay valid until Write/Serialize.
+  // stay valid until Write/Serialize; null
+  // when the bytes come later through WriteNext.
   void AddTensor(const TensorInfo& tensor, const void* data);
   void AddTensor(std::string name, QuantType type, std::vector<int64_t> shape, const void* data, uint64_t nbytes,
                  Granularity granularity = Granularity::kTensor, int64_t group_size = 0);
 
   // Writes path() under a temporary name and renames it into place; on any error nothing is left behind.
   void Write() const;
+  // The same, tensor by tensor (tensors added with null data): Begin() writes the header, WriteNext() each
+  // tensor's bytes in AddTensor order, Commit() renames the file into place once all have arrived. Destroyed
+  // before Commit (an error, a full disk), the writer leaves no file.
+  void Begin();
+  void WriteNext(const void* data, uint64_t nbytes);
+  const std::string& NextName() const;  // the tensor WriteNext expects
+  void Commit();
   // The same bytes, in memory.
   std::vector<uint8_t> Serialize() const;
 
@@ -285,6 +296,13 @@ class GgufWriter {
   Plan MakePlan() const;  // checks everything that needs no output, before a file is created
   template <typename Sink>
   void WriteTo(const Plan& plan, Sink& sink) const;
+  template <typename Sink>
+  void WriteHeader(const Plan& plan, Sink& sink) const;
+  template <typename Sink>
+  void WriteData(const Plan& plan, size_t index, const void* data, uint64_t nbytes, uint64_t data_start,
+                 Sink& sink) const;
+  struct Stream;
+  std::unique_ptr<Stream> stream_;
 
   std::string path_;
   GgufMetadata metadata_;

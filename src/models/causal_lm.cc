@@ -2,6 +2,7 @@
 #include "models/causal_lm.h"
 
 #include <cmath>
+#include <unordered_map>
 
 #include <torch/torch.h>
 
@@ -49,6 +50,36 @@ torch::Tensor CausalAttention(const torch::Tensor& query, const torch::Tensor& k
   return torch::matmul(torch::softmax(scores, -1).to(v.scalar_type()), v);
 }
 
+std::vector<std::vector<std::string>> ParameterGroups(CausalLmImpl& model) {
+  const int64_t blocks = model.config().num_layers;
+  std::unordered_map<const c10::TensorImpl*, int64_t> block_of;
+  for (int64_t b = 0; b < blocks; ++b) {
+    for (const torch::Tensor& parameter : model.Block(static_cast<size_t>(b))->parameters()) {
+      block_of.emplace(parameter.unsafeGetTensorImpl(), b);
+    }
+  }
+  std::vector<std::vector<std::string>> groups(static_cast<size_t>(blocks) + 1);
+  for (const auto& parameter : model.named_parameters()) {
+    const auto it = block_of.find(parameter.value().unsafeGetTensorImpl());
+    groups[it != block_of.end() ? static_cast<size_t>(it->second) : groups.size() - 1].push_back(parameter.key());
+  }
+  return groups;
+}
+
+std::vector<LmTensorData> GroupData(CausalLmImpl& model, const std::vector<std::string>& group,
+                                    const std::map<std::string, PackedWeights>* packed) {
+  const auto parameters = model.named_parameters();
+  std::vector<LmTensorData> out;
+  for (const std::string& name : group) {
+    const PackedWeights* bytes = nullptr;
+    if (packed != nullptr) {
+      if (const auto it = packed->find(name); it != packed->end()) bytes = &it->second;
+    }
+    out.push_back({name, parameters[name], bytes});
+  }
+  return out;
+}
+
 std::shared_ptr<CausalLmImpl> MakeCausalLm(const LmConfig& config) {
   ValidateLmConfig(config, "model config");
   std::shared_ptr<CausalLmImpl> model;
@@ -59,7 +90,7 @@ std::shared_ptr<CausalLmImpl> MakeCausalLm(const LmConfig& config) {
   }
   torch::NoGradGuard no_grad;
   for (const auto& module : model->modules()) {
-    if (auto* embedding = module->as<torch::nn::Embedding>()) {
+    if (auto* embedding = module->as<torch::nn::Embedding>(); embedding && !PlaceholderLmWeights::active()) {
       embedding->weight.normal_(0, 0.02);
     }
   }

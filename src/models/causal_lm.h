@@ -4,7 +4,9 @@
 #pragma once
 
 #include <cstdint>
+#include <map>
 #include <memory>
+#include <string>
 #include <vector>
 
 #include <torch/nn/module.h>
@@ -67,6 +69,22 @@ torch::Tensor CausalAttention(const torch::Tensor& query, const torch::Tensor& k
 
 // x itself when it is float32 or float64, else x in float32: norms and softmax never run in 16-bit floats.
 torch::Tensor AtLeastFloat32(const torch::Tensor& x);
+
+// The model's parameters in groups a streaming reader or writer takes one at a time: each block's parameters
+// (full names, in registration order), then the parameters outside the blocks (embeddings, final norm, head).
+std::vector<std::vector<std::string>> ParameterGroups(CausalLmImpl& model);
+
+// A parameter handed to a streaming writer: its float32 values (for a quantized weight, the dequantized ones) and,
+// where it was quantized, its packed bytes.
+struct LmTensorData {
+  std::string name;
+  torch::Tensor value;
+  const PackedWeights* packed = nullptr;
+};
+
+// A group's tensors as the model holds them, with their packed bytes where `packed` has them.
+std::vector<LmTensorData> GroupData(CausalLmImpl& model, const std::vector<std::string>& group,
+                                    const std::map<std::string, PackedWeights>* packed = nullptr);
 
 // A new model of `config.arch` with freshly initialized weights (normal(0, 0.02), as transformers does).
 std::shared_ptr<CausalLmImpl> MakeCausalLm(const LmConfig& config);

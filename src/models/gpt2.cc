@@ -66,8 +66,8 @@ torch::Tensor Gpt2BlockImpl::forward(const torch::Tensor& x, KvCache* cache, siz
 }
 
 Gpt2BackboneImpl::Gpt2BackboneImpl(const LmConfig& config) {
-  wte = register_module("wte", torch::nn::Embedding(config.vocab_size, config.hidden_size));
-  wpe = register_module("wpe", torch::nn::Embedding(config.max_positions, config.hidden_size));
+  wte = register_module("wte", MakeLmEmbedding(config.vocab_size, config.hidden_size));
+  wpe = register_module("wpe", MakeLmEmbedding(config.max_positions, config.hidden_size));
   h = register_module("h", torch::nn::ModuleList());
   for (int64_t i = 0; i < config.num_layers; ++i) h->push_back(Gpt2Block(config));
   ln_f = register_module("ln_f", MakeLayerNorm(config));

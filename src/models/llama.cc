@@ -134,7 +134,7 @@ torch::Tensor LlamaBlockImpl::forward(const torch::Tensor& x, const torch::Tenso
 }
 
 LlamaBackboneImpl::LlamaBackboneImpl(const LmConfig& config) {
-  embed_tokens = register_module("embed_tokens", torch::nn::Embedding(config.vocab_size, config.hidden_size));
+  embed_tokens = register_module("embed_tokens", MakeLmEmbedding(config.vocab_size, config.hidden_size));
   layers = register_module("layers", torch::nn::ModuleList());
   for (int64_t i = 0; i < config.num_layers; ++i) layers->push_back(LlamaBlock(config, i));
   norm = register_module("norm", RmsNorm(config.hidden_size, config.norm_eps, config.norm_weight_offset));

@@ -287,16 +287,15 @@ Vocabulary ReadVocabulary(const std::string& dir, const LmConfig& config) {
 struct PlannedTensor {
   LmGgufTensorReport report;
   std::vector<int64_t> shape;  // outermost first
-  std::vector<uint8_t> data;
 };
 
 // The type a tensor asks for: norms and biases F32 (as the converter keeps every 1-D tensor), the position
 // embedding F32, token embedding and head the embedding type, every other weight the linear type; overrides win
 // for 2-D weights.
-QuantType RequestedType(const std::string& hf_name, const std::string& gguf_name, const torch::Tensor& value,
+QuantType RequestedType(const std::string& hf_name, const std::string& gguf_name, size_t dims,
                         const LmGgufOptions& options, const std::string& path) {
   const auto override_type = options.overrides.find(hf_name);
-  if (value.dim() == 1) {
+  if (dims == 1) {
     Require(override_type == options.overrides.end() || override_type->second == QuantType::kF32,
             "{}: tensor '{}' is a norm weight or bias, which llama.cpp models keep in f32, not {}", path, hf_name,
             override_type == options.overrides.end() ? "" : TypeName(override_type->second));
@@ -310,9 +309,10 @@ QuantType RequestedType(const std::string& hf_name, const std::string& gguf_name
 
 bool Fits(QuantType type, int64_t cols) { return cols % Traits(type).block_size == 0; }
 
-PlannedTensor PlanTensor(const std::string& hf_name, const torch::Tensor& parameter, const LmConfig& config,
+PlannedTensor PlanTensor(const std::string& hf_name, const std::vector<int64_t>& shape, const LmConfig& config,
                          const LmGgufOptions& options, const std::string& path) {
   PlannedTensor planned;
+  planned.shape = shape;
   LmGgufTensorReport& report = planned.report;
   report.hf_name = hf_name;
   try {
@@ -320,43 +320,9 @@ PlannedTensor PlanTensor(const std::string& hf_name, const torch::Tensor& parame
   } catch (const Error& e) {
     Fail("{}: {}", path, e.what());
   }
-  torch::Tensor value = parameter.detach().to(torch::kCPU, torch::kFloat32).contiguous();
-  // Gemma's (1 + w) norms are stored as 1 + w, which llama.cpp's plain RMSNorm multiplies by.
-  if (config.norm_weight_offset != 0 && IsNormWeight(hf_name)) value = value + config.norm_weight_offset;
-  // convert_hf_to_gguf.py permutes q and k weights and biases into ggml's RoPE order, k per KV head; `rows` is
-  // that order (source row of each written row), for prepacked bytes.
-  torch::Tensor row_order = torch::arange(value.size(0), torch::kFloat64).unsqueeze(1);
-  if (FamilyOf(config).gguf_rope_interleaved) {
-    const std::string_view gguf(report.gguf_name);
-    for (const auto& [part, heads] : {std::pair<std::string_view, int64_t>{".attn_q.", config.num_heads},
-                                      {".attn_k.", config.num_kv_heads}}) {
-      if (gguf.find(part) == std::string_view::npos) continue;
-      value = HalfToInterleavedRotary(value, heads);
-      row_order = HalfToInterleavedRotary(row_order, heads);
-    }
-  }
-  if (const auto prepacked = options.prepacked.find(hf_name); prepacked != options.prepacked.end()) {
-    const auto& [type, bytes] = prepacked->second;
-    const int64_t cols = value.size(-1), rows = value.size(0);
-    const int64_t row_bytes = PackedBytes(Layout{type, 1, cols});
-    Require(value.dim() == 2 && static_cast<int64_t>(bytes.size()) == rows * row_bytes,
-            "{}: prepacked tensor '{}' holds {} bytes, a {} [{}, {}] weight needs {}", path, hf_name, bytes.size(),
-            TypeName(type), rows, cols, rows * row_bytes);
-    CheckModelType(type, path, fmt::format("tensor '{}':", hf_name));
-    report.requested = report.written = type;
-    planned.shape = value.sizes().vec();
-    planned.data.resize(bytes.size());
-    for (int64_t row = 0; row < rows; ++row) {
-      const auto source = static_cast<int64_t>(row_order[row][0].item<double>());
-      std::copy_n(bytes.begin() + source * row_bytes, row_bytes, planned.data.begin() + row * row_bytes);
-    }
-    report.bytes = static_cast<int64_t>(planned.data.size());
-    return planned;
-  }
-  report.requested = RequestedType(hf_name, report.gguf_name, value, options, path);
+  report.requested = RequestedType(hf_name, report.gguf_name, shape.size(), options, path);
   CheckModelType(report.requested, path, fmt::format("tensor '{}':", hf_name));
-
-  const int64_t cols = value.size(-1), rows = value.numel() / std::max<int64_t>(cols, 1);
+  const int64_t cols = shape.empty() ? 1 : shape.back();
   report.written = report.requested;
   if (!Fits(report.requested, cols)) {
     const TypeTraits& requested = Traits(report.requested);
@@ -372,14 +338,64 @@ PlannedTensor PlanTensor(const std::string& hf_name, const torch::Tensor& parame
           fmt::format(" nor of the fallback {}'s block of {}; wrote f16", fallback.name, fallback.block_size);
     }
   }
-  planned.shape = value.sizes().vec();
-  try {
-    planned.data = Quantize(Layout{report.written, rows, cols}, value.data_ptr<float>());
-  } catch (const Error& e) {
-    Fail("{}: tensor '{}': {}", path, hf_name, e.what());
-  }
-  report.bytes = static_cast<int64_t>(planned.data.size());
+  report.bytes = PackedBytes(LayoutForShape(report.written, shape));
   return planned;
+}
+
+// The tensor's bytes in the file: the values in llama.cpp's layout (Gemma's 1 + w norms, q/k rows in ggml's RoPE
+// order) quantized to the planned type, or, where the weight arrived packed in that very type, its own bytes with
+// the rows moved (a GPTQ result on llama.cpp's grid keeps its exact codes and scales). Sets the report's
+// weight_error for quantized 2-D tensors.
+std::vector<uint8_t> EncodeTensor(PlannedTensor& planned, torch::Tensor value, const PackedWeights* packed,
+                                  const LmConfig& config, const std::string& path) {
+  LmGgufTensorReport& report = planned.report;
+  const std::string& hf_name = report.hf_name;
+  value = value.detach().to(torch::kCPU, torch::kFloat32).contiguous();
+  Require(value.sizes().vec() == planned.shape, "{}: tensor '{}' has shape {}, the header says {}", path, hf_name,
+          ShapeString(value.sizes().vec()), ShapeString(planned.shape));
+  if (config.norm_weight_offset != 0 && IsNormWeight(hf_name)) value = value + config.norm_weight_offset;
+  // convert_hf_to_gguf.py permutes q and k weights and biases into ggml's RoPE order, k per KV head; `row_order`
+  // is that order (source row of each written row), for packed bytes.
+  torch::Tensor row_order = torch::arange(value.size(0), torch::kFloat64).unsqueeze(1);
+  if (FamilyOf(config).gguf_rope_interleaved) {
+    const std::string_view gguf(report.gguf_name);
+    for (const auto& [part, heads] : {std::pair<std::string_view, int64_t>{".attn_q.", config.num_heads},
+                                      {".attn_k.", config.num_kv_heads}}) {
+      if (gguf.find(part) == std::string_view::npos) continue;
+      value = HalfToInterleavedRotary(value, heads);
+      row_order = HalfToInterleavedRotary(row_order, heads);
+    }
+  }
+  const int64_t cols = value.size(-1), rows = value.numel() / std::max<int64_t>(cols, 1);
+  std::vector<uint8_t> data;
+  if (packed != nullptr && packed->layout.type == report.written && value.dim() == 2 &&
+      Traits(report.written).family == TypeFamily::kGgmlBlock) {
+    const int64_t row_bytes = PackedBytes(Layout{report.written, 1, cols});
+    Require(static_cast<int64_t>(packed->bytes.size()) == rows * row_bytes,
+            "{}: packed tensor '{}' holds {} bytes, a {} [{}, {}] weight needs {}", path, hf_name, packed->bytes.size(),
+            TypeName(report.written), rows, cols, rows * row_bytes);
+    data.resize(packed->bytes.size());
+    const torch::Tensor order = row_order.to(torch::kInt64).contiguous();
+    const int64_t* source = order.data_ptr<int64_t>();
+    for (int64_t row = 0; row < rows; ++row) {
+      std::copy_n(packed->bytes.begin() + source[row] * row_bytes, row_bytes, data.begin() + row * row_bytes);
+    }
+  } else {
+    try {
+      data = Quantize(Layout{report.written, rows, cols}, value.data_ptr<float>());
+    } catch (const Error& e) {
+      Fail("{}: tensor '{}': {}", path, hf_name, e.what());
+    }
+  }
+  if (value.dim() == 2 && Traits(report.written).is_quantized) {
+    std::vector<float> back(static_cast<size_t>(value.numel()));
+    Dequantize(Layout{report.written, rows, cols}, data.data(), back.data());
+    const torch::Tensor written = torch::from_blob(back.data(), value.sizes(), torch::kFloat32).to(torch::kFloat64);
+    const torch::Tensor expected = value.to(torch::kFloat64);
+    report.weight_error =
+        ((written - expected).pow(2).sum() / expected.pow(2).sum().clamp_min(1e-300)).item<double>();
+  }
+  return data;
 }
 
 }  // namespace
@@ -484,79 +500,149 @@ void SetMetadata(GgufMetadata& metadata, const LmConfig& config, QuantType file_
 
 }  // namespace
 
-LmGgufReport WriteLmGguf(CausalLmImpl& model, const std::string& tokenizer_dir, const LmGgufOptions& options,
-                         const std::string& path) {
-  const LmConfig& config = model.config();
+struct LmGgufStream::Group {
+  std::vector<PlannedTensor> tensors;  // as written: fused, in the family's checkpoint order
+};
+
+LmGgufStream::LmGgufStream(const LmConfig& config, const std::vector<std::vector<LmTensorShape>>& groups,
+                           const std::string& tokenizer_dir, const LmGgufOptions& options, const std::string& path)
+    : config_(config), path_(path), writer_(path) {
   CheckModelType(options.linear_type, path, "linear");
   CheckModelType(options.embedding_type, path, "embedding");
   CheckModelType(options.fallback_type, path, "fallback");
   CheckGgufWritable(config, path);
   const LmFamily& family = FamilyOf(config);
-  const auto parameters = model.named_parameters();
+  std::map<std::string, std::vector<int64_t>> shapes;
+  for (const auto& group : groups) {
+    for (const auto& [name, shape] : group) shapes.emplace(name, shape);
+  }
   for (const auto& [name, type] : options.overrides) {
-    Require(parameters.contains(name), "{}: the override for '{}' names no tensor of this {} model", path, name,
+    Require(shapes.count(name) != 0, "{}: the override for '{}' names no tensor of this {} model", path, name,
             family.model_type);
   }
   const Vocabulary vocabulary = ReadVocabulary(tokenizer_dir, config);
 
-  torch::NoGradGuard no_grad;
-  std::vector<std::pair<std::string, torch::Tensor>> tensors;
-  for (const auto& parameter : parameters) tensors.emplace_back(parameter.key(), parameter.value());
-  LmGgufOptions fused_options = options;
-  if (family.fuse_for_checkpoint != nullptr) {
-    // llama.cpp holds Phi-3's projections fused as its checkpoints do; prepacked parts are fused the same way, as
-    // rows of bytes.
-    family.fuse_for_checkpoint(tensors);
-    std::vector<std::pair<std::string, torch::Tensor>> packed_rows;
-    std::optional<QuantType> packed_type;
-    for (const auto& [name, entry] : options.prepacked) {
-      Require(!packed_type || *packed_type == entry.first,
-              "{}: prepacked weights in both {} and {}; a {} GGUF fuses projections, which must share one type", path,
-              TypeName(*packed_type), TypeName(entry.first), family.model_type);
-      packed_type = entry.first;
-      const int64_t rows = parameters[name].size(0);
-      packed_rows.emplace_back(name, torch::from_blob(const_cast<uint8_t*>(entry.second.data()),
-                                                      {rows, static_cast<int64_t>(entry.second.size()) / rows},
-                                                      torch::kUInt8));
+  // What each group becomes in the file, fused as the family's checkpoints are (Phi-3's qkv_proj, gate_up_proj):
+  // the fusing runs on stand-ins whose first value names the part a fused tensor starts with.
+  std::vector<PlannedTensor> all;
+  for (const auto& group : groups) {
+    std::vector<std::pair<std::string, torch::Tensor>> stand_ins;
+    for (size_t i = 0; i < group.size(); ++i) {
+      const std::vector<int64_t>& shape = group[i].second;
+      stand_ins.emplace_back(group[i].first, torch::full({shape.empty() ? 1 : shape[0], 1}, static_cast<double>(i),
+                                                         torch::kFloat64));
     }
-    if (packed_type) {
-      family.fuse_for_checkpoint(packed_rows);
-      fused_options.prepacked.clear();
-      for (const auto& [name, bytes] : packed_rows) {
-        const torch::Tensor rows = bytes.contiguous();
-        fused_options.prepacked[name] = {
-            *packed_type, std::vector<uint8_t>(rows.data_ptr<uint8_t>(), rows.data_ptr<uint8_t>() + rows.numel())};
-      }
+    if (family.fuse_for_checkpoint != nullptr) family.fuse_for_checkpoint(stand_ins);
+    Group planned;
+    for (const auto& [name, stand_in] : stand_ins) {
+      const std::vector<int64_t>& first = group[static_cast<size_t>(stand_in[0][0].item<double>())].second;
+      std::vector<int64_t> shape = first;
+      if (!shape.empty()) shape[0] = stand_in.size(0);
+      planned.tensors.push_back(PlanTensor(name, shape, config, options, path));
+      all.push_back(planned.tensors.back());
     }
+    groups_.push_back(std::move(planned));
   }
-
-  std::vector<PlannedTensor> planned;
-  planned.reserve(tensors.size() + 1);
-  for (const auto& [name, value] : tensors) planned.push_back(PlanTensor(name, value, config, fused_options, path));
-  // Llama 3's RoPE scaling travels as llama.cpp's converter writes it: the per-frequency divisors, f32.
+  // Llama 3's RoPE scaling travels as llama.cpp's converter writes it: the per-frequency divisors, f32, last.
   if (const std::vector<double> divisors = RopeFrequencyDivisors(config); !divisors.empty()) {
-    PlannedTensor rope;
-    rope.report.hf_name = "(rope scaling)";
-    rope.report.gguf_name = "rope_freqs.weight";
-    rope.shape = {static_cast<int64_t>(divisors.size())};
     const std::vector<float> values(divisors.begin(), divisors.end());
-    rope.data.resize(values.size() * sizeof(float));
-    std::memcpy(rope.data.data(), values.data(), rope.data.size());
-    rope.report.bytes = static_cast<int64_t>(rope.data.size());
-    planned.push_back(std::move(rope));
+    rope_freqs_.resize(values.size() * sizeof(float));
+    std::memcpy(rope_freqs_.data(), values.data(), rope_freqs_.size());
   }
 
-  GgufWriter writer(path);
-  SetMetadata(writer.metadata(), config, PredominantBlockType(planned), vocabulary, path, options.name);
-  LmGgufReport report;
-  for (const PlannedTensor& tensor : planned) {
-    writer.AddTensor(tensor.report.gguf_name, tensor.report.written, tensor.shape, tensor.data.data(),
-                     tensor.data.size());
-    report.tensors.push_back(tensor.report);
+  SetMetadata(writer_.metadata(), config, PredominantBlockType(all), vocabulary, path, options.name);
+  for (const PlannedTensor& tensor : all) {
+    writer_.AddTensor(tensor.report.gguf_name, tensor.report.written, tensor.shape, nullptr, tensor.report.bytes);
   }
-  writer.Write();
-  report.file_bytes = static_cast<int64_t>(fs::file_size(path));
-  return report;
+  if (!rope_freqs_.empty()) {
+    writer_.AddTensor("rope_freqs.weight", QuantType::kF32, {static_cast<int64_t>(rope_freqs_.size() / sizeof(float))},
+                      nullptr, rope_freqs_.size());
+  }
+  writer_.Begin();
+}
+
+LmGgufStream::~LmGgufStream() = default;
+
+void LmGgufStream::Write(const std::vector<LmTensorData>& tensors) {
+  Require(next_group_ < groups_.size(), "{}: more tensor groups than planned", path_);
+  Group& group = groups_[next_group_++];
+  const LmFamily& family = FamilyOf(config_);
+  std::vector<std::pair<std::string, torch::Tensor>> values;
+  std::vector<std::pair<std::string, torch::Tensor>> packed_rows;  // packed weights' bytes as [rows, row bytes]
+  std::optional<QuantType> packed_type;
+  bool one_packed_type = true;
+  std::map<std::string, PackedWeights> packed;
+  for (const LmTensorData& tensor : tensors) {
+    values.emplace_back(tensor.name, tensor.value.detach().to(torch::kCPU, torch::kFloat32));
+    if (tensor.packed == nullptr) continue;
+    one_packed_type = one_packed_type && (!packed_type || *packed_type == tensor.packed->layout.type);
+    packed_type = tensor.packed->layout.type;
+    const int64_t rows = tensor.packed->layout.rows;
+    packed_rows.emplace_back(tensor.name, torch::from_blob(const_cast<uint8_t*>(tensor.packed->bytes.data()),
+                                                           {rows, static_cast<int64_t>(tensor.packed->bytes.size()) / rows},
+                                                           torch::kUInt8));
+  }
+  if (family.fuse_for_checkpoint != nullptr) {
+    family.fuse_for_checkpoint(values);
+    // Packed parts are fused the same way, as rows of bytes, where the parts share one type; otherwise the fused
+    // tensor is quantized from its values.
+    try {
+      if (one_packed_type) family.fuse_for_checkpoint(packed_rows);
+    } catch (const Error&) {
+      packed_rows.clear();
+    }
+    if (!one_packed_type) packed_rows.clear();
+  }
+  for (const auto& [name, rows] : packed_rows) {
+    const torch::Tensor bytes = rows.contiguous();
+    packed[name] = {Layout{*packed_type, rows.size(0), 0},
+                    std::vector<uint8_t>(bytes.data_ptr<uint8_t>(), bytes.data_ptr<uint8_t>() + bytes.numel())};
+  }
+  Require(values.size() == group.tensors.size(), "{}: a group of {} tensors, {} planned", path_, values.size(),
+          group.tensors.size());
+  for (size_t i = 0; i < values.size(); ++i) {
+    PlannedTensor& planned = group.tensors[i];
+    Require(values[i].first == planned.report.hf_name, "{}: tensor '{}' arrived where '{}' was planned", path_,
+            values[i].first, planned.report.hf_name);
+    const auto found = packed.find(values[i].first);
+    const std::vector<uint8_t> data =
+        EncodeTensor(planned, values[i].second, found != packed.end() ? &found->second : nullptr, config_, path_);
+    writer_.WriteNext(data.data(), data.size());
+    report_.tensors.push_back(planned.report);
+  }
+}
+
+LmGgufReport LmGgufStream::Commit() {
+  Require(next_group_ == groups_.size(), "{}: {} of the {} tensor groups written", path_, next_group_, groups_.size());
+  if (!rope_freqs_.empty()) {
+    writer_.WriteNext(rope_freqs_.data(), rope_freqs_.size());
+    LmGgufTensorReport rope;
+    rope.hf_name = "(rope scaling)";
+    rope.gguf_name = "rope_freqs.weight";
+    rope.bytes = static_cast<int64_t>(rope_freqs_.size());
+    report_.tensors.push_back(rope);
+  }
+  writer_.Commit();
+  report_.file_bytes = static_cast<int64_t>(fs::file_size(path_));
+  return report_;
+}
+
+std::vector<std::vector<LmTensorShape>> ParameterShapeGroups(CausalLmImpl& model) {
+  const auto parameters = model.named_parameters();
+  std::vector<std::vector<LmTensorShape>> out;
+  for (const std::vector<std::string>& group : ParameterGroups(model)) {
+    out.emplace_back();
+    for (const std::string& name : group) out.back().emplace_back(name, parameters[name].sizes().vec());
+  }
+  return out;
+}
+
+LmGgufReport WriteLmGguf(CausalLmImpl& model, const std::string& tokenizer_dir, const LmGgufOptions& options,
+                         const std::string& path, const std::map<std::string, PackedWeights>* packed) {
+  torch::NoGradGuard no_grad;
+  LmGgufStream stream(model.config(), ParameterShapeGroups(model), tokenizer_dir, options, path);
+  for (const std::vector<std::string>& group : ParameterGroups(model)) stream.Write(GroupData(model, group, packed));
+  return stream.Commit();
 }
 
 }  // namespace atq

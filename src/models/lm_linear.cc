@@ -7,9 +7,37 @@
 
 namespace atq {
 
+namespace {
+thread_local bool placeholders = false;
+}  // namespace
+
+PlaceholderLmWeights::PlaceholderLmWeights() : previous_(placeholders) { placeholders = true; }
+PlaceholderLmWeights::~PlaceholderLmWeights() { placeholders = previous_; }
+bool PlaceholderLmWeights::active() { return placeholders; }
+
+torch::Tensor PlaceholderWeight(const std::vector<int64_t>& shape) { return torch::zeros({1}).expand(shape); }
+
+bool IsPlaceholderWeight(const torch::Tensor& weight) {
+  if (weight.numel() == 0) return true;
+  for (const int64_t stride : weight.strides()) {
+    if (stride != 0) return false;
+  }
+  return weight.numel() > 1;
+}
+
+torch::nn::Embedding MakeLmEmbedding(int64_t count, int64_t width) {
+  torch::nn::EmbeddingOptions options(count, width);
+  if (placeholders) options._weight(PlaceholderWeight({count, width}));
+  return torch::nn::Embedding(options);
+}
+
 LmLinearImpl::LmLinearImpl(int64_t in_features, int64_t out_features, bool bias) {
-  weight = register_parameter("weight", torch::empty({out_features, in_features}));
-  torch::nn::init::normal_(weight, 0, 0.02);
+  if (placeholders) {
+    weight = register_parameter("weight", PlaceholderWeight({out_features, in_features}), /*requires_grad=*/false);
+  } else {
+    weight = register_parameter("weight", torch::empty({out_features, in_features}));
+    torch::nn::init::normal_(weight, 0, 0.02);
+  }
   if (bias) this->bias = register_parameter("bias", torch::zeros({out_features}));
 }
 

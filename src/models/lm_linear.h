@@ -6,8 +6,10 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <vector>
 
 #include <torch/nn/module.h>
+#include <torch/nn/modules/embedding.h>
 #include <torch/nn/pimpl.h>
 #include <torch/types.h>
 
@@ -29,5 +31,30 @@ struct LmLinearImpl : torch::nn::Module {
   std::shared_ptr<const PackedWeights> packed;
 };
 TORCH_MODULE(LmLinear);
+
+// While one is alive on this thread, language models are built with placeholder weights in their linear layers
+// and embeddings: the right shapes and no memory (one zero broadcast to the shape), to be filled a block at a
+// time from a mapped file (models/lm_loader.h, LmWeightSource) or replaced by packed bytes. A 7B model's float32
+// weights would not fit in memory to be overwritten.
+class PlaceholderLmWeights {
+ public:
+  PlaceholderLmWeights();
+  ~PlaceholderLmWeights();
+  PlaceholderLmWeights(const PlaceholderLmWeights&) = delete;
+  PlaceholderLmWeights& operator=(const PlaceholderLmWeights&) = delete;
+  static bool active();
+
+ private:
+  bool previous_;
+};
+
+// A float32 tensor of `shape` that holds no memory (every element the same zero).
+torch::Tensor PlaceholderWeight(const std::vector<int64_t>& shape);
+// Whether `weight` is such a placeholder (or released: empty) rather than real values.
+bool IsPlaceholderWeight(const torch::Tensor& weight);
+
+// The embedding tables of the models: initialized normal(0, 0.02) as transformers does, or placeholders under
+// PlaceholderLmWeights.
+torch::nn::Embedding MakeLmEmbedding(int64_t count, int64_t width);
 
 }  // namespace atq

@@ -83,16 +83,21 @@ void RequireFileHoldsConfig(const LmConfig& config, const TensorFile& file, cons
           file.path(), held);
 }
 
-// What a packed weight's float parameter is loaded with: the right shape and no memory (the packed runtime
-// releases the parameter and runs the packed bytes), so loading does not hold a dequantized copy as well.
-torch::Tensor PackedPlaceholder(const std::vector<int64_t>& shape) { return torch::zeros({1}).expand(shape); }
-
 // ---- Hugging Face ----
 
-LanguageModel LoadHuggingFace(const std::string& dir, bool keep_packed, bool allow_nonfinite) {
-  const std::string config_path = (fs::path(dir) / "config.json").string();
-  const LmConfig config = ReadHfConfig(config_path);
-  const TensorFile file = TensorFile::Open(dir);
+// The parameter a Hugging Face tensor is loaded into (before any fused split); empty for tensors that are not
+// weights or that the model does not hold (a tied head spelled out).
+std::string HfParameterName(const LmConfig& config, std::string name) {
+  if (IsIgnorableHfTensor(name)) return "";
+  if (config.arch == LmArch::kGpt2 && !StartsWith(name, "transformer.") && !StartsWith(name, "lm_head.")) {
+    name = "transformer." + name;
+  }
+  // A tied model saved with its head spelled out: the head is the embedding.
+  if (config.tied_embeddings && name == "lm_head.weight") return "";
+  return name;
+}
+
+void RequirePackedLmFormat(const TensorFile& file) {
   if (const SafetensorsCheckpoint* checkpoint = file.safetensors()) {
     const auto format = checkpoint->metadata().find("atq.format");
     if (format != checkpoint->metadata().end()) {
@@ -100,50 +105,6 @@ LanguageModel LoadHuggingFace(const std::string& dir, bool keep_packed, bool all
               "newer atq, or not a language model)", file.path(), format->second, kPackedLmFormat);
     }
   }
-  RequireFileHoldsConfig(config, file, config_path);
-  std::map<std::string, torch::Tensor> weights;
-  std::map<std::string, PackedWeights> packed_weights;
-  const auto split_fused = FamilyOf(config).split_fused;
-  for (const TensorEntry& entry : file.tensors()) {
-    std::string name = entry.info->name;
-    if (IsIgnorableHfTensor(name)) continue;
-    if (config.arch == LmArch::kGpt2 && !StartsWith(name, "transformer.") && !StartsWith(name, "lm_head.")) {
-      name = "transformer." + name;
-    }
-    // A tied model saved with its head spelled out: the head is the embedding.
-    if (config.tied_embeddings && name == "lm_head.weight") continue;
-    if (keep_packed) {
-      if (auto packed = KernelWeights(entry)) {
-        packed_weights.emplace(name, std::move(*packed));
-        weights.emplace(name, PackedPlaceholder(entry.info->shape));
-        continue;
-      }
-    }
-    torch::Tensor tensor = ReadTensor(entry, allow_nonfinite);
-    if (config.arch == LmArch::kGpt2) {
-      // atq's packed tensors are stored [out, in] like every packed format; only float Conv1D weights are [in, out].
-      if (IsGpt2Conv1dWeight(name) && !Traits(entry.info->type).is_quantized) {
-        Require(tensor.dim() == 2, "{}: Conv1D tensor '{}' must be 2-D, has shape {}", entry.file, name,
-                ShapeString(entry.info->shape));
-        tensor = tensor.t().contiguous();  // Conv1D [in, out] -> Linear [out, in]
-      }
-    }
-    // Fused checkpoint tensors (Phi-3's qkv_proj, gate_up_proj) become the parts atq's modules hold.
-    if (split_fused) {
-      auto parts = split_fused(config, name, tensor);
-      if (!parts.empty()) {
-        for (auto& [part_name, part] : parts) weights.emplace(part_name, std::move(part));
-        continue;
-      }
-    }
-    weights.emplace(name, tensor);
-  }
-  LanguageModel lm;
-  lm.packed = std::move(packed_weights);
-  lm.model = MakeCausalLm(config);
-  AssignLmWeights(*lm.model, std::move(weights), file.path());
-  lm.format = "huggingface";
-  return lm;
 }
 
 // ---- llama2.c ----
@@ -288,77 +249,110 @@ std::optional<PackedWeights> PackedRows(const PackedWeights& packed, int64_t fir
   return part;
 }
 
-LanguageModel LoadGguf(const std::string& path, bool keep_packed, bool allow_nonfinite) {
-  const TensorFile file = TensorFile::Open(path);
-  const GgufMetadata& meta = file.gguf()->metadata();
-  const LmConfig config = GgufConfig(meta, file);
-  const LmFamily& family = FamilyOf(config);
-  std::map<std::string, torch::Tensor> weights;
-  std::map<std::string, PackedWeights> packed_weights;
-  const bool interleaved = family.gguf_rope_interleaved;  // q/k rows in ggml's interleaved RoPE order
-  for (const TensorEntry& entry : file.tensors()) {
-    if (entry.info->name == "rope_freqs.weight") continue;  // in the config
-    const std::string name = HfNameOfGguf(entry.info->name, family, path);
-    const bool rotary_weight = interleaved && (EndsWith(name, "q_proj.weight") || EndsWith(name, "k_proj.weight"));
-    const bool rotary_bias = interleaved && (EndsWith(name, "q_proj.bias") || EndsWith(name, "k_proj.bias"));
-    const int64_t heads = EndsWith(name, "q_proj.weight") || EndsWith(name, "q_proj.bias") ? config.num_heads
-                                                                                            : config.num_kv_heads;
-    std::optional<PackedWeights> packed;
-    if (keep_packed) {
-      torch::Tensor row_order;  // rotary rows from ggml's interleaved order
-      if (rotary_weight) {
-        Require(entry.info->shape.size() == 2, "{}: tensor '{}' must be 2-D, has shape {}", path, entry.info->name,
-                ShapeString(entry.info->shape));
-        row_order = InterleavedToHalfRotary(torch::arange(entry.info->shape[0]).unsqueeze(1), heads).squeeze(1);
-      }
-      packed = KernelWeights(entry, row_order);
-    }
-    // Fused tensors (Phi-3's attn_qkv, ffn_up) become the parts atq's modules hold, packed rows or floats.
-    std::vector<std::pair<std::string, torch::Tensor>> row_parts;
-    if (family.split_fused != nullptr && entry.info->shape.size() == 2) {
-      row_parts = family.split_fused(config, name, torch::arange(entry.info->shape[0], torch::kFloat64).unsqueeze(1));
-    }
-    if (packed && !row_parts.empty()) {
-      std::vector<std::pair<std::string, PackedWeights>> split;
-      for (const auto& [part_name, rows] : row_parts) {
-        auto part = PackedRows(*packed, static_cast<int64_t>(rows[0][0].item<double>()), rows.size(0));
-        if (!part) break;
-        split.emplace_back(part_name, std::move(*part));
-      }
-      if (split.size() == row_parts.size()) {
-        for (auto& [part_name, part] : split) {
-          weights.emplace(part_name, PackedPlaceholder({part.layout.rows, part.layout.cols}));
-          packed_weights.emplace(part_name, std::move(part));
-        }
-        continue;
-      }
-      packed.reset();  // rows that do not stand alone: dequantized below
-    }
-    torch::Tensor value;
-    if (packed) {
-      value = PackedPlaceholder(entry.info->shape);
-      packed_weights.emplace(name, std::move(*packed));
-    } else {
-      value = ReadTensor(entry, allow_nonfinite);
-      if (rotary_weight) value = InterleavedToHalfRotary(value, heads);
-      if (rotary_bias) value = InterleavedToHalfRotary(value.unsqueeze(1), heads).squeeze(1);
-      // Gemma's norms are stored as 1 + w for llama.cpp's plain RMSNorm; atq's norm adds the offset itself.
-      if (config.norm_weight_offset != 0 && IsNormWeight(name)) value = value - config.norm_weight_offset;
-    }
-    if (!row_parts.empty() && !packed) {
-      for (const auto& [part_name, part] : family.split_fused(config, name, value)) weights.emplace(part_name, part);
-      continue;
-    }
-    weights.emplace(name, value);
+// Each tensor's conversion: what it is loaded as (names and values), in one place for reading and for planning.
+std::vector<LoadedWeight> ConvertHfEntry(const LmConfig& config, const TensorEntry& entry, bool keep_packed,
+                                         bool allow_nonfinite) {
+  const std::string name = HfParameterName(config, entry.info->name);
+  if (name.empty()) return {};
+  if (keep_packed) {
+    if (auto packed = KernelWeights(entry)) return {{name, PlaceholderWeight(entry.info->shape), std::move(packed)}};
   }
-  LanguageModel lm;
-  lm.packed = std::move(packed_weights);
-  lm.model = MakeCausalLm(config);
-  AssignLmWeights(*lm.model, std::move(weights), path);
-  lm.tokenizer = LoadGgufTokenizer(*file.gguf());
-  lm.tokenizer_source = path;
-  lm.format = "gguf";
-  return lm;
+  torch::Tensor tensor = ReadTensor(entry, allow_nonfinite);
+  if (config.arch == LmArch::kGpt2) {
+    // atq's packed tensors are stored [out, in] like every packed format; only float Conv1D weights are [in, out].
+    if (IsGpt2Conv1dWeight(name) && !Traits(entry.info->type).is_quantized) {
+      Require(tensor.dim() == 2, "{}: Conv1D tensor '{}' must be 2-D, has shape {}", entry.file, name,
+              ShapeString(entry.info->shape));
+      tensor = tensor.t().contiguous();  // Conv1D [in, out] -> Linear [out, in]
+    }
+  }
+  std::vector<LoadedWeight> out;
+  // Fused checkpoint tensors (Phi-3's qkv_proj, gate_up_proj) become the parts atq's modules hold.
+  if (const auto split_fused = FamilyOf(config).split_fused) {
+    for (auto& [part_name, part] : split_fused(config, name, tensor)) out.push_back({part_name, part, std::nullopt});
+    if (!out.empty()) return out;
+  }
+  out.push_back({name, tensor, std::nullopt});
+  return out;
+}
+
+std::vector<LoadedWeight> ConvertGgufEntry(const LmConfig& config, const TensorEntry& entry, bool keep_packed,
+                                           bool allow_nonfinite) {
+  if (entry.info->name == "rope_freqs.weight") return {};  // in the config
+  const LmFamily& family = FamilyOf(config);
+  const std::string& path = entry.file;
+  const std::string name = HfNameOfGguf(entry.info->name, family, path);
+  const bool interleaved = family.gguf_rope_interleaved;  // q/k rows in ggml's interleaved RoPE order
+  const bool rotary_weight = interleaved && (EndsWith(name, "q_proj.weight") || EndsWith(name, "k_proj.weight"));
+  const bool rotary_bias = interleaved && (EndsWith(name, "q_proj.bias") || EndsWith(name, "k_proj.bias"));
+  const int64_t heads =
+      EndsWith(name, "q_proj.weight") || EndsWith(name, "q_proj.bias") ? config.num_heads : config.num_kv_heads;
+  std::optional<PackedWeights> packed;
+  if (keep_packed) {
+    torch::Tensor row_order;  // rotary rows from ggml's interleaved order
+    if (rotary_weight) {
+      Require(entry.info->shape.size() == 2, "{}: tensor '{}' must be 2-D, has shape {}", path, entry.info->name,
+              ShapeString(entry.info->shape));
+      row_order = InterleavedToHalfRotary(torch::arange(entry.info->shape[0]).unsqueeze(1), heads).squeeze(1);
+    }
+    packed = KernelWeights(entry, row_order);
+  }
+  // Fused tensors (Phi-3's attn_qkv, ffn_up) become the parts atq's modules hold, packed rows or floats.
+  std::vector<std::pair<std::string, torch::Tensor>> row_parts;
+  if (family.split_fused != nullptr && entry.info->shape.size() == 2) {
+    row_parts = family.split_fused(config, name, torch::arange(entry.info->shape[0], torch::kFloat64).unsqueeze(1));
+  }
+  std::vector<LoadedWeight> out;
+  if (packed && !row_parts.empty()) {
+    for (const auto& [part_name, rows] : row_parts) {
+      auto part = PackedRows(*packed, static_cast<int64_t>(rows[0][0].item<double>()), rows.size(0));
+      if (!part) break;
+      out.push_back({part_name, PlaceholderWeight({part->layout.rows, part->layout.cols}), std::move(part)});
+    }
+    if (out.size() == row_parts.size()) return out;
+    out.clear();
+    packed.reset();  // rows that do not stand alone: dequantized below
+  }
+  if (packed) return {{name, PlaceholderWeight(entry.info->shape), std::move(packed)}};
+  torch::Tensor value = ReadTensor(entry, allow_nonfinite);
+  if (rotary_weight) value = InterleavedToHalfRotary(value, heads);
+  if (rotary_bias) value = InterleavedToHalfRotary(value.unsqueeze(1), heads).squeeze(1);
+  // Gemma's norms are stored as 1 + w for llama.cpp's plain RMSNorm; atq's norm adds the offset itself.
+  if (config.norm_weight_offset != 0 && IsNormWeight(name)) value = value - config.norm_weight_offset;
+  if (!row_parts.empty()) {
+    for (const auto& [part_name, part] : family.split_fused(config, name, value)) out.push_back({part_name, part, std::nullopt});
+    return out;
+  }
+  out.push_back({name, value, std::nullopt});
+  return out;
+}
+
+// The names and shapes a tensor loads as, without reading it: the conversion's name rules, and the fused split
+// applied to row numbers.
+std::vector<std::pair<std::string, std::vector<int64_t>>> PlannedWeights(const LmConfig& config,
+                                                                         const TensorEntry& entry, bool gguf) {
+  std::string name;
+  std::vector<int64_t> shape = entry.info->shape;
+  if (gguf) {
+    if (entry.info->name == "rope_freqs.weight") return {};
+    name = HfNameOfGguf(entry.info->name, FamilyOf(config), entry.file);
+  } else {
+    name = HfParameterName(config, entry.info->name);
+    if (name.empty()) return {};
+    if (config.arch == LmArch::kGpt2 && IsGpt2Conv1dWeight(name) && !Traits(entry.info->type).is_quantized &&
+        shape.size() == 2) {
+      std::swap(shape[0], shape[1]);
+    }
+  }
+  std::vector<std::pair<std::string, std::vector<int64_t>>> out;
+  if (const auto split_fused = FamilyOf(config).split_fused; split_fused != nullptr && shape.size() == 2) {
+    for (const auto& [part_name, rows] : split_fused(config, name, torch::zeros({shape[0], 1}))) {
+      out.emplace_back(part_name, std::vector<int64_t>{rows.size(0), shape[1]});
+    }
+    if (!out.empty()) return out;
+  }
+  out.emplace_back(name, shape);
+  return out;
 }
 
 // The tokenizer a model comes with when none is named.
@@ -408,13 +402,151 @@ void AssignLmWeights(CausalLmImpl& model, std::map<std::string, torch::Tensor> w
           weights.empty() ? "" : weights.begin()->first, arch);
 }
 
+LmWeightSource::LmWeightSource(TensorFile file, bool allow_nonfinite)
+    : file_(std::move(file)), allow_nonfinite_(allow_nonfinite) {}
+
+std::shared_ptr<const LmWeightSource> LmWeightSource::Open(const std::string& path, bool allow_nonfinite) {
+  std::shared_ptr<LmWeightSource> source(new LmWeightSource(TensorFile::Open(path), allow_nonfinite));
+  const TensorFile& file = source->file_;
+  const bool gguf = file.kind() == TensorFileKind::kGguf;
+  if (gguf) {
+    source->config_ = GgufConfig(file.gguf()->metadata(), file);
+    source->format_ = "gguf";
+  } else {
+    Require(fs::is_directory(path), "{}: a Hugging Face model is a folder with config.json", path);
+    const std::string config_path = (fs::path(path) / "config.json").string();
+    source->config_ = ReadHfConfig(config_path);
+    RequirePackedLmFormat(file);
+    RequireFileHoldsConfig(source->config_, file, config_path);
+    source->format_ = "huggingface";
+  }
+  const auto& entries = file.tensors();
+  source->produced_.resize(entries.size());
+  for (size_t i = 0; i < entries.size(); ++i) {
+    for (auto& [name, shape] : PlannedWeights(source->config_, entries[i], gguf)) {
+      const auto [at, added] = source->entry_of_.emplace(name, i);
+      Require(added, "{}: tensors '{}' and '{}' both hold the model's '{}'", file.path(), entries[at->second].info->name,
+              entries[i].info->name, name);
+      source->shapes_.emplace(name, std::move(shape));
+      source->produced_[i].push_back(name);
+    }
+  }
+  return source;
+}
+
+std::vector<LoadedWeight> LmWeightSource::ReadEntries(const std::vector<size_t>& entries, bool keep_packed) const {
+  std::vector<LoadedWeight> out;
+  for (const size_t i : entries) {
+    const TensorEntry& entry = file_.tensors()[i];
+    auto weights = format_ == "gguf" ? ConvertGgufEntry(config_, entry, keep_packed, allow_nonfinite_)
+                                     : ConvertHfEntry(config_, entry, keep_packed, allow_nonfinite_);
+    for (LoadedWeight& weight : weights) out.push_back(std::move(weight));
+  }
+  return out;
+}
+
+std::vector<size_t> LmWeightSource::EntriesOf(const std::vector<std::string>& names) const {
+  std::vector<size_t> entries;
+  for (const std::string& name : names) {
+    const auto it = entry_of_.find(name);
+    Require(it != entry_of_.end(), "{}: tensor '{}' is missing", file_.path(), name);
+    entries.push_back(it->second);
+  }
+  std::sort(entries.begin(), entries.end());
+  entries.erase(std::unique(entries.begin(), entries.end()), entries.end());
+  return entries;
+}
+
+std::vector<LoadedWeight> LmWeightSource::Read(const std::vector<std::string>& names, bool keep_packed) const {
+  return ReadEntries(EntriesOf(names), keep_packed);
+}
+
+std::vector<LoadedWeight> LmWeightSource::ReadAll(bool keep_packed) const {
+  std::vector<size_t> entries;
+  for (size_t i = 0; i < produced_.size(); ++i) {
+    if (!produced_[i].empty()) entries.push_back(i);
+  }
+  return ReadEntries(entries, keep_packed);
+}
+
+int64_t LmWeightSource::StoredBytes(const std::vector<std::string>& names) const {
+  int64_t bytes = 0;
+  for (const size_t i : EntriesOf(names)) bytes += static_cast<int64_t>(file_.tensors()[i].info->nbytes);
+  return bytes;
+}
+
+void LmWeightSource::RequireSameParameters(const CausalLmImpl& model) const {
+  const std::string arch = LmArchName(model.config().arch);
+  const auto parameters = model.named_parameters();
+  for (const auto& parameter : parameters) {
+    const auto it = shapes_.find(parameter.key());
+    Require(it != shapes_.end(), "{}: tensor '{}' is missing (a {} model of this config needs it)", file_.path(),
+            parameter.key(), arch);
+    Require(it->second == parameter.value().sizes().vec(), "{}: tensor '{}' has shape {}, the config needs {}",
+            file_.path(), parameter.key(), ShapeString(it->second), ShapeString(parameter.value().sizes().vec()));
+  }
+  for (const auto& [name, shape] : shapes_) {
+    Require(parameters.contains(name), "{}: tensor '{}' has no place in a {} model of this config", file_.path(), name,
+            arch);
+  }
+}
+
+void LoadLmParameters(CausalLmImpl& model, const LmWeightSource& source, const std::vector<std::string>& names) {
+  torch::NoGradGuard no_grad;
+  auto parameters = model.named_parameters();
+  for (LoadedWeight& weight : source.Read(names, /*keep_packed=*/false)) {
+    torch::Tensor* parameter = parameters.find(weight.name);
+    Require(parameter != nullptr, "{}: tensor '{}' has no place in the model", source.file().path(), weight.name);
+    Require(weight.value.sizes() == parameter->sizes(), "{}: tensor '{}' has shape {}, the config needs {}",
+            source.file().path(), weight.name, ShapeString(weight.value.sizes().vec()),
+            ShapeString(parameter->sizes().vec()));
+    parameter->set_data(weight.value.to(parameter->scalar_type()));
+  }
+}
+
+void ReleaseLmParameters(CausalLmImpl& model, const std::vector<std::string>& names) {
+  auto parameters = model.named_parameters();
+  for (const std::string& name : names) {
+    torch::Tensor* parameter = parameters.find(name);
+    Require(parameter != nullptr, "model: no parameter '{}' to release", name);
+    if (!IsPlaceholderWeight(*parameter)) parameter->set_data(PlaceholderWeight(parameter->sizes().vec()));
+  }
+}
+
 LanguageModel LoadLanguageModel(const std::string& path, const LmLoadOptions& options) {
   Require(fs::exists(path), "{}: no such file or folder", path);
   LanguageModel lm;
-  if (fs::is_directory(path)) {
-    lm = LoadHuggingFace(path, options.keep_packed, options.allow_nonfinite);
-  } else if (HasGgufMagic(path)) {
-    lm = LoadGguf(path, options.keep_packed, options.allow_nonfinite);
+  if (fs::is_directory(path) || HasGgufMagic(path)) {
+    std::shared_ptr<const LmWeightSource> source = LmWeightSource::Open(path, options.allow_nonfinite);
+    {
+      // No float copy of the model is ever allocated only to be overwritten: the weights read are moved in.
+      PlaceholderLmWeights placeholders;
+      lm.model = MakeCausalLm(source->config());
+    }
+    source->RequireSameParameters(*lm.model);
+    if (options.deferred) {
+      Require(options.dtype == torch::kFloat32 && options.device == torch::kCPU,
+              "{}: a model read block by block runs in float32 on the CPU", path);
+      lm.weights = source;
+    } else {
+      torch::NoGradGuard no_grad;
+      auto parameters = lm.model->named_parameters();
+      for (LoadedWeight& weight : source->ReadAll(options.keep_packed)) {
+        torch::Tensor& parameter = *parameters.find(weight.name);
+        Require(weight.value.sizes() == parameter.sizes(), "{}: tensor '{}' has shape {}, the config needs {}",
+                source->file().path(), weight.name, ShapeString(weight.value.sizes().vec()),
+                ShapeString(parameter.sizes().vec()));
+        parameter.set_data(weight.value);
+        // Trainable as a freshly built model is; packed weights' placeholders stay out of any optimizer's way.
+        if (!weight.packed) parameter.set_requires_grad(true);
+        if (weight.packed) lm.packed.emplace(weight.name, std::move(*weight.packed));
+      }
+    }
+    lm.format = source->format();
+    if (source->format() == "gguf") {
+      lm.tokenizer = LoadGgufTokenizer(*source->file().gguf());
+      lm.tokenizer_source = path;
+    }
   } else if (fs::path(path).extension() == ".bin") {
     lm = LoadLlama2c(path, options.allow_nonfinite);
   } else {

@@ -4,6 +4,9 @@
 #pragma once
 
 #include <map>
+#include <optional>
+#include <unordered_map>
+#include <vector>
 #include <memory>
 #include <string>
 #include <string_view>
@@ -11,6 +14,7 @@
 #include <nlohmann/json.hpp>
 #include <torch/types.h>
 
+#include "io/tensor_file.h"
 #include "io/tokenizer.h"
 #include "kernels/packed_matrix.h"
 #include "models/causal_lm.h"
@@ -34,7 +38,13 @@ struct LmLoadOptions {
   bool keep_packed = false;
   // Load weights holding NaN or infinity instead of refusing them (to inspect a broken checkpoint).
   bool allow_nonfinite = false;
+  // Read no weight yet (Hugging Face folders and GGUF files): the model's linear layers and embeddings are
+  // placeholders, LanguageModel::weights reads them a block at a time (LoadLmParameters), so a model larger than
+  // memory can be quantized. float32 on the CPU only. A llama2.c file is read whole all the same.
+  bool deferred = false;
 };
+
+class LmWeightSource;
 
 struct LanguageModel {
   std::shared_ptr<CausalLmImpl> model;  // eval mode
@@ -43,8 +53,59 @@ struct LanguageModel {
   std::string format;           // "huggingface", "llama2c", "gguf"
   std::string tokenizer_source;  // where the tokenizer came from
   std::map<std::string, PackedWeights> packed;  // with keep_packed: Hugging Face parameter name -> packed bytes
+  std::shared_ptr<const LmWeightSource> weights;  // with deferred: where the weights are read from
   nlohmann::json Describe() const;  // architecture, sizes, parameter count, format, tokenizer
 };
+
+// One weight as a model parameter: float32 values or, read packed, the bytes of a quantized matrix the kernels run
+// (`value` is then a placeholder of its shape).
+struct LoadedWeight {
+  std::string name;
+  torch::Tensor value;
+  std::optional<PackedWeights> packed;
+};
+
+// A Hugging Face folder or GGUF file opened for reading a few weights at a time: the file stays mapped, and a
+// tensor is converted (to float32 in atq's layout: Conv1D transposed, GGUF's rotary rows reordered, fused
+// projections split, Gemma's norm offset removed; or to the packed bytes the kernels run) only when read.
+// Opening checks the config against the file and learns every tensor's parameter names and shapes, reading no
+// weight.
+class LmWeightSource {
+ public:
+  static std::shared_ptr<const LmWeightSource> Open(const std::string& path, bool allow_nonfinite = false);
+
+  const LmConfig& config() const { return config_; }
+  const std::string& format() const { return format_; }  // "huggingface" or "gguf"
+  const TensorFile& file() const { return file_; }
+  // Every parameter the file provides, with its shape.
+  const std::map<std::string, std::vector<int64_t>>& shapes() const { return shapes_; }
+  // The weights of `names`, with the other parts of a fused tensor among them. Throws atq::Error for a name
+  // the file does not hold, a non-finite value (unless allowed), a type atq cannot read.
+  std::vector<LoadedWeight> Read(const std::vector<std::string>& names, bool keep_packed = false) const;
+  std::vector<LoadedWeight> ReadAll(bool keep_packed = false) const;
+  // Bytes the file stores for the tensors `names` come from (what reading them pages in).
+  int64_t StoredBytes(const std::vector<std::string>& names) const;
+  // Every parameter of `model` is in the file with its shape, and every weight of the file has a place.
+  void RequireSameParameters(const CausalLmImpl& model) const;
+
+ private:
+  LmWeightSource(TensorFile file, bool allow_nonfinite);
+  std::vector<size_t> EntriesOf(const std::vector<std::string>& names) const;
+  std::vector<LoadedWeight> ReadEntries(const std::vector<size_t>& entries, bool keep_packed) const;
+
+  TensorFile file_;
+  bool allow_nonfinite_ = false;
+  LmConfig config_;
+  std::string format_;
+  std::vector<std::vector<std::string>> produced_;  // per file tensor: the parameters it loads into
+  std::unordered_map<std::string, size_t> entry_of_;
+  std::map<std::string, std::vector<int64_t>> shapes_;
+};
+
+// Fills the named parameters of a model built with placeholders (and any fused siblings) from `source`, float32.
+void LoadLmParameters(CausalLmImpl& model, const LmWeightSource& source, const std::vector<std::string>& names);
+// Puts placeholders back, freeing the named parameters' memory.
+void ReleaseLmParameters(CausalLmImpl& model, const std::vector<std::string>& names);
 
 // Throws atq::Error naming the file and tensor at fault: unknown architecture, a missing or misshapen tensor,
 // a tensor the architecture has no place for, a type atq cannot dequantize.

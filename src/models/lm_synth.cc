@@ -12,6 +12,7 @@
 
 #include "formats/half.h"
 #include "io/atomic_file.h"
+#include "io/checkpoint.h"
 #include "io/safetensors.h"
 #include "io/strict_json.h"
 #include "models/lm_config.h"
@@ -210,20 +211,12 @@ SynthReport SynthesizeCheckpoint(const SynthOptions& options) {
   const std::vector<LmCheckpointTensor> tensors = LmCheckpointTensors(config);
   const int64_t value_bytes = options.dtype == QuantType::kF32 ? 4 : 2;
 
-  // Shards as transformers' save_pretrained cuts them: tensors in order, a new shard when the next would pass
-  // the size (a tensor larger than the size gets a shard of its own).
-  std::vector<std::vector<size_t>> shards(1);
-  int64_t in_shard = 0, total_bytes = 0, parameters = 0;
-  for (size_t i = 0; i < tensors.size(); ++i) {
-    const int64_t count = Elements(tensors[i].shape);
-    const int64_t bytes = count * value_bytes;
-    if (shard_bytes > 0 && !shards.back().empty() && in_shard + bytes > shard_bytes) {
-      shards.emplace_back();
-      in_shard = 0;
-    }
-    shards.back().push_back(i);
-    in_shard += bytes;
-    total_bytes += bytes;
+  std::vector<TensorToWrite> headers;
+  int64_t total_bytes = 0, parameters = 0;
+  for (const LmCheckpointTensor& tensor : tensors) {
+    const int64_t count = Elements(tensor.shape);
+    headers.push_back({tensor.name, options.dtype, tensor.shape, nullptr, static_cast<uint64_t>(count * value_bytes)});
+    total_bytes += count * value_bytes;
     parameters += count;
   }
 
@@ -245,48 +238,33 @@ SynthReport SynthesizeCheckpoint(const SynthOptions& options) {
   report.parameters = parameters;
   report.bytes = total_bytes;
   Progress progress(fmt::format("synth {}", source), parameters, "weights");
-  nlohmann::json weight_map = nlohmann::json::object();
+  // Shards as transformers' save_pretrained cuts them (io/checkpoint.h).
+  ShardedSafetensorsWriter writer(dir.string(), headers, {{"format", "pt"}},
+                                  shard_bytes > 0 ? static_cast<uint64_t>(shard_bytes) : UINT64_MAX);
   std::vector<uint8_t> chunk;
-  for (size_t s = 0; s < shards.size(); ++s) {
-    const std::string file = shards.size() == 1 ? std::string("model.safetensors")
-                                                : fmt::format("model-{:05d}-of-{:05d}.safetensors", s + 1, shards.size());
-    std::vector<TensorToWrite> headers;
-    for (const size_t i : shards[s]) {
-      const int64_t count = Elements(tensors[i].shape);
-      headers.push_back({tensors[i].name, options.dtype, tensors[i].shape, nullptr, static_cast<uint64_t>(count * value_bytes)});
-      weight_map[tensors[i].name] = file;
-    }
-    SafetensorsStreamWriter writer((dir / file).string(), headers, {{"format", "pt"}});
-    for (const size_t i : shards[s]) {
-      const LmCheckpointTensor& tensor = tensors[i];
-      const Recipe recipe = RecipeFor(tensor.name, config);
-      uint64_t state = options.seed ^ NameHash(tensor.name);
-      NormalStream normal(SplitMix64(state));
-      const int64_t cols = tensor.shape.back();
-      const int64_t count = Elements(tensor.shape);
-      const bool outliers = recipe.outliers && cols == config.hidden_size;
-      for (int64_t done = 0; done < count;) {
-        const int64_t n = std::min(kChunkValues, count - done);
-        chunk.clear();
-        chunk.reserve(static_cast<size_t>(n * value_bytes));
-        for (int64_t k = 0; k < n; ++k) {
-          float value = recipe.mean + recipe.scale * normal.Next();
-          if (outliers) value *= column_gain[static_cast<size_t>((done + k) % cols)];
-          Append(chunk, value, options.dtype);
-        }
-        writer.Write(chunk.data(), chunk.size());
-        done += n;
-        progress.Advance(n, fmt::format("{} of {}, resident {:.0f} MB", file, shards.size(),
-                                        static_cast<double>(ResidentBytes()) / 1e6));
+  for (const LmCheckpointTensor& tensor : tensors) {
+    const Recipe recipe = RecipeFor(tensor.name, config);
+    uint64_t state = options.seed ^ NameHash(tensor.name);
+    NormalStream normal(SplitMix64(state));
+    const int64_t cols = tensor.shape.back();
+    const int64_t count = Elements(tensor.shape);
+    const bool outliers = recipe.outliers && cols == config.hidden_size;
+    for (int64_t done = 0; done < count;) {
+      const int64_t n = std::min(kChunkValues, count - done);
+      chunk.clear();
+      chunk.reserve(static_cast<size_t>(n * value_bytes));
+      for (int64_t k = 0; k < n; ++k) {
+        float value = recipe.mean + recipe.scale * normal.Next();
+        if (outliers) value *= column_gain[static_cast<size_t>((done + k) % cols)];
+        Append(chunk, value, options.dtype);
       }
+      writer.Write(chunk.data(), chunk.size());
+      done += n;
+      progress.Advance(n, fmt::format("{}, resident {:.0f} MB", tensor.name, static_cast<double>(ResidentBytes()) / 1e6));
     }
-    writer.Commit();
-    report.files.push_back(file);
   }
-  if (report.files.size() > 1) {
-    const nlohmann::json index = {{"metadata", {{"total_size", total_bytes}}}, {"weight_map", weight_map}};
-    WriteFileAtomically((dir / "model.safetensors.index.json").string(), index.dump(2) + "\n");
-  }
+  writer.Commit();
+  report.files = writer.files();
   staged.Commit();
   report.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   progress.Finish(fmt::format("{} files, {:.2f} GB", report.files.size(), static_cast<double>(total_bytes) / 1e9));

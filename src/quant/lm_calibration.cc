@@ -87,7 +87,7 @@ std::vector<std::string> QuantizableLayers(CausalLmImpl& model) {
 }
 
 CalibrationRun CalibrateBlocks(CausalLmImpl& model, const Tokenizer& tokenizer, const LmQuantizeOptions& options,
-                               const BlockVisitor& visit) {
+                               const BlockVisitor& visit, const BlockHooks* hooks) {
   torch::NoGradGuard no_grad;
   const bool calibrated = options.samples > 0;
   Require(!calibrated || !options.text.empty(), "calibration needs a text file (--calib)");
@@ -105,6 +105,7 @@ CalibrationRun CalibrateBlocks(CausalLmImpl& model, const Tokenizer& tokenizer, 
   }
   run.seconds += SecondsSince(sample_start);
   for (int64_t block = 0; block < model.config().num_layers; ++block) {
+    if (hooks != nullptr && hooks->before) hooks->before(block);
     std::vector<CalibratedLayer> remaining = BlockLayers(model, static_cast<size_t>(block), names);
     while (!remaining.empty()) {
       std::vector<size_t> first_stage(remaining.size());
@@ -128,6 +129,7 @@ CalibrationRun CalibrateBlocks(CausalLmImpl& model, const Tokenizer& tokenizer, 
       for (torch::Tensor& batch : hidden) batch = model.ForwardBlock(static_cast<size_t>(block), batch);
       run.seconds += SecondsSince(forward_start);
     }
+    if (hooks != nullptr && hooks->after) hooks->after(block);
   }
   return run;
 }

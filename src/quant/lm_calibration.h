@@ -43,8 +43,14 @@ struct CalibrationRun {
   double seconds = 0;    // running the blocks (sampling included), without the visitor's own time
 };
 
+// Called around each block: before its layers are visited (a streamed model reads the block's weights), and
+// after the block has run on the calibration batches under the weights the visitor left (its tensors are final).
+struct BlockHooks {
+  std::function<void(int64_t block)> before, after;
+};
+
 // Throws atq::Error when the visitor handles nothing in a call, or a layer is never called while its block runs.
 CalibrationRun CalibrateBlocks(CausalLmImpl& model, const Tokenizer& tokenizer, const LmQuantizeOptions& options,
-                               const BlockVisitor& visit);
+                               const BlockVisitor& visit, const BlockHooks* hooks = nullptr);
 
 }  // namespace atq

@@ -22,16 +22,20 @@ namespace atq {
 QuantType GgufTypeForGrid(const WeightGrid& grid);
 
 struct LmGgufExport {
-  LmGgufReport report;
-  // Per quantized linear weight: ||W_gguf - W_atq||^2 / ||W_atq||^2 after llama.cpp's dequantization.
-  std::vector<std::pair<std::string, double>> requantization_error;
+  LmGgufExport() = default;
+  explicit LmGgufExport(LmGgufReport written);  // the largest error over the blocks' weights
+  LmGgufReport report;  // per tensor: weight_error, ||W_gguf - W_atq||^2 / ||W_atq||^2 after llama.cpp's dequantization
   double max_requantization_error = 0;
   nlohmann::json ToJson() const;
 };
 
-// Writes `model` (already quantized by QuantizeLanguageModel under `options`, giving `result`) to `path`.
-// `linear_type` forces one type for every quantized layer (else GgufTypeForGrid per layer); kept layers are
-// written f16. Layers quantized on a q8_0/q4_0 grid keep their packed bytes.
+// The GGUF options of a model quantized under `options`: each quantized layer in GgufTypeForGrid of its grid (or
+// `linear_type` for all), kept layers f16; weights packed in that type are written byte for byte.
+LmGgufOptions QuantizedGgufOptions(CausalLmImpl& model, const LmQuantizeOptions& options,
+                                   std::optional<QuantType> linear_type, QuantType embedding_type);
+
+// Writes `model` (already quantized by QuantizeLanguageModel under `options`, giving `result`) to `path` whole.
+// Layers quantized on a q8_0/q4_0 grid keep their packed bytes.
 LmGgufExport ExportQuantizedGguf(CausalLmImpl& model, const LmQuantizeOptions& options, const LmQuantizeResult& result,
                                  const std::string& tokenizer_dir, std::optional<QuantType> linear_type,
                                  QuantType embedding_type, const std::string& path);

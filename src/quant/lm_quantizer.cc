@@ -11,6 +11,7 @@
 
 #include "formats/atq_packed.h"
 #include "grid/quantized_weight.h"
+#include "models/lm_gguf_writer.h"
 #include "models/lm_linear.h"
 #include "quant/lm_calibration.h"
 #include "quant/method.h"
@@ -18,6 +19,7 @@
 #include "torch/tensor_bridge.h"
 #include "util/error.h"
 #include "util/log.h"
+#include "util/memory.h"
 #include "util/progress.h"
 
 namespace atq {
@@ -66,26 +68,34 @@ LayerReport QuantizeLayer(const CalibratedLayer& layer, const LayerRecipe& recip
     layer.linear->weight.copy_(q.values.to(layer.linear->weight.dtype()));
   }
   result.packed[report.name] = {q.layout, PackQuantized(q)};
+  const Layout& packed = result.packed[report.name].layout;
+  const Layout planned = GridLayout(recipe.grid, report.rows, report.cols);
+  Require(packed.type == planned.type && packed.rows == planned.rows && packed.cols == planned.cols &&
+              packed.granularity == planned.granularity && packed.group_size == planned.group_size,
+          "{}: internal error: method {} packed a layout other than its grid's", report.name, recipe.method);
   report.seconds = SecondsSince(start);
   return report;
 }
 
-// Rounds an embedding or head to a format of the table with its reference quantizer (per row for atq's own
-// formats), in place.
+// An embedding's or head's layout in a format of the table: per row for atq's own formats.
+Layout TableLayout(QuantType type, const std::vector<int64_t>& shape) {
+  Layout layout = LayoutForShape(type, shape);
+  if (Traits(type).family == TypeFamily::kTernary || Traits(type).family == TypeFamily::kUniform) {
+    layout.granularity = Granularity::kChannel;
+  }
+  return layout;
+}
+
+// Rounds an embedding or head to a format of the table with its reference quantizer, in place.
 void QuantizeTable(torch::Tensor& parameter, const std::string& name, QuantType type, LmQuantizeResult& result) {
   torch::NoGradGuard no_grad;
-  Layout layout;
-  layout.granularity = Granularity::kChannel;
   const torch::Tensor weight = parameter.detach().to(torch::kCPU, torch::kFloat32).contiguous();
-  std::vector<uint8_t> bytes = FromTorch(weight, type, layout);
   TensorInfo info;
   info.name = name;
   info.type = type;
   info.shape = weight.sizes().vec();
-  info.layout = LayoutForShape(type, info.shape);
-  if (Traits(type).family == TypeFamily::kTernary || Traits(type).family == TypeFamily::kUniform) {
-    info.layout.granularity = Granularity::kChannel;
-  }
+  info.layout = TableLayout(type, info.shape);
+  std::vector<uint8_t> bytes = FromTorch(weight, type, info.layout);
   info.nbytes = bytes.size();
   parameter.copy_(ToTorch(info, bytes.data()).to(parameter.device(), parameter.scalar_type()));
   result.packed[name] = {info.layout, std::move(bytes)};
@@ -94,6 +104,19 @@ void QuantizeTable(torch::Tensor& parameter, const std::string& name, QuantType 
 const LayerRecipe& RecipeFor(const LmQuantizeOptions& options, const std::string& layer) {
   const auto it = options.layers.find(layer);
   return it != options.layers.end() ? it->second : options.recipe;
+}
+
+std::string EmbeddingName(const CausalLmImpl& model) {
+  return model.config().arch == LmArch::kGpt2 ? "transformer.wte.weight" : "model.embed_tokens.weight";
+}
+
+// The embedding and head formats the options name, by parameter.
+std::map<std::string, QuantType> TableTypes(CausalLmImpl& model, const LmQuantizeOptions& options) {
+  std::map<std::string, QuantType> types;
+  const auto parameters = model.named_parameters();
+  if (options.embedding_type) types[EmbeddingName(model)] = *options.embedding_type;
+  if (options.head_type && parameters.contains("lm_head.weight")) types["lm_head.weight"] = *options.head_type;
+  return types;
 }
 
 }  // namespace
@@ -137,8 +160,39 @@ nlohmann::json LmQuantizeResult::ToJson() const {
   return out;
 }
 
+nlohmann::json ResolveMixedPrecision(CausalLmImpl& model, const Tokenizer& tokenizer, LmQuantizeOptions& options,
+                                     const LmWeightSource* weights) {
+  if (options.mixed_candidates.empty()) return nullptr;
+  // The sensitivity scores run the whole model with gradients: a streamed model is read whole for them.
+  const std::vector<std::vector<std::string>> groups = ParameterGroups(model);
+  if (weights != nullptr) {
+    for (const auto& group : groups) LoadLmParameters(model, *weights, group);
+  }
+  nlohmann::json plan = PlanMixedPrecision(model, tokenizer, options);
+  options.mixed_candidates.clear();
+  if (weights != nullptr) {
+    for (const auto& group : groups) ReleaseLmParameters(model, group);
+  }
+  return plan;
+}
+
+std::map<std::string, Layout> PlannedLayouts(CausalLmImpl& model, const LmQuantizeOptions& options) {
+  std::map<std::string, Layout> layouts;
+  const auto parameters = model.named_parameters();
+  for (const std::string& layer : QuantizableLayers(model)) {
+    const LayerRecipe& recipe = RecipeFor(options, layer);
+    if (recipe.keep) continue;
+    const torch::Tensor& weight = parameters[layer + ".weight"];
+    layouts.emplace(layer + ".weight", GridLayout(recipe.grid, weight.size(0), weight.size(1)));
+  }
+  for (const auto& [name, type] : TableTypes(model, options)) {
+    layouts.emplace(name, TableLayout(type, parameters[name].sizes().vec()));
+  }
+  return layouts;
+}
+
 LmQuantizeResult QuantizeLanguageModel(CausalLmImpl& model, const Tokenizer& tokenizer,
-                                       const LmQuantizeOptions& requested) {
+                                       const LmQuantizeOptions& requested, const LmQuantizeStream* stream) {
   const auto start = Clock::now();
   LmQuantizeOptions options = requested;
   torch::NoGradGuard no_grad;
@@ -153,9 +207,36 @@ LmQuantizeResult QuantizeLanguageModel(CausalLmImpl& model, const Tokenizer& tok
     CheckRecipe(recipe, calibrated, "recipe layer " + name);
   }
 
+  // Streamed: weights are read a group at a time and released once written (models/causal_lm.h ParameterGroups).
+  const std::vector<std::vector<std::string>> groups = ParameterGroups(model);
+  const std::vector<std::string>& outside = groups.back();  // embeddings, final norm, head
+  const LmWeightSource* source = stream != nullptr ? stream->weights : nullptr;
+  const auto load = [&](const std::vector<std::string>& names) {
+    if (source != nullptr) LoadLmParameters(model, *source, names);
+  };
+  const auto release = [&](const std::vector<std::string>& names) {
+    if (source != nullptr) ReleaseLmParameters(model, names);
+  };
   LmQuantizeResult result;
-  if (!options.mixed_candidates.empty()) result.mixed_plan = PlanMixedPrecision(model, tokenizer, options);
-  Progress progress("quantize", static_cast<int64_t>(all_layers.size()), "layers");
+  result.mixed_plan = ResolveMixedPrecision(model, tokenizer, options, source);
+  if (calibrated) load(outside);  // the calibration text enters through the embeddings
+  const auto parameters = model.named_parameters();
+  int64_t total_weights = 0;
+  for (const std::string& layer : all_layers) total_weights += parameters[layer + ".weight"].numel();
+  Progress progress("quantize", total_weights, "weights");
+  const auto flush = [&](const std::vector<std::string>& names) {
+    if (stream == nullptr) return;
+    stream->write(GroupData(model, names, &result.packed));
+    for (const std::string& name : names) result.packed.erase(name);
+    release(names);
+  };
+  BlockHooks hooks;
+  hooks.before = [&](int64_t block) { load(groups[static_cast<size_t>(block)]); };
+  hooks.after = [&](int64_t block) {
+    flush(groups[static_cast<size_t>(block)]);
+    progress.Advance(0, fmt::format("block {} of {} done, resident {:.2f} GB", block + 1, groups.size() - 1,
+                                    static_cast<double>(AnonymousResidentBytes()) / 1e9));
+  };
   const CalibrationRun run = CalibrateBlocks(
       model, tokenizer, options,
       [&](int64_t, std::vector<CalibratedLayer>& layers, const std::vector<size_t>& first_stage) {
@@ -164,7 +245,7 @@ LmQuantizeResult QuantizeLanguageModel(CausalLmImpl& model, const Tokenizer& tok
         for (size_t i = 0; i < layers.size(); ++i) {
           if (RecipeFor(options, layers[i].name).keep) {
             done.push_back(i);
-            progress.Advance(1, layers[i].name + " kept");
+            progress.Advance(layers[i].linear->weight.numel(), layers[i].name + " kept");
           }
         }
         const bool staged = options.true_sequential && calibrated;
@@ -174,23 +255,23 @@ LmQuantizeResult QuantizeLanguageModel(CausalLmImpl& model, const Tokenizer& tok
           if (staged && std::find(first_stage.begin(), first_stage.end(), i) == first_stage.end()) continue;
           result.layers.push_back(QuantizeLayer(layers[i], recipe, options, result));
           const LayerReport& report = result.layers.back();
-          progress.Advance(1, fmt::format("{} {:.2f} bpw, output error {:.4f}", layers[i].name,
-                                          report.bits_per_weight, report.output_error));
+          progress.Advance(report.rows * report.cols,
+                           fmt::format("{} {:.2f} bpw, output error {:.4f}, resident {:.2f} GB", layers[i].name,
+                                       report.bits_per_weight, report.output_error,
+                                       static_cast<double>(AnonymousResidentBytes()) / 1e9));
           done.push_back(i);
         }
         return done;
-      });
+      },
+      &hooks);
   progress.Finish();
   result.calibration_tokens = run.tokens;
 
-  const std::string embedding = model.config().arch == LmArch::kGpt2 ? "transformer.wte.weight" : "model.embed_tokens.weight";
-  for (auto& parameter : model.named_parameters()) {
-    if (options.embedding_type && parameter.key() == embedding) {
-      QuantizeTable(parameter.value(), parameter.key(), *options.embedding_type, result);
-    } else if (options.head_type && parameter.key() == "lm_head.weight") {
-      QuantizeTable(parameter.value(), parameter.key(), *options.head_type, result);
-    }
+  if (!calibrated) load(outside);
+  for (const auto& [name, type] : TableTypes(model, options)) {
+    QuantizeTable(*model.named_parameters().find(name), name, type, result);
   }
+  flush(outside);
   result.calibration_seconds = run.seconds;
   result.total_seconds = SecondsSince(start);
   return result;

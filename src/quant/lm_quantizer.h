@@ -17,16 +17,12 @@
 
 #include "formats/quant_type.h"
 #include "io/tokenizer.h"
+#include "kernels/packed_matrix.h"
 #include "models/causal_lm.h"
+#include "models/lm_loader.h"
 #include "quant/lm_options.h"
 
 namespace atq {
-
-// A tensor in its packed format, ready for a file.
-struct PackedTensor {
-  Layout layout;
-  std::vector<uint8_t> bytes;
-};
 
 struct LayerReport {
   std::string name;  // the weight's parameter name
@@ -46,7 +42,7 @@ struct LayerReport {
 
 struct LmQuantizeResult {
   std::vector<LayerReport> layers;
-  std::map<std::string, PackedTensor> packed;  // by parameter name: every quantized weight
+  std::map<std::string, PackedWeights> packed;  // by parameter name: every quantized weight (streamed: none)
   int64_t calibration_tokens = 0;
   double calibration_seconds = 0;  // sampling and running the blocks
   double total_seconds = 0;
@@ -54,10 +50,33 @@ struct LmQuantizeResult {
   nlohmann::json ToJson() const;   // totals and the per-layer table
 };
 
+// Where a quantized model goes while it is being quantized, a group of tensors at a time (models/causal_lm.h
+// ParameterGroups: each block once its layers are done, then the embeddings, final norm and head).
+struct LmQuantizeStream {
+  // The model was loaded with placeholders (LmLoadOptions::deferred) and its weights are read from here a block
+  // at a time, released once written, so memory holds one block and the calibration activations, never the
+  // model. Null: the model is in memory whole.
+  const LmWeightSource* weights = nullptr;
+  // Called with every group in order (for quantized weights, their dequantized values and packed bytes); the
+  // packed bytes are dropped from the result after it returns.
+  std::function<void(const std::vector<LmTensorData>& group)> write;
+};
+
 // Quantizes `model` in place: afterwards its weights are the dequantized values of `packed`, so it can be
-// evaluated directly. Shows progress per layer with an ETA. Throws atq::Error for an invalid recipe (ATQ
-// on a uniform grid, GPTQ without calibration, an override naming no layer, ...).
+// evaluated directly (streamed from a weight source: released as written). Shows progress per block with
+// weights/s, an ETA and resident memory. Throws atq::Error for an invalid recipe (ATQ on a uniform grid, GPTQ
+// without calibration, an override naming no layer, ...).
 LmQuantizeResult QuantizeLanguageModel(CausalLmImpl& model, const Tokenizer& tokenizer,
-                                       const LmQuantizeOptions& options);
+                                       const LmQuantizeOptions& options, const LmQuantizeStream* stream = nullptr);
+
+// Mixed precision's choice, made ahead of quantization: with candidates in `options`, scores the model (read
+// whole from `weights` first when given, and released after), sets options.layers to the grids chosen and clears
+// the candidates, so that PlannedLayouts knows every layer's grid. Returns the plan (null without candidates).
+nlohmann::json ResolveMixedPrecision(CausalLmImpl& model, const Tokenizer& tokenizer, LmQuantizeOptions& options,
+                                     const LmWeightSource* weights = nullptr);
+
+// The packed layout every weight will get under `options` (linear layers not kept, embedding and head where a
+// type is named for them), known before any is quantized so that streamed outputs can write their headers first.
+std::map<std::string, Layout> PlannedLayouts(CausalLmImpl& model, const LmQuantizeOptions& options);
 
 }  // namespace atq

@@ -24,5 +24,6 @@ int64_t StatusBytes(const std::string& wanted) {
 
 int64_t ResidentBytes() { return StatusBytes("VmRSS:"); }
 int64_t PeakResidentBytes() { return StatusBytes("VmHWM:"); }
+int64_t AnonymousResidentBytes() { return StatusBytes("RssAnon:"); }
 
 }  // namespace atq

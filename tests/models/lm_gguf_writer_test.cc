@@ -24,6 +24,7 @@
 #include "models/lm_gguf_writer.h"
 #include "models/lm_loader.h"
 #include "test_util.h"
+#include "tiny_tokenizer.h"
 #include "torch/tensor_bridge.h"
 #include "util/paths.h"
 
@@ -51,20 +52,9 @@ std::optional<std::string> Gpt2TokenizerDir() {
   if (!var##_found) GTEST_SKIP() << "GPT-2 tokenizer files missing (run scripts/fetch_data.sh)"; \
   const std::string var = *var##_found
 
-// A byte-level BPE vocabulary small enough for random test models: the 256 byte tokens, "th", "the",
-// <|endoftext|> (258); ids 259 and up are the model's padding.
-constexpr int64_t kTinyVocab = 260;
-constexpr int32_t kTinyEndOfText = 258;
-
-void WriteTinyTokenizer(const std::string& dir) {
-  nlohmann::json encoder = nlohmann::json::object();
-  for (int byte = 0; byte < 256; ++byte) encoder[Gpt2ByteCharacter(static_cast<uint8_t>(byte))] = byte;
-  encoder["th"] = 256;
-  encoder["the"] = 257;
-  encoder["<|endoftext|>"] = kTinyEndOfText;
-  testutil::WriteFileText((fs::path(dir) / "encoder.json").string(), encoder.dump());
-  testutil::WriteFileText((fs::path(dir) / "vocab.bpe").string(), "#version: 0.2\nt h\nth e\n");
-}
+using testutil::kTinyEndOfText;
+using testutil::kTinyVocab;
+using testutil::WriteTinyTokenizer;
 
 LmConfig Tiny(LmArch arch, int64_t hidden = 64, int64_t intermediate = 96) {
   LmConfig c;

@@ -48,7 +48,8 @@ LanguageModel LoadLmFromCli(const LmCliOptions& o) {
                      "bf16 on CPU");
   }
   load.allow_nonfinite = o.allow_nonfinite;
-  load.keep_packed = !o.dequantize && load.device.is_cpu() && load.dtype == torch::kFloat32;
+  load.deferred = o.deferred;
+  load.keep_packed = !o.dequantize && !o.deferred && load.device.is_cpu() && load.dtype == torch::kFloat32;
   LanguageModel lm = LoadLanguageModel(o.model, load);
   if (!lm.packed.empty()) {
     const size_t layers = lm.packed.size();

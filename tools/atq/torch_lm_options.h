@@ -17,6 +17,7 @@ struct LmCliOptions {
   int threads = 0;
   bool allow_nonfinite = false;  // load NaN/Inf weights instead of refusing them
   bool dequantize = false;  // run quantized weights as float copies instead of through the packed kernels
+  bool deferred = false;    // read no weight yet (LmLoadOptions::deferred): for commands that stream the model
 };
 
 // Adds MODEL and --tokenizer/--device/--dtype/--threads to `app`.

@@ -18,6 +18,8 @@
 #include "setting_flags.h"
 #include "torch_lm_options.h"
 #include "util/error.h"
+#include "util/memory.h"
+#include "util/parse.h"
 #include "io/output_path.h"
 
 namespace atq::cli {
@@ -85,6 +87,7 @@ RunFn DeclareQuantize(CLI::App& app) {
     std::string gguf_path;
     std::string gguf_type;
     std::string gguf_embeddings = "q8_0";
+    std::string shard_size = "5GB";
     SettingFlags flags{RecipeFlags()};
   };
   auto o = std::make_shared<Options>();
@@ -98,6 +101,8 @@ RunFn DeclareQuantize(CLI::App& app) {
       ->check(CLI::IsMember({"f16", "bf16", "f32"}))
       ->capture_default_str();
   app.add_option("--gguf", o->gguf_path, "Also write a llama.cpp GGUF file here");
+  app.add_option("--shard-size", o->shard_size, "Weight files past this size are sharded with an index (e.g. 2GB)")
+      ->capture_default_str();
   app.add_option("--gguf-type", o->gguf_type,
                  "GGUF type of the quantized layers: q8_0, q4_0, tq2_0 or tq1_0 (default: per layer, the closest to "
                  "its grid: tq2_0 ternary, tq1_0 ternary base3, q4_0 up to 4 bits, q8_0 above)");
@@ -133,62 +138,85 @@ RunFn DeclareQuantize(CLI::App& app) {
       for (const char* key : {"bits", "ternary", "format"}) recipe.settings.erase(key);
     }
     for (const auto& [key, value] : o->flags.Settings()) recipe.settings[key] = value;
-    const LmQuantizeOptions options = BuildQuantizeOptions(recipe, source);
-    LanguageModel lm = LoadLmFromCli(o->lm);
+    LmQuantizeOptions options = BuildQuantizeOptions(recipe, source);
+    const auto type_of = [](const std::string& name, const char* flag) {
+      const auto type = ParseQuantType(name);
+      if (!type) throw UsageError(fmt::format("{} {}: not a format of `atq formats`", flag, name));
+      return *type;
+    };
+    const std::optional<QuantType> gguf_type =
+        o->gguf_type.empty() ? std::nullopt : std::optional<QuantType>(type_of(o->gguf_type, "--gguf-type"));
+    const QuantType gguf_embeddings = type_of(o->gguf_embeddings, "--gguf-embeddings");
+    const int64_t shard_bytes = ParseByteSize(o->shard_size, "--shard-size");
+
+    // The model is read a block at a time and both outputs are written as each block is done: memory holds one
+    // block, not the model (a llama2.c file is small and read whole).
+    LmCliOptions load = o->lm;
+    load.deferred = true;
+    LanguageModel lm = LoadLmFromCli(load);
     Require(lm.tokenizer != nullptr, "{}: no tokenizer found for this model; give one with --tokenizer", o->lm.model);
-    if (!o->gguf_path.empty()) CheckGgufWritable(lm.model->config(), o->gguf_path);
-    const LmQuantizeResult result = QuantizeLanguageModel(*lm.model, *lm.tokenizer, options);
-    PrintLayerTable(result);
+    CausalLmImpl& model = *lm.model;
+    if (!o->gguf_path.empty()) CheckGgufWritable(model.config(), o->gguf_path);
+    // Every layer's grid is known before the outputs write their headers: mixed precision chooses them first.
+    const nlohmann::json mixed_plan = ResolveMixedPrecision(model, *lm.tokenizer, options, lm.weights.get());
 
     PackedLmOptions pack;
     pack.float_type = *ParseQuantType(o->float_type);
     namespace fs = std::filesystem;
     pack.tokenizer_dir = fs::is_directory(lm.tokenizer_source) ? lm.tokenizer_source : "";
     pack.recipe = RecipeJson(recipe);
-    pack.report = result.ToJson();
-    pack.report.erase("layers");  // the per-layer table goes in quantize_report.json
+    pack.max_shard_bytes = static_cast<uint64_t>(shard_bytes);
     // The folder is written whole: into a staging folder, put in place at the end (never a mix of two runs).
     StagedFolder staged(o->out, kReportName);
-    const PackedLmSizes sizes = SavePackedLm(*lm.model, result.packed, staged.path(), pack);
-
-    nlohmann::json report = result.ToJson();
-    report["model"] = lm.Describe();
-    report["recipe"] = pack.recipe;
-    report["output"] = {{"dir", o->out},
-                        {"file_bytes", sizes.file_bytes},
-                        {"packed_bytes", sizes.packed_bytes},
-                        {"float_bytes", sizes.float_bytes},
-                        {"float_type", o->float_type}};
-    const std::string staged_report = (fs::path(staged.path()) / kReportName).string();
-    WriteFileAtomically(staged_report, report.dump(2) + "\n");
-    fmt::print("{} layers, {:.3f} bits per weight; model.safetensors {:.2f} MB (packed {:.2f} MB, {} {:.2f} MB); "
-               "calibration {} tokens; {:.1f} s\n",
-               result.layers.size(), report["bits_per_weight"].get<double>(), sizes.file_bytes / 1e6,
-               sizes.packed_bytes / 1e6, o->float_type, sizes.float_bytes / 1e6, result.calibration_tokens,
-               result.total_seconds);
+    PackedLmWriter packed_writer(model.config(), PackedLmPlan(model, PlannedLayouts(model, options)), staged.path(),
+                                 pack);
+    std::unique_ptr<LmGgufStream> gguf;
     if (!o->gguf_path.empty()) {
-      const auto type_of = [](const std::string& name, const char* flag) {
-        const auto type = ParseQuantType(name);
-        if (!type) throw UsageError(fmt::format("{} {}: not a format of `atq formats`", flag, name));
-        return *type;
-      };
       Require(!pack.tokenizer_dir.empty(), "--gguf needs the model's vocabulary from a tokenizer folder (tokenizer.json, "
                                            "or encoder.json + vocab.bpe / vocab.json + merges.txt); this model's "
                                            "tokenizer came from {}",
               lm.tokenizer_source);
-      const LmGgufExport gguf = ExportQuantizedGguf(
-          *lm.model, options, result, pack.tokenizer_dir,
-          o->gguf_type.empty() ? std::nullopt : std::optional<QuantType>(type_of(o->gguf_type, "--gguf-type")),
-          type_of(o->gguf_embeddings, "--gguf-embeddings"), o->gguf_path);
-      for (const LmGgufTensorReport& tensor : gguf.report.tensors) {
+      gguf = std::make_unique<LmGgufStream>(model.config(), ParameterShapeGroups(model), pack.tokenizer_dir,
+                                            QuantizedGgufOptions(model, options, gguf_type, gguf_embeddings),
+                                            o->gguf_path);
+    }
+    LmQuantizeStream stream;
+    stream.weights = lm.weights.get();
+    stream.write = [&](const std::vector<LmTensorData>& group) {
+      packed_writer.Write(group);
+      if (gguf) gguf->Write(group);
+    };
+    LmQuantizeResult result = QuantizeLanguageModel(model, *lm.tokenizer, options, &stream);
+    result.mixed_plan = mixed_plan;
+    PrintLayerTable(result);
+    const PackedLmSizes sizes = packed_writer.Commit();
+
+    nlohmann::json report = result.ToJson();
+    report["model"] = lm.Describe();
+    report["recipe"] = pack.recipe;
+    report["peak_resident_bytes"] = PeakResidentBytes();
+    report["output"] = {{"dir", o->out},
+                        {"file_bytes", sizes.file_bytes},
+                        {"files", sizes.files},
+                        {"packed_bytes", sizes.packed_bytes},
+                        {"float_bytes", sizes.float_bytes},
+                        {"float_type", o->float_type}};
+    fmt::print("{} layers, {:.3f} bits per weight; weights {:.2f} MB in {} file(s) (packed {:.2f} MB, {} {:.2f} MB); "
+               "calibration {} tokens; {:.1f} s\n",
+               result.layers.size(), report["bits_per_weight"].get<double>(), sizes.file_bytes / 1e6, sizes.files,
+               sizes.packed_bytes / 1e6, o->float_type, sizes.float_bytes / 1e6, result.calibration_tokens,
+               result.total_seconds);
+    if (gguf) {
+      const LmGgufExport exported(gguf->Commit());
+      for (const LmGgufTensorReport& tensor : exported.report.tensors) {
         if (!tensor.fallback_reason.empty()) fmt::print("gguf: {}: {}\n", tensor.gguf_name, tensor.fallback_reason);
       }
-      report["gguf"] = gguf.ToJson();
+      report["gguf"] = exported.ToJson();
       report["gguf"]["path"] = o->gguf_path;
-      WriteFileAtomically(staged_report, report.dump(2) + "\n");
       fmt::print("gguf: {} ({:.2f} MB); largest re-quantization error of a layer vs atq's weights {:.3e}\n",
-                 o->gguf_path, gguf.report.file_bytes / 1e6, gguf.max_requantization_error);
+                 o->gguf_path, exported.report.file_bytes / 1e6, exported.max_requantization_error);
     }
+    WriteFileAtomically((fs::path(staged.path()) / kReportName).string(), report.dump(2) + "\n");
     staged.Commit();
     fmt::print("packed checkpoint: {}\nreport: {}\n", o->out, (fs::path(o->out) / kReportName).string());
     return 0;
