@@ -4,6 +4,7 @@
 #pragma once
 
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -16,11 +17,16 @@ struct PackedMatrix {
   const uint8_t* data = nullptr;  // PackedBytes(layout) bytes in the format of layout.type
 };
 
-// A packed matrix that owns its bytes (what a model layer holds at run time).
+// A packed matrix as a model layer holds it at run time: bytes of its own, or bytes inside a file mapping that
+// `mapped` keeps alive (a model run from its file holds no copy of its weights).
 struct PackedWeights {
   Layout layout;
-  std::vector<uint8_t> bytes;
-  PackedMatrix view() const { return {layout, bytes.data()}; }
+  std::vector<uint8_t> bytes;            // owned; empty when mapped
+  std::shared_ptr<const uint8_t> mapped;  // the first byte in a mapping, owning what keeps the mapping open
+  size_t mapped_size = 0;
+  const uint8_t* data() const { return mapped ? mapped.get() : bytes.data(); }
+  size_t size() const { return mapped ? mapped_size : bytes.size(); }
+  PackedMatrix view() const { return {layout, data()}; }
 };
 
 // Columns per segment (the run of a row that shares one weight scale, and so one int8 activation scale):

@@ -17,6 +17,7 @@
 #include <torch/torch.h>
 
 #include "io/gguf.h"
+#include "kernels/packed_matrix.h"
 #include "io/bpe_pre_tokenizers.h"
 #include "io/gpt2_tokenizer.h"
 #include "io/hf_tokenizer.h"
@@ -24,6 +25,7 @@
 #include "io/mapped_file.h"
 #include "models/lm_family.h"
 #include "models/lm_gguf_names.h"
+#include "models/lm_loader.h"
 #include "models/llama.h"
 #include "util/error.h"
 #include "util/log.h"
@@ -371,14 +373,14 @@ std::vector<uint8_t> EncodeTensor(PlannedTensor& planned, torch::Tensor value, c
   if (packed != nullptr && packed->layout.type == report.written && value.dim() == 2 &&
       Traits(report.written).family == TypeFamily::kGgmlBlock) {
     const int64_t row_bytes = PackedBytes(Layout{report.written, 1, cols});
-    Require(static_cast<int64_t>(packed->bytes.size()) == rows * row_bytes,
-            "{}: packed tensor '{}' holds {} bytes, a {} [{}, {}] weight needs {}", path, hf_name, packed->bytes.size(),
+    Require(static_cast<int64_t>(packed->size()) == rows * row_bytes,
+            "{}: packed tensor '{}' holds {} bytes, a {} [{}, {}] weight needs {}", path, hf_name, packed->size(),
             TypeName(report.written), rows, cols, rows * row_bytes);
-    data.resize(packed->bytes.size());
+    data.resize(packed->size());
     const torch::Tensor order = row_order.to(torch::kInt64).contiguous();
     const int64_t* source = order.data_ptr<int64_t>();
     for (int64_t row = 0; row < rows; ++row) {
-      std::copy_n(packed->bytes.begin() + source[row] * row_bytes, row_bytes, data.begin() + row * row_bytes);
+      std::copy_n(packed->data() + source[row] * row_bytes, row_bytes, data.begin() + row * row_bytes);
     }
   } else {
     try {
@@ -388,12 +390,20 @@ std::vector<uint8_t> EncodeTensor(PlannedTensor& planned, torch::Tensor value, c
     }
   }
   if (value.dim() == 2 && Traits(report.written).is_quantized) {
-    std::vector<float> back(static_cast<size_t>(value.numel()));
-    Dequantize(Layout{report.written, rows, cols}, data.data(), back.data());
-    const torch::Tensor written = torch::from_blob(back.data(), value.sizes(), torch::kFloat32).to(torch::kFloat64);
-    const torch::Tensor expected = value.to(torch::kFloat64);
-    report.weight_error =
-        ((written - expected).pow(2).sum() / expected.pow(2).sum().clamp_min(1e-300)).item<double>();
+    // Row by row, so that measuring a 500 MB embedding costs one row of memory, not four copies of it.
+    const PackedMatrix matrix{Layout{report.written, rows, cols}, data.data()};
+    const float* expected = value.data_ptr<float>();
+    std::vector<float> row(static_cast<size_t>(cols));
+    double error = 0, norm = 0;
+    for (int64_t r = 0; r < rows; ++r) {
+      DequantizeRow(matrix, r, row.data());
+      for (int64_t c = 0; c < cols; ++c) {
+        const double w = expected[r * cols + c];
+        error += (row[static_cast<size_t>(c)] - w) * (row[static_cast<size_t>(c)] - w);
+        norm += w * w;
+      }
+    }
+    report.weight_error = error / std::max(norm, 1e-300);
   }
   return data;
 }
@@ -578,8 +588,8 @@ void LmGgufStream::Write(const std::vector<LmTensorData>& tensors) {
     one_packed_type = one_packed_type && (!packed_type || *packed_type == tensor.packed->layout.type);
     packed_type = tensor.packed->layout.type;
     const int64_t rows = tensor.packed->layout.rows;
-    packed_rows.emplace_back(tensor.name, torch::from_blob(const_cast<uint8_t*>(tensor.packed->bytes.data()),
-                                                           {rows, static_cast<int64_t>(tensor.packed->bytes.size()) / rows},
+    packed_rows.emplace_back(tensor.name, torch::from_blob(const_cast<uint8_t*>(tensor.packed->data()),
+                                                           {rows, static_cast<int64_t>(tensor.packed->size()) / rows},
                                                            torch::kUInt8));
   }
   if (family.fuse_for_checkpoint != nullptr) {
@@ -638,10 +648,15 @@ std::vector<std::vector<LmTensorShape>> ParameterShapeGroups(CausalLmImpl& model
 }
 
 LmGgufReport WriteLmGguf(CausalLmImpl& model, const std::string& tokenizer_dir, const LmGgufOptions& options,
-                         const std::string& path, const std::map<std::string, PackedWeights>* packed) {
+                         const std::string& path, const std::map<std::string, PackedWeights>* packed,
+                         const LmWeightSource* weights) {
   torch::NoGradGuard no_grad;
   LmGgufStream stream(model.config(), ParameterShapeGroups(model), tokenizer_dir, options, path);
-  for (const std::vector<std::string>& group : ParameterGroups(model)) stream.Write(GroupData(model, group, packed));
+  for (const std::vector<std::string>& group : ParameterGroups(model)) {
+    if (weights != nullptr) LoadLmParameters(model, *weights, group);
+    stream.Write(GroupData(model, group, packed));
+    if (weights != nullptr) ReleaseLmParameters(model, group);
+  }
   return stream.Commit();
 }
 

@@ -80,9 +80,11 @@ std::vector<std::vector<LmTensorShape>> ParameterShapeGroups(CausalLmImpl& model
 
 // Writes `model` (every family) to `path` with the vocabulary in `tokenizer_dir` (tokenizer.json, encoder.json +
 // vocab.bpe, or vocab.json + merges.txt) through an LmGgufStream, a block at a time; `packed` weights in their
-// planned type are written byte for byte.
+// planned type are written byte for byte. With `weights`, the model holds placeholders (LmLoadOptions::deferred)
+// and each block is read from there before it is written and released after, so the model is never whole.
 LmGgufReport WriteLmGguf(CausalLmImpl& model, const std::string& tokenizer_dir, const LmGgufOptions& options,
-                         const std::string& path, const std::map<std::string, PackedWeights>* packed = nullptr);
+                         const std::string& path, const std::map<std::string, PackedWeights>* packed = nullptr,
+                         const class LmWeightSource* weights = nullptr);
 
 // Throws atq::Error naming `path` where atq does not write this model's family (or a mechanism of it) as GGUF
 // yet; commands call it before the work.

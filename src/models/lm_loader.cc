@@ -44,27 +44,48 @@ bool IsIgnorableHfTensor(const std::string& name) {
   return EndsWith(name, ".attn.bias") || EndsWith(name, ".attn.masked_bias") || EndsWith(name, "rotary_emb.inv_freq");
 }
 
-// The entry's bytes when it is a quantized 2-D weight the kernels run (nullopt otherwise). `row_order`, when
-// given, reorders its rows (GGUF's interleaved rotary rows), which only row-contiguous formats allow.
-std::optional<PackedWeights> KernelWeights(const TensorEntry& entry, const torch::Tensor& row_order = {}) {
+// The entry's bytes when it is a 2-D weight the kernels run in its stored type (quantized, f16 or bf16; nullopt
+// otherwise): a view into the mapping, which `owner` keeps open, or, where `row_order` reorders its rows (GGUF's
+// interleaved rotary rows, which only row-contiguous formats allow), a copy.
+std::optional<PackedWeights> KernelWeights(const TensorEntry& entry, const std::shared_ptr<const void>& owner,
+                                           const torch::Tensor& row_order = {}) {
   const TensorInfo& info = *entry.info;
   // Types outside the table have no kernel (ReadTensor names them); quantized types the kernels do not run
-  // (Q4_1, Q5_1, the k-quants) are dequantized by ReadTensor instead.
+  // (Q4_1, Q5_1, the k-quants) are dequantized by ReadTensor instead; f32 weights become float tensors on the
+  // mapping (ConvertHfEntry, ConvertGgufEntry).
   if (info.shape.size() != 2 || FindTraits(static_cast<uint32_t>(info.type)) == nullptr ||
-      !Traits(info.type).is_quantized || !BackendFor(Device::kCpu).supports(info.type)) {
+      info.type == QuantType::kF32 || !(Traits(info.type).is_quantized || IsFloatWeight(info.type)) ||
+      !BackendFor(Device::kCpu).supports(info.type)) {
     return std::nullopt;
   }
   const TypeFamily family = Traits(info.type).family;
-  PackedWeights packed{info.layout, std::vector<uint8_t>(entry.data, entry.data + info.nbytes)};
-  if (row_order.defined()) {
-    if (family != TypeFamily::kGgmlBlock) return std::nullopt;  // per-row scales live apart from the codes
-    const int64_t row_bytes = static_cast<int64_t>(info.nbytes) / info.layout.rows;
-    const int64_t* order = row_order.data_ptr<int64_t>();
-    for (int64_t r = 0; r < info.layout.rows; ++r) {
-      std::memcpy(packed.bytes.data() + r * row_bytes, entry.data + order[r] * row_bytes, static_cast<size_t>(row_bytes));
-    }
+  PackedWeights packed{info.layout, {}, nullptr, 0};
+  if (!row_order.defined()) {
+    packed.mapped = std::shared_ptr<const uint8_t>(owner, entry.data);
+    packed.mapped_size = static_cast<size_t>(info.nbytes);
+    return packed;
+  }
+  if (family != TypeFamily::kGgmlBlock && !IsFloatWeight(info.type)) return std::nullopt;  // scales apart
+  packed.bytes.resize(static_cast<size_t>(info.nbytes));
+  const int64_t row_bytes = static_cast<int64_t>(info.nbytes) / info.layout.rows;
+  const int64_t* order = row_order.data_ptr<int64_t>();
+  for (int64_t r = 0; r < info.layout.rows; ++r) {
+    std::memcpy(packed.bytes.data() + r * row_bytes, entry.data + order[r] * row_bytes, static_cast<size_t>(row_bytes));
   }
   return packed;
+}
+
+// A float32 tensor read in place from the mapping, which `owner` keeps open (nullopt where the stored type is not
+// float32): a model run from its file holds no copy of its float weights either. Never written to.
+std::optional<torch::Tensor> MappedFloat32(const TensorEntry& entry, const std::shared_ptr<const void>& owner,
+                                           bool allow_nonfinite) {
+  const TensorInfo& info = *entry.info;
+  if (info.type != QuantType::kF32 || reinterpret_cast<uintptr_t>(entry.data) % alignof(float) != 0) return std::nullopt;
+  std::shared_ptr<const void> keep = owner;
+  torch::Tensor tensor = torch::from_blob(const_cast<uint8_t*>(entry.data), info.shape,
+                                          [keep](void*) mutable { keep.reset(); }, torch::kFloat32);
+  if (!allow_nonfinite) RequireFinite(tensor, info.name, entry.file);
+  return tensor;
 }
 
 // Before a model is built from `config`: its parameters must be weights the file holds, so a config (or GGUF
@@ -243,21 +264,30 @@ LmConfig GgufConfig(const GgufMetadata& meta, const TensorFile& file) {
 std::optional<PackedWeights> PackedRows(const PackedWeights& packed, int64_t first, int64_t count) {
   const Layout& layout = packed.layout;
   const int64_t row_bytes = PackedBytes(Layout{layout.type, 1, layout.cols});
-  if (row_bytes * layout.rows != static_cast<int64_t>(packed.bytes.size())) return std::nullopt;
-  PackedWeights part{Layout{layout.type, count, layout.cols}, {}};
-  part.bytes.assign(packed.bytes.begin() + first * row_bytes, packed.bytes.begin() + (first + count) * row_bytes);
+  if (row_bytes * layout.rows != static_cast<int64_t>(packed.size())) return std::nullopt;
+  PackedWeights part{Layout{layout.type, count, layout.cols}, {}, nullptr, 0};
+  if (packed.mapped) {  // a view of the same mapping
+    part.mapped = std::shared_ptr<const uint8_t>(packed.mapped, packed.mapped.get() + first * row_bytes);
+    part.mapped_size = static_cast<size_t>(count * row_bytes);
+  } else {
+    part.bytes.assign(packed.bytes.begin() + first * row_bytes, packed.bytes.begin() + (first + count) * row_bytes);
+  }
   return part;
 }
 
 // Each tensor's conversion: what it is loaded as (names and values), in one place for reading and for planning.
-std::vector<LoadedWeight> ConvertHfEntry(const LmConfig& config, const TensorEntry& entry, bool keep_packed,
+std::vector<LoadedWeight> ConvertHfEntry(const LmConfig& config, const TensorEntry& entry,
+                                         const std::shared_ptr<const void>& owner, bool keep_packed,
                                          bool allow_nonfinite) {
   const std::string name = HfParameterName(config, entry.info->name);
   if (name.empty()) return {};
-  if (keep_packed) {
-    if (auto packed = KernelWeights(entry)) return {{name, PlaceholderWeight(entry.info->shape), std::move(packed)}};
+  const bool conv1d = config.arch == LmArch::kGpt2 && IsGpt2Conv1dWeight(name);  // stored [in, out]: transposed
+  std::optional<torch::Tensor> mapped;
+  if (keep_packed && !(conv1d && !Traits(entry.info->type).is_quantized)) {
+    if (auto packed = KernelWeights(entry, owner)) return {{name, PlaceholderWeight(entry.info->shape), std::move(packed)}};
+    mapped = MappedFloat32(entry, owner, allow_nonfinite);
   }
-  torch::Tensor tensor = ReadTensor(entry, allow_nonfinite);
+  torch::Tensor tensor = mapped ? *mapped : ReadTensor(entry, allow_nonfinite);
   if (config.arch == LmArch::kGpt2) {
     // atq's packed tensors are stored [out, in] like every packed format; only float Conv1D weights are [in, out].
     if (IsGpt2Conv1dWeight(name) && !Traits(entry.info->type).is_quantized) {
@@ -276,7 +306,8 @@ std::vector<LoadedWeight> ConvertHfEntry(const LmConfig& config, const TensorEnt
   return out;
 }
 
-std::vector<LoadedWeight> ConvertGgufEntry(const LmConfig& config, const TensorEntry& entry, bool keep_packed,
+std::vector<LoadedWeight> ConvertGgufEntry(const LmConfig& config, const TensorEntry& entry,
+                                           const std::shared_ptr<const void>& owner, bool keep_packed,
                                            bool allow_nonfinite) {
   if (entry.info->name == "rope_freqs.weight") return {};  // in the config
   const LmFamily& family = FamilyOf(config);
@@ -295,7 +326,7 @@ std::vector<LoadedWeight> ConvertGgufEntry(const LmConfig& config, const TensorE
               ShapeString(entry.info->shape));
       row_order = InterleavedToHalfRotary(torch::arange(entry.info->shape[0]).unsqueeze(1), heads).squeeze(1);
     }
-    packed = KernelWeights(entry, row_order);
+    packed = KernelWeights(entry, owner, row_order);
   }
   // Fused tensors (Phi-3's attn_qkv, ffn_up) become the parts atq's modules hold, packed rows or floats.
   std::vector<std::pair<std::string, torch::Tensor>> row_parts;
@@ -314,7 +345,12 @@ std::vector<LoadedWeight> ConvertGgufEntry(const LmConfig& config, const TensorE
     packed.reset();  // rows that do not stand alone: dequantized below
   }
   if (packed) return {{name, PlaceholderWeight(entry.info->shape), std::move(packed)}};
-  torch::Tensor value = ReadTensor(entry, allow_nonfinite);
+  // Float32 tensors that need no change are used in place on the mapping.
+  const bool changed = rotary_weight || rotary_bias || !row_parts.empty() ||
+                       (config.norm_weight_offset != 0 && IsNormWeight(name));
+  std::optional<torch::Tensor> mapped;
+  if (keep_packed && !changed) mapped = MappedFloat32(entry, owner, allow_nonfinite);
+  torch::Tensor value = mapped ? *mapped : ReadTensor(entry, allow_nonfinite);
   if (rotary_weight) value = InterleavedToHalfRotary(value, heads);
   if (rotary_bias) value = InterleavedToHalfRotary(value.unsqueeze(1), heads).squeeze(1);
   // Gemma's norms are stored as 1 + w for llama.cpp's plain RMSNorm; atq's norm adds the offset itself.
@@ -438,8 +474,9 @@ std::vector<LoadedWeight> LmWeightSource::ReadEntries(const std::vector<size_t>&
   std::vector<LoadedWeight> out;
   for (const size_t i : entries) {
     const TensorEntry& entry = file_.tensors()[i];
-    auto weights = format_ == "gguf" ? ConvertGgufEntry(config_, entry, keep_packed, allow_nonfinite_)
-                                     : ConvertHfEntry(config_, entry, keep_packed, allow_nonfinite_);
+    const std::shared_ptr<const void> owner = shared_from_this();
+    auto weights = format_ == "gguf" ? ConvertGgufEntry(config_, entry, owner, keep_packed, allow_nonfinite_)
+                                     : ConvertHfEntry(config_, entry, owner, keep_packed, allow_nonfinite_);
     for (LoadedWeight& weight : weights) out.push_back(std::move(weight));
   }
   return out;

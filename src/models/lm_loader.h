@@ -33,8 +33,10 @@ struct LmLoadOptions {
   std::string tokenizer;
   torch::Dtype dtype = torch::kFloat32;
   torch::Device device = torch::kCPU;
-  // Keep the bytes of quantized 2-D weights the packed kernels run (LanguageModel::packed) instead of dequantizing
-  // them: their float parameters stay zero until the packed runtime (runtime/packed_runtime.h) attaches the bytes.
+  // Run from the file (inference only): 2-D weights the kernels run in their stored type (quantized, f16, bf16)
+  // stay packed views of the mapping (LanguageModel::packed; their parameters are placeholders until the packed
+  // runtime, runtime/packed_runtime.h, attaches the bytes), and float32 tensors are read-only views of it, so the
+  // model holds almost nothing beyond the mapped file. Otherwise every weight is converted to float32 in memory.
   bool keep_packed = false;
   // Load weights holding NaN or infinity instead of refusing them (to inspect a broken checkpoint).
   bool allow_nonfinite = false;
@@ -70,7 +72,7 @@ struct LoadedWeight {
 // projections split, Gemma's norm offset removed; or to the packed bytes the kernels run) only when read.
 // Opening checks the config against the file and learns every tensor's parameter names and shapes, reading no
 // weight.
-class LmWeightSource {
+class LmWeightSource : public std::enable_shared_from_this<LmWeightSource> {
  public:
   static std::shared_ptr<const LmWeightSource> Open(const std::string& path, bool allow_nonfinite = false);
 
@@ -80,7 +82,9 @@ class LmWeightSource {
   // Every parameter the file provides, with its shape.
   const std::map<std::string, std::vector<int64_t>>& shapes() const { return shapes_; }
   // The weights of `names`, with the other parts of a fused tensor among them. Throws atq::Error for a name
-  // the file does not hold, a non-finite value (unless allowed), a type atq cannot read.
+  // the file does not hold, a non-finite value (unless allowed), a type atq cannot read. `keep_packed`: weights
+  // the kernels run in their stored type (quantized, f16, bf16) come packed, viewing the mapping, and float32
+  // tensors that need no conversion are read-only views of it too; both keep the source alive.
   std::vector<LoadedWeight> Read(const std::vector<std::string>& names, bool keep_packed = false) const;
   std::vector<LoadedWeight> ReadAll(bool keep_packed = false) const;
   // Bytes the file stores for the tensors `names` come from (what reading them pages in).

@@ -89,7 +89,7 @@ LayerQuantStats PackedWeightStats(const std::string& name, const PackedLayerWeig
   stats.threshold = std::numeric_limits<double>::quiet_NaN();
   stats.rpb_weights = packed.boosted();
   stats.packed_bytes =
-      static_cast<int64_t>(packed.weights.bytes.size()) + stats.rpb_weights * kRpbBytesPerWeight + bias_bytes;
+      static_cast<int64_t>(packed.weights.size()) + stats.rpb_weights * kRpbBytesPerWeight + bias_bytes;
   const RowDecoder decoder(matrix);
   const int64_t segment = KernelSegment(layout), segments = SegmentsPerRow(layout);
   std::vector<uint8_t> codes(static_cast<size_t>(segment * segments));

@@ -68,12 +68,12 @@ void PackedLmWriter::Write(const std::vector<LmTensorData>& group) {
     Require((tensor.packed != nullptr) == plan.packed.has_value(), "{}: tensor '{}' was planned {} but arrived {}",
             dir_, tensor.name, plan.packed ? "packed" : "in float", tensor.packed ? "packed" : "in float");
     if (tensor.packed != nullptr) {
-      Require(static_cast<int64_t>(tensor.packed->bytes.size()) == PackedBytes(*plan.packed) &&
+      Require(static_cast<int64_t>(tensor.packed->size()) == PackedBytes(*plan.packed) &&
                   tensor.packed->layout.type == plan.packed->type,
               "{}: packed tensor '{}' is {} bytes of {}, planned {} bytes of {}", dir_, tensor.name,
-              tensor.packed->bytes.size(), TypeName(tensor.packed->layout.type), PackedBytes(*plan.packed),
+              tensor.packed->size(), TypeName(tensor.packed->layout.type), PackedBytes(*plan.packed),
               TypeName(plan.packed->type));
-      weights_->Write(tensor.packed->bytes.data(), tensor.packed->bytes.size());
+      weights_->Write(tensor.packed->data(), tensor.packed->size());
       continue;
     }
     torch::Tensor value = tensor.value.detach().to(torch::kCPU, torch::kFloat32);

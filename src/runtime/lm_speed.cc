@@ -39,12 +39,20 @@ nlohmann::json MeasureLmSpeed(const std::string& model_path, const LmSpeedOption
                                 "prefill t/s", "TTFT ms", "decode t/s", "RSS MB"));
   }
   for (const std::string& variant : options.variants) {
-    LanguageModel lm = LoadLanguageModel(model_path);
+    // "file": the model as stored, run from its mapping (packed and f16/bf16 weights in place); "torch": float32
+    // through libtorch; a format: every linear layer re-quantized to it.
+    LmLoadOptions load;
+    load.keep_packed = variant == "file";
+    LanguageModel lm = LoadLanguageModel(model_path, load);
     CausalLmImpl& model = *lm.model;
     int64_t parameters = 0;
     for (const auto& p : model.parameters()) parameters += p.numel();
     PackedRuntimeSizes sizes = RuntimeSizes(model);
-    if (variant != "torch") sizes = PackForRuntime(model, VariantOptions(variant));
+    if (variant == "file") {
+      if (!lm.packed.empty()) sizes = AttachPackedWeights(model, std::move(lm.packed));
+    } else if (variant != "torch") {
+      sizes = PackForRuntime(model, VariantOptions(variant));
+    }
     std::vector<int32_t> prompt;
     // Speed does not depend on which tokens: a model without a tokenizer gets a fixed spread of ids.
     const int64_t vocab = model.config().vocab_size;

@@ -3,6 +3,8 @@
 
 #include <torch/torch.h>
 
+#include <vector>
+
 #include "formats/quant_type.h"
 #include "models/lm_linear.h"
 #include "util/error.h"
@@ -29,10 +31,10 @@ void Release(torch::Tensor& weight) { weight.set_data(torch::empty({0}, weight.o
 PackedRuntimeSizes RuntimeSizes(const CausalLmImpl& model) {
   PackedRuntimeSizes sizes;
   for (const auto& parameter : model.parameters()) sizes.float_bytes += parameter.numel() * parameter.element_size();
-  if (model.packed_embedding) sizes.packed_bytes += static_cast<int64_t>(model.packed_embedding->bytes.size());
+  if (model.packed_embedding) sizes.packed_bytes += static_cast<int64_t>(model.packed_embedding->size());
   for (const auto& item : model.named_modules()) {
     if (const auto* linear = item.value()->as<LmLinearImpl>(); linear && linear->packed) {
-      sizes.packed_bytes += static_cast<int64_t>(linear->packed->bytes.size());
+      sizes.packed_bytes += static_cast<int64_t>(linear->packed->size());
     }
   }
   return sizes;
@@ -66,7 +68,7 @@ PackedRuntimeSizes AttachPackedWeights(CausalLmImpl& model, std::map<std::string
     const auto found = weights.find(name);
     if (found == weights.end()) continue;
     PackedWeights& packed = found->second;
-    CheckPackedMatrix(packed.view(), static_cast<int64_t>(packed.bytes.size()), name);
+    CheckPackedMatrix(packed.view(), static_cast<int64_t>(packed.size()), name);
     if (auto* linear = item.value()->as<LmLinearImpl>()) {
       Require(packed.layout.rows == linear->weight.size(0) && packed.layout.cols == linear->weight.size(1),
               "{}: packed {}x{} does not match the layer's {}x{}", name, packed.layout.rows, packed.layout.cols,
@@ -76,6 +78,13 @@ PackedRuntimeSizes AttachPackedWeights(CausalLmImpl& model, std::map<std::string
     } else if (auto* embedding = item.value()->as<torch::nn::EmbeddingImpl>(); embedding && IsTokenEmbedding(item.key())) {
       model.packed_embedding = std::make_shared<PackedWeights>(std::move(packed));
       Release(embedding->weight);
+    } else if (auto* table = item.value()->as<torch::nn::EmbeddingImpl>(); table && IsFloatWeight(packed.layout.type)) {
+      // Another table stored in f16/bf16 (GPT-2's positions): small, looked up by libtorch, so made float32.
+      std::vector<float> values(static_cast<size_t>(packed.layout.rows * packed.layout.cols));
+      for (int64_t row = 0; row < packed.layout.rows; ++row) {
+        DequantizeRow(packed.view(), row, values.data() + row * packed.layout.cols);
+      }
+      table->weight.set_data(torch::from_blob(values.data(), {packed.layout.rows, packed.layout.cols}).clone());
     } else {
       Fail("{}: not a linear layer or token embedding, so it cannot run packed", name);
     }

@@ -139,7 +139,8 @@ RunFn DeclareBench(CLI::App& app) {
   app.add_option("--model", options->model,
                  "Model level instead: a language model (Hugging Face folder, GGUF, llama2.c) run in each format");
   app.add_option("--model-types", options->model_types,
-                 "Formats of the model-level run (torch: float32 through libtorch, as loaded)")->capture_default_str();
+                 "Formats of the model-level run (torch: float32 through libtorch, as loaded; file: as stored, run from the "
+                 "mapped file: packed, f16 and bf16 weights in place; a format: every linear layer re-quantized to it)")->capture_default_str();
   app.add_option("--prompt-tokens", options->prompt_tokens, "Prompt length (prefill)")
       ->check(CountFrom(1))
       ->capture_default_str();
@@ -156,7 +157,7 @@ RunFn DeclareBench(CLI::App& app) {
       LmSpeedOptions speed;
       speed.variants = Split(options->model_types, ',');
       for (const std::string& name : speed.variants) {
-        if (name != "torch") ParseTypeList(name, "--model-types", true);
+        if (name != "torch" && name != "file") ParseTypeList(name, "--model-types", true);
       }
       speed.prompt_tokens = options->prompt_tokens;
       speed.decode_tokens = options->decode_tokens;

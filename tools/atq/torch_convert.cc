@@ -47,6 +47,7 @@ RunFn DeclareConvert(CLI::App& app) {
     CheckOutputPath(out, inputs, o->gguf.empty() ? "--hf" : "--gguf");
     if (!o->hf.empty()) StagedFolder::CheckReplaceable(o->hf, "config.json", "--hf");
     o->lm.dequantize = true;  // the float weights are what is converted
+    o->lm.deferred = !o->gguf.empty();  // a GGUF is written a block at a time, read from the mapped input
     LanguageModel lm = LoadLmFromCli(o->lm);
     namespace fs = std::filesystem;
     const std::string tokenizer_dir = fs::is_directory(lm.tokenizer_source) ? lm.tokenizer_source : "";
@@ -56,7 +57,8 @@ RunFn DeclareConvert(CLI::App& app) {
               "{}: a GGUF needs the model's vocabulary from a tokenizer folder (tokenizer.json, or GPT-2's BPE files); "
               "this model's tokenizer came from '{}'; give one with --tokenizer",
               o->lm.model, lm.tokenizer_source);
-      const LmGgufReport report = WriteLmGguf(*lm.model, tokenizer_dir, gguf_options, o->gguf);
+      const LmGgufReport report =
+          WriteLmGguf(*lm.model, tokenizer_dir, gguf_options, o->gguf, /*packed=*/nullptr, lm.weights.get());
       int64_t fallbacks = 0;
       for (const LmGgufTensorReport& tensor : report.tensors) {
         if (tensor.fallback_reason.empty()) continue;
