@@ -1,6 +1,8 @@
 // Assembling, packing and round-to-nearest quantization of weight matrices.
 #include "grid/quantized_weight.h"
 
+#include <algorithm>
+
 #include <cstring>
 
 #include <torch/torch.h>
@@ -141,12 +143,25 @@ void RefitTernaryScales(QuantizedWeight& quantized, const WeightGrid& grid, cons
 }
 
 double RelativeOutputError(const torch::Tensor& weight, const torch::Tensor& quantized, const torch::Tensor& hessian) {
-  const torch::Tensor w = weight.to(torch::kFloat64);
-  const torch::Tensor d = w - quantized.to(torch::kFloat64);
-  if (!hessian.defined()) return (d.pow(2).sum() / w.pow(2).sum().clamp_min(1e-300)).item<double>();
-  const torch::Tensor h = hessian.to(torch::kFloat64);
-  const double error = (torch::matmul(d, h) * d).sum().item<double>();
-  const double signal = (torch::matmul(w, h) * w).sum().item<double>();
+  const torch::Tensor h = hessian.defined() ? hessian.to(torch::kFloat64) : torch::Tensor();
+  // In float64, a few rows at a time: a 14336 x 4096 layer costs a chunk of memory, not five float64 copies of it.
+  const bool rows = weight.dim() == 2;
+  const int64_t count = rows ? weight.size(0) : 1;
+  const int64_t step = rows ? std::max<int64_t>(1, (int64_t{1} << 20) / std::max<int64_t>(1, weight.size(1))) : 1;
+  double error = 0, signal = 0;
+  for (int64_t first = 0; first < count; first += step) {
+    const int64_t n = std::min(step, count - first);
+    const torch::Tensor w = (rows ? weight.narrow(0, first, n) : weight).to(torch::kFloat64);
+    const torch::Tensor d = w - (rows ? quantized.narrow(0, first, n) : quantized).to(torch::kFloat64);
+    if (!h.defined()) {
+      error += d.pow(2).sum().item<double>();
+      signal += w.pow(2).sum().item<double>();
+    } else {
+      error += (torch::matmul(d, h) * d).sum().item<double>();
+      signal += (torch::matmul(w, h) * w).sum().item<double>();
+    }
+  }
+  if (!h.defined()) return error / std::max(signal, 1e-300);
   return signal > 0 ? error / signal : 0.0;
 }
 

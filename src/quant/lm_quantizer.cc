@@ -60,7 +60,7 @@ LayerReport QuantizeLayer(const CalibratedLayer& layer, const LayerRecipe& recip
   report.packed_bytes = PackedBytes(q.layout);
   report.bits_per_weight = 8.0 * static_cast<double>(report.packed_bytes) / static_cast<double>(weight.numel());
   report.mean_scale = q.scales.mean().item<double>();
-  report.sparsity = (q.values == 0).to(torch::kFloat64).mean().item<double>();
+  report.sparsity = static_cast<double>((q.values == 0).sum().item<int64_t>()) / static_cast<double>(q.values.numel());
   report.weight_error = RelativeOutputError(weight, q.values, {});
   if (hessian.defined()) report.output_error = RelativeOutputError(weight, q.values, hessian);
   {

@@ -18,6 +18,7 @@
 
 #include "io/mapped_file.h"
 #include "io/tensor_file.h"
+#include "models/lm_config.h"
 #include "models/lm_gguf_writer.h"
 #include "models/lm_hf_writer.h"
 #include "models/lm_linear.h"
@@ -239,6 +240,47 @@ TEST(LmStream, MissingOrTruncatedShardIsNamed) {
   testutil::ExpectErrorNaming(testutil::ErrorMessageOf([&] { LoadLanguageModel(out.packed_dir); }), shard, {});
   fs::remove(shard);
   testutil::ExpectErrorNaming(testutil::ErrorMessageOf([&] { LoadLanguageModel(out.packed_dir); }), shard, {});
+}
+
+// A GGUF run from its file: the weights the kernels run stay in the mapping (no copy but the q/k rows ggml
+// stores in its rotary order), so loading it grows anonymous memory by a small part of what a float load does.
+TEST(LmStream, PackedModelRunsFromTheMapping) {
+  if (AnonymousResidentBytes() == 0) GTEST_SKIP() << "no /proc/self/status RssAnon here";
+  TempDir dir;
+  const std::string tokenizer = (fs::path(dir.path()) / "tokenizer").string();
+  fs::create_directories(tokenizer);
+  testutil::WriteTinyTokenizer(tokenizer);
+  LmConfig config = ParseHfConfig({{"model_type", "llama"}, {"vocab_size", 4096}, {"hidden_size", 512},
+                                   {"num_hidden_layers", 4}, {"num_attention_heads", 8}, {"num_key_value_heads", 2},
+                                   {"intermediate_size", 1536}, {"max_position_embeddings", 64},
+                                   {"tie_word_embeddings", false}},
+                                  "config");
+  const std::string path = (fs::path(dir.path()) / "model.gguf").string();
+  {
+    auto model = MakeCausalLm(config);
+    LmGgufOptions options;
+    options.linear_type = options.embedding_type = QuantType::kQ8_0;
+    WriteLmGguf(*model, tokenizer, options, path);
+  }
+  const auto anonymous_growth = [&](bool keep_packed) {
+    const int64_t before = AnonymousResidentBytes();
+    LmLoadOptions load;
+    load.keep_packed = keep_packed;
+    LanguageModel lm = LoadLanguageModel(path, load);
+    const int64_t growth = AnonymousResidentBytes() - before;
+    if (keep_packed) {
+      for (const auto& [name, packed] : lm.packed) {
+        const bool rotary = name.find("q_proj") != std::string::npos || name.find("k_proj") != std::string::npos;
+        EXPECT_EQ(packed.mapped != nullptr, !rotary) << name;
+      }
+      EXPECT_EQ(lm.packed.size(), 4u * 7u + 2u);  // every linear layer, the embedding and the head
+    }
+    return growth;
+  };
+  const int64_t packed = anonymous_growth(true);
+  const int64_t dequantized = anonymous_growth(false);
+  EXPECT_GT(dequantized, 40 << 20);  // ~18 M weights in float32
+  EXPECT_LT(packed, dequantized / 8) << "packed load grew " << packed << " bytes, the float load " << dequantized;
 }
 
 // The memory figure of large-model runs is RssAnon: memory a process allocated counts, pages of a file it maps and

@@ -62,5 +62,37 @@ TEST(QuantMethodTest, RowsQuantizeAsTheirAlgorithms) {
   EXPECT_GT(FindQuantMethod("atq").quantize({w, h, Ternary(), options, name}).threshold_ratio, 0);
 }
 
+// A matrix large enough for the RTN row to round it a chunk of rows at a time (above 4 M weights) gets exactly the
+// codes, scales and values of rounding it whole, on every kind of grid whose rows stand alone.
+TEST(QuantMethodTest, RtnInRowChunksIsRtnWhole) {
+  torch::manual_seed(5);
+  const torch::Tensor w = torch::randn({4100, 1088});
+  const torch::Tensor none;
+  MethodOptions options;
+  const std::string name = "big";
+  WeightGrid asym;
+  asym.bits = 4;
+  asym.symmetric = false;
+  asym.granularity = Granularity::kGroup;
+  asym.group_size = 64;
+  WeightGrid q4;
+  q4.kind = GridKind::kQ4_0;
+  q4.granularity = Granularity::kGroup;
+  q4.group_size = 32;
+  WeightGrid per_tensor;
+  per_tensor.granularity = Granularity::kTensor;
+  for (const WeightGrid& grid : {Ternary(), asym, q4, per_tensor}) {
+    SCOPED_TRACE(DescribeGrid(grid));
+    const QuantizedWeight chunked = FindQuantMethod("rtn").quantize({w, none, grid, options, name}).weight;
+    const QuantizedWeight whole = QuantizeRtn(w, grid);
+    EXPECT_TRUE(torch::equal(chunked.codes, whole.codes));
+    EXPECT_TRUE(torch::equal(chunked.scales, whole.scales));
+    EXPECT_TRUE(torch::equal(chunked.values, whole.values));
+    EXPECT_EQ(chunked.zeros.defined(), whole.zeros.defined());
+    if (whole.zeros.defined()) EXPECT_TRUE(torch::equal(chunked.zeros, whole.zeros));
+    EXPECT_EQ(PackQuantized(chunked), PackQuantized(whole));
+  }
+}
+
 }  // namespace
 }  // namespace atq
