@@ -528,16 +528,26 @@ void LmWeightSource::RequireSameParameters(const CausalLmImpl& model) const {
   }
 }
 
+namespace {
+
+// Puts a weight read from the file into its parameter (float32, the parameter's shape).
+torch::Tensor& SetLoadedWeight(torch::OrderedDict<std::string, torch::Tensor>& parameters, const LoadedWeight& weight,
+                               const std::string& path) {
+  torch::Tensor* parameter = parameters.find(weight.name);
+  Require(parameter != nullptr, "{}: tensor '{}' has no place in the model", path, weight.name);
+  Require(weight.value.sizes() == parameter->sizes(), "{}: tensor '{}' has shape {}, the config needs {}", path,
+          weight.name, ShapeString(weight.value.sizes().vec()), ShapeString(parameter->sizes().vec()));
+  parameter->set_data(weight.value);
+  return *parameter;
+}
+
+}  // namespace
+
 void LoadLmParameters(CausalLmImpl& model, const LmWeightSource& source, const std::vector<std::string>& names) {
   torch::NoGradGuard no_grad;
   auto parameters = model.named_parameters();
   for (LoadedWeight& weight : source.Read(names, /*keep_packed=*/false)) {
-    torch::Tensor* parameter = parameters.find(weight.name);
-    Require(parameter != nullptr, "{}: tensor '{}' has no place in the model", source.file().path(), weight.name);
-    Require(weight.value.sizes() == parameter->sizes(), "{}: tensor '{}' has shape {}, the config needs {}",
-            source.file().path(), weight.name, ShapeString(weight.value.sizes().vec()),
-            ShapeString(parameter->sizes().vec()));
-    parameter->set_data(weight.value.to(parameter->scalar_type()));
+    SetLoadedWeight(parameters, weight, source.file().path());
   }
 }
 
@@ -569,11 +579,7 @@ LanguageModel LoadLanguageModel(const std::string& path, const LmLoadOptions& op
       torch::NoGradGuard no_grad;
       auto parameters = lm.model->named_parameters();
       for (LoadedWeight& weight : source->ReadAll(options.keep_packed)) {
-        torch::Tensor& parameter = *parameters.find(weight.name);
-        Require(weight.value.sizes() == parameter.sizes(), "{}: tensor '{}' has shape {}, the config needs {}",
-                source->file().path(), weight.name, ShapeString(weight.value.sizes().vec()),
-                ShapeString(parameter.sizes().vec()));
-        parameter.set_data(weight.value);
+        torch::Tensor& parameter = SetLoadedWeight(parameters, weight, source->file().path());
         // Trainable as a freshly built model is; packed weights' placeholders stay out of any optimizer's way.
         if (!weight.packed) parameter.set_requires_grad(true);
         if (weight.packed) lm.packed.emplace(weight.name, std::move(*weight.packed));

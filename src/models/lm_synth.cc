@@ -15,6 +15,7 @@
 #include "io/checkpoint.h"
 #include "io/safetensors.h"
 #include "io/strict_json.h"
+#include "io/tensor_info.h"
 #include "models/lm_config.h"
 #include "models/lm_hf_writer.h"
 #include "util/error.h"
@@ -122,11 +123,6 @@ void Append(std::vector<uint8_t>& out, float value, QuantType dtype) {
   out.push_back(static_cast<uint8_t>(half >> 8));
 }
 
-int64_t Elements(const std::vector<int64_t>& shape) {
-  int64_t count = 1;
-  for (const int64_t dim : shape) count *= dim;
-  return count;
-}
 
 }  // namespace
 
@@ -214,7 +210,7 @@ SynthReport SynthesizeCheckpoint(const SynthOptions& options) {
   std::vector<TensorToWrite> headers;
   int64_t total_bytes = 0, parameters = 0;
   for (const LmCheckpointTensor& tensor : tensors) {
-    const int64_t count = Elements(tensor.shape);
+    const int64_t count = CheckedElementCount(tensor.shape, tensor.name);
     headers.push_back({tensor.name, options.dtype, tensor.shape, nullptr, static_cast<uint64_t>(count * value_bytes)});
     total_bytes += count * value_bytes;
     parameters += count;
@@ -247,7 +243,7 @@ SynthReport SynthesizeCheckpoint(const SynthOptions& options) {
     uint64_t state = options.seed ^ NameHash(tensor.name);
     NormalStream normal(SplitMix64(state));
     const int64_t cols = tensor.shape.back();
-    const int64_t count = Elements(tensor.shape);
+    const int64_t count = CheckedElementCount(tensor.shape, tensor.name);
     const bool outliers = recipe.outliers && cols == config.hidden_size;
     for (int64_t done = 0; done < count;) {
       const int64_t n = std::min(kChunkValues, count - done);
