@@ -109,7 +109,9 @@ def main():
     parser.add_argument("--out", default="", help="JSON report (default out/large_model/<like>.json)")
     parser.add_argument("--gptq-samples", type=int, default=32)
     parser.add_argument("--gptq-seqlen", type=int, default=512)
-    parser.add_argument("--skip", default="", help="comma-separated runs to leave out (e.g. gptq-4-g128)")
+    parser.add_argument("--skip", default="",
+                        help="comma-separated runs to leave out: rtn-q4_0, gptq-4-g128, rtn-ternary, run-q4_0 "
+                             "(perplexity and generate of rtn-q4_0's outputs)")
     parser.add_argument("--threads", type=int, default=0)
     parser.add_argument("--reuse", action="store_true",
                         help="keep a checkpoint an earlier run synthesized in --work instead of writing it again")
@@ -127,6 +129,12 @@ def main():
             sys.exit(f"{path}: missing (build atq and run scripts/setup.sh first)")
     threads = ["--threads", str(args.threads)] if args.threads else []
     report = {"model": args.like, "layers": args.layers or "all", "runs": {}}
+    if args.reuse and os.path.exists(out):
+        # Keep the runs an earlier invocation measured; the ones run now replace theirs (each run says its commit).
+        with open(out) as f:
+            report["runs"] = json.load(f).get("runs", {})
+    commit = subprocess.run(["git", "-C", ROOT, "rev-parse", "--short", "HEAD"], capture_output=True,
+                            text=True).stdout.strip()
     log = open(os.path.join(work, "log.txt"), "w")
 
     model = os.path.join(work, "model")
@@ -165,16 +173,22 @@ def main():
         if name in skip:
             continue
         report["runs"][name] = run_sampled(name, [args.atq] + command + threads, log)
+        report["runs"][name]["commit"] = commit
         report["runs"][name]["output_bytes"] = folder_bytes(os.path.join(work, name))
         with open(os.path.join(work, name, "quantize_report.json")) as f:
             quantized = json.load(f)
         report["runs"][name]["quantize_seconds"] = quantized["total_seconds"]
         report["runs"][name]["calibration_seconds"] = quantized["calibration_seconds"]
         report["runs"][name]["bits_per_weight"] = quantized["bits_per_weight"]
+        with open(os.path.join(model, "config.json")) as f:
+            blocks = json.load(f)["num_hidden_layers"]
+        report["runs"][name]["blocks"] = blocks
+        # Block by block: the calibration forward passes and the quantization of one block's layers.
+        report["runs"][name]["seconds_per_block"] = round(quantized["total_seconds"] / blocks, 3)
         if "gguf" in quantized:
             report["runs"][name]["gguf_bytes"] = quantized["gguf"]["file_bytes"]
 
-    if "rtn-q4_0" not in skip:
+    if "run-q4_0" not in skip:
         for label, path in (("gguf-q4_0", os.path.join(work, "q4_0.gguf")),
                             ("packed-q4_0", os.path.join(work, "rtn-q4_0"))):
             file_bytes = folder_bytes(path)
@@ -185,7 +199,10 @@ def main():
             with open(ppl_json) as f:
                 run["result"] = json.load(f)
             run["file_bytes"] = file_bytes
-            run["rss_anon_beyond_file_bytes"] = run["peak_rss_anon_bytes"] - file_bytes
+            run["commit"] = commit
+            # Mapped file pages are not anonymous: peak RssAnon is what the run holds beyond the file; VmHWM minus
+            # the file size is the same bound counting every page (a mapped page is resident at most once).
+            run["resident_beyond_file_bytes"] = run["peak_vm_hwm_bytes"] - file_bytes
             report["runs"][label + " perplexity"] = run
             gen_json = os.path.join(work, label + "-generate.json")
             run = run_sampled(label + " generate", [args.atq, "generate", path, "--prompt", "The history of",
@@ -193,6 +210,8 @@ def main():
             with open(gen_json) as f:
                 run["result"] = json.load(f)
             run["file_bytes"] = file_bytes
+            run["commit"] = commit
+            run["resident_beyond_file_bytes"] = run["peak_vm_hwm_bytes"] - file_bytes
             # Batch-1 decode reads every weight once per token: the memory read bandwidth measured above over the
             # bytes per token bounds tokens/s from above.
             run["memory_bound_tokens_per_s"] = round(report["memory_read_gb_per_s"] * 1e9 / file_bytes, 3)

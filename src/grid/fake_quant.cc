@@ -51,7 +51,7 @@ WeightGrid DefaultLayerGrid() {
 
 WeightMode LayerQuantConfig::mode() const {
   if (!quantized) return WeightMode::kFull;
-  return grid.kind == GridKind::kTernary ? WeightMode::kTernary : WeightMode::kUniform;
+  return grid.kind == GridKind::kTernary || grid.kind == GridKind::kTQ2_0 ? WeightMode::kTernary : WeightMode::kUniform;
 }
 
 LayerQuantConfig FullPrecisionLayer() { return {}; }
@@ -67,13 +67,14 @@ LayerQuantConfig QuantizedLayer(const WeightGrid& grid, double rpb_fraction) {
 
 void ValidateLayerConfig(const LayerQuantConfig& config) {
   if (!config.quantized) return;
-  Require(config.grid.kind == GridKind::kTernary || config.grid.kind == GridKind::kUniform,
-          "a quantized layer's grid is ternary or uniform, not {}", DescribeGrid(config.grid));
+  Require(config.grid.kind != GridKind::kQ8_0 && config.grid.kind != GridKind::kQ4_0,
+          "a quantized layer's grid is ternary (atq's or tq2_0/tq1_0) or uniform, not {}", DescribeGrid(config.grid));
   ValidateGrid(config.grid);
   Require(config.rpb_fraction >= 0 && config.rpb_fraction < 1, "rpb fraction {} is outside [0, 1)",
           config.rpb_fraction);
   Require(config.rpb_fraction == 0 || config.grid.kind == GridKind::kTernary,
-          "residual precision boosting applies to ternary layers, not {}", DescribeGrid(config.grid));
+          "residual precision boosting applies to atq's ternary layers (a GGUF block cannot hold the residual), not {}",
+          DescribeGrid(config.grid));
 }
 
 torch::Tensor RpbMask(const torch::Tensor& weight, const torch::Tensor& quantized, double fraction) {
@@ -145,17 +146,19 @@ torch::Tensor FakeQuantize(const torch::Tensor& weight, const LayerQuantConfig& 
     torch::NoGradGuard no_grad;
     const LayerQuantization q = QuantizeLayer(weight, config);
     quantized = q.effective.to(weight.scalar_type());
-    if (config.grid.kind == GridKind::kTernary) {
+    if (config.mode() == WeightMode::kTernary) {
       const int64_t cols = q.packed.values.size(1);
+      // tq2_0's scale is the block's max |w| (no threshold is stored): every weight is inside its range.
+      const torch::Tensor scales = q.packed.scales.to(torch::kFloat64);
       const torch::Tensor range =
-          torch::maximum(q.packed.scales.to(torch::kFloat64), q.packed.thresholds) * config.ste_clip;  // [rows, spans]
+          (q.packed.thresholds.defined() ? torch::maximum(scales, q.packed.thresholds) : scales) * config.ste_clip;
       clip = ExpandSpans(config.grid, range, cols)
                  .view(weight.sizes())
                  .masked_fill(q.boosted, std::numeric_limits<double>::infinity())
                  .to(weight.scalar_type());
     }
   }
-  if (config.grid.kind == GridKind::kTernary) return TernaryFn::apply(weight, quantized, clip);
+  if (config.mode() == WeightMode::kTernary) return TernaryFn::apply(weight, quantized, clip);
   return UniformFn::apply(weight, quantized);
 }
 

@@ -80,6 +80,14 @@ std::vector<uint8_t> PackGgmlBlocks(const QuantizedWeight& weight) {
 std::vector<uint8_t> PackQuantized(const QuantizedWeight& weight) {
   const Layout& layout = weight.layout;
   if (layout.type == QuantType::kQ8_0 || layout.type == QuantType::kQ4_0) return PackGgmlBlocks(weight);
+  if (layout.type == QuantType::kTQ2_0 || layout.type == QuantType::kTQ1_0) {
+    // The values are d t with d a float16 and every block that has a nonzero trit holding one at +-d, so
+    // llama.cpp's quantizer finds d again as the block's max |value| and rounds each value back to its trit.
+    const torch::Tensor values = weight.values.to(torch::kCPU, torch::kFloat32).contiguous();
+    std::vector<uint8_t> bytes(static_cast<size_t>(PackedBytes(layout)));
+    Traits(layout.type).quantize(layout, values.data_ptr<float>(), bytes.data());
+    return bytes;
+  }
   AtqCodes codes;
   const torch::Tensor flat_codes = weight.codes.to(torch::kCPU).to(torch::kUInt8).contiguous();
   codes.codes.assign(flat_codes.data_ptr<uint8_t>(), flat_codes.data_ptr<uint8_t>() + flat_codes.numel());

@@ -86,19 +86,40 @@ int64_t SparsityCount(double share, int64_t n) {
   return std::clamp<int64_t>(static_cast<int64_t>(std::max(0.0, count)), 0, n);
 }
 
+bool IsGgmlGrid(GridKind kind) {
+  return kind == GridKind::kQ8_0 || kind == GridKind::kQ4_0 || kind == GridKind::kTQ2_0;
+}
+
+int64_t GgmlGridBlock(GridKind kind) {
+  Require(IsGgmlGrid(kind), "not one of llama.cpp's block grids");
+  return Traits(kind == GridKind::kQ8_0 ? QuantType::kQ8_0 : kind == GridKind::kQ4_0 ? QuantType::kQ4_0 : QuantType::kTQ2_0)
+      .block_size;
+}
+
 WeightGrid WithKind(WeightGrid base, GridKind kind) {
   base.kind = kind;
-  if (kind == GridKind::kQ8_0 || kind == GridKind::kQ4_0) {
+  if (IsGgmlGrid(kind)) {
     base.granularity = Granularity::kGroup;
-    base.group_size = 32;
+    base.group_size = GgmlGridBlock(kind);
   }
   return base;
 }
 
+std::optional<WeightGrid> GgmlGridByName(std::string_view name, WeightGrid base) {
+  if (name == "q8_0") return WithKind(base, GridKind::kQ8_0);
+  if (name == "q4_0") return WithKind(base, GridKind::kQ4_0);
+  if (name == "tq2_0" || name == "tq1_0") {
+    base.base3_packing = name == "tq1_0";
+    return WithKind(base, GridKind::kTQ2_0);
+  }
+  return std::nullopt;
+}
+
 void ValidateGrid(const WeightGrid& grid) {
-  if (grid.kind == GridKind::kQ8_0 || grid.kind == GridKind::kQ4_0) {
-    Require(grid.granularity == Granularity::kGroup && grid.group_size == 32,
-            "llama.cpp's q8_0 and q4_0 grids have one scale per 32 weights, not {}", DescribeGrid(grid));
+  if (IsGgmlGrid(grid.kind)) {
+    Require(grid.granularity == Granularity::kGroup && grid.group_size == GgmlGridBlock(grid.kind),
+            "llama.cpp's {} grid has one scale per {} weights, not {}", DescribeGrid(grid), GgmlGridBlock(grid.kind),
+            grid.granularity == Granularity::kGroup ? fmt::format("{}", grid.group_size) : "a row");
     return;
   }
   if (grid.kind == GridKind::kUniform) {
@@ -127,6 +148,7 @@ void ValidateGrid(const WeightGrid& grid) {
 QuantType StorageType(const WeightGrid& grid) {
   if (grid.kind == GridKind::kQ8_0) return QuantType::kQ8_0;
   if (grid.kind == GridKind::kQ4_0) return QuantType::kQ4_0;
+  if (grid.kind == GridKind::kTQ2_0) return grid.base3_packing ? QuantType::kTQ1_0 : QuantType::kTQ2_0;
   if (grid.kind == GridKind::kTernary) return grid.base3_packing ? QuantType::kTernary1_6 : QuantType::kTernary2;
   return UniformType(grid.bits, grid.symmetric);
 }
@@ -145,7 +167,7 @@ std::string DescribeGrid(const WeightGrid& grid) {
   const std::string granularity = grid.granularity == Granularity::kGroup ? fmt::format("g{}", grid.group_size)
                                   : grid.granularity == Granularity::kChannel ? "channel"
                                                                               : "tensor";
-  if (grid.kind == GridKind::kQ8_0 || grid.kind == GridKind::kQ4_0) return grid.kind == GridKind::kQ8_0 ? "q8_0" : "q4_0";
+  if (IsGgmlGrid(grid.kind)) return std::string(TypeName(StorageType(grid)));
   if (grid.kind == GridKind::kUniform) {
     return fmt::format("int{} {} {}{}", grid.bits, grid.symmetric ? "sym" : "asym", granularity,
                        grid.clip == ClipRule::kMse ? " mse" : "");
@@ -161,10 +183,12 @@ GridParams FitGrid(const WeightGrid& grid, const torch::Tensor& w, bool whole_te
   const int64_t rows = w.size(0);
   const torch::Tensor span = whole_tensor ? w.reshape({1, -1}) : w;  // [rows or 1, n]
   GridParams params;
-  if (grid.kind == GridKind::kQ8_0 || grid.kind == GridKind::kQ4_0) {
+  if (IsGgmlGrid(grid.kind)) {
     torch::Tensor d;
     if (grid.kind == GridKind::kQ8_0) {
       d = span.abs().amax(1, /*keepdim=*/true) / 127;
+    } else if (grid.kind == GridKind::kTQ2_0) {
+      d = span.abs().amax(1, /*keepdim=*/true);
     } else {  // the weight of largest magnitude with its sign, as ggml picks it (the first on ties)
       const torch::Tensor extreme = span.gather(1, span.abs().argmax(1, /*keepdim=*/true));
       d = extreme / -8;
@@ -206,6 +230,7 @@ torch::Tensor RoundToCodes(const WeightGrid& grid, const torch::Tensor& w, const
   // Product and offset as separate roundings, as ggml computes them.
   if (grid.kind == GridKind::kQ8_0) return RoundHalfAway(w * params.inverse).clamp(-127, 127) + 128;
   if (grid.kind == GridKind::kQ4_0) return torch::floor((w * params.inverse) + 8.5f).clamp(0, 15);
+  if (grid.kind == GridKind::kTQ2_0) return RoundHalfAway(w * params.inverse).clamp(-1, 1) + 1;
   if (grid.kind == GridKind::kTernary) {
     return torch::sign(w) * (w.abs() > params.threshold).to(w.scalar_type()) + 1;
   }
@@ -217,7 +242,7 @@ torch::Tensor RoundToCodes(const WeightGrid& grid, const torch::Tensor& w, const
 torch::Tensor CodesToValues(const WeightGrid& grid, const torch::Tensor& codes, const GridParams& params) {
   if (grid.kind == GridKind::kQ8_0) return params.scale * (codes - 128);
   if (grid.kind == GridKind::kQ4_0) return params.scale * (codes - 8);
-  if (grid.kind == GridKind::kTernary) return params.scale * (codes - 1);
+  if (grid.kind == GridKind::kTernary || grid.kind == GridKind::kTQ2_0) return params.scale * (codes - 1);
   if (grid.symmetric) return params.scale * (codes - static_cast<float>(1 << (grid.bits - 1)));
   return params.scale * (codes - params.zero);
 }

@@ -17,8 +17,14 @@
 namespace atq {
 
 // kQ8_0 and kQ4_0 are llama.cpp's block grids (32 weights per float16 scale; Q4_0's scale is the block's
-// signed extreme over -8): GPTQ on them produces weights a GGUF holds exactly.
-enum class GridKind { kUniform, kTernary, kQ8_0, kQ4_0 };
+// signed extreme over -8): GPTQ on them produces weights a GGUF holds exactly. kTQ2_0 is llama.cpp's ternary
+// block grid (TQ2_0, or TQ1_0 with base3_packing): 256 weights per float16 scale d = max|w| of the block, trits
+// round(w / max|w|), as bitnet-style ternary models ship; QAT on it trains exactly what the GGUF holds.
+enum class GridKind { kUniform, kTernary, kQ8_0, kQ4_0, kTQ2_0 };
+
+// Whether the kind is one of llama.cpp's block grids (fixed groups, scales inside the blocks), and its block.
+bool IsGgmlGrid(GridKind kind);
+int64_t GgmlGridBlock(GridKind kind);
 
 // How a ternary grid picks its threshold on a span of weights (|w| <= threshold rounds to 0):
 //   kRatio:     ratio * mean|w| of the span (0.7 is Li & Liu's ternary weight networks rule)
@@ -53,13 +59,16 @@ struct WeightGrid {
   ClipRule clip = ClipRule::kMax;  // uniform symmetric only
 };
 
-// A grid of the kind with everything else from `base`; the ggml kinds get their groups of 32.
+// A grid of the kind with everything else from `base`; the ggml kinds get their groups (32, or 256 for tq2_0).
 WeightGrid WithKind(WeightGrid base, GridKind kind);
+// llama.cpp's block grids by the format's name: "q8_0", "q4_0", "tq2_0", "tq1_0" (tq2_0 with base3_packing);
+// std::nullopt for any other name.
+std::optional<WeightGrid> GgmlGridByName(std::string_view name, WeightGrid base = {});
 
 // Throws atq::Error naming what is wrong (bits outside 2..8, group size <= 0, sparsity outside [0, 1], an MSE
 // clip on a grid other than uniform symmetric, ...).
 void ValidateGrid(const WeightGrid& grid);
-// The packed format holding the grid's codes: t2/t1.6, u<b>s/u<b>a, q8_0 or q4_0.
+// The packed format holding the grid's codes: t2/t1.6, u<b>s/u<b>a, q8_0, q4_0, tq2_0 or tq1_0.
 QuantType StorageType(const WeightGrid& grid);
 Layout GridLayout(const WeightGrid& grid, int64_t rows, int64_t cols);
 // "int4 asym g128", "int8 sym channel mse", "ternary ratio 0.7 channel", ...
@@ -79,13 +88,14 @@ struct GridParams {
 //   ternary: threshold by the rule, scale = mean |w| over the weights above it (0 when none is);
 //   symmetric: scale = max|w| / (2^(b-1) - 1) (or the MSE clip); asymmetric: [min(w, 0), max(w, 0)] over
 //   2^b - 1 steps;
-//   q8_0: max|w| / 127, q4_0: the signed extreme / -8, each stored (and used) rounded to float16.
+//   q8_0: max|w| / 127, q4_0: the signed extreme / -8, tq2_0: max|w|, each stored (and used) rounded to float16.
 // With whole_tensor, one set of parameters fits all rows (per-tensor granularity), repeated per row.
 GridParams FitGrid(const WeightGrid& grid, const torch::Tensor& w, bool whole_tensor = false);
 
 // Stored codes of w ([rows, n]) under `params` ([rows, 1]), float32 holding integers: ternary trit + 1,
 // symmetric q + 2^(b-1) with q clamped to [-2^(b-1), 2^(b-1) - 1], asymmetric clamped to [0, 2^b - 1];
-// q8_0 q + 128 with q in [-127, 127]; q4_0 its nibble, 0..15 for w = scale (c - 8). Rounding as llama.cpp's.
+// q8_0 q + 128 with q in [-127, 127]; q4_0 its nibble, 0..15 for w = scale (c - 8); tq2_0 trit + 1 (clamped,
+// so GPTQ's updated weights beyond the block's max stay on the grid). Rounding as llama.cpp's.
 torch::Tensor RoundToCodes(const WeightGrid& grid, const torch::Tensor& w, const GridParams& params);
 // The values the codes stand for, computed in float32 exactly as the packed formats dequantize them.
 torch::Tensor CodesToValues(const WeightGrid& grid, const torch::Tensor& codes, const GridParams& params);

@@ -606,7 +606,8 @@ void LmGgufStream::Write(const std::vector<LmTensorData>& tensors) {
   for (const auto& [name, rows] : packed_rows) {
     const torch::Tensor bytes = rows.contiguous();
     packed[name] = {Layout{*packed_type, rows.size(0), 0},
-                    std::vector<uint8_t>(bytes.data_ptr<uint8_t>(), bytes.data_ptr<uint8_t>() + bytes.numel())};
+                    std::vector<uint8_t>(bytes.data_ptr<uint8_t>(), bytes.data_ptr<uint8_t>() + bytes.numel()), nullptr,
+                    0};
   }
   Require(values.size() == group.tensors.size(), "{}: a group of {} tensors, {} planned", path_, values.size(),
           group.tensors.size());

@@ -13,6 +13,7 @@
 #include <torch/nn/pimpl.h>
 #include <torch/types.h>
 
+#include "grid/fake_quant.h"
 #include "kernels/packed_matrix.h"
 
 namespace atq {
@@ -29,6 +30,9 @@ struct LmLinearImpl : torch::nn::Module {
   // Set by the packed runtime (runtime/packed_runtime.h): the product runs on these packed weights through atq's
   // kernels, and `weight` is left empty.
   std::shared_ptr<const PackedWeights> packed;
+  // Quantization-aware training (train/lm_qat.h): when quantized, the product uses FakeQuantize(weight, quant),
+  // exactly the values the packer stores, with the straight-through estimator's gradient to `weight`.
+  LayerQuantConfig quant;
 };
 TORCH_MODULE(LmLinear);
 

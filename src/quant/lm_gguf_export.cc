@@ -9,7 +9,7 @@
 namespace atq {
 
 QuantType GgufTypeForGrid(const WeightGrid& grid) {
-  if (grid.kind == GridKind::kQ8_0 || grid.kind == GridKind::kQ4_0) return StorageType(grid);
+  if (IsGgmlGrid(grid.kind)) return StorageType(grid);
   if (grid.kind == GridKind::kTernary) return grid.base3_packing ? QuantType::kTQ1_0 : QuantType::kTQ2_0;
   return grid.bits <= 4 ? QuantType::kQ4_0 : QuantType::kQ8_0;
 }

@@ -67,7 +67,7 @@ LayerReport QuantizeLayer(const CalibratedLayer& layer, const LayerRecipe& recip
     torch::NoGradGuard no_grad;
     layer.linear->weight.copy_(q.values.to(layer.linear->weight.dtype()));
   }
-  result.packed[report.name] = {q.layout, PackQuantized(q)};
+  result.packed[report.name] = {q.layout, PackQuantized(q), nullptr, 0};
   const Layout& packed = result.packed[report.name].layout;
   const Layout planned = GridLayout(recipe.grid, report.rows, report.cols);
   Require(packed.type == planned.type && packed.rows == planned.rows && packed.cols == planned.cols &&
@@ -98,7 +98,7 @@ void QuantizeTable(torch::Tensor& parameter, const std::string& name, QuantType 
   std::vector<uint8_t> bytes = FromTorch(weight, type, info.layout);
   info.nbytes = bytes.size();
   parameter.copy_(ToTorch(info, bytes.data()).to(parameter.device(), parameter.scalar_type()));
-  result.packed[name] = {info.layout, std::move(bytes)};
+  result.packed[name] = {info.layout, std::move(bytes), nullptr, 0};
 }
 
 const LayerRecipe& RecipeFor(const LmQuantizeOptions& options, const std::string& layer) {

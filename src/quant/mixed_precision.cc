@@ -64,12 +64,12 @@ std::map<std::string, torch::Tensor> OutputFisher(CausalLmImpl& model, const Tok
 WeightGrid ParseCandidateGrid(const std::string& item, const WeightGrid& base) {
   const std::vector<std::string> parts = Split(item, '/');
   WeightGrid grid = base;
-  const auto fail = [&]() { Fail("mixed-precision candidate '{}': expected ternary, q8_0, q4_0 or 2..8, then optional /g<N>, "
-                                 "/channel, /tensor, /sym, /asym, /base3", item); };
+  const auto fail = [&]() { Fail("mixed-precision candidate '{}': expected ternary, q8_0, q4_0, tq2_0, tq1_0 or 2..8, then "
+                                 "optional /g<N>, /channel, /tensor, /sym, /asym, /base3", item); };
   if (parts[0] == "ternary") {
     grid.kind = GridKind::kTernary;
-  } else if (parts[0] == "q8_0" || parts[0] == "q4_0") {
-    grid = WithKind(grid, parts[0] == "q8_0" ? GridKind::kQ8_0 : GridKind::kQ4_0);
+  } else if (const std::optional<WeightGrid> ggml = GgmlGridByName(parts[0], grid)) {
+    grid = *ggml;
   } else if (parts[0].size() == 1 && parts[0][0] >= '2' && parts[0][0] <= '8') {
     grid.kind = GridKind::kUniform;
     grid.bits = parts[0][0] - '0';

@@ -45,8 +45,9 @@ const SettingTable<LayerRecipe>& LayerSetters() {
        }},
       {"format",
        [](LayerRecipe& r, const std::string& v, const std::string& where) {
-         Require(v == "q8_0" || v == "q4_0", "{}: format '{}' is not q8_0 or q4_0 (llama.cpp's block grids)", where, v);
-         r.grid = WithKind(r.grid, v == "q8_0" ? GridKind::kQ8_0 : GridKind::kQ4_0);
+         const std::optional<WeightGrid> grid = GgmlGridByName(v, r.grid);
+         Require(grid.has_value(), "{}: format '{}' is not q8_0, q4_0, tq2_0 or tq1_0 (llama.cpp's block grids)", where, v);
+         r.grid = *grid;
        }},
       {"symmetric", [](LayerRecipe& r, const std::string& v, const std::string& where) { r.grid.symmetric = ParseBool(v, where); }},
       {"granularity",

@@ -282,6 +282,33 @@ TEST(OneGridTest, QatForwardIsWhatTheQuantizerAndThePackerStore) {
   }
 }
 
+// llama.cpp's ternary blocks as a QAT grid: the forward pass is exactly what TQ2_0/TQ1_0 store (llama.cpp's own
+// quantizer on the latent weights gives the same bytes), and every weight is inside the block's range, so the
+// straight-through gradient passes everywhere.
+TEST(OneGridTest, Tq2_0QatForwardIsLlamaCppsBlocks) {
+  torch::manual_seed(13);
+  const torch::Tensor w = torch::randn({4, 512});
+  for (const char* name : {"tq2_0", "tq1_0"}) {
+    const LayerQuantConfig config = QuantizedLayer(*GgmlGridByName(name));
+    EXPECT_EQ(config.mode(), WeightMode::kTernary);
+    const torch::Tensor latent = w.clone().requires_grad_(true);
+    const torch::Tensor forward = FakeQuantize(latent, config);
+    const std::vector<uint8_t> reference = Quantize(QuantizeLayer(w, config).packed.layout, w.contiguous().data_ptr<float>());
+    EXPECT_EQ(PackQuantized(QuantizeLayer(w, config).packed), reference) << name;
+    const std::vector<float> unpacked = Dequantize(QuantizeLayer(w, config).packed.layout, reference.data(),
+                                                   static_cast<int64_t>(reference.size()));
+    EXPECT_EQ(unpacked, Values(forward)) << name;
+    forward.sum().backward();
+    EXPECT_TRUE(torch::equal(latent.grad(), torch::ones_like(w))) << name;
+  }
+  LayerQuantConfig boosted = QuantizedLayer(*GgmlGridByName("tq2_0"));
+  boosted.rpb_fraction = 0.01;
+  EXPECT_THROW(ValidateLayerConfig(boosted), Error);
+  WeightGrid wrong_block = *GgmlGridByName("tq2_0");
+  wrong_block.group_size = 128;
+  EXPECT_THROW(ValidateGrid(wrong_block), Error);
+}
+
 TEST(OneGridTest, PackersReferenceQuantizerIsTheDefaultGrid) {
   // The format table's own quantizer (ternary: 0.7 * mean |w| per channel; uniform symmetric: max |w|) and the
   // grid give the same bytes.

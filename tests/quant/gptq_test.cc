@@ -101,11 +101,12 @@ TEST(WeightGridTest, RtnPacksToTheReferenceQuantizersBytes) {
 // survive packing exactly.
 TEST(WeightGridTest, GgmlGridsAreLlamaCppsQuantizers) {
   torch::manual_seed(5);
-  const torch::Tensor w = torch::randn({5, 96});
-  const torch::Tensor hessian = HessianOf(CorrelatedInputs(512, 96));
+  const torch::Tensor w = torch::randn({5, 512});
+  const torch::Tensor hessian = HessianOf(CorrelatedInputs(2048, 512));
   const std::vector<float> source = Values(w);
-  for (const GridKind kind : {GridKind::kQ8_0, GridKind::kQ4_0}) {
-    const WeightGrid grid = WithKind(WeightGrid{}, kind);
+  for (const char* name : {"q8_0", "q4_0", "tq2_0", "tq1_0"}) {
+    const WeightGrid grid = *GgmlGridByName(name);
+    EXPECT_EQ(DescribeGrid(grid), name);
     SCOPED_TRACE(DescribeGrid(grid));
     const QuantizedWeight q = QuantizeRtn(w, grid);
     EXPECT_EQ(PackQuantized(q), Quantize(q.layout, source.data()));

@@ -138,7 +138,9 @@ Outputs QuantizeStreamed(const std::string& model_dir, const LmQuantizeOptions& 
   gguf.Commit();
   // Everything was released as it was written.
   for (const auto& parameter : model.named_parameters()) {
-    if (parameter.value().dim() == 2) EXPECT_TRUE(IsPlaceholderWeight(parameter.value())) << parameter.key();
+    if (parameter.value().dim() == 2) {
+      EXPECT_TRUE(IsPlaceholderWeight(parameter.value())) << parameter.key();
+    }
   }
   return outputs;
 }

@@ -89,7 +89,9 @@ TEST(QuantMethodTest, RtnInRowChunksIsRtnWhole) {
     EXPECT_TRUE(torch::equal(chunked.scales, whole.scales));
     EXPECT_TRUE(torch::equal(chunked.values, whole.values));
     EXPECT_EQ(chunked.zeros.defined(), whole.zeros.defined());
-    if (whole.zeros.defined()) EXPECT_TRUE(torch::equal(chunked.zeros, whole.zeros));
+    if (whole.zeros.defined()) {
+      EXPECT_TRUE(torch::equal(chunked.zeros, whole.zeros));
+    }
     EXPECT_EQ(PackQuantized(chunked), PackQuantized(whole));
   }
 }

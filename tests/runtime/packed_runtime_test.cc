@@ -110,7 +110,7 @@ INSTANTIATE_TEST_SUITE_P(
 
 TEST(PackedRuntime, AttachRefusesUnknownNamesAndWrongShapes) {
   std::shared_ptr<CausalLmImpl> model = MakeCausalLm(Config(LmArch::kLlama, true));
-  PackedWeights weights{{QuantType::kQ8_0, 8, 32, Granularity::kTensor, 0}, {}};
+  PackedWeights weights{{QuantType::kQ8_0, 8, 32, Granularity::kTensor, 0}, {}, nullptr, 0};
   weights.bytes.resize(static_cast<size_t>(PackedBytes(weights.layout)));
   EXPECT_THROW(AttachPackedWeights(*model, {{"model.no_such.weight", weights}}), Error);
   EXPECT_THROW(AttachPackedWeights(*model, {{"model.layers.0.mlp.up_proj.weight", weights}}), Error);

@@ -44,6 +44,7 @@ RunFn DeclareGenerate(CLI::App& app);
 RunFn DeclareLogits(CLI::App& app);
 RunFn DeclarePerplexity(CLI::App& app);
 RunFn DeclareTrainLm(CLI::App& app);
+RunFn DeclareQat(CLI::App& app);
 RunFn DeclareQuantize(CLI::App& app);
 RunFn DeclareConvert(CLI::App& app);
 RunFn DeclareSynth(CLI::App& app);

@@ -74,6 +74,8 @@ const std::vector<Command>& AllCommands() {
        DeclarePerplexity},
       {"train-lm", "Pretrain a GPT-2 or Llama model from scratch on the English corpus (Hugging Face output)",
        DeclareTrainLm},
+      {"qat", "Quantization-aware training of a language model: ternary or low-bit, distilled, packed and GGUF out",
+       DeclareQat},
       {"quantize", "Post-training quantization of a language model (RTN, ATQ ternary, GPTQ) to a packed checkpoint",
        DeclareQuantize},
       {"convert", "A language model of any family as a llama.cpp GGUF (f32/f16/bf16 or one quantized type) or a "

@@ -64,4 +64,32 @@ LanguageModel LoadLmFromCli(const LmCliOptions& o) {
   return lm;
 }
 
+void AddLmLoopFlags(CLI::App& app, LmLoopOptions& loop) {
+  app.add_option("--ctx", loop.ctx, "Tokens per training window")->check(CLI::Range(int64_t{2}, int64_t{1} << 20))
+      ->capture_default_str();
+  app.add_option("--batch-size", loop.batch_size, "Windows per step")->check(CLI::Range(int64_t{1}, int64_t{1} << 20))
+      ->capture_default_str();
+  app.add_option("--steps", loop.steps, "Optimizer steps")->check(CLI::Range(int64_t{1}, int64_t{1} << 40))
+      ->capture_default_str();
+  app.add_option("--warmup", loop.warmup_steps, "Linear warm-up steps")->check(CLI::Range(int64_t{0}, int64_t{1} << 40))
+      ->capture_default_str();
+  app.add_option("--learning-rate", loop.learning_rate, "Peak learning rate")->check(CLI::PositiveNumber)
+      ->capture_default_str();
+  app.add_option("--min-learning-rate", loop.min_learning_rate, "Learning rate at the end of the cosine")
+      ->check(CLI::NonNegativeNumber)->capture_default_str();
+  app.add_option("--weight-decay", loop.weight_decay, "AdamW decay on weight matrices")->check(CLI::NonNegativeNumber)
+      ->capture_default_str();
+  app.add_option("--grad-clip", loop.grad_clip, "Max gradient norm (0: none)")->check(CLI::NonNegativeNumber)
+      ->capture_default_str();
+  app.add_option("--eval-interval", loop.eval_interval, "Steps between validations, best-model checks and resume states")
+      ->check(CLI::Range(int64_t{1}, int64_t{1} << 40))->capture_default_str();
+  app.add_option("--eval-windows", loop.eval_windows, "Validation windows (0: the whole validation text)")
+      ->check(CLI::Range(int64_t{0}, int64_t{1} << 40))->capture_default_str();
+  app.add_option("--seed", loop.seed, "Seed for weights and batches")->capture_default_str();
+  app.add_option("--stop-after", loop.stop_after, "Stop after this many steps, leaving a resume state (0: run to the end)")
+      ->check(CLI::Range(int64_t{0}, int64_t{1} << 40))->capture_default_str();
+  app.add_flag("--resume", loop.resume, "Continue the run whose resume state is in --out (exactly: weights, optimizer, "
+                                        "schedule, data position, random state)");
+}
+
 }  // namespace atq::cli

@@ -6,6 +6,7 @@
 #include <CLI/CLI.hpp>
 
 #include "models/lm_loader.h"
+#include "train/lm_loop.h"
 
 namespace atq::cli {
 
@@ -26,5 +27,9 @@ void AddLmOptions(CLI::App& app, LmCliOptions& options);
 // Sets the threads, loads the model (and its tokenizer) and logs what was loaded. Quantized weights the kernels run
 // stay packed (CPU, f32 activations) unless --dequantize.
 LanguageModel LoadLmFromCli(const LmCliOptions& options);
+
+// The flags of the language-model training loop (train-lm and qat): windows, schedule, validation, seed, --resume.
+// --out is the command's own.
+void AddLmLoopFlags(CLI::App& app, LmLoopOptions& loop);
 
 }  // namespace atq::cli

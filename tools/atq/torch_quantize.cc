@@ -29,17 +29,8 @@ namespace {
 constexpr const char* kReportName = "quantize_report.json";
 
 const std::vector<SettingFlag>& RecipeFlags() {
-  static const std::vector<SettingFlag> flags = {
+  static const std::vector<SettingFlag> flags = WithGridFlags({
       {"--method", "method", "rtn (round to nearest), atq (adaptive ternary) or gptq (default gptq)", nullptr},
-      {"--bits", "bits", "Uniform grid of B bits, 2..8 (default 4)", nullptr},
-      {"--ternary", "ternary", "Ternary grid {-1, 0, +1} instead of uniform bits", "true"},
-      {"--format", "format", "llama.cpp's q4_0 or q8_0 block grid instead of --bits (GGUF holds GPTQ's weights exactly)", nullptr},
-      {"--asym", "symmetric", "Asymmetric uniform grid (integer zero point per scale group)", "false"},
-      {"--granularity", "granularity", "Scales per tensor, channel (output row) or group (default channel)", nullptr},
-      {"--group-size", "group_size", "Weights per scale group along a row (sets --granularity group)", nullptr},
-      {"--threshold", "threshold", "Ternary threshold rule: ratio (x mean|w|), sparsity (share of zeros) or magnitude", nullptr},
-      {"--threshold-value", "threshold_value", "The rule's value (default ratio 0.7)", nullptr},
-      {"--base3", "base3", "Pack ternary codes 5 per byte (t1.6) instead of 4 (t2)", "true"},
       {"--calib", "calib", "Calibration text (default: data/corpus/train.txt)", nullptr},
       {"--nsamples", "nsamples", "Calibration windows (default 128; 0: none, RTN and rule-based ATQ only)", nullptr},
       {"--seqlen", "seqlen", "Tokens per calibration window (default 512)", nullptr},
@@ -61,7 +52,7 @@ const std::vector<SettingFlag>& RecipeFlags() {
       {"--sensitivity", "sensitivity", "Mixed precision score: fisher (gradient-weighted, default) or output", nullptr},
       {"--fisher-samples", "fisher_samples", "Mixed precision: calibration windows the Fisher score's gradients use (16)",
        nullptr},
-  };
+  });
   return flags;
 }
 
@@ -116,28 +107,8 @@ RunFn DeclareQuantize(CLI::App& app) {
     StagedFolder::CheckReplaceable(o->out, kReportName, "--out");
     if (!o->gguf_path.empty()) CheckOutputPath(o->gguf_path, inputs, "--gguf");
     const OutputLock lock(o->out);
-    QuantizeRecipe recipe;
-    std::string source = "command line";
-    if (!o->recipe_file.empty()) {
-      recipe = ReadRecipeFile(o->recipe_file);
-      source = o->recipe_file;
-    }
-    // The flags on their own first: a bad or contradictory flag is a usage error (exit 2) before anything loads.
-    QuantizeRecipe flags_only;
-    for (const auto& [key, value] : o->flags.Settings()) flags_only.settings[key] = value;
-    try {
-      BuildQuantizeOptions(flags_only, "command line");
-    } catch (const UsageError&) {
-      throw;
-    } catch (const Error& error) {
-      throw UsageError(error.what());
-    }
-    // A grid flag replaces the recipe's grid as a whole (--ternary over a recipe's bits: 4 is an override, not a
-    // contradiction).
-    if (flags_only.settings.count("bits") || flags_only.settings.count("ternary") || flags_only.settings.count("format")) {
-      for (const char* key : {"bits", "ternary", "format"}) recipe.settings.erase(key);
-    }
-    for (const auto& [key, value] : o->flags.Settings()) recipe.settings[key] = value;
+    std::string source;
+    const QuantizeRecipe recipe = RecipeWithFlags(o->recipe_file, o->flags, source);
     LmQuantizeOptions options = BuildQuantizeOptions(recipe, source);
     const auto type_of = [](const std::string& name, const char* flag) {
       const auto type = ParseQuantType(name);

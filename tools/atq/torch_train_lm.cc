@@ -10,6 +10,7 @@
 #include "command.h"
 #include "models/lm_family.h"
 #include "torch/tensor_bridge.h"
+#include "torch_lm_options.h"
 #include "train/lm_trainer.h"
 #include "util/paths.h"
 #include "io/output_path.h"
@@ -37,30 +38,18 @@ RunFn DeclareTrainLm(CLI::App& app) {
   app.add_option("--heads", o->heads, "Attention heads")->capture_default_str();
   app.add_option("--kv-heads", o->kv_heads, "Llama KV heads (0: as many as heads; 1: multi-query)");
   app.add_option("--intermediate", o->intermediate, "MLP width (0: 4 x hidden for gpt2, 3 x hidden for llama)");
-  app.add_option("--ctx", o->train.ctx, "Tokens per training window (and GPT-2's position table)")->check(CountFrom(1))->capture_default_str();
-  app.add_option("--batch-size", o->train.batch_size, "Windows per step")->check(CountFrom(1))->capture_default_str();
-  app.add_option("--steps", o->train.steps, "Optimizer steps")->check(CountFrom(1))->capture_default_str();
-  app.add_option("--warmup", o->train.warmup_steps, "Linear warm-up steps")->check(CountFrom(0))->capture_default_str();
-  app.add_option("--learning-rate", o->train.learning_rate, "Peak learning rate")->capture_default_str();
-  app.add_option("--min-learning-rate", o->train.min_learning_rate, "Learning rate at the end of the cosine")
-      ->capture_default_str();
-  app.add_option("--weight-decay", o->train.weight_decay, "AdamW decay on weight matrices")->capture_default_str();
-  app.add_option("--grad-clip", o->train.grad_clip, "Max gradient norm (0: none)")->capture_default_str();
-  app.add_option("--eval-interval", o->train.eval_interval, "Steps between validations")->capture_default_str();
-  app.add_option("--eval-windows", o->train.eval_windows, "Validation windows (0: the whole validation text)")
-      ->capture_default_str();
+  AddLmLoopFlags(app, o->train.loop);
   app.add_option("--train", o->train.train_text, "Training text")->capture_default_str();
   app.add_option("--valid", o->train.valid_text, "Validation text")->capture_default_str();
   app.add_option("--tokenizer", o->train.tokenizer_dir, "Folder with GPT-2's encoder.json + vocab.bpe")
       ->capture_default_str();
-  app.add_option("--seed", o->train.seed, "Seed for weights and batches")->capture_default_str();
   app.add_option("--device", o->train.device, "cpu or cuda")->check(CLI::IsMember({"cpu", "cuda"}))
       ->capture_default_str();
   app.add_option("--threads", o->threads, "CPU threads (0: every core)")->check(ThreadCount())->capture_default_str();
-  app.add_option("--out", o->train.out_dir, "Output folder: OUT (last), OUT/best, OUT/metrics.json")->required();
+  app.add_option("--out", o->train.loop.out_dir, "Output folder: OUT (last), OUT/best, OUT/metrics.json")->required();
   return [o] {
-    CheckOutputPath(o->train.out_dir, {}, "--out");
-    const OutputLock lock(o->train.out_dir);
+    CheckOutputPath(o->train.loop.out_dir, {}, "--out");
+    const OutputLock lock(o->train.loop.out_dir);
     SetTorchThreads(o->threads);
     // The family's own config parser builds the model, from the keys its config.json would have: the shapes given
     // here, and for the mechanisms the family's published defaults at this scale (windows of half the context).
@@ -70,12 +59,12 @@ RunFn DeclareTrainLm(CLI::App& app) {
     nlohmann::json config = {{"model_type", o->arch}, {"vocab_size", 1}, {"tie_word_embeddings", true}};
     if (gpt2) {
       config.update({{"n_embd", o->hidden}, {"n_layer", o->layers}, {"n_head", o->heads},
-                     {"n_positions", o->train.ctx}, {"n_inner", intermediate}});
+                     {"n_positions", o->train.loop.ctx}, {"n_inner", intermediate}});
     } else {
       config.update({{"hidden_size", o->hidden}, {"num_hidden_layers", o->layers}, {"num_attention_heads", o->heads},
                      {"num_key_value_heads", kv_heads}, {"intermediate_size", intermediate},
-                     {"max_position_embeddings", o->train.ctx}, {"rms_norm_eps", 1e-5}});
-      if (o->arch == "mistral" || o->arch == "gemma2") config["sliding_window"] = std::max<int64_t>(1, o->train.ctx / 2);
+                     {"max_position_embeddings", o->train.loop.ctx}, {"rms_norm_eps", 1e-5}});
+      if (o->arch == "mistral" || o->arch == "gemma2") config["sliding_window"] = std::max<int64_t>(1, o->train.loop.ctx / 2);
       if (o->arch == "gemma2") {
         config.update({{"attn_logit_softcapping", 50.0}, {"final_logit_softcapping", 30.0},
                        {"query_pre_attn_scalar", o->hidden / o->heads}});
@@ -85,8 +74,8 @@ RunFn DeclareTrainLm(CLI::App& app) {
     o->train.model.vocab_size = 1;  // set from the tokenizer
     const LmTrainResult result = TrainLanguageModel(o->train);
     fmt::print("best validation loss {:.4f} (perplexity {:.2f}) at step {}; {} (last) and {}/best (best)\n",
-               result.best_valid_loss, std::exp(result.best_valid_loss), result.best_step, o->train.out_dir,
-               o->train.out_dir);
+               result.best_valid_loss, std::exp(result.best_valid_loss), result.best_step, o->train.loop.out_dir,
+               o->train.loop.out_dir);
     return 0;
   };
 }

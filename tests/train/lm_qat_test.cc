@@ -1,0 +1,122 @@
+// Quantization-aware training of language models: what it exports is exactly what it trained (the packed
+// checkpoint and, for llama.cpp's ternary blocks, the GGUF score the fake-quantized model's validation loss), and
+// the sparsity ramp reaches its target.
+#include "train/lm_qat.h"
+
+#include <cmath>
+#include <filesystem>
+#include <string>
+
+#include <gtest/gtest.h>
+#include <torch/torch.h>
+
+#include "../models/tiny_tokenizer.h"
+#include "models/causal_lm.h"
+#include "models/lm_config.h"
+#include "models/lm_hf_writer.h"
+#include "models/lm_loader.h"
+#include "quant/recipe.h"
+#include "test_util.h"
+#include "train/lm_trainer.h"
+#include "util/error.h"
+
+namespace atq {
+namespace {
+
+namespace fs = std::filesystem;
+
+// A random Llama of width 256 (tq2_0's block) with the tiny vocabulary, and English-like text for it.
+struct TinySetup {
+  testutil::TempDir dir;
+  std::string model, train, valid;
+  TinySetup() {
+    const nlohmann::json config = {{"model_type", "llama"},       {"vocab_size", testutil::kTinyVocab},
+                                   {"hidden_size", 256},          {"intermediate_size", 512},
+                                   {"num_hidden_layers", 2},      {"num_attention_heads", 4},
+                                   {"num_key_value_heads", 2},    {"max_position_embeddings", 64},
+                                   {"tie_word_embeddings", false}};
+    torch::manual_seed(5);
+    auto lm = MakeCausalLm(ParseHfConfig(config, "test config"));
+    const std::string tokenizer = dir.File("tokenizer");
+    fs::create_directories(tokenizer);
+    testutil::WriteTinyTokenizer(tokenizer);
+    model = dir.File("model");
+    SaveHuggingFace(*lm, model, tokenizer);
+    std::string text;
+    for (int line = 0; line < 300; ++line) text += "the theory of the " + std::to_string(line * 7919 % 1000) + " thesis\n";
+    train = dir.File("train.txt");
+    valid = dir.File("valid.txt");
+    testutil::WriteFileText(train, text);
+    testutil::WriteFileText(valid, text.substr(0, 2000));
+  }
+  LmQatOptions Options(const std::string& out, const std::map<std::string, std::string>& settings) const {
+    LmQatOptions options;
+    options.model = model;
+    QuantizeRecipe recipe;
+    recipe.settings = settings;
+    options.quant = BuildQuantizeOptions(recipe, "test");
+    options.train_texts = {train};
+    options.valid_text = valid;
+    options.loop.ctx = 16;
+    options.loop.batch_size = 2;
+    options.loop.steps = 3;
+    options.loop.warmup_steps = 1;
+    options.loop.learning_rate = 1e-3;
+    options.loop.eval_interval = 3;
+    options.loop.eval_windows = 6;
+    options.loop.out_dir = out;
+    return options;
+  }
+};
+
+double ValidLoss(const std::string& path, const std::string& valid) {
+  const LanguageModel lm = LoadLanguageModel(path);
+  return WindowLoss(*lm.model, TokenTensor(*lm.tokenizer, valid), 16, 6, 2);
+}
+
+TEST(LmQat, ExportedFilesAreTheTrainedModel) {
+  torch::set_num_threads(1);
+  const TinySetup setup;
+  for (const char* grid : {"tq2_0", "ternary", "bits4"}) {
+    SCOPED_TRACE(grid);
+    std::map<std::string, std::string> settings;
+    if (std::string(grid) == "tq2_0") settings = {{"format", "tq2_0"}};
+    if (std::string(grid) == "ternary") settings = {{"ternary", "true"}, {"threshold", "sparsity"}, {"threshold_value", "0.4"}};
+    if (std::string(grid) == "bits4") settings = {{"bits", "4"}, {"group_size", "64"}};
+    LmQatOptions options = setup.Options(setup.dir.File(std::string("out-") + grid), settings);
+    if (std::string(grid) == "tq2_0") options.gguf_path = setup.dir.File("qat.gguf");
+    const LmQatResult result = TrainQuantizationAware(options);
+    ASSERT_EQ(result.training.evals.size(), 1u);
+    const double trained = result.training.best_valid_loss;
+    EXPECT_LT(trained, result.start_valid_loss);
+    // The packed checkpoint dequantizes to exactly the fake-quantized weights: the same loss.
+    EXPECT_NEAR(ValidLoss(options.loop.out_dir + "/best", setup.valid), trained, 1e-6 * trained);
+    EXPECT_NEAR(ValidLoss(options.loop.out_dir, setup.valid), trained, 1e-6 * trained);
+    if (!options.gguf_path.empty()) {
+      // TQ2_0 holds the tq2_0 grid exactly, and llama.cpp's tensor order (rotary permutation) is only a reorder.
+      EXPECT_NEAR(ValidLoss(options.gguf_path, setup.valid), trained, 1e-6 * trained);
+      EXPECT_EQ(result.gguf.at("max_requantization_error"), 0.0);
+    }
+    EXPECT_GT(result.bits_per_weight, 1.5);
+    EXPECT_LT(result.bits_per_weight, std::string(grid) == "bits4" ? 4.6 : 2.2);
+  }
+}
+
+TEST(LmQat, SparsityRampReachesItsTarget) {
+  torch::set_num_threads(1);
+  const TinySetup setup;
+  LmQatOptions options =
+      setup.Options(setup.dir.File("ramp"), {{"ternary", "true"}, {"threshold", "sparsity"}, {"threshold_value", "0.6"}});
+  options.ramp_steps = 2;
+  options.loop.eval_interval = 1;
+  const LmQatResult result = TrainQuantizationAware(options);
+  ASSERT_EQ(result.training.evals.size(), 3u);
+  // The point after step s measures the target set for step s - 1: 0, then 0.3, then the target 0.6.
+  EXPECT_NEAR(result.training.evals[0].extra.at("sparsity").get<double>(), 0.0, 0.02);
+  EXPECT_NEAR(result.training.evals[1].extra.at("sparsity").get<double>(), 0.3, 0.02);
+  EXPECT_NEAR(result.training.evals[2].extra.at("sparsity").get<double>(), 0.6, 0.02);
+  EXPECT_NEAR(result.sparsity, 0.6, 0.02);
+}
+
+}  // namespace
+}  // namespace atq
