@@ -162,4 +162,41 @@ void DequantizeRow(const PackedMatrix& matrix, int64_t row, float* out) {
   }
 }
 
+void CheckBoosted(const Layout& layout, const std::vector<int64_t>& index, const std::vector<float>& value,
+                  const std::string& what) {
+  Require(index.size() == value.size(), "{}: {} boosted indices but {} values", what, index.size(), value.size());
+  const int64_t count = layout.rows * layout.cols;
+  for (size_t k = 0; k < index.size(); ++k) {
+    Require(index[k] >= 0 && index[k] < count, "{}: boosted weight {} is outside the {}x{} matrix", what, index[k],
+            layout.rows, layout.cols);
+    Require(k == 0 || index[k] > index[k - 1], "{}: boosted indices are not strictly increasing at {}", what, k);
+    Require(std::isfinite(value[k]), "{}: boosted weight {} is {}", what, index[k], value[k]);
+  }
+}
+
+void SetBoosted(PackedWeights& packed, std::vector<int64_t> index, std::vector<float> value, const std::string& what) {
+  const Layout& layout = packed.layout;
+  CheckBoosted(layout, index, value, what);
+  std::vector<float> delta(index.size());
+  std::vector<float> row_values(static_cast<size_t>(layout.cols));
+  int64_t decoded = -1;
+  for (size_t k = 0; k < index.size(); ++k) {
+    const int64_t row = index[k] / layout.cols;
+    if (row != decoded) DequantizeRow(packed.view(), decoded = row, row_values.data());
+    delta[k] = value[k] - row_values[static_cast<size_t>(index[k] % layout.cols)];
+  }
+  packed.boosted_index = std::move(index);
+  packed.boosted_value = std::move(value);
+  packed.boosted_delta = std::move(delta);
+}
+
+void AddBoosted(const PackedWeights& packed, const float* x, int64_t n, float* y) {
+  const int64_t rows = packed.layout.rows, cols = packed.layout.cols;
+  for (size_t k = 0; k < packed.boosted_index.size(); ++k) {
+    const int64_t r = packed.boosted_index[k] / cols, c = packed.boosted_index[k] % cols;
+    const float delta = packed.boosted_delta[k];
+    for (int64_t i = 0; i < n; ++i) y[i * rows + r] += x[i * cols + c] * delta;
+  }
+}
+
 }  // namespace atq

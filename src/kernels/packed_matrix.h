@@ -27,7 +27,23 @@ struct PackedWeights {
   const uint8_t* data() const { return mapped ? mapped.get() : bytes.data(); }
   size_t size() const { return mapped ? mapped_size : bytes.size(); }
   PackedMatrix view() const { return {layout, data()}; }
+  // Residual precision boosting (RPB): weights kept at float16 precision beside the codes, by flat index
+  // (row * cols + col, strictly increasing), with their stored values and the correction (stored - packed value)
+  // a product adds at their positions (AddBoosted). The kernels see only the codes. Set through SetBoosted.
+  std::vector<int64_t> boosted_index = {};
+  std::vector<float> boosted_value = {};
+  std::vector<float> boosted_delta = {};
 };
+
+// Checks weights kept exactly of a rows x cols matrix: as many values as indices, indices in range and strictly
+// increasing, values finite. `what` (file and tensor) starts the atq::Error message.
+void CheckBoosted(const Layout& layout, const std::vector<int64_t>& index, const std::vector<float>& value,
+                  const std::string& what);
+// Sets the weights `packed` keeps exactly (checked as CheckBoosted does) and computes each correction from the
+// decoded codes.
+void SetBoosted(PackedWeights& packed, std::vector<int64_t> index, std::vector<float> value, const std::string& what);
+// y[n, r] += x[n, c] * delta for every boosted weight (r, c): x [n, cols], y [n, rows], row-major float32.
+void AddBoosted(const PackedWeights& packed, const float* x, int64_t n, float* y);
 
 // Columns per segment (the run of a row that shares one weight scale, and so one int8 activation scale):
 // 32 for Q8_0, Q4_0 and Q5_0, 256 for TQ1_0 and TQ2_0, the group size for atq's per-group types, the whole row for

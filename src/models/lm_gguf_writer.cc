@@ -585,6 +585,10 @@ void LmGgufStream::Write(const std::vector<LmTensorData>& tensors) {
   for (const LmTensorData& tensor : tensors) {
     values.emplace_back(tensor.name, tensor.value.detach().to(torch::kCPU, torch::kFloat32));
     if (tensor.packed == nullptr) continue;
+    Require(tensor.packed->boosted_index.empty(),
+            "{}: '{}' keeps {} weights exactly beside its codes (residual precision boosting), which a GGUF cannot "
+            "hold; write the GGUF from a model trained or quantized without RPB",
+            path_, tensor.name, tensor.packed->boosted_index.size());
     one_packed_type = one_packed_type && (!packed_type || *packed_type == tensor.packed->layout.type);
     packed_type = tensor.packed->layout.type;
     const int64_t rows = tensor.packed->layout.rows;

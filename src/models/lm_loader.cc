@@ -8,6 +8,7 @@
 
 #include <torch/torch.h>
 
+#include "formats/half.h"
 #include "io/checkpoint.h"
 #include "io/gguf.h"
 #include "io/llama2c.h"
@@ -458,7 +459,9 @@ std::shared_ptr<const LmWeightSource> LmWeightSource::Open(const std::string& pa
   }
   const auto& entries = file.tensors();
   source->produced_.resize(entries.size());
+  const std::vector<bool> boosted_part = source->FindBoosted();
   for (size_t i = 0; i < entries.size(); ++i) {
+    if (boosted_part[i]) continue;
     for (auto& [name, shape] : PlannedWeights(source->config_, entries[i], gguf)) {
       const auto [at, added] = source->entry_of_.emplace(name, i);
       Require(added, "{}: tensors '{}' and '{}' both hold the model's '{}'", file.path(), entries[at->second].info->name,
@@ -470,6 +473,70 @@ std::shared_ptr<const LmWeightSource> LmWeightSource::Open(const std::string& pa
   return source;
 }
 
+std::vector<bool> LmWeightSource::FindBoosted() {
+  const auto& entries = file_.tensors();
+  std::vector<bool> part(entries.size(), false);
+  std::unordered_map<std::string, size_t> by_name;
+  for (size_t i = 0; i < entries.size(); ++i) by_name.emplace(entries[i].info->name, i);
+  for (size_t i = 0; i < entries.size(); ++i) {
+    const std::string& name = entries[i].info->name;
+    const bool index = EndsWith(name, kBoostedIndexSuffix), value = EndsWith(name, kBoostedValueSuffix);
+    if (!index && !value) continue;
+    const std::string base = name.substr(0, name.size() - std::strlen(index ? kBoostedIndexSuffix : kBoostedValueSuffix));
+    const std::string partner = base + (index ? kBoostedValueSuffix : kBoostedIndexSuffix);
+    const auto packed = by_name.find(base);
+    const auto other = by_name.find(partner);
+    Require(packed != by_name.end() && Traits(entries[packed->second].info->type).is_quantized,
+            "{}: '{}' holds weights kept exactly (RPB) of '{}', which is not a packed tensor of the file", entries[i].file,
+            name, base);
+    Require(other != by_name.end(), "{}: '{}' has no partner '{}'", entries[i].file, name, partner);
+    part[i] = true;
+    if (index) boosted_of_[packed->second] = {i, other->second};
+  }
+  return part;
+}
+
+namespace {
+
+// A packed tensor's RPB weights put into what it was read as: the packed weights' corrections, or the stored
+// values in place of the dequantized ones.
+void ApplyBoosted(std::vector<LoadedWeight>& weights, const TensorEntry& entry, const TensorEntry& index_entry,
+                  const TensorEntry& value_entry) {
+  const std::string what = fmt::format("{} '{}'", entry.file, entry.info->name);
+  const TensorInfo& index_info = *index_entry.info;
+  const TensorInfo& value_info = *value_entry.info;
+  Require(index_info.type == QuantType::kI32 && value_info.type == QuantType::kF16 && index_info.shape.size() == 1 &&
+              value_info.shape == index_info.shape,
+          "{}: its RPB tensors must be I32 indices and F16 values of one length, are {} {} and {} {}", what,
+          TypeName(index_info.type), ShapeString(index_info.shape), TypeName(value_info.type),
+          ShapeString(value_info.shape));
+  Require(weights.size() == 1, "{}: weights kept exactly (RPB) in a tensor atq splits into parts", what);
+  const auto count = static_cast<size_t>(index_info.shape[0]);
+  Require(index_info.nbytes == count * 4 && value_info.nbytes == count * 2, "{}: RPB tensors of the wrong size", what);
+  std::vector<int64_t> index(count);
+  std::vector<float> value(count);
+  for (size_t k = 0; k < count; ++k) {
+    int32_t i32 = 0;
+    uint16_t f16 = 0;
+    std::memcpy(&i32, index_entry.data + 4 * k, 4);
+    std::memcpy(&f16, value_entry.data + 2 * k, 2);
+    index[k] = i32;
+    value[k] = F16ToF32(f16);
+  }
+  LoadedWeight& weight = weights.front();
+  if (weight.packed) {
+    SetBoosted(*weight.packed, std::move(index), std::move(value), what);
+    return;
+  }
+  Require(weight.value.dim() == 2, "{}: weights kept exactly (RPB) in a tensor that is not a matrix", what);
+  CheckBoosted(Layout{QuantType::kF32, weight.value.size(0), weight.value.size(1)}, index, value, what);
+  torch::Tensor flat = weight.value.contiguous().clone().reshape({-1});
+  flat.index_put_({torch::tensor(index, torch::kInt64)}, torch::tensor(value, torch::kFloat32));
+  weight.value = flat.reshape(weight.value.sizes());
+}
+
+}  // namespace
+
 std::vector<LoadedWeight> LmWeightSource::ReadEntries(const std::vector<size_t>& entries, bool keep_packed) const {
   std::vector<LoadedWeight> out;
   for (const size_t i : entries) {
@@ -477,6 +544,9 @@ std::vector<LoadedWeight> LmWeightSource::ReadEntries(const std::vector<size_t>&
     const std::shared_ptr<const void> owner = shared_from_this();
     auto weights = format_ == "gguf" ? ConvertGgufEntry(config_, entry, owner, keep_packed, allow_nonfinite_)
                                      : ConvertHfEntry(config_, entry, owner, keep_packed, allow_nonfinite_);
+    if (const auto boosted = boosted_of_.find(i); boosted != boosted_of_.end()) {
+      ApplyBoosted(weights, entry, file_.tensors()[boosted->second.first], file_.tensors()[boosted->second.second]);
+    }
     for (LoadedWeight& weight : weights) out.push_back(std::move(weight));
   }
   return out;

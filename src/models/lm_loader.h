@@ -24,6 +24,10 @@ namespace atq {
 // The "atq.format" metadata of a packed language-model checkpoint (quant/packed_lm.h writes it). The loader
 // refuses any other atq-packed-lm version: a newer layout read by this reader would be silent garbage.
 inline constexpr std::string_view kPackedLmFormat = "atq-packed-lm/1";
+// The tensors beside a packed one that hold the weights it keeps exactly (residual precision boosting): flat
+// indices (I32, increasing) and values (F16). Readers that predate them refuse the file (a tensor with no place).
+inline constexpr const char* kBoostedIndexSuffix = ".rpb_index";
+inline constexpr const char* kBoostedValueSuffix = ".rpb_value";
 
 struct LmLoadOptions {
   // A tokenizer overriding the default: a folder with encoder.json + vocab.bpe (or vocab.json + merges.txt),
@@ -96,6 +100,8 @@ class LmWeightSource : public std::enable_shared_from_this<LmWeightSource> {
   LmWeightSource(TensorFile file, bool allow_nonfinite);
   std::vector<size_t> EntriesOf(const std::vector<std::string>& names) const;
   std::vector<LoadedWeight> ReadEntries(const std::vector<size_t>& entries, bool keep_packed) const;
+  // Pairs each packed tensor with its RPB tensors (boosted_of_); returns which entries are such parts.
+  std::vector<bool> FindBoosted();
 
   TensorFile file_;
   bool allow_nonfinite_ = false;
@@ -103,6 +109,7 @@ class LmWeightSource : public std::enable_shared_from_this<LmWeightSource> {
   std::string format_;
   std::vector<std::vector<std::string>> produced_;  // per file tensor: the parameters it loads into
   std::unordered_map<std::string, size_t> entry_of_;
+  std::unordered_map<size_t, std::pair<size_t, size_t>> boosted_of_;  // packed tensor -> its RPB index, values
   std::map<std::string, std::vector<int64_t>> shapes_;
 };
 

@@ -20,6 +20,7 @@ torch::Tensor PackedProduct(const torch::Tensor& x, const PackedWeights& weights
   shape.back() = rows;
   torch::Tensor y = torch::empty({flat.size(0), rows}, flat.options());
   PackedMatMul(device, weights.view(), flat.data_ptr<float>(), flat.size(0), y.data_ptr<float>());
+  if (!weights.boosted_index.empty()) AddBoosted(weights, flat.data_ptr<float>(), flat.size(0), y.data_ptr<float>());
   return y.reshape(shape);
 }
 

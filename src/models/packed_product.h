@@ -8,7 +8,8 @@
 
 namespace atq {
 
-// x [..., cols] times packed W^T [rows, cols] -> [..., rows], through MatMul.
+// x [..., cols] times packed W^T [rows, cols] -> [..., rows], through MatMul, plus the RPB corrections of
+// the weights it keeps exactly (PackedWeights::boosted_index).
 torch::Tensor PackedProduct(const torch::Tensor& x, const PackedWeights& weights);
 
 // Rows `ids` [...] of a packed [vocab, dim] table -> [..., dim] (an embedding lookup on packed weights).

@@ -2,6 +2,7 @@
 #include "quant/packed_lm.h"
 
 #include <filesystem>
+#include <limits>
 
 #include <torch/torch.h>
 
@@ -41,6 +42,12 @@ PackedLmWriter::PackedLmWriter(const LmConfig& config, std::vector<std::vector<P
         const auto bytes = static_cast<uint64_t>(PackedBytes(layout));
         plan.push_back({tensor.name, QuantType::kU8, {static_cast<int64_t>(bytes)}, nullptr, bytes});
         sizes_.packed_bytes += static_cast<int64_t>(bytes);
+        if (tensor.boosted > 0) {
+          const auto count = static_cast<uint64_t>(tensor.boosted);
+          plan.push_back({tensor.name + kBoostedIndexSuffix, QuantType::kI32, {tensor.boosted}, nullptr, count * 4});
+          plan.push_back({tensor.name + kBoostedValueSuffix, QuantType::kF16, {tensor.boosted}, nullptr, count * 2});
+          sizes_.packed_bytes += static_cast<int64_t>(count * 6);
+        }
       } else {
         std::vector<int64_t> shape = tensor.shape;
         // Float Conv1D weights are stored [in, out] as GPT-2's checkpoints hold them.
@@ -74,6 +81,22 @@ void PackedLmWriter::Write(const std::vector<LmTensorData>& group) {
               tensor.packed->size(), TypeName(tensor.packed->layout.type), PackedBytes(*plan.packed),
               TypeName(plan.packed->type));
       weights_->Write(tensor.packed->data(), tensor.packed->size());
+      const std::vector<int64_t>& index = tensor.packed->boosted_index;
+      Require(static_cast<int64_t>(index.size()) == plan.boosted, "{}: tensor '{}' keeps {} weights exactly, {} planned",
+              dir_, tensor.name, index.size(), plan.boosted);
+      if (!index.empty()) {
+        std::vector<int32_t> index32(index.size());
+        for (size_t k = 0; k < index.size(); ++k) {
+          Require(index[k] <= std::numeric_limits<int32_t>::max(), "{}: tensor '{}' is too large for RPB's int32 "
+                  "indices", dir_, tensor.name);
+          index32[k] = static_cast<int32_t>(index[k]);
+        }
+        weights_->Write(reinterpret_cast<const uint8_t*>(index32.data()), index32.size() * sizeof(int32_t));
+        const torch::Tensor values = torch::from_blob(const_cast<float*>(tensor.packed->boosted_value.data()),
+                                                      {static_cast<int64_t>(index.size())}, torch::kFloat32);
+        const std::vector<uint8_t> bytes = FromTorch(values, QuantType::kF16);
+        weights_->Write(bytes.data(), bytes.size());
+      }
       continue;
     }
     torch::Tensor value = tensor.value.detach().to(torch::kCPU, torch::kFloat32);
@@ -96,7 +119,8 @@ PackedLmSizes PackedLmWriter::Commit() {
   return sizes_;
 }
 
-std::vector<std::vector<PackedLmTensor>> PackedLmPlan(CausalLmImpl& model, const std::map<std::string, Layout>& packed) {
+std::vector<std::vector<PackedLmTensor>> PackedLmPlan(CausalLmImpl& model, const std::map<std::string, Layout>& packed,
+                                                      const std::map<std::string, int64_t>& boosted) {
   const auto parameters = model.named_parameters();
   std::vector<std::vector<PackedLmTensor>> plan;
   size_t used = 0;
@@ -109,7 +133,8 @@ std::vector<std::vector<PackedLmTensor>> PackedLmPlan(CausalLmImpl& model, const
         layout = it->second;
         ++used;
       }
-      plan.back().push_back({name, parameters[name].sizes().vec(), layout});
+      const auto count = boosted.find(name);
+      plan.back().push_back({name, parameters[name].sizes().vec(), layout, count != boosted.end() ? count->second : 0});
     }
   }
   if (used != packed.size()) {
@@ -124,8 +149,12 @@ PackedLmSizes SavePackedLm(CausalLmImpl& model, const std::map<std::string, Pack
                            const std::string& dir, const PackedLmOptions& options) {
   torch::NoGradGuard no_grad;
   std::map<std::string, Layout> layouts;
-  for (const auto& [name, tensor] : packed) layouts.emplace(name, tensor.layout);
-  PackedLmWriter writer(model.config(), PackedLmPlan(model, layouts), dir, options);
+  std::map<std::string, int64_t> boosted;
+  for (const auto& [name, tensor] : packed) {
+    layouts.emplace(name, tensor.layout);
+    if (!tensor.boosted_index.empty()) boosted.emplace(name, static_cast<int64_t>(tensor.boosted_index.size()));
+  }
+  PackedLmWriter writer(model.config(), PackedLmPlan(model, layouts, boosted), dir, options);
   for (const std::vector<std::string>& group : ParameterGroups(model)) writer.Write(GroupData(model, group, &packed));
   return writer.Commit();
 }

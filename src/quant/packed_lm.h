@@ -44,6 +44,9 @@ struct PackedLmTensor {
   std::string name;
   std::vector<int64_t> shape;
   std::optional<Layout> packed;
+  // Weights of a packed tensor kept exactly (residual precision boosting): stored after it as "<name>.rpb_index"
+  // (I32, flat index row * cols + col, increasing) and "<name>.rpb_value" (F16), as atq's packed classifiers do.
+  int64_t boosted = 0;
 };
 
 // The checkpoint written group by group (a block's tensors at a time, models/causal_lm.h ParameterGroups): every
@@ -72,8 +75,10 @@ class PackedLmWriter {
   PackedLmSizes sizes_;
 };
 
-// The plan of a model whose weights `packed` names are packed with those layouts.
-std::vector<std::vector<PackedLmTensor>> PackedLmPlan(CausalLmImpl& model, const std::map<std::string, Layout>& packed);
+// The plan of a model whose weights `packed` names are packed with those layouts, `boosted` of them with that many
+// weights kept exactly.
+std::vector<std::vector<PackedLmTensor>> PackedLmPlan(CausalLmImpl& model, const std::map<std::string, Layout>& packed,
+                                                      const std::map<std::string, int64_t>& boosted = {});
 
 // Writes `dir` (created if needed) in one go through a PackedLmWriter. `packed` holds the quantized tensors by
 // parameter name ([out, in] layouts); the model supplies everything else.

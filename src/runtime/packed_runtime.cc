@@ -34,7 +34,8 @@ PackedRuntimeSizes RuntimeSizes(const CausalLmImpl& model) {
   if (model.packed_embedding) sizes.packed_bytes += static_cast<int64_t>(model.packed_embedding->size());
   for (const auto& item : model.named_modules()) {
     if (const auto* linear = item.value()->as<LmLinearImpl>(); linear && linear->packed) {
-      sizes.packed_bytes += static_cast<int64_t>(linear->packed->size());
+      // RPB's weights as stored: an int32 index and a float16 value each.
+      sizes.packed_bytes += static_cast<int64_t>(linear->packed->size() + linear->packed->boosted_index.size() * 6);
     }
   }
   return sizes;

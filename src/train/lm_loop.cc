@@ -14,6 +14,7 @@
 #include "io/input_file.h"
 #include "io/strict_json.h"
 #include "report/plot.h"
+#include "train/data_parallel.h"
 #include "train/optimizer.h"
 #include "util/error.h"
 #include "util/log.h"
@@ -155,25 +156,33 @@ nlohmann::json LmTrainResult::ToJson() const {
   return {{"evals", points},           {"best_step", best_step},       {"best_valid_loss", best_valid_loss},
           {"best_valid_perplexity", std::exp(best_valid_loss)},
           {"train_tokens", train_tokens}, {"valid_tokens", valid_tokens}, {"resumed_from", resumed_from},
-          {"seconds", seconds}};
+          {"seconds", seconds}, {"workers", workers}, {"communication_seconds", communication_seconds}};
 }
 
-double WindowLoss(CausalLmImpl& model, const torch::Tensor& tokens, int64_t ctx, int64_t windows, int64_t batch_size) {
+double WindowLoss(CausalLmImpl& model, const torch::Tensor& tokens, int64_t ctx, int64_t windows, int64_t batch_size,
+                  DataParallel* parallel) {
   torch::NoGradGuard no_grad;
   model.eval();
   double loss_sum = 0;
   int64_t counted = 0;
   const torch::Device device = model.parameters().front().device();
-  for (int64_t first = 0; first < windows; first += batch_size) {
+  const int64_t stride = parallel ? parallel->world_size() : 1;
+  std::vector<int64_t> mine;
+  for (int64_t w = parallel ? parallel->rank() : 0; w < windows; w += stride) mine.push_back(w);
+  for (size_t first = 0; first < mine.size(); first += static_cast<size_t>(batch_size)) {
     std::vector<torch::Tensor> rows;
-    for (int64_t w = first; w < std::min(windows, first + batch_size); ++w) {
-      rows.push_back(tokens.slice(0, w * ctx, w * ctx + ctx + 1));
+    for (size_t i = first; i < std::min(mine.size(), first + static_cast<size_t>(batch_size)); ++i) {
+      rows.push_back(tokens.slice(0, mine[i] * ctx, mine[i] * ctx + ctx + 1));
     }
     const torch::Tensor batch = torch::stack(rows).to(device);
     loss_sum += CrossEntropyLoss(model, batch).item<double>() * static_cast<double>(batch.size(0) * ctx);
     counted += batch.size(0) * ctx;
   }
   model.train();
+  if (parallel) {
+    const std::vector<double> sums = parallel->Sum({loss_sum, static_cast<double>(counted)});
+    return sums[0] / sums[1];
+  }
   return loss_sum / static_cast<double>(counted);
 }
 
@@ -198,8 +207,11 @@ LmTrainResult RunLmTraining(CausalLmImpl& model, const torch::Tensor& train_toke
   }
   model.train();
   auto optimizer = MakeAdamW(trained, options.learning_rate, options.weight_decay, 0.9, options.beta2);
+  DataParallel* parallel = options.parallel;
+  const int workers = parallel ? parallel->world_size() : 1;
+  const auto [first_row, end_row] = WorkerRows(options.batch_size, parallel ? parallel->rank() : 0, workers);
   const fs::path out(options.out_dir);
-  const bool writes = !options.out_dir.empty();
+  const bool writes = !options.out_dir.empty() && (!parallel || parallel->writes());
   if (writes) fs::create_directories(out);
 
   std::mt19937_64 rng(options.seed);
@@ -207,7 +219,7 @@ LmTrainResult RunLmTraining(CausalLmImpl& model, const torch::Tensor& train_toke
   int64_t first_step = 0;
   double loss_sum = 0;
   int64_t loss_steps = 0;
-  if (writes && options.resume) {
+  if (!options.out_dir.empty() && options.resume) {  // every worker reads the state
     ResumeState state = LoadResume(out, model, *optimizer, run_options);
     if (state.step > 0) {
       std::istringstream(state.rng) >> rng;
@@ -219,6 +231,8 @@ LmTrainResult RunLmTraining(CausalLmImpl& model, const torch::Tensor& train_toke
       LogInfo("{}: resuming at step {} of {}", label, first_step, options.steps);
     }
   }
+  // Every worker starts from rank 0's weights (fresh initializations agree by seed; this makes it certain).
+  if (parallel) parallel->BroadcastFromFirst(trained);
   if (writes) WriteFileAtomically((out / "training.json").string(), run_options.dump(2) + "\n");
   result.train_tokens = train_count;
   result.valid_tokens = valid_tokens.numel();
@@ -241,18 +255,21 @@ LmTrainResult RunLmTraining(CausalLmImpl& model, const torch::Tensor& train_toke
                                                           options.learning_rate, options.min_learning_rate);
     SetLearningRate(*optimizer, learning_rate);
     if (hooks.before_step) hooks.before_step(step);
+    // Every worker draws the whole global batch (the same random stream) and keeps its rows of it.
     std::vector<torch::Tensor> rows;
     for (int64_t b = 0; b < options.batch_size; ++b) {
       const int64_t begin = offset(rng);
-      rows.push_back(train_tokens.slice(0, begin, begin + options.ctx + 1));
+      if (b >= first_row && b < end_row) rows.push_back(train_tokens.slice(0, begin, begin + options.ctx + 1));
     }
-    const torch::Tensor batch = torch::stack(rows).to(device);  // [B, ctx + 1]
+    const torch::Tensor batch = torch::stack(rows).to(device);  // [B / workers, ctx + 1]
     optimizer->zero_grad();
     const torch::Tensor loss = hooks.loss ? hooks.loss(batch, step) : CrossEntropyLoss(model, batch);
     loss.backward();
+    if (parallel) parallel->AverageGradients(trained);
     if (options.grad_clip > 0) torch::nn::utils::clip_grad_norm_(trained, options.grad_clip);
     optimizer->step();
-    const double step_loss = loss.item<double>();
+    double step_loss = loss.item<double>();
+    if (parallel) step_loss = parallel->Sum({step_loss})[0] / workers;
     Require(std::isfinite(step_loss), "{}: the training loss became {} at step {}; lower --learning-rate", label,
             step_loss, step + 1);
     loss_sum += step_loss;
@@ -273,7 +290,7 @@ LmTrainResult RunLmTraining(CausalLmImpl& model, const torch::Tensor& train_toke
     point.step = step + 1;
     point.tokens = point.step * tokens_per_step;
     point.train_loss = loss_sum / static_cast<double>(loss_steps);
-    point.valid_loss = WindowLoss(model, valid_tokens, options.ctx, eval_windows, options.batch_size);
+    point.valid_loss = WindowLoss(model, valid_tokens, options.ctx, eval_windows, options.batch_size, parallel);
     point.learning_rate = learning_rate;
     point.tokens_per_second = seconds > 0 ? static_cast<double>(loss_steps * tokens_per_step) / seconds : 0;
     if (hooks.describe) point.extra = hooks.describe();
@@ -299,6 +316,8 @@ LmTrainResult RunLmTraining(CausalLmImpl& model, const torch::Tensor& train_toke
   }
   progress.Finish();
   result.seconds = seconds_before + progress.ElapsedSeconds();
+  result.workers = workers;
+  if (parallel) result.communication_seconds = parallel->communication_seconds();
   if (last_step < options.steps) {
     LogInfo("{}: stopped after step {} of {}; continue with --resume", label, last_step, options.steps);
     return result;

@@ -34,6 +34,10 @@ struct LmLoopOptions {
   bool resume = false;          // continue from OUT/resume when a state is there
   int64_t stop_after = 0;       // stop after this many steps of this call, leaving a resume state (0: run to the end)
   std::string label = "train";  // progress and log lines
+  // Data parallel (train/data_parallel.h): each worker takes its rows of every global batch of batch_size windows
+  // and its share of the validation windows, gradients and losses are averaged over the workers, and only rank 0
+  // writes. Null: this process alone.
+  class DataParallel* parallel = nullptr;
 };
 
 struct LmEvalPoint {
@@ -54,6 +58,8 @@ struct LmTrainResult {
   int64_t valid_tokens = 0;
   int64_t resumed_from = 0;  // the step a resumed run continued from (0: a fresh run)
   double seconds = 0;
+  int workers = 1;               // data-parallel processes
+  double communication_seconds = 0;  // inside all-reduces (data parallel), this call
   nlohmann::json ToJson() const;
 };
 
@@ -71,8 +77,10 @@ struct LmLoopHooks {
 };
 
 // Mean next-token cross-entropy over the first `windows` consecutive windows of ctx + 1 tokens of `tokens`,
-// in eval mode and without gradients (the model is put back in train mode).
-double WindowLoss(CausalLmImpl& model, const torch::Tensor& tokens, int64_t ctx, int64_t windows, int64_t batch_size);
+// in eval mode and without gradients (the model is put back in train mode). With `parallel`, each worker scores
+// every world_size-th window and the sums are combined.
+double WindowLoss(CausalLmImpl& model, const torch::Tensor& tokens, int64_t ctx, int64_t windows, int64_t batch_size,
+                  class DataParallel* parallel = nullptr);
 
 // Trains `model` (its parameters that require gradients) on `train_tokens`, validating on `valid_tokens`
 // (int64 [n]). `run_options` is stored in OUT/training.json. Throws atq::Error for texts shorter than a window,

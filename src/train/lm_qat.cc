@@ -18,6 +18,7 @@
 #include "quant/lm_gguf_export.h"
 #include "quant/lm_quantizer.h"
 #include "quant/packed_lm.h"
+#include "train/data_parallel.h"
 #include "train/distillation.h"
 #include "train/lm_trainer.h"
 #include "util/error.h"
@@ -56,7 +57,8 @@ std::vector<QatLayer> ConfigureLayers(CausalLmImpl& model, const LmQatOptions& o
     }
     LayerQuantConfig config;
     try {
-      config = QuantizedLayer(recipe.grid);
+      // RPB is for atq's ternary grids; the others (llama.cpp's blocks, uniform bits) hold no residual.
+      config = QuantizedLayer(recipe.grid, recipe.grid.kind == GridKind::kTernary ? options.rpb_fraction : 0.0);
     } catch (const Error& error) {
       Fail("{}: {}", name, error.what());
     }
@@ -87,14 +89,18 @@ nlohmann::json LayerSummary(const std::vector<QatLayer>& layers, LmQatResult* to
   torch::NoGradGuard no_grad;
   nlohmann::json rows = nlohmann::json::array();
   double bits = 0, zeros = 0;
-  int64_t weights = 0, ternary_weights = 0;
+  int64_t weights = 0, ternary_weights = 0, boosted_total = 0;
   for (const QatLayer& layer : layers) {
     const LayerQuantConfig& config = layer.linear->quant;
     const LayerQuantization q = QuantizeLayer(layer.linear->weight, config);
     const int64_t rows_count = q.packed.values.size(0), cols = q.packed.values.size(1);
-    const double layer_bits = GridBitsPerWeight(config.grid, rows_count, cols);
     const int64_t count = rows_count * cols;
+    const int64_t boosted = q.boosted.defined() ? q.boosted.sum().item<int64_t>() : 0;
+    const double layer_bits = GridBitsPerWeight(config.grid, rows_count, cols) +
+                              8.0 * static_cast<double>(boosted * kRpbBytesPerWeight) / static_cast<double>(count);
     nlohmann::json row = {{"name", layer.name}, {"grid", DescribeGrid(config.grid)}, {"bits_per_weight", layer_bits}};
+    if (boosted > 0) row["boosted_weights"] = boosted;
+    boosted_total += boosted;
     if (config.mode() == WeightMode::kTernary) {
       const double zero_share = (q.packed.codes == 1).to(torch::kFloat64).mean().item<double>();
       row["sparsity"] = zero_share;
@@ -110,6 +116,7 @@ nlohmann::json LayerSummary(const std::vector<QatLayer>& layers, LmQatResult* to
     totals->quantized_weights = weights;
     totals->bits_per_weight = weights > 0 ? bits / static_cast<double>(weights) : 0;
     totals->sparsity = ternary_weights > 0 ? zeros / static_cast<double>(ternary_weights) : 0;
+    totals->boosted_weights = boosted_total;
   }
   return rows;
 }
@@ -122,7 +129,14 @@ void SavePacked(CausalLmImpl& model, const std::vector<QatLayer>& layers, const 
   std::map<std::string, PackedWeights> packed;
   for (const QatLayer& layer : layers) {
     const LayerQuantization q = QuantizeLayer(layer.linear->weight, layer.linear->quant);
-    packed[layer.name + ".weight"] = {q.packed.layout, PackQuantized(q.packed), nullptr, 0};
+    PackedWeights& weights = packed[layer.name + ".weight"] = {q.packed.layout, PackQuantized(q.packed), nullptr, 0};
+    if (q.boosted.defined() && q.boosted.any().item<bool>()) {
+      // The boosted weights as the forward pass used them: `effective` holds them rounded to float16.
+      const torch::Tensor index = q.boosted.reshape({-1}).nonzero().reshape({-1}).contiguous();
+      const torch::Tensor value = q.effective.reshape({-1}).index_select(0, index).to(torch::kFloat32).contiguous();
+      SetBoosted(weights, std::vector<int64_t>(index.data_ptr<int64_t>(), index.data_ptr<int64_t>() + index.numel()),
+                 std::vector<float>(value.data_ptr<float>(), value.data_ptr<float>() + value.numel()), layer.name);
+    }
   }
   SavePackedLm(model, packed, dir, pack);
 }
@@ -141,6 +155,7 @@ nlohmann::json OptionsJson(const LmQatOptions& o, const nlohmann::json& recipe) 
           {"ramp_steps", o.ramp_steps},
           {"ramp", o.ramp == SparsityRamp::kCubic ? "cubic" : "linear"},
           {"ste_clip", o.ste_clip},
+          {"rpb_fraction", o.rpb_fraction},
           {"temperature", o.temperature},
           {"distill_alpha", o.distill_alpha},
           {"hidden_weight", o.hidden_weight},
@@ -181,6 +196,7 @@ nlohmann::json LmQatResult::ToJson() const {
                       {"quantized_weights", quantized_weights},
                       {"bits_per_weight", bits_per_weight},
                       {"sparsity", sparsity},
+                      {"boosted_weights", boosted_weights},
                       {"layers", layers}};
   if (teacher_valid_loss >= 0) {
     j["teacher_valid_loss"] = teacher_valid_loss;
@@ -200,6 +216,10 @@ LmQatResult TrainQuantizationAware(const LmQatOptions& options) {
   Require(options.hidden_weight >= 0 && std::isfinite(options.hidden_weight), "qat: hidden-state weight {} must be >= 0",
           options.hidden_weight);
   Require(!options.train_texts.empty(), "qat: no training text");
+  Require(options.rpb_fraction >= 0 && options.rpb_fraction < 0.5, "qat: RPB fraction {} is outside [0, 0.5)",
+          options.rpb_fraction);
+  Require(options.rpb_fraction == 0 || options.gguf_path.empty(),
+          "qat: a GGUF cannot hold the weights RPB keeps exactly; drop --gguf or --rpb-fraction");
   LmLoadOptions load;
   load.tokenizer = options.tokenizer;
   LanguageModel student = LoadLanguageModel(options.model, load);
@@ -247,9 +267,11 @@ LmQatResult TrainQuantizationAware(const LmQatOptions& options) {
   schedule(0);
   if (teacher.model) {
     result.teacher_valid_loss =
-        WindowLoss(*teacher.model, valid_tokens, options.loop.ctx, eval_windows, options.loop.batch_size);
+        WindowLoss(*teacher.model, valid_tokens, options.loop.ctx, eval_windows, options.loop.batch_size,
+                   options.loop.parallel);
   }
-  result.start_valid_loss = WindowLoss(model, valid_tokens, options.loop.ctx, eval_windows, options.loop.batch_size);
+  result.start_valid_loss =
+      WindowLoss(model, valid_tokens, options.loop.ctx, eval_windows, options.loop.batch_size, options.loop.parallel);
   LmQatResult start_totals;
   LayerSummary(layers, &start_totals);
   LogInfo("qat {}: {} layers quantization-aware ({:.3f} bits per weight); start: fake-quantized perplexity {:.2f}{}",
@@ -312,6 +334,7 @@ LmQatResult TrainQuantizationAware(const LmQatOptions& options) {
   result.layers = LayerSummary(layers, &result);
   const fs::path out(options.loop.out_dir);
   if (result.training.evals.empty() || result.training.evals.back().step < options.loop.steps) return result;
+  if (options.loop.parallel && !options.loop.parallel->writes()) return result;  // rank 0 writes
 
   if (!options.gguf_path.empty()) {
     // The best model as llama.cpp reads it: the packed checkpoint read back (its values exactly the fake-quantized

@@ -35,6 +35,10 @@ struct LmQatOptions {
   int64_t ramp_steps = 0;
   SparsityRamp ramp = SparsityRamp::kLinear;
   double ste_clip = 2.0;  // LayerQuantConfig::ste_clip
+  // Residual precision boosting for atq's ternary grids: in every ternary layer this share of the weights, those
+  // the grid rounds worst, is kept at float16 precision (trained as such) and stored as a sparse residual beside
+  // the codes, 6 bytes each, counted in the bits per weight. A GGUF cannot hold it.
+  double rpb_fraction = 0;
   // Distillation: alpha * T^2 * KL(teacher || student at temperature T) + (1 - alpha) * next-token cross-entropy,
   // plus hidden_weight * the mean over blocks of ||h_student - h_teacher||^2 / ||h_teacher||^2.
   double temperature = 2.0;
@@ -57,6 +61,7 @@ struct LmQatResult {
   int64_t quantized_weights = 0;
   double bits_per_weight = 0;      // over the quantized layers, scales included
   double sparsity = 0;             // share of zero codes over the ternary layers, after training
+  int64_t boosted_weights = 0;     // kept exactly by RPB
   nlohmann::json layers;           // per layer: grid, bits per weight, sparsity
   nlohmann::json gguf;             // the GGUF's report, when written
   nlohmann::json ToJson() const;

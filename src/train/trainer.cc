@@ -16,6 +16,7 @@
 
 #include "io/atomic_file.h"
 #include "models/classifiers.h"
+#include "train/data_parallel.h"
 #include "torch/tensor_bridge.h"
 #include "util/error.h"
 #include "util/log.h"
@@ -193,6 +194,19 @@ TrainResult Train(const TrainOptions& options) {
     teacher->eval();
   }
 
+  DataParallel* parallel = options.parallel;
+  const bool writes = !options.out_dir.empty() && (!parallel || parallel->writes());
+  std::vector<torch::Tensor> running_statistics;  // BatchNorm's, averaged over the workers after every epoch
+  for (const torch::Tensor& buffer : model->buffers()) {
+    if (buffer.is_floating_point()) running_statistics.push_back(buffer);
+  }
+  if (parallel) {
+    std::vector<torch::Tensor> state = model->parameters();
+    for (const torch::Tensor& buffer : model->buffers()) state.push_back(buffer);
+    parallel->BroadcastFromFirst(state);  // one starting point
+    // Each worker's own dropout draws (the weights are rank 0's already).
+    torch::manual_seed(MixSeed(options.seed, 0x5EED0000u + static_cast<uint64_t>(parallel->rank())));
+  }
   const auto optimizer = MakeAdamW(model->parameters(), options.learning_rate, options.weight_decay);
 
   const int64_t batches_per_epoch = (data.train.size() + options.batch_size - 1) / options.batch_size;
@@ -216,7 +230,7 @@ TrainResult Train(const TrainOptions& options) {
     const EpochBatches batches(data.train, options.batch_size, MixSeed(options.seed, static_cast<uint64_t>(epoch)),
                                /*shuffle=*/true, options.augment);
     std::unique_ptr<Progress> progress;
-    if (options.show_progress) {
+    if (options.show_progress && (!parallel || parallel->writes())) {
       progress = std::make_unique<Progress>(fmt::format("epoch {}/{}", epoch + 1, options.epochs),
                                             batches.size(), "batches");
     }
@@ -232,39 +246,63 @@ TrainResult Train(const TrainOptions& options) {
         SetScheduledSparsity(*model, ScheduledSparsity(options.sparsity, progress_epochs, options.ramp_epochs,
                                                        options.ramp));
       }
-      const Batch batch = batches.Get(index);
-      optimizer->zero_grad();
-      const torch::Tensor logits = model->forward(batch.images);  // [B, K]
-      torch::Tensor loss;
-      if (teacher) {
-        torch::Tensor teacher_logits;
-        {
-          torch::NoGradGuard no_grad;
-          teacher_logits = teacher->forward(batch.images);
-        }
-        loss = DistillationLoss(logits, teacher_logits, batch.labels, options.temperature, options.distill_alpha);
-      } else {
-        loss = torch::nn::functional::cross_entropy(logits, batch.labels);
+      Batch batch = batches.Get(index);
+      const int64_t global_rows = batch.labels.size(0);
+      if (parallel) {  // this worker's rows; shares differ by at most one
+        const int64_t world = parallel->world_size(), rank = parallel->rank();
+        const int64_t begin = global_rows * rank / world, end = global_rows * (rank + 1) / world;
+        batch.images = batch.images.slice(0, begin, end);
+        batch.labels = batch.labels.slice(0, begin, end);
       }
-      loss.backward();
-      optimizer->step();
-
       const int64_t size = batch.labels.size(0);
-      const double batch_loss = loss.item<double>();
-      loss_sum += batch_loss * static_cast<double>(size);
-      correct += logits.detach().argmax(1).eq(batch.labels).sum().item<int64_t>();
-      seen += size;
+      optimizer->zero_grad();
+      double batch_loss = 0;
+      if (size > 0) {
+        const torch::Tensor logits = model->forward(batch.images);  // [B, K]
+        torch::Tensor loss;
+        if (teacher) {
+          torch::Tensor teacher_logits;
+          {
+            torch::NoGradGuard no_grad;
+            teacher_logits = teacher->forward(batch.images);
+          }
+          loss = DistillationLoss(logits, teacher_logits, batch.labels, options.temperature, options.distill_alpha);
+        } else {
+          loss = torch::nn::functional::cross_entropy(logits, batch.labels);
+        }
+        // Weighted by this worker's share of the batch, so that the workers' mean gradient is the whole batch's.
+        const double share = parallel ? static_cast<double>(size * parallel->world_size()) / global_rows : 1.0;
+        (share == 1.0 ? loss : loss * share).backward();
+        batch_loss = loss.item<double>();
+        loss_sum += batch_loss * static_cast<double>(size);
+        correct += logits.detach().argmax(1).eq(batch.labels).sum().item<int64_t>();
+        seen += size;
+      }
+      if (parallel) parallel->AverageGradients(model->parameters());
+      optimizer->step();
       if (progress) progress->Advance(1, fmt::format("loss {:.4f}", batch_loss));
+    }
+    if (parallel) {
+      const std::vector<double> sums =
+          parallel->Sum({loss_sum, static_cast<double>(correct), static_cast<double>(seen)});
+      loss_sum = sums[0];
+      correct = static_cast<int64_t>(sums[1]);
+      seen = static_cast<int64_t>(sums[2]);
+      parallel->Average(running_statistics);
     }
 
     EpochMetrics metrics;
     metrics.epoch = epoch + 1;
     metrics.loss = loss_sum / static_cast<double>(seen);
     metrics.train_accuracy = static_cast<double>(correct) / static_cast<double>(seen);
+    metrics.learning_rate = learning_rate;
+    if (parallel && !parallel->writes()) {  // rank 0 evaluates, keeps the best and writes
+      result.epochs.push_back(metrics);
+      continue;
+    }
     const EvalResult eval = Evaluate(*model, data.test);
     metrics.test_accuracy = eval.accuracy;
     metrics.sparsity = MeasuredSparsity(*model);
-    metrics.learning_rate = learning_rate;
     metrics.seconds = Seconds(epoch_start);
     result.epochs.push_back(metrics);
     const std::string summary =
@@ -282,7 +320,7 @@ TrainResult Train(const TrainOptions& options) {
       result.best_test_accuracy = metrics.test_accuracy;
     }
     if (epoch == options.epochs - 1) result.final_eval = eval;
-    if (!options.out_dir.empty()) {
+    if (writes) {
       if (best) SaveClassifier((out_dir / "best").string(), *model, config, &training_json);
       const bool last = epoch == options.epochs - 1;
       if (last) SaveClassifier(out_dir.string(), *model, config, &training_json);

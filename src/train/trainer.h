@@ -55,6 +55,12 @@ struct TrainOptions {
   int threads = 0;          // torch intra-op threads; 0: every core
   std::string out_dir;      // checkpoint, config.json, metrics.json; empty: nothing written
   bool show_progress = true;
+  // Data parallel (train/data_parallel.h): every worker draws the same shuffled batches and takes its rows of
+  // each; gradients are averaged over the workers (weighted by their rows, so a short last batch is exact),
+  // BatchNorm normalizes over each worker's rows (as torch's DDP without SyncBatchNorm) and its running
+  // statistics are averaged after every epoch; dropout draws differ per worker. Only rank 0 evaluates and writes.
+  // Null: this process alone.
+  class DataParallel* parallel = nullptr;
 };
 
 struct EpochMetrics {

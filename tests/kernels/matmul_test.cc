@@ -243,3 +243,39 @@ TEST(Int8Activations, KnownAnswer) {
 
 }  // namespace
 }  // namespace atq
+
+namespace atq {
+namespace {
+
+// RPB: the corrections SetBoosted computes are (stored value - decoded code) at each boosted weight, and AddBoosted
+// adds exactly x[c] * correction to y[r]; bad residuals are refused by name.
+TEST(Boosted, CorrectionsAreTheStoredValuesOverTheCodes) {
+  const Case c = MakeCase(QuantType::kTernary2, 5, 37, Granularity::kChannel, 0, 3, 11);
+  PackedWeights packed{c.layout, c.bytes, nullptr, 0};
+  const std::vector<int64_t> index = {0, 36, 40, 5 * 37 - 1};
+  const std::vector<float> value = {0.5f, -0.25f, 0.125f, 1.0f};
+  SetBoosted(packed, index, value, "test");
+  std::vector<float> row(37);
+  for (size_t k = 0; k < index.size(); ++k) {
+    DequantizeRow(c.matrix(), index[k] / 37, row.data());
+    EXPECT_EQ(packed.boosted_delta[k], value[k] - row[static_cast<size_t>(index[k] % 37)]);
+  }
+  std::vector<float> y(static_cast<size_t>(c.n * 5), 0.0f);
+  AddBoosted(packed, c.x.data(), c.n, y.data());
+  for (int64_t i = 0; i < c.n; ++i) {
+    for (int64_t r = 0; r < 5; ++r) {
+      float expected = 0;
+      for (size_t k = 0; k < index.size(); ++k) {
+        if (index[k] / 37 == r) expected += c.x[static_cast<size_t>(i * 37 + index[k] % 37)] * packed.boosted_delta[k];
+      }
+      EXPECT_EQ(y[static_cast<size_t>(i * 5 + r)], expected) << i << " " << r;
+    }
+  }
+  EXPECT_THROW(SetBoosted(packed, {5 * 37}, {1.0f}, "test"), Error);         // outside the matrix
+  EXPECT_THROW(SetBoosted(packed, {3, 3}, {1.0f, 2.0f}, "test"), Error);     // not increasing
+  EXPECT_THROW(SetBoosted(packed, {3}, {NAN}, "test"), Error);               // not finite
+  EXPECT_THROW(SetBoosted(packed, {3, 4}, {1.0f}, "test"), Error);           // lengths differ
+}
+
+}  // namespace
+}  // namespace atq

@@ -16,6 +16,7 @@
 #include "models/lm_hf_writer.h"
 #include "models/lm_loader.h"
 #include "quant/recipe.h"
+#include "runtime/packed_runtime.h"
 #include "test_util.h"
 #include "train/lm_trainer.h"
 #include "util/error.h"
@@ -100,6 +101,52 @@ TEST(LmQat, ExportedFilesAreTheTrainedModel) {
     EXPECT_GT(result.bits_per_weight, 1.5);
     EXPECT_LT(result.bits_per_weight, std::string(grid) == "bits4" ? 4.6 : 2.2);
   }
+}
+
+// Residual precision boosting: the boosted weights travel as a sparse residual beside the codes; the checkpoint read
+// dequantized scores the trained loss exactly, read packed (kernels with int8 activations) nearly, and without the
+// residual it would be worse. A GGUF, which cannot hold the residual, is refused before training.
+TEST(LmQat, RpbResidualIsExported) {
+  torch::set_num_threads(1);
+  const TinySetup setup;
+  const std::map<std::string, std::string> ternary = {{"ternary", "true"}};
+  LmQatOptions options = setup.Options(setup.dir.File("rpb"), ternary);
+  options.rpb_fraction = 0.02;
+  const LmQatResult result = TrainQuantizationAware(options);
+  const double trained = result.training.best_valid_loss;
+  EXPECT_GT(result.boosted_weights, 0);
+  // Per channel ternary is about 2.06 bits; 2% of the weights at 48 bits each add about 0.96.
+  EXPECT_NEAR(result.bits_per_weight, 2.06 + 0.02 * 48, 0.1);
+  const std::string best = options.loop.out_dir + "/best";
+  EXPECT_NEAR(ValidLoss(best, setup.valid), trained, 1e-6 * trained);
+
+  LmLoadOptions packed_load;
+  packed_load.keep_packed = true;
+  LanguageModel packed = LoadLanguageModel(best, packed_load);
+  int64_t boosted = 0;
+  for (const auto& [name, weights] : packed.packed) boosted += static_cast<int64_t>(weights.boosted_index.size());
+  EXPECT_EQ(boosted, result.boosted_weights);
+  ASSERT_FALSE(packed.packed.empty());
+  // Through the kernels (int8 activations): the same loss within their rounding; without the residual, not.
+  AttachPackedWeights(*packed.model, packed.packed);
+  const torch::Tensor valid = TokenTensor(*packed.tokenizer, setup.valid);
+  const double kernels = WindowLoss(*packed.model, valid, 16, 6, 2);
+  EXPECT_NEAR(kernels, trained, 0.01 * trained);
+  LanguageModel codes_only = LoadLanguageModel(best, packed_load);
+  for (auto& [name, weights] : codes_only.packed) {
+    weights.boosted_index.clear();
+    weights.boosted_value.clear();
+    weights.boosted_delta.clear();
+  }
+  AttachPackedWeights(*codes_only.model, codes_only.packed);
+  const double without = WindowLoss(*codes_only.model, valid, 16, 6, 2);
+  EXPECT_GT(std::abs(without - trained), std::abs(kernels - trained));
+
+  LmQatOptions with_gguf = setup.Options(setup.dir.File("rpb-gguf"), ternary);
+  with_gguf.rpb_fraction = 0.02;
+  with_gguf.gguf_path = setup.dir.File("rpb.gguf");
+  EXPECT_THROW(TrainQuantizationAware(with_gguf), Error);
+  EXPECT_FALSE(fs::exists(with_gguf.loop.out_dir + "/best"));
 }
 
 TEST(LmQat, SparsityRampReachesItsTarget) {

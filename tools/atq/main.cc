@@ -9,6 +9,9 @@
 #include <CLI/CLI.hpp>
 
 #include "command.h"
+#ifdef ATQ_WITH_TORCH
+#include "torch_workers.h"
+#endif
 #include "util/error.h"
 #include "util/log.h"
 
@@ -18,6 +21,9 @@ int main(int argc, char** argv) {
   // heaps, so resident memory climbs past what is live: quantizing tinyllama-1.1b to ternary peaked at 1.85 GB of
   // anonymous memory that way, 1.08 GB with a fixed threshold (scripts/bench_large_model.py measures it).
   mallopt(M_MMAP_THRESHOLD, 4 << 20);
+#ifdef ATQ_WITH_TORCH
+  atq::cli::RecordCommandLine(argc, argv);  // --nproc starts its workers with it
+#endif
   using atq::cli::RunFn;
   CLI::App app{"atq: ternary and low-bit quantization of neural networks"};
   app.require_subcommand(1);

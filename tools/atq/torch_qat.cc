@@ -10,9 +10,10 @@
 #include "command.h"
 #include "io/output_path.h"
 #include "models/lm_gguf_writer.h"
-#include "setting_flags.h"
+#include "torch_setting_flags.h"
 #include "torch/tensor_bridge.h"
 #include "torch_lm_options.h"
+#include "torch_workers.h"
 #include "train/lm_qat.h"
 #include "util/error.h"
 #include "util/paths.h"
@@ -28,6 +29,7 @@ RunFn DeclareQat(CLI::App& app) {
     std::string gguf_embeddings = "f32";
     std::string ramp = "linear";
     int threads = 0;
+    Workers workers;
     SettingFlags flags{GridFlags()};
   };
   auto o = std::make_shared<Options>();
@@ -71,6 +73,9 @@ RunFn DeclareQat(CLI::App& app) {
   app.add_option("--ste-clip", o->qat.ste_clip, "Ternary straight-through estimator: gradients pass while |w| <= "
                                                 "this x max(scale, threshold), or point back toward zero")
       ->check(CLI::PositiveNumber)->capture_default_str();
+  app.add_option("--rpb-fraction", o->qat.rpb_fraction, "Residual precision boosting: share of each ternary layer's "
+                                                        "weights kept at float16 (a sparse residual, 6 bytes each)")
+      ->check(CLI::Range(0.0, 0.49))->capture_default_str();
   app.add_option("--train", o->qat.train_texts, "Training text files (default: the corpus train split)")
       ->capture_default_str();
   app.add_option("--valid", o->qat.valid_text, "Validation text")->capture_default_str();
@@ -83,13 +88,13 @@ RunFn DeclareQat(CLI::App& app) {
   app.add_option("--gguf-embeddings", o->gguf_embeddings, "GGUF type of the token embedding (and an untied head)")
       ->capture_default_str();
   app.add_option("--threads", o->threads, "CPU threads (0: every core)")->check(ThreadCount())->capture_default_str();
+  AddWorkerFlags(app, o->workers);
   return [o] {
     LmQatOptions& qat = o->qat;
     std::vector<std::string> inputs = {qat.model, qat.tokenizer, qat.teacher, qat.valid_text, o->recipe_file};
     inputs.insert(inputs.end(), qat.train_texts.begin(), qat.train_texts.end());
     CheckOutputPath(qat.loop.out_dir, inputs, "--out");
     if (!qat.gguf_path.empty()) CheckOutputPath(qat.gguf_path, inputs, "--gguf");
-    const OutputLock lock(qat.loop.out_dir);
     std::string source;
     QuantizeRecipe recipe = RecipeWithFlags(o->recipe_file, o->flags, source);
     // Ternary unless a grid is named: QAT's reason to exist.
@@ -106,13 +111,19 @@ RunFn DeclareQat(CLI::App& app) {
     qat.float_type = type_of(o->float_type, "--float-type");
     if (!o->gguf_type.empty()) qat.gguf_type = type_of(o->gguf_type, "--gguf-type");
     qat.gguf_embeddings = type_of(o->gguf_embeddings, "--gguf-embeddings");
+    if (const std::optional<int> status = StartWorkers(o->workers, o->threads)) return *status;
+    std::optional<OutputLock> lock;  // one writer: rank 0
+    if (!o->workers.parallel || o->workers.parallel->writes()) lock.emplace(qat.loop.out_dir);
+    qat.loop.parallel = o->workers.parallel.get();
     SetTorchThreads(o->threads);
     const LmQatResult result = TrainQuantizationAware(qat);
+    if (o->workers.parallel && !o->workers.parallel->writes()) return 0;
     const LmTrainResult& training = result.training;
     if (training.evals.empty() || training.evals.back().step < qat.loop.steps) return 0;  // stopped: --resume
-    fmt::print("{} layers at {:.3f} bits per weight, sparsity {:.1f}%; validation perplexity: fake-quantized start "
-               "{:.2f}, best {:.2f} at step {}{}\n",
+    fmt::print("{} layers at {:.3f} bits per weight, sparsity {:.1f}%{}; validation perplexity: fake-quantized "
+               "start {:.2f}, best {:.2f} at step {}{}\n",
                result.quantized_layers, result.bits_per_weight, 100 * result.sparsity,
+               result.boosted_weights > 0 ? fmt::format(", {} weights kept by RPB", result.boosted_weights) : "",
                std::exp(result.start_valid_loss), std::exp(training.best_valid_loss), training.best_step,
                result.teacher_valid_loss >= 0 ? fmt::format(", teacher {:.2f}", std::exp(result.teacher_valid_loss))
                                               : "");

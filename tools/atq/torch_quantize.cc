@@ -15,7 +15,7 @@
 #include "quant/lm_gguf_export.h"
 #include "quant/packed_lm.h"
 #include "quant/recipe.h"
-#include "setting_flags.h"
+#include "torch_setting_flags.h"
 #include "torch_lm_options.h"
 #include "util/error.h"
 #include "util/memory.h"

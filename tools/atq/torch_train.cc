@@ -1,5 +1,6 @@
 // atq train: a full-precision or quantization-aware (ATQ ternary, uniform b-bit) image classifier.
 #include <memory>
+#include <optional>
 #include <string>
 
 #include <fmt/format.h>
@@ -7,6 +8,7 @@
 #include "command.h"
 #include "models/classifiers.h"
 #include "models/classifier_checkpoint.h"
+#include "torch_workers.h"
 #include "train/trainer.h"
 #include "util/error.h"
 #include "io/output_path.h"
@@ -20,6 +22,7 @@ RunFn DeclareTrain(CLI::App& app) {
     std::string threshold_mode = "sparsity";
     std::string ramp = "linear";
     bool use_rpb = false;
+    Workers workers;
   };
   auto o = std::make_shared<Options>();
   TrainOptions& t = o->train;
@@ -69,12 +72,16 @@ RunFn DeclareTrain(CLI::App& app) {
   app.add_option("--subset", t.subset, "Train on the first N images only")->check(CountFrom(0));
   app.add_option("--test-subset", t.test_subset, "Evaluate on the first N test images only")->check(CountFrom(0));
   app.add_option("--threads", t.threads, "Threads (0: every core)")->check(ThreadCount())->capture_default_str();
+  AddWorkerFlags(app, o->workers);
   app.add_option("--out", t.out_dir, "Output folder: model.safetensors, config.json, metrics.json, best/")
       ->required();
   return [o] {
     CheckOutputPath(o->train.out_dir, {o->train.init_from, o->train.distill_teacher, o->train.data_dir}, "--out");
-    const OutputLock lock(o->train.out_dir);
+    if (const std::optional<int> status = StartWorkers(o->workers, o->train.threads)) return *status;
+    std::optional<OutputLock> lock;  // one writer: rank 0
+    if (!o->workers.parallel || o->workers.parallel->writes()) lock.emplace(o->train.out_dir);
     TrainOptions options = o->train;
+    options.parallel = o->workers.parallel.get();
     options.mode = ParseWeightMode(o->mode);
     const auto rule = ParseThresholdRule(o->threshold_mode);
     Require(rule.has_value(), "--threshold-mode '{}' is not sparsity, magnitude_absolute or magnitude_relative",
@@ -84,6 +91,7 @@ RunFn DeclareTrain(CLI::App& app) {
     if (o->use_rpb && options.rpb_fraction == 0) options.rpb_fraction = 0.01;
     if (!o->use_rpb) options.rpb_fraction = 0;
     const TrainResult result = Train(options);
+    if (options.parallel && !options.parallel->writes()) return 0;
     fmt::print("{}: best test accuracy {:.2f}% at epoch {}, final {:.2f}%; written to {}\n", options.model,
                100 * result.best_test_accuracy, result.best_epoch, 100 * result.final_eval.accuracy,
                options.out_dir);

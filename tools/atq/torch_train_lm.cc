@@ -11,6 +11,7 @@
 #include "models/lm_family.h"
 #include "torch/tensor_bridge.h"
 #include "torch_lm_options.h"
+#include "torch_workers.h"
 #include "train/lm_trainer.h"
 #include "util/paths.h"
 #include "io/output_path.h"
@@ -23,6 +24,7 @@ RunFn DeclareTrainLm(CLI::App& app) {
     std::string arch = "gpt2";
     int64_t layers = 4, hidden = 256, heads = 4, kv_heads = 0, intermediate = 0;
     int threads = 0;
+    Workers workers;
   };
   auto o = std::make_shared<Options>();
   const std::string data = ProjectDataDir();
@@ -46,10 +48,14 @@ RunFn DeclareTrainLm(CLI::App& app) {
   app.add_option("--device", o->train.device, "cpu or cuda")->check(CLI::IsMember({"cpu", "cuda"}))
       ->capture_default_str();
   app.add_option("--threads", o->threads, "CPU threads (0: every core)")->check(ThreadCount())->capture_default_str();
+  AddWorkerFlags(app, o->workers);
   app.add_option("--out", o->train.loop.out_dir, "Output folder: OUT (last), OUT/best, OUT/metrics.json")->required();
   return [o] {
     CheckOutputPath(o->train.loop.out_dir, {}, "--out");
-    const OutputLock lock(o->train.loop.out_dir);
+    if (const std::optional<int> status = StartWorkers(o->workers, o->threads)) return *status;
+    std::optional<OutputLock> lock;  // one writer: rank 0
+    if (!o->workers.parallel || o->workers.parallel->writes()) lock.emplace(o->train.loop.out_dir);
+    o->train.loop.parallel = o->workers.parallel.get();
     SetTorchThreads(o->threads);
     // The family's own config parser builds the model, from the keys its config.json would have: the shapes given
     // here, and for the mechanisms the family's published defaults at this scale (windows of half the context).

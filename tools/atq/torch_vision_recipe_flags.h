@@ -3,7 +3,7 @@
 
 #include <vector>
 
-#include "setting_flags.h"
+#include "torch_setting_flags.h"
 
 namespace atq::cli {
 

@@ -1,5 +1,5 @@
 // SettingFlags: one CLI11 option or switch per table row.
-#include "setting_flags.h"
+#include "torch_setting_flags.h"
 
 #include "util/error.h"
 

@@ -1,0 +1,148 @@
+// The local launcher of data-parallel workers.
+#include "torch_workers.h"
+
+#include <netinet/in.h>
+#include <signal.h>
+#include <spawn.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstdlib>
+#include <cstring>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <fmt/format.h>
+
+#include "util/error.h"
+#include "util/log.h"
+
+extern char** environ;
+
+namespace atq::cli {
+namespace {
+
+std::vector<std::string>& CommandLine() {
+  static std::vector<std::string> line;
+  return line;
+}
+
+// A port the kernel reports free on 127.0.0.1 now (bound to port 0, then released for rank 0's store).
+int FreePort() {
+  const int fd = socket(AF_INET, SOCK_STREAM, 0);
+  Require(fd >= 0, "--nproc: no socket for the workers' rendezvous ({})", std::strerror(errno));
+  sockaddr_in address{};
+  address.sin_family = AF_INET;
+  address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  address.sin_port = 0;
+  socklen_t length = sizeof(address);
+  const bool ok = bind(fd, reinterpret_cast<sockaddr*>(&address), sizeof(address)) == 0 &&
+                  getsockname(fd, reinterpret_cast<sockaddr*>(&address), &length) == 0;
+  close(fd);
+  Require(ok, "--nproc: no free port on 127.0.0.1 for the workers' rendezvous ({})", std::strerror(errno));
+  return ntohs(address.sin_port);
+}
+
+std::string Describe(int status) {
+  if (WIFEXITED(status)) return fmt::format("exited with status {}", WEXITSTATUS(status));
+  if (WIFSIGNALED(status)) return fmt::format("was killed by signal {}", WTERMSIG(status));
+  return "stopped";
+}
+
+}  // namespace
+
+void RecordCommandLine(int argc, char** argv) { CommandLine().assign(argv, argv + argc); }
+
+void AddWorkerFlags(CLI::App& app, Workers& workers) {
+  app.add_option("--nproc", workers.nproc, "Data-parallel worker processes on this machine (torch.distributed, Gloo); "
+                                           "the global batch is split between them")
+      ->check(CLI::Range(1, 256))->capture_default_str();
+  app.add_option("--dist-timeout", workers.timeout_seconds, "Seconds a worker waits for the others before failing")
+      ->check(CLI::Range(1, 86400))->capture_default_str();
+}
+
+std::optional<int> StartWorkers(Workers& workers, int& threads) {
+  const unsigned cores = std::max(1u, std::thread::hardware_concurrency());
+  if (const std::optional<DistributedEnv> env = DistributedFromEnvironment(); env && env->world_size > 1) {
+    if (env->rank > 0) SetLogLevel(LogLevel::kWarn);
+    if (threads == 0) threads = static_cast<int>(std::max(1u, cores / static_cast<unsigned>(env->world_size)));
+    workers.parallel = std::make_unique<DataParallel>(*env, std::chrono::seconds(workers.timeout_seconds));
+    return std::nullopt;
+  }
+  if (workers.nproc <= 1) return std::nullopt;
+  const std::vector<std::string>& line = CommandLine();
+  Require(!line.empty(), "--nproc: the command line was not recorded");
+  const int port = FreePort();
+  const int share = threads > 0 ? std::max(1, threads / workers.nproc)
+                                : static_cast<int>(std::max(1u, cores / static_cast<unsigned>(workers.nproc)));
+  LogInfo("starting {} workers on 127.0.0.1:{} ({} threads each)", workers.nproc, port, share);
+  std::vector<pid_t> pids;
+  for (int rank = 0; rank < workers.nproc; ++rank) {
+    std::vector<std::string> variables;
+    for (char** e = environ; *e != nullptr; ++e) {
+      const std::string entry(*e);
+      bool ours = false;
+      for (const char* name : {"RANK=", "WORLD_SIZE=", "MASTER_ADDR=", "MASTER_PORT=", "LOCAL_RANK="}) {
+        ours = ours || entry.rfind(name, 0) == 0;
+      }
+      if (!ours) variables.push_back(entry);
+    }
+    variables.push_back(fmt::format("RANK={}", rank));
+    variables.push_back(fmt::format("LOCAL_RANK={}", rank));
+    variables.push_back(fmt::format("WORLD_SIZE={}", workers.nproc));
+    variables.push_back("MASTER_ADDR=127.0.0.1");
+    variables.push_back(fmt::format("MASTER_PORT={}", port));
+    std::vector<std::string> arguments;
+    for (size_t i = 0; i < line.size(); ++i) {  // this worker's --threads replaces the command line's
+      if (line[i] == "--threads") {
+        ++i;
+        continue;
+      }
+      if (line[i].rfind("--threads=", 0) == 0) continue;
+      arguments.push_back(line[i]);
+    }
+    arguments.push_back("--threads");
+    arguments.push_back(std::to_string(share));
+    std::vector<char*> argv, envp;
+    for (std::string& a : arguments) argv.push_back(a.data());
+    argv.push_back(nullptr);
+    for (std::string& v : variables) envp.push_back(v.data());
+    envp.push_back(nullptr);
+    pid_t pid = 0;
+    const int error = posix_spawn(&pid, "/proc/self/exe", nullptr, nullptr, argv.data(), envp.data());
+    if (error != 0) {
+      for (const pid_t started : pids) kill(started, SIGTERM);
+      Fail("--nproc: could not start worker {} ({})", rank, std::strerror(error));
+    }
+    pids.push_back(pid);
+  }
+  // The first worker to fail stops the run: the others are terminated rather than left waiting on it.
+  int result = 0;
+  size_t running = pids.size();
+  while (running > 0) {
+    int status = 0;
+    const pid_t pid = waitpid(-1, &status, 0);
+    if (pid < 0) {
+      if (errno == EINTR) continue;
+      break;
+    }
+    const auto it = std::find(pids.begin(), pids.end(), pid);
+    if (it == pids.end()) continue;
+    --running;
+    const int rank = static_cast<int>(it - pids.begin());
+    *it = -1;
+    if (!(WIFEXITED(status) && WEXITSTATUS(status) == 0) && result == 0) {
+      result = 1;
+      LogMessage(LogLevel::kError, fmt::format("worker {} {}; stopping the others", rank, Describe(status)));
+      for (const pid_t other : pids) {
+        if (other > 0) kill(other, SIGTERM);
+      }
+    }
+  }
+  return result;
+}
+
+}  // namespace atq::cli
