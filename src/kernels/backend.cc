@@ -5,6 +5,9 @@
 
 #include "kernels/matmul.h"
 #include "util/error.h"
+#ifdef ATQ_WITH_CUDA
+#include "kernels/cuda/cuda_backend.h"
+#endif
 
 namespace atq {
 namespace {
@@ -27,9 +30,24 @@ bool CpuSupports(QuantType type) {
   }
 }
 
+#ifdef ATQ_SCALAR_CPU
+// The CUDA-only build (cuda/CMakeLists.txt) has no Highway: its CPU row is the scalar reference.
+void CpuMatMul(const PackedMatrix& weights, const float* x, int64_t n, float* y, ThreadPool&) {
+  MatMulReference(weights, x, n, y);
+}
+std::string CpuTarget() { return "scalar reference"; }
+#else
 void CpuMatMul(const PackedMatrix& weights, const float* x, int64_t n, float* y, ThreadPool& pool) {
   MatMul(weights, x, n, y, pool);
 }
+std::string CpuTarget() { return KernelTargetName(); }
+#endif
+
+#ifdef ATQ_WITH_CUDA
+void CudaMatMul(const PackedMatrix& weights, const float* x, int64_t n, float* y, ThreadPool&) {
+  cuda::MatMulBlocking(weights, x, n, y);
+}
+#endif
 
 }  // namespace
 
@@ -43,7 +61,10 @@ std::string_view DeviceName(Device device) {
 
 const std::vector<KernelBackend>& KernelBackends() {
   static const std::vector<KernelBackend> backends = {
-      {"cpu", Device::kCpu, Always, CpuSupports, CpuMatMul, KernelTargetName},
+      {"cpu", Device::kCpu, Always, CpuSupports, CpuMatMul, CpuTarget},
+#ifdef ATQ_WITH_CUDA
+      {"cuda", Device::kCuda, cuda::Available, cuda::Supports, CudaMatMul, cuda::Target},
+#endif
   };
   return backends;
 }
@@ -53,7 +74,8 @@ const KernelBackend& BackendFor(Device device) {
   for (const KernelBackend& backend : KernelBackends()) {
     built.push_back(backend.name);
     if (backend.device == device) {
-      Require(backend.available(), "the {} backend is built but not usable on this machine", backend.name);
+      Require(backend.available(), "the {} backend is built but not usable on this machine: {}", backend.name,
+              backend.target());
       return backend;
     }
   }

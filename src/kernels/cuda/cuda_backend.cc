@@ -1,0 +1,205 @@
+// The host side of the CUDA backend: from the format table to the kernels' arguments, device memory and streams.
+#include "kernels/cuda/cuda_backend.h"
+
+#include <algorithm>
+
+#include <cuda_runtime_api.h>
+#include <fmt/format.h>
+
+#include "formats/atq_packed.h"
+#include "kernels/cuda/kernel_args.h"
+#include "util/error.h"
+
+namespace atq::cuda {
+namespace {
+
+void Check(cudaError_t status, const char* what) {
+  if (status != cudaSuccess) Fail("CUDA: {} failed: {}", what, cudaGetErrorString(status));
+}
+
+constexpr size_t kPadding = 256;  // every allocation: kernels read 16-byte words up to the next multiple of 16
+size_t Padded(size_t bytes) { return (bytes + 2 * kPadding - 1) / kPadding * kPadding; }
+
+KernelFormat FormatOf(QuantType type) {
+  switch (type) {
+    case QuantType::kTernary2: return KernelFormat::kT2;
+    case QuantType::kUniform4Sym: return KernelFormat::kU4Sym;
+    case QuantType::kUniform4Asym: return KernelFormat::kU4Asym;
+    case QuantType::kQ8_0: return KernelFormat::kQ8_0;
+    case QuantType::kQ4_0: return KernelFormat::kQ4_0;
+    case QuantType::kTQ2_0: return KernelFormat::kTQ2_0;
+    case QuantType::kTQ1_0: return KernelFormat::kTQ1_0;
+    default: Fail("the cuda backend has no kernel for {} (it runs t2, u4s, u4a, q8_0, q4_0, tq2_0, tq1_0)", TypeName(type));
+  }
+}
+
+ActOrder OrderOf(KernelFormat format) {
+  switch (format) {
+    case KernelFormat::kT2: return ActOrder::kTernary2;
+    case KernelFormat::kU4Sym:
+    case KernelFormat::kU4Asym: return ActOrder::kUniform4;
+    default: return ActOrder::kNatural;
+  }
+}
+
+int64_t Align(int64_t value, int64_t to) { return (value + to - 1) / to * to; }
+
+}  // namespace
+
+bool Available() {
+  static const bool available = [] {
+    int count = 0;
+    return cudaGetDeviceCount(&count) == cudaSuccess && count > 0;
+  }();
+  return available;
+}
+
+std::string DeviceSummary() {
+  int count = 0;
+  const cudaError_t status = cudaGetDeviceCount(&count);
+  if (status != cudaSuccess) return fmt::format("no CUDA device ({})", cudaGetErrorString(status));
+  if (count == 0) return "no CUDA device";
+  int device = 0;
+  Check(cudaGetDevice(&device), "cudaGetDevice");
+  cudaDeviceProp prop{};
+  Check(cudaGetDeviceProperties(&prop, device), "cudaGetDeviceProperties");
+  return fmt::format("{}, sm_{}{}, {} SMs, {:.1f} GiB", prop.name, prop.major, prop.minor, prop.multiProcessorCount,
+                     static_cast<double>(prop.totalGlobalMem) / (1ull << 30));
+}
+
+bool Supports(QuantType type) {
+  switch (type) {
+    case QuantType::kTernary2:
+    case QuantType::kUniform4Sym:
+    case QuantType::kUniform4Asym:
+    case QuantType::kQ8_0:
+    case QuantType::kQ4_0:
+    case QuantType::kTQ2_0:
+    case QuantType::kTQ1_0: return true;
+    default: return false;
+  }
+}
+
+void CheckLayout(const Layout& layout) {
+  FormatOf(layout.type);
+  const int64_t segment = KernelSegment(layout);
+  Require(segment % 32 == 0 || SegmentsPerRow(layout) <= 1,
+          "the cuda kernels take scale groups of a multiple of 32 weights or whole rows, not {} ({} {}x{})", segment,
+          TypeName(layout.type), layout.rows, layout.cols);
+}
+
+DeviceBuffer::DeviceBuffer(size_t bytes) : size_(bytes) {
+  void* data = nullptr;
+  Check(cudaMalloc(&data, Padded(bytes)), "cudaMalloc");
+  data_ = static_cast<uint8_t*>(data);
+}
+
+DeviceBuffer::~DeviceBuffer() {
+  if (data_ != nullptr) cudaFree(data_);
+}
+
+DeviceBuffer::DeviceBuffer(DeviceBuffer&& other) noexcept : data_(other.data_), size_(other.size_) {
+  other.data_ = nullptr;
+  other.size_ = 0;
+}
+
+DeviceBuffer& DeviceBuffer::operator=(DeviceBuffer&& other) noexcept {
+  if (this != &other) {
+    if (data_ != nullptr) cudaFree(data_);
+    data_ = other.data_;
+    size_ = other.size_;
+    other.data_ = nullptr;
+    other.size_ = 0;
+  }
+  return *this;
+}
+
+Stream::Stream() {
+  cudaStream_t stream = nullptr;
+  Check(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking), "cudaStreamCreate");
+  handle_ = stream;
+}
+
+Stream::~Stream() {
+  if (handle_ != nullptr) {
+    cudaStreamSynchronize(static_cast<cudaStream_t>(handle_));
+    cudaStreamDestroy(static_cast<cudaStream_t>(handle_));
+  }
+}
+
+void Stream::Synchronize() const {
+  Check(cudaStreamSynchronize(static_cast<cudaStream_t>(handle_)), "cudaStreamSynchronize");
+}
+
+uint8_t* Stream::Scratch(size_t bytes) {
+  if (scratch_.size() < bytes) {
+    Synchronize();  // work queued earlier may still read the old scratch
+    scratch_ = DeviceBuffer(bytes + bytes / 2);
+  }
+  return scratch_.get();
+}
+
+void CopyToDevice(void* device, const void* host, size_t bytes, const Stream& stream) {
+  Check(cudaMemcpyAsync(device, host, bytes, cudaMemcpyHostToDevice, static_cast<cudaStream_t>(stream.handle())),
+        "cudaMemcpyAsync to the device");
+}
+
+void CopyToHost(void* host, const void* device, size_t bytes, const Stream& stream) {
+  Check(cudaMemcpyAsync(host, device, bytes, cudaMemcpyDeviceToHost, static_cast<cudaStream_t>(stream.handle())),
+        "cudaMemcpyAsync to the host");
+  stream.Synchronize();
+}
+
+void MatMul(Stream& stream, const PackedMatrix& weights, const float* x, int64_t n, float* y) {
+  const Layout& layout = weights.layout;
+  CheckLayout(layout);
+  MatrixArgs m;
+  m.format = FormatOf(layout.type);
+  m.data = weights.data;
+  m.rows = layout.rows;
+  m.cols = layout.cols;
+  m.segment = KernelSegment(layout);
+  m.segments = SegmentsPerRow(layout);
+  const TypeTraits& traits = Traits(layout.type);
+  if (traits.family == TypeFamily::kGgmlBlock) {
+    m.row_bytes = layout.cols / traits.block_size * traits.bytes_per_block;
+  } else {
+    m.row_bytes = RowBytes(layout);
+    m.scales = reinterpret_cast<const float*>(weights.data + ScalesOffset(layout));
+    if (layout.type == QuantType::kUniform4Asym) {
+      m.zeros = weights.data + ScalesOffset(layout) + 4 * NumScaleGroups(layout);
+    }
+    m.granularity = static_cast<int>(layout.granularity);
+    m.groups_per_row = GroupsPerRow(layout);
+  }
+  if (n == 0 || layout.rows == 0) return;
+  // Scratch: int8 values (a multiple of 256 per row), then the float scales.
+  ActArgs acts;
+  acts.stride = Align(std::max<int64_t>(layout.cols, 1), 256);
+  const size_t value_bytes = static_cast<size_t>(n * acts.stride);
+  uint8_t* scratch = stream.Scratch(value_bytes + static_cast<size_t>(n * std::max<int64_t>(m.segments, 1)) * 4);
+  acts.values = reinterpret_cast<int8_t*>(scratch);
+  acts.scales = reinterpret_cast<float*>(scratch + value_bytes);
+  const auto handle = static_cast<cudaStream_t>(stream.handle());
+  LaunchQuantizeActivations(x, n, layout.cols, m.segment, m.segments, OrderOf(m.format), acts, handle);
+  Check(cudaGetLastError(), "the activation quantizer's launch");
+  LaunchMatMul(m, acts, n, y, handle);
+  Check(cudaGetLastError(), "the packed matrix product's launch");
+}
+
+void MatMulBlocking(const PackedMatrix& weights, const float* x, int64_t n, float* y) {
+  thread_local Stream stream;
+  MatMul(stream, weights, x, n, y);
+  stream.Synchronize();
+}
+
+std::string Target() {
+  if (!Available()) return DeviceSummary();
+  int device = 0;
+  Check(cudaGetDevice(&device), "cudaGetDevice");
+  cudaDeviceProp prop{};
+  Check(cudaGetDeviceProperties(&prop, device), "cudaGetDeviceProperties");
+  return fmt::format("sm_{}{} ({})", prop.major, prop.minor, prop.name);
+}
+
+}  // namespace atq::cuda
