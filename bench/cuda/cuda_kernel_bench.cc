@@ -4,12 +4,16 @@
 //
 //   atq_cuda_bench [--out FILE.json] [--quick]
 //
-// Timing: CUDA events around 100+ back-to-back products (each the activation quantizer and the matrix kernel, what
-// cuda::MatMul does), median of 5 such runs, after a warm-up. The weights rotate among copies that together are
+// Timing: CUDA events around 100 back-to-back products (each the activation quantizer and the matrix kernel, what
+// cuda::MatMul does), median of 5 such runs, after a warm-up; once launched from the host one by one ("us") and
+// once replayed from a CUDA graph ("us graph": the device's own time), and the matrix kernel alone on activations
+// quantized once ("us matmul", graph replay; the bandwidth figures use it: a model quantizes an input once for all
+// the matrices that read it). The weights rotate among copies that together are
 // several times the L2 cache, so each product reads its weights from device memory. Copy bandwidth counts bytes
 // read plus bytes written; a product's bandwidth counts its weight bytes (the activations are kilobytes).
 #include <algorithm>
 #include <chrono>
+#include <cstdlib>
 #include <cstdio>
 #include <filesystem>
 #include <random>
@@ -78,21 +82,39 @@ struct Timer {
     cudaEventDestroy(start);
     cudaEventDestroy(stop);
   }
-  // Median over 5 runs of `repeats` calls of fn, in seconds per call.
+  // Median over 5 runs of `repeats` calls of fn, in seconds per call. With `graph`, the calls are captured once
+  // into a CUDA graph and the runs replay it: the device's time without the host's launch overhead (as a model's
+  // decode step replays its graph).
   template <class Fn>
-  double Median(const cuda::Stream& stream, int repeats, Fn&& fn) {
+  double Median(const cuda::Stream& stream, int repeats, Fn&& fn, bool graph = false) {
     const auto handle = static_cast<cudaStream_t>(stream.handle());
     for (int i = 0; i < 3; ++i) fn(i);
+    cudaGraphExec_t exec = nullptr;
+    if (graph) {
+      Check(cudaStreamSynchronize(handle), "cudaStreamSynchronize");
+      cudaGraph_t captured = nullptr;
+      Check(cudaStreamBeginCapture(handle, cudaStreamCaptureModeThreadLocal), "cudaStreamBeginCapture");
+      for (int i = 0; i < repeats; ++i) fn(i);
+      Check(cudaStreamEndCapture(handle, &captured), "cudaStreamEndCapture");
+      Check(cudaGraphInstantiate(&exec, captured, 0), "cudaGraphInstantiate");
+      Check(cudaGraphDestroy(captured), "cudaGraphDestroy");
+      Check(cudaGraphLaunch(exec, handle), "cudaGraphLaunch");
+    }
     std::vector<double> times;
     for (int run = 0; run < 5; ++run) {
       Check(cudaEventRecord(start, handle), "cudaEventRecord");
-      for (int i = 0; i < repeats; ++i) fn(i);
+      if (graph) {
+        Check(cudaGraphLaunch(exec, handle), "cudaGraphLaunch");
+      } else {
+        for (int i = 0; i < repeats; ++i) fn(i);
+      }
       Check(cudaEventRecord(stop, handle), "cudaEventRecord");
       Check(cudaEventSynchronize(stop), "cudaEventSynchronize");
       float ms = 0.0f;
       Check(cudaEventElapsedTime(&ms, start, stop), "cudaEventElapsedTime");
       times.push_back(ms * 1e-3 / repeats);
     }
+    if (exec != nullptr) Check(cudaGraphExecDestroy(exec), "cudaGraphExecDestroy");
     std::sort(times.begin(), times.end());
     return times[2];
   }
@@ -101,14 +123,20 @@ struct Timer {
 int Run(int argc, char** argv) {
   std::string out;
   bool quick = false;
+  std::vector<std::string> only;  // --format NAME (repeatable): just these formats
+  int repeats = 100;
   for (int i = 1; i < argc; ++i) {
     const std::string arg = argv[i];
     if (arg == "--out" && i + 1 < argc) {
       out = argv[++i];
     } else if (arg == "--quick") {
       quick = true;
+    } else if (arg == "--format" && i + 1 < argc) {
+      only.push_back(argv[++i]);
+    } else if (arg == "--repeats" && i + 1 < argc) {
+      repeats = std::max(1, std::atoi(argv[++i]));
     } else {
-      std::fprintf(stderr, "usage: atq_cuda_bench [--out FILE.json] [--quick]\n");
+      std::fprintf(stderr, "usage: atq_cuda_bench [--out FILE.json] [--quick] [--format NAME]... [--repeats N]\n");
       return 2;
     }
   }
@@ -152,9 +180,18 @@ int Run(int argc, char** argv) {
   const std::vector<int64_t> batches = {1, 16};
 
   std::string rows_json;
-  std::printf("%-14s %-12s %5s %10s %9s %8s %12s\n", "format", "shape", "batch", "us", "GB/s", "of copy",
-              "Gweights/s");
+  std::printf("%-14s %-12s %-6s %5s %9s %9s %9s %8s %8s %12s\n", "format", "shape", "kernel", "batch", "us",
+              "us graph", "us matmul", "GB/s", "of copy", "Gweights/s");
+  struct Variant {
+    const char* kernel;
+    cuda::KernelChoice choice;
+    int64_t n;
+  };
+  const std::vector<Variant> variants = {
+      {"mma", cuda::KernelChoice::kTensorCores, 1}, {"dp4a", cuda::KernelChoice::kDp4a, 1},
+      {"mma", cuda::KernelChoice::kTensorCores, 16}};
   for (const Format& format : formats) {
+    if (!only.empty() && std::find(only.begin(), only.end(), format.name) == only.end()) continue;
     for (const auto& [rows, cols] : shapes) {
       const Layout layout{format.type, rows, cols, format.granularity, format.group};
       const std::vector<uint8_t> bytes = PackRandom(layout, 7);
@@ -166,32 +203,45 @@ int Run(int argc, char** argv) {
         weights.emplace_back(size);
         cuda::CopyToDevice(weights.back().get(), bytes.data(), size, stream);
       }
-      double batch1_per_weight = 0.0;
-      for (int64_t n : batches) {
+      double batch1_per_second = 0.0;
+      for (const Variant& variant : variants) {
+        const int64_t n = variant.n;
         std::vector<float> x(static_cast<size_t>(n * cols));
         std::mt19937 rng(3);
         std::normal_distribution<float> normal;
         for (float& v : x) v = normal(rng);
         cuda::DeviceBuffer device_x(x.size() * 4), device_y(static_cast<size_t>(n * rows) * 4);
         cuda::CopyToDevice(device_x.get(), x.data(), x.size() * 4, stream);
-        const double seconds = timer.Median(stream, 100, [&](int i) {
+        auto product = [&](int i) {
           cuda::MatMul(stream, {layout, weights[static_cast<size_t>(i % copies)].get()},
-                       reinterpret_cast<const float*>(device_x.get()), n, reinterpret_cast<float*>(device_y.get()));
-        });
+                       reinterpret_cast<const float*>(device_x.get()), n, reinterpret_cast<float*>(device_y.get()),
+                       variant.choice);
+        };
+        const double launched = timer.Median(stream, repeats, product);
+        const double both = timer.Median(stream, repeats, product, /*graph=*/true);
+        // The matrix kernel alone, on activations quantized once (as a model shares them among q, k and v).
+        const cuda::DeviceActivations acts = cuda::QuantizeActivations(
+            stream, layout, reinterpret_cast<const float*>(device_x.get()), n, variant.choice);
+        const double seconds = timer.Median(stream, repeats, [&](int i) {
+          cuda::MatMul(stream, {layout, weights[static_cast<size_t>(i % copies)].get()}, acts,
+                       reinterpret_cast<float*>(device_y.get()));
+        }, /*graph=*/true);
         const double gbs = static_cast<double>(size) / seconds / 1e9;
         const double weights_per_second = static_cast<double>(rows * cols * n) / seconds;
-        if (n == 1) batch1_per_weight = weights_per_second;
-        const double speedup = batch1_per_weight > 0 ? weights_per_second / batch1_per_weight : 0.0;
+        if (n == 1) batch1_per_second = std::max(batch1_per_second, weights_per_second);
+        const double speedup = n > 1 && batch1_per_second > 0 ? weights_per_second / batch1_per_second : 0.0;
         const std::string shape = fmt::format("{}x{}", rows, cols);
-        std::printf("%-14s %-12s %5lld %10.2f %9.0f %7.1f%% %12.1f%s\n", format.name, shape.c_str(),
-                    static_cast<long long>(n), seconds * 1e6, gbs, 100.0 * gbs / copy_gbs, weights_per_second / 1e9,
+        std::printf("%-14s %-12s %-6s %5lld %9.2f %9.2f %9.2f %8.0f %7.1f%% %12.1f%s\n", format.name, shape.c_str(),
+                    variant.kernel, static_cast<long long>(n), launched * 1e6, both * 1e6, seconds * 1e6, gbs,
+                    100.0 * gbs / copy_gbs, weights_per_second / 1e9,
                     n > 1 ? fmt::format("  ({:.1f}x batch 1)", speedup).c_str() : "");
         rows_json += fmt::format(
-            "{}    {{\"format\": \"{}\", \"rows\": {}, \"cols\": {}, \"batch\": {}, \"bytes\": {}, \"seconds\": {:.9f}, "
-            "\"weight_gb_per_s\": {:.1f}, \"share_of_copy\": {:.4f}, \"weights_per_s\": {:.6e}, "
-            "\"weights_per_s_over_batch_1\": {:.3f}}}",
-            rows_json.empty() ? "" : ",\n", format.name, rows, cols, n, size, seconds, gbs, gbs / copy_gbs,
-            weights_per_second, speedup);
+            "{}    {{\"format\": \"{}\", \"kernel\": \"{}\", \"rows\": {}, \"cols\": {}, \"batch\": {}, "
+            "\"bytes\": {}, \"seconds_launched\": {:.9f}, \"seconds_graph\": {:.9f}, \"seconds_matmul\": {:.9f}, "
+            "\"weight_gb_per_s\": {:.1f}, "
+            "\"share_of_copy\": {:.4f}, \"weights_per_s\": {:.6e}, \"weights_per_s_over_best_batch_1\": {:.3f}}}",
+            rows_json.empty() ? "" : ",\n", format.name, variant.kernel, rows, cols, n, size, launched, both, seconds, gbs,
+            gbs / copy_gbs, weights_per_second, speedup);
       }
     }
   }

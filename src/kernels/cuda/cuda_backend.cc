@@ -33,9 +33,14 @@ KernelFormat FormatOf(QuantType type) {
   }
 }
 
-ActOrder OrderOf(KernelFormat format) {
+// The tensor-core kernel unless the caller asks for the __dp4a one (which takes batches of up to 8 columns).
+KernelPath PathFor(int64_t n, KernelChoice choice) {
+  return choice == KernelChoice::kDp4a && n <= 8 ? KernelPath::kDp4a : KernelPath::kMma;
+}
+
+ActOrder OrderOf(KernelFormat format, KernelPath path) {
   switch (format) {
-    case KernelFormat::kT2: return ActOrder::kTernary2;
+    case KernelFormat::kT2: return path == KernelPath::kMma ? ActOrder::kTernary2Mma : ActOrder::kTernary2;
     case KernelFormat::kU4Sym:
     case KernelFormat::kU4Asym: return ActOrder::kUniform4;
     default: return ActOrder::kNatural;
@@ -83,9 +88,11 @@ bool Supports(QuantType type) {
 void CheckLayout(const Layout& layout) {
   FormatOf(layout.type);
   const int64_t segment = KernelSegment(layout);
-  Require(segment % 32 == 0 || SegmentsPerRow(layout) <= 1,
-          "the cuda kernels take scale groups of a multiple of 32 weights or whole rows, not {} ({} {}x{})", segment,
-          TypeName(layout.type), layout.rows, layout.cols);
+  // A segment must hold whole units of the kernels (32 columns; t2's codes are taken 64 at a time).
+  const int64_t unit = layout.type == QuantType::kTernary2 ? 64 : 32;
+  Require(segment % unit == 0 || SegmentsPerRow(layout) <= 1,
+          "the cuda kernels take {} scale groups of a multiple of {} weights or whole rows, not {} ({}x{})",
+          TypeName(layout.type), unit, segment, layout.rows, layout.cols);
 }
 
 DeviceBuffer::DeviceBuffer(size_t bytes) : size_(bytes) {
@@ -150,7 +157,9 @@ void CopyToHost(void* host, const void* device, size_t bytes, const Stream& stre
   stream.Synchronize();
 }
 
-void MatMul(Stream& stream, const PackedMatrix& weights, const float* x, int64_t n, float* y) {
+namespace {
+
+MatrixArgs ArgsOf(const PackedMatrix& weights) {
   const Layout& layout = weights.layout;
   CheckLayout(layout);
   MatrixArgs m;
@@ -160,6 +169,7 @@ void MatMul(Stream& stream, const PackedMatrix& weights, const float* x, int64_t
   m.cols = layout.cols;
   m.segment = KernelSegment(layout);
   m.segments = SegmentsPerRow(layout);
+  m.units_per_segment = m.segments > 1 ? m.segment / 32 : 1;
   const TypeTraits& traits = Traits(layout.type);
   if (traits.family == TypeFamily::kGgmlBlock) {
     m.row_bytes = layout.cols / traits.block_size * traits.bytes_per_block;
@@ -172,19 +182,59 @@ void MatMul(Stream& stream, const PackedMatrix& weights, const float* x, int64_t
     m.granularity = static_cast<int>(layout.granularity);
     m.groups_per_row = GroupsPerRow(layout);
   }
-  if (n == 0 || layout.rows == 0) return;
+  return m;
+}
+
+}  // namespace
+
+DeviceActivations QuantizeActivations(Stream& stream, const Layout& layout, const float* x, int64_t n,
+                                      KernelChoice choice) {
+  CheckLayout(layout);
+  DeviceActivations out;
+  const KernelPath path = PathFor(n, choice);
+  out.n = n;
+  out.cols = layout.cols;
+  out.segment = KernelSegment(layout);
+  out.segments = SegmentsPerRow(layout);
+  out.order = static_cast<int>(OrderOf(FormatOf(layout.type), path));
+  out.path = static_cast<int>(path);
   // Scratch: int8 values (a multiple of 256 per row), then the float scales.
+  out.stride = Align(std::max<int64_t>(layout.cols, 1), 256);
+  const size_t value_bytes = static_cast<size_t>(n * out.stride);
+  uint8_t* scratch = stream.Scratch(value_bytes + static_cast<size_t>(n * std::max<int64_t>(out.segments, 1)) * 4);
   ActArgs acts;
-  acts.stride = Align(std::max<int64_t>(layout.cols, 1), 256);
-  const size_t value_bytes = static_cast<size_t>(n * acts.stride);
-  uint8_t* scratch = stream.Scratch(value_bytes + static_cast<size_t>(n * std::max<int64_t>(m.segments, 1)) * 4);
   acts.values = reinterpret_cast<int8_t*>(scratch);
   acts.scales = reinterpret_cast<float*>(scratch + value_bytes);
-  const auto handle = static_cast<cudaStream_t>(stream.handle());
-  LaunchQuantizeActivations(x, n, layout.cols, m.segment, m.segments, OrderOf(m.format), acts, handle);
+  acts.stride = out.stride;
+  out.values = acts.values;
+  out.scales = acts.scales;
+  if (n == 0) return out;
+  LaunchQuantizeActivations(x, n, layout.cols, out.segment, out.segments, static_cast<ActOrder>(out.order), acts,
+                            static_cast<cudaStream_t>(stream.handle()));
   Check(cudaGetLastError(), "the activation quantizer's launch");
-  LaunchMatMul(m, acts, n, y, handle);
+  return out;
+}
+
+void MatMul(Stream& stream, const PackedMatrix& weights, const DeviceActivations& x, float* y) {
+  const Layout& layout = weights.layout;
+  const MatrixArgs m = ArgsOf(weights);
+  const auto path = static_cast<KernelPath>(x.path);
+  Require(x.cols == layout.cols && x.segment == m.segment &&
+              x.order == static_cast<int>(OrderOf(m.format, path)),
+          "activations quantized for {} columns in segments of {} do not fit a {} matrix {}x{}", x.cols, x.segment,
+          TypeName(layout.type), layout.rows, layout.cols);
+  if (x.n == 0 || layout.rows == 0) return;
+  ActArgs acts;
+  acts.values = const_cast<int8_t*>(x.values);
+  acts.scales = const_cast<float*>(x.scales);
+  acts.stride = x.stride;
+  LaunchMatMul(m, acts, x.n, y, path, static_cast<cudaStream_t>(stream.handle()));
   Check(cudaGetLastError(), "the packed matrix product's launch");
+}
+
+void MatMul(Stream& stream, const PackedMatrix& weights, const float* x, int64_t n, float* y, KernelChoice choice) {
+  const DeviceActivations acts = QuantizeActivations(stream, weights.layout, x, n, choice);
+  MatMul(stream, weights, acts, y);
 }
 
 void MatMulBlocking(const PackedMatrix& weights, const float* x, int64_t n, float* y) {

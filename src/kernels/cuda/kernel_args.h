@@ -25,6 +25,7 @@ struct MatrixArgs {
   int64_t groups_per_row = 0;
   int64_t segment = 0;            // columns per int8 activation scale (KernelSegment): a multiple of 32 or >= cols
   int64_t segments = 0;           // per row
+  int64_t units_per_segment = 0;  // segment / 32 where a row has several segments (kernels never divide by segment)
 };
 
 // Activations X [n, cols] quantized per segment: int8 values, `stride` per row (a multiple of 256, zero past cols,
@@ -36,14 +37,20 @@ struct ActArgs {
   int64_t stride = 0;
 };
 
-// The order of the activation values within each 32 columns, so that the decoders need no shuffles.
-enum class ActOrder : int { kNatural, kTernary2, kUniform4 };
+// The order of the activation values within each 32 (t2 on the tensor cores: 64) columns, so that the decoders
+// need no shuffles.
+enum class ActOrder : int { kNatural, kTernary2, kTernary2Mma, kUniform4 };
+
+// The two matrix kernels: __dp4a over rows staged in shared memory (one warp per row), and int8 tensor-core products
+// (mma.sync) over 16-row tiles.
+enum class KernelPath : int { kDp4a, kMma };
 
 // X [n, cols] (device float32) -> out; a non-finite value in a segment makes its scale NaN, so that every output
 // it touches is NaN (the CPU path throws; a device kernel cannot).
 void LaunchQuantizeActivations(const float* x, int64_t n, int64_t cols, int64_t segment, int64_t segments,
                                ActOrder order, const ActArgs& out, cudaStream_t stream);
 // y [n, rows] = X W^T for the quantized activations of X.
-void LaunchMatMul(const MatrixArgs& matrix, const ActArgs& x, int64_t n, float* y, cudaStream_t stream);
+void LaunchMatMul(const MatrixArgs& matrix, const ActArgs& x, int64_t n, float* y, KernelPath path,
+                  cudaStream_t stream);
 
 }  // namespace atq::cuda

@@ -7,6 +7,8 @@
 // 16-byte aligned; staging keeps the global reads coalesced whatever the format), then each lane decodes whole
 // pieces (a block, half a TQ2_0 block, 16 bytes of an atq row) into int8 words and multiplies them with __dp4a.
 // The activations are stored in the order each decoder produces its codes (ActOrder), so no decoder shuffles.
+#include <algorithm>
+
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
@@ -48,7 +50,6 @@ struct Format;
 template <>
 struct Format<KernelFormat::kQ8_0> {
   static constexpr int kUnits = 1, kBlockBytes = 34, kChunkPieces = 60, kChunkBytes = kChunkPieces * kBlockBytes;
-  static constexpr ActOrder kOrder = ActOrder::kNatural;
   __device__ static int64_t RowPieces(const MatrixArgs& m) { return m.cols / 32; }
   template <class Fn>
   __device__ static void Piece(const uint8_t* chunk, int p, uint32_t, Fn&& fn) {
@@ -63,7 +64,6 @@ struct Format<KernelFormat::kQ8_0> {
 template <>
 struct Format<KernelFormat::kQ4_0> {
   static constexpr int kUnits = 1, kBlockBytes = 18, kChunkPieces = 112, kChunkBytes = kChunkPieces * kBlockBytes;
-  static constexpr ActOrder kOrder = ActOrder::kNatural;
   __device__ static int64_t RowPieces(const MatrixArgs& m) { return m.cols / 32; }
   template <class Fn>
   __device__ static void Piece(const uint8_t* chunk, int p, uint32_t, Fn&& fn) {
@@ -82,7 +82,6 @@ struct Format<KernelFormat::kQ4_0> {
 template <>
 struct Format<KernelFormat::kTQ2_0> {  // a piece is half a block: 32 bytes, 128 weights
   static constexpr int kUnits = 4, kBlockBytes = 66, kChunkPieces = 62, kChunkBytes = kChunkPieces / 2 * kBlockBytes;
-  static constexpr ActOrder kOrder = ActOrder::kNatural;
   __device__ static int64_t RowPieces(const MatrixArgs& m) { return m.cols / 128; }
   template <class Fn>
   __device__ static void Piece(const uint8_t* chunk, int p, uint32_t, Fn&& fn) {
@@ -105,7 +104,6 @@ struct Format<KernelFormat::kTQ2_0> {  // a piece is half a block: 32 bytes, 128
 template <>
 struct Format<KernelFormat::kTQ1_0> {  // a piece is a block: 54 bytes, 256 weights
   static constexpr int kUnits = 8, kBlockBytes = 54, kChunkPieces = 37, kChunkBytes = kChunkPieces * kBlockBytes;
-  static constexpr ActOrder kOrder = ActOrder::kNatural;
   __device__ static int64_t RowPieces(const MatrixArgs& m) { return m.cols / 256; }
   template <class Fn>
   __device__ static void Piece(const uint8_t* chunk, int p, uint32_t, Fn&& fn) {
@@ -146,7 +144,6 @@ struct Format<KernelFormat::kTQ1_0> {  // a piece is a block: 54 bytes, 256 weig
 template <>
 struct Format<KernelFormat::kT2> {  // 16 bytes, 64 weights; weight j in byte j/4, bits 2(j%4)
   static constexpr int kUnits = 2, kChunkPieces = kChunkLimit / 16, kChunkBytes = kChunkLimit;
-  static constexpr ActOrder kOrder = ActOrder::kTernary2;
   __device__ static int64_t RowPieces(const MatrixArgs& m) { return (m.row_bytes + 15) / 16; }
   template <class Fn>
   __device__ static void Piece(const uint8_t* chunk, int p, uint32_t, Fn&& fn) {
@@ -170,7 +167,6 @@ struct Format<KernelFormat::kT2> {  // 16 bytes, 64 weights; weight j in byte j/
 template <KernelFormat F>
 struct Uniform4 {  // 16 bytes, 32 weights; weight j in byte j/2, low nibble first
   static constexpr int kUnits = 1, kChunkPieces = kChunkLimit / 16, kChunkBytes = kChunkLimit;
-  static constexpr ActOrder kOrder = ActOrder::kUniform4;
   __device__ static int64_t RowPieces(const MatrixArgs& m) { return (m.row_bytes + 15) / 16; }
   template <class Fn>
   __device__ static void Piece(const uint8_t* chunk, int p, uint32_t offset4, Fn&& fn) {
@@ -195,77 +191,361 @@ __host__ __device__ constexpr bool IsGgml(KernelFormat f) {
          f == KernelFormat::kTQ1_0;
 }
 
+// The segment of 32-column unit u: a shift for ggml's blocks, a 32-bit division for atq's groups (a 64-bit division
+// per unit costs more than the unit's arithmetic).
+template <KernelFormat F>
+__device__ __forceinline__ int64_t SegmentOf(const MatrixArgs& m, int64_t unit) {
+  if constexpr (F == KernelFormat::kQ8_0 || F == KernelFormat::kQ4_0) {
+    return unit;
+  } else if constexpr (F == KernelFormat::kTQ2_0 || F == KernelFormat::kTQ1_0) {
+    return unit >> 3;
+  } else {
+    return m.segments <= 1 ? 0
+                           : static_cast<int64_t>(static_cast<uint32_t>(unit) /
+                                                  static_cast<uint32_t>(m.units_per_segment));
+  }
+}
+
 __device__ __forceinline__ int64_t ScaleGroup(const MatrixArgs& m, int64_t row, int64_t segment) {
   return m.granularity == 0 ? 0 : m.granularity == 1 ? row : row * m.groups_per_row + segment;
 }
 
-// Columns [n0, n0 + N) of y (those below n) for one row per warp.
+constexpr int kLoadsPerLane = (kStage / 16 + 31) / 32;  // 16-byte loads per lane to stage a chunk
+
+// A chunk's bytes [begin, end) of a row, fetched with aligned 16-byte loads from the 16-byte boundary below begin
+// into registers (so that the next chunk is in flight while the warp decodes the current one).
+struct ChunkLoad {
+  uint4 words[kLoadsPerLane];
+  int64_t loads = 0;
+  uintptr_t from = 0;  // the address of the chunk's first byte
+  __device__ __forceinline__ void Fetch(const uint8_t* begin, const uint8_t* end, int lane) {
+    from = reinterpret_cast<uintptr_t>(begin);
+    const uint4* source = reinterpret_cast<const uint4*>(from & ~uintptr_t{15});
+    loads = (reinterpret_cast<uintptr_t>(end) - reinterpret_cast<uintptr_t>(source) + 15) / 16;
+#pragma unroll
+    for (int k = 0; k < kLoadsPerLane; ++k) {
+      if (lane + 32 * k < loads) words[k] = __ldg(source + lane + 32 * k);
+    }
+  }
+  __device__ __forceinline__ const uint8_t* Store(uint8_t* staged, int lane) const {
+#pragma unroll
+    for (int k = 0; k < kLoadsPerLane; ++k) {
+      if (lane + 32 * k < loads) reinterpret_cast<uint4*>(staged)[lane + 32 * k] = words[k];
+    }
+    return staged + (from & 15);
+  }
+};
+
+// Columns [n0, n0 + N) of y (those below n). Each warp computes rows warp, warp + warps in grid, ...; it walks its
+// rows' chunks in order, fetching the next chunk before decoding the one staged.
 template <KernelFormat F, int N>
 __global__ void __launch_bounds__(kWarps * 32) MatMulKernel(MatrixArgs m, ActArgs x, int64_t n0, int64_t n, float* y) {
   using T = Format<F>;
   __shared__ __align__(16) uint8_t stage[kWarps][kStage];
   const int warp = static_cast<int>(threadIdx.x) / 32, lane = static_cast<int>(threadIdx.x) % 32;
-  const int64_t row = static_cast<int64_t>(blockIdx.x) * kWarps + warp;
-  if (row >= m.rows) return;  // the whole warp: no block-wide barrier below
+  const int64_t first_row = static_cast<int64_t>(blockIdx.x) * kWarps + warp;
+  const int64_t row_step = static_cast<int64_t>(gridDim.x) * kWarps;
+  if (first_row >= m.rows) return;  // the whole warp: no block-wide barrier below
   uint8_t* staged = stage[warp];
-  const uint8_t* row_data = m.data + row * m.row_bytes;
   const int64_t row_pieces = T::RowPieces(m);
+  const int64_t chunks = row_pieces == 0 ? 0 : (row_pieces + T::kChunkPieces - 1) / T::kChunkPieces;
   const int64_t columns = n - n0 < N ? n - n0 : N;
-  float acc[N];
-#pragma unroll
-  for (int i = 0; i < N; ++i) acc[i] = 0.0f;
+  auto chunk_end = [&](int64_t begin) { return begin + T::kChunkBytes < m.row_bytes ? begin + T::kChunkBytes : m.row_bytes; };
 
-  for (int64_t first = 0, chunk = 0; first < row_pieces; first += T::kChunkPieces, ++chunk) {
-    // Stage bytes [begin, end) of the row with aligned 16-byte loads from the 16-byte boundary below begin.
-    const int64_t begin = chunk * T::kChunkBytes;
-    const int64_t end = begin + T::kChunkBytes < m.row_bytes ? begin + T::kChunkBytes : m.row_bytes;
-    const uintptr_t from = reinterpret_cast<uintptr_t>(row_data + begin);
-    const uint4* source = reinterpret_cast<const uint4*>(from & ~uintptr_t{15});
-    const int64_t loads = (reinterpret_cast<uintptr_t>(row_data + end) - reinterpret_cast<uintptr_t>(source) + 15) / 16;
-    __syncwarp();
-    for (int64_t i = lane; i < loads; i += 32) reinterpret_cast<uint4*>(staged)[i] = __ldg(source + i);
-    __syncwarp();
-    const uint8_t* base = staged + (from & 15);
-    const int64_t pieces = row_pieces - first < T::kChunkPieces ? row_pieces - first : T::kChunkPieces;
-    for (int p = lane; p < pieces; p += 32) {
-      const int64_t piece = first + p;
-      uint32_t offset4 = 0;
-      if constexpr (F == KernelFormat::kU4Asym) {
-        offset4 = 0x01010101u * m.zeros[ScaleGroup(m, row, piece * 32 / m.segment)];
-      } else if constexpr (F == KernelFormat::kU4Sym) {
-        offset4 = 0x08080808u;
-      }
-      T::Piece(base, p, offset4, [&](int k, const uint32_t* w, float block_scale) {
-        const int64_t unit = piece * T::kUnits + k;  // columns 32 * unit .. + 31
-        if (32 * unit >= m.cols) return;
-        const int64_t segment = 32 * unit / m.segment;
-        float weight_scale = block_scale;
-        if constexpr (!IsGgml(F)) weight_scale = m.scales[ScaleGroup(m, row, segment)];
+  ChunkLoad next;
+  if (chunks > 0) next.Fetch(m.data + first_row * m.row_bytes, m.data + first_row * m.row_bytes + chunk_end(0), lane);
+  for (int64_t row = first_row; row < m.rows; row += row_step) {
+    float acc[N];
 #pragma unroll
-        for (int i = 0; i < N; ++i) {
-          if (i >= columns) break;
-          const int64_t column = n0 + i;
-          const uint4* a = reinterpret_cast<const uint4*>(x.values + column * x.stride + 32 * unit);
-          const uint4 a0 = __ldg(a), a1 = __ldg(a + 1);
-          int dot = __dp4a(static_cast<int>(w[0]), static_cast<int>(a0.x), 0);
-          dot = __dp4a(static_cast<int>(w[1]), static_cast<int>(a0.y), dot);
-          dot = __dp4a(static_cast<int>(w[2]), static_cast<int>(a0.z), dot);
-          dot = __dp4a(static_cast<int>(w[3]), static_cast<int>(a0.w), dot);
-          dot = __dp4a(static_cast<int>(w[4]), static_cast<int>(a1.x), dot);
-          dot = __dp4a(static_cast<int>(w[5]), static_cast<int>(a1.y), dot);
-          dot = __dp4a(static_cast<int>(w[6]), static_cast<int>(a1.z), dot);
-          dot = __dp4a(static_cast<int>(w[7]), static_cast<int>(a1.w), dot);
-          acc[i] += (weight_scale * __ldg(x.scales + column * m.segments + segment)) * static_cast<float>(dot);
+    for (int i = 0; i < N; ++i) acc[i] = 0.0f;
+    for (int64_t chunk = 0; chunk < chunks; ++chunk) {
+      __syncwarp();
+      const uint8_t* base = next.Store(staged, lane);
+      __syncwarp();
+      // Fetch the chunk after this one: the next of this row, or the first of the warp's next row.
+      const int64_t following_row = chunk + 1 < chunks ? row : row + row_step;
+      const int64_t following_chunk = chunk + 1 < chunks ? chunk + 1 : 0;
+      if (following_row < m.rows) {
+        const uint8_t* row_data = m.data + following_row * m.row_bytes;
+        const int64_t begin = following_chunk * T::kChunkBytes;
+        next.Fetch(row_data + begin, row_data + chunk_end(begin), lane);
+      }
+      const int64_t first = chunk * T::kChunkPieces;
+      const int64_t pieces = row_pieces - first < T::kChunkPieces ? row_pieces - first : T::kChunkPieces;
+      for (int p = lane; p < pieces; p += 32) {
+        const int64_t piece = first + p;
+        uint32_t offset4 = 0;
+        if constexpr (F == KernelFormat::kU4Asym) {
+          offset4 = 0x01010101u * m.zeros[ScaleGroup(m, row, SegmentOf<F>(m, piece))];
+        } else if constexpr (F == KernelFormat::kU4Sym) {
+          offset4 = 0x08080808u;
         }
-      });
+        T::Piece(base, p, offset4, [&](int k, const uint32_t* w, float block_scale) {
+          const int64_t unit = piece * T::kUnits + k;  // columns 32 * unit .. + 31
+          if (32 * unit >= m.cols) return;
+          const int64_t segment = SegmentOf<F>(m, unit);
+          float weight_scale = block_scale;
+          if constexpr (!IsGgml(F)) weight_scale = m.scales[ScaleGroup(m, row, segment)];
+#pragma unroll
+          for (int i = 0; i < N; ++i) {
+            if (i >= columns) break;
+            const int64_t column = n0 + i;
+            const uint4* a = reinterpret_cast<const uint4*>(x.values + column * x.stride + 32 * unit);
+            const uint4 a0 = __ldg(a), a1 = __ldg(a + 1);
+            int dot = __dp4a(static_cast<int>(w[0]), static_cast<int>(a0.x), 0);
+            dot = __dp4a(static_cast<int>(w[1]), static_cast<int>(a0.y), dot);
+            dot = __dp4a(static_cast<int>(w[2]), static_cast<int>(a0.z), dot);
+            dot = __dp4a(static_cast<int>(w[3]), static_cast<int>(a0.w), dot);
+            dot = __dp4a(static_cast<int>(w[4]), static_cast<int>(a1.x), dot);
+            dot = __dp4a(static_cast<int>(w[5]), static_cast<int>(a1.y), dot);
+            dot = __dp4a(static_cast<int>(w[6]), static_cast<int>(a1.z), dot);
+            dot = __dp4a(static_cast<int>(w[7]), static_cast<int>(a1.w), dot);
+            acc[i] += (weight_scale * __ldg(x.scales + column * m.segments + segment)) * static_cast<float>(dot);
+          }
+        });
+      }
+    }
+#pragma unroll
+    for (int i = 0; i < N; ++i) {
+      float sum = acc[i];
+#pragma unroll
+      for (int offset = 16; offset > 0; offset /= 2) sum += __shfl_xor_sync(0xFFFFFFFFu, sum, offset);
+      if (lane == 0 && i < columns) y[(n0 + i) * m.rows + row] = sum;
     }
   }
+}
+
+// ---- int8 tensor-core products (mma.sync m16n8k32) ----
+// A warp multiplies 16 rows by 8 * NT columns over a contiguous quarter of the row's units (32 columns each); the
+// block's 4 warps cover the whole row and add their partial sums at the end. Per unit, thread (g = lane / 4,
+// t = lane % 4) holds the codes of rows g and g + 8 at activation words t and t + 4 (the A fragment: lo, hi) and
+// the activation words t and t + 4 of column g of each 8-column tile (B); integer sums are scaled per segment.
+// Why tensor cores even for one column: a ternary byte holds 4 weights, and at the H200's bandwidth an SM must
+// take in about 60 weights per clock; __dp4a would need 15 instructions per clock for that (an SM issues 4), one
+// mma instruction multiplies 512 weights.
+
+// 4 bytes at any 2-byte-aligned device address (ggml's blocks are 2-byte aligned).
+__device__ __forceinline__ uint32_t Load2(const uint8_t* p) {
+  const uint16_t* h = reinterpret_cast<const uint16_t*>(p);
+  return static_cast<uint32_t>(__ldg(h)) | (static_cast<uint32_t>(__ldg(h + 1)) << 16);
+}
+// 4 bytes at any device address: one load where it is 4-byte aligned, else two aligned words around it (the
+// buffers are padded past their end).
+__device__ __forceinline__ uint32_t Load1(const uint8_t* p) {
+  const uintptr_t address = reinterpret_cast<uintptr_t>(p);
+  const uint32_t* aligned = reinterpret_cast<const uint32_t*>(address & ~uintptr_t{3});
+  if ((address & 3) == 0) return __ldg(aligned);
+  return __funnelshift_r(__ldg(aligned), __ldg(aligned + 1), static_cast<uint32_t>(address & 3) * 8);
+}
+__device__ __forceinline__ float HalfAt(const uint8_t* p) {
+  return __half2float(__ushort_as_half(__ldg(reinterpret_cast<const unsigned short*>(p))));
+}
+
+// Units a format decodes together from the same loaded words (a t2 word holds 2 units' codes for one thread, a
+// TQ2_0 half-block 4, a TQ1_0 block 8).
+template <KernelFormat F>
+__host__ __device__ constexpr int GroupUnits() {
+  return F == KernelFormat::kT2 ? 2 : F == KernelFormat::kTQ2_0 ? 4 : F == KernelFormat::kTQ1_0 ? 8 : 1;
+}
+
+// Words t and t + 4 of units base .. base + GroupUnits - 1 of a row (codes minus offset) and, for ggml's blocks,
+// the block's scale.
+template <KernelFormat F>
+__device__ __forceinline__ void GroupWords(const MatrixArgs& m, const uint8_t* row, int64_t row_index, int64_t base,
+                                           int t, uint32_t* lo, uint32_t* hi, float* d) {
+  if constexpr (F == KernelFormat::kQ8_0) {
+    const uint8_t* block = row + 34 * base;
+    lo[0] = Load2(block + 2 + 4 * t);
+    hi[0] = Load2(block + 18 + 4 * t);
+    d[0] = HalfAt(block);
+  } else if constexpr (F == KernelFormat::kQ4_0) {
+    const uint8_t* block = row + 18 * base;
+    const uint32_t q = Load2(block + 2 + 4 * t);
+    lo[0] = __vsub4(q & 0x0F0F0F0Fu, 0x08080808u);
+    hi[0] = __vsub4((q >> 4) & 0x0F0F0F0Fu, 0x08080808u);
+    d[0] = HalfAt(block);
+  } else if constexpr (F == KernelFormat::kTQ2_0) {  // unit 4h + n of a block: bits 2n of half h
+    const uint8_t* block = row + 66 * (base / 8);
+    const uint8_t* half = block + 32 * ((base % 8) / 4);
+    const uint32_t a = Load2(half + 4 * t), b = Load2(half + 16 + 4 * t);
+    const float scale = HalfAt(block + 64);
 #pragma unroll
-  for (int i = 0; i < N; ++i) {
-    float sum = acc[i];
+    for (int n = 0; n < 4; ++n) {
+      lo[n] = __vsub4((a >> (2 * n)) & 0x03030303u, 0x01010101u);
+      hi[n] = __vsub4((b >> (2 * n)) & 0x03030303u, 0x01010101u);
+      d[n] = scale;
+    }
+  } else if constexpr (F == KernelFormat::kTQ1_0) {
+    const uint8_t* block = row + 54 * (base / 8);
+    const uint32_t a = Load2(block + 4 * t), b = Load2(block + 16 + 4 * t), c = Load2(block + 32 + 4 * t);
+    const uint32_t qh = Load2(block + 48);
+    const float scale = HalfAt(block + 52);
+    constexpr uint32_t kPow3[5] = {1, 3, 9, 27, 81};
 #pragma unroll
-    for (int offset = 16; offset > 0; offset /= 2) sum += __shfl_xor_sync(0xFFFFFFFFu, sum, offset);
-    if (lane == 0 && i < columns) y[(n0 + i) * m.rows + row] = sum;
+    for (int k = 0; k < 5; ++k) {  // bytes 0..31, digit k: weight 32k + byte
+      lo[k] = Trits(a, kPow3[k]);
+      hi[k] = Trits(b, kPow3[k]);
+    }
+    lo[5] = Trits(c, 1);  // bytes 32..47, digit k: weight 160 + 16k + byte
+    hi[5] = Trits(c, 3);
+    lo[6] = Trits(c, 9);
+    hi[6] = Trits(c, 27);
+    lo[7] = Trits(c, 81);
+    hi[7] = Trits(qh, t == 0 ? 1u : t == 1 ? 3u : t == 2 ? 9u : 27u);  // qh, digit k: weight 240 + 4k + byte
+#pragma unroll
+    for (int k = 0; k < 8; ++k) d[k] = scale;
+  } else if constexpr (F == KernelFormat::kT2) {
+    // Thread t's 4 bytes of the 16 that hold units base and base + 1: byte b has weights 16t + 4b + n, n = 0..3;
+    // the activations are stored so that unit base takes n = 0 (lo) and 1 (hi), unit base + 1 takes 2 and 3.
+    const uint32_t q = Load1(row + 8 * base + 4 * t);
+#pragma unroll
+    for (int n = 0; n < 4; ++n) {
+      const uint32_t word = __vsub4((q >> (2 * n)) & 0x03030303u, 0x01010101u);
+      if (n % 2 == 0) lo[n / 2] = word; else hi[n / 2] = word;
+    }
+    d[0] = d[1] = 0.0f;
+  } else {  // u4s, u4a: word 2i + h: byte b of bytes 4i.. holds weight 8i + 2b + h
+    const uint8_t* unit = row + 16 * base;
+    uint32_t offset4 = 0x08080808u;
+    if constexpr (F == KernelFormat::kU4Asym) {
+      offset4 = 0x01010101u * m.zeros[ScaleGroup(m, row_index, SegmentOf<F>(m, base))];
+    }
+    const int shift = 4 * (t & 1);
+    lo[0] = __vsub4((Load1(unit + 4 * (t / 2)) >> shift) & 0x0F0F0F0Fu, offset4);
+    hi[0] = __vsub4((Load1(unit + 4 * (t / 2 + 2)) >> shift) & 0x0F0F0F0Fu, offset4);
+    d[0] = 0.0f;
+  }
+}
+
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ < 800
+#error "atq's CUDA kernels need int8 mma.sync m16n8k32: compute capability 8.0 or newer (CMAKE_CUDA_ARCHITECTURES)"
+#endif
+__device__ __forceinline__ void Mma(int (&c)[4], uint32_t a0, uint32_t a1, uint32_t a2, uint32_t a3, uint32_t b0,
+                                    uint32_t b1) {
+  asm volatile(
+      "mma.sync.aligned.m16n8k32.row.col.s32.s8.s8.s32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
+      : "+r"(c[0]), "+r"(c[1]), "+r"(c[2]), "+r"(c[3])
+      : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
+}
+
+constexpr int kMmaWarps = 4;
+
+// U units per step, whose loads are all issued before the first product (the bytes in flight hide the latency).
+template <KernelFormat F, int NT, int U>
+__global__ void __launch_bounds__(kMmaWarps * 32) MmaKernel(MatrixArgs m, ActArgs x, int64_t n0, int64_t n, float* y) {
+  constexpr int kGroup = GroupUnits<F>();
+  static_assert(U % kGroup == 0, "a step holds whole groups");
+  const int warp = static_cast<int>(threadIdx.x) / 32, lane = static_cast<int>(threadIdx.x) % 32;
+  const int g = lane / 4, t = lane % 4;
+  const int64_t row0 = static_cast<int64_t>(blockIdx.x) * 16;
+  const int64_t rows[2] = {row0 + g, row0 + g + 8};
+  const bool valid[2] = {rows[0] < m.rows, rows[1] < m.rows};
+  const uint8_t* row_data[2] = {m.data + (valid[0] ? rows[0] : 0) * m.row_bytes,
+                                m.data + (valid[1] ? rows[1] : 0) * m.row_bytes};
+  // Whole groups: t2's unit pair shares its 64 columns (a unit alone is not a run of 32 columns).
+  const int64_t units = ((m.cols + 31) / 32 + kGroup - 1) / kGroup * kGroup;
+  const int64_t per_warp = ((units + kMmaWarps - 1) / kMmaWarps + U - 1) / U * U;
+  const int64_t first = warp * per_warp, last = first + per_warp < units ? first + per_warp : units;
+  // The column of B this thread loads in each tile (g), or none.
+  int8_t const* act[NT];
+#pragma unroll
+  for (int nt = 0; nt < NT; ++nt) {
+    const int64_t column = n0 + 8 * nt + g;
+    act[nt] = column < n ? x.values + column * x.stride : nullptr;
+  }
+  int c[NT][4];
+  float acc[NT][4];
+#pragma unroll
+  for (int nt = 0; nt < NT; ++nt) {
+#pragma unroll
+    for (int e = 0; e < 4; ++e) c[nt][e] = 0, acc[nt][e] = 0.0f;
+  }
+  int64_t segment = -1, segment_end = -1;
+  const int64_t units_per_segment = F == KernelFormat::kQ8_0 || F == KernelFormat::kQ4_0 ? 1
+                                    : IsGgml(F)                                          ? 8
+                                                                                         : m.units_per_segment;
+  float d_kept[2] = {0.0f, 0.0f};
+  auto flush = [&]() {
+    if (segment < 0) return;
+    float weight_scale[2];
+#pragma unroll
+    for (int r = 0; r < 2; ++r) {
+      if constexpr (IsGgml(F)) {
+        weight_scale[r] = d_kept[r];
+      } else {
+        weight_scale[r] = valid[r] ? __ldg(m.scales + ScaleGroup(m, rows[r], segment)) : 0.0f;
+      }
+    }
+#pragma unroll
+    for (int nt = 0; nt < NT; ++nt) {
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        const int64_t column = n0 + 8 * nt + 2 * t + (e & 1);
+        const float act_scale = column < n ? __ldg(x.scales + column * m.segments + segment) : 0.0f;
+        acc[nt][e] += (weight_scale[e / 2] * act_scale) * static_cast<float>(c[nt][e]);
+        c[nt][e] = 0;
+      }
+    }
+  };
+  for (int64_t base = first; base < last; base += U) {
+    uint32_t lo[2][U], hi[2][U], b[U][NT][2];
+    float d[2][U];
+#pragma unroll
+    for (int j = 0; j < U; j += kGroup) {
+#pragma unroll
+      for (int r = 0; r < 2; ++r) {
+        if (base + j < last && valid[r]) {
+          GroupWords<F>(m, row_data[r], rows[r], base + j, t, lo[r] + j, hi[r] + j, d[r] + j);
+        } else {
+#pragma unroll
+          for (int k = 0; k < kGroup; ++k) lo[r][j + k] = hi[r][j + k] = 0u, d[r][j + k] = 0.0f;
+        }
+      }
+    }
+#pragma unroll
+    for (int j = 0; j < U; ++j) {
+#pragma unroll
+      for (int nt = 0; nt < NT; ++nt) {
+        b[j][nt][0] = b[j][nt][1] = 0u;
+        if (base + j < last && act[nt] != nullptr) {
+          const uint32_t* words = reinterpret_cast<const uint32_t*>(act[nt] + 32 * (base + j));
+          b[j][nt][0] = __ldg(words + t);
+          b[j][nt][1] = __ldg(words + t + 4);
+        }
+      }
+    }
+#pragma unroll
+    for (int j = 0; j < U; ++j) {
+      const int64_t u = base + j;
+      if (u >= last) break;
+      if (u >= segment_end) {  // (atq's groups: one division per segment, not per unit)
+        flush();
+        segment = SegmentOf<F>(m, u);
+        segment_end = IsGgml(F) || m.segments > 1 ? (segment + 1) * units_per_segment : units;
+      }
+      d_kept[0] = d[0][j];
+      d_kept[1] = d[1][j];
+#pragma unroll
+      for (int nt = 0; nt < NT; ++nt) Mma(c[nt], lo[0][j], lo[1][j], hi[0][j], hi[1][j], b[j][nt][0], b[j][nt][1]);
+    }
+  }
+  flush();
+  // The block's 4 warps hold partial sums of the same outputs: add them through shared memory.
+  __shared__ float partial[kMmaWarps][NT * 4][32];
+#pragma unroll
+  for (int nt = 0; nt < NT; ++nt) {
+#pragma unroll
+    for (int e = 0; e < 4; ++e) partial[warp][nt * 4 + e][lane] = acc[nt][e];
+  }
+  __syncthreads();
+  for (int index = static_cast<int>(threadIdx.x); index < NT * 4 * 32; index += kMmaWarps * 32) {
+    const int slot = index / 32, l = index % 32, nt = slot / 4, e = slot % 4;
+    float sum = 0.0f;
+#pragma unroll
+    for (int w = 0; w < kMmaWarps; ++w) sum += partial[w][slot][l];
+    const int64_t row = row0 + l / 4 + 8 * (e / 2);
+    const int64_t column = n0 + 8 * nt + 2 * (l % 4) + (e & 1);
+    if (row < m.rows && column < n) y[column * m.rows + row] = sum;
   }
 }
 
@@ -273,68 +553,127 @@ __global__ void __launch_bounds__(kWarps * 32) MatMulKernel(MatrixArgs m, ActArg
 __device__ __forceinline__ int64_t Source(int64_t p, ActOrder order) {
   switch (order) {
     case ActOrder::kTernary2: return (p & ~int64_t{15}) | ((p & 3) << 2) | ((p >> 2) & 3);  // 4x4 transpose
+    case ActOrder::kTernary2Mma:  // see GroupWords: position 32m + 16s + 4t + b holds weight 16t + 4b + 2m + s
+      return (p & ~int64_t{63}) | (((p >> 2) & 3) << 4) | ((p & 3) << 2) | (2 * ((p >> 5) & 1) + ((p >> 4) & 1));
     case ActOrder::kUniform4: return (p & ~int64_t{7}) | ((p & 3) << 1) | ((p >> 2) & 1);
     default: return p;
   }
 }
 
-constexpr int kQuantizeThreads = 256;
+// Where column c goes in a quantized activation row: the inverse of Source.
+__device__ __forceinline__ int64_t Destination(int64_t c, ActOrder order) {
+  switch (order) {
+    case ActOrder::kTernary2: return Source(c, order);  // a transpose is its own inverse
+    case ActOrder::kTernary2Mma:  // weight 16t + 4b + 2m + s sits at 32m + 16s + 4t + b
+      return (c & ~int64_t{63}) | (((c >> 1) & 1) << 5) | ((c & 1) << 4) | (((c >> 4) & 3) << 2) | ((c >> 2) & 3);
+    case ActOrder::kUniform4: return (c & ~int64_t{7}) | ((c & 1) << 2) | ((c >> 1) & 3);
+    default: return c;
+  }
+}
 
-__global__ void __launch_bounds__(kQuantizeThreads)
+constexpr int kQuantizeThreadsMax = 1024;
+
+// One block per (row, segment), of up to 1024 threads: the absolute maximum, then every level written into shared
+// memory at its place in the kernels' order, then the segment's bytes (and, for the last segment, the row's zero
+// padding) stored to device memory 16 bytes at a time.
+__global__ void __launch_bounds__(kQuantizeThreadsMax)
     QuantizeKernel(const float* x, int64_t cols, int64_t segment, int64_t segments, ActOrder order, ActArgs out) {
+  extern __shared__ __align__(16) uint8_t levels[];
   const int64_t s = blockIdx.x, i = blockIdx.y;
-  const float* row = x + i * cols;
-  const int64_t first = s * segment, last = first + segment < cols ? first + segment : cols;
+  const int threads = static_cast<int>(blockDim.x), tid = static_cast<int>(threadIdx.x);
+  const int64_t first = s * segment;
+  const int64_t length = first + segment < cols ? segment : cols - first;
+  const int64_t span = s + 1 == segments ? out.stride - first : segment;  // bytes this block stores (a multiple of 16)
+  const float* in = x + i * cols + first;
+  for (int64_t j = tid; j < span / 16; j += threads) reinterpret_cast<uint4*>(levels)[j] = make_uint4(0, 0, 0, 0);
   float max_abs = 0.0f;
   int bad = 0;
-  for (int64_t j = first + threadIdx.x; j < last; j += kQuantizeThreads) {
-    const float v = row[j];
+#pragma unroll 4
+  for (int64_t j = tid; j < length; j += threads) {
+    const float v = in[j];
     bad |= !isfinite(v);
     max_abs = fmaxf(max_abs, fabsf(v));
   }
-  __shared__ float maxima[kQuantizeThreads / 32];
-  __shared__ int bads[kQuantizeThreads / 32];
+  __shared__ float maxima[kQuantizeThreadsMax / 32];
+  __shared__ int bads[kQuantizeThreadsMax / 32];
   for (int offset = 16; offset > 0; offset /= 2) {
     max_abs = fmaxf(max_abs, __shfl_xor_sync(0xFFFFFFFFu, max_abs, offset));
     bad |= __shfl_xor_sync(0xFFFFFFFFu, bad, offset);
   }
-  if (threadIdx.x % 32 == 0) {
-    maxima[threadIdx.x / 32] = max_abs;
-    bads[threadIdx.x / 32] = bad;
+  if (tid % 32 == 0) {
+    maxima[tid / 32] = max_abs;
+    bads[tid / 32] = bad;
   }
   __syncthreads();
   max_abs = 0.0f;
   bad = 0;
-  for (int w = 0; w < kQuantizeThreads / 32; ++w) {
+  for (int w = 0; w < threads / 32; ++w) {
     max_abs = fmaxf(max_abs, maxima[w]);
     bad |= bads[w];
   }
   // As QuantizeActivations: scale = max / 127, level = nearest even of x * (1 / scale), clamped to +-127.
   const float scale = max_abs / 127.0f;
   const float inverse = scale > 0.0f ? 1.0f / scale : 0.0f;
-  if (threadIdx.x == 0) out.scales[i * segments + s] = bad ? __int_as_float(0x7FC00000) : scale;
-  const int64_t stop = s + 1 == segments ? out.stride : first + segment;  // the last segment zeroes the padding
-  int8_t* values = out.values + i * out.stride;
-  for (int64_t p = first + threadIdx.x; p < stop; p += kQuantizeThreads) {
-    const int64_t c = Source(p, order);
-    int level = 0;
-    if (c < cols) level = max(-127, min(127, __float2int_rn(row[c] * inverse)));
-    values[p] = static_cast<int8_t>(level);
+  if (tid == 0) out.scales[i * segments + s] = bad ? __int_as_float(0x7FC00000) : scale;
+#pragma unroll 4
+  for (int64_t j = tid; j < length; j += threads) {
+    const int level = max(-127, min(127, __float2int_rn(in[j] * inverse)));
+    levels[Destination(j, order)] = static_cast<uint8_t>(static_cast<int8_t>(level));
   }
+  __syncthreads();
+  uint4* values = reinterpret_cast<uint4*>(out.values + i * out.stride + first);
+  for (int64_t j = tid; j < span / 16; j += threads) values[j] = reinterpret_cast<const uint4*>(levels)[j];
+}
+
+// As many blocks as are resident at once (each warp then walks several rows, prefetching across them), or fewer
+// where the matrix has fewer rows.
+template <KernelFormat F, int N>
+unsigned ResidentBlocks() {
+  static const unsigned blocks = [] {
+    int device = 0, sms = 0, per_sm = 0;
+    cudaGetDevice(&device);
+    cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device);
+    cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, MatMulKernel<F, N>, kWarps * 32, 0);
+    return static_cast<unsigned>(sms > 0 && per_sm > 0 ? sms * per_sm : 1024);
+  }();
+  return blocks;
 }
 
 template <KernelFormat F, int N>
 void Launch(const MatrixArgs& m, const ActArgs& x, int64_t n0, int64_t n, float* y, cudaStream_t stream) {
-  const unsigned blocks = static_cast<unsigned>((m.rows + kWarps - 1) / kWarps);
+  const int64_t needed = (m.rows + kWarps - 1) / kWarps;
+  const unsigned blocks = static_cast<unsigned>(needed < ResidentBlocks<F, N>() ? needed : ResidentBlocks<F, N>());
   MatMulKernel<F, N><<<blocks, kWarps * 32, 0, stream>>>(m, x, n0, n, y);
 }
 
+template <KernelFormat F, int NT, int U>
+void LaunchMma(const MatrixArgs& m, const ActArgs& x, int64_t n0, int64_t n, float* y, cudaStream_t stream) {
+  const unsigned blocks = static_cast<unsigned>((m.rows + 15) / 16);
+  MmaKernel<F, NT, U><<<blocks, kMmaWarps * 32, 0, stream>>>(m, x, n0, n, y);
+}
+
 template <KernelFormat F>
-void LaunchFormat(const MatrixArgs& m, const ActArgs& x, int64_t n, float* y, cudaStream_t stream) {
-  if (n == 1) return Launch<F, 1>(m, x, 0, n, y, stream);
-  if (n == 2) return Launch<F, 2>(m, x, 0, n, y, stream);
-  if (n <= 4) return Launch<F, 4>(m, x, 0, n, y, stream);
-  for (int64_t n0 = 0; n0 < n; n0 += 8) Launch<F, 8>(m, x, n0, n, y, stream);
+void LaunchFormat(const MatrixArgs& m, const ActArgs& x, int64_t n, float* y, KernelPath path, cudaStream_t stream) {
+  if (path == KernelPath::kDp4a) {
+    if (n == 1) return Launch<F, 1>(m, x, 0, n, y, stream);
+    if (n == 2) return Launch<F, 2>(m, x, 0, n, y, stream);
+    if (n <= 4) return Launch<F, 4>(m, x, 0, n, y, stream);
+    for (int64_t n0 = 0; n0 < n; n0 += 8) Launch<F, 8>(m, x, n0, n, y, stream);
+    return;
+  }
+  // 64 columns per pass (the weights are read once per pass); fewer units in flight as the tiles take registers.
+  for (int64_t n0 = 0; n0 < n; n0 += 64) {
+    const int64_t width = n - n0;
+    if (width <= 8) {
+      LaunchMma<F, 1, 16>(m, x, n0, n, y, stream);
+    } else if (width <= 16) {
+      LaunchMma<F, 2, 8>(m, x, n0, n, y, stream);
+    } else if (width <= 32) {
+      LaunchMma<F, 4, 8>(m, x, n0, n, y, stream);
+    } else {
+      LaunchMma<F, 8, 8>(m, x, n0, n, y, stream);
+    }
+  }
 }
 
 }  // namespace
@@ -343,19 +682,28 @@ void LaunchQuantizeActivations(const float* x, int64_t n, int64_t cols, int64_t 
                                ActOrder order, const ActArgs& out, cudaStream_t stream) {
   if (n == 0 || segments == 0) return;
   const dim3 grid(static_cast<unsigned>(segments), static_cast<unsigned>(n));
-  QuantizeKernel<<<grid, kQuantizeThreads, 0, stream>>>(x, cols, segment, segments, order, out);
+  const int64_t wanted = (std::min(segment, cols) + 7) / 8;  // about 8 values per thread
+  const int threads = static_cast<int>(std::min<int64_t>(kQuantizeThreadsMax, std::max<int64_t>(32, (wanted + 31) / 32 * 32)));
+  // The largest span a block stores: a segment, or the last one with the row's padding.
+  const int64_t span = std::max(segment, out.stride - (segments - 1) * segment);
+  static int raised = 48 << 10;
+  if (span > raised) {  // past 48 KB a kernel must ask (a row-long segment holds up to 65536 columns)
+    cudaFuncSetAttribute(QuantizeKernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(span));
+    raised = static_cast<int>(span);
+  }
+  QuantizeKernel<<<grid, threads, static_cast<size_t>(span), stream>>>(x, cols, segment, segments, order, out);
 }
 
-void LaunchMatMul(const MatrixArgs& m, const ActArgs& x, int64_t n, float* y, cudaStream_t stream) {
+void LaunchMatMul(const MatrixArgs& m, const ActArgs& x, int64_t n, float* y, KernelPath path, cudaStream_t stream) {
   if (n == 0 || m.rows == 0) return;
   switch (m.format) {
-    case KernelFormat::kT2: return LaunchFormat<KernelFormat::kT2>(m, x, n, y, stream);
-    case KernelFormat::kU4Sym: return LaunchFormat<KernelFormat::kU4Sym>(m, x, n, y, stream);
-    case KernelFormat::kU4Asym: return LaunchFormat<KernelFormat::kU4Asym>(m, x, n, y, stream);
-    case KernelFormat::kQ8_0: return LaunchFormat<KernelFormat::kQ8_0>(m, x, n, y, stream);
-    case KernelFormat::kQ4_0: return LaunchFormat<KernelFormat::kQ4_0>(m, x, n, y, stream);
-    case KernelFormat::kTQ2_0: return LaunchFormat<KernelFormat::kTQ2_0>(m, x, n, y, stream);
-    case KernelFormat::kTQ1_0: return LaunchFormat<KernelFormat::kTQ1_0>(m, x, n, y, stream);
+    case KernelFormat::kT2: return LaunchFormat<KernelFormat::kT2>(m, x, n, y, path, stream);
+    case KernelFormat::kU4Sym: return LaunchFormat<KernelFormat::kU4Sym>(m, x, n, y, path, stream);
+    case KernelFormat::kU4Asym: return LaunchFormat<KernelFormat::kU4Asym>(m, x, n, y, path, stream);
+    case KernelFormat::kQ8_0: return LaunchFormat<KernelFormat::kQ8_0>(m, x, n, y, path, stream);
+    case KernelFormat::kQ4_0: return LaunchFormat<KernelFormat::kQ4_0>(m, x, n, y, path, stream);
+    case KernelFormat::kTQ2_0: return LaunchFormat<KernelFormat::kTQ2_0>(m, x, n, y, path, stream);
+    case KernelFormat::kTQ1_0: return LaunchFormat<KernelFormat::kTQ1_0>(m, x, n, y, path, stream);
   }
 }
 

@@ -48,7 +48,7 @@ std::vector<float> Random(std::mt19937& rng, int64_t count, float scale) {
 
 // GPU result, reference result and the per-output bound of float rounding (a relative 2e-6 of sum |w x|: one
 // wrongly decoded weight among a few thousand moves an output by far more).
-void CheckAgainstReference(const Case& c, int64_t n, std::mt19937& rng) {
+void CheckAgainstReference(const Case& c, int64_t n, cuda::KernelChoice choice, std::mt19937& rng) {
   const Layout layout{c.type, c.rows, c.cols, c.granularity, c.group_size};
   const std::vector<float> w = Random(rng, c.rows * c.cols, 0.02f);
   const std::vector<float> x = Random(rng, n * c.cols, 1.0f);
@@ -64,7 +64,7 @@ void CheckAgainstReference(const Case& c, int64_t n, std::mt19937& rng) {
   std::vector<float> poison(expected.size(), std::numeric_limits<float>::quiet_NaN());
   cuda::CopyToDevice(device_y.get(), poison.data(), poison.size() * 4, stream);
   cuda::MatMul(stream, {layout, device_w.get()}, reinterpret_cast<const float*>(device_x.get()), n,
-               reinterpret_cast<float*>(device_y.get()));
+               reinterpret_cast<float*>(device_y.get()), choice);
   std::vector<float> got(expected.size());
   cuda::CopyToHost(got.data(), device_y.get(), got.size() * 4, stream);
 
@@ -78,7 +78,7 @@ void CheckAgainstReference(const Case& c, int64_t n, std::mt19937& rng) {
       const float e = expected[i * c.rows + r], g = got[i * c.rows + r];
       const double bound = 2e-6 * magnitude + 1e-30;
       if (!(std::fabs(static_cast<double>(g) - e) <= bound) && failures++ < 5) {
-        ADD_FAILURE() << Name(c) << " n=" << n << " row " << r << " column " << i << ": cuda " << g
+        ADD_FAILURE() << Name(c) << (choice == cuda::KernelChoice::kDp4a ? " dp4a" : " mma") << " n=" << n << " row " << r << " column " << i << ": cuda " << g
                       << ", reference " << e << " (bound " << bound << ")";
       }
     }
@@ -93,6 +93,7 @@ std::vector<Case> Cases() {
       cases.push_back({type, Granularity::kChannel, 0, 37, cols});
       cases.push_back({type, Granularity::kTensor, 0, 5, cols});
       if (cols >= 64) cases.push_back({type, Granularity::kGroup, 64, 9, cols});
+      if (cols >= 64 && type != QuantType::kTernary2) cases.push_back({type, Granularity::kGroup, 32, 4, cols});
       if (cols >= 128) cases.push_back({type, Granularity::kGroup, 128, 3, cols});
     }
     cases.push_back({type, Granularity::kChannel, 0, 2, 70000});  // rows past 65536 columns: segments of 256
@@ -117,7 +118,9 @@ TEST(CudaMatMul, AgreesWithTheScalarReferenceOnEveryFormatShapeAndBatch) {
     for (int64_t n : widths) {
       if (c.cols > 10000 && (n > 3 || quick)) continue;
       SCOPED_TRACE(Name(c) + " n=" + std::to_string(n));
-      CheckAgainstReference(c, n, rng);
+      for (cuda::KernelChoice choice : {cuda::KernelChoice::kTensorCores, cuda::KernelChoice::kDp4a}) {
+        CheckAgainstReference(c, n, choice, rng);
+      }
       if (HasFailure()) return;
     }
   }
@@ -157,6 +160,8 @@ TEST(CudaMatMul, ANonFiniteActivationMakesItsOutputsNaN) {
 // Layouts the kernels cannot take are refused before anything runs (no device needed).
 TEST(CudaMatMul, RefusesWhatItCannotRun) {
   EXPECT_THROW(cuda::CheckLayout({QuantType::kTernary2, 4, 100, Granularity::kGroup, 48}), Error);
+  EXPECT_THROW(cuda::CheckLayout({QuantType::kTernary2, 4, 100, Granularity::kGroup, 32}), Error);  // t2: 64
+  EXPECT_NO_THROW(cuda::CheckLayout({QuantType::kUniform4Sym, 4, 100, Granularity::kGroup, 32}));
   EXPECT_THROW(cuda::CheckLayout({QuantType::kQ4_K, 4, 256, Granularity::kChannel, 0}), Error);
   EXPECT_THROW(cuda::CheckLayout({QuantType::kF16, 4, 256, Granularity::kChannel, 0}), Error);
   EXPECT_NO_THROW(cuda::CheckLayout({QuantType::kTernary2, 4, 100, Granularity::kGroup, 64}));
