@@ -24,6 +24,6 @@ while IFS= read -r -d '' file; do
       status=1
     fi
   done < <(grep -noE '^#include "[^"]+"' "$file" | sed -E 's/^([0-9]+):#include "([^"]+)"/\1:\2/')
-done < <(find "$root/src" "$root/tools" -type f \( -name '*.h' -o -name '*.cc' \) -print0)
+done < <(find "$root/src" "$root/tools" -type f \( -name '*.h' -o -name '*.cc' -o -name '*.cu' \) -print0)
 [[ $status == 0 ]] && echo "check_layers: every include stays in its layer or goes down"
 exit $status

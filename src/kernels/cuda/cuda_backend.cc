@@ -33,9 +33,9 @@ KernelFormat FormatOf(QuantType type) {
   }
 }
 
-// The tensor-core kernel unless the caller asks for the __dp4a one (which takes batches of up to 8 columns).
+// __dp4a for up to 8 columns (unless the tensor cores are asked for), the tensor cores past them.
 KernelPath PathFor(int64_t n, KernelChoice choice) {
-  return choice == KernelChoice::kDp4a && n <= 8 ? KernelPath::kDp4a : KernelPath::kMma;
+  return choice != KernelChoice::kTensorCores && n <= 8 ? KernelPath::kDp4a : KernelPath::kMma;
 }
 
 ActOrder OrderOf(KernelFormat format, KernelPath path) {
@@ -198,15 +198,18 @@ DeviceActivations QuantizeActivations(Stream& stream, const Layout& layout, cons
   out.segments = SegmentsPerRow(layout);
   out.order = static_cast<int>(OrderOf(FormatOf(layout.type), path));
   out.path = static_cast<int>(path);
-  // Scratch: int8 values (a multiple of 256 per row), then the float scales.
+  // Scratch: int8 values (a multiple of 256 per row), the int32 sums of each 32, then the float scales.
   out.stride = Align(std::max<int64_t>(layout.cols, 1), 256);
-  const size_t value_bytes = static_cast<size_t>(n * out.stride);
-  uint8_t* scratch = stream.Scratch(value_bytes + static_cast<size_t>(n * std::max<int64_t>(out.segments, 1)) * 4);
+  const size_t value_bytes = static_cast<size_t>(n * out.stride), sum_bytes = value_bytes / 8;
+  uint8_t* scratch =
+      stream.Scratch(value_bytes + sum_bytes + static_cast<size_t>(n * std::max<int64_t>(out.segments, 1)) * 4);
   ActArgs acts;
   acts.values = reinterpret_cast<int8_t*>(scratch);
-  acts.scales = reinterpret_cast<float*>(scratch + value_bytes);
+  acts.sums = reinterpret_cast<int32_t*>(scratch + value_bytes);
+  acts.scales = reinterpret_cast<float*>(scratch + value_bytes + sum_bytes);
   acts.stride = out.stride;
   out.values = acts.values;
+  out.sums = acts.sums;
   out.scales = acts.scales;
   if (n == 0) return out;
   LaunchQuantizeActivations(x, n, layout.cols, out.segment, out.segments, static_cast<ActOrder>(out.order), acts,
@@ -227,6 +230,7 @@ void MatMul(Stream& stream, const PackedMatrix& weights, const DeviceActivations
   ActArgs acts;
   acts.values = const_cast<int8_t*>(x.values);
   acts.scales = const_cast<float*>(x.scales);
+  acts.sums = const_cast<int32_t*>(x.sums);
   acts.stride = x.stride;
   LaunchMatMul(m, acts, x.n, y, path, static_cast<cudaStream_t>(stream.handle()));
   Check(cudaGetLastError(), "the packed matrix product's launch");

@@ -63,9 +63,10 @@ class Stream {
 void CopyToDevice(void* device, const void* host, size_t bytes, const Stream& stream);
 void CopyToHost(void* host, const void* device, size_t bytes, const Stream& stream);  // waits for the copy
 
-// Which matrix kernel runs: int8 tensor-core products (mma.sync, every batch), or __dp4a over rows staged in shared
-// memory (batches of up to 8 columns; wider ones take the tensor cores). Both give the same sums.
-enum class KernelChoice { kTensorCores, kDp4a };
+// Which matrix kernel runs: __dp4a over rows staged in shared memory (batches of up to 8 columns), or int8
+// tensor-core products (mma.sync, any batch). Both give the same integer sums. kAuto takes __dp4a up to 8 columns
+// and the tensor cores past them, which measured fastest on an H200 (2-4x at batch 1; notes/cuda_h200.md).
+enum class KernelChoice { kAuto, kTensorCores, kDp4a };
 
 // Activations X [n, cols] quantized on the device as the kernels of one layout take them (per segment, in its
 // format's code order), in the stream's scratch: a model quantizes its input once and multiplies it with every
@@ -73,18 +74,19 @@ enum class KernelChoice { kTensorCores, kDp4a };
 struct DeviceActivations {
   const int8_t* values = nullptr;
   const float* scales = nullptr;
+  const int32_t* sums = nullptr;  // per 32 values
   int64_t n = 0, cols = 0, stride = 0, segment = 0, segments = 0;
   int order = 0;  // the kernels' ActOrder
   int path = 0;   // the kernels' KernelPath
 };
 DeviceActivations QuantizeActivations(Stream& stream, const Layout& layout, const float* x, int64_t n,
-                                      KernelChoice choice = KernelChoice::kTensorCores);
+                                      KernelChoice choice = KernelChoice::kAuto);
 // y [n, rows] = X W^T for activations quantized for this layout (an atq::Error where they were quantized for
 // another column count, segment or code order).
 void MatMul(Stream& stream, const PackedMatrix& weights, const DeviceActivations& x, float* y);
 // Both steps: y [n, rows] = x [n, cols] W^T with weights.data, x and y in device memory, queued on `stream`.
 void MatMul(Stream& stream, const PackedMatrix& weights, const float* x, int64_t n, float* y,
-            KernelChoice choice = KernelChoice::kTensorCores);
+            KernelChoice choice = KernelChoice::kAuto);
 // The backend table's entry: on this thread's stream, returning when y is written.
 void MatMulBlocking(const PackedMatrix& weights, const float* x, int64_t n, float* y);
 // What runs, for reports: "sm_90 (NVIDIA H200)".

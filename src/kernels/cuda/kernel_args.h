@@ -34,6 +34,8 @@ struct MatrixArgs {
 struct ActArgs {
   int8_t* values = nullptr;
   float* scales = nullptr;
+  int32_t* sums = nullptr;  // per 32 values of a row (stride / 32 per row): the kernels multiply unsigned codes and
+                            // take offset * sum off afterwards (no per-byte subtraction, which sm_90 emulates)
   int64_t stride = 0;
 };
 

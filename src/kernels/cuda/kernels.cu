@@ -38,21 +38,27 @@ __device__ __forceinline__ uint32_t Trits(uint32_t q, uint32_t power) {
   uint32_t even = q & 0x00FF00FFu, odd = (q >> 8) & 0x00FF00FFu;
   even = ((((even * power) & 0x00FF00FFu) * 3u) >> 8) & 0x00FF00FFu;
   odd = ((((odd * power) & 0x00FF00FFu) * 3u) >> 8) & 0x00FF00FFu;
-  return __vsub4(even | (odd << 8), 0x01010101u);
+  return even | (odd << 8);
 }
 
 // One row per format: a piece is what one lane decodes at a time (kUnits units of 32 codes); a chunk is what a warp
-// stages (whole pieces, at most kChunkLimit bytes). Piece() calls fn(unit, words, block_scale) with 8 int8x4 words
-// per unit (codes minus offset, in the order of the activations) and, for ggml's blocks, the block's scale.
+// stages (whole pieces, at most kChunkLimit bytes). Piece() calls fn(unit, words, block_scale) with 8 words of 4
+// byte codes per unit (unsigned, Q8_0's signed; in the order of the activations) and, for ggml's blocks, the
+// block's scale.
 template <KernelFormat F>
 struct Format;
 
-template <>
-struct Format<KernelFormat::kQ8_0> {
-  static constexpr int kUnits = 1, kBlockBytes = 34, kChunkPieces = 60, kChunkBytes = kChunkPieces * kBlockBytes;
+// ggml's 32-weight blocks: a piece is a block.
+template <int kBytes, int kPieces>
+struct Block32 {
+  static constexpr int kUnits = 1, kBlockBytes = kBytes, kChunkPieces = kPieces, kChunkBytes = kPieces * kBytes;
   __device__ static int64_t RowPieces(const MatrixArgs& m) { return m.cols / 32; }
+};
+
+template <>
+struct Format<KernelFormat::kQ8_0> : Block32<34, 60> {
   template <class Fn>
-  __device__ static void Piece(const uint8_t* chunk, int p, uint32_t, Fn&& fn) {
+  __device__ static void Piece(const uint8_t* chunk, int p, Fn&& fn) {
     const uint8_t* block = chunk + p * kBlockBytes;
     uint32_t w[8];
 #pragma unroll
@@ -62,18 +68,16 @@ struct Format<KernelFormat::kQ8_0> {
 };
 
 template <>
-struct Format<KernelFormat::kQ4_0> {
-  static constexpr int kUnits = 1, kBlockBytes = 18, kChunkPieces = 112, kChunkBytes = kChunkPieces * kBlockBytes;
-  __device__ static int64_t RowPieces(const MatrixArgs& m) { return m.cols / 32; }
+struct Format<KernelFormat::kQ4_0> : Block32<18, 112> {
   template <class Fn>
-  __device__ static void Piece(const uint8_t* chunk, int p, uint32_t, Fn&& fn) {
+  __device__ static void Piece(const uint8_t* chunk, int p, Fn&& fn) {
     const uint8_t* block = chunk + p * kBlockBytes;
     uint32_t w[8];
 #pragma unroll
     for (int i = 0; i < 4; ++i) {  // byte j: weight j (low nibble) and j + 16 (high)
       const uint32_t q = Word(block + 2 + 4 * i);
-      w[i] = __vsub4(q & 0x0F0F0F0Fu, 0x08080808u);
-      w[4 + i] = __vsub4((q >> 4) & 0x0F0F0F0Fu, 0x08080808u);
+      w[i] = q & 0x0F0F0F0Fu;
+      w[4 + i] = (q >> 4) & 0x0F0F0F0Fu;
     }
     fn(0, w, Half(block));
   }
@@ -84,7 +88,7 @@ struct Format<KernelFormat::kTQ2_0> {  // a piece is half a block: 32 bytes, 128
   static constexpr int kUnits = 4, kBlockBytes = 66, kChunkPieces = 62, kChunkBytes = kChunkPieces / 2 * kBlockBytes;
   __device__ static int64_t RowPieces(const MatrixArgs& m) { return m.cols / 128; }
   template <class Fn>
-  __device__ static void Piece(const uint8_t* chunk, int p, uint32_t, Fn&& fn) {
+  __device__ static void Piece(const uint8_t* chunk, int p, Fn&& fn) {
     const uint8_t* block = chunk + (p / 2) * kBlockBytes;
     const uint8_t* half = block + 32 * (p % 2);
     const float d = Half(block + 64);
@@ -95,7 +99,7 @@ struct Format<KernelFormat::kTQ2_0> {  // a piece is half a block: 32 bytes, 128
     for (int n = 0; n < 4; ++n) {  // byte m, bits 2n: weight 32n + m of the half
       uint32_t w[8];
 #pragma unroll
-      for (int i = 0; i < 8; ++i) w[i] = __vsub4((q[i] >> (2 * n)) & 0x03030303u, 0x01010101u);
+      for (int i = 0; i < 8; ++i) w[i] = (q[i] >> (2 * n)) & 0x03030303u;
       fn(n, w, d);
     }
   }
@@ -106,7 +110,7 @@ struct Format<KernelFormat::kTQ1_0> {  // a piece is a block: 54 bytes, 256 weig
   static constexpr int kUnits = 8, kBlockBytes = 54, kChunkPieces = 37, kChunkBytes = kChunkPieces * kBlockBytes;
   __device__ static int64_t RowPieces(const MatrixArgs& m) { return m.cols / 256; }
   template <class Fn>
-  __device__ static void Piece(const uint8_t* chunk, int p, uint32_t, Fn&& fn) {
+  __device__ static void Piece(const uint8_t* chunk, int p, Fn&& fn) {
     const uint8_t* block = chunk + p * kBlockBytes;
     const float d = Half(block + 52);
     constexpr uint32_t kPow3[5] = {1, 3, 9, 27, 81};
@@ -146,7 +150,7 @@ struct Format<KernelFormat::kT2> {  // 16 bytes, 64 weights; weight j in byte j/
   static constexpr int kUnits = 2, kChunkPieces = kChunkLimit / 16, kChunkBytes = kChunkLimit;
   __device__ static int64_t RowPieces(const MatrixArgs& m) { return (m.row_bytes + 15) / 16; }
   template <class Fn>
-  __device__ static void Piece(const uint8_t* chunk, int p, uint32_t, Fn&& fn) {
+  __device__ static void Piece(const uint8_t* chunk, int p, Fn&& fn) {
     const uint8_t* piece = chunk + 16 * p;
     uint32_t q[4];
 #pragma unroll
@@ -157,7 +161,7 @@ struct Format<KernelFormat::kT2> {  // 16 bytes, 64 weights; weight j in byte j/
 #pragma unroll
       for (int h = 0; h < 2; ++h) {
 #pragma unroll
-        for (int n = 0; n < 4; ++n) w[4 * h + n] = __vsub4((q[2 * k + h] >> (2 * n)) & 0x03030303u, 0x01010101u);
+        for (int n = 0; n < 4; ++n) w[4 * h + n] = (q[2 * k + h] >> (2 * n)) & 0x03030303u;
       }
       fn(k, w, 0.0f);
     }
@@ -169,14 +173,14 @@ struct Uniform4 {  // 16 bytes, 32 weights; weight j in byte j/2, low nibble fir
   static constexpr int kUnits = 1, kChunkPieces = kChunkLimit / 16, kChunkBytes = kChunkLimit;
   __device__ static int64_t RowPieces(const MatrixArgs& m) { return (m.row_bytes + 15) / 16; }
   template <class Fn>
-  __device__ static void Piece(const uint8_t* chunk, int p, uint32_t offset4, Fn&& fn) {
+  __device__ static void Piece(const uint8_t* chunk, int p, Fn&& fn) {
     const uint8_t* piece = chunk + 16 * p;
     uint32_t w[8];  // word 2i + h: byte b holds weight 8i + 2b + h
 #pragma unroll
     for (int i = 0; i < 4; ++i) {
       const uint32_t q = Word(piece + 4 * i);
-      w[2 * i] = __vsub4(q & 0x0F0F0F0Fu, offset4);
-      w[2 * i + 1] = __vsub4((q >> 4) & 0x0F0F0F0Fu, offset4);
+      w[2 * i] = q & 0x0F0F0F0Fu;
+      w[2 * i + 1] = (q >> 4) & 0x0F0F0F0Fu;
     }
     fn(0, w, 0.0f);
   }
@@ -208,6 +212,32 @@ __device__ __forceinline__ int64_t SegmentOf(const MatrixArgs& m, int64_t unit) 
 
 __device__ __forceinline__ int64_t ScaleGroup(const MatrixArgs& m, int64_t row, int64_t segment) {
   return m.granularity == 0 ? 0 : m.granularity == 1 ? row : row * m.groups_per_row + segment;
+}
+
+// Q8_0's codes are signed bytes; every other format's are unsigned with an offset: 8 (Q4_0, u4s), 1 (ternary),
+// the group's zero point (u4a).
+template <KernelFormat F>
+__host__ __device__ constexpr bool SignedCodes() {
+  return F == KernelFormat::kQ8_0;
+}
+template <KernelFormat F>
+__device__ __forceinline__ int CodeOffset(const MatrixArgs& m, int64_t row, int64_t segment) {
+  if constexpr (F == KernelFormat::kQ8_0) return 0;
+  if constexpr (F == KernelFormat::kQ4_0 || F == KernelFormat::kU4Sym) return 8;
+  if constexpr (F == KernelFormat::kU4Asym) return m.zeros[ScaleGroup(m, row, segment)];
+  return 1;
+}
+
+// Sum of 4 byte products, codes signed or unsigned, activations signed.
+template <bool kSigned>
+__device__ __forceinline__ int Dot4(uint32_t codes, uint32_t acts, int c) {
+  if constexpr (kSigned) {
+    return __dp4a(static_cast<int>(codes), static_cast<int>(acts), c);
+  } else {
+    int d;
+    asm("dp4a.u32.s32 %0, %1, %2, %3;" : "=r"(d) : "r"(codes), "r"(acts), "r"(c));
+    return d;
+  }
 }
 
 constexpr int kLoadsPerLane = (kStage / 16 + 31) / 32;  // 16-byte loads per lane to stage a chunk
@@ -274,32 +304,29 @@ __global__ void __launch_bounds__(kWarps * 32) MatMulKernel(MatrixArgs m, ActArg
       const int64_t pieces = row_pieces - first < T::kChunkPieces ? row_pieces - first : T::kChunkPieces;
       for (int p = lane; p < pieces; p += 32) {
         const int64_t piece = first + p;
-        uint32_t offset4 = 0;
-        if constexpr (F == KernelFormat::kU4Asym) {
-          offset4 = 0x01010101u * m.zeros[ScaleGroup(m, row, SegmentOf<F>(m, piece))];
-        } else if constexpr (F == KernelFormat::kU4Sym) {
-          offset4 = 0x08080808u;
-        }
-        T::Piece(base, p, offset4, [&](int k, const uint32_t* w, float block_scale) {
+        T::Piece(base, p, [&](int k, const uint32_t* w, float block_scale) {
           const int64_t unit = piece * T::kUnits + k;  // columns 32 * unit .. + 31
           if (32 * unit >= m.cols) return;
           const int64_t segment = SegmentOf<F>(m, unit);
           float weight_scale = block_scale;
           if constexpr (!IsGgml(F)) weight_scale = m.scales[ScaleGroup(m, row, segment)];
+          const int offset = CodeOffset<F>(m, row, segment);
 #pragma unroll
           for (int i = 0; i < N; ++i) {
             if (i >= columns) break;
             const int64_t column = n0 + i;
             const uint4* a = reinterpret_cast<const uint4*>(x.values + column * x.stride + 32 * unit);
             const uint4 a0 = __ldg(a), a1 = __ldg(a + 1);
-            int dot = __dp4a(static_cast<int>(w[0]), static_cast<int>(a0.x), 0);
-            dot = __dp4a(static_cast<int>(w[1]), static_cast<int>(a0.y), dot);
-            dot = __dp4a(static_cast<int>(w[2]), static_cast<int>(a0.z), dot);
-            dot = __dp4a(static_cast<int>(w[3]), static_cast<int>(a0.w), dot);
-            dot = __dp4a(static_cast<int>(w[4]), static_cast<int>(a1.x), dot);
-            dot = __dp4a(static_cast<int>(w[5]), static_cast<int>(a1.y), dot);
-            dot = __dp4a(static_cast<int>(w[6]), static_cast<int>(a1.z), dot);
-            dot = __dp4a(static_cast<int>(w[7]), static_cast<int>(a1.w), dot);
+            constexpr bool kSigned = SignedCodes<F>();
+            int dot = Dot4<kSigned>(w[0], a0.x, 0);
+            dot = Dot4<kSigned>(w[1], a0.y, dot);
+            dot = Dot4<kSigned>(w[2], a0.z, dot);
+            dot = Dot4<kSigned>(w[3], a0.w, dot);
+            dot = Dot4<kSigned>(w[4], a1.x, dot);
+            dot = Dot4<kSigned>(w[5], a1.y, dot);
+            dot = Dot4<kSigned>(w[6], a1.z, dot);
+            dot = Dot4<kSigned>(w[7], a1.w, dot);
+            if constexpr (!kSigned) dot -= offset * __ldg(x.sums + column * (x.stride / 32) + unit);
             acc[i] += (weight_scale * __ldg(x.scales + column * m.segments + segment)) * static_cast<float>(dot);
           }
         });
@@ -361,8 +388,8 @@ __device__ __forceinline__ void GroupWords(const MatrixArgs& m, const uint8_t* r
   } else if constexpr (F == KernelFormat::kQ4_0) {
     const uint8_t* block = row + 18 * base;
     const uint32_t q = Load2(block + 2 + 4 * t);
-    lo[0] = __vsub4(q & 0x0F0F0F0Fu, 0x08080808u);
-    hi[0] = __vsub4((q >> 4) & 0x0F0F0F0Fu, 0x08080808u);
+    lo[0] = q & 0x0F0F0F0Fu;
+    hi[0] = (q >> 4) & 0x0F0F0F0Fu;
     d[0] = HalfAt(block);
   } else if constexpr (F == KernelFormat::kTQ2_0) {  // unit 4h + n of a block: bits 2n of half h
     const uint8_t* block = row + 66 * (base / 8);
@@ -371,8 +398,8 @@ __device__ __forceinline__ void GroupWords(const MatrixArgs& m, const uint8_t* r
     const float scale = HalfAt(block + 64);
 #pragma unroll
     for (int n = 0; n < 4; ++n) {
-      lo[n] = __vsub4((a >> (2 * n)) & 0x03030303u, 0x01010101u);
-      hi[n] = __vsub4((b >> (2 * n)) & 0x03030303u, 0x01010101u);
+      lo[n] = (a >> (2 * n)) & 0x03030303u;
+      hi[n] = (b >> (2 * n)) & 0x03030303u;
       d[n] = scale;
     }
   } else if constexpr (F == KernelFormat::kTQ1_0) {
@@ -400,19 +427,15 @@ __device__ __forceinline__ void GroupWords(const MatrixArgs& m, const uint8_t* r
     const uint32_t q = Load1(row + 8 * base + 4 * t);
 #pragma unroll
     for (int n = 0; n < 4; ++n) {
-      const uint32_t word = __vsub4((q >> (2 * n)) & 0x03030303u, 0x01010101u);
+      const uint32_t word = (q >> (2 * n)) & 0x03030303u;
       if (n % 2 == 0) lo[n / 2] = word; else hi[n / 2] = word;
     }
     d[0] = d[1] = 0.0f;
   } else {  // u4s, u4a: word 2i + h: byte b of bytes 4i.. holds weight 8i + 2b + h
     const uint8_t* unit = row + 16 * base;
-    uint32_t offset4 = 0x08080808u;
-    if constexpr (F == KernelFormat::kU4Asym) {
-      offset4 = 0x01010101u * m.zeros[ScaleGroup(m, row_index, SegmentOf<F>(m, base))];
-    }
     const int shift = 4 * (t & 1);
-    lo[0] = __vsub4((Load1(unit + 4 * (t / 2)) >> shift) & 0x0F0F0F0Fu, offset4);
-    hi[0] = __vsub4((Load1(unit + 4 * (t / 2 + 2)) >> shift) & 0x0F0F0F0Fu, offset4);
+    lo[0] = (Load1(unit + 4 * (t / 2)) >> shift) & 0x0F0F0F0Fu;
+    hi[0] = (Load1(unit + 4 * (t / 2 + 2)) >> shift) & 0x0F0F0F0Fu;
     d[0] = 0.0f;
   }
 }
@@ -420,12 +443,21 @@ __device__ __forceinline__ void GroupWords(const MatrixArgs& m, const uint8_t* r
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ < 800
 #error "atq's CUDA kernels need int8 mma.sync m16n8k32: compute capability 8.0 or newer (CMAKE_CUDA_ARCHITECTURES)"
 #endif
+// C += A B with A's codes signed (Q8_0) or unsigned (the rest), B's activations signed.
+template <bool kSigned>
 __device__ __forceinline__ void Mma(int (&c)[4], uint32_t a0, uint32_t a1, uint32_t a2, uint32_t a3, uint32_t b0,
                                     uint32_t b1) {
-  asm volatile(
-      "mma.sync.aligned.m16n8k32.row.col.s32.s8.s8.s32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
-      : "+r"(c[0]), "+r"(c[1]), "+r"(c[2]), "+r"(c[3])
-      : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
+  if constexpr (kSigned) {
+    asm volatile(
+        "mma.sync.aligned.m16n8k32.row.col.s32.s8.s8.s32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
+        : "+r"(c[0]), "+r"(c[1]), "+r"(c[2]), "+r"(c[3])
+        : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
+  } else {
+    asm volatile(
+        "mma.sync.aligned.m16n8k32.row.col.s32.u8.s8.s32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
+        : "+r"(c[0]), "+r"(c[1]), "+r"(c[2]), "+r"(c[3])
+        : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
+  }
 }
 
 constexpr int kMmaWarps = 4;
@@ -453,12 +485,22 @@ __global__ void __launch_bounds__(kMmaWarps * 32) MmaKernel(MatrixArgs m, ActArg
     const int64_t column = n0 + 8 * nt + g;
     act[nt] = column < n ? x.values + column * x.stride : nullptr;
   }
-  int c[NT][4];
+  constexpr bool kSigned = SignedCodes<F>();
+  // The activation sums of C's columns (2t, 2t + 1 of each tile) over the segment's units so far: unsigned codes'
+  // offset times them is taken off at the flush.
+  int c[NT][4], sums[NT][2];
   float acc[NT][4];
+  const int32_t* column_sums[NT][2];
 #pragma unroll
   for (int nt = 0; nt < NT; ++nt) {
 #pragma unroll
     for (int e = 0; e < 4; ++e) c[nt][e] = 0, acc[nt][e] = 0.0f;
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+      const int64_t column = n0 + 8 * nt + 2 * t + h;
+      sums[nt][h] = 0;
+      column_sums[nt][h] = column < n ? x.sums + column * (x.stride / 32) : nullptr;
+    }
   }
   int64_t segment = -1, segment_end = -1;
   const int64_t units_per_segment = F == KernelFormat::kQ8_0 || F == KernelFormat::kQ4_0 ? 1
@@ -468,6 +510,7 @@ __global__ void __launch_bounds__(kMmaWarps * 32) MmaKernel(MatrixArgs m, ActArg
   auto flush = [&]() {
     if (segment < 0) return;
     float weight_scale[2];
+    int offset[2];
 #pragma unroll
     for (int r = 0; r < 2; ++r) {
       if constexpr (IsGgml(F)) {
@@ -475,6 +518,7 @@ __global__ void __launch_bounds__(kMmaWarps * 32) MmaKernel(MatrixArgs m, ActArg
       } else {
         weight_scale[r] = valid[r] ? __ldg(m.scales + ScaleGroup(m, rows[r], segment)) : 0.0f;
       }
+      offset[r] = valid[r] ? CodeOffset<F>(m, rows[r], segment) : 0;
     }
 #pragma unroll
     for (int nt = 0; nt < NT; ++nt) {
@@ -482,9 +526,11 @@ __global__ void __launch_bounds__(kMmaWarps * 32) MmaKernel(MatrixArgs m, ActArg
       for (int e = 0; e < 4; ++e) {
         const int64_t column = n0 + 8 * nt + 2 * t + (e & 1);
         const float act_scale = column < n ? __ldg(x.scales + column * m.segments + segment) : 0.0f;
-        acc[nt][e] += (weight_scale[e / 2] * act_scale) * static_cast<float>(c[nt][e]);
+        const int centered = kSigned ? c[nt][e] : c[nt][e] - offset[e / 2] * sums[nt][e & 1];
+        acc[nt][e] += (weight_scale[e / 2] * act_scale) * static_cast<float>(centered);
         c[nt][e] = 0;
       }
+      sums[nt][0] = sums[nt][1] = 0;
     }
   };
   for (int64_t base = first; base < last; base += U) {
@@ -526,7 +572,15 @@ __global__ void __launch_bounds__(kMmaWarps * 32) MmaKernel(MatrixArgs m, ActArg
       d_kept[0] = d[0][j];
       d_kept[1] = d[1][j];
 #pragma unroll
-      for (int nt = 0; nt < NT; ++nt) Mma(c[nt], lo[0][j], lo[1][j], hi[0][j], hi[1][j], b[j][nt][0], b[j][nt][1]);
+      for (int nt = 0; nt < NT; ++nt) {
+        Mma<kSigned>(c[nt], lo[0][j], lo[1][j], hi[0][j], hi[1][j], b[j][nt][0], b[j][nt][1]);
+        if constexpr (!kSigned) {
+#pragma unroll
+          for (int h = 0; h < 2; ++h) {
+            if (column_sums[nt][h] != nullptr) sums[nt][h] += __ldg(column_sums[nt][h] + u);
+          }
+        }
+      }
     }
   }
   flush();
@@ -575,7 +629,7 @@ constexpr int kQuantizeThreadsMax = 1024;
 
 // One block per (row, segment), of up to 1024 threads: the absolute maximum, then every level written into shared
 // memory at its place in the kernels' order, then the segment's bytes (and, for the last segment, the row's zero
-// padding) stored to device memory 16 bytes at a time.
+// padding) stored to device memory 16 bytes at a time, with the sum of every 32 of them.
 __global__ void __launch_bounds__(kQuantizeThreadsMax)
     QuantizeKernel(const float* x, int64_t cols, int64_t segment, int64_t segments, ActOrder order, ActArgs out) {
   extern __shared__ __align__(16) uint8_t levels[];
@@ -623,6 +677,15 @@ __global__ void __launch_bounds__(kQuantizeThreadsMax)
   __syncthreads();
   uint4* values = reinterpret_cast<uint4*>(out.values + i * out.stride + first);
   for (int64_t j = tid; j < span / 16; j += threads) values[j] = reinterpret_cast<const uint4*>(levels)[j];
+  // The sum of each 32 levels (a byte dot product with ones).
+  int32_t* sums = out.sums + i * (out.stride / 32) + first / 32;
+  for (int64_t k = tid; k < span / 32; k += threads) {
+    const uint32_t* words = reinterpret_cast<const uint32_t*>(levels + 32 * k);
+    int sum = 0;
+#pragma unroll
+    for (int w = 0; w < 8; ++w) sum = __dp4a(static_cast<int>(words[w]), 0x01010101, sum);
+    sums[k] = sum;
+  }
 }
 
 // As many blocks as are resident at once (each warp then walks several rows, prefetching across them), or fewer

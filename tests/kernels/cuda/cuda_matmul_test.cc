@@ -78,7 +78,8 @@ void CheckAgainstReference(const Case& c, int64_t n, cuda::KernelChoice choice, 
       const float e = expected[i * c.rows + r], g = got[i * c.rows + r];
       const double bound = 2e-6 * magnitude + 1e-30;
       if (!(std::fabs(static_cast<double>(g) - e) <= bound) && failures++ < 5) {
-        ADD_FAILURE() << Name(c) << (choice == cuda::KernelChoice::kDp4a ? " dp4a" : " mma") << " n=" << n << " row " << r << " column " << i << ": cuda " << g
+        ADD_FAILURE() << Name(c) << (choice == cuda::KernelChoice::kDp4a ? " dp4a" : " mma") << " n=" << n
+                      << " row " << r << " column " << i << ": cuda " << g
                       << ", reference " << e << " (bound " << bound << ")";
       }
     }
@@ -148,7 +149,7 @@ TEST(CudaMatMul, ANonFiniteActivationMakesItsOutputsNaN) {
   cuda::CopyToDevice(device_w.get(), bytes.data(), bytes.size(), stream);
   cuda::CopyToDevice(device_x.get(), x.data(), x.size() * 4, stream);
   cuda::MatMul(stream, {layout, device_w.get()}, reinterpret_cast<const float*>(device_x.get()), 2,
-               reinterpret_cast<float*>(device_y.get()));
+               reinterpret_cast<float*>(device_y.get()));  // (the default kernel)
   std::vector<float> y(8);
   cuda::CopyToHost(y.data(), device_y.get(), 32, stream);
   for (int r = 0; r < 4; ++r) {
