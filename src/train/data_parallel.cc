@@ -47,12 +47,16 @@ std::optional<DistributedEnv> DistributedFromEnvironment() {
   return env;
 }
 
+std::pair<int64_t, int64_t> WorkerShare(int64_t batch, int rank, int world_size) {
+  Require(world_size >= 1 && rank >= 0 && rank < world_size, "data parallel: rank {} of {} workers", rank, world_size);
+  return {batch * rank / world_size, batch * (rank + 1) / world_size};
+}
+
 std::pair<int64_t, int64_t> WorkerRows(int64_t batch, int rank, int world_size) {
   Require(world_size >= 1 && batch % world_size == 0,
           "data parallel: a global batch of {} windows does not split evenly over {} workers; choose a multiple",
           batch, world_size);
-  const int64_t share = batch / world_size;
-  return {rank * share, (rank + 1) * share};
+  return WorkerShare(batch, rank, world_size);
 }
 
 #ifdef ATQ_WITH_GLOO

@@ -64,8 +64,11 @@ class DataParallel {
   double communication_seconds_ = 0;
 };
 
-// This worker's rows of a global batch of `batch` rows: [rank * batch / world, (rank + 1) * batch / world).
-// Throws atq::Error when world does not divide batch (the shares would differ and the mean gradient with them).
+// This worker's rows of a global batch of `batch` rows: [rank * batch / world, (rank + 1) * batch / world); the
+// shares differ by at most one row (a loop that weights each worker's loss by its share takes them as they are).
+std::pair<int64_t, int64_t> WorkerShare(int64_t batch, int rank, int world_size);
+// WorkerShare for loops whose losses are means over equal shares: throws atq::Error when world does not divide
+// batch (the shares would differ and the mean gradient with them).
 std::pair<int64_t, int64_t> WorkerRows(int64_t batch, int rank, int world_size);
 
 }  // namespace atq

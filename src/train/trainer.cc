@@ -249,8 +249,7 @@ TrainResult Train(const TrainOptions& options) {
       Batch batch = batches.Get(index);
       const int64_t global_rows = batch.labels.size(0);
       if (parallel) {  // this worker's rows; shares differ by at most one
-        const int64_t world = parallel->world_size(), rank = parallel->rank();
-        const int64_t begin = global_rows * rank / world, end = global_rows * (rank + 1) / world;
+        const auto [begin, end] = WorkerShare(global_rows, parallel->rank(), parallel->world_size());
         batch.images = batch.images.slice(0, begin, end);
         batch.labels = batch.labels.slice(0, begin, end);
       }

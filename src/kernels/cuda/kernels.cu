@@ -5,8 +5,11 @@
 // Why it is shaped this way: a product with few activation rows is bound by reading the weights once, so every
 // warp streams its row through shared memory in 16-byte loads (ggml's blocks of 18, 34, 54 and 66 bytes are not
 // 16-byte aligned; staging keeps the global reads coalesced whatever the format), then each lane decodes whole
-// pieces (a block, half a TQ2_0 block, 16 bytes of an atq row) into int8 words and multiplies them with __dp4a.
-// The activations are stored in the order each decoder produces its codes (ActOrder), so no decoder shuffles.
+// pieces (a block, half a TQ2_0 block, 16 bytes of an atq row) into words of byte codes and multiplies them with
+// __dp4a; wider batches take the tensor cores (MmaKernel below). The activations are stored in the order each
+// decoder produces its codes (ActOrder), so no decoder shuffles. The codes stay unsigned (Q8_0's signed) and
+// offset * (sum of each 32 activations) is taken off the integer sums afterwards. Measured figures and what was
+// tried: notes/cuda_h200.md.
 #include <algorithm>
 
 #include <cuda_fp16.h>
@@ -375,7 +378,7 @@ __host__ __device__ constexpr int GroupUnits() {
   return F == KernelFormat::kT2 ? 2 : F == KernelFormat::kTQ2_0 ? 4 : F == KernelFormat::kTQ1_0 ? 8 : 1;
 }
 
-// Words t and t + 4 of units base .. base + GroupUnits - 1 of a row (codes minus offset) and, for ggml's blocks,
+// Words t and t + 4 of units base .. base + GroupUnits - 1 of a row (the stored codes) and, for ggml's blocks,
 // the block's scale.
 template <KernelFormat F>
 __device__ __forceinline__ void GroupWords(const MatrixArgs& m, const uint8_t* row, int64_t row_index, int64_t base,
