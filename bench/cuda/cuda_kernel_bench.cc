@@ -12,7 +12,6 @@
 // several times the L2 cache, so each product reads its weights from device memory. Copy bandwidth counts bytes
 // read plus bytes written; a product's bandwidth counts its weight bytes (the activations are kilobytes).
 #include <algorithm>
-#include <chrono>
 #include <cstdlib>
 #include <cstdio>
 #include <filesystem>

@@ -36,6 +36,17 @@ def run(args, **kwargs):
     return subprocess.run([ATQ] + args, capture_output=True, text=True, timeout=600, **kwargs)
 
 
+def run_one_and_two(args, one, two, what):
+    """`args` in one process into `one` and with --nproc 2 into `two`; False (a failure counted) if either fails."""
+    r1 = run(args + ["--out", one])
+    r2 = run(args + ["--nproc", "2", "--out", two])
+    if r1.returncode != 0 or r2.returncode != 0:
+        print(r1.stdout + r1.stderr + r2.stdout + r2.stderr)
+        fail(f"{what} in one process or with --nproc 2 failed")
+        return False
+    return True
+
+
 def losses(out):
     with open(os.path.join(out, "metrics.json")) as f:
         metrics = json.load(f)
@@ -108,12 +119,7 @@ def main():
            "--valid", texts["valid"], "--ctx", "32", "--batch-size", "4", "--steps", "3", "--warmup", "1",
            "--eval-interval", "1", "--eval-windows", "6", "--threads", "2"]
     qat_single, qat_parallel = os.path.join(tmp, "qat-one"), os.path.join(tmp, "qat-two")
-    r1 = run(qat + ["--out", qat_single])
-    r2 = run(qat + ["--nproc", "2", "--out", qat_parallel])
-    if r1.returncode != 0 or r2.returncode != 0:
-        print(r1.stdout + r1.stderr + r2.stdout + r2.stderr)
-        fail("qat in one process or with --nproc 2 failed")
-    else:
+    if run_one_and_two(qat, qat_single, qat_parallel, "qat"):
         # Training losses within 1e-5; the validation after a step within 1e-4: a weight that float sums in another
         # order leave a hair from a ternary threshold flips its code (measured: 2.5e-5 at step 3).
         compare("qat --nproc 2", qat_single, qat_parallel, valid_tolerance=1e-4)
@@ -123,12 +129,7 @@ def main():
     train = ["train", "--model", "mlp", "--mode", "ternary", "--subset", "320", "--test-subset", "200",
              "--batch-size", "64", "--epochs", "1", "--threads", "2"]
     c1, c2 = os.path.join(tmp, "mlp-one"), os.path.join(tmp, "mlp-two")
-    r1 = run(train + ["--out", c1])
-    r2 = run(train + ["--nproc", "2", "--out", c2])
-    if r1.returncode != 0 or r2.returncode != 0:
-        print(r1.stdout + r1.stderr + r2.stdout + r2.stderr)
-        fail("train in one process or with --nproc 2 failed")
-    else:
+    if run_one_and_two(train, c1, c2, "train"):
         e1 = json.load(open(os.path.join(c1, "metrics.json")))["epochs"][0]
         e2 = json.load(open(os.path.join(c2, "metrics.json")))["epochs"][0]
         difference = abs(e1["loss"] - e2["loss"]) / e1["loss"]

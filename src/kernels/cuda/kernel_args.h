@@ -29,7 +29,7 @@ struct MatrixArgs {
 };
 
 // Activations X [n, cols] quantized per segment: int8 values, `stride` per row (a multiple of 256, zero past cols,
-// in the order the weight format's decoder produces codes: see Permuted in kernels.cu), and one float scale per
+// in the order the weight format's decoder produces codes: see Destination in kernels.cu), and one float scale per
 // row and segment.
 struct ActArgs {
   int8_t* values = nullptr;

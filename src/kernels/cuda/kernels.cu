@@ -171,7 +171,6 @@ struct Format<KernelFormat::kT2> {  // 16 bytes, 64 weights; weight j in byte j/
   }
 };
 
-template <KernelFormat F>
 struct Uniform4 {  // 16 bytes, 32 weights; weight j in byte j/2, low nibble first
   static constexpr int kUnits = 1, kChunkPieces = kChunkLimit / 16, kChunkBytes = kChunkLimit;
   __device__ static int64_t RowPieces(const MatrixArgs& m) { return (m.row_bytes + 15) / 16; }
@@ -189,9 +188,9 @@ struct Uniform4 {  // 16 bytes, 32 weights; weight j in byte j/2, low nibble fir
   }
 };
 template <>
-struct Format<KernelFormat::kU4Sym> : Uniform4<KernelFormat::kU4Sym> {};
+struct Format<KernelFormat::kU4Sym> : Uniform4 {};
 template <>
-struct Format<KernelFormat::kU4Asym> : Uniform4<KernelFormat::kU4Asym> {};
+struct Format<KernelFormat::kU4Asym> : Uniform4 {};
 
 __host__ __device__ constexpr bool IsGgml(KernelFormat f) {
   return f == KernelFormat::kQ8_0 || f == KernelFormat::kQ4_0 || f == KernelFormat::kTQ2_0 ||
@@ -606,21 +605,11 @@ __global__ void __launch_bounds__(kMmaWarps * 32) MmaKernel(MatrixArgs m, ActArg
   }
 }
 
-// Where position p of a quantized activation row takes its column from (the decoders' code order).
-__device__ __forceinline__ int64_t Source(int64_t p, ActOrder order) {
-  switch (order) {
-    case ActOrder::kTernary2: return (p & ~int64_t{15}) | ((p & 3) << 2) | ((p >> 2) & 3);  // 4x4 transpose
-    case ActOrder::kTernary2Mma:  // see GroupWords: position 32m + 16s + 4t + b holds weight 16t + 4b + 2m + s
-      return (p & ~int64_t{63}) | (((p >> 2) & 3) << 4) | ((p & 3) << 2) | (2 * ((p >> 5) & 1) + ((p >> 4) & 1));
-    case ActOrder::kUniform4: return (p & ~int64_t{7}) | ((p & 3) << 1) | ((p >> 2) & 1);
-    default: return p;
-  }
-}
-
-// Where column c goes in a quantized activation row: the inverse of Source.
+// Where column c goes in a quantized activation row (the decoders' code order).
 __device__ __forceinline__ int64_t Destination(int64_t c, ActOrder order) {
   switch (order) {
-    case ActOrder::kTernary2: return Source(c, order);  // a transpose is its own inverse
+    case ActOrder::kTernary2:  // byte b of a t2 word holds weights 4b + n: a 4x4 transpose of each 16
+      return (c & ~int64_t{15}) | ((c & 3) << 2) | ((c >> 2) & 3);
     case ActOrder::kTernary2Mma:  // weight 16t + 4b + 2m + s sits at 32m + 16s + 4t + b
       return (c & ~int64_t{63}) | (((c >> 1) & 1) << 5) | ((c & 1) << 4) | (((c >> 4) & 3) << 2) | ((c >> 2) & 3);
     case ActOrder::kUniform4: return (c & ~int64_t{7}) | ((c & 1) << 2) | ((c >> 1) & 3);
