@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # The GPU check (issue: CUDA backend): builds the CUDA-only target (cuda/CMakeLists.txt: no libtorch, Highway or
-# other Debian packages), runs the CUDA kernels' tests against the scalar CPU reference, a memory check of them,
-# and the kernel benchmark. Meant for a fresh H100/H200 machine with CUDA and CMake; finishes in a few minutes.
+# other Debian packages), runs the CUDA kernels' and the GPU decoder's tests against the scalar CPU references, a
+# memory check of them, the kernel benchmark and the decoder benchmark (a synthetic tinyllama-1.1b: prefill and
+# decode tokens/s). Meant for a fresh H100/H200 machine with CUDA and CMake; finishes in a few minutes.
+# ATQ_GPU_BENCH=kernels or =decoder runs one of the two benchmarks (default: both).
 #
 #   bash scripts/gpu_deps.sh          # here: copies fmt's headers and GoogleTest's sources into .gpu_deps/
 #   bash scripts/gpu_check.sh         # there (carry .gpu_deps); results in $OUT (or out/gpu): JSON and logs
@@ -31,6 +33,12 @@ if command -v compute-sanitizer >/dev/null && [ "${ATQ_GPU_SANITIZE:-1}" = 1 ]; 
     "$build/atq_cuda_tests" --gtest_brief=1 >"$out/memcheck.log" 2>&1 && echo "gpu_check: memcheck clean" \
     || { echo "gpu_check: memcheck failed"; tail -30 "$out/memcheck.log"; status=1; }
 fi
-"$build/atq_cuda_bench" --out "$out/cuda_bench.json" 2>&1 | tee "$out/bench.log" || status=1
+benches="${ATQ_GPU_BENCH:-kernels,decoder}"
+if [[ ",$benches," == *,kernels,* ]]; then
+  "$build/atq_cuda_bench" --out "$out/cuda_bench.json" 2>&1 | tee "$out/bench.log" || status=1
+fi
+if [[ ",$benches," == *,decoder,* ]]; then
+  "$build/atq_cuda_decoder_bench" --out "$out/cuda_decoder_bench.json" 2>&1 | tee "$out/decoder_bench.log" || status=1
+fi
 echo "gpu_check: finished in $(( $(date +%s) - start )) s, status $status"
 exit $status

@@ -50,9 +50,8 @@ std::vector<double> RopeFrequencyDivisors(const LmConfig& config) {
   return std::vector<double>(divisors.data_ptr<double>(), divisors.data_ptr<double>() + divisors.numel());
 }
 
-std::pair<torch::Tensor, torch::Tensor> RotaryTables(const LmConfig& config, const torch::Tensor& positions,
-                                                     torch::Dtype dtype) {
-  const auto float_options = torch::TensorOptions().dtype(dtype).device(positions.device());
+torch::Tensor RotaryInverseFrequencies(const LmConfig& config, torch::Dtype dtype, torch::Device device) {
+  const auto float_options = torch::TensorOptions().dtype(dtype).device(device);
   torch::Tensor inv_freq =
       1.0 / torch::pow(config.rope_theta, torch::arange(0, config.head_dim, 2, float_options) / config.head_dim);
   if (!config.rope_freq_factors.empty()) {
@@ -60,6 +59,12 @@ std::pair<torch::Tensor, torch::Tensor> RotaryTables(const LmConfig& config, con
   } else if (config.rope_scaling == RopeScaling::kLlama3) {
     inv_freq = Llama3Frequencies(config, inv_freq);
   }
+  return inv_freq;
+}
+
+std::pair<torch::Tensor, torch::Tensor> RotaryTables(const LmConfig& config, const torch::Tensor& positions,
+                                                     torch::Dtype dtype) {
+  const torch::Tensor inv_freq = RotaryInverseFrequencies(config, dtype, positions.device());
   const torch::Tensor angles = torch::outer(positions.to(dtype) / config.rope_linear_factor, inv_freq);
   const torch::Tensor table = torch::cat({angles, angles}, -1);  // [T, D]
   return {table.cos(), table.sin()};

@@ -27,6 +27,10 @@ TORCH_MODULE(RmsNorm);
 // rope_freqs.weight holds it; empty where the config has no frequency-dependent scaling.
 std::vector<double> RopeFrequencyDivisors(const LmConfig& config);
 
+// The head_dim / 2 rotary inverse frequencies with the config's frequency-dependent scaling applied (the angle of
+// frequency i at position p is p / rope_linear_factor * inv_freq[i]).
+torch::Tensor RotaryInverseFrequencies(const LmConfig& config, torch::Dtype dtype, torch::Device device);
+
 std::pair<torch::Tensor, torch::Tensor> RotaryTables(const LmConfig& config, const torch::Tensor& positions,
                                                      torch::Dtype dtype);
 // x: [B, H, T, D] rotated by the tables of its positions.

@@ -6,6 +6,7 @@
 
 #include "formats/quant_type.h"
 #include "models/lm_loader.h"
+#include "runtime/device_model.h"
 #include "runtime/generate.h"
 #include "runtime/packed_runtime.h"
 #include "util/error.h"
@@ -33,6 +34,7 @@ constexpr const char* kPromptText =
 }  // namespace
 
 nlohmann::json MeasureLmSpeed(const std::string& model_path, const LmSpeedOptions& options) {
+  if (options.device != Device::kCpu) BackendFor(options.device);  // why it cannot run here, before any load
   nlohmann::json rows = nlohmann::json::array();
   if (options.on_line) {
     options.on_line(fmt::format("{:<7} {:>6} {:>10} {:>12} {:>9} {:>11} {:>9}", "format", "bits", "model MB",
@@ -65,9 +67,14 @@ nlohmann::json MeasureLmSpeed(const std::string& model_path, const LmSpeedOption
     prompt.resize(static_cast<size_t>(options.prompt_tokens));
     GenerateOptions generate;
     generate.max_tokens = options.decode_tokens;
-    const GenerateResult result = Generate(model, prompt, generate);
+    Require(variant != "torch" || options.device == Device::kCpu,
+            "model speed: the torch variant runs on the CPU only (drop it from the formats for --device {})",
+            DeviceName(options.device));
+    const std::shared_ptr<CausalLmImpl> placed = PlaceOnDevice(lm.model, options.device);
+    const GenerateResult result = Generate(*placed, prompt, generate);
     const int64_t model_bytes = sizes.packed_bytes + sizes.float_bytes;
     nlohmann::json row = {{"format", variant},
+                          {"device", std::string(DeviceName(options.device))},
                           {"bits_per_weight", 8.0 * static_cast<double>(model_bytes) / static_cast<double>(parameters)},
                           {"model_bytes", model_bytes},
                           {"packed_bytes", sizes.packed_bytes},

@@ -10,6 +10,8 @@
 
 #include <nlohmann/json.hpp>
 
+#include "kernels/backend.h"
+
 namespace atq {
 
 struct LmSpeedOptions {
@@ -19,6 +21,8 @@ struct LmSpeedOptions {
   std::vector<std::string> variants = {"torch", "f32", "f16", "q8_0", "q4_0", "tq2_0", "tq1_0", "t2"};
   int64_t prompt_tokens = 64;
   int64_t decode_tokens = 64;
+  // kCuda: each packed variant on atq's CUDA decoder (runtime/device_model.h); "torch" stays on the CPU.
+  Device device = Device::kCpu;
   std::function<void(const std::string&)> on_line;
 };
 

@@ -123,6 +123,7 @@ RunFn DeclareBench(CLI::App& app) {
     std::string model, model_types = "torch,f32,f16,q8_0,q4_0,tq2_0,tq1_0,t2";
     int64_t prompt_tokens = 64, decode_tokens = 64;
     int model_threads = 0;
+    std::string device = "cpu";
   };
   auto options = std::make_shared<Options>();
   app.add_option("--shapes", options->shapes, "Weight shapes ROWSxCOLS, comma-separated")->capture_default_str();
@@ -149,6 +150,10 @@ RunFn DeclareBench(CLI::App& app) {
       ->capture_default_str();
   app.add_option("--model-threads", options->model_threads, "Threads of the model-level run (0: every core)")
       ->capture_default_str();
+  app.add_option("--device", options->device,
+                 "Where the model-level run goes: cpu, or cuda (atq's CUDA decoder; packed formats only)")
+      ->check(CLI::IsMember({"cpu", "cuda"}))
+      ->capture_default_str();
 #endif
   return [options] {
 #ifdef ATQ_WITH_TORCH
@@ -161,6 +166,7 @@ RunFn DeclareBench(CLI::App& app) {
       }
       speed.prompt_tokens = options->prompt_tokens;
       speed.decode_tokens = options->decode_tokens;
+      speed.device = options->device == "cuda" ? Device::kCuda : Device::kCpu;
       speed.on_line = [](const std::string& line) { std::cout << line << std::endl; };
       const nlohmann::json report = MeasureLmSpeed(options->model, speed);
       if (!options->json_path.empty()) WriteFileAtomically(options->json_path, report.dump(2) + "\n");

@@ -8,6 +8,8 @@
 #include <torch/torch.h>
 
 #include "kernels/matmul.h"
+#include "kernels/backend.h"
+#include "runtime/device_model.h"
 #include "runtime/packed_runtime.h"
 #include "torch/tensor_bridge.h"
 #include "util/error.h"
@@ -34,12 +36,39 @@ void AddLmOptions(CLI::App& app, LmCliOptions& o) {
                "kernels (the kernels also quantize activations to int8 per segment)");
 }
 
+namespace {
+
+// Whether this build has atq's CUDA backend and it sees a GPU.
+bool AtqCudaUsable() {
+  for (const KernelBackend& backend : KernelBackends()) {
+    if (backend.device == Device::kCuda && backend.available()) return true;
+  }
+  return false;
+}
+
+}  // namespace
+
 LanguageModel LoadLmFromCli(const LmCliOptions& o) {
   SetTorchThreads(o.threads);
   LmLoadOptions load;
   load.tokenizer = o.tokenizer;
+  // A packed model on atq's CUDA decoder: loaded packed on the CPU, then placed; a float model falls through to
+  // libtorch's CUDA device below.
+  const bool decoder = o.device == "cuda" && o.whole_passes && !o.dequantize && !o.deferred && o.dtype == "f32" &&
+                       (AtqCudaUsable() || !torch::cuda::is_available());
+  if (decoder) {
+    BackendFor(Device::kCuda);  // an atq::Error saying why when atq's CUDA backend cannot run here
+    LmCliOptions on_cpu = o;
+    on_cpu.device = "cpu";
+    LanguageModel lm = LoadLmFromCli(on_cpu);
+    if (lm.model->packed_embedding != nullptr || !torch::cuda::is_available()) {
+      lm.model = PlaceOnDevice(lm.model, Device::kCuda);
+      return lm;
+    }
+  }
   if (o.device == "cuda") {
-    Require(torch::cuda::is_available(), "--device cuda: this libtorch sees no CUDA device");
+    Require(torch::cuda::is_available(), "--device cuda: this libtorch sees no CUDA device{}",
+            o.whole_passes ? "" : " (atq's own CUDA decoder runs perplexity, generate and logits only)");
     load.device = torch::kCUDA;
   }
   load.dtype = o.dtype == "f16" ? torch::kFloat16 : o.dtype == "bf16" ? torch::kBFloat16 : torch::kFloat32;

@@ -19,13 +19,18 @@ struct LmCliOptions {
   bool allow_nonfinite = false;  // load NaN/Inf weights instead of refusing them
   bool dequantize = false;  // run quantized weights as float copies instead of through the packed kernels
   bool deferred = false;    // read no weight yet (LmLoadOptions::deferred): for commands that stream the model
+  // The command runs whole forward passes only (perplexity, generate, logits): with --device cuda a packed model
+  // then runs on atq's CUDA decoder (runtime/device_model.h) rather than through a CUDA libtorch.
+  bool whole_passes = false;
 };
 
 // Adds MODEL and --tokenizer/--device/--dtype/--threads to `app`.
 void AddLmOptions(CLI::App& app, LmCliOptions& options);
 
 // Sets the threads, loads the model (and its tokenizer) and logs what was loaded. Quantized weights the kernels run
-// stay packed (CPU, f32 activations) unless --dequantize.
+// stay packed (CPU, f32 activations) unless --dequantize. With --device cuda and whole_passes, a packed model is
+// placed on atq's CUDA decoder; a float one (or --dequantize, or a command that needs more than whole passes)
+// goes to libtorch's CUDA device, which needs a CUDA build of libtorch.
 LanguageModel LoadLmFromCli(const LmCliOptions& options);
 
 // The flags of the language-model training loop (train-lm and qat): windows, schedule, validation, seed, --resume.

@@ -27,6 +27,7 @@ RunFn DeclarePerplexity(CLI::App& app) {
     std::string json_path;
   };
   auto o = std::make_shared<Options>();
+  o->lm.whole_passes = true;  // --device cuda may run a packed model on atq's CUDA decoder
   AddLmOptions(app, o->lm);
   app.add_option("--text", o->text, "The text file to score (UTF-8, tokenized whole)")->required();
   app.add_option("--ctx", o->ctx, "Window length in tokens")->check(CountFrom(1))->capture_default_str();

@@ -1,0 +1,76 @@
+// A rotary transformer decoder (the Llama-family block of models/llama.h) described by plain values and packed
+// weights, without libtorch, and run by a backend: the scalar reference here, or the CUDA one
+// (kernels/cuda/cuda_decoder.h). runtime/device_model.h fills a DecoderSpec from a loaded model; the GPU runs the
+// model from it, and the reference is what both the GPU decoder and the libtorch model are checked against.
+//
+// The block: x += o(attn(rope(q(n1(x))), rope(k(n1(x))), v(n1(x)))); x += down(act(gate(n2(x))) * up(n2(x))), with
+// Gemma 2's sandwich norms where set (the attention and MLP outputs normalized before they are added).
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "kernels/backend.h"
+#include "kernels/packed_matrix.h"
+
+namespace atq {
+
+struct DecoderLinear {
+  const PackedWeights* weights = nullptr;  // [out, in], owned by the caller, alive as long as the spec's users
+  std::vector<float> bias;                 // out values, or empty
+};
+
+struct DecoderLayer {
+  // RMSNorm scales as the norm multiplies (Gemma's 1 + w already added). post_attention_norm is the MLP's input
+  // norm, or with sandwich norms the attention output's; the feed-forward pair only with sandwich norms.
+  std::vector<float> input_norm, post_attention_norm, pre_feedforward_norm, post_feedforward_norm;
+  DecoderLinear q, k, v, o, gate, up, down;
+  int64_t window = 0;  // sliding window of this layer's attention; 0: every earlier position
+};
+
+enum class DecoderActivation { kSilu, kGeluTanh };
+
+struct DecoderSpec {
+  int64_t hidden = 0, heads = 0, kv_heads = 0, head_dim = 0, intermediate = 0, vocab = 0;
+  int64_t max_positions = 0;  // the context the model was trained for
+  float norm_eps = 1e-5f;
+  DecoderActivation activation = DecoderActivation::kSilu;
+  bool sandwich_norms = false;
+  float attention_scale = 0;     // resolved (head_dim^-0.5 unless the family sets another)
+  float attention_softcap = 0;   // 0: none
+  float final_softcap = 0;       // 0: none
+  float embedding_scale = 0;     // Gemma's sqrt(hidden) in float; 0: none
+  std::vector<float> inv_freq;   // head_dim / 2 rotary frequencies, scaling applied
+  float rope_position_divisor = 1;  // linear RoPE scaling
+  std::vector<DecoderLayer> layers;
+  std::vector<float> final_norm;
+  const PackedWeights* embedding = nullptr;  // [vocab, hidden], rows looked up
+  const PackedWeights* head = nullptr;       // [vocab, hidden], the embedding itself where tied
+};
+
+// Throws atq::Error naming what is inconsistent (sizes, missing weights, a weight of the wrong shape, a head_dim
+// that is odd or over 256, residual-precision weights, which the decoder backends do not add).
+void CheckDecoderSpec(const DecoderSpec& spec);
+
+// A decoder placed on a device with its key/value cache.
+class DecoderRunner {
+ public:
+  virtual ~DecoderRunner() = default;
+  // Runs `n` tokens at positions length() .. length() + n - 1 and appends them to the cache. logits: [n, vocab]
+  // when all_logits, else [1, vocab] for the last token. Throws atq::Error for a token outside the vocabulary or a
+  // context past capacity(), leaving the cache as it was.
+  virtual void Forward(const int64_t* ids, int64_t n, bool all_logits, std::vector<float>& logits) = 0;
+  virtual void Reset() = 0;  // forgets every cached position
+  virtual int64_t length() const = 0;
+  virtual int64_t capacity() const = 0;
+  virtual std::string description() const = 0;  // for reports: "cuda sm_90 (NVIDIA H200)"
+};
+
+// The decoder on `device` with room for `capacity` positions (the weights are copied or referenced as the backend
+// needs; the spec itself need not outlive the runner, its PackedWeights must). kCpu is the scalar reference
+// (MatMulReference and plain loops), for tests; kCuda needs a build with CUDA and a visible GPU.
+std::unique_ptr<DecoderRunner> MakeDecoderRunner(Device device, const DecoderSpec& spec, int64_t capacity);
+
+}  // namespace atq

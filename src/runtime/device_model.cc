@@ -1,0 +1,165 @@
+// From a loaded packed model to a decoder backend, and the CausalLm face of that backend.
+#include "runtime/device_model.h"
+
+#include <algorithm>
+#include <cmath>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include <torch/torch.h>
+
+#include "models/lm_family.h"
+#include "models/lm_linear.h"
+#include "models/llama.h"
+#include "util/error.h"
+#include "util/log.h"
+
+namespace atq {
+namespace {
+
+std::vector<float> Floats(const torch::Tensor& tensor) {
+  const torch::Tensor values = tensor.detach().to(torch::kCPU, torch::kFloat32).contiguous();
+  return std::vector<float>(values.data_ptr<float>(), values.data_ptr<float>() + values.numel());
+}
+
+// The scale an RMSNorm multiplies by, in float32 as the norm forms it: (offset + w) or w.
+std::vector<float> NormScale(const RmsNormImpl& norm) {
+  if (norm.weight_offset == 0) return Floats(norm.weight);
+  return Floats(norm.weight_offset + norm.weight.to(torch::kFloat32));
+}
+
+std::string Unpacked(const std::string& name) {
+  return fmt::format("{} is not packed (the decoder backends run packed weights only: quantize the model with atq "
+                     "quantize, or load a packed checkpoint or a quantized GGUF)",
+                     name);
+}
+
+}  // namespace
+
+DecoderSpec DecoderSpecOf(CausalLmImpl& model) {
+  const LmConfig& c = model.config();
+  auto* llama = dynamic_cast<LlamaImpl*>(&model);
+  Require(llama != nullptr, "the decoder backends run the rotary decoder families ({}); this model is {}",
+          "llama, mistral, qwen2, gemma, gemma2, phi3", FamilyOf(c).model_type);
+  std::unordered_map<std::string, const LmLinearImpl*> linears;
+  for (const auto& item : model.named_modules()) {
+    if (const auto* linear = item.value()->as<LmLinearImpl>()) linears.emplace(item.key(), linear);
+  }
+  const auto linear = [&](const std::string& name) {
+    const auto found = linears.find(name);
+    Require(found != linears.end(), "the model has no linear layer {}", name);
+    const LmLinearImpl& layer = *found->second;
+    Require(layer.packed != nullptr, "{}", Unpacked(name));
+    DecoderLinear out;
+    out.weights = layer.packed.get();
+    if (layer.bias.defined()) out.bias = Floats(layer.bias);
+    return out;
+  };
+  DecoderSpec s;
+  s.hidden = c.hidden_size;
+  s.heads = c.num_heads;
+  s.kv_heads = c.num_kv_heads;
+  s.head_dim = c.head_dim;
+  s.intermediate = c.intermediate_size;
+  s.vocab = c.vocab_size;
+  s.max_positions = c.max_positions;
+  s.norm_eps = static_cast<float>(c.norm_eps);
+  s.activation = c.activation == LmActivation::kSilu ? DecoderActivation::kSilu : DecoderActivation::kGeluTanh;
+  s.sandwich_norms = c.sandwich_norms;
+  s.attention_scale = static_cast<float>(c.attention_scale > 0 ? c.attention_scale
+                                                                : 1.0 / std::sqrt(static_cast<double>(c.head_dim)));
+  s.attention_softcap = static_cast<float>(c.attention_softcap);
+  s.final_softcap = static_cast<float>(c.final_softcap);
+  s.embedding_scale = c.scale_embeddings ? static_cast<float>(std::sqrt(static_cast<double>(c.hidden_size))) : 0.0f;
+  s.inv_freq = Floats(RotaryInverseFrequencies(c, torch::kFloat32, torch::kCPU));
+  s.rope_position_divisor = static_cast<float>(c.rope_linear_factor);
+  Require(model.packed_embedding != nullptr, "{}", Unpacked("model.embed_tokens"));
+  s.embedding = model.packed_embedding.get();
+  if (c.tied_embeddings) {
+    s.head = s.embedding;
+  } else {
+    s.head = linear("lm_head").weights;
+  }
+  for (int64_t i = 0; i < c.num_layers; ++i) {
+    const auto* block = model.Block(static_cast<size_t>(i))->as<LlamaBlockImpl>();
+    const std::string prefix = fmt::format("model.layers.{}.", i);
+    DecoderLayer l;
+    l.input_norm = NormScale(*block->input_layernorm);
+    l.post_attention_norm = NormScale(*block->post_attention_layernorm);
+    if (block->pre_feedforward_layernorm) {
+      l.pre_feedforward_norm = NormScale(*block->pre_feedforward_layernorm);
+      l.post_feedforward_norm = NormScale(*block->post_feedforward_layernorm);
+    }
+    l.q = linear(prefix + "self_attn.q_proj");
+    l.k = linear(prefix + "self_attn.k_proj");
+    l.v = linear(prefix + "self_attn.v_proj");
+    l.o = linear(prefix + "self_attn.o_proj");
+    l.gate = linear(prefix + "mlp.gate_proj");
+    l.up = linear(prefix + "mlp.up_proj");
+    l.down = linear(prefix + "mlp.down_proj");
+    l.window = block->self_attn->options.window;
+    s.layers.push_back(std::move(l));
+  }
+  const auto& parameters = model.named_parameters();
+  const torch::Tensor* final_norm = parameters.find("model.norm.weight");
+  Require(final_norm != nullptr, "the model has no model.norm.weight");
+  s.final_norm = c.norm_weight_offset != 0 ? Floats(c.norm_weight_offset + final_norm->to(torch::kFloat32))
+                                           : Floats(*final_norm);
+  CheckDecoderSpec(s);
+  return s;
+}
+
+DecoderLmImpl::DecoderLmImpl(std::shared_ptr<CausalLmImpl> source, Device device, int64_t capacity)
+    : CausalLmImpl(source->config()), source_(std::move(source)) {
+  // Registered so that callers asking the model for its parameters' device get the CPU, where logits arrive.
+  register_module("source", source_);
+  // The cache is allocated whole on the device: a long-context model's full window (128k positions of Llama 3.1)
+  // would take tens of GB, so the default stops at 8192 positions.
+  if (capacity <= 0) capacity = std::min<int64_t>(UsableContext(config_), 8192);
+  runner_ = MakeDecoderRunner(device, DecoderSpecOf(*source_), capacity);
+}
+
+torch::Tensor DecoderLmImpl::forward(const torch::Tensor& ids, KvCache* cache) {
+  Require(ids.dim() == 2, "decoder: ids must be [batch, steps], not {} dimensions", ids.dim());
+  const torch::Tensor tokens = ids.to(torch::kCPU, torch::kInt64).contiguous();
+  const int64_t batch = tokens.size(0), steps = tokens.size(1), vocab = config_.vocab_size;
+  torch::Tensor logits = torch::empty({batch, steps, vocab}, torch::kFloat32);
+  std::vector<float> out;
+  if (cache != nullptr) {
+    Require(batch == 1, "decoder: a cached pass runs one sequence, not {}", batch);
+    if (cache->length == 0) runner_->Reset();
+    Require(cache->length == runner_->length(), "decoder: the cache is at {} positions, the {} backend at {}",
+            cache->length, runner_->description(), runner_->length());
+    runner_->Forward(tokens.data_ptr<int64_t>(), steps, true, out);
+    std::copy(out.begin(), out.end(), logits.data_ptr<float>());
+    cache->length += steps;
+    return logits;
+  }
+  for (int64_t row = 0; row < batch; ++row) {
+    runner_->Reset();
+    runner_->Forward(tokens.data_ptr<int64_t>() + row * steps, steps, true, out);
+    std::copy(out.begin(), out.end(), logits.data_ptr<float>() + row * steps * vocab);
+  }
+  runner_->Reset();
+  return logits;
+}
+
+void DecoderLmImpl::Unstaged() const {
+  Fail("the model on {} runs whole forward passes only (no staged pass for calibration)", runner_->description());
+}
+torch::Tensor DecoderLmImpl::Embed(const torch::Tensor&) { Unstaged(); }
+torch::Tensor DecoderLmImpl::ForwardBlock(size_t, const torch::Tensor&) { Unstaged(); }
+torch::Tensor DecoderLmImpl::Head(const torch::Tensor&) { Unstaged(); }
+std::shared_ptr<torch::nn::Module> DecoderLmImpl::Block(size_t) { Unstaged(); }
+
+std::shared_ptr<CausalLmImpl> PlaceOnDevice(std::shared_ptr<CausalLmImpl> model, Device device) {
+  if (device == Device::kCpu) return model;
+  auto placed = std::make_shared<DecoderLmImpl>(std::move(model), device);
+  placed->eval();
+  LogInfo("decoder on {}: {} positions of key/value cache", placed->runner().description(),
+          placed->runner().capacity());
+  return placed;
+}
+
+}  // namespace atq

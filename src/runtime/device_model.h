@@ -1,0 +1,47 @@
+// A packed language model placed on a decoder backend (kernels/decoder.h: the GPU, or the scalar reference on the
+// CPU) behind the CausalLm interface, so that perplexity, generation and the speed benchmark run it unchanged.
+//
+// DecoderSpecOf reads a loaded rotary-decoder model (every family but GPT-2) whose linear layers and token
+// embedding run packed (a packed checkpoint or GGUF loaded with keep_packed, or PackForRuntime) into the backends'
+// plain description; DecoderLm then answers forward(ids, cache) from the backend: logits come back as a CPU
+// float32 tensor, and the backend's own key/value cache follows cache->length (a cache at length 0 starts over).
+#pragma once
+
+#include <cstdint>
+#include <memory>
+
+#include "kernels/backend.h"
+#include "kernels/decoder.h"
+#include "models/causal_lm.h"
+
+namespace atq {
+
+// The model's decoder description; its weight pointers point into `model`'s packed weights, which must stay alive
+// and attached while the spec is used. Throws atq::Error naming the first thing a decoder backend cannot run: a
+// GPT-2 model, a linear layer or embedding still in float ("quantize it first"), residual-precision weights.
+DecoderSpec DecoderSpecOf(CausalLmImpl& model);
+
+class DecoderLmImpl : public CausalLmImpl {
+ public:
+  // `capacity`: positions the backend's cache holds (0: the model's usable context, at most 8192).
+  DecoderLmImpl(std::shared_ptr<CausalLmImpl> source, Device device, int64_t capacity = 0);
+  // ids [B, T]: with a cache, B = 1 and the tokens continue the cached ones; without, each row runs from position
+  // 0. Returns [B, T, vocab] float32 on the CPU.
+  torch::Tensor forward(const torch::Tensor& ids, KvCache* cache = nullptr) override;
+  // The staged pass is for calibration and training, which run on libtorch: atq::Error here.
+  torch::Tensor Embed(const torch::Tensor& ids) override;
+  torch::Tensor ForwardBlock(size_t layer, const torch::Tensor& x) override;
+  torch::Tensor Head(const torch::Tensor& x) override;
+  std::shared_ptr<torch::nn::Module> Block(size_t layer) override;
+  const DecoderRunner& runner() const { return *runner_; }
+
+ private:
+  [[noreturn]] void Unstaged() const;
+  std::shared_ptr<CausalLmImpl> source_;  // owns the packed weights the backend reads (and the float norms)
+  std::unique_ptr<DecoderRunner> runner_;
+};
+
+// The model on `device`: itself for the CPU, else a DecoderLm on that backend (logged with its description).
+std::shared_ptr<CausalLmImpl> PlaceOnDevice(std::shared_ptr<CausalLmImpl> model, Device device);
+
+}  // namespace atq
