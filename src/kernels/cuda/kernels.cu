@@ -741,10 +741,11 @@ void LaunchQuantizeActivations(const float* x, int64_t n, int64_t cols, int64_t 
   const int threads = static_cast<int>(std::min<int64_t>(kQuantizeThreadsMax, std::max<int64_t>(32, (wanted + 31) / 32 * 32)));
   // The largest span a block stores: a segment, or the last one with the row's padding.
   const int64_t span = std::max(segment, out.stride - (segments - 1) * segment);
-  static int raised = 48 << 10;
-  if (span > raised) {  // past 48 KB a kernel must ask (a row-long segment holds up to 65536 columns)
+  if (span > (48 << 10)) {
+    // Past 48 KB a kernel must ask (a row-long segment holds up to 65536 columns). Asked at every such launch: the
+    // attribute belongs to the current device, and a remembered "already raised" would be wrong for another
+    // device or race between threads; the call costs about a microsecond, and only row-long segments need it.
     cudaFuncSetAttribute(QuantizeKernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(span));
-    raised = static_cast<int>(span);
   }
   QuantizeKernel<<<grid, threads, static_cast<size_t>(span), stream>>>(x, cols, segment, segments, order, out);
 }
