@@ -68,6 +68,25 @@ void CheckDecoderSpec(const DecoderSpec& s) {
   }
 }
 
+void CheckDecoderCall(const DecoderSpec& spec, const int64_t* ids, int64_t n, int64_t length, int64_t capacity) {
+  Require(n > 0, "decoder: no tokens to run");
+  Require(length + n <= capacity, "decoder: {} cached positions and {} new ones exceed the capacity of {}", length, n,
+          capacity);
+  for (int64_t t = 0; t < n; ++t) {
+    Require(ids[t] >= 0 && ids[t] < spec.vocab, "token id {} is outside the vocabulary of {}", ids[t], spec.vocab);
+  }
+}
+
+void EmbedTokens(const DecoderSpec& spec, const int64_t* ids, int64_t n, float* x) {
+  for (int64_t t = 0; t < n; ++t) {
+    float* row = x + t * spec.hidden;
+    DequantizeRow(spec.embedding->view(), ids[t], row);
+    if (spec.embedding_scale != 0) {
+      for (int64_t c = 0; c < spec.hidden; ++c) row[c] *= spec.embedding_scale;
+    }
+  }
+}
+
 namespace {
 
 // y[r] = x[r] * rsqrt(mean(x[r]^2) + eps) * scale, row by row
@@ -118,20 +137,10 @@ class ReferenceDecoder final : public DecoderRunner {
   }
 
   void Forward(const int64_t* ids, int64_t n, bool all_logits, std::vector<float>& logits) override {
-    Require(n > 0, "decoder: no tokens to run");
-    Require(length_ + n <= capacity_, "decoder: {} cached positions and {} new ones exceed the capacity of {}",
-            length_, n, capacity_);
-    for (int64_t t = 0; t < n; ++t) {
-      Require(ids[t] >= 0 && ids[t] < s_.vocab, "token id {} is outside the vocabulary of {}", ids[t], s_.vocab);
-    }
+    CheckDecoderCall(s_, ids, n, length_, capacity_);
     const int64_t width = s_.hidden;
     std::vector<float> x(static_cast<size_t>(n * width));
-    for (int64_t t = 0; t < n; ++t) {
-      DequantizeRow(s_.embedding->view(), ids[t], x.data() + t * width);
-      if (s_.embedding_scale != 0) {
-        for (int64_t c = 0; c < width; ++c) x[static_cast<size_t>(t * width + c)] *= s_.embedding_scale;
-      }
-    }
+    EmbedTokens(s_, ids, n, x.data());
     std::vector<float> normed(x.size()), q, k, v, mixed, o, gate, up, down;
     for (size_t layer = 0; layer < s_.layers.size(); ++layer) {
       const DecoderLayer& l = s_.layers[layer];

@@ -54,6 +54,11 @@ struct DecoderSpec {
 // that is odd or over 256, residual-precision weights, which the decoder backends do not add).
 void CheckDecoderSpec(const DecoderSpec& spec);
 
+// What every backend's Forward checks first: tokens to run, room in the cache, ids inside the vocabulary.
+void CheckDecoderCall(const DecoderSpec& spec, const int64_t* ids, int64_t n, int64_t length, int64_t capacity);
+// The rows of the token embedding for ids[0..n), times the embedding scale where the model has one: x [n, hidden].
+void EmbedTokens(const DecoderSpec& spec, const int64_t* ids, int64_t n, float* x);
+
 // A decoder placed on a device with its key/value cache.
 class DecoderRunner {
  public:

@@ -54,23 +54,12 @@ class CudaDecoder final : public DecoderRunner {
   }
 
   void Forward(const int64_t* ids, int64_t n, bool all_logits, std::vector<float>& logits) override {
-    Require(n > 0, "decoder: no tokens to run");
-    Require(length_ + n <= capacity_, "decoder: {} cached positions and {} new ones exceed the capacity of {}",
-            length_, n, capacity_);
-    for (int64_t t = 0; t < n; ++t) {
-      Require(ids[t] >= 0 && ids[t] < s_.vocab, "token id {} is outside the vocabulary of {}", ids[t], s_.vocab);
-    }
+    CheckDecoderCall(s_, ids, n, length_, capacity_);
     Reserve(n);
     const cudaStream_t stream = static_cast<cudaStream_t>(stream_.handle());
     const int64_t width = s_.hidden;
     host_x_.resize(static_cast<size_t>(n * width));
-    for (int64_t t = 0; t < n; ++t) {
-      float* row = host_x_.data() + t * width;
-      DequantizeRow(s_.embedding->view(), ids[t], row);
-      if (s_.embedding_scale != 0) {
-        for (int64_t c = 0; c < width; ++c) row[c] *= s_.embedding_scale;
-      }
-    }
+    EmbedTokens(s_, ids, n, host_x_.data());
     CopyToDevice(x_, host_x_.data(), host_x_.size() * sizeof(float), stream_);
     const size_t layer_cache = static_cast<size_t>(s_.kv_heads * capacity_ * s_.head_dim);
     for (size_t index = 0; index < layers_.size(); ++index) {
