@@ -24,7 +24,9 @@ void AddLmOptions(CLI::App& app, LmCliOptions& o) {
   app.add_option("--tokenizer", o.tokenizer,
                  "Tokenizer: folder with encoder.json + vocab.bpe, a SentencePiece .model, a llama2.c tokenizer "
                  ".bin, or a .gguf (default: the model's own, else GPT-2's from the set-up's data)");
-  app.add_option("--device", o.device, "cpu or cuda")->check(CLI::IsMember({"cpu", "cuda"}))->capture_default_str();
+  app.add_option("--device", o.device,
+                 "cpu or cuda (perplexity, generate and logits run a packed model of a rotary family on atq's CUDA "
+                 "decoder; a float model, or other commands, need a CUDA build of libtorch)")->check(CLI::IsMember({"cpu", "cuda"}))->capture_default_str();
   app.add_option("--dtype", o.dtype, "Weights and activations: f32, f16 or bf16 (f16/bf16 where the device has them)")
       ->check(CLI::IsMember({"f32", "f16", "bf16"}))
       ->capture_default_str();
