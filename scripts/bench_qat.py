@@ -10,7 +10,7 @@ For each model (default gpt2-mini and llama-mini, from $ATQ_FIXTURES):
   ablations    the same number of steps (--ablation-steps) each, scored the same way: from FP (the base), from a
                GPTQ ternary start (`atq quantize --method gptq --ternary`, distilled from the FP model), without
                distillation (--teacher none), sparsity-target thresholds (--threshold sparsity) instead of the
-               magnitude rule, and with residual precision boosting (--rpb-fraction)
+               magnitude rule, with residual precision boosting (--rpb-fraction), and with learned scales (--learn-scales)
   throughput   `atq qat` for a few steps with --nproc 1 and --nproc 2: tokens/s and the all-reduce share
 Everything goes to --out (default out/qat): each run's folder (metrics.json, validation.png, qat_report.json),
 the scores, and summary.json; a markdown table is printed at the end. --runs picks the parts (comma-separated).
@@ -171,6 +171,7 @@ def main():
                 ("no-distillation", model, ["--teacher", "none"]),
                 ("sparsity-threshold", model, ["--threshold", "sparsity", "--threshold-value", "0.4"]),
                 ("rpb", model, ["--rpb-fraction", str(args.rpb_fraction)]),
+                ("learned-scales", model, ["--learn-scales"]),
             ]
             for label, start, extra in variants:
                 row = train_and_score("ablation-" + label, start, work, args, args.ablation_steps, extra)

@@ -89,24 +89,51 @@ torch::Tensor RpbMask(const torch::Tensor& weight, const torch::Tensor& quantize
   return mask;
 }
 
-LayerQuantization QuantizeLayer(const torch::Tensor& weight, const LayerQuantConfig& config) {
+LayerQuantization QuantizeLayer(const torch::Tensor& weight, const LayerQuantConfig& config,
+                                const torch::Tensor& learned_scales) {
   CheckWeight(weight);
   Require(config.quantized, "QuantizeLayer needs a quantized layer config");
   ValidateLayerConfig(config);
   torch::NoGradGuard no_grad;
   const torch::Tensor w = RowsView(weight.detach().to(torch::kFloat));  // [rows, cols]
   LayerQuantization out;
-  out.packed = QuantizeRtn(w, config.grid);
+  out.packed = learned_scales.defined()
+                   ? QuantizeWithScales(w, config.grid,
+                                        LearnedScaleMatrix(learned_scales.detach(), config.grid, w.size(0), w.size(1)))
+                   : QuantizeRtn(w, config.grid);
   torch::Tensor boosted = torch::zeros(w.sizes(), w.options().dtype(torch::kBool));
   if (config.rpb_fraction > 0) {
     boosted = RpbMask(w, out.packed.values, config.rpb_fraction);
-    // The boosted weights are exact whatever the scale, so the error-minimizing scale ignores them.
-    RefitTernaryScales(out.packed, config.grid, w, boosted);
+    // The boosted weights are exact whatever the scale, so the error-minimizing scale ignores them (a learned
+    // scale is the training's to move).
+    if (!learned_scales.defined()) RefitTernaryScales(out.packed, config.grid, w, boosted);
   }
   // Boosted weights are stored as f16 (kRpbBytesPerWeight), so the forward pass uses exactly the stored value.
   out.effective = torch::where(boosted, w.to(torch::kHalf).to(torch::kFloat), out.packed.values).view(weight.sizes());
   out.boosted = boosted.view(weight.sizes());
   return out;
+}
+
+torch::Tensor LearnedScales(const torch::Tensor& weight, const LayerQuantConfig& config) {
+  Require(config.quantized && ScalesCanBeLearned(config.grid),
+          "learned scales need a ternary or symmetric uniform grid, not {}",
+          config.quantized ? DescribeGrid(config.grid) : std::string("full precision"));
+  torch::Tensor scales = QuantizeLayer(weight, config).packed.scales;  // [rows, spans]
+  if (config.grid.granularity == Granularity::kTensor) scales = scales.slice(0, 0, 1);
+  // A span of zeros fits scale 0, which no learned scale may be (it would stay 0): start it at the smallest.
+  return scales.clamp_min(kSmallestLearnedScale).reshape({-1}).contiguous();
+}
+
+torch::Tensor LearnedScaleMatrix(const torch::Tensor& learned_scales, const WeightGrid& grid, int64_t rows,
+                                 int64_t cols) {
+  const int64_t spans = static_cast<int64_t>(ScaleSpans(grid, cols).size());
+  if (grid.granularity == Granularity::kTensor) {
+    Require(learned_scales.numel() == 1, "a per-tensor grid learns 1 scale, got {}", learned_scales.numel());
+    return learned_scales.reshape({1, 1}).expand({rows, 1});
+  }
+  Require(learned_scales.numel() == rows * spans, "{} learned scales for a {}x{} weight under {}: need {}",
+          learned_scales.numel(), rows, cols, DescribeGrid(grid), rows * spans);
+  return learned_scales.reshape({rows, spans});
 }
 
 torch::Tensor Trits(const LayerQuantization& quantization, const torch::Tensor& weight) {
@@ -139,8 +166,89 @@ torch::autograd::variable_list UniformFn::backward(torch::autograd::AutogradCont
   return {grad_outputs[0], torch::Tensor()};
 }
 
-torch::Tensor FakeQuantize(const torch::Tensor& weight, const LayerQuantConfig& config) {
+torch::Tensor LearnedScaleFn::forward(torch::autograd::AutogradContext* ctx, torch::Tensor latent,
+                                      torch::Tensor scale, torch::Tensor quantized, torch::Tensor levels,
+                                      torch::Tensor clip, double low, double high, double gradient_scale) {
+  ctx->save_for_backward({latent, scale, levels, clip});
+  ctx->saved_data["low"] = low;
+  ctx->saved_data["high"] = high;
+  ctx->saved_data["gradient_scale"] = gradient_scale;
+  return quantized;
+}
+
+torch::autograd::variable_list LearnedScaleFn::backward(torch::autograd::AutogradContext* ctx,
+                                                        torch::autograd::variable_list grad_outputs) {
+  const torch::autograd::variable_list saved = ctx->get_saved_variables();
+  const torch::Tensor& latent = saved[0];
+  const torch::Tensor& scale = saved[1];
+  const torch::Tensor& levels = saved[2];
+  const torch::Tensor& clip = saved[3];
+  const double gradient_scale = ctx->saved_data["gradient_scale"].toDouble();
+  const torch::Tensor& grad = grad_outputs[0];
+  const torch::Tensor back_toward_zero = grad * latent > 0;
+  torch::Tensor inside, scale_grad;
+  if (clip.numel() > 0) {  // ternary: the level does not depend on the scale
+    inside = latent.abs() <= clip;
+    scale_grad = grad * levels;
+  } else {
+    const torch::Tensor v = latent / scale;
+    inside = (v >= ctx->saved_data["low"].toDouble()) & (v <= ctx->saved_data["high"].toDouble());
+    scale_grad = grad * torch::where(inside, levels - v, levels);
+  }
+  return {grad * (inside | back_toward_zero), scale_grad * gradient_scale, torch::Tensor(), torch::Tensor(),
+          torch::Tensor(), torch::Tensor(), torch::Tensor(), torch::Tensor()};
+}
+
+namespace {
+
+// FakeQuantize with learned scales: the values QuantizeLayer gives for them, with gradients to the latent weight
+// and to the scales through LearnedScaleFn.
+torch::Tensor FakeQuantizeLearned(const torch::Tensor& weight, const LayerQuantConfig& config,
+                                  const torch::Tensor& learned_scales) {
+  const WeightGrid& grid = config.grid;
+  const torch::Tensor w = RowsView(weight);
+  const int64_t rows = w.size(0), cols = w.size(1);
+  // As stored (float16 for tq2_0), with the identity gradient: r - s is exact for r within a factor 2 of s
+  // (Sterbenz), so s + (r - s) is r itself.
+  const torch::Tensor s = LearnedScaleMatrix(learned_scales, grid, rows, cols).clamp_min(kSmallestLearnedScale);
+  const torch::Tensor stored = s + (StoredScale(grid, s.detach()) - s.detach());
+  const torch::Tensor expanded = ExpandSpans(grid, stored, cols).to(weight.scalar_type());
+  torch::Tensor quantized, levels, clip;
+  double low = -1, high = 1;
+  {
+    torch::NoGradGuard no_grad;
+    const LayerQuantization q = QuantizeLayer(weight, config, learned_scales);
+    quantized = q.effective.view({rows, cols}).to(weight.scalar_type());
+    const torch::Tensor boosted = q.boosted.view({rows, cols});
+    const bool ternary = config.mode() == WeightMode::kTernary;
+    const double offset = ternary ? 1.0 : static_cast<double>(1 << (grid.bits - 1));
+    levels = (q.packed.codes - offset).masked_fill(boosted, 0).to(weight.scalar_type());
+    if (ternary) {
+      const torch::Tensor range = q.packed.thresholds.defined()
+                                      ? torch::maximum(q.packed.scales.to(torch::kFloat64), q.packed.thresholds)
+                                      : q.packed.scales.to(torch::kFloat64);
+      clip = (ExpandSpans(grid, range, cols) * config.ste_clip)
+                 .masked_fill(boosted, std::numeric_limits<double>::infinity())
+                 .to(weight.scalar_type());
+    } else {
+      clip = torch::empty({0}, weight.options());  // none (autograd takes no undefined input)
+      low = -offset;
+      high = offset - 1;
+    }
+  }
+  const int64_t per_scale = grid.granularity == Granularity::kTensor  ? rows * cols
+                            : grid.granularity == Granularity::kGroup ? std::min(grid.group_size, cols)
+                                                                      : cols;
+  const double gradient_scale = 1.0 / std::sqrt(static_cast<double>(per_scale) * high);
+  return LearnedScaleFn::apply(w, expanded, quantized, levels, clip, low, high, gradient_scale).view(weight.sizes());
+}
+
+}  // namespace
+
+torch::Tensor FakeQuantize(const torch::Tensor& weight, const LayerQuantConfig& config,
+                           const torch::Tensor& learned_scales) {
   if (!config.quantized) return weight;
+  if (learned_scales.defined()) return FakeQuantizeLearned(weight, config, learned_scales);
   torch::Tensor quantized, clip;
   {
     torch::NoGradGuard no_grad;
@@ -162,10 +270,11 @@ torch::Tensor FakeQuantize(const torch::Tensor& weight, const LayerQuantConfig& 
   return UniformFn::apply(weight, quantized);
 }
 
-torch::Tensor QuantizedWeightValues(const torch::Tensor& weight, const LayerQuantConfig& config) {
+torch::Tensor QuantizedWeightValues(const torch::Tensor& weight, const LayerQuantConfig& config,
+                                    const torch::Tensor& learned_scales) {
   torch::NoGradGuard no_grad;
   if (!config.quantized) return weight.detach().clone();
-  return QuantizeLayer(weight, config).effective.to(weight.scalar_type());
+  return QuantizeLayer(weight, config, learned_scales).effective.to(weight.scalar_type());
 }
 
 double ScheduledSparsity(double target, double epoch, int ramp_epochs, SparsityRamp ramp) {

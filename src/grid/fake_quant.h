@@ -60,8 +60,24 @@ struct LayerQuantization {
 
 // The whole step on a weight, without gradient: fit the grid and round (QuantizeRtn on the [rows, cols] view);
 // for ternary grids with RPB, pick the largest errors and refit the scales without them (again the minimizer for
-// the final pattern). Throws atq::Error for an empty or non-float weight or an invalid config.
-LayerQuantization QuantizeLayer(const torch::Tensor& weight, const LayerQuantConfig& config);
+// the final pattern). With `learned_scales` (LearnedScales' layout), those are the scales instead of the fit
+// (QuantizeWithScales; RPB then keeps the largest errors under them and refits nothing). Throws atq::Error for an
+// empty or non-float weight or an invalid config.
+LayerQuantization QuantizeLayer(const torch::Tensor& weight, const LayerQuantConfig& config,
+                                const torch::Tensor& learned_scales = {});
+
+// Learned scales (LSQ, Esser et al. 2020, for ternary and symmetric uniform grids; ScalesCanBeLearned): a layer's
+// span scales become trained parameters. They are a 1-D tensor, row-major [rows, spans] (one element for a
+// per-tensor grid), so the optimizer's rule of no weight decay on 1-D tensors leaves them alone: decay would pull
+// every scale toward 0 for no reason. The forward pass uses them as the format stores them (float16 for tq2_0),
+// the codes still come from the grid's rule. Starts from the grid's fit of `weight` (QuantizeLayer's scales).
+// Throws atq::Error for a grid that cannot learn its scales.
+torch::Tensor LearnedScales(const torch::Tensor& weight, const LayerQuantConfig& config);
+// Learned scales are kept at least this large (a span of zeros fits 0, and a scale at 0 would get no gradient).
+constexpr double kSmallestLearnedScale = 1e-7;
+// The [rows, spans] view of learned scales (per tensor: the one scale for every row), differentiable.
+torch::Tensor LearnedScaleMatrix(const torch::Tensor& learned_scales, const WeightGrid& grid, int64_t rows,
+                                 int64_t cols);
 
 // Ternary codes {-1, 0, 1} as int8 in the weight's shape, from a quantization of it.
 torch::Tensor Trits(const LayerQuantization& quantization, const torch::Tensor& weight);
@@ -96,11 +112,33 @@ class UniformFn : public torch::autograd::Function<UniformFn> {
                                                  torch::autograd::variable_list grad_outputs);
 };
 
+// Straight-through estimator for a layer with learned scales. forward(latent w, scale s, quantized q, levels l,
+// clip c, empty for uniform grids) returns q = s l (the packer's values; s expanded over each span, l the integer
+// levels, 0 where RPB keeps a weight). Backward, with v = w / s:
+//   dL/dw = dL/dq where the weight is inside the grid's range (ternary: |w| <= c as TernaryFn; uniform:
+//           -2^(b-1) <= v <= 2^(b-1) - 1) or the gradient points back toward zero, else 0 (TernaryFn's rule);
+//   dL/ds = g dL/dq * (ternary: l; uniform: l - v inside the range, l outside), LSQ's estimate with its gradient
+//           scale g = 1 / sqrt(weights per scale * Qp), Qp = 2^(b-1) - 1 (1 for ternary): the sum over a span's weights
+//           would otherwise outweigh every weight's gradient in the global norm that clipping uses.
+// Ternary levels do not depend on s (the threshold rule picks them), so dq/ds = l exactly; uniform levels round
+// w / s, whose derivative LSQ takes as 1 through the rounding, hence l - v.
+class LearnedScaleFn : public torch::autograd::Function<LearnedScaleFn> {
+ public:
+  static torch::Tensor forward(torch::autograd::AutogradContext* ctx, torch::Tensor latent, torch::Tensor scale,
+                               torch::Tensor quantized, torch::Tensor levels, torch::Tensor clip, double low,
+                               double high, double gradient_scale);
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
+                                                 torch::autograd::variable_list grad_outputs);
+};
+
 // The weight a layer's forward pass uses under `config` (full: the weight itself): QuantizeLayer's effective
-// weight, differentiable w.r.t. the latent weight through the estimators above.
-torch::Tensor FakeQuantize(const torch::Tensor& weight, const LayerQuantConfig& config);
+// weight, differentiable w.r.t. the latent weight through the estimators above, and w.r.t. `learned_scales`
+// (when given) through LearnedScaleFn.
+torch::Tensor FakeQuantize(const torch::Tensor& weight, const LayerQuantConfig& config,
+                           const torch::Tensor& learned_scales = {});
 // The same, detached and without gradient bookkeeping.
-torch::Tensor QuantizedWeightValues(const torch::Tensor& weight, const LayerQuantConfig& config);
+torch::Tensor QuantizedWeightValues(const torch::Tensor& weight, const LayerQuantConfig& config,
+                                    const torch::Tensor& learned_scales = {});
 
 // Progressive sparsity: the sparsity target at `epoch` (0-based; fractional values give per-step schedules),
 // rising from 0 at epoch 0 to `target` at epoch `ramp_epochs` and staying there. With p = min(1, epoch / ramp):

@@ -5,6 +5,7 @@
 
 #include <cstring>
 
+#include <fmt/ranges.h>
 #include <torch/torch.h>
 
 #include "formats/atq_packed.h"
@@ -116,6 +117,40 @@ QuantizedWeight QuantizeRtn(const torch::Tensor& weight, const WeightGrid& grid)
     const torch::Tensor span = w.slice(1, begin, end);
     params.push_back(FitGrid(grid, span, grid.granularity == Granularity::kTensor));
     codes.push_back(RoundToCodes(grid, span, params.back()));
+  }
+  return AssembleQuantized(grid, torch::cat(codes, 1), params);
+}
+
+bool ScalesCanBeLearned(const WeightGrid& grid) {
+  return grid.kind == GridKind::kTernary || grid.kind == GridKind::kTQ2_0 ||
+         (grid.kind == GridKind::kUniform && grid.symmetric);
+}
+
+QuantizedWeight QuantizeWithScales(const torch::Tensor& weight, const WeightGrid& grid, const torch::Tensor& scales) {
+  ValidateGrid(grid);
+  Require(ScalesCanBeLearned(grid), "{} cannot take learned scales (ternary and symmetric uniform grids can)",
+          DescribeGrid(grid));
+  Require(weight.dim() == 2, "quantization with given scales needs a 2-D weight, got {} dims", weight.dim());
+  const torch::Tensor w = weight.to(torch::kFloat32);
+  const auto spans = ScaleSpans(grid, w.size(1));
+  const int64_t rows = w.size(0);
+  Require(scales.dim() == 2 && scales.size(0) == rows && scales.size(1) == static_cast<int64_t>(spans.size()),
+          "{} scales for a {}x{} weight under {}: need {}x{}", fmt::join(scales.sizes(), "x"), rows, w.size(1),
+          DescribeGrid(grid), rows, spans.size());
+  torch::Tensor stored = StoredScale(grid, scales.detach());
+  if (grid.granularity == Granularity::kTensor) stored = stored.slice(0, 0, 1).expand({rows, 1}).contiguous();
+  Require(torch::isfinite(stored).all().item<bool>() && (stored > 0).all().item<bool>(),
+          "learned scales must be finite and positive as stored (float{}); got {} to {}", IsGgmlGrid(grid.kind) ? 16 : 32,
+          stored.min().item<float>(), stored.max().item<float>());
+  std::vector<GridParams> params;
+  std::vector<torch::Tensor> codes;
+  for (size_t s = 0; s < spans.size(); ++s) {
+    const auto [begin, end] = spans[s];
+    const torch::Tensor span = w.slice(1, begin, end);
+    GridParams fitted = FitGrid(grid, span, grid.granularity == Granularity::kTensor);
+    fitted.scale = stored.slice(1, static_cast<int64_t>(s), static_cast<int64_t>(s) + 1);
+    codes.push_back(RoundToCodes(grid, span, fitted));  // ternary: by threshold or the fit's 1 / max|w|
+    params.push_back(fitted);
   }
   return AssembleQuantized(grid, torch::cat(codes, 1), params);
 }

@@ -36,6 +36,17 @@ std::vector<uint8_t> PackQuantized(const QuantizedWeight& weight);
 // Round-to-nearest: fit the grid on each span of the weight ([rows, cols]) and round every weight to it.
 QuantizedWeight QuantizeRtn(const torch::Tensor& weight, const WeightGrid& grid);
 
+// The grid's codes with given scales in place of the fitted ones (quantization-aware training's learned scales):
+// `scales` is [rows, spans] (ScaleSpans), used as the format stores them (StoredScale). Ternary grids pick their
+// codes by their own rule, which does not depend on the scale (atq's: the threshold; tq2_0: round(w / max|w|) of
+// the block), so the scale only sets the magnitude; uniform symmetric grids round w / scale and clamp. Per-tensor
+// grids take row 0's scale for every row. Throws atq::Error for grids whose codes a free scale cannot express
+// exactly in their format (asymmetric: the zero point is fitted with the scale; q8_0 and q4_0: not QAT grids) and
+// for a scale that is not finite and positive.
+QuantizedWeight QuantizeWithScales(const torch::Tensor& weight, const WeightGrid& grid, const torch::Tensor& scales);
+// Whether QuantizeWithScales takes the grid.
+bool ScalesCanBeLearned(const WeightGrid& grid);
+
 // [rows, spans] per-span quantities (scales, thresholds) repeated over each span's columns: [rows, cols].
 torch::Tensor ExpandSpans(const WeightGrid& grid, const torch::Tensor& per_span, int64_t cols);
 

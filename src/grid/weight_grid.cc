@@ -194,7 +194,7 @@ GridParams FitGrid(const WeightGrid& grid, const torch::Tensor& w, bool whole_te
       d = extreme / -8;
     }
     params.inverse = torch::where(d != 0, 1 / SafeScale(d), torch::zeros_like(d));
-    params.scale = d.to(torch::kFloat16).to(torch::kFloat32);
+    params.scale = StoredScale(grid, d);
     return params;
   }
   if (grid.kind == GridKind::kTernary) {
@@ -224,6 +224,10 @@ GridParams FitGrid(const WeightGrid& grid, const torch::Tensor& w, bool whole_te
     }
   }
   return params;
+}
+
+torch::Tensor StoredScale(const WeightGrid& grid, const torch::Tensor& scale) {
+  return IsGgmlGrid(grid.kind) ? scale.to(torch::kFloat16).to(torch::kFloat32) : scale.to(torch::kFloat32);
 }
 
 torch::Tensor RoundToCodes(const WeightGrid& grid, const torch::Tensor& w, const GridParams& params) {

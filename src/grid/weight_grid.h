@@ -92,6 +92,10 @@ struct GridParams {
 // With whole_tensor, one set of parameters fits all rows (per-tensor granularity), repeated per row.
 GridParams FitGrid(const WeightGrid& grid, const torch::Tensor& w, bool whole_tensor = false);
 
+// A scale as the format stores it, and so as every quantizer must use it: float16 for llama.cpp's block grids
+// (q8_0, q4_0, tq2_0/tq1_0), float32 (unchanged) for atq's formats.
+torch::Tensor StoredScale(const WeightGrid& grid, const torch::Tensor& scale);
+
 // Stored codes of w ([rows, n]) under `params` ([rows, 1]), float32 holding integers: ternary trit + 1,
 // symmetric q + 2^(b-1) with q clamped to [-2^(b-1), 2^(b-1) - 1], asymmetric clamped to [0, 2^b - 1];
 // q8_0 q + 128 with q in [-127, 127]; q4_0 its nibble, 0..15 for w = scale (c - 8); tq2_0 trit + 1 (clamped,

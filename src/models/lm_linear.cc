@@ -49,7 +49,7 @@ torch::Tensor LmLinearImpl::forward(const torch::Tensor& x) {
     if (bias.defined()) y = y + bias.to(torch::kFloat32);
     y = y.to(x.scalar_type());
   } else {
-    y = torch::nn::functional::linear(x, quant.quantized ? FakeQuantize(weight, quant) : weight, bias);
+    y = torch::nn::functional::linear(x, quant.quantized ? FakeQuantize(weight, quant, learned_scale) : weight, bias);
   }
   if (output_tap) output_tap(y);
   return y;

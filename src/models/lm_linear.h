@@ -33,6 +33,9 @@ struct LmLinearImpl : torch::nn::Module {
   // Quantization-aware training (train/lm_qat.h): when quantized, the product uses FakeQuantize(weight, quant),
   // exactly the values the packer stores, with the straight-through estimator's gradient to `weight`.
   LayerQuantConfig quant;
+  // With learned scales (LearnedScales' 1-D layout), trained beside `weight` and held by the training loop rather
+  // than registered, so the model's tensors stay those of its checkpoints; undefined: the grid's own fit.
+  torch::Tensor learned_scale;
 };
 TORCH_MODULE(LmLinear);
 

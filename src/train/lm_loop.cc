@@ -66,32 +66,42 @@ struct ResumeState {
   int64_t loss_steps = 0;
 };
 
-void SaveWeights(CausalLmImpl& model, const std::string& path) {
+using NamedTensors = std::vector<std::pair<std::string, torch::Tensor>>;
+
+// The model's parameters and the loop's extra ones, by name.
+NamedTensors TrainedTensors(CausalLmImpl& model, const NamedTensors& extra) {
+  NamedTensors tensors;
+  for (const auto& parameter : model.named_parameters()) tensors.emplace_back(parameter.key(), parameter.value());
+  tensors.insert(tensors.end(), extra.begin(), extra.end());
+  return tensors;
+}
+
+void SaveWeights(const NamedTensors& tensors, const std::string& path) {
   torch::serialize::OutputArchive archive;
-  for (const auto& parameter : model.named_parameters()) archive.write(parameter.key(), parameter.value().detach());
+  for (const auto& [name, tensor] : tensors) archive.write(name, tensor.detach());
   archive.save_to(path);
 }
 
-void LoadWeights(CausalLmImpl& model, const std::string& path) {
+void LoadWeights(const NamedTensors& tensors, const std::string& path) {
   torch::serialize::InputArchive archive;
   archive.load_from(path);
   torch::NoGradGuard no_grad;
-  for (auto& parameter : model.named_parameters()) {
+  for (const auto& [name, tensor] : tensors) {
     torch::Tensor stored;
-    Require(archive.try_read(parameter.key(), stored), "{}: no tensor {} (a resume state of another model)", path,
-            parameter.key());
-    Require(stored.sizes() == parameter.value().sizes(), "{}: {} has shape {}, the model's is {}", path,
-            parameter.key(), fmt::join(stored.sizes(), "x"), fmt::join(parameter.value().sizes(), "x"));
-    parameter.value().copy_(stored);
+    Require(archive.try_read(name, stored), "{}: no tensor {} (a resume state of another model)", path, name);
+    Require(stored.sizes() == tensor.sizes(), "{}: {} has shape {}, the model's is {}", path, name,
+            fmt::join(stored.sizes(), "x"), fmt::join(tensor.sizes(), "x"));
+    torch::Tensor target = tensor;
+    target.copy_(stored);
   }
 }
 
-void SaveResume(const fs::path& out, CausalLmImpl& model, torch::optim::AdamW& optimizer, const ResumeState& state,
-                const nlohmann::json& run_options) {
+void SaveResume(const fs::path& out, const NamedTensors& tensors, torch::optim::AdamW& optimizer,
+                const ResumeState& state, const nlohmann::json& run_options) {
   const fs::path root = out / "resume";
   const fs::path dir = root / fmt::format("step-{}", state.step);
   fs::create_directories(dir);
-  SaveWeights(model, (dir / "weights.pt").string());
+  SaveWeights(tensors, (dir / "weights.pt").string());
   torch::save(optimizer, (dir / "optimizer.pt").string());
   nlohmann::json result = state.result.ToJson();
   WriteFileAtomically((dir / "state.json").string(),
@@ -106,7 +116,7 @@ void SaveResume(const fs::path& out, CausalLmImpl& model, torch::optim::AdamW& o
 }
 
 // The state a previous run left, or nothing (step 0).
-ResumeState LoadResume(const fs::path& out, CausalLmImpl& model, torch::optim::AdamW& optimizer,
+ResumeState LoadResume(const fs::path& out, const NamedTensors& tensors, torch::optim::AdamW& optimizer,
                        const nlohmann::json& run_options) {
   ResumeState state;
   const fs::path root = out / "resume";
@@ -120,7 +130,7 @@ ResumeState LoadResume(const fs::path& out, CausalLmImpl& model, torch::optim::A
   }
   Require(now == then, "{}: the resume state was written with other options ({} then, {} now); start afresh in "
           "another --out folder", dir.string(), then.dump(), now.dump());
-  LoadWeights(model, (dir / "weights.pt").string());
+  LoadWeights(tensors, (dir / "weights.pt").string());
   torch::load(optimizer, (dir / "optimizer.pt").string());
   state.step = saved.at("step");
   state.rng = saved.at("rng");
@@ -205,6 +215,11 @@ LmTrainResult RunLmTraining(CausalLmImpl& model, const torch::Tensor& train_toke
   for (const torch::Tensor& parameter : model.parameters()) {
     if (parameter.requires_grad()) trained.push_back(parameter);
   }
+  for (const auto& [name, tensor] : hooks.extra_parameters) {
+    Require(tensor.requires_grad(), "{}: the extra tensor {} does not require a gradient", label, name);
+    trained.push_back(tensor);
+  }
+  const NamedTensors saved_tensors = TrainedTensors(model, hooks.extra_parameters);
   model.train();
   auto optimizer = MakeAdamW(trained, options.learning_rate, options.weight_decay, 0.9, options.beta2);
   DataParallel* parallel = options.parallel;
@@ -220,7 +235,7 @@ LmTrainResult RunLmTraining(CausalLmImpl& model, const torch::Tensor& train_toke
   double loss_sum = 0;
   int64_t loss_steps = 0;
   if (!options.out_dir.empty() && options.resume) {  // every worker reads the state
-    ResumeState state = LoadResume(out, model, *optimizer, run_options);
+    ResumeState state = LoadResume(out, saved_tensors, *optimizer, run_options);
     if (state.step > 0) {
       std::istringstream(state.rng) >> rng;
       first_step = state.step;
@@ -281,7 +296,7 @@ LmTrainResult RunLmTraining(CausalLmImpl& model, const torch::Tensor& train_toke
     if ((step + 1) % options.eval_interval != 0 && step + 1 != options.steps) {
       if (step + 1 == last_step && writes) {  // stopped between evaluations: the state carries the running loss
         result.seconds = seconds_before + progress.ElapsedSeconds();
-        SaveResume(out, model, *optimizer, {step + 1, rng_text(), result, loss_sum, loss_steps}, run_options);
+        SaveResume(out, saved_tensors, *optimizer, {step + 1, rng_text(), result, loss_sum, loss_steps}, run_options);
       }
       continue;
     }
@@ -308,7 +323,7 @@ LmTrainResult RunLmTraining(CausalLmImpl& model, const torch::Tensor& train_toke
       if (best && hooks.save) hooks.save((out / "best").string());
       WriteFileAtomically((out / "metrics.json").string(), result.ToJson().dump(2) + "\n");
       WriteCurve(result, out, label);
-      SaveResume(out, model, *optimizer, {point.step, rng_text(), result, 0, 0}, run_options);
+      SaveResume(out, saved_tensors, *optimizer, {point.step, rng_text(), result, 0, 0}, run_options);
     }
     loss_sum = 0;
     loss_steps = 0;

@@ -74,6 +74,9 @@ struct LmLoopHooks {
   std::function<void(const std::string& dir)> save;
   // Fields added to each evaluation point (measured sparsity, ...).
   std::function<nlohmann::json()> describe;
+  // Tensors trained beside the model's parameters (QAT's learned scales), by name: in the optimizer (no weight
+  // decay on 1-D ones), averaged across workers, clipped with the rest and kept in the resume state.
+  std::vector<std::pair<std::string, torch::Tensor>> extra_parameters;
 };
 
 // Mean next-token cross-entropy over the first `windows` consecutive windows of ctx + 1 tokens of `tokens`,

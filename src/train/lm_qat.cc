@@ -33,6 +33,7 @@ struct QatLayer {
   std::string name;  // module name
   LmLinearImpl* linear = nullptr;
   double target = 0;  // the sparsity target of a sparsity-rule ternary layer
+  torch::Tensor initial_scales;  // with learned scales: where they started (the grid's fit)
 };
 
 std::map<std::string, LmLinearImpl*> LinearModules(CausalLmImpl& model) {
@@ -71,7 +72,7 @@ std::vector<QatLayer> ConfigureLayers(CausalLmImpl& model, const LmQatOptions& o
               name, cols, DescribeGrid(recipe.grid), GgmlGridBlock(recipe.grid.kind));
     }
     linear->quant = config;
-    QatLayer layer{name, linear, recipe.grid.threshold_value};
+    QatLayer layer{name, linear, recipe.grid.threshold_value, {}};
     layers.push_back(layer);
   }
   Require(!layers.empty(), "{}: the recipe keeps every layer in full precision; nothing to train quantization-aware",
@@ -92,7 +93,7 @@ nlohmann::json LayerSummary(const std::vector<QatLayer>& layers, LmQatResult* to
   int64_t weights = 0, ternary_weights = 0, boosted_total = 0;
   for (const QatLayer& layer : layers) {
     const LayerQuantConfig& config = layer.linear->quant;
-    const LayerQuantization q = QuantizeLayer(layer.linear->weight, config);
+    const LayerQuantization q = QuantizeLayer(layer.linear->weight, config, layer.linear->learned_scale);
     const int64_t rows_count = q.packed.values.size(0), cols = q.packed.values.size(1);
     const int64_t count = rows_count * cols;
     const int64_t boosted = q.boosted.defined() ? q.boosted.sum().item<int64_t>() : 0;
@@ -106,6 +107,11 @@ nlohmann::json LayerSummary(const std::vector<QatLayer>& layers, LmQatResult* to
       row["sparsity"] = zero_share;
       zeros += zero_share * static_cast<double>(count);
       ternary_weights += count;
+    }
+    if (layer.initial_scales.defined()) {
+      // How far training moved the scales: the mean and largest |s / s0 - 1|.
+      const torch::Tensor change = (layer.linear->learned_scale.detach() / layer.initial_scales - 1).abs();
+      row["learned_scale_change"] = {{"mean", change.mean().item<double>()}, {"max", change.max().item<double>()}};
     }
     rows.push_back(row);
     bits += layer_bits * static_cast<double>(count);
@@ -128,7 +134,7 @@ void SavePacked(CausalLmImpl& model, const std::vector<QatLayer>& layers, const 
   torch::NoGradGuard no_grad;
   std::map<std::string, PackedWeights> packed;
   for (const QatLayer& layer : layers) {
-    const LayerQuantization q = QuantizeLayer(layer.linear->weight, layer.linear->quant);
+    const LayerQuantization q = QuantizeLayer(layer.linear->weight, layer.linear->quant, layer.linear->learned_scale);
     PackedWeights& weights = packed[layer.name + ".weight"] = {q.packed.layout, PackQuantized(q.packed), nullptr, 0};
     if (q.boosted.defined() && q.boosted.any().item<bool>()) {
       // The boosted weights as the forward pass used them: `effective` holds them rounded to float16.
@@ -155,6 +161,7 @@ nlohmann::json OptionsJson(const LmQatOptions& o, const nlohmann::json& recipe) 
           {"ramp_steps", o.ramp_steps},
           {"ramp", o.ramp == SparsityRamp::kCubic ? "cubic" : "linear"},
           {"ste_clip", o.ste_clip},
+          {"learn_scales", o.learn_scales},
           {"rpb_fraction", o.rpb_fraction},
           {"temperature", o.temperature},
           {"distill_alpha", o.distill_alpha},
@@ -246,7 +253,7 @@ LmQatResult TrainQuantizationAware(const LmQatOptions& options) {
   if (!quant.mixed_candidates.empty()) mixed_plan = ResolveMixedPrecision(model, *student.tokenizer, quant);
   LmQatOptions configured = options;
   configured.quant = quant;
-  const std::vector<QatLayer> layers = ConfigureLayers(model, configured);
+  std::vector<QatLayer> layers = ConfigureLayers(model, configured);
 
   const torch::Tensor train_tokens = Concatenated(*student.tokenizer, options.train_texts);
   const torch::Tensor valid_tokens = TokenTensor(*student.tokenizer, options.valid_text);
@@ -265,6 +272,18 @@ LmQatResult TrainQuantizationAware(const LmQatOptions& options) {
     }
   };
   schedule(0);
+  LmLoopHooks hooks;
+  if (options.learn_scales) {
+    // From the grid's fit at the first step's thresholds; trained by the loop beside the weights.
+    for (QatLayer& layer : layers) {
+      LmLinearImpl& linear = *layer.linear;
+      Require(ScalesCanBeLearned(linear.quant.grid), "{}: learned scales need a ternary or symmetric uniform grid, "
+              "not {}; drop --learn-scales or choose another grid for it", layer.name, DescribeGrid(linear.quant.grid));
+      layer.initial_scales = LearnedScales(linear.weight, linear.quant);
+      linear.learned_scale = layer.initial_scales.clone().requires_grad_(true);
+      hooks.extra_parameters.emplace_back(layer.name + ".weight_scale", linear.learned_scale);
+    }
+  }
   if (teacher.model) {
     result.teacher_valid_loss =
         WindowLoss(*teacher.model, valid_tokens, options.loop.ctx, eval_windows, options.loop.batch_size,
@@ -283,7 +302,6 @@ LmQatResult TrainQuantizationAware(const LmQatOptions& options) {
   pack.tokenizer_dir = fs::is_directory(student.tokenizer_source) ? student.tokenizer_source : "";
   pack.recipe = OptionsJson(options, mixed_plan);
 
-  LmLoopHooks hooks;
   hooks.before_step = schedule;
   hooks.loss = [&](const torch::Tensor& batch, int64_t /*step*/) {
     const int64_t ctx = batch.size(1) - 1;

@@ -35,6 +35,10 @@ struct LmQatOptions {
   int64_t ramp_steps = 0;
   SparsityRamp ramp = SparsityRamp::kLinear;
   double ste_clip = 2.0;  // LayerQuantConfig::ste_clip
+  // Learned scales (grid/fake_quant.h, LearnedScales): every quantized layer's span scales are trained from the
+  // grid's fit by LSQ's gradient, the codes still chosen by the grid's rule; the checkpoints store the trained
+  // scales. Ternary and symmetric uniform grids.
+  bool learn_scales = false;
   // Residual precision boosting for atq's ternary grids: in every ternary layer this share of the weights, those
   // the grid rounds worst, is kept at float16 precision (trained as such) and stored as a sparse residual beside
   // the codes, 6 bytes each, counted in the bits per weight. A GGUF cannot hold it.
@@ -62,7 +66,7 @@ struct LmQatResult {
   double bits_per_weight = 0;      // over the quantized layers, scales included
   double sparsity = 0;             // share of zero codes over the ternary layers, after training
   int64_t boosted_weights = 0;     // kept exactly by RPB
-  nlohmann::json layers;           // per layer: grid, bits per weight, sparsity
+  nlohmann::json layers;           // per layer: grid, bits per weight, sparsity (and learned scales' change)
   nlohmann::json gguf;             // the GGUF's report, when written
   nlohmann::json ToJson() const;
 };

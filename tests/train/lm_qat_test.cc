@@ -149,6 +149,68 @@ TEST(LmQat, RpbResidualIsExported) {
   EXPECT_FALSE(fs::exists(with_gguf.loop.out_dir + "/best"));
 }
 
+// Learned scales: trained away from the grid's fit, and the checkpoint (and tq2_0's GGUF, whose float16 block
+// scales then are the learned ones) still scores exactly the trained loss. A grid that cannot learn its scales
+// (asymmetric: the zero point is fitted with the scale) is refused before training, naming the layer.
+TEST(LmQat, LearnedScalesAreTrainedAndExported) {
+  torch::set_num_threads(1);
+  const TinySetup setup;
+  for (const char* grid : {"tq2_0", "bits4"}) {
+    SCOPED_TRACE(grid);
+    const std::map<std::string, std::string> settings =
+        std::string(grid) == "tq2_0" ? std::map<std::string, std::string>{{"format", "tq2_0"}}
+                                     : std::map<std::string, std::string>{{"bits", "4"}, {"group_size", "64"}};
+    LmQatOptions options = setup.Options(setup.dir.File(std::string("learned-") + grid), settings);
+    options.learn_scales = true;
+    if (std::string(grid) == "tq2_0") options.gguf_path = setup.dir.File("learned.gguf");
+    const LmQatResult result = TrainQuantizationAware(options);
+    const double trained = result.training.best_valid_loss;
+    EXPECT_LT(trained, result.start_valid_loss);
+    for (const nlohmann::json& layer : result.layers) {
+      EXPECT_GT(layer.at("learned_scale_change").at("max").get<double>(), 0) << layer.at("name");
+    }
+    EXPECT_NEAR(ValidLoss(options.loop.out_dir + "/best", setup.valid), trained, 1e-6 * trained);
+    if (!options.gguf_path.empty()) {
+      EXPECT_NEAR(ValidLoss(options.gguf_path, setup.valid), trained, 1e-6 * trained);
+      EXPECT_EQ(result.gguf.at("max_requantization_error"), 0.0);
+    }
+  }
+  LmQatOptions asym = setup.Options(setup.dir.File("learned-asym"), {{"bits", "4"}, {"symmetric", "false"}});
+  asym.learn_scales = true;
+  try {
+    TrainQuantizationAware(asym);
+    ADD_FAILURE() << "an asymmetric grid took learned scales";
+  } catch (const Error& error) {
+    EXPECT_NE(std::string(error.what()).find("learned scales"), std::string::npos) << error.what();
+    EXPECT_NE(std::string(error.what()).find("model.layers.0"), std::string::npos) << error.what();
+  }
+  EXPECT_FALSE(fs::exists(asym.loop.out_dir + "/best"));
+}
+
+// The learned scales are part of the resume state: a run stopped between evaluations and resumed is the run that
+// never stopped, loss for loss.
+TEST(LmQat, LearnedScalesResumeExactly) {
+  torch::set_num_threads(1);
+  const TinySetup setup;
+  LmQatOptions options = setup.Options(setup.dir.File("straight"), {{"ternary", "true"}});
+  options.learn_scales = true;
+  options.loop.steps = 4;
+  options.loop.eval_interval = 2;
+  const LmQatResult straight = TrainQuantizationAware(options);
+  options.loop.out_dir = setup.dir.File("resumed");
+  options.loop.stop_after = 3;
+  TrainQuantizationAware(options);
+  options.loop.resume = true;
+  options.loop.stop_after = 0;
+  const LmQatResult resumed = TrainQuantizationAware(options);
+  EXPECT_EQ(resumed.training.resumed_from, 3);
+  ASSERT_EQ(resumed.training.evals.size(), straight.training.evals.size());
+  for (size_t i = 0; i < straight.training.evals.size(); ++i) {
+    EXPECT_EQ(resumed.training.evals[i].train_loss, straight.training.evals[i].train_loss) << i;
+    EXPECT_EQ(resumed.training.evals[i].valid_loss, straight.training.evals[i].valid_loss) << i;
+  }
+}
+
 TEST(LmQat, SparsityRampReachesItsTarget) {
   torch::set_num_threads(1);
   const TinySetup setup;

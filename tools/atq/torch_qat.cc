@@ -73,6 +73,8 @@ RunFn DeclareQat(CLI::App& app) {
   app.add_option("--ste-clip", o->qat.ste_clip, "Ternary straight-through estimator: gradients pass while |w| <= "
                                                 "this x max(scale, threshold), or point back toward zero")
       ->check(CLI::PositiveNumber)->capture_default_str();
+  app.add_flag("--learn-scales", o->qat.learn_scales, "Train each quantized layer's scales from the grid's fit "
+                                                      "(LSQ; ternary and symmetric uniform grids)");
   app.add_option("--rpb-fraction", o->qat.rpb_fraction, "Residual precision boosting: share of each ternary layer's "
                                                         "weights kept at float16 (a sparse residual, 6 bytes each)")
       ->check(CLI::Range(0.0, 0.49))->capture_default_str();
