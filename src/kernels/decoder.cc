@@ -1,4 +1,4 @@
-// The decoder description's checks and its scalar reference backend.
+// The decoder description's checks, its scalar reference backend and the choice of backend.
 #include "kernels/decoder.h"
 
 #include <algorithm>
@@ -10,6 +10,9 @@
 #include "kernels/matmul.h"
 #include "util/error.h"
 
+#ifndef ATQ_SCALAR_CPU
+#include "kernels/cpu_decoder.h"
+#endif
 #ifdef ATQ_WITH_CUDA
 #include "kernels/cuda/cuda_decoder.h"
 #endif
@@ -241,9 +244,18 @@ class ReferenceDecoder final : public DecoderRunner {
 
 }  // namespace
 
+std::unique_ptr<DecoderRunner> MakeReferenceDecoder(const DecoderSpec& spec, int64_t capacity) {
+  return std::make_unique<ReferenceDecoder>(spec, capacity);
+}
+
 std::unique_ptr<DecoderRunner> MakeDecoderRunner(Device device, const DecoderSpec& spec, int64_t capacity) {
   switch (device) {
-    case Device::kCpu: return std::make_unique<ReferenceDecoder>(spec, capacity);
+    case Device::kCpu:
+#ifdef ATQ_SCALAR_CPU
+      return MakeReferenceDecoder(spec, capacity);
+#else
+      return MakeCpuDecoder(spec, capacity);
+#endif
     case Device::kCuda:
 #ifdef ATQ_WITH_CUDA
       return cuda::MakeCudaDecoder(spec, capacity);

@@ -1,6 +1,6 @@
 // A rotary transformer decoder (the Llama-family block of models/llama.h) described by plain values and packed
-// weights, without libtorch, and run by a backend: the scalar reference here, or the CUDA one
-// (kernels/cuda/cuda_decoder.h). runtime/device_model.h fills a DecoderSpec from a loaded model; the GPU runs the
+// weights, without libtorch, and run by a backend: the scalar reference here, the CPU one (kernels/cpu_decoder.h)
+// or the CUDA one (kernels/cuda/cuda_decoder.h). runtime/device_model.h fills a DecoderSpec from a loaded model; the GPU runs the
 // model from it, and the reference is what both the GPU decoder and the libtorch model are checked against.
 //
 // The block: x += o(attn(rope(q(n1(x))), rope(k(n1(x))), v(n1(x)))); x += down(act(gate(n2(x))) * up(n2(x))), with
@@ -74,8 +74,12 @@ class DecoderRunner {
 };
 
 // The decoder on `device` with room for `capacity` positions (the weights are copied or referenced as the backend
-// needs; the spec itself need not outlive the runner, its PackedWeights must). kCpu is the scalar reference
-// (MatMulReference and plain loops), for tests; kCuda needs a build with CUDA and a visible GPU.
+// needs; the spec itself need not outlive the runner, its PackedWeights must). kCpu runs atq's CPU kernels
+// (kernels/cpu_decoder.h; the scalar reference in the CUDA-only build, which has no Highway); kCuda needs a build
+// with CUDA and a visible GPU.
 std::unique_ptr<DecoderRunner> MakeDecoderRunner(Device device, const DecoderSpec& spec, int64_t capacity);
+
+// The scalar reference (MatMulReference and plain loops) that every backend is checked against.
+std::unique_ptr<DecoderRunner> MakeReferenceDecoder(const DecoderSpec& spec, int64_t capacity);
 
 }  // namespace atq

@@ -153,13 +153,48 @@ torch::Tensor DecoderLmImpl::ForwardBlock(size_t, const torch::Tensor&) { Unstag
 torch::Tensor DecoderLmImpl::Head(const torch::Tensor&) { Unstaged(); }
 std::shared_ptr<torch::nn::Module> DecoderLmImpl::Block(size_t) { Unstaged(); }
 
+std::string DecoderRefusal(CausalLmImpl& model) {
+  try {
+    DecoderSpecOf(model);
+    return "";
+  } catch (const Error& error) {
+    return error.what();
+  }
+}
+
 std::shared_ptr<CausalLmImpl> PlaceOnDevice(std::shared_ptr<CausalLmImpl> model, Device device) {
-  if (device == Device::kCpu) return model;
   auto placed = std::make_shared<DecoderLmImpl>(std::move(model), device);
   placed->eval();
-  LogInfo("decoder on {}: {} positions of key/value cache", placed->runner().description(),
+  LogInfo("decoder on {}: key/value cache for up to {} positions", placed->runner().description(),
           placed->runner().capacity());
   return placed;
+}
+
+std::string_view CpuRuntimeName(CpuRuntime runtime) {
+  switch (runtime) {
+    case CpuRuntime::kAuto: return "auto";
+    case CpuRuntime::kDecoder: return "decoder";
+    case CpuRuntime::kLibtorch: return "libtorch";
+  }
+  return "?";
+}
+
+std::optional<CpuRuntime> ParseCpuRuntime(std::string_view name) {
+  for (const CpuRuntime runtime : {CpuRuntime::kAuto, CpuRuntime::kDecoder, CpuRuntime::kLibtorch}) {
+    if (CpuRuntimeName(runtime) == name) return runtime;
+  }
+  return std::nullopt;
+}
+
+std::shared_ptr<CausalLmImpl> ForWholePasses(std::shared_ptr<CausalLmImpl> model, Device device, CpuRuntime runtime) {
+  if (device != Device::kCpu || runtime == CpuRuntime::kDecoder) return PlaceOnDevice(std::move(model), device);
+  if (runtime == CpuRuntime::kLibtorch) return model;
+  const std::string refusal = DecoderRefusal(*model);
+  if (!refusal.empty()) {
+    LogInfo("libtorch runs the model's float parts ({})", refusal);
+    return model;
+  }
+  return PlaceOnDevice(std::move(model), device);
 }
 
 }  // namespace atq

@@ -1,5 +1,5 @@
-// A packed language model placed on a decoder backend (kernels/decoder.h: the GPU, or the scalar reference on the
-// CPU) behind the CausalLm interface, so that perplexity, generation and the speed benchmark run it unchanged.
+// A packed language model placed on a decoder backend (kernels/decoder.h: atq's CPU decoder or the GPU) behind the
+// CausalLm interface, so that perplexity, generation and the speed benchmark run it unchanged.
 //
 // DecoderSpecOf reads a loaded rotary-decoder model (every family but GPT-2) whose linear layers and token
 // embedding run packed (a packed checkpoint or GGUF loaded with keep_packed, or PackForRuntime) into the backends'
@@ -9,6 +9,9 @@
 
 #include <cstdint>
 #include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
 
 #include "kernels/backend.h"
 #include "kernels/decoder.h"
@@ -41,7 +44,24 @@ class DecoderLmImpl : public CausalLmImpl {
   std::unique_ptr<DecoderRunner> runner_;
 };
 
-// The model on `device`: itself for the CPU, else a DecoderLm on that backend (logged with its description).
+// The model as a DecoderLm on `device`'s decoder backend (logged with its description). Throws atq::Error as
+// DecoderSpecOf does for a model the decoders cannot run.
 std::shared_ptr<CausalLmImpl> PlaceOnDevice(std::shared_ptr<CausalLmImpl> model, Device device);
+
+// Why the decoder backends cannot run `model` (DecoderSpecOf's error), or "" when they can.
+std::string DecoderRefusal(CausalLmImpl& model);
+
+// What runs a packed model's whole forward passes (perplexity, generation, logits, the speed benchmark) on the
+// CPU: atq's CPU decoder where the model fits it, else libtorch (kAuto); the decoder or an error (kDecoder);
+// libtorch with atq's kernels for the packed linear layers (kLibtorch).
+enum class CpuRuntime { kAuto, kDecoder, kLibtorch };
+std::string_view CpuRuntimeName(CpuRuntime runtime);  // "auto", "decoder", "libtorch"
+std::optional<CpuRuntime> ParseCpuRuntime(std::string_view name);
+
+// The model that runs whole passes on `device`: on the CPU under `runtime`, the model placed on the CPU decoder
+// or (kLibtorch, or kAuto for a model the decoder cannot run: GPT-2, layers left in float) the model itself, with
+// a log line saying which and why; on other devices, placed on their decoder. Throws atq::Error for kDecoder (or a
+// GPU) and a model the decoder cannot run.
+std::shared_ptr<CausalLmImpl> ForWholePasses(std::shared_ptr<CausalLmImpl> model, Device device, CpuRuntime runtime);
 
 }  // namespace atq

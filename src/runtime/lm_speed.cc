@@ -70,11 +70,14 @@ nlohmann::json MeasureLmSpeed(const std::string& model_path, const LmSpeedOption
     Require(variant != "torch" || options.device == Device::kCpu,
             "model speed: the torch variant runs on the CPU only (drop it from the formats for --device {})",
             DeviceName(options.device));
-    const std::shared_ptr<CausalLmImpl> placed = PlaceOnDevice(lm.model, options.device);
+    const std::shared_ptr<CausalLmImpl> placed =
+        variant == "torch" ? lm.model : ForWholePasses(lm.model, options.device, options.runtime);
+    const bool on_decoder = dynamic_cast<const DecoderLmImpl*>(placed.get()) != nullptr;
     const GenerateResult result = Generate(*placed, prompt, generate);
     const int64_t model_bytes = sizes.packed_bytes + sizes.float_bytes;
     nlohmann::json row = {{"format", variant},
                           {"device", std::string(DeviceName(options.device))},
+                          {"runtime", on_decoder ? "decoder" : "libtorch"},
                           {"bits_per_weight", 8.0 * static_cast<double>(model_bytes) / static_cast<double>(parameters)},
                           {"model_bytes", model_bytes},
                           {"packed_bytes", sizes.packed_bytes},

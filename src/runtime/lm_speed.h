@@ -11,6 +11,7 @@
 #include <nlohmann/json.hpp>
 
 #include "kernels/backend.h"
+#include "runtime/device_model.h"
 
 namespace atq {
 
@@ -23,6 +24,8 @@ struct LmSpeedOptions {
   int64_t decode_tokens = 64;
   // kCuda: each packed variant on atq's CUDA decoder (runtime/device_model.h); "torch" stays on the CPU.
   Device device = Device::kCpu;
+  // On the CPU, what runs the packed variants' float parts (ForWholePasses); "torch" is libtorch throughout.
+  CpuRuntime runtime = CpuRuntime::kAuto;
   std::function<void(const std::string&)> on_line;
 };
 

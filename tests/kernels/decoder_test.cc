@@ -1,9 +1,9 @@
 // The scalar reference decoder (kernels/decoder.h) on known properties: a prompt run at once gives every position
 // the logits that running it token by token through the key/value cache gives (the model is causal and the cache
 // holds exactly what the prompt computed); a reset starts over; a sliding window longer than the context changes
-// nothing and a short one does; bad specs and bad calls are errors naming the problem. Its agreement with the
-// libtorch model is tested in tests/runtime/device_model_test.cc, the GPU decoder against it in
-// tests/kernels/cuda/cuda_decoder_test.cc.
+// nothing and a short one does; bad specs and bad calls are errors naming the problem. The CPU and GPU decoders
+// are checked against it (tests/kernels/cpu_decoder_test.cc, tests/kernels/cuda/cuda_decoder_test.cc), and the CPU
+// decoder against the libtorch model on the fixtures (tests/runtime/device_model_test.cc).
 #include <algorithm>
 #include <cmath>
 #include <deque>
@@ -35,7 +35,7 @@ void ExpectPrefillMatchesDecode(const SyntheticDecoderShape& shape) {
   std::deque<PackedWeights> storage;
   const DecoderSpec spec = SyntheticDecoder(shape, storage);
   const std::vector<int64_t> ids = Tokens(11, shape.vocab);
-  auto decoder = MakeDecoderRunner(Device::kCpu, spec, 16);
+  auto decoder = MakeReferenceDecoder(spec, 16);
   std::vector<float> all, one;
   decoder->Forward(ids.data(), 11, true, all);
   ASSERT_EQ(all.size(), static_cast<size_t>(11 * shape.vocab));
@@ -63,11 +63,11 @@ TEST(DecoderReference, WindowMattersOnlyWhenShorterThanTheContext) {
   std::deque<PackedWeights> storage;
   const std::vector<int64_t> ids = Tokens(12, shape.vocab);
   std::vector<float> full, long_window, short_window;
-  MakeDecoderRunner(Device::kCpu, SyntheticDecoder(shape, storage), 12)->Forward(ids.data(), 12, true, full);
+  MakeReferenceDecoder(SyntheticDecoder(shape, storage), 12)->Forward(ids.data(), 12, true, full);
   shape.window = 12;
-  MakeDecoderRunner(Device::kCpu, SyntheticDecoder(shape, storage), 12)->Forward(ids.data(), 12, true, long_window);
+  MakeReferenceDecoder(SyntheticDecoder(shape, storage), 12)->Forward(ids.data(), 12, true, long_window);
   shape.window = 3;
-  MakeDecoderRunner(Device::kCpu, SyntheticDecoder(shape, storage), 12)->Forward(ids.data(), 12, true, short_window);
+  MakeReferenceDecoder(SyntheticDecoder(shape, storage), 12)->Forward(ids.data(), 12, true, short_window);
   EXPECT_EQ(MaxDifference(full, long_window), 0.0f);
   // the first three positions see all their keys either way; later ones lose some
   const size_t vocab = static_cast<size_t>(shape.vocab);
@@ -78,7 +78,7 @@ TEST(DecoderReference, WindowMattersOnlyWhenShorterThanTheContext) {
 TEST(DecoderReference, BadCallsAreErrors) {
   SyntheticDecoderShape shape;
   std::deque<PackedWeights> storage;
-  auto decoder = MakeDecoderRunner(Device::kCpu, SyntheticDecoder(shape, storage), 3);
+  auto decoder = MakeReferenceDecoder(SyntheticDecoder(shape, storage), 3);
   std::vector<float> logits;
   const std::vector<int64_t> ids = {1, 2, 3, 4};
   EXPECT_THROW(decoder->Forward(ids.data(), 4, false, logits), Error);  // past the capacity

@@ -2,8 +2,9 @@
 // (models/llama.cc with atq's CPU kernels): every rotary family of the arch-zoo fixtures (Gemma's 1 + w norms and
 // embedding scale, Gemma 2's sandwich norms, soft-capping and sliding windows, Qwen2's biases, Phi-3's split
 // projections, multi-query attention), whole windows and token by token through the cache. On the CPU the backend
-// is the scalar reference decoder, which is what the GPU decoder is checked against (tests/kernels/cuda/); where a
-// GPU is visible, the model on it is checked against libtorch here as well. Also the refusals: GPT-2, float layers.
+// is the CPU decoder (kernels/cpu_decoder.h, itself checked against the scalar reference in tests/kernels/); where
+// a GPU is visible, the model on it is checked against libtorch here as well. Also the refusals: GPT-2, float
+// layers.
 #include <cmath>
 #include <memory>
 #include <string>
@@ -69,7 +70,7 @@ void CompareOn(Device device, const std::string& family, QuantType type) {
 
 class DeviceModel : public ::testing::TestWithParam<std::string> {};
 
-TEST_P(DeviceModel, ReferenceDecoderMatchesLibtorch) {
+TEST_P(DeviceModel, CpuDecoderMatchesLibtorch) {
   CompareOn(Device::kCpu, GetParam(), QuantType::kQ8_0);
   CompareOn(Device::kCpu, GetParam(), QuantType::kTernary2);
 }

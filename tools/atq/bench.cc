@@ -19,6 +19,7 @@
 #ifdef ATQ_WITH_TORCH
 #include "eval/torch_matmul_baseline.h"
 #include "runtime/lm_speed.h"
+#include "torch_lm_options.h"
 #include "torch/tensor_bridge.h"
 #endif
 
@@ -124,6 +125,7 @@ RunFn DeclareBench(CLI::App& app) {
     int64_t prompt_tokens = 64, decode_tokens = 64;
     int model_threads = 0;
     std::string device = "cpu";
+    std::string runtime = "auto";
   };
   auto options = std::make_shared<Options>();
   app.add_option("--shapes", options->shapes, "Weight shapes ROWSxCOLS, comma-separated")->capture_default_str();
@@ -154,6 +156,9 @@ RunFn DeclareBench(CLI::App& app) {
                  "Where the model-level run goes: cpu, or cuda (atq's CUDA decoder; packed formats only)")
       ->check(CLI::IsMember({"cpu", "cuda"}))
       ->capture_default_str();
+  app.add_option("--runtime", options->runtime, kRuntimeHelp)
+      ->check(CLI::IsMember({"auto", "decoder", "libtorch"}))
+      ->capture_default_str();
 #endif
   return [options] {
 #ifdef ATQ_WITH_TORCH
@@ -167,6 +172,7 @@ RunFn DeclareBench(CLI::App& app) {
       speed.prompt_tokens = options->prompt_tokens;
       speed.decode_tokens = options->decode_tokens;
       speed.device = options->device == "cuda" ? Device::kCuda : Device::kCpu;
+      speed.runtime = *ParseCpuRuntime(options->runtime);
       speed.on_line = [](const std::string& line) { std::cout << line << std::endl; };
       const nlohmann::json report = MeasureLmSpeed(options->model, speed);
       if (!options->json_path.empty()) WriteFileAtomically(options->json_path, report.dump(2) + "\n");

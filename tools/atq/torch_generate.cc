@@ -24,8 +24,8 @@ RunFn DeclareGenerate(CLI::App& app) {
     std::string json_path;
   };
   auto o = std::make_shared<Options>();
-  o->lm.whole_passes = true;  // --device cuda may run a packed model on atq's CUDA decoder
   AddLmOptions(app, o->lm);
+  AddLmRuntimeOption(app, o->lm);
   app.add_option("--prompt", o->prompt, "Text to continue (empty: start from BOS)");
   app.add_option("--max-tokens", o->generate.max_tokens, "New tokens at most")->check(CountFrom(0))->capture_default_str();
   app.add_option("--temperature", o->generate.temperature, "0 for greedy")->capture_default_str();

@@ -38,6 +38,12 @@ void AddLmOptions(CLI::App& app, LmCliOptions& o) {
                "kernels (the kernels also quantize activations to int8 per segment)");
 }
 
+void AddLmRuntimeOption(CLI::App& app, LmCliOptions& o) {
+  o.whole_passes = true;
+  app.add_option("--runtime", o.runtime, kRuntimeHelp)->check(CLI::IsMember({"auto", "decoder", "libtorch"}))
+      ->capture_default_str();
+}
+
 namespace {
 
 // Whether this build has atq's CUDA backend and it sees a GPU.
@@ -87,6 +93,9 @@ LanguageModel LoadLmFromCli(const LmCliOptions& o) {
     const PackedRuntimeSizes sizes = AttachPackedWeights(*lm.model, std::move(lm.packed));
     LogInfo("packed runtime: {} quantized weights ({:.1f} MB) run through atq's kernels ({}); {:.1f} MB in float",
             layers, sizes.packed_bytes / 1e6, KernelTargetName(), sizes.float_bytes / 1e6);
+    if (o.whole_passes) lm.model = ForWholePasses(lm.model, Device::kCpu, *ParseCpuRuntime(o.runtime));
+  } else if (o.whole_passes && o.runtime == "decoder") {
+    Fail("--runtime decoder: {} has no packed weights to run (quantize it, or drop --dequantize)", o.model);
   }
   const LmConfig& c = lm.model->config();
   LogInfo("model: {} ({}), {} layers, hidden {}, {} heads / {} KV heads, vocab {}, {:.2f} M parameters", o.model,

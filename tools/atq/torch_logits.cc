@@ -28,8 +28,8 @@ RunFn DeclareLogits(CLI::App& app) {
     std::string out;
   };
   auto o = std::make_shared<Options>();
-  o->lm.whole_passes = true;  // --device cuda may run a packed model on atq's CUDA decoder
   AddLmOptions(app, o->lm);
+  AddLmRuntimeOption(app, o->lm);
   auto* from = app.add_option("--ids-from", o->ids_from,
                               "Token ids from a safetensors file, FILE or FILE:TENSOR (integer tensor [T] or [B, T]; "
                               "default tensor input_ids)");

@@ -12,6 +12,7 @@
 #include "torch_lm_options.h"
 #include "util/error.h"
 #include "util/memory.h"
+#include "torch/caching_allocator.h"
 
 namespace atq::cli {
 
@@ -27,8 +28,8 @@ RunFn DeclarePerplexity(CLI::App& app) {
     std::string json_path;
   };
   auto o = std::make_shared<Options>();
-  o->lm.whole_passes = true;  // --device cuda may run a packed model on atq's CUDA decoder
   AddLmOptions(app, o->lm);
+  AddLmRuntimeOption(app, o->lm);
   app.add_option("--text", o->text, "The text file to score (UTF-8, tokenized whole)")->required();
   app.add_option("--ctx", o->ctx, "Window length in tokens")->check(CountFrom(1))->capture_default_str();
   app.add_option("--stride", o->stride, "Sliding windows start every S tokens (implies --protocol sliding)")->check(CountFrom(1));
@@ -41,6 +42,7 @@ RunFn DeclarePerplexity(CLI::App& app) {
   app.add_option("--max-windows", o->max_windows, "Score only the first N windows (0: all)")->check(CountFrom(0))->capture_default_str();
   app.add_option("--json", o->json_path, "Write the result as JSON here");
   return [o] {
+    UseCachingCpuAllocator();  // a step's large tensors reuse freed blocks instead of fresh pages
     PerplexityOptions options;
     options.protocol = ParsePerplexityProtocol(o->protocol.empty() ? (o->stride > 0 ? "sliding" : "chunked") : o->protocol);
     if (o->stride > 0 && options.protocol != PerplexityProtocol::kSliding) {

@@ -17,6 +17,7 @@
 #include "train/lm_qat.h"
 #include "util/error.h"
 #include "util/paths.h"
+#include "torch/caching_allocator.h"
 
 namespace atq::cli {
 
@@ -92,6 +93,7 @@ RunFn DeclareQat(CLI::App& app) {
   app.add_option("--threads", o->threads, "CPU threads (0: every core)")->check(ThreadCount())->capture_default_str();
   AddWorkerFlags(app, o->workers);
   return [o] {
+    UseCachingCpuAllocator();  // a step's large tensors reuse freed blocks instead of fresh pages
     LmQatOptions& qat = o->qat;
     std::vector<std::string> inputs = {qat.model, qat.tokenizer, qat.teacher, qat.valid_text, o->recipe_file};
     inputs.insert(inputs.end(), qat.train_texts.begin(), qat.train_texts.end());

@@ -12,6 +12,7 @@
 #include "train/trainer.h"
 #include "util/error.h"
 #include "io/output_path.h"
+#include "torch/caching_allocator.h"
 
 namespace atq::cli {
 
@@ -76,6 +77,7 @@ RunFn DeclareTrain(CLI::App& app) {
   app.add_option("--out", t.out_dir, "Output folder: model.safetensors, config.json, metrics.json, best/")
       ->required();
   return [o] {
+    UseCachingCpuAllocator();  // a step's large tensors reuse freed blocks instead of fresh pages
     CheckOutputPath(o->train.out_dir, {o->train.init_from, o->train.distill_teacher, o->train.data_dir}, "--out");
     if (const std::optional<int> status = StartWorkers(o->workers, o->train.threads)) return *status;
     std::optional<OutputLock> lock;  // one writer: rank 0

@@ -15,6 +15,7 @@
 #include "train/lm_trainer.h"
 #include "util/paths.h"
 #include "io/output_path.h"
+#include "torch/caching_allocator.h"
 
 namespace atq::cli {
 
@@ -51,6 +52,7 @@ RunFn DeclareTrainLm(CLI::App& app) {
   AddWorkerFlags(app, o->workers);
   app.add_option("--out", o->train.loop.out_dir, "Output folder: OUT (last), OUT/best, OUT/metrics.json")->required();
   return [o] {
+    UseCachingCpuAllocator();  // a step's large tensors reuse freed blocks instead of fresh pages
     CheckOutputPath(o->train.loop.out_dir, {}, "--out");
     if (const std::optional<int> status = StartWorkers(o->workers, o->threads)) return *status;
     std::optional<OutputLock> lock;  // one writer: rank 0

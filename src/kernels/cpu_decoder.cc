@@ -1,0 +1,200 @@
+// The CPU decoder: the reference decoder's arithmetic (kernels/decoder.cc) on the SIMD kernels, with its memory
+// allocated up front.
+#include "kernels/cpu_decoder.h"
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <vector>
+
+#include <fmt/format.h>
+
+#include "kernels/float_ops.h"
+#include "kernels/matmul.h"
+#include "util/error.h"
+
+namespace atq {
+namespace {
+
+// Grows `buffer` to at least `size` values; never shrinks, so steady decoding reuses the memory.
+float* Room(std::vector<float>& buffer, int64_t size) {
+  if (static_cast<int64_t>(buffer.size()) < size) buffer.resize(static_cast<size_t>(size));
+  return buffer.data();
+}
+
+class CpuDecoder final : public DecoderRunner {
+ public:
+  CpuDecoder(const DecoderSpec& spec, int64_t capacity, ThreadPool& pool)
+      : s_(spec), capacity_(capacity), pool_(pool) {
+    CheckDecoderSpec(s_);
+    Require(capacity > 0, "decoder: a capacity of {} positions", capacity);
+    keys_.resize(s_.layers.size());
+    values_.resize(s_.layers.size());
+    scores_.resize(static_cast<size_t>(std::max(1, pool_.threads())));
+  }
+
+  void Forward(const int64_t* ids, int64_t n, bool all_logits, std::vector<float>& logits) override {
+    CheckDecoderCall(s_, ids, n, length_, capacity_);
+    Reserve(length_ + n);
+    const int64_t width = s_.hidden, q_width = s_.heads * s_.head_dim, kv_width = s_.kv_heads * s_.head_dim;
+    float* x = Room(x_, n * width);
+    float* normed = Room(normed_, n * width);
+    float* q = Room(q_, n * q_width);
+    float* k = Room(k_, n * kv_width);
+    float* v = Room(v_, n * kv_width);
+    float* mixed = Room(mixed_, n * q_width);
+    float* out = Room(out_, n * width);
+    float* gate = Room(gate_, n * s_.intermediate);
+    float* up = Room(up_, n * s_.intermediate);
+    EmbedTokens(s_, ids, n, x);
+    for (size_t layer = 0; layer < s_.layers.size(); ++layer) {
+      const DecoderLayer& l = s_.layers[layer];
+      Norm(x, l.input_norm, n, normed);
+      Linear(l.q, normed, n, q);
+      Linear(l.k, normed, n, k);
+      Linear(l.v, normed, n, v);
+      Rotary(q, n, s_.heads);
+      Rotary(k, n, s_.kv_heads);
+      Store(layer, k, v, n);
+      Attention(layer, q, n, mixed);
+      Linear(l.o, mixed, n, out);
+      if (s_.sandwich_norms) Norm(out, l.post_attention_norm, n, out);
+      vec::Add(out, x, n * width);
+      Norm(x, s_.sandwich_norms ? l.pre_feedforward_norm : l.post_attention_norm, n, normed);
+      Linear(l.gate, normed, n, gate);
+      Linear(l.up, normed, n, up);
+      if (s_.activation == DecoderActivation::kSilu) {
+        vec::SiluGate(gate, up, n * s_.intermediate);
+      } else {
+        vec::GeluTanhGate(gate, up, n * s_.intermediate);
+      }
+      Linear(l.down, gate, n, out);
+      if (s_.sandwich_norms) Norm(out, l.post_feedforward_norm, n, out);
+      vec::Add(out, x, n * width);
+    }
+    length_ += n;
+    const int64_t first = all_logits ? 0 : n - 1, rows = n - first;
+    Norm(x + first * width, s_.final_norm, rows, normed);
+    logits.resize(static_cast<size_t>(rows * s_.vocab));
+    MatMul(s_.head->view(), normed, rows, logits.data(), pool_);
+    if (s_.final_softcap > 0) vec::Softcap(logits.data(), rows * s_.vocab, s_.final_softcap);
+  }
+
+  void Reset() override { length_ = 0; }
+  int64_t length() const override { return length_; }
+  int64_t capacity() const override { return capacity_; }
+  std::string description() const override {
+    return fmt::format("cpu ({}, {} threads)", KernelTargetName(), pool_.threads());
+  }
+
+ private:
+  void Norm(const float* x, const std::vector<float>& scale, int64_t rows, float* y) const {
+    for (int64_t r = 0; r < rows; ++r) vec::RmsNorm(x + r * s_.hidden, scale.data(), s_.hidden, s_.norm_eps, y + r * s_.hidden);
+  }
+
+  void Linear(const DecoderLinear& linear, const float* x, int64_t n, float* y) {
+    const int64_t out = linear.weights->layout.rows;
+    MatMul(linear.weights->view(), x, n, y, pool_);
+    if (linear.bias.empty()) return;
+    for (int64_t r = 0; r < n; ++r) vec::Add(linear.bias.data(), y + r * out, out);
+  }
+
+  void Rotary(float* x, int64_t n, int64_t heads) const {
+    const int64_t half = s_.head_dim / 2;
+    for (int64_t t = 0; t < n; ++t) {
+      const float* c = cos_.data() + (length_ + t) * half;
+      const float* sn = sin_.data() + (length_ + t) * half;
+      for (int64_t h = 0; h < heads; ++h) {
+        float* head = x + (t * heads + h) * s_.head_dim;
+        for (int64_t i = 0; i < half; ++i) {
+          const float x1 = head[i], x2 = head[i + half];
+          head[i] = x1 * c[i] + (-x2) * sn[i];
+          head[i + half] = x2 * c[i] + x1 * sn[i];
+        }
+      }
+    }
+  }
+
+  // Grows the cache, the rotary tables and the score buffers to `positions` (in steps of at least a quarter of
+  // what is there, so a long generation reallocates a few times, not per token), never past the capacity: memory
+  // follows the context in use, not the model's longest.
+  void Reserve(int64_t positions) {
+    if (positions <= reserved_) return;
+    positions = std::min(capacity_, std::max(positions, reserved_ + std::max<int64_t>(64, reserved_ / 4)));
+    const int64_t kv_width = s_.kv_heads * s_.head_dim, half = s_.head_dim / 2;
+    for (size_t layer = 0; layer < s_.layers.size(); ++layer) {
+      keys_[layer].resize(static_cast<size_t>(positions * kv_width));
+      values_[layer].resize(static_cast<size_t>(positions * kv_width));
+    }
+    // The rotation of each position as the reference computes it (float position / divisor times the frequency,
+    // then cos and sin), so both rotate by the very same values.
+    cos_.resize(static_cast<size_t>(positions * half));
+    sin_.resize(cos_.size());
+    for (int64_t p = reserved_; p < positions; ++p) {
+      const float position = static_cast<float>(p) / s_.rope_position_divisor;
+      for (int64_t i = 0; i < half; ++i) {
+        const float angle = position * s_.inv_freq[static_cast<size_t>(i)];
+        cos_[static_cast<size_t>(p * half + i)] = std::cos(angle);
+        sin_[static_cast<size_t>(p * half + i)] = std::sin(angle);
+      }
+    }
+    for (std::vector<float>& scores : scores_) scores.resize(static_cast<size_t>(positions));
+    reserved_ = positions;
+  }
+
+  // The cache of a layer: [positions, kv_heads, head_dim], so that it grows at the end; new positions from length_.
+  void Store(size_t layer, const float* k, const float* v, int64_t n) {
+    const int64_t kv_width = s_.kv_heads * s_.head_dim;
+    std::copy_n(k, n * kv_width, keys_[layer].data() + length_ * kv_width);
+    std::copy_n(v, n * kv_width, values_[layer].data() + length_ * kv_width);
+  }
+
+  // One task per query position and head, shared out over the pool; each thread scores into its own buffer.
+  void Attention(size_t layer, const float* q, int64_t n, float* out) {
+    const int64_t dim = s_.head_dim, heads = s_.heads, group = s_.heads / s_.kv_heads;
+    const int64_t stride = s_.kv_heads * dim;  // from one position to the next in the cache
+    const int64_t window = s_.layers[layer].window;
+    const float* all_keys = keys_[layer].data();
+    const float* all_values = values_[layer].data();
+    pool_.ParallelFor(n * heads, 1, [&](int64_t begin, int64_t end, int thread) {
+      float* scores = scores_[static_cast<size_t>(thread)].data();
+      for (int64_t task = begin; task < end; ++task) {
+        const int64_t t = task / heads, h = task % heads;
+        const int64_t position = length_ + t;
+        const int64_t first = window > 0 ? std::max<int64_t>(0, position - window + 1) : 0;
+        const int64_t count = position - first + 1;
+        const float* query = q + (t * heads + h) * dim;
+        const float* keys = all_keys + first * stride + (h / group) * dim;
+        const float* values = all_values + first * stride + (h / group) * dim;
+        float largest = -std::numeric_limits<float>::infinity();
+        for (int64_t j = 0; j < count; ++j) {
+          float score = vec::Dot(query, keys + j * stride, dim) * s_.attention_scale;
+          if (s_.attention_softcap > 0) score = std::tanh(score / s_.attention_softcap) * s_.attention_softcap;
+          scores[j] = score;
+          largest = std::max(largest, score);
+        }
+        const float total = vec::ExpShifted(scores, count, largest);
+        float* result = out + (t * heads + h) * dim;
+        std::fill_n(result, dim, 0.0f);
+        for (int64_t j = 0; j < count; ++j) vec::AddScaled(scores[j] / total, values + j * stride, result, dim);
+      }
+    });
+  }
+
+  DecoderSpec s_;
+  int64_t capacity_;
+  ThreadPool& pool_;
+  int64_t length_ = 0;
+  int64_t reserved_ = 0;  // positions the cache, tables and score buffers hold
+  std::vector<std::vector<float>> keys_, values_, scores_;
+  std::vector<float> cos_, sin_;
+  std::vector<float> x_, normed_, q_, k_, v_, mixed_, out_, gate_, up_;
+};
+
+}  // namespace
+
+std::unique_ptr<DecoderRunner> MakeCpuDecoder(const DecoderSpec& spec, int64_t capacity, ThreadPool& pool) {
+  return std::make_unique<CpuDecoder>(spec, capacity, pool);
+}
+
+}  // namespace atq

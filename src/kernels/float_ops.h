@@ -1,0 +1,28 @@
+// The float32 vector operations of the decoders' float parts (norms, attention, gated activations), SIMD through
+// Highway and picked at run time for the CPU, as MatMul is. Each is the plain loop written in its comment, up to
+// the order of the additions (sums run in vector lanes, then across them) and, for exp and tanh, Highway's
+// approximations (a few float32 ulps); tests/kernels/float_ops_test.cc holds them to those loops.
+#pragma once
+
+#include <cstdint>
+
+namespace atq::vec {
+
+// sum of a[i] * b[i]
+float Dot(const float* a, const float* b, int64_t n);
+// y[i] += a * x[i]
+void AddScaled(float a, const float* x, float* y, int64_t n);
+// y[i] += x[i]
+void Add(const float* x, float* y, int64_t n);
+// y[i] = x[i] / sqrt(mean(x^2) + eps) * scale[i]; y may be x
+void RmsNorm(const float* x, const float* scale, int64_t n, float eps, float* y);
+// x[i] = exp(x[i] - shift); returns the sum of the new x
+float ExpShifted(float* x, int64_t n, float shift);
+// x[i] = tanh(x[i] / cap) * cap
+void Softcap(float* x, int64_t n, float cap);
+// gate[i] = silu(gate[i]) * up[i], silu(g) = g / (1 + exp(-g))
+void SiluGate(float* gate, const float* up, int64_t n);
+// gate[i] = gelu(gate[i]) * up[i], gelu's tanh form 0.5 g (1 + tanh(sqrt(2 / pi) (g + 0.044715 g^3)))
+void GeluTanhGate(float* gate, const float* up, int64_t n);
+
+}  // namespace atq::vec

@@ -1,0 +1,103 @@
+// The SIMD float operations (kernels/float_ops.h) against the plain loops their comments write, on lengths that
+// leave every kind of tail (0 to several vectors plus a remainder), with values whose sums are not exact.
+#include "kernels/float_ops.h"
+
+#include <algorithm>
+#include <cmath>
+#include <random>
+#include <vector>
+
+#include <gtest/gtest.h>
+
+namespace atq {
+namespace {
+
+std::vector<float> Random(int64_t n, uint32_t seed, float low = -3, float high = 3) {
+  std::mt19937 rng(seed);
+  std::uniform_real_distribution<float> uniform(low, high);
+  std::vector<float> values(static_cast<size_t>(n));
+  for (float& v : values) v = uniform(rng);
+  return values;
+}
+
+// Sums in another order differ by a few ulps of the sum of magnitudes; exp and tanh by a few ulps of the value.
+void ExpectNearAll(const std::vector<float>& expected, const std::vector<float>& actual, float relative,
+                   const std::string& what) {
+  ASSERT_EQ(expected.size(), actual.size());
+  for (size_t i = 0; i < expected.size(); ++i) {
+    EXPECT_NEAR(actual[i], expected[i], relative * (1 + std::fabs(expected[i]))) << what << " at " << i;
+  }
+}
+
+const std::vector<int64_t> kLengths = {0, 1, 3, 7, 8, 15, 16, 17, 31, 33, 64, 100, 257};
+
+TEST(FloatOps, DotAddAndNorm) {
+  for (const int64_t n : kLengths) {
+    const std::vector<float> a = Random(n, 1), b = Random(n, 2), scale = Random(n, 3, 0.5f, 1.5f);
+    double dot = 0, magnitude = 0;
+    for (int64_t i = 0; i < n; ++i) {
+      dot += static_cast<double>(a[i]) * b[i];
+      magnitude += std::fabs(static_cast<double>(a[i]) * b[i]);
+    }
+    EXPECT_NEAR(vec::Dot(a.data(), b.data(), n), dot, 1e-6 * (1 + magnitude)) << n;
+
+    std::vector<float> y = b, expected = b;
+    vec::AddScaled(0.37f, a.data(), y.data(), n);
+    for (int64_t i = 0; i < n; ++i) expected[i] += 0.37f * a[i];
+    ExpectNearAll(expected, y, 1e-6f, "AddScaled n=" + std::to_string(n));
+    y = b;
+    expected = b;
+    vec::Add(a.data(), y.data(), n);
+    for (int64_t i = 0; i < n; ++i) expected[i] += a[i];
+    EXPECT_EQ(y, expected) << "Add n=" << n;  // one rounding each, the same in both
+
+    if (n == 0) continue;
+    double squares = 0;
+    for (const float v : a) squares += static_cast<double>(v) * v;
+    const double inverse = 1 / std::sqrt(squares / static_cast<double>(n) + 1e-5);
+    for (int64_t i = 0; i < n; ++i) expected[i] = static_cast<float>(a[i] * inverse * scale[i]);
+    std::vector<float> normed = a;
+    vec::RmsNorm(normed.data(), scale.data(), n, 1e-5f, normed.data());  // in place
+    ExpectNearAll(expected, normed, 1e-5f, "RmsNorm n=" + std::to_string(n));
+  }
+}
+
+TEST(FloatOps, ExpSoftcapAndGates) {
+  for (const int64_t n : kLengths) {
+    const std::vector<float> x = Random(n, 4, -12, 12), up = Random(n, 5);
+    std::vector<float> e = x, expected(x.size());
+    double total = 0;
+    for (int64_t i = 0; i < n; ++i) total += (expected[i] = std::exp(x[i] - 12.0f));
+    const float sum = vec::ExpShifted(e.data(), n, 12.0f);
+    ExpectNearAll(expected, e, 1e-5f, "ExpShifted n=" + std::to_string(n));
+    EXPECT_NEAR(sum, total, 1e-5 * (1 + total));
+
+    std::vector<float> capped = x;
+    vec::Softcap(capped.data(), n, 5.0f);
+    for (int64_t i = 0; i < n; ++i) expected[i] = std::tanh(x[i] / 5.0f) * 5.0f;
+    ExpectNearAll(expected, capped, 1e-5f, "Softcap n=" + std::to_string(n));
+
+    std::vector<float> silu = x;
+    vec::SiluGate(silu.data(), up.data(), n);
+    for (int64_t i = 0; i < n; ++i) expected[i] = x[i] / (1 + std::exp(-x[i])) * up[i];
+    ExpectNearAll(expected, silu, 1e-5f, "SiluGate n=" + std::to_string(n));
+
+    std::vector<float> gelu = x;
+    vec::GeluTanhGate(gelu.data(), up.data(), n);
+    for (int64_t i = 0; i < n; ++i) {
+      const double g = x[i];
+      expected[i] = static_cast<float>(0.5 * g * (1 + std::tanh(std::sqrt(2 / M_PI) * (g + 0.044715 * g * g * g))) * up[i]);
+    }
+    ExpectNearAll(expected, gelu, 1e-5f, "GeluTanhGate n=" + std::to_string(n));
+  }
+  // SiLU far below zero is about 0 (exp(-g) is clamped before it overflows), never NaN.
+  std::vector<float> far = {-200.0f, -100.0f, 100.0f};
+  const std::vector<float> ones = {1, 1, 1};
+  vec::SiluGate(far.data(), ones.data(), 3);
+  EXPECT_NEAR(far[0], 0.0f, 1e-30f);
+  EXPECT_NEAR(far[1], 0.0f, 1e-30f);
+  EXPECT_EQ(far[2], 100.0f);
+}
+
+}  // namespace
+}  // namespace atq
