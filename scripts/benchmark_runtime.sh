@@ -4,17 +4,22 @@
 # packed ternary classifier through the kernels.
 # Writes out/benchmark/kernels/{kernels,large}.{json,txt}, kernels.png, out/benchmark/runtime/<model>.{json,txt,png}
 # and out/benchmark/classifier/*.json.
-# THREADS (model level, default 2) overrides.
+# THREADS (model level, default 2) overrides; MODELS_ONLY=1 stops after the model level.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 atq="${ATQ_BUILD_DIR:-$root/build}/atq"
 fixtures="${ATQ_FIXTURES:-$root/../shared/fixtures}"
 threads="${THREADS:-2}"
 mkdir -p "$root/out/benchmark/kernels" "$root/out/benchmark/runtime"
-for model in llama-mini gpt2-mini; do
+# Packed formats of llama-mini run on atq's CPU decoder (--runtime auto) and, for comparison, through libtorch's
+# operators around the same kernels; GPT-2 runs through libtorch.
+for run in llama-mini:auto llama-mini:libtorch gpt2-mini:auto; do
+  model="${run%%:*}" runtime="${run##*:}"
+  name="$model"; [ "$runtime" = auto ] || name="$model-$runtime"
   "$atq" bench --model "$fixtures/$model/model" --model-threads "$threads" --prompt-tokens 64 --decode-tokens 128 \
-    --json "$root/out/benchmark/runtime/$model.json" --plot "$root/out/benchmark/runtime/$model.png" |
-    tee "$root/out/benchmark/runtime/$model.txt"
+    --runtime "$runtime" --json "$root/out/benchmark/runtime/$name.json" \
+    --plot "$root/out/benchmark/runtime/$name.png" | tee "$root/out/benchmark/runtime/$name.txt"
+  [ "${MODELS_ONLY:-0}" = 1 ] && [ "$run" = gpt2-mini:auto ] && exit 0
 done
 "$atq" bench --json "$root/out/benchmark/kernels/kernels.json" --plot "$root/out/benchmark/kernels/kernels.png" |
   tee "$root/out/benchmark/kernels/kernels.txt"

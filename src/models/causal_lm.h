@@ -37,6 +37,12 @@ class CausalLmImpl : public torch::nn::Module {
   // Returns logits [B, T, vocab] in the model's dtype; the cache, when given, grows by T.
   virtual torch::Tensor forward(const torch::Tensor& ids, KvCache* cache = nullptr) = 0;
 
+  // The same pass with the logits of the last position only, [B, vocab]: what generation samples from. A prompt's
+  // other positions skip the head, the largest layer of a small model (vocab x hidden per position).
+  virtual torch::Tensor LastLogits(const torch::Tensor& ids, KvCache* cache = nullptr) {
+    return forward(ids, cache).select(1, -1);
+  }
+
   // The same pass in stages, for whole sequences from position 0 without a cache: forward(ids) equals
   // Head(ForwardBlock(L-1, ... ForwardBlock(0, Embed(ids)))). Calibration runs one block at a time on the
   // outputs of blocks already quantized.

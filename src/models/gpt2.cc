@@ -80,7 +80,13 @@ Gpt2Impl::Gpt2Impl(const LmConfig& config) : CausalLmImpl(config) {
   }
 }
 
-torch::Tensor Gpt2Impl::forward(const torch::Tensor& ids, KvCache* cache) {
+torch::Tensor Gpt2Impl::forward(const torch::Tensor& ids, KvCache* cache) { return Head(Hidden(ids, cache)); }
+
+torch::Tensor Gpt2Impl::LastLogits(const torch::Tensor& ids, KvCache* cache) {
+  return Head(Hidden(ids, cache).narrow(1, ids.size(1) - 1, 1)).select(1, 0);
+}
+
+torch::Tensor Gpt2Impl::Hidden(const torch::Tensor& ids, KvCache* cache) {
   const int64_t past = cache ? cache->length : 0, steps = ids.size(1);
   Require(past + steps <= config_.max_positions,
           "GPT-2 has {} learned positions; positions {}..{} do not exist (use a shorter context)",
@@ -91,7 +97,7 @@ torch::Tensor Gpt2Impl::forward(const torch::Tensor& ids, KvCache* cache) {
     x = transformer_->h[layer]->as<Gpt2Block>()->forward(x, cache, layer);
   }
   if (cache) cache->length += steps;
-  return Head(x);
+  return x;
 }
 
 torch::Tensor Gpt2Impl::TokenEmbedding(const torch::Tensor& ids) {

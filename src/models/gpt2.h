@@ -52,12 +52,14 @@ class Gpt2Impl : public CausalLmImpl {
  public:
   explicit Gpt2Impl(const LmConfig& config);
   torch::Tensor forward(const torch::Tensor& ids, KvCache* cache = nullptr) override;
+  torch::Tensor LastLogits(const torch::Tensor& ids, KvCache* cache = nullptr) override;
   torch::Tensor Embed(const torch::Tensor& ids) override;
   torch::Tensor ForwardBlock(size_t layer, const torch::Tensor& x) override;
   torch::Tensor Head(const torch::Tensor& x) override;
   std::shared_ptr<torch::nn::Module> Block(size_t layer) override;
 
  private:
+  torch::Tensor Hidden(const torch::Tensor& ids, KvCache* cache);  // the last block's output [B, T, C]
   torch::Tensor TokenEmbedding(const torch::Tensor& ids);  // wte, or its packed rows
   Gpt2Backbone transformer_{nullptr};
   LmLinear lm_head_{nullptr};  // only when the head is not tied

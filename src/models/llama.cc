@@ -150,7 +150,13 @@ LlamaImpl::LlamaImpl(const LmConfig& config) : CausalLmImpl(config) {
   if (!config.tied_embeddings) lm_head_ = register_module("lm_head", LmLinear(config.hidden_size, config.vocab_size, false));
 }
 
-torch::Tensor LlamaImpl::forward(const torch::Tensor& ids, KvCache* cache) {
+torch::Tensor LlamaImpl::forward(const torch::Tensor& ids, KvCache* cache) { return Head(Hidden(ids, cache)); }
+
+torch::Tensor LlamaImpl::LastLogits(const torch::Tensor& ids, KvCache* cache) {
+  return Head(Hidden(ids, cache).narrow(1, ids.size(1) - 1, 1)).select(1, 0);
+}
+
+torch::Tensor LlamaImpl::Hidden(const torch::Tensor& ids, KvCache* cache) {
   const int64_t past = cache ? cache->length : 0, steps = ids.size(1);
   torch::Tensor x = Embed(ids);  // [B, T, C]
   const auto [cos, sin] = RotaryTables(config_, torch::arange(past, past + steps, ids.options()),
@@ -159,7 +165,7 @@ torch::Tensor LlamaImpl::forward(const torch::Tensor& ids, KvCache* cache) {
     x = model_->layers[layer]->as<LlamaBlock>()->forward(x, cos, sin, cache, layer);
   }
   if (cache) cache->length += steps;
-  return Head(x);
+  return x;
 }
 
 torch::Tensor LlamaImpl::Embed(const torch::Tensor& ids) {

@@ -80,12 +80,14 @@ class LlamaImpl : public CausalLmImpl {
  public:
   explicit LlamaImpl(const LmConfig& config);
   torch::Tensor forward(const torch::Tensor& ids, KvCache* cache = nullptr) override;
+  torch::Tensor LastLogits(const torch::Tensor& ids, KvCache* cache = nullptr) override;
   torch::Tensor Embed(const torch::Tensor& ids) override;
   torch::Tensor ForwardBlock(size_t layer, const torch::Tensor& x) override;
   torch::Tensor Head(const torch::Tensor& x) override;
   std::shared_ptr<torch::nn::Module> Block(size_t layer) override;
 
  private:
+  torch::Tensor Hidden(const torch::Tensor& ids, KvCache* cache);  // the last block's output [B, T, C]
   LlamaBackbone model_{nullptr};
   LmLinear lm_head_{nullptr};  // only when the head is not tied
 };

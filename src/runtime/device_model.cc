@@ -120,26 +120,34 @@ DecoderLmImpl::DecoderLmImpl(std::shared_ptr<CausalLmImpl> source, Device device
   runner_ = MakeDecoderRunner(device, DecoderSpecOf(*source_), capacity);
 }
 
-torch::Tensor DecoderLmImpl::forward(const torch::Tensor& ids, KvCache* cache) {
+torch::Tensor DecoderLmImpl::forward(const torch::Tensor& ids, KvCache* cache) { return Run(ids, cache, true); }
+
+torch::Tensor DecoderLmImpl::LastLogits(const torch::Tensor& ids, KvCache* cache) {
+  return Run(ids, cache, false).select(1, 0);
+}
+
+// Logits [B, T, vocab] with `all_logits`, else [B, 1, vocab] of each row's last position.
+torch::Tensor DecoderLmImpl::Run(const torch::Tensor& ids, KvCache* cache, bool all_logits) {
   Require(ids.dim() == 2, "decoder: ids must be [batch, steps], not {} dimensions", ids.dim());
   const torch::Tensor tokens = ids.to(torch::kCPU, torch::kInt64).contiguous();
   const int64_t batch = tokens.size(0), steps = tokens.size(1), vocab = config_.vocab_size;
-  torch::Tensor logits = torch::empty({batch, steps, vocab}, torch::kFloat32);
+  const int64_t rows = all_logits ? steps : 1;
+  torch::Tensor logits = torch::empty({batch, rows, vocab}, torch::kFloat32);
   std::vector<float> out;
   if (cache != nullptr) {
     Require(batch == 1, "decoder: a cached pass runs one sequence, not {}", batch);
     if (cache->length == 0) runner_->Reset();
     Require(cache->length == runner_->length(), "decoder: the cache is at {} positions, the {} backend at {}",
             cache->length, runner_->description(), runner_->length());
-    runner_->Forward(tokens.data_ptr<int64_t>(), steps, true, out);
+    runner_->Forward(tokens.data_ptr<int64_t>(), steps, all_logits, out);
     std::copy(out.begin(), out.end(), logits.data_ptr<float>());
     cache->length += steps;
     return logits;
   }
   for (int64_t row = 0; row < batch; ++row) {
     runner_->Reset();
-    runner_->Forward(tokens.data_ptr<int64_t>() + row * steps, steps, true, out);
-    std::copy(out.begin(), out.end(), logits.data_ptr<float>() + row * steps * vocab);
+    runner_->Forward(tokens.data_ptr<int64_t>() + row * steps, steps, all_logits, out);
+    std::copy(out.begin(), out.end(), logits.data_ptr<float>() + row * rows * vocab);
   }
   runner_->Reset();
   return logits;

@@ -31,6 +31,7 @@ class DecoderLmImpl : public CausalLmImpl {
   // ids [B, T]: with a cache, B = 1 and the tokens continue the cached ones; without, each row runs from position
   // 0. Returns [B, T, vocab] float32 on the CPU.
   torch::Tensor forward(const torch::Tensor& ids, KvCache* cache = nullptr) override;
+  torch::Tensor LastLogits(const torch::Tensor& ids, KvCache* cache = nullptr) override;  // [B, vocab]
   // The staged pass is for calibration and training, which run on libtorch: atq::Error here.
   torch::Tensor Embed(const torch::Tensor& ids) override;
   torch::Tensor ForwardBlock(size_t layer, const torch::Tensor& x) override;
@@ -40,6 +41,7 @@ class DecoderLmImpl : public CausalLmImpl {
 
  private:
   [[noreturn]] void Unstaged() const;
+  torch::Tensor Run(const torch::Tensor& ids, KvCache* cache, bool all_logits);
   std::shared_ptr<CausalLmImpl> source_;  // owns the packed weights the backend reads (and the float norms)
   std::unique_ptr<DecoderRunner> runner_;
 };

@@ -64,7 +64,7 @@ GenerateResult Generate(CausalLmImpl& model, const std::vector<int32_t>& prompt,
       result.stop_reason = "context";
       break;
     }
-    const torch::Tensor logits = model.forward(input, &cache).select(1, -1).squeeze(0).to(torch::kCPU, torch::kFloat32);
+    const torch::Tensor logits = model.LastLogits(input, &cache).squeeze(0).to(torch::kCPU, torch::kFloat32);
     const int32_t next = SampleToken(logits, options.temperature, options.top_p, uniform(rng));
     if (step == 0) {
       decode_start = Clock::now();

@@ -1,5 +1,8 @@
-// One load, pack and greedy generation per weight format, timed.
+// One load and pack per weight format, then a warm-up and timed greedy generations.
 #include "runtime/lm_speed.h"
+
+#include <algorithm>
+#include <vector>
 
 #include <fmt/format.h>
 #include <torch/torch.h>
@@ -25,6 +28,12 @@ PackedRuntimeOptions VariantOptions(const std::string& variant) {
       family == TypeFamily::kTernary || *type == QuantType::kTQ1_0 || *type == QuantType::kTQ2_0 ? QuantType::kQ8_0
                                                                                                   : *type;
   return options;
+}
+
+double Median(std::vector<double> values) {
+  std::sort(values.begin(), values.end());
+  const size_t middle = values.size() / 2;
+  return values.size() % 2 == 1 ? values[middle] : 0.5 * (values[middle - 1] + values[middle]);
 }
 
 constexpr const char* kPromptText =
@@ -73,7 +82,18 @@ nlohmann::json MeasureLmSpeed(const std::string& model_path, const LmSpeedOption
     const std::shared_ptr<CausalLmImpl> placed =
         variant == "torch" ? lm.model : ForWholePasses(lm.model, options.device, options.runtime);
     const bool on_decoder = dynamic_cast<const DecoderLmImpl*>(placed.get()) != nullptr;
-    const GenerateResult result = Generate(*placed, prompt, generate);
+    GenerateOptions warm_up = generate;
+    warm_up.max_tokens = std::min<int64_t>(generate.max_tokens, 2);
+    Generate(*placed, prompt, warm_up);
+    std::vector<double> prefill, decode;
+    GenerateResult result;
+    for (int64_t run = 0; run < std::max<int64_t>(1, options.repeats); ++run) {
+      result = Generate(*placed, prompt, generate);
+      prefill.push_back(result.prefill_seconds);
+      decode.push_back(result.decode_tokens_per_second);
+    }
+    result.prefill_seconds = Median(prefill);
+    result.decode_tokens_per_second = Median(decode);
     const int64_t model_bytes = sizes.packed_bytes + sizes.float_bytes;
     nlohmann::json row = {{"format", variant},
                           {"device", std::string(DeviceName(options.device))},
@@ -88,6 +108,11 @@ nlohmann::json MeasureLmSpeed(const std::string& model_path, const LmSpeedOption
                           {"time_to_first_token_ms", 1e3 * result.prefill_seconds},
                           {"decode_tokens", static_cast<int64_t>(result.tokens.size()) - 1},
                           {"decode_tokens_per_second", result.decode_tokens_per_second},
+                          {"repeats", prefill.size()},
+                          {"prefill_seconds_range", {*std::min_element(prefill.begin(), prefill.end()),
+                                                     *std::max_element(prefill.begin(), prefill.end())}},
+                          {"decode_tokens_per_second_range", {*std::min_element(decode.begin(), decode.end()),
+                                                              *std::max_element(decode.begin(), decode.end())}},
                           {"resident_bytes_after", ResidentBytes()},
                           {"peak_resident_bytes_so_far", PeakResidentBytes()}};
     if (options.on_line) {

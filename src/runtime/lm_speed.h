@@ -22,6 +22,9 @@ struct LmSpeedOptions {
   std::vector<std::string> variants = {"torch", "f32", "f16", "q8_0", "q4_0", "tq2_0", "tq1_0", "t2"};
   int64_t prompt_tokens = 64;
   int64_t decode_tokens = 64;
+  // Timed generations per format after an untimed warm-up (first-touch pages, thread start-up); the figures are
+  // their medians, the JSON also holds the fastest and slowest.
+  int64_t repeats = 3;
   // kCuda: each packed variant on atq's CUDA decoder (runtime/device_model.h); "torch" stays on the CPU.
   Device device = Device::kCpu;
   // On the CPU, what runs the packed variants' float parts (ForWholePasses); "torch" is libtorch throughout.

@@ -241,6 +241,14 @@ TEST(LmForward, KvCacheMatchesFullPass) {
     }
     EXPECT_EQ(cache.length, 11);
     EXPECT_TRUE(torch::allclose(torch::cat(pieces, 1), full, 1e-10, 1e-10)) << LmArchName(config.arch);
+    // The last position's logits alone, whole and through the cache (the head skips the other positions).
+    EXPECT_TRUE(torch::allclose(model->LastLogits(ids), full.select(1, -1), 1e-10, 1e-10)) << LmArchName(config.arch);
+    KvCache last_cache;
+    model->LastLogits(ids.slice(1, 0, 7), &last_cache);
+    const torch::Tensor last = model->LastLogits(ids.slice(1, 7, 11), &last_cache);
+    EXPECT_EQ(last_cache.length, 11);
+    EXPECT_EQ(last.sizes(), (std::vector<int64_t>{2, config.vocab_size}));
+    EXPECT_TRUE(torch::allclose(last, full.select(1, -1), 1e-10, 1e-10)) << LmArchName(config.arch);
   }
 }
 

@@ -66,6 +66,8 @@ void CompareOn(Device device, const std::string& family, QuantType type) {
   for (int64_t t = 5; t < ids.size(1); ++t) steps.push_back(placed->forward(ids.slice(0, 0, 1).slice(1, t, t + 1), &cache));
   EXPECT_EQ(cache.length, ids.size(1));
   ExpectClose(expected.slice(0, 0, 1), torch::cat(steps, 1), what + " through the cache");
+  // Generation's pass: the last position's logits of each row only.
+  ExpectClose(expected.select(1, -1), placed->LastLogits(ids), what + " last position");
 }
 
 class DeviceModel : public ::testing::TestWithParam<std::string> {};

@@ -124,6 +124,7 @@ RunFn DeclareBench(CLI::App& app) {
     std::string model, model_types = "torch,f32,f16,q8_0,q4_0,tq2_0,tq1_0,t2";
     int64_t prompt_tokens = 64, decode_tokens = 64;
     int model_threads = 0;
+    int64_t model_repeats = 3;
     std::string device = "cpu";
     std::string runtime = "auto";
   };
@@ -150,6 +151,10 @@ RunFn DeclareBench(CLI::App& app) {
   app.add_option("--decode-tokens", options->decode_tokens, "Tokens generated (decode)")
       ->check(CountFrom(1))
       ->capture_default_str();
+  app.add_option("--model-repeats", options->model_repeats,
+                 "Timed generations per format after a warm-up; the figures are their medians")
+      ->check(CountFrom(1))
+      ->capture_default_str();
   app.add_option("--model-threads", options->model_threads, "Threads of the model-level run (0: every core)")
       ->capture_default_str();
   app.add_option("--device", options->device,
@@ -171,6 +176,7 @@ RunFn DeclareBench(CLI::App& app) {
       }
       speed.prompt_tokens = options->prompt_tokens;
       speed.decode_tokens = options->decode_tokens;
+      speed.repeats = options->model_repeats;
       speed.device = options->device == "cuda" ? Device::kCuda : Device::kCpu;
       speed.runtime = *ParseCpuRuntime(options->runtime);
       speed.on_line = [](const std::string& line) { std::cout << line << std::endl; };
