@@ -133,7 +133,7 @@ for a in (r for r in speed if r["tool"] == "atq"):
         continue
     row = {k: a[k] for k in ("model", "type", "threads", "prompt_tokens")}
     for key in ("prefill_tokens_per_second", "decode_tokens_per_second"):
-        if l.get(key):
+        if l.get(key) and a.get(key):  # atq's decode is null where a prompt filled the context
             row[key.replace("_tokens_per_second", "_atq_over_llama_cpp")] = a[key] / l[key]
     ratios.append(row)
 for a in (r for r in ppl if r["tool"] == "atq"):
@@ -156,7 +156,8 @@ with open(data, "w") as f:
     f.write("label atq llama.cpp\n")
     for a in (r for r in speed if r["tool"] == "atq" and r["prompt_tokens"] == min(x["prompt_tokens"] for x in speed)):
         l = find(speed, "llama.cpp", model=a["model"], type=a["type"], threads=a["threads"], prompt_tokens=a["prompt_tokens"])
-        f.write(f'{a["model"]}/{a["type"]}/t{a["threads"]} {a["decode_tokens_per_second"]:.1f} '
+        ours = a["decode_tokens_per_second"]
+        f.write(f'{a["model"]}/{a["type"]}/t{a["threads"]} {ours if ours is not None else "NaN"} '
                 f'{l["decode_tokens_per_second"] if l and l["decode_tokens_per_second"] else "NaN"}\n')
 script = f"""set terminal pngcairo size 1400,600
 set output '{out}/vs_llamacpp.png'

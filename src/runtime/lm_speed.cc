@@ -107,7 +107,9 @@ nlohmann::json MeasureLmSpeed(const std::string& model_path, const LmSpeedOption
                           {"prefill_tokens_per_second", static_cast<double>(options.prompt_tokens) / result.prefill_seconds},
                           {"time_to_first_token_ms", 1e3 * result.prefill_seconds},
                           {"decode_tokens", static_cast<int64_t>(result.tokens.size()) - 1},
-                          {"decode_tokens_per_second", result.decode_tokens_per_second},
+                          // null where the prompt filled the model's context and nothing was left to decode
+                          {"decode_tokens_per_second", result.tokens.size() > 1 ? nlohmann::json(result.decode_tokens_per_second)
+                                                                                : nlohmann::json(nullptr)},
                           {"repeats", prefill.size()},
                           {"prefill_seconds_range", {*std::min_element(prefill.begin(), prefill.end()),
                                                      *std::max_element(prefill.begin(), prefill.end())}},
@@ -115,6 +117,10 @@ nlohmann::json MeasureLmSpeed(const std::string& model_path, const LmSpeedOption
                                                               *std::max_element(decode.begin(), decode.end())}},
                           {"resident_bytes_after", ResidentBytes()},
                           {"peak_resident_bytes_so_far", PeakResidentBytes()}};
+    if (options.on_line && result.tokens.size() <= 1) {
+      options.on_line(fmt::format("{}: the {}-token prompt fills the model's context of {} positions; no decode figure",
+                                  variant, options.prompt_tokens, UsableContext(model.config())));
+    }
     if (options.on_line) {
       options.on_line(fmt::format("{:<7} {:>6.2f} {:>10.1f} {:>12.1f} {:>9.1f} {:>11.1f} {:>9.0f}", variant,
                                   row["bits_per_weight"].get<double>(), model_bytes / 1e6,

@@ -99,9 +99,11 @@ void PlotModel(const nlohmann::json& report, const std::string& path) {
   spec.y_label = "tokens / s (prefill divided by 10)";
   PlotSeries decode("decode", {}, {}, true), prefill("prefill / 10", {}, {}, true);
   for (const auto& row : report["results"]) {
-    decode.x.push_back(row["bits_per_weight"]);
-    decode.y.push_back(row["decode_tokens_per_second"]);
-    decode.labels.push_back(row["format"]);
+    if (!row["decode_tokens_per_second"].is_null()) {  // null: the prompt filled the context
+      decode.x.push_back(row["bits_per_weight"]);
+      decode.y.push_back(row["decode_tokens_per_second"]);
+      decode.labels.push_back(row["format"]);
+    }
     prefill.x.push_back(row["bits_per_weight"]);
     prefill.y.push_back(row["prefill_tokens_per_second"].get<double>() / 10.0);
   }
