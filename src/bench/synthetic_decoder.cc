@@ -66,17 +66,19 @@ DecoderSpec SyntheticDecoder(const SyntheticDecoderShape& shape, std::deque<Pack
   s.vocab = shape.vocab;
   s.max_positions = shape.max_positions;
   s.norm_eps = 1e-6f;
-  s.activation = shape.gemma ? DecoderActivation::kGeluTanh : DecoderActivation::kSilu;
+  s.activation = shape.gemma || shape.gpt2 ? DecoderActivation::kGeluTanh : DecoderActivation::kSilu;
+  s.norm = shape.gpt2 ? DecoderNormKind::kLayer : DecoderNormKind::kRms;
   s.sandwich_norms = shape.gemma2;
   s.attention_scale = 1.0f / std::sqrt(static_cast<float>(shape.head_dim));
   s.attention_softcap = shape.gemma2 ? 5.0f : 0.0f;  // low enough to bend these random scores
   s.final_softcap = shape.gemma2 ? 3.0f : 0.0f;
   s.embedding_scale = shape.gemma ? std::sqrt(static_cast<float>(shape.hidden)) : 0.0f;
-  for (int64_t i = 0; i < shape.head_dim / 2; ++i) {
+  for (int64_t i = 0; !shape.gpt2 && i < shape.head_dim / 2; ++i) {
     s.inv_freq.push_back(static_cast<float>(1.0 / std::pow(10000.0, 2.0 * static_cast<double>(i) /
                                                                      static_cast<double>(shape.head_dim))));
   }
   s.rope_position_divisor = shape.rope_position_divisor;
+  if (shape.gpt2) s.position_embedding = random.Vector(shape.max_positions * shape.hidden, 0.0f, 0.3f);
   // Gemma's embedding is scaled up by sqrt(hidden) afterwards; the others' rows are about unit length.
   const double embedding_gain = shape.gemma ? 1.0 / std::sqrt(static_cast<double>(shape.hidden)) : 1.0;
   s.embedding = random.Matrix(shape.vocab, shape.hidden, shape.embedding_type, embedding_gain);
@@ -84,10 +86,11 @@ DecoderSpec SyntheticDecoder(const SyntheticDecoderShape& shape, std::deque<Pack
   const int64_t q_width = shape.heads * shape.head_dim, kv_width = shape.kv_heads * shape.head_dim;
   const float norm_mean = shape.gemma ? 0.0f : 1.0f;  // Gemma stores w and scales by 1 + w; the spec holds 1 + w
   const auto norm = [&] {
-    std::vector<float> values = random.Vector(shape.hidden, norm_mean, 0.1f);
+    DecoderNorm values{random.Vector(shape.hidden, norm_mean, 0.1f), {}};
     if (shape.gemma) {
-      for (float& value : values) value += 1.0f;
+      for (float& value : values.scale) value += 1.0f;
     }
+    if (shape.gpt2) values.bias = random.Vector(shape.hidden, 0.0f, 0.1f);
     return values;
   };
   for (int64_t layer = 0; layer < shape.layers; ++layer) {
@@ -100,13 +103,23 @@ DecoderSpec SyntheticDecoder(const SyntheticDecoderShape& shape, std::deque<Pack
         l.post_feedforward_norm = norm();
       }
       // q and k a little larger, so that attention is not uniform
-      l.q = {random.Matrix(q_width, shape.hidden, shape.linear_type, 2.0), {}};
-      l.k = {random.Matrix(kv_width, shape.hidden, shape.linear_type, 2.0), {}};
-      l.v = {random.Matrix(kv_width, shape.hidden, shape.linear_type), {}};
+      if (shape.gpt2) {
+        l.qkv = {random.Matrix(q_width + 2 * kv_width, shape.hidden, shape.linear_type, 2.0),
+                 random.Vector(q_width + 2 * kv_width, 0.0f, 0.1f)};
+      } else {
+        l.q = {random.Matrix(q_width, shape.hidden, shape.linear_type, 2.0), {}};
+        l.k = {random.Matrix(kv_width, shape.hidden, shape.linear_type, 2.0), {}};
+        l.v = {random.Matrix(kv_width, shape.hidden, shape.linear_type), {}};
+        l.gate = {random.Matrix(shape.intermediate, shape.hidden, shape.linear_type), {}};
+      }
       l.o = {random.Matrix(shape.hidden, q_width, shape.linear_type, 0.5), {}};
-      l.gate = {random.Matrix(shape.intermediate, shape.hidden, shape.linear_type), {}};
       l.up = {random.Matrix(shape.intermediate, shape.hidden, shape.linear_type), {}};
       l.down = {random.Matrix(shape.hidden, shape.intermediate, shape.linear_type, 0.5), {}};
+      if (shape.gpt2) {
+        l.o.bias = random.Vector(shape.hidden, 0.0f, 0.1f);
+        l.up.bias = random.Vector(shape.intermediate, 0.0f, 0.1f);
+        l.down.bias = random.Vector(shape.hidden, 0.0f, 0.1f);
+      }
       if (shape.qkv_bias) {
         l.q.bias = random.Vector(q_width, 0.0f, 0.1f);
         l.k.bias = random.Vector(kv_width, 0.0f, 0.1f);
@@ -116,6 +129,7 @@ DecoderSpec SyntheticDecoder(const SyntheticDecoderShape& shape, std::deque<Pack
       l = s.layers.front();
     }
     l.window = shape.gemma2 ? (layer % 2 == 0 ? shape.window : 0) : shape.window;
+    if (shape.gpt2) l.attention_scale = s.attention_scale / static_cast<float>(layer + 1);
     s.layers.push_back(std::move(l));
   }
   s.final_norm = norm();

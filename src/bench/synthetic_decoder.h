@@ -23,10 +23,13 @@ struct SyntheticDecoderShape {
   QuantType embedding_type = QuantType::kQ8_0;
   bool tied_head = true;
   // Features of the families: Qwen2's q/k/v biases; Gemma's GELU, embedding scale and 1 + w norms; Gemma 2's
-  // sandwich norms, soft-capping and sliding windows on even layers; Llama 3's scaled frequencies.
+  // sandwich norms, soft-capping and sliding windows on even layers; Llama 3's scaled frequencies; GPT-2's
+  // LayerNorms with biases, learned positions, fused qkv with biases, ungated GELU MLP with biases and scores
+  // scaled by the inverse layer number.
   bool qkv_bias = false;
   bool gemma = false;
   bool gemma2 = false;
+  bool gpt2 = false;
   int64_t window = 0;
   float rope_position_divisor = 1;
   // Every layer its own random weights (tests), or the layers sharing one set of host bytes (a benchmark of a

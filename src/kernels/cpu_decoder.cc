@@ -46,29 +46,52 @@ class CpuDecoder final : public DecoderRunner {
     float* out = Room(out_, n * width);
     float* gate = Room(gate_, n * s_.intermediate);
     float* up = Room(up_, n * s_.intermediate);
-    EmbedTokens(s_, ids, n, x);
+    EmbedTokens(s_, ids, n, length_, x);
     for (size_t layer = 0; layer < s_.layers.size(); ++layer) {
       const DecoderLayer& l = s_.layers[layer];
       Norm(x, l.input_norm, n, normed);
-      Linear(l.q, normed, n, q);
-      Linear(l.k, normed, n, k);
-      Linear(l.v, normed, n, v);
-      Rotary(q, n, s_.heads);
-      Rotary(k, n, s_.kv_heads);
+      if (l.qkv.weights != nullptr) {
+        // One product for the three, then each row's q, k and v parts to their own buffers.
+        const int64_t fused = q_width + 2 * kv_width;
+        float* qkv = Room(qkv_, n * fused);
+        Linear(l.qkv, normed, n, qkv);
+        for (int64_t t = 0; t < n; ++t) {
+          std::copy_n(qkv + t * fused, q_width, q + t * q_width);
+          std::copy_n(qkv + t * fused + q_width, kv_width, k + t * kv_width);
+          std::copy_n(qkv + t * fused + q_width + kv_width, kv_width, v + t * kv_width);
+        }
+      } else {
+        Linear(l.q, normed, n, q);
+        Linear(l.k, normed, n, k);
+        Linear(l.v, normed, n, v);
+      }
+      if (!s_.inv_freq.empty()) {
+        Rotary(q, n, s_.heads);
+        Rotary(k, n, s_.kv_heads);
+      }
       Store(layer, k, v, n);
       Attention(layer, q, n, mixed);
       Linear(l.o, mixed, n, out);
       if (s_.sandwich_norms) Norm(out, l.post_attention_norm, n, out);
       vec::Add(out, x, n * width);
       Norm(x, s_.sandwich_norms ? l.pre_feedforward_norm : l.post_attention_norm, n, normed);
-      Linear(l.gate, normed, n, gate);
       Linear(l.up, normed, n, up);
-      if (s_.activation == DecoderActivation::kSilu) {
-        vec::SiluGate(gate, up, n * s_.intermediate);
+      if (l.gate.weights != nullptr) {
+        Linear(l.gate, normed, n, gate);
+        if (s_.activation == DecoderActivation::kSilu) {
+          vec::SiluGate(gate, up, n * s_.intermediate);
+        } else {
+          vec::GeluTanhGate(gate, up, n * s_.intermediate);
+        }
+        Linear(l.down, gate, n, out);
       } else {
-        vec::GeluTanhGate(gate, up, n * s_.intermediate);
+        if (s_.activation == DecoderActivation::kSilu) {
+          vec::Silu(up, n * s_.intermediate);
+        } else {
+          vec::GeluTanh(up, n * s_.intermediate);
+        }
+        Linear(l.down, up, n, out);
       }
-      Linear(l.down, gate, n, out);
       if (s_.sandwich_norms) Norm(out, l.post_feedforward_norm, n, out);
       vec::Add(out, x, n * width);
     }
@@ -88,8 +111,15 @@ class CpuDecoder final : public DecoderRunner {
   }
 
  private:
-  void Norm(const float* x, const std::vector<float>& scale, int64_t rows, float* y) const {
-    for (int64_t r = 0; r < rows; ++r) vec::RmsNorm(x + r * s_.hidden, scale.data(), s_.hidden, s_.norm_eps, y + r * s_.hidden);
+  void Norm(const float* x, const DecoderNorm& norm, int64_t rows, float* y) const {
+    const float* bias = norm.bias.empty() ? nullptr : norm.bias.data();
+    for (int64_t r = 0; r < rows; ++r) {
+      if (s_.norm == DecoderNormKind::kRms) {
+        vec::RmsNorm(x + r * s_.hidden, norm.scale.data(), s_.hidden, s_.norm_eps, y + r * s_.hidden);
+      } else {
+        vec::LayerNorm(x + r * s_.hidden, norm.scale.data(), bias, s_.hidden, s_.norm_eps, y + r * s_.hidden);
+      }
+    }
   }
 
   void Linear(const DecoderLinear& linear, const float* x, int64_t n, float* y) {
@@ -128,9 +158,10 @@ class CpuDecoder final : public DecoderRunner {
     }
     // The rotation of each position as the reference computes it (float position / divisor times the frequency,
     // then cos and sin), so both rotate by the very same values.
-    cos_.resize(static_cast<size_t>(positions * half));
+    const bool rotary = !s_.inv_freq.empty();
+    cos_.resize(rotary ? static_cast<size_t>(positions * half) : 0);
     sin_.resize(cos_.size());
-    for (int64_t p = reserved_; p < positions; ++p) {
+    for (int64_t p = rotary ? reserved_ : positions; p < positions; ++p) {
       const float position = static_cast<float>(p) / s_.rope_position_divisor;
       for (int64_t i = 0; i < half; ++i) {
         const float angle = position * s_.inv_freq[static_cast<size_t>(i)];
@@ -154,6 +185,7 @@ class CpuDecoder final : public DecoderRunner {
     const int64_t dim = s_.head_dim, heads = s_.heads, group = s_.heads / s_.kv_heads;
     const int64_t stride = s_.kv_heads * dim;  // from one position to the next in the cache
     const int64_t window = s_.layers[layer].window;
+    const float scale = s_.layers[layer].attention_scale > 0 ? s_.layers[layer].attention_scale : s_.attention_scale;
     const float* all_keys = keys_[layer].data();
     const float* all_values = values_[layer].data();
     pool_.ParallelFor(n * heads, 1, [&](int64_t begin, int64_t end, int thread) {
@@ -168,7 +200,7 @@ class CpuDecoder final : public DecoderRunner {
         const float* values = all_values + first * stride + (h / group) * dim;
         float largest = -std::numeric_limits<float>::infinity();
         for (int64_t j = 0; j < count; ++j) {
-          float score = vec::Dot(query, keys + j * stride, dim) * s_.attention_scale;
+          float score = vec::Dot(query, keys + j * stride, dim) * scale;
           if (s_.attention_softcap > 0) score = std::tanh(score / s_.attention_softcap) * s_.attention_softcap;
           scores[j] = score;
           largest = std::max(largest, score);
@@ -188,7 +220,7 @@ class CpuDecoder final : public DecoderRunner {
   int64_t reserved_ = 0;  // positions the cache, tables and score buffers hold
   std::vector<std::vector<float>> keys_, values_, scores_;
   std::vector<float> cos_, sin_;
-  std::vector<float> x_, normed_, q_, k_, v_, mixed_, out_, gate_, up_;
+  std::vector<float> x_, normed_, qkv_, q_, k_, v_, mixed_, out_, gate_, up_;
 };
 
 }  // namespace

@@ -34,6 +34,15 @@ void CheckLinear(const DecoderLinear& linear, int64_t out, int64_t in, const std
   if (!linear.bias.empty()) CheckVector(linear.bias, out, what + " bias");
 }
 
+void CheckNorm(const DecoderSpec& s, const DecoderNorm& norm, const std::string& what) {
+  CheckVector(norm.scale, s.hidden, what);
+  if (s.norm == DecoderNormKind::kRms) {
+    Require(norm.bias.empty(), "decoder: {} has a bias, which RMSNorm has not", what);
+  } else if (!norm.bias.empty()) {
+    CheckVector(norm.bias, s.hidden, what + " bias");
+  }
+}
+
 }  // namespace
 
 void CheckDecoderSpec(const DecoderSpec& s) {
@@ -41,9 +50,18 @@ void CheckDecoderSpec(const DecoderSpec& s) {
           "decoder: sizes must be positive (hidden {}, heads {}, kv heads {}, head dim {}, intermediate {}, vocab {})",
           s.hidden, s.heads, s.kv_heads, s.head_dim, s.intermediate, s.vocab);
   Require(s.heads % s.kv_heads == 0, "decoder: {} heads are not a multiple of {} KV heads", s.heads, s.kv_heads);
-  Require(s.head_dim % 2 == 0 && s.head_dim <= 256, "decoder: head dim {} is odd or over 256", s.head_dim);
-  CheckVector(s.inv_freq, s.head_dim / 2, "the rotary frequencies");
-  CheckVector(s.final_norm, s.hidden, "the final norm");
+  Require(s.head_dim <= 256, "decoder: head dim {} is over 256", s.head_dim);
+  const bool rotary = !s.inv_freq.empty();
+  Require(rotary || !s.position_embedding.empty(), "decoder: neither rotary nor learned positions");
+  if (rotary) {
+    Require(s.head_dim % 2 == 0, "decoder: rotary head dim {} is odd", s.head_dim);
+    CheckVector(s.inv_freq, s.head_dim / 2, "the rotary frequencies");
+  }
+  if (!s.position_embedding.empty()) {
+    Require(s.max_positions > 0, "decoder: learned positions need the number of positions");
+    CheckVector(s.position_embedding, s.max_positions * s.hidden, "the position embedding");
+  }
+  CheckNorm(s, s.final_norm, "the final norm");
   Require(s.embedding != nullptr && s.head != nullptr, "decoder: the token embedding or the head is missing");
   Require(s.embedding->layout.rows == s.vocab && s.embedding->layout.cols == s.hidden,
           "decoder: the token embedding is {}x{}, not {}x{}", s.embedding->layout.rows, s.embedding->layout.cols,
@@ -54,52 +72,84 @@ void CheckDecoderSpec(const DecoderSpec& s) {
   for (size_t i = 0; i < s.layers.size(); ++i) {
     const DecoderLayer& l = s.layers[i];
     const std::string name = fmt::format("layer {}", i);
-    CheckVector(l.input_norm, s.hidden, name + " input norm");
-    CheckVector(l.post_attention_norm, s.hidden, name + " post-attention norm");
+    CheckNorm(s, l.input_norm, name + " input norm");
+    CheckNorm(s, l.post_attention_norm, name + " post-attention norm");
     if (s.sandwich_norms) {
-      CheckVector(l.pre_feedforward_norm, s.hidden, name + " pre-feedforward norm");
-      CheckVector(l.post_feedforward_norm, s.hidden, name + " post-feedforward norm");
+      CheckNorm(s, l.pre_feedforward_norm, name + " pre-feedforward norm");
+      CheckNorm(s, l.post_feedforward_norm, name + " post-feedforward norm");
     }
-    CheckLinear(l.q, q_width, s.hidden, name + " q");
-    CheckLinear(l.k, kv_width, s.hidden, name + " k");
-    CheckLinear(l.v, kv_width, s.hidden, name + " v");
+    if (l.qkv.weights != nullptr) {
+      Require(l.q.weights == nullptr && l.k.weights == nullptr && l.v.weights == nullptr,
+              "decoder: {} has both a fused qkv and separate q, k, v", name);
+      CheckLinear(l.qkv, q_width + 2 * kv_width, s.hidden, name + " qkv");
+    } else {
+      CheckLinear(l.q, q_width, s.hidden, name + " q");
+      CheckLinear(l.k, kv_width, s.hidden, name + " k");
+      CheckLinear(l.v, kv_width, s.hidden, name + " v");
+    }
     CheckLinear(l.o, s.hidden, q_width, name + " o");
-    CheckLinear(l.gate, s.intermediate, s.hidden, name + " gate");
+    if (l.gate.weights != nullptr) CheckLinear(l.gate, s.intermediate, s.hidden, name + " gate");
     CheckLinear(l.up, s.intermediate, s.hidden, name + " up");
     CheckLinear(l.down, s.hidden, s.intermediate, name + " down");
     Require(l.window >= 0, "decoder: {} has a negative window", name);
+    Require(std::isfinite(l.attention_scale) && l.attention_scale >= 0, "decoder: {} has a score scale of {}", name,
+            l.attention_scale);
   }
+}
+
+bool UsesGpt2Parts(const DecoderSpec& s) {
+  if (s.norm != DecoderNormKind::kRms || !s.position_embedding.empty() || s.inv_freq.empty()) return true;
+  return std::any_of(s.layers.begin(), s.layers.end(), [](const DecoderLayer& l) {
+    return l.qkv.weights != nullptr || l.gate.weights == nullptr || l.attention_scale != 0;
+  });
 }
 
 void CheckDecoderCall(const DecoderSpec& spec, const int64_t* ids, int64_t n, int64_t length, int64_t capacity) {
   Require(n > 0, "decoder: no tokens to run");
   Require(length + n <= capacity, "decoder: {} cached positions and {} new ones exceed the capacity of {}", length, n,
           capacity);
+  Require(spec.position_embedding.empty() || length + n <= spec.max_positions,
+          "the model has {} learned positions; positions {}..{} do not exist (use a shorter context)",
+          spec.max_positions, length, length + n - 1);
   for (int64_t t = 0; t < n; ++t) {
     Require(ids[t] >= 0 && ids[t] < spec.vocab, "token id {} is outside the vocabulary of {}", ids[t], spec.vocab);
   }
 }
 
-void EmbedTokens(const DecoderSpec& spec, const int64_t* ids, int64_t n, float* x) {
+void EmbedTokens(const DecoderSpec& spec, const int64_t* ids, int64_t n, int64_t first, float* x) {
   for (int64_t t = 0; t < n; ++t) {
     float* row = x + t * spec.hidden;
     DequantizeRow(spec.embedding->view(), ids[t], row);
     if (spec.embedding_scale != 0) {
       for (int64_t c = 0; c < spec.hidden; ++c) row[c] *= spec.embedding_scale;
     }
+    if (!spec.position_embedding.empty()) {
+      const float* position = spec.position_embedding.data() + (first + t) * spec.hidden;
+      for (int64_t c = 0; c < spec.hidden; ++c) row[c] += position[c];
+    }
   }
 }
 
 namespace {
 
-// y[r] = x[r] * rsqrt(mean(x[r]^2) + eps) * scale, row by row
-void RmsNorm(const float* x, const std::vector<float>& scale, int64_t rows, int64_t cols, float eps, float* y) {
+// Row by row, RMSNorm: y = x * rsqrt(mean(x^2) + eps) * scale; LayerNorm: y = (x - mean(x)) * rsqrt(var(x) + eps)
+// * scale + bias, with the biased variance (torch's layer_norm).
+void Norm(const float* x, const DecoderNorm& norm, const DecoderSpec& s, int64_t rows, float* y) {
+  const int64_t cols = s.hidden;
   for (int64_t r = 0; r < rows; ++r) {
     const float* in = x + r * cols;
+    float mean = 0;
+    if (s.norm == DecoderNormKind::kLayer) {
+      for (int64_t c = 0; c < cols; ++c) mean += in[c];
+      mean /= static_cast<float>(cols);
+    }
     float sum = 0;
-    for (int64_t c = 0; c < cols; ++c) sum += in[c] * in[c];
-    const float inverse = 1.0f / std::sqrt(sum / static_cast<float>(cols) + eps);
-    for (int64_t c = 0; c < cols; ++c) y[r * cols + c] = in[c] * inverse * scale[static_cast<size_t>(c)];
+    for (int64_t c = 0; c < cols; ++c) sum += (in[c] - mean) * (in[c] - mean);
+    const float inverse = 1.0f / std::sqrt(sum / static_cast<float>(cols) + s.norm_eps);
+    for (int64_t c = 0; c < cols; ++c) {
+      const float bias = norm.bias.empty() ? 0.0f : norm.bias[static_cast<size_t>(c)];
+      y[r * cols + c] = (in[c] - mean) * inverse * norm.scale[static_cast<size_t>(c)] + bias;
+    }
   }
 }
 
@@ -143,39 +193,55 @@ class ReferenceDecoder final : public DecoderRunner {
     CheckDecoderCall(s_, ids, n, length_, capacity_);
     const int64_t width = s_.hidden;
     std::vector<float> x(static_cast<size_t>(n * width));
-    EmbedTokens(s_, ids, n, x.data());
-    std::vector<float> normed(x.size()), q, k, v, mixed, o, gate, up, down;
+    EmbedTokens(s_, ids, n, length_, x.data());
+    const int64_t q_width = s_.heads * s_.head_dim, kv_width = s_.kv_heads * s_.head_dim;
+    std::vector<float> normed(x.size()), qkv, q, k, v, mixed, o, gate, up, down;
     for (size_t layer = 0; layer < s_.layers.size(); ++layer) {
       const DecoderLayer& l = s_.layers[layer];
-      RmsNorm(x.data(), l.input_norm, n, width, s_.norm_eps, normed.data());
-      Linear(l.q, normed.data(), n, q);
-      Linear(l.k, normed.data(), n, k);
-      Linear(l.v, normed.data(), n, v);
-      Rotary(q, n, s_.heads, s_, length_);
-      Rotary(k, n, s_.kv_heads, s_, length_);
+      Norm(x.data(), l.input_norm, s_, n, normed.data());
+      if (l.qkv.weights != nullptr) {
+        Linear(l.qkv, normed.data(), n, qkv);
+        q.resize(static_cast<size_t>(n * q_width));
+        k.resize(static_cast<size_t>(n * kv_width));
+        v.resize(static_cast<size_t>(n * kv_width));
+        for (int64_t t = 0; t < n; ++t) {
+          const float* row = qkv.data() + t * (q_width + 2 * kv_width);
+          std::copy_n(row, q_width, q.data() + t * q_width);
+          std::copy_n(row + q_width, kv_width, k.data() + t * kv_width);
+          std::copy_n(row + q_width + kv_width, kv_width, v.data() + t * kv_width);
+        }
+      } else {
+        Linear(l.q, normed.data(), n, q);
+        Linear(l.k, normed.data(), n, k);
+        Linear(l.v, normed.data(), n, v);
+      }
+      if (!s_.inv_freq.empty()) {
+        Rotary(q, n, s_.heads, s_, length_);
+        Rotary(k, n, s_.kv_heads, s_, length_);
+      }
       Store(layer, k, v, n);
       Attention(layer, q, n, mixed);
       Linear(l.o, mixed.data(), n, o);
-      if (s_.sandwich_norms) RmsNorm(o.data(), l.post_attention_norm, n, width, s_.norm_eps, o.data());
+      if (s_.sandwich_norms) Norm(o.data(), l.post_attention_norm, s_, n, o.data());
       for (size_t i = 0; i < x.size(); ++i) x[i] += o[i];
-      RmsNorm(x.data(), s_.sandwich_norms ? l.pre_feedforward_norm : l.post_attention_norm, n, width, s_.norm_eps,
-              normed.data());
-      Linear(l.gate, normed.data(), n, gate);
+      Norm(x.data(), s_.sandwich_norms ? l.pre_feedforward_norm : l.post_attention_norm, s_, n, normed.data());
       Linear(l.up, normed.data(), n, up);
-      for (size_t i = 0; i < gate.size(); ++i) {
-        const float g = gate[i];
+      const bool gated = l.gate.weights != nullptr;
+      if (gated) Linear(l.gate, normed.data(), n, gate);
+      for (size_t i = 0; i < up.size(); ++i) {
+        const float g = gated ? gate[i] : up[i];
         const float activated = s_.activation == DecoderActivation::kSilu
                                     ? g / (1.0f + std::exp(-g))
                                     : 0.5f * g * (1.0f + std::tanh(0.7978845608028654f * (g + 0.044715f * g * g * g)));
-        gate[i] = activated * up[i];
+        up[i] = gated ? activated * up[i] : activated;
       }
-      Linear(l.down, gate.data(), n, down);
-      if (s_.sandwich_norms) RmsNorm(down.data(), l.post_feedforward_norm, n, width, s_.norm_eps, down.data());
+      Linear(l.down, up.data(), n, down);
+      if (s_.sandwich_norms) Norm(down.data(), l.post_feedforward_norm, s_, n, down.data());
       for (size_t i = 0; i < x.size(); ++i) x[i] += down[i];
     }
     length_ += n;
     const int64_t first = all_logits ? 0 : n - 1, rows = n - first;
-    RmsNorm(x.data() + first * width, s_.final_norm, rows, width, s_.norm_eps, normed.data());
+    Norm(x.data() + first * width, s_.final_norm, s_, rows, normed.data());
     logits.resize(static_cast<size_t>(rows * s_.vocab));
     MatMulReference(s_.head->view(), normed.data(), rows, logits.data());
     if (s_.final_softcap > 0) {
@@ -206,6 +272,7 @@ class ReferenceDecoder final : public DecoderRunner {
   void Attention(size_t layer, const std::vector<float>& q, int64_t n, std::vector<float>& out) {
     const int64_t dim = s_.head_dim, group = s_.heads / s_.kv_heads;
     const int64_t window = s_.layers[layer].window;
+    const float scale = s_.layers[layer].attention_scale > 0 ? s_.layers[layer].attention_scale : s_.attention_scale;
     out.assign(static_cast<size_t>(n * s_.heads * dim), 0.0f);
     std::vector<float> scores;
     for (int64_t t = 0; t < n; ++t) {
@@ -220,7 +287,7 @@ class ReferenceDecoder final : public DecoderRunner {
         for (int64_t j = first; j <= position; ++j) {
           float dot = 0;
           for (int64_t d = 0; d < dim; ++d) dot += query[d] * keys[j * dim + d];
-          float score = dot * s_.attention_scale;
+          float score = dot * scale;
           if (s_.attention_softcap > 0) score = std::tanh(score / s_.attention_softcap) * s_.attention_softcap;
           scores[static_cast<size_t>(j - first)] = score;
           largest = std::max(largest, score);

@@ -1,10 +1,13 @@
-// A rotary transformer decoder (the Llama-family block of models/llama.h) described by plain values and packed
-// weights, without libtorch, and run by a backend: the scalar reference here, the CPU one (kernels/cpu_decoder.h)
-// or the CUDA one (kernels/cuda/cuda_decoder.h). runtime/device_model.h fills a DecoderSpec from a loaded model; the GPU runs the
-// model from it, and the reference is what both the GPU decoder and the libtorch model are checked against.
+// A pre-norm transformer decoder (the Llama-family block of models/llama.h, and GPT-2's of models/gpt2.h)
+// described by plain values and packed weights, without libtorch, and run by a backend: the scalar reference here,
+// the CPU one (kernels/cpu_decoder.h) or the CUDA one (kernels/cuda/cuda_decoder.h). runtime/device_model.h fills a
+// DecoderSpec from a loaded model; the backends run the model from it, and the reference is what both they and the
+// libtorch model are checked against.
 //
 // The block: x += o(attn(rope(q(n1(x))), rope(k(n1(x))), v(n1(x)))); x += down(act(gate(n2(x))) * up(n2(x))), with
-// Gemma 2's sandwich norms where set (the attention and MLP outputs normalized before they are added).
+// Gemma 2's sandwich norms where set (the attention and MLP outputs normalized before they are added). GPT-2's
+// variant: LayerNorm with a bias for the norms, learned positions added to the embedding instead of rotary ones,
+// q, k and v from one fused projection, and an ungated MLP x += down(act(up(n2(x)))).
 #pragma once
 
 #include <cstdint>
@@ -22,42 +25,59 @@ struct DecoderLinear {
   std::vector<float> bias;                 // out values, or empty
 };
 
+// The norm's scale as it multiplies (Gemma's 1 + w already added) and, for LayerNorm, its bias (empty: none).
+struct DecoderNorm {
+  std::vector<float> scale, bias;
+};
+
 struct DecoderLayer {
-  // RMSNorm scales as the norm multiplies (Gemma's 1 + w already added). post_attention_norm is the MLP's input
-  // norm, or with sandwich norms the attention output's; the feed-forward pair only with sandwich norms.
-  std::vector<float> input_norm, post_attention_norm, pre_feedforward_norm, post_feedforward_norm;
-  DecoderLinear q, k, v, o, gate, up, down;
-  int64_t window = 0;  // sliding window of this layer's attention; 0: every earlier position
+  // post_attention_norm is the MLP's input norm, or with sandwich norms the attention output's; the feed-forward
+  // pair only with sandwich norms.
+  DecoderNorm input_norm, post_attention_norm, pre_feedforward_norm, post_feedforward_norm;
+  // q, k and v, or (GPT-2's c_attn) qkv alone: one projection whose output rows are q's, then k's, then v's.
+  DecoderLinear q, k, v, qkv, o;
+  DecoderLinear gate, up, down;  // no gate weights: the ungated MLP down(act(up(x)))
+  int64_t window = 0;            // sliding window of this layer's attention; 0: every earlier position
+  float attention_scale = 0;     // this layer's own score scale (GPT-2's scale_attn_by_inverse_layer_idx); 0: the spec's
 };
 
 enum class DecoderActivation { kSilu, kGeluTanh };
+enum class DecoderNormKind { kRms, kLayer };  // RMSNorm, or LayerNorm (mean removed, then a bias added)
 
 struct DecoderSpec {
   int64_t hidden = 0, heads = 0, kv_heads = 0, head_dim = 0, intermediate = 0, vocab = 0;
   int64_t max_positions = 0;  // the context the model was trained for
   float norm_eps = 1e-5f;
+  DecoderNormKind norm = DecoderNormKind::kRms;
   DecoderActivation activation = DecoderActivation::kSilu;
   bool sandwich_norms = false;
   float attention_scale = 0;     // resolved (head_dim^-0.5 unless the family sets another)
   float attention_softcap = 0;   // 0: none
   float final_softcap = 0;       // 0: none
   float embedding_scale = 0;     // Gemma's sqrt(hidden) in float; 0: none
-  std::vector<float> inv_freq;   // head_dim / 2 rotary frequencies, scaling applied
+  std::vector<float> inv_freq;   // head_dim / 2 rotary frequencies, scaling applied; empty: no rotary positions
   float rope_position_divisor = 1;  // linear RoPE scaling
+  // Learned positions (GPT-2's wpe), [max_positions, hidden] added to the token embedding; empty: none.
+  std::vector<float> position_embedding;
   std::vector<DecoderLayer> layers;
-  std::vector<float> final_norm;
+  DecoderNorm final_norm;
   const PackedWeights* embedding = nullptr;  // [vocab, hidden], rows looked up
   const PackedWeights* head = nullptr;       // [vocab, hidden], the embedding itself where tied
 };
 
-// Throws atq::Error naming what is inconsistent (sizes, missing weights, a weight of the wrong shape, a head_dim
-// that is odd or over 256, residual-precision weights, which the decoder backends do not add).
+// Throws atq::Error naming what is inconsistent (sizes, missing weights, a weight of the wrong shape, a rotary
+// head_dim that is odd or a head_dim over 256, neither rotary nor learned positions, residual-precision weights,
+// which the decoder backends do not add).
 void CheckDecoderSpec(const DecoderSpec& spec);
+// Whether the spec uses GPT-2's parts (LayerNorm, learned positions, a fused qkv, an ungated MLP, per-layer score
+// scales), which only the CPU backends run.
+bool UsesGpt2Parts(const DecoderSpec& spec);
 
 // What every backend's Forward checks first: tokens to run, room in the cache, ids inside the vocabulary.
 void CheckDecoderCall(const DecoderSpec& spec, const int64_t* ids, int64_t n, int64_t length, int64_t capacity);
-// The rows of the token embedding for ids[0..n), times the embedding scale where the model has one: x [n, hidden].
-void EmbedTokens(const DecoderSpec& spec, const int64_t* ids, int64_t n, float* x);
+// The rows of the token embedding for ids[0..n), times the embedding scale where the model has one, plus the learned
+// positions first .. first + n - 1 where it has them: x [n, hidden].
+void EmbedTokens(const DecoderSpec& spec, const int64_t* ids, int64_t n, int64_t first, float* x);
 
 // A decoder placed on a device with its key/value cache.
 class DecoderRunner {

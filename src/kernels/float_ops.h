@@ -16,6 +16,9 @@ void AddScaled(float a, const float* x, float* y, int64_t n);
 void Add(const float* x, float* y, int64_t n);
 // y[i] = x[i] / sqrt(mean(x^2) + eps) * scale[i]; y may be x
 void RmsNorm(const float* x, const float* scale, int64_t n, float eps, float* y);
+// y[i] = (x[i] - mean(x)) / sqrt(var(x) + eps) * scale[i] + bias[i] (the biased variance; bias may be null); y may
+// be x
+void LayerNorm(const float* x, const float* scale, const float* bias, int64_t n, float eps, float* y);
 // x[i] = exp(x[i] - shift); returns the sum of the new x
 float ExpShifted(float* x, int64_t n, float shift);
 // x[i] = tanh(x[i] / cap) * cap
@@ -24,5 +27,8 @@ void Softcap(float* x, int64_t n, float cap);
 void SiluGate(float* gate, const float* up, int64_t n);
 // gate[i] = gelu(gate[i]) * up[i], gelu's tanh form 0.5 g (1 + tanh(sqrt(2 / pi) (g + 0.044715 g^3)))
 void GeluTanhGate(float* gate, const float* up, int64_t n);
+// x[i] = silu(x[i]) and x[i] = gelu(x[i]): the ungated MLP's activations
+void Silu(float* x, int64_t n);
+void GeluTanh(float* x, int64_t n);
 
 }  // namespace atq::vec

@@ -11,6 +11,7 @@
 
 #include "models/lm_family.h"
 #include "models/lm_linear.h"
+#include "models/gpt2.h"
 #include "models/llama.h"
 #include "util/error.h"
 #include "util/log.h"
@@ -35,61 +36,76 @@ std::string Unpacked(const std::string& name) {
                      name);
 }
 
-}  // namespace
-
-DecoderSpec DecoderSpecOf(CausalLmImpl& model) {
-  const LmConfig& c = model.config();
-  auto* llama = dynamic_cast<LlamaImpl*>(&model);
-  Require(llama != nullptr, "the decoder backends run the rotary decoder families ({}); this model is {}",
-          "llama, mistral, qwen2, gemma, gemma2, phi3", FamilyOf(c).model_type);
-  std::unordered_map<std::string, const LmLinearImpl*> linears;
-  for (const auto& item : model.named_modules()) {
-    if (const auto* linear = item.value()->as<LmLinearImpl>()) linears.emplace(item.key(), linear);
+// The model's packed linear layers by name, as the decoder takes them.
+class PackedLinears {
+ public:
+  explicit PackedLinears(CausalLmImpl& model) {
+    for (const auto& item : model.named_modules()) {
+      if (const auto* linear = item.value()->as<LmLinearImpl>()) linears_.emplace(item.key(), linear);
+    }
   }
-  const auto linear = [&](const std::string& name) {
-    const auto found = linears.find(name);
-    Require(found != linears.end(), "the model has no linear layer {}", name);
+  DecoderLinear operator()(const std::string& name) const {
+    const auto found = linears_.find(name);
+    Require(found != linears_.end(), "the model has no linear layer {}", name);
     const LmLinearImpl& layer = *found->second;
     Require(layer.packed != nullptr, "{}", Unpacked(name));
     DecoderLinear out;
     out.weights = layer.packed.get();
     if (layer.bias.defined()) out.bias = Floats(layer.bias);
     return out;
-  };
+  }
+
+ private:
+  std::unordered_map<std::string, const LmLinearImpl*> linears_;
+};
+
+const torch::Tensor& Parameter(CausalLmImpl& model, const std::string& name) {
+  const torch::Tensor* found = model.named_parameters().find(name);
+  Require(found != nullptr, "the model has no {}", name);
+  return *found;
+}
+
+// What every family shares: the sizes, the score scale, the token embedding and the head.
+DecoderSpec CommonSpec(CausalLmImpl& model, const PackedLinears& linear) {
+  const LmConfig& c = model.config();
   DecoderSpec s;
   s.hidden = c.hidden_size;
   s.heads = c.num_heads;
-  s.kv_heads = c.num_kv_heads;
-  s.head_dim = c.head_dim;
+  s.kv_heads = c.num_kv_heads > 0 ? c.num_kv_heads : c.num_heads;
+  s.head_dim = c.head_dim > 0 ? c.head_dim : c.hidden_size / std::max<int64_t>(1, c.num_heads);
   s.intermediate = c.intermediate_size;
   s.vocab = c.vocab_size;
   s.max_positions = c.max_positions;
   s.norm_eps = static_cast<float>(c.norm_eps);
+  s.attention_scale = static_cast<float>(c.attention_scale > 0 ? c.attention_scale
+                                                                : 1.0 / std::sqrt(static_cast<double>(s.head_dim)));
+  Require(model.packed_embedding != nullptr, "{}", Unpacked("the token embedding"));
+  s.embedding = model.packed_embedding.get();
+  s.head = c.tied_embeddings ? s.embedding : linear("lm_head").weights;
+  return s;
+}
+
+// Llama and the families built from its block (models/llama.h).
+DecoderSpec RotarySpec(CausalLmImpl& model) {
+  const LmConfig& c = model.config();
+  const PackedLinears linear(model);
+  DecoderSpec s = CommonSpec(model, linear);
   s.activation = c.activation == LmActivation::kSilu ? DecoderActivation::kSilu : DecoderActivation::kGeluTanh;
   s.sandwich_norms = c.sandwich_norms;
-  s.attention_scale = static_cast<float>(c.attention_scale > 0 ? c.attention_scale
-                                                                : 1.0 / std::sqrt(static_cast<double>(c.head_dim)));
   s.attention_softcap = static_cast<float>(c.attention_softcap);
   s.final_softcap = static_cast<float>(c.final_softcap);
   s.embedding_scale = c.scale_embeddings ? static_cast<float>(std::sqrt(static_cast<double>(c.hidden_size))) : 0.0f;
   s.inv_freq = Floats(RotaryInverseFrequencies(c, torch::kFloat32, torch::kCPU));
   s.rope_position_divisor = static_cast<float>(c.rope_linear_factor);
-  Require(model.packed_embedding != nullptr, "{}", Unpacked("model.embed_tokens"));
-  s.embedding = model.packed_embedding.get();
-  if (c.tied_embeddings) {
-    s.head = s.embedding;
-  } else {
-    s.head = linear("lm_head").weights;
-  }
   for (int64_t i = 0; i < c.num_layers; ++i) {
     const auto* block = model.Block(static_cast<size_t>(i))->as<LlamaBlockImpl>();
     const std::string prefix = fmt::format("model.layers.{}.", i);
     DecoderLayer l;
-    l.input_norm = NormScale(*block->input_layernorm);
-    l.post_attention_norm = NormScale(*block->post_attention_layernorm);
+    l.input_norm.scale = NormScale(*block->input_layernorm);
+    l.post_attention_norm.scale = NormScale(*block->post_attention_layernorm);
     if (block->pre_feedforward_layernorm) {
-      l.pre_feedforward_norm = NormScale(*block->pre_feedforward_layernorm);
-      l.post_feedforward_norm = NormScale(*block->post_feedforward_layernorm);
+      l.pre_feedforward_norm.scale = NormScale(*block->pre_feedforward_layernorm);
+      l.post_feedforward_norm.scale = NormScale(*block->post_feedforward_layernorm);
     }
     l.q = linear(prefix + "self_attn.q_proj");
     l.k = linear(prefix + "self_attn.k_proj");
@@ -101,13 +117,52 @@ DecoderSpec DecoderSpecOf(CausalLmImpl& model) {
     l.window = block->self_attn->options.window;
     s.layers.push_back(std::move(l));
   }
-  const auto& parameters = model.named_parameters();
-  const torch::Tensor* final_norm = parameters.find("model.norm.weight");
-  Require(final_norm != nullptr, "the model has no model.norm.weight");
-  s.final_norm = c.norm_weight_offset != 0 ? Floats(c.norm_weight_offset + final_norm->to(torch::kFloat32))
-                                           : Floats(*final_norm);
-  CheckDecoderSpec(s);
+  const torch::Tensor& final_norm = Parameter(model, "model.norm.weight");
+  s.final_norm.scale = c.norm_weight_offset != 0 ? Floats(c.norm_weight_offset + final_norm.to(torch::kFloat32))
+                                                 : Floats(final_norm);
   return s;
+}
+
+// GPT-2 (models/gpt2.h): LayerNorms, learned positions, the fused c_attn, the ungated gelu_new MLP.
+DecoderSpec Gpt2Spec(CausalLmImpl& model) {
+  const LmConfig& c = model.config();
+  const PackedLinears linear(model);
+  DecoderSpec s = CommonSpec(model, linear);
+  s.norm = DecoderNormKind::kLayer;
+  s.activation = DecoderActivation::kGeluTanh;
+  s.position_embedding = Floats(Parameter(model, "transformer.wpe.weight"));
+  const auto norm = [&](const std::string& name) {
+    return DecoderNorm{Floats(Parameter(model, name + ".weight")), Floats(Parameter(model, name + ".bias"))};
+  };
+  for (int64_t i = 0; i < c.num_layers; ++i) {
+    const std::string prefix = fmt::format("transformer.h.{}.", i);
+    DecoderLayer l;
+    l.input_norm = norm(prefix + "ln_1");
+    l.post_attention_norm = norm(prefix + "ln_2");
+    l.qkv = linear(prefix + "attn.c_attn");
+    l.o = linear(prefix + "attn.c_proj");
+    l.up = linear(prefix + "mlp.c_fc");
+    l.down = linear(prefix + "mlp.c_proj");
+    if (c.scale_attn_by_inverse_layer_idx) l.attention_scale = s.attention_scale / static_cast<float>(i + 1);
+    s.layers.push_back(std::move(l));
+  }
+  s.final_norm = norm("transformer.ln_f");
+  return s;
+}
+
+}  // namespace
+
+DecoderSpec DecoderSpecOf(CausalLmImpl& model) {
+  DecoderSpec spec;
+  if (dynamic_cast<LlamaImpl*>(&model) != nullptr) {
+    spec = RotarySpec(model);
+  } else if (dynamic_cast<Gpt2Impl*>(&model) != nullptr) {
+    spec = Gpt2Spec(model);
+  } else {
+    Fail("the decoder backends do not run this model ({})", FamilyOf(model.config()).model_type);
+  }
+  CheckDecoderSpec(spec);
+  return spec;
 }
 
 DecoderLmImpl::DecoderLmImpl(std::shared_ptr<CausalLmImpl> source, Device device, int64_t capacity)

@@ -1,8 +1,8 @@
 // A packed language model placed on a decoder backend (kernels/decoder.h: atq's CPU decoder or the GPU) behind the
 // CausalLm interface, so that perplexity, generation and the speed benchmark run it unchanged.
 //
-// DecoderSpecOf reads a loaded rotary-decoder model (every family but GPT-2) whose linear layers and token
-// embedding run packed (a packed checkpoint or GGUF loaded with keep_packed, or PackForRuntime) into the backends'
+// DecoderSpecOf reads a loaded model of any family (the rotary decoders of models/llama.h and GPT-2) whose linear
+// layers and token embedding run packed (a packed checkpoint or GGUF loaded with keep_packed, or PackForRuntime) into the backends'
 // plain description; DecoderLm then answers forward(ids, cache) from the backend: logits come back as a CPU
 // float32 tensor, and the backend's own key/value cache follows cache->length (a cache at length 0 starts over).
 #pragma once
@@ -21,7 +21,7 @@ namespace atq {
 
 // The model's decoder description; its weight pointers point into `model`'s packed weights, which must stay alive
 // and attached while the spec is used. Throws atq::Error naming the first thing a decoder backend cannot run: a
-// GPT-2 model, a linear layer or embedding still in float ("quantize it first"), residual-precision weights.
+// linear layer or embedding still in float ("quantize it first"), residual-precision weights.
 DecoderSpec DecoderSpecOf(CausalLmImpl& model);
 
 class DecoderLmImpl : public CausalLmImpl {
@@ -61,7 +61,7 @@ std::string_view CpuRuntimeName(CpuRuntime runtime);  // "auto", "decoder", "lib
 std::optional<CpuRuntime> ParseCpuRuntime(std::string_view name);
 
 // The model that runs whole passes on `device`: on the CPU under `runtime`, the model placed on the CPU decoder
-// or (kLibtorch, or kAuto for a model the decoder cannot run: GPT-2, layers left in float) the model itself, with
+// or (kLibtorch, or kAuto for a model the decoder cannot run: layers left in float, RPB) the model itself, with
 // a log line saying which and why; on other devices, placed on their decoder. Throws atq::Error for kDecoder (or a
 // GPU) and a model the decoder cannot run.
 std::shared_ptr<CausalLmImpl> ForWholePasses(std::shared_ptr<CausalLmImpl> model, Device device, CpuRuntime runtime);

@@ -1,15 +1,11 @@
 // Conversions between stored tensors and torch tensors.
 #include "torch/tensor_bridge.h"
 
-#include <dlfcn.h>
-
 #include <cstring>
-#include <thread>
 
 #include <torch/torch.h>
 
 #include "util/error.h"
-#include "util/thread_pool.h"
 
 namespace atq {
 namespace {
@@ -88,24 +84,6 @@ void RequireFinite(const torch::Tensor& tensor, const std::string& name, const s
   Fail("{}: tensor '{}' holds {} non-finite value{} ({} at flat index {}); refusing to run it (language-model "
        "commands take --allow-nonfinite to run it anyway)",
        what, name, count, count == 1 ? "" : "s", value, first);
-}
-
-void SetTorchThreads(int threads) {
-  if (threads <= 0) threads = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
-  torch::set_num_threads(threads);
-  // atq's packed kernels run on libtorch's own threads: a second pool would compete with its spinning OpenMP team.
-  SetKernelBackend(
-      [](int64_t count, int64_t grain, const std::function<void(int64_t, int64_t, int)>& body) {
-        at::parallel_for(0, count, grain,
-                         [&](int64_t begin, int64_t end) { body(begin, end, at::get_thread_num()); });
-      },
-      threads);
-  // libtorch's matrix products go to libblas.so.3; when that is OpenBLAS it keeps its own thread pool, sized to
-  // every core, whose idle threads spin against torch's. Same count for both.
-  using SetBlasThreads = void (*)(int);
-  if (const auto set_blas_threads = reinterpret_cast<SetBlasThreads>(dlsym(RTLD_DEFAULT, "openblas_set_num_threads"))) {
-    set_blas_threads(threads);
-  }
 }
 
 }  // namespace atq

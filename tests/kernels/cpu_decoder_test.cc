@@ -20,6 +20,10 @@ namespace {
 TEST(CpuDecoder, FeaturesAndFormatsMatchTheReference) {
   const auto on_cpu = [](const DecoderSpec& spec, int64_t capacity) { return MakeDecoderRunner(Device::kCpu, spec, capacity); };
   for (const auto& [name, shape] : testutil::DecoderFeatureShapes()) testutil::CompareWithReference(shape, name, on_cpu);
+  testutil::CompareWithReference(testutil::Gpt2FeatureShape(), "gpt2", on_cpu);
+  SyntheticDecoderShape ternary = testutil::Gpt2FeatureShape();
+  ternary.linear_type = QuantType::kTernary2;
+  testutil::CompareWithReference(ternary, "gpt2 t2", on_cpu);
 }
 
 // Threads split output rows and attention heads, never a sum, so the logits are the same bit for bit.

@@ -120,4 +120,15 @@ inline std::vector<std::pair<std::string, SyntheticDecoderShape>> DecoderFeature
   return shapes;
 }
 
+// GPT-2's parts (LayerNorm, learned positions, fused qkv, ungated MLP, biases everywhere, per-layer score scales),
+// which the CPU backends run and the CUDA decoder refuses.
+inline SyntheticDecoderShape Gpt2FeatureShape() {
+  SyntheticDecoderShape gpt2;
+  gpt2.gpt2 = true;
+  gpt2.layers = 3;
+  gpt2.kv_heads = gpt2.heads;
+  gpt2.linear_type = QuantType::kQ8_0;
+  return gpt2;
+}
+
 }  // namespace atq::testutil

@@ -106,11 +106,39 @@ TEST(DecoderReference, BadSpecsNameTheProblem) {
   spec.heads = 3;
   EXPECT_NE(message(spec).find("not a multiple"), std::string::npos) << message(spec);
   spec = good;
-  spec.layers[0].input_norm.pop_back();
+  spec.layers[0].input_norm.scale.pop_back();
   EXPECT_NE(message(spec).find("layer 0 input norm has 63 values"), std::string::npos) << message(spec);
   spec = good;
-  spec.inv_freq.clear();
+  spec.inv_freq.pop_back();
   EXPECT_NE(message(spec).find("rotary frequencies"), std::string::npos) << message(spec);
+  spec.inv_freq.clear();
+  EXPECT_NE(message(spec).find("neither rotary nor learned positions"), std::string::npos) << message(spec);
+  spec = good;
+  spec.layers[0].input_norm.bias.assign(64, 0.0f);
+  EXPECT_NE(message(spec).find("which RMSNorm has not"), std::string::npos) << message(spec);
+  spec = good;
+  spec.layers[1].qkv = spec.layers[1].q;
+  EXPECT_NE(message(spec).find("both a fused qkv and separate"), std::string::npos) << message(spec);
+}
+
+// GPT-2's learned positions end at max_positions: a call past them is an error naming the limit, not a read past
+// the table.
+TEST(DecoderReference, LearnedPositionsEndAtTheirTable) {
+  SyntheticDecoderShape shape;
+  shape.gpt2 = true;
+  shape.max_positions = 6;
+  std::deque<PackedWeights> storage;
+  auto decoder = MakeReferenceDecoder(SyntheticDecoder(shape, storage), 10);
+  std::vector<float> logits;
+  const std::vector<int64_t> ids = Tokens(7, shape.vocab);
+  decoder->Forward(ids.data(), 6, false, logits);
+  try {
+    decoder->Forward(ids.data() + 6, 1, false, logits);
+    ADD_FAILURE() << "a seventh position accepted";
+  } catch (const Error& error) {
+    EXPECT_NE(std::string(error.what()).find("6 learned positions"), std::string::npos) << error.what();
+  }
+  EXPECT_EQ(decoder->length(), 6);
 }
 
 }  // namespace

@@ -59,6 +59,24 @@ TEST(FloatOps, DotAddAndNorm) {
     std::vector<float> normed = a;
     vec::RmsNorm(normed.data(), scale.data(), n, 1e-5f, normed.data());  // in place
     ExpectNearAll(expected, normed, 1e-5f, "RmsNorm n=" + std::to_string(n));
+
+    // LayerNorm on values far from zero mean (where E[x^2] - mean^2 would cancel), with and without a bias.
+    std::vector<float> shifted = a;
+    for (float& v : shifted) v += 100.0f;
+    const std::vector<float> bias = Random(n, 6);
+    double mean = 0, variance = 0;
+    for (const float v : shifted) mean += v;
+    mean /= static_cast<double>(n);
+    for (const float v : shifted) variance += (v - mean) * (v - mean);
+    const double layer_inverse = 1 / std::sqrt(variance / static_cast<double>(n) + 1e-5);
+    for (const bool with_bias : {true, false}) {
+      for (int64_t i = 0; i < n; ++i) {
+        expected[i] = static_cast<float>((shifted[i] - mean) * layer_inverse * scale[i] + (with_bias ? bias[i] : 0.0));
+      }
+      std::vector<float> layer = shifted;
+      vec::LayerNorm(layer.data(), scale.data(), with_bias ? bias.data() : nullptr, n, 1e-5f, layer.data());
+      ExpectNearAll(expected, layer, 1e-4f, "LayerNorm n=" + std::to_string(n) + (with_bias ? " bias" : ""));
+    }
   }
 }
 
@@ -89,6 +107,19 @@ TEST(FloatOps, ExpSoftcapAndGates) {
       expected[i] = static_cast<float>(0.5 * g * (1 + std::tanh(std::sqrt(2 / M_PI) * (g + 0.044715 * g * g * g))) * up[i]);
     }
     ExpectNearAll(expected, gelu, 1e-5f, "GeluTanhGate n=" + std::to_string(n));
+
+    // The ungated forms: the gated ones with up = 1.
+    std::vector<float> plain = x;
+    vec::GeluTanh(plain.data(), n);
+    for (int64_t i = 0; i < n; ++i) {
+      const double g = x[i];
+      expected[i] = static_cast<float>(0.5 * g * (1 + std::tanh(std::sqrt(2 / M_PI) * (g + 0.044715 * g * g * g))));
+    }
+    ExpectNearAll(expected, plain, 1e-5f, "GeluTanh n=" + std::to_string(n));
+    plain = x;
+    vec::Silu(plain.data(), n);
+    for (int64_t i = 0; i < n; ++i) expected[i] = x[i] / (1 + std::exp(-x[i]));
+    ExpectNearAll(expected, plain, 1e-5f, "Silu n=" + std::to_string(n));
   }
   // SiLU far below zero is about 0 (exp(-g) is clamped before it overflows), never NaN.
   std::vector<float> far = {-200.0f, -100.0f, 100.0f};

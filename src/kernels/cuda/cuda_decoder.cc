@@ -47,6 +47,9 @@ class CudaDecoder final : public DecoderRunner {
  public:
   CudaDecoder(const DecoderSpec& spec, int64_t capacity) : s_(spec), capacity_(capacity) {
     CheckDecoderSpec(s_);
+    Require(!UsesGpt2Parts(s_),
+            "the CUDA decoder runs the rotary decoder families; GPT-2's parts (LayerNorm, learned positions, a fused "
+            "qkv, an ungated MLP) run on the CPU only");
     Require(capacity > 0, "decoder: a capacity of {} positions", capacity);
     Upload();
     const size_t cache_floats = 2 * s_.layers.size() * static_cast<size_t>(s_.kv_heads * capacity_ * s_.head_dim);
@@ -59,7 +62,7 @@ class CudaDecoder final : public DecoderRunner {
     const cudaStream_t stream = static_cast<cudaStream_t>(stream_.handle());
     const int64_t width = s_.hidden;
     host_x_.resize(static_cast<size_t>(n * width));
-    EmbedTokens(s_, ids, n, host_x_.data());
+    EmbedTokens(s_, ids, n, length_, host_x_.data());
     CopyToDevice(x_, host_x_.data(), host_x_.size() * sizeof(float), stream_);
     const size_t layer_cache = static_cast<size_t>(s_.kv_heads * capacity_ * s_.head_dim);
     for (size_t index = 0; index < layers_.size(); ++index) {
@@ -161,15 +164,15 @@ class CudaDecoder final : public DecoderRunner {
     for (size_t i = 0; i < s_.layers.size(); ++i) {
       const DecoderLayer& l = s_.layers[i];
       PendingLayer& p = pending[i];
-      p.norms[0] = place_vector(l.input_norm);
-      p.norms[1] = place_vector(l.post_attention_norm);
-      p.norms[2] = place_vector(l.pre_feedforward_norm);
-      p.norms[3] = place_vector(l.post_feedforward_norm);
+      p.norms[0] = place_vector(l.input_norm.scale);
+      p.norms[1] = place_vector(l.post_attention_norm.scale);
+      p.norms[2] = place_vector(l.pre_feedforward_norm.scale);
+      p.norms[3] = place_vector(l.post_feedforward_norm.scale);
       const DecoderLinear* linears[7] = {&l.q, &l.k, &l.v, &l.o, &l.gate, &l.up, &l.down};
       for (int j = 0; j < 7; ++j) p.linears[j] = place_linear(*linears[j]);
     }
     const Pending head = place_linear({s_.head, {}});
-    const size_t final_norm = place_vector(s_.final_norm), inv_freq = place_vector(s_.inv_freq);
+    const size_t final_norm = place_vector(s_.final_norm.scale), inv_freq = place_vector(s_.inv_freq);
     weights_ = DeviceBuffer(total);
     size_t offset = 0;
     for (const auto& [data, bytes] : pieces) {
