@@ -3,11 +3,13 @@
 //   - 2-bit ternary (atq ternary2, TQ2_0): codes decoded in registers (shift, mask) and multiplied with
 //     activations permuted once per call into the order the shifts produce, up to 4 activation rows per pass;
 //   - Q8_0 and Q4_0: one 32-weight block at a time, weights as signed int8;
+//   - TQ1_0: each row's base-3 digits decoded in 16-bit vectors, then the generic integer dot;
 //   - f32, f16, bf16: float multiply-add;
 //   - every other type: a row decoded to codes (RowDecoder) once, then the generic integer dot.
 // On AVX-512 VNNI the integer products are vpdpbusd; elsewhere widening 16-bit multiply-adds.
 
 #include <algorithm>
+#include <cstddef>
 #include <cstring>
 #include <type_traits>
 #include <vector>
@@ -113,8 +115,11 @@ HWY_INLINE void DotCodesRows(const uint8_t* codes, const int8_t* const* q, int64
   for (int m = 0; m < M; ++m) sums[m] = hn::GetLane(hn::SumOfLanes(d32, acc[m])) + DotCodes(codes + j, q[m] + j, length - j);
 }
 
-// Each row decoded once, then multiplied with every activation row, up to 4 at a time.
-void GenericRows(const PackedMatrix& weights, const Int8Activations& acts, int64_t begin, int64_t end, float* y) {
+// Each row decoded once by decode(r, codes, scales, offsets), then multiplied with every activation row, up to 4 at
+// a time.
+template <class DecodeRow>
+void CodeRows(const PackedMatrix& weights, const Int8Activations& acts, int64_t begin, int64_t end, float* y,
+              const DecodeRow& decode) {
   const int64_t rows = weights.layout.rows, cols = weights.layout.cols;
   std::vector<uint8_t> codes(static_cast<size_t>(acts.stride));
   std::vector<float> scales(static_cast<size_t>(acts.segments));
@@ -135,9 +140,8 @@ void GenericRows(const PackedMatrix& weights, const Int8Activations& acts, int64
     }
     for (int m = 0; m < M; ++m) y[(first + m) * rows + r] = total[m];
   };
-  const RowDecoder decoder(weights);
   for (int64_t r = begin; r < end; ++r) {
-    decoder.Decode(r, codes.data(), scales.data(), offsets.data());
+    decode(r, codes.data(), scales.data(), offsets.data());
     int64_t first = 0;
     for (; first + 4 <= acts.rows; first += 4) pass(std::integral_constant<int, 4>(), first, r);
     switch (acts.rows - first) {
@@ -147,6 +151,65 @@ void GenericRows(const PackedMatrix& weights, const Int8Activations& acts, int64
       default: break;
     }
   }
+}
+
+// Every type: rows decoded by the table's plain decoder (formats/).
+void GenericRows(const PackedMatrix& weights, const Int8Activations& acts, int64_t begin, int64_t end, float* y) {
+  const RowDecoder decoder(weights);
+  CodeRows(weights, acts, begin, end, y, [&](int64_t r, uint8_t* codes, float* scales, int32_t* offsets) {
+    decoder.Decode(r, codes, scales, offsets);
+  });
+}
+
+// ---- TQ1_0: base-3 digits decoded in vectors ----
+
+// codes[k * count + m] = digit k of bytes[m] for k < digits, m < count, as TQ1_0 stores digits (ggml's fixed point:
+// the top third of the byte times 3^k, dropping its high byte; formats/ggml_blocks.cc), in signed 16-bit lanes:
+// 8-bit lanes have no multiply, and Highway demotes to bytes from signed lanes only.
+template <class D16>
+HWY_INLINE void FixedPointTrits(D16 d16, const uint8_t* bytes, int64_t count, int digits, uint8_t* codes) {
+  static constexpr int16_t kPow3[5] = {1, 3, 9, 27, 81};  // products stay under 2^15
+  const hn::Rebind<uint8_t, D16> d8;
+  const int64_t lanes = static_cast<int64_t>(hn::Lanes(d16));
+  int64_t m = 0;
+  for (; m + lanes <= count; m += lanes) {
+    const auto q = hn::PromoteTo(d16, hn::LoadU(d8, bytes + m));
+    for (int k = 0; k < digits; ++k) {
+      const auto low = hn::And(hn::Mul(q, hn::Set(d16, kPow3[k])), hn::Set(d16, 0xFF));
+      hn::StoreU(hn::DemoteTo(d8, hn::ShiftRight<8>(hn::Mul(low, hn::Set(d16, 3)))), d8, codes + k * count + m);
+    }
+  }
+  for (; m < count; ++m) {
+    for (int k = 0; k < digits; ++k) {
+      const uint8_t shifted = static_cast<uint8_t>(bytes[m] * kPow3[k]);
+      codes[k * count + m] = static_cast<uint8_t>((shifted * 3) >> 8);
+    }
+  }
+}
+
+bool TQ1_0Applies(const Layout& layout) { return layout.type == QuantType::kTQ1_0; }
+
+// A TQ1_0 row's codes: per 256-weight block, weights 0-159 are the 5 digits of bytes 0-31 (digit-major), 160-239
+// those of bytes 32-47, 240-255 the 4 digits of the 4 qh bytes; w = d * (code - 1).
+void TQ1_0Rows(const PackedMatrix& weights, const Int8Activations& acts, int64_t begin, int64_t end, float* y) {
+  constexpr int64_t kBlock = static_cast<int64_t>(sizeof(BlockTQ1_0));
+  const int64_t blocks = weights.layout.cols / 256;
+  const hn::CappedTag<int16_t, 32> wide;
+  const hn::CappedTag<int16_t, 16> narrow;
+  const hn::CappedTag<int16_t, 4> four;
+  CodeRows(weights, acts, begin, end, y, [&](int64_t r, uint8_t* codes, float* scales, int32_t* offsets) {
+    for (int64_t b = 0; b < blocks; ++b) {
+      const uint8_t* block = weights.data + (r * blocks + b) * kBlock;
+      uint8_t* out = codes + b * 256;
+      FixedPointTrits(wide, block, 32, 5, out);
+      FixedPointTrits(narrow, block + 32, 16, 5, out + 160);
+      FixedPointTrits(four, block + 48, 4, 4, out + 240);
+      uint16_t scale_bits;
+      std::memcpy(&scale_bits, block + offsetof(BlockTQ1_0, d), 2);
+      scales[b] = F16ToF32(scale_bits);
+      offsets[b] = 1;
+    }
+  });
 }
 
 // ---- 2-bit ternary: atq ternary2 and TQ2_0 ----
@@ -634,6 +697,12 @@ void RunBlock32(const PackedMatrix& weights, const float* x, int64_t n, float* y
   });
 }
 
+void RunTQ1_0(const PackedMatrix& weights, const float* x, int64_t n, float* y, ThreadPool& pool, int64_t grain) {
+  const Int8Activations acts = ActivationsFor(weights, x, n);
+  pool.ParallelFor(weights.layout.rows, grain,
+                   [&](int64_t begin, int64_t end, int) { TQ1_0Rows(weights, acts, begin, end, y); });
+}
+
 bool Always(const Layout&) { return true; }
 
 void RunGeneric(const PackedMatrix& weights, const float* x, int64_t n, float* y, ThreadPool& pool, int64_t grain) {
@@ -646,6 +715,7 @@ constexpr CpuKernel kCpuKernels[] = {
     {"float", [](const Layout& layout) { return IsFloatWeight(layout.type); }, RunFloat},
     {"two_bit", TwoBitApplies, RunTwoBit},
     {"block32", Block32Applies, RunBlock32},
+    {"tq1_0", TQ1_0Applies, RunTQ1_0},
     {"generic", Always, RunGeneric},
 };
 
