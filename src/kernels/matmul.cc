@@ -4,6 +4,7 @@
 //     activations permuted once per call into the order the shifts produce, up to 4 activation rows per pass;
 //   - Q8_0 and Q4_0: one 32-weight block at a time, weights as signed int8;
 //   - TQ1_0: each row's base-3 digits decoded in 16-bit vectors, then the generic integer dot;
+//   - t1.6: each row's codes by a table of the 243 byte values, then the generic integer dot;
 //   - f32, f16, bf16: float multiply-add;
 //   - every other type: a row decoded to codes (RowDecoder) once, then the generic integer dot.
 // On AVX-512 VNNI the integer products are vpdpbusd; elsewhere widening 16-bit multiply-adds.
@@ -121,7 +122,8 @@ template <class DecodeRow>
 void CodeRows(const PackedMatrix& weights, const Int8Activations& acts, int64_t begin, int64_t end, float* y,
               const DecodeRow& decode) {
   const int64_t rows = weights.layout.rows, cols = weights.layout.cols;
-  std::vector<uint8_t> codes(static_cast<size_t>(acts.stride));
+  // 8 bytes of slack: a decoder may write whole 8-byte words past the row's last code.
+  std::vector<uint8_t> codes(static_cast<size_t>(acts.stride + 8));
   std::vector<float> scales(static_cast<size_t>(acts.segments));
   std::vector<int32_t> offsets(static_cast<size_t>(acts.segments));
   auto pass = [&](auto rows_per_pass, int64_t first, int64_t r) {
@@ -209,6 +211,41 @@ void TQ1_0Rows(const PackedMatrix& weights, const Int8Activations& acts, int64_t
       scales[b] = F16ToF32(scale_bits);
       offsets[b] = 1;
     }
+  });
+}
+
+// ---- t1.6: five base-3 digits per byte, code_0 + 3 code_1 + ... + 81 code_4 ----
+
+// The five codes of each byte value in the first 5 of 8 bytes, so that one unaligned 8-byte store writes a byte's
+// codes (the next byte's store overwrites the other 3). Values past 242 never reach a kernel (CheckPackedMatrix
+// refuses them at load).
+struct Base3Table {
+  alignas(64) uint8_t codes[256][8];
+};
+
+const Base3Table& Base3Codes() {
+  static const Base3Table table = [] {
+    Base3Table t{};
+    for (int value = 0; value < 256; ++value) {
+      for (int k = 0, rest = value; k < 5; ++k, rest /= 3) t.codes[value][k] = static_cast<uint8_t>(rest % 3);
+    }
+    return t;
+  }();
+  return table;
+}
+
+bool Ternary16Applies(const Layout& layout) { return layout.type == QuantType::kTernary1_6; }
+
+// A t1.6 row's codes by table, one load and one store per 5 weights instead of 5 divisions; scales and offsets as
+// the plain decoder gives them.
+void Ternary16Rows(const PackedMatrix& weights, const Int8Activations& acts, int64_t begin, int64_t end, float* y) {
+  const RowDecoder decoder(weights);
+  const Base3Table& table = Base3Codes();
+  const int64_t row_bytes = RowBytes(weights.layout);
+  CodeRows(weights, acts, begin, end, y, [&](int64_t r, uint8_t* codes, float* scales, int32_t* offsets) {
+    const uint8_t* row = weights.data + r * row_bytes;
+    for (int64_t b = 0; b < row_bytes; ++b) std::memcpy(codes + 5 * b, table.codes[row[b]], 8);
+    decoder.Scales(r, scales, offsets);
   });
 }
 
@@ -703,6 +740,13 @@ void RunTQ1_0(const PackedMatrix& weights, const float* x, int64_t n, float* y, 
                    [&](int64_t begin, int64_t end, int) { TQ1_0Rows(weights, acts, begin, end, y); });
 }
 
+void RunTernary16(const PackedMatrix& weights, const float* x, int64_t n, float* y, ThreadPool& pool,
+                  int64_t grain) {
+  const Int8Activations acts = ActivationsFor(weights, x, n);
+  pool.ParallelFor(weights.layout.rows, grain,
+                   [&](int64_t begin, int64_t end, int) { Ternary16Rows(weights, acts, begin, end, y); });
+}
+
 bool Always(const Layout&) { return true; }
 
 void RunGeneric(const PackedMatrix& weights, const float* x, int64_t n, float* y, ThreadPool& pool, int64_t grain) {
@@ -716,6 +760,7 @@ constexpr CpuKernel kCpuKernels[] = {
     {"two_bit", TwoBitApplies, RunTwoBit},
     {"block32", Block32Applies, RunBlock32},
     {"tq1_0", TQ1_0Applies, RunTQ1_0},
+    {"t1.6", Ternary16Applies, RunTernary16},
     {"generic", Always, RunGeneric},
 };
 
