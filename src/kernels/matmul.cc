@@ -570,6 +570,25 @@ void FloatRowTile(const PackedMatrix& weights, const float* x, int64_t first, in
     for (int m = 0; m < M; ++m) total[i][m] = hn::Zero(df);
   }
   int64_t j = 0;
+  if constexpr (M == 1) {
+    // Matrix-vector streams the weights once: two accumulators per row (R chains of multiply-adds would wait on
+    // their latency), and a prefetch into L2 of the bytes the next R rows read at this column, which keeps one core
+    // reading at the memory's bandwidth (as the 2-bit kernel does).
+    const int64_t element = type == QuantType::kF32 ? 4 : 2;
+    // The rows after this tile, or (at the matrix's end) this tile again: never an address outside the matrix.
+    const auto* ahead = static_cast<const uint8_t*>(weights.data) + (r0 + 2 * R <= rows ? R : 0) * cols * element;
+    hn::Vec<decltype(df)> second[R];
+    for (int i = 0; i < R; ++i) second[i] = hn::Zero(df);
+    for (; j + 2 * lanes <= cols; j += 2 * lanes) {
+      const auto x0 = hn::LoadU(df, x + first * cols + j), x1 = hn::LoadU(df, x + first * cols + j + lanes);
+      for (int i = 0; i < R; ++i) {
+        __builtin_prefetch(ahead + ((r0 + i) * cols + j) * element, 0, 2);
+        total[i][0] = hn::MulAdd(FloatWeights(df, type, weights.data, (r0 + i) * cols + j), x0, total[i][0]);
+        second[i] = hn::MulAdd(FloatWeights(df, type, weights.data, (r0 + i) * cols + j + lanes), x1, second[i]);
+      }
+    }
+    for (int i = 0; i < R; ++i) total[i][0] = hn::Add(total[i][0], second[i]);
+  }
   for (; j + lanes <= cols; j += lanes) {
     hn::Vec<decltype(df)> xs[M];
     for (int m = 0; m < M; ++m) xs[m] = hn::LoadU(df, x + (first + m) * cols + j);
