@@ -188,7 +188,7 @@ torch::Tensor DecoderLmImpl::Run(const torch::Tensor& ids, KvCache* cache, bool 
   const int64_t batch = tokens.size(0), steps = tokens.size(1), vocab = config_.vocab_size;
   const int64_t rows = all_logits ? steps : 1;
   torch::Tensor logits = torch::empty({batch, rows, vocab}, torch::kFloat32);
-  std::vector<float> out;
+  std::vector<float>& out = logits_;  // kept between calls: a window's logits are tens of MB, new pages each time
   if (cache != nullptr) {
     Require(batch == 1, "decoder: a cached pass runs one sequence, not {}", batch);
     if (cache->length == 0) runner_->Reset();

@@ -12,6 +12,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "kernels/backend.h"
 #include "kernels/decoder.h"
@@ -44,6 +45,7 @@ class DecoderLmImpl : public CausalLmImpl {
   torch::Tensor Run(const torch::Tensor& ids, KvCache* cache, bool all_logits);
   std::shared_ptr<CausalLmImpl> source_;  // owns the packed weights the backend reads (and the float norms)
   std::unique_ptr<DecoderRunner> runner_;
+  std::vector<float> logits_;  // the backend's output, reused
 };
 
 // The model as a DecoderLm on `device`'s decoder backend (logged with its description). Throws atq::Error as
