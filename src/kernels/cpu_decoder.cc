@@ -44,7 +44,6 @@ class CpuDecoder final : public DecoderRunner {
     float* v = Room(v_, n * kv_width);
     float* mixed = Room(mixed_, n * q_width);
     float* out = Room(out_, n * width);
-    float* gate = Room(gate_, n * s_.intermediate);
     float* up = Room(up_, n * s_.intermediate);
     EmbedTokens(s_, ids, n, length_, x);
     for (size_t layer = 0; layer < s_.layers.size(); ++layer) {
@@ -52,14 +51,9 @@ class CpuDecoder final : public DecoderRunner {
       Norm(x, l.input_norm, n, normed);
       if (l.qkv.weights != nullptr) {
         // One product for the three, then each row's q, k and v parts to their own buffers.
-        const int64_t fused = q_width + 2 * kv_width;
-        float* qkv = Room(qkv_, n * fused);
+        float* qkv = Room(qkv_, n * (q_width + 2 * kv_width));
         Linear(l.qkv, normed, n, qkv);
-        for (int64_t t = 0; t < n; ++t) {
-          std::copy_n(qkv + t * fused, q_width, q + t * q_width);
-          std::copy_n(qkv + t * fused + q_width, kv_width, k + t * kv_width);
-          std::copy_n(qkv + t * fused + q_width + kv_width, kv_width, v + t * kv_width);
-        }
+        SplitFusedQkv(s_, qkv, n, q, k, v);
       } else {
         Linear(l.q, normed, n, q);
         Linear(l.k, normed, n, k);
@@ -77,6 +71,7 @@ class CpuDecoder final : public DecoderRunner {
       Norm(x, s_.sandwich_norms ? l.pre_feedforward_norm : l.post_attention_norm, n, normed);
       Linear(l.up, normed, n, up);
       if (l.gate.weights != nullptr) {
+        float* gate = Room(gate_, n * s_.intermediate);  // ungated models (GPT-2) never allocate it
         Linear(l.gate, normed, n, gate);
         if (s_.activation == DecoderActivation::kSilu) {
           vec::SiluGate(gate, up, n * s_.intermediate);
@@ -185,7 +180,7 @@ class CpuDecoder final : public DecoderRunner {
     const int64_t dim = s_.head_dim, heads = s_.heads, group = s_.heads / s_.kv_heads;
     const int64_t stride = s_.kv_heads * dim;  // from one position to the next in the cache
     const int64_t window = s_.layers[layer].window;
-    const float scale = s_.layers[layer].attention_scale > 0 ? s_.layers[layer].attention_scale : s_.attention_scale;
+    const float scale = LayerScoreScale(s_, layer);
     const float* all_keys = keys_[layer].data();
     const float* all_values = values_[layer].data();
     pool_.ParallelFor(n * heads, 1, [&](int64_t begin, int64_t end, int thread) {

@@ -130,6 +130,21 @@ void EmbedTokens(const DecoderSpec& spec, const int64_t* ids, int64_t n, int64_t
   }
 }
 
+void SplitFusedQkv(const DecoderSpec& spec, const float* qkv, int64_t n, float* q, float* k, float* v) {
+  const int64_t q_width = spec.heads * spec.head_dim, kv_width = spec.kv_heads * spec.head_dim;
+  const int64_t fused = q_width + 2 * kv_width;
+  for (int64_t t = 0; t < n; ++t) {
+    std::copy_n(qkv + t * fused, q_width, q + t * q_width);
+    std::copy_n(qkv + t * fused + q_width, kv_width, k + t * kv_width);
+    std::copy_n(qkv + t * fused + q_width + kv_width, kv_width, v + t * kv_width);
+  }
+}
+
+float LayerScoreScale(const DecoderSpec& spec, size_t layer) {
+  const float own = spec.layers[layer].attention_scale;
+  return own > 0 ? own : spec.attention_scale;
+}
+
 namespace {
 
 // Row by row, RMSNorm: y = x * rsqrt(mean(x^2) + eps) * scale; LayerNorm: y = (x - mean(x)) * rsqrt(var(x) + eps)
@@ -204,12 +219,7 @@ class ReferenceDecoder final : public DecoderRunner {
         q.resize(static_cast<size_t>(n * q_width));
         k.resize(static_cast<size_t>(n * kv_width));
         v.resize(static_cast<size_t>(n * kv_width));
-        for (int64_t t = 0; t < n; ++t) {
-          const float* row = qkv.data() + t * (q_width + 2 * kv_width);
-          std::copy_n(row, q_width, q.data() + t * q_width);
-          std::copy_n(row + q_width, kv_width, k.data() + t * kv_width);
-          std::copy_n(row + q_width + kv_width, kv_width, v.data() + t * kv_width);
-        }
+        SplitFusedQkv(s_, qkv.data(), n, q.data(), k.data(), v.data());
       } else {
         Linear(l.q, normed.data(), n, q);
         Linear(l.k, normed.data(), n, k);
@@ -272,7 +282,7 @@ class ReferenceDecoder final : public DecoderRunner {
   void Attention(size_t layer, const std::vector<float>& q, int64_t n, std::vector<float>& out) {
     const int64_t dim = s_.head_dim, group = s_.heads / s_.kv_heads;
     const int64_t window = s_.layers[layer].window;
-    const float scale = s_.layers[layer].attention_scale > 0 ? s_.layers[layer].attention_scale : s_.attention_scale;
+    const float scale = LayerScoreScale(s_, layer);
     out.assign(static_cast<size_t>(n * s_.heads * dim), 0.0f);
     std::vector<float> scores;
     for (int64_t t = 0; t < n; ++t) {

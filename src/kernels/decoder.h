@@ -79,6 +79,11 @@ void CheckDecoderCall(const DecoderSpec& spec, const int64_t* ids, int64_t n, in
 // positions first .. first + n - 1 where it has them: x [n, hidden].
 void EmbedTokens(const DecoderSpec& spec, const int64_t* ids, int64_t n, int64_t first, float* x);
 
+// GPT-2's fused projection's output qkv [n, q_width + 2 kv_width] into q [n, q_width], k and v [n, kv_width].
+void SplitFusedQkv(const DecoderSpec& spec, const float* qkv, int64_t n, float* q, float* k, float* v);
+// The score scale of a layer: its own where set, else the spec's.
+float LayerScoreScale(const DecoderSpec& spec, size_t layer);
+
 // A decoder placed on a device with its key/value cache.
 class DecoderRunner {
  public:

@@ -59,8 +59,10 @@ class PackedLinears {
   std::unordered_map<std::string, const LmLinearImpl*> linears_;
 };
 
-const torch::Tensor& Parameter(CausalLmImpl& model, const std::string& name) {
-  const torch::Tensor* found = model.named_parameters().find(name);
+// By value: named_parameters() returns a temporary dictionary, so a reference into it would dangle.
+torch::Tensor Parameter(CausalLmImpl& model, const std::string& name) {
+  const auto parameters = model.named_parameters();
+  const torch::Tensor* found = parameters.find(name);
   Require(found != nullptr, "the model has no {}", name);
   return *found;
 }
@@ -117,7 +119,7 @@ DecoderSpec RotarySpec(CausalLmImpl& model) {
     l.window = block->self_attn->options.window;
     s.layers.push_back(std::move(l));
   }
-  const torch::Tensor& final_norm = Parameter(model, "model.norm.weight");
+  const torch::Tensor final_norm = Parameter(model, "model.norm.weight");
   s.final_norm.scale = c.norm_weight_offset != 0 ? Floats(c.norm_weight_offset + final_norm.to(torch::kFloat32))
                                                  : Floats(final_norm);
   return s;
