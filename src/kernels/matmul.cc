@@ -39,6 +39,9 @@ constexpr int kMaxRowsPerPass = 4;  // activation rows sharing one decode of the
 void MatMulTarget(const PackedMatrix& weights, const float* x, int64_t n, float* y, ThreadPool&) {
   MatMulReference(weights, x, n, y);
 }
+void MatMulQuantizedTarget(const PackedMatrix& weights, const Int8Activations& x, float* y, ThreadPool&) {
+  MatMulQuantizedReference(weights, x, y);
+}
 #else
 
 // acc (int32 lanes) += products of unsigned codes and signed activations, summed in groups of 4 lanes.
@@ -713,32 +716,42 @@ void QuantizeActivationsSimd(const float* x, int64_t rows, int64_t cols, int64_t
 
 // ---- the CPU backend's kernel table ----
 
+// What a product multiplies: float rows (quantized here for the integer kernels), or int8 rows the caller
+// quantized (MatMulQuantized; integer types only).
+struct KernelInput {
+  const float* x = nullptr;
+  const Int8Activations* quantized = nullptr;
+  int64_t n = 0;
+};
+
+// The int8 rows of `in`: the caller's, or `storage` filled from its float rows.
+const Int8Activations& QuantizedRows(const PackedMatrix& weights, const KernelInput& in, Int8Activations& storage) {
+  if (in.quantized != nullptr) return *in.quantized;
+  QuantizeActivationsSimd(in.x, in.n, weights.layout.cols, KernelSegment(weights.layout), storage);
+  return storage;
+}
+
 // One row per kernel, tried in order; the first whose `applies` holds for the layout runs. A new fast path is one
 // row (and its rows function above); the generic row last takes every format the decoder reads.
 struct CpuKernel {
   const char* name;
   bool (*applies)(const Layout& layout);
   // Y [n, rows] for output rows in tasks of `row_grain` on `pool`.
-  void (*run)(const PackedMatrix& weights, const float* x, int64_t n, float* y, ThreadPool& pool, int64_t row_grain);
+  void (*run)(const PackedMatrix& weights, const KernelInput& in, float* y, ThreadPool& pool, int64_t row_grain);
 };
 
-Int8Activations ActivationsFor(const PackedMatrix& weights, const float* x, int64_t n) {
-  Int8Activations acts;
-  QuantizeActivationsSimd(x, n, weights.layout.cols, KernelSegment(weights.layout), acts);
-  return acts;
-}
-
-void RunFloat(const PackedMatrix& weights, const float* x, int64_t n, float* y, ThreadPool& pool, int64_t grain) {
+void RunFloat(const PackedMatrix& weights, const KernelInput& in, float* y, ThreadPool& pool, int64_t grain) {
   pool.ParallelFor(weights.layout.rows, grain, [&](int64_t begin, int64_t end, int) {
-    ForRowPasses<FloatPass>(n, begin, end, y, weights, x);
+    ForRowPasses<FloatPass>(in.n, begin, end, y, weights, in.x);
   });
 }
 
-void RunTwoBit(const PackedMatrix& weights, const float* x, int64_t n, float* y, ThreadPool& pool, int64_t grain) {
-  const Int8Activations acts = ActivationsFor(weights, x, n);
+void RunTwoBit(const PackedMatrix& weights, const KernelInput& in, float* y, ThreadPool& pool, int64_t grain) {
+  Int8Activations storage;
+  const Int8Activations& acts = QuantizedRows(weights, in, storage);
   const TwoBitPlan plan = PlanTwoBit(weights.layout, acts);
   pool.ParallelFor(weights.layout.rows, grain, [&](int64_t begin, int64_t end, int) {
-    ForRowPasses<TwoBitPass>(n, begin, end, y, weights, acts, plan);
+    ForRowPasses<TwoBitPass>(acts.rows, begin, end, y, weights, acts, plan);
   });
 }
 
@@ -746,57 +759,56 @@ bool Block32Applies(const Layout& layout) {
   return layout.type == QuantType::kQ8_0 || layout.type == QuantType::kQ4_0;
 }
 
-void RunBlock32(const PackedMatrix& weights, const float* x, int64_t n, float* y, ThreadPool& pool, int64_t grain) {
-  const Int8Activations acts = ActivationsFor(weights, x, n);
+void RunBlock32(const PackedMatrix& weights, const KernelInput& in, float* y, ThreadPool& pool, int64_t grain) {
+  Int8Activations storage;
+  const Int8Activations& acts = QuantizedRows(weights, in, storage);
   pool.ParallelFor(weights.layout.rows, grain, [&](int64_t begin, int64_t end, int) {
-    ForRowPasses<Block32Pass>(n, begin, end, y, weights, acts);
+    ForRowPasses<Block32Pass>(acts.rows, begin, end, y, weights, acts);
   });
 }
 
-void RunTQ1_0(const PackedMatrix& weights, const float* x, int64_t n, float* y, ThreadPool& pool, int64_t grain) {
-  const Int8Activations acts = ActivationsFor(weights, x, n);
+// Kernels that take every activation row against a slice of output rows: rows(weights, acts, begin, end, y).
+template <void (*Rows)(const PackedMatrix&, const Int8Activations&, int64_t, int64_t, float*)>
+void RunRows(const PackedMatrix& weights, const KernelInput& in, float* y, ThreadPool& pool, int64_t grain) {
+  Int8Activations storage;
+  const Int8Activations& acts = QuantizedRows(weights, in, storage);
   pool.ParallelFor(weights.layout.rows, grain,
-                   [&](int64_t begin, int64_t end, int) { TQ1_0Rows(weights, acts, begin, end, y); });
-}
-
-void RunTernary16(const PackedMatrix& weights, const float* x, int64_t n, float* y, ThreadPool& pool,
-                  int64_t grain) {
-  const Int8Activations acts = ActivationsFor(weights, x, n);
-  pool.ParallelFor(weights.layout.rows, grain,
-                   [&](int64_t begin, int64_t end, int) { Ternary16Rows(weights, acts, begin, end, y); });
+                   [&](int64_t begin, int64_t end, int) { Rows(weights, acts, begin, end, y); });
 }
 
 bool Always(const Layout&) { return true; }
-
-void RunGeneric(const PackedMatrix& weights, const float* x, int64_t n, float* y, ThreadPool& pool, int64_t grain) {
-  const Int8Activations acts = ActivationsFor(weights, x, n);
-  pool.ParallelFor(weights.layout.rows, grain,
-                   [&](int64_t begin, int64_t end, int) { GenericRows(weights, acts, begin, end, y); });
-}
 
 constexpr CpuKernel kCpuKernels[] = {
     {"float", [](const Layout& layout) { return IsFloatWeight(layout.type); }, RunFloat},
     {"two_bit", TwoBitApplies, RunTwoBit},
     {"block32", Block32Applies, RunBlock32},
-    {"tq1_0", TQ1_0Applies, RunTQ1_0},
-    {"t1.6", Ternary16Applies, RunTernary16},
-    {"generic", Always, RunGeneric},
+    {"tq1_0", TQ1_0Applies, RunRows<TQ1_0Rows>},
+    {"t1.6", Ternary16Applies, RunRows<Ternary16Rows>},
+    {"generic", Always, RunRows<GenericRows>},
 };
 
-void MatMulTarget(const PackedMatrix& weights, const float* x, int64_t n, float* y, ThreadPool& pool) {
+void RunKernel(const PackedMatrix& weights, const KernelInput& in, float* y, ThreadPool& pool) {
   static_assert(kMaxRowsPerPass == 4, "ForRowPasses unrolls passes of 4");
   const Layout& layout = weights.layout;
   // Rows per task: a multiple of 16, and enough products that a task outweighs handing it to another thread
   // (small layers run on the caller alone).
   constexpr int64_t kRowBlock = 16, kMinTaskProducts = int64_t{1} << 18;
-  const int64_t wanted = kMinTaskProducts / std::max<int64_t>(1, layout.cols * n);
+  const int64_t wanted = kMinTaskProducts / std::max<int64_t>(1, layout.cols * in.n);
   const int64_t row_grain = std::max<int64_t>(kRowBlock, (wanted + kRowBlock - 1) / kRowBlock * kRowBlock);
   for (const CpuKernel& kernel : kCpuKernels) {
     if (kernel.applies(layout)) {
-      kernel.run(weights, x, n, y, pool, row_grain);
+      kernel.run(weights, in, y, pool, row_grain);
       return;
     }
   }
+}
+
+void MatMulTarget(const PackedMatrix& weights, const float* x, int64_t n, float* y, ThreadPool& pool) {
+  RunKernel(weights, KernelInput{x, nullptr, n}, y, pool);
+}
+
+void MatMulQuantizedTarget(const PackedMatrix& weights, const Int8Activations& x, float* y, ThreadPool& pool) {
+  RunKernel(weights, KernelInput{nullptr, &x, x.rows}, y, pool);
 }
 
 #endif  // HWY_TARGET == HWY_SCALAR || HWY_HAVE_SCALABLE
@@ -811,12 +823,19 @@ HWY_AFTER_NAMESPACE();
 namespace atq {
 
 HWY_EXPORT(MatMulTarget);
+HWY_EXPORT(MatMulQuantizedTarget);
 HWY_EXPORT(TargetName);
 
 void MatMul(const PackedMatrix& weights, const float* x, int64_t n, float* y, ThreadPool& pool) {
   KernelSegment(weights.layout);  // throws for types without a kernel
   if (n <= 0 || weights.layout.rows == 0) return;
   HWY_DYNAMIC_DISPATCH(MatMulTarget)(weights, x, n, y, pool);
+}
+
+void MatMulQuantized(const PackedMatrix& weights, const Int8Activations& x, float* y, ThreadPool& pool) {
+  CheckQuantizedInput(weights, x);
+  if (x.rows <= 0 || weights.layout.rows == 0) return;
+  HWY_DYNAMIC_DISPATCH(MatMulQuantizedTarget)(weights, x, y, pool);
 }
 
 std::string KernelTargetName() { return HWY_DYNAMIC_DISPATCH(TargetName)(); }

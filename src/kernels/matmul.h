@@ -13,6 +13,7 @@
 #include <cstdint>
 #include <string>
 
+#include "kernels/int8_activations.h"
 #include "kernels/packed_matrix.h"
 #include "util/thread_pool.h"
 
@@ -20,6 +21,14 @@ namespace atq {
 
 void MatMulReference(const PackedMatrix& weights, const float* x, int64_t n, float* y);
 void MatMul(const PackedMatrix& weights, const float* x, int64_t n, float* y, ThreadPool& pool = KernelThreadPool());
+
+// The same products on activations the caller quantized (a convolution builds its int8 patches directly):
+// `x` shaped by ShapeActivations with the weights' KernelSegment and filled as QuantizeActivations fills it.
+// Y [x.rows, rows]. Integer types only: float types and a mismatched shape are an atq::Error.
+void MatMulQuantizedReference(const PackedMatrix& weights, const Int8Activations& x, float* y);
+void MatMulQuantized(const PackedMatrix& weights, const Int8Activations& x, float* y,
+                     ThreadPool& pool = KernelThreadPool());
+void CheckQuantizedInput(const PackedMatrix& weights, const Int8Activations& x);
 
 // The Highway target MatMul runs on this CPU (e.g. "AVX3_DL"), for benchmarks and reports.
 std::string KernelTargetName();

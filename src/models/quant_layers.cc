@@ -189,9 +189,49 @@ torch::Tensor QuantConv2dImpl::forward(const torch::Tensor& x) {
   return torch::conv2d(input_quant(x), ForwardWeight(), bias, {stride_, stride_}, {padding_, padding_});
 }
 
+void QuantConv2dImpl::AttachPacked(std::shared_ptr<const PackedLayerWeights> packed, PackedRun run) {
+  QuantWeightLayer::AttachPacked(packed, run);
+  channels_last_.reset();
+  if (run != PackedRun::kKernels || !ConvolutionRepacks(packed->weights.layout)) return;
+  // The RPB residual as the kernels' boosted weights: flat indices and the values kept (packed + residual).
+  PackedWeights torch_order;
+  torch_order.layout = packed->weights.layout;
+  torch_order.bytes.assign(packed->weights.data(), packed->weights.data() + packed->weights.size());
+  if (packed->boosted() > 0) {
+    const torch::Tensor indices = packed->residual._indices().to(torch::kLong).contiguous();
+    const torch::Tensor values = packed->residual._values().to(torch::kFloat32).contiguous();
+    const auto at = indices.accessor<int64_t, 2>();
+    const float* residual = values.data_ptr<float>();
+    const int64_t cols = torch_order.layout.cols;
+    std::vector<int64_t> index(static_cast<size_t>(values.numel()));
+    std::vector<float> value(index.size());
+    std::vector<float> row(static_cast<size_t>(cols));
+    int64_t decoded = -1;  // coalesced: entries sorted by row, each row decoded once
+    for (int64_t e = 0; e < values.numel(); ++e) {
+      const int64_t r = at[0][e], c = at[1][e];
+      if (r != decoded) DequantizeRow(torch_order.view(), decoded = r, row.data());
+      index[static_cast<size_t>(e)] = r * cols + c;
+      value[static_cast<size_t>(e)] = row[static_cast<size_t>(c)] + residual[e];
+    }
+    SetBoosted(torch_order, std::move(index), std::move(value), "packed convolution");
+  }
+  const ConvGeometry geometry{in_channels_, out_channels_, kernel_size_, stride_, padding_};
+  channels_last_ = std::make_shared<const PackedConvWeights>(ChannelsLastConvWeights(torch_order, geometry));
+}
+
 torch::Tensor QuantConv2dImpl::PackedConvolution(const torch::Tensor& x) const {
   namespace F = torch::nn::functional;
   Require(x.dim() == 4 && x.size(1) == in_channels_, "packed convolution: input must be [N, {}, H, W]", in_channels_);
+  if (channels_last_) {
+    const torch::Tensor input = x.to(torch::kFloat32).contiguous();
+    const torch::Tensor bias_values = bias.defined() ? bias.detach().to(torch::kFloat32).contiguous() : bias;
+    const ConvGeometry& g = channels_last_->geometry;
+    torch::Tensor y = torch::empty({x.size(0), out_channels_, g.OutSide(x.size(2)), g.OutSide(x.size(3))},
+                                   input.options());
+    PackedConv2d(*channels_last_, bias_values.defined() ? bias_values.data_ptr<float>() : nullptr,
+                 input.data_ptr<float>(), x.size(0), x.size(2), x.size(3), y.data_ptr<float>());
+    return y.to(x.scalar_type());
+  }
   const auto side = [&](int64_t size) { return (size + 2 * padding_ - kernel_size_) / stride_ + 1; };
   const int64_t n = x.size(0), out_h = side(x.size(2)), out_w = side(x.size(3));
   const int64_t fan_in = in_channels_ * kernel_size_ * kernel_size_;

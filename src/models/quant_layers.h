@@ -13,6 +13,7 @@
 
 #include "models/activation_quant.h"
 #include "models/classifier.h"
+#include "kernels/conv2d.h"
 #include "models/packed_product.h"
 
 namespace atq {
@@ -41,7 +42,7 @@ class QuantWeightLayer : public torch::nn::Module, public QuantizableLayer {
   // Runs the layer from packed weights, as `run` says. `packed` is [out, in * k * k]; the float weight is released
   // (a zero-stride placeholder of its shape stays registered), and EffectiveWeight, FloatWeight and Stats read
   // the packed weights. The quantization config is the caller's to set; it no longer changes the forward pass.
-  void AttachPacked(std::shared_ptr<const PackedLayerWeights> packed, PackedRun run);
+  virtual void AttachPacked(std::shared_ptr<const PackedLayerWeights> packed, PackedRun run);
   const PackedLayerWeights* packed() const { return packed_.get(); }
   bool RunsPackedKernels() const { return packed_ && run_ == PackedRun::kKernels; }
 
@@ -97,9 +98,16 @@ class QuantConv2dImpl : public QuantWeightLayer {
   int64_t stride() const { return stride_; }
   int64_t padding() const { return padding_; }
 
+  // Also keeps the weights in the channels-last column order of PackedConv2d (kernels/conv2d.h) where the format
+  // allows it (atq's per-tensor and per-channel types).
+  void AttachPacked(std::shared_ptr<const PackedLayerWeights> packed, PackedRun run) override;
+
  private:
-  // The convolution as im2col columns times the packed weights, a few images at a time.
+  // Through PackedConv2d where the weights were reordered for it; else as im2col columns (torch's unfold) times
+  // the packed weights, a few images at a time.
   torch::Tensor PackedConvolution(const torch::Tensor& x) const;
+
+  std::shared_ptr<const PackedConvWeights> channels_last_;
 
   int64_t in_channels_;
   int64_t out_channels_;

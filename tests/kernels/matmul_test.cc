@@ -186,6 +186,32 @@ TEST(MatMul, ThreadCountsGiveTheSameOutputs) {
   EXPECT_EQ(one, many);
 }
 
+// Activations the caller quantized go through the same kernels: the outputs equal MatMul's exactly, and the
+// reference's within rounding. Float weights and activations cut for another segment length are refused.
+TEST(MatMul, QuantizedActivationsGiveMatMulsOutputs) {
+  ThreadPool pool(2);
+  for (const QuantType type : {QuantType::kTernary2, QuantType::kTernary1_6, QuantType::kQ8_0, QuantType::kTQ2_0,
+                               QuantType::kUniform4Sym}) {
+    const Case c = MakeCase(type, 37, 512, Granularity::kChannel, 0, 6, 5);
+    Int8Activations acts;
+    QuantizeActivations(c.x.data(), c.n, c.layout.cols, KernelSegment(c.layout), acts);
+    std::vector<float> direct(static_cast<size_t>(c.n * c.layout.rows)), given(direct.size()), reference(direct.size());
+    MatMul(c.matrix(), c.x.data(), c.n, direct.data(), pool);
+    MatMulQuantized(c.matrix(), acts, given.data(), pool);
+    MatMulQuantizedReference(c.matrix(), acts, reference.data());
+    EXPECT_EQ(given, direct) << TypeName(type);
+    const std::vector<double> rounding = RoundingBounds(c);
+    for (size_t k = 0; k < given.size(); ++k) ASSERT_NEAR(given[k], reference[k], rounding[k]) << TypeName(type);
+  }
+  const Case floats = MakeCase(QuantType::kF16, 3, 64, Granularity::kTensor, 0, 1, 2);
+  Int8Activations acts;
+  QuantizeActivations(floats.x.data(), 1, 64, 32, acts);
+  std::vector<float> y(3);
+  EXPECT_THROW(MatMulQuantized(floats.matrix(), acts, y.data(), pool), Error);
+  const Case ternary = MakeCase(QuantType::kTernary2, 3, 64, Granularity::kChannel, 0, 1, 2);
+  EXPECT_THROW(MatMulQuantized(ternary.matrix(), acts, y.data(), pool), Error);  // segments of 32, not 64
+}
+
 TEST(MatMul, TypesWithoutKernelsAndBadBytesAreRefused) {
   const Layout layout{QuantType::kI32, 2, 4, Granularity::kTensor, 0};
   std::vector<uint8_t> bytes(32);

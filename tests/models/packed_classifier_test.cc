@@ -1,7 +1,7 @@
 // Packed classifiers run through atq's kernels against the dequantize-then-float path: for every architecture and
 // both ternary packings, the kernels' logits equal the fake-quantized model's within the error of quantizing
 // activations to int8, the dequantized run equals it to float rounding, and the statistics read from the packed
-// bytes agree with those of the float model. Also the im2col convolution against torch's conv2d.
+// bytes agree with those of the float model. Also both packed convolutions against torch's conv2d.
 #include "models/packed_classifier.h"
 
 #include <cctype>
@@ -113,26 +113,35 @@ INSTANTIATE_TEST_SUITE_P(Models, PackedClassifierTest,
                            return name;
                          });
 
-// The im2col convolution (stride, padding, several batch chunks) against torch's conv2d on the same weights.
+// Both packed convolutions against torch's conv2d on the same weights (stride, padding): per-channel scales run
+// channels-last through PackedConv2d (with an RPB residual), per-group scales as im2col columns (several batch
+// chunks).
 TEST(PackedConvolutionTest, EqualsConv2dOnTheDequantizedWeights) {
-  torch::manual_seed(3);
-  QuantConv2d conv(16, 8, 3, /*stride=*/2, /*padding=*/1);
-  auto packed = std::make_shared<PackedLayerWeights>();
-  packed->weights.layout = {QuantType::kUniform8Sym, 8, 16 * 9, Granularity::kChannel, 0};
-  const torch::Tensor weight = conv->weight.detach().reshape({8, -1}).contiguous();
-  packed->weights.bytes = Quantize(packed->weights.layout, weight.data_ptr<float>());
-  const torch::Tensor dense = DequantizedWeight(*packed).view({8, 16, 3, 3});
-  conv->AttachPacked(packed, PackedRun::kKernels);
-  // 300 images of 64x64: 32x32 outputs of 144 values each, more im2col columns than one step takes.
-  const torch::Tensor x = torch::randn({300, 16, 64, 64});
-  torch::NoGradGuard no_grad;
-  const torch::Tensor expected = torch::conv2d(x, dense, conv->bias, {2, 2}, {1, 1});
-  const torch::Tensor y = conv->forward(x);
-  ASSERT_EQ(y.sizes(), expected.sizes());
-  EXPECT_LT(MaxAbs(y - expected), 0.02 * MaxAbs(expected));
-  // The placeholder keeps the shape and holds nothing.
-  EXPECT_EQ(conv->weight.sizes(), torch::IntArrayRef({8, 16, 3, 3}));
-  EXPECT_EQ(conv->weight.storage().nbytes(), sizeof(float));
+  for (const Granularity granularity : {Granularity::kChannel, Granularity::kGroup}) {
+    torch::manual_seed(3);
+    QuantConv2d conv(16, 8, 3, /*stride=*/2, /*padding=*/1);
+    auto packed = std::make_shared<PackedLayerWeights>();
+    const bool grouped = granularity == Granularity::kGroup;
+    packed->weights.layout = {QuantType::kUniform8Sym, 8, 16 * 9, granularity, grouped ? 32 : 0};
+    const torch::Tensor weight = conv->weight.detach().reshape({8, -1}).contiguous();
+    packed->weights.bytes = Quantize(packed->weights.layout, weight.data_ptr<float>());
+    if (!grouped) {  // a few weights kept exactly
+      const torch::Tensor index = torch::tensor({{0, 3, 7}, {5, 100, 143}});
+      packed->residual = torch::sparse_coo_tensor(index, torch::tensor({0.5f, -0.25f, 1.0f}), {8, 144}).coalesce();
+    }
+    const torch::Tensor dense = DequantizedWeight(*packed).view({8, 16, 3, 3});
+    conv->AttachPacked(packed, PackedRun::kKernels);
+    // 300 images of 64x64: 32x32 outputs of 144 values each, more im2col columns than one step takes.
+    const torch::Tensor x = torch::randn({grouped ? 300 : 7, 16, 64, 64});
+    torch::NoGradGuard no_grad;
+    const torch::Tensor expected = torch::conv2d(x, dense, conv->bias, {2, 2}, {1, 1});
+    const torch::Tensor y = conv->forward(x);
+    ASSERT_EQ(y.sizes(), expected.sizes());
+    EXPECT_LT(MaxAbs(y - expected), 0.02 * MaxAbs(expected)) << GranularityString(packed->weights.layout);
+    // The placeholder keeps the shape and holds nothing.
+    EXPECT_EQ(conv->weight.sizes(), torch::IntArrayRef({8, 16, 3, 3}));
+    EXPECT_EQ(conv->weight.storage().nbytes(), sizeof(float));
+  }
 }
 
 TEST(PackedClassifierTest, RejectsPackedWeightsOfAnotherShape) {

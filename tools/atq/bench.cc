@@ -1,9 +1,12 @@
 // atq bench: the packed kernels' speed against memory bandwidth and float32 (table, JSON, plot).
 #include <algorithm>
+#include <filesystem>
 #include <iostream>
 #include <memory>
 #include <string>
 #include <thread>
+
+#include <unistd.h>
 
 #include <fmt/format.h>
 
@@ -17,7 +20,9 @@
 #include "util/parse.h"
 #include "util/strings.h"
 #ifdef ATQ_WITH_TORCH
+#include "eval/classifier_speed.h"
 #include "eval/torch_matmul_baseline.h"
+#include "models/classifiers.h"
 #include "runtime/lm_speed.h"
 #include "torch_lm_options.h"
 #include "torch/tensor_bridge.h"
@@ -112,28 +117,75 @@ void PlotModel(const nlohmann::json& report, const std::string& path) {
   RenderPlot(spec, path);
 }
 
+struct BenchOptions {
+  std::string shapes = kDefaultShapes;
+  std::string types = kDefaultTypes;
+  std::string batches = "1,64";
+  std::string threads;
+  double min_seconds = 0.3;
+  int64_t bandwidth_mib = 1024;
+  std::string json_path, plot_path;
+  std::string model, model_types = "torch,f32,f16,q8_0,q4_0,tq2_0,tq1_0,t2";
+  int64_t prompt_tokens = 64, decode_tokens = 64;
+  int model_threads = 0;
+  int64_t model_repeats = 3;
+  std::string device = "cpu";
+  std::string runtime = "auto";
+  std::string classifier;
+  int64_t image_size = 28;
+};
+#ifdef ATQ_WITH_TORCH
+// --classifier: a packed file, or an architecture written with random ternary weights to a temporary file.
+int RunClassifierBench(const BenchOptions& options, bool batch_given) {
+  const std::vector<int> threads =
+      options.threads.empty() ? std::vector<int>{0} : ParsePositiveList<int>(options.threads, "--threads");
+  if (threads.size() != 1) throw UsageError("--classifier takes one --threads count");
+  SetTorchThreads(threads[0]);
+  ClassifierSpeedOptions speed;
+  speed.batches = ParsePositiveList<int64_t>(batch_given ? options.batches : "1,256", "--batch");
+  speed.min_seconds = options.min_seconds;
+  speed.on_line = [](const std::string& line) { std::cout << line << std::endl; };
+  const bool is_arch = std::find(ClassifierNames().begin(), ClassifierNames().end(), options.classifier) !=
+                       ClassifierNames().end();
+  nlohmann::json report = nlohmann::json::array();
+  if (!is_arch) {
+    report.push_back(MeasureClassifierSpeed(options.classifier, speed));
+  } else {
+    const std::vector<QuantType> types =
+        options.types == kDefaultTypes ? std::vector<QuantType>{QuantType::kTernary2}
+                                       : ParseTypeList(options.types, "--types", true);
+    const std::filesystem::path dir = std::filesystem::temp_directory_path() /
+                                      fmt::format("atq-bench-{}-{}", options.classifier, ::getpid());
+    std::filesystem::create_directories(dir);
+    try {
+      for (QuantType type : types) {
+        const std::string path = (dir / (std::string(TypeName(type)) + ".safetensors")).string();
+        WriteRandomTernaryClassifier(options.classifier, options.image_size, type, path);
+        report.push_back(MeasureClassifierSpeed(path, speed));
+        report.back()["format"] = std::string(TypeName(type));
+        report.back()["file"] = "random weights";
+      }
+    } catch (...) {
+      std::filesystem::remove_all(dir);
+      throw;
+    }
+    std::filesystem::remove_all(dir);
+  }
+  if (!options.json_path.empty()) WriteFileAtomically(options.json_path, report.dump(2) + "\n");
+  return 0;
+}
+#endif
+
 }  // namespace
 
 RunFn DeclareBench(CLI::App& app) {
-  struct Options {
-    std::string shapes = kDefaultShapes;
-    std::string types = kDefaultTypes;
-    std::string batches = "1,64";
-    std::string threads;
-    double min_seconds = 0.3;
-    int64_t bandwidth_mib = 1024;
-    std::string json_path, plot_path;
-    std::string model, model_types = "torch,f32,f16,q8_0,q4_0,tq2_0,tq1_0,t2";
-    int64_t prompt_tokens = 64, decode_tokens = 64;
-    int model_threads = 0;
-    int64_t model_repeats = 3;
-    std::string device = "cpu";
-    std::string runtime = "auto";
-  };
-  auto options = std::make_shared<Options>();
+
+  auto options = std::make_shared<BenchOptions>();
   app.add_option("--shapes", options->shapes, "Weight shapes ROWSxCOLS, comma-separated")->capture_default_str();
   app.add_option("--types", options->types, "Formats to run (see `atq formats`)")->capture_default_str();
-  app.add_option("--batch", options->batches, "Activation rows per product (1: decode)")->capture_default_str();
+  CLI::Option* batch_option =
+      app.add_option("--batch", options->batches, "Activation rows per product (1: decode; with --classifier: images per pass, default 1,256)")
+          ->capture_default_str();
   app.add_option("--threads", options->threads, "Thread counts, comma-separated (default: 1 and every core)");
   app.add_option("--min-seconds", options->min_seconds, "Time per measurement")->capture_default_str();
   app.add_option("--bandwidth-mib", options->bandwidth_mib, "Buffer of the memory read-bandwidth loop (MiB)")
@@ -166,9 +218,17 @@ RunFn DeclareBench(CLI::App& app) {
   app.add_option("--runtime", options->runtime, kRuntimeHelp)
       ->check(CLI::IsMember({"auto", "decoder", "libtorch"}))
       ->capture_default_str();
+  app.add_option("--classifier", options->classifier,
+                 "Classifier level instead: images/s of a packed classifier (a file from `atq export`, or an "
+                 "architecture name for seeded random ternary weights) through the packed kernels against libtorch "
+                 "float32, on --threads (one count) and --types t2|t1.6 (default t2)");
+  app.add_option("--image-size", options->image_size, "With --classifier ARCH: square image side")
+      ->check(CLI::Range(8, 1024))
+      ->capture_default_str();
 #endif
-  return [options] {
+  return [options, batch_option] {
 #ifdef ATQ_WITH_TORCH
+    if (!options->classifier.empty()) return RunClassifierBench(*options, batch_option->count() > 0);
     if (!options->model.empty()) {
       SetTorchThreads(options->model_threads);
       LmSpeedOptions speed;
