@@ -285,45 +285,61 @@ void PackedConv2d(const PackedConvWeights& conv, const float* bias, const float*
   Require(ConvolutionRepacks(weights.layout), "packed convolution: {} weights ({}) are not a channels-last layout",
           TypeName(weights.layout.type), GranularityString(weights.layout));
 
-  std::vector<float> images(static_cast<size_t>(n * pixels * channels)), maxima(static_cast<size_t>(n * pixels));
-  std::vector<char> finite(static_cast<size_t>(n), 1);
-  pool.ParallelFor(n, 1, [&](int64_t begin, int64_t end, int) {
-    for (int64_t b = begin; b < end; ++b) {
-      finite[static_cast<size_t>(b)] = HWY_DYNAMIC_DISPATCH(ChannelsLastImage)(
-          x + b * channels * pixels, channels, pixels, images.data() + b * pixels * channels,
-          maxima.data() + b * pixels);
-    }
-  });
-  if (std::find(finite.begin(), finite.end(), 0) != finite.end()) FailNonFinite(x, n, channels, height, width);
-
+  // Images a chunk at a time, so that their channels-last copies stay a few MB (heap memory reused from call to
+  // call rather than fresh pages from the kernel, which a buffer of the whole batch would be).
+  constexpr int64_t kChunkBytes = int64_t{2} << 20;
+  const int64_t chunk = std::clamp<int64_t>(kChunkBytes / (pixels * channels * 4), 1, n);
+  thread_local std::vector<float> image_buffer, maxima_buffer;  // the caller's; workers see them through pointers
+  image_buffer.resize(static_cast<size_t>(chunk * pixels * channels));
+  maxima_buffer.resize(static_cast<size_t>(chunk * pixels));
+  float* const images = image_buffer.data();
+  float* const maxima = maxima_buffer.data();
+  std::vector<char> finite(static_cast<size_t>(chunk));
   // Blocks of positions whose int8 patches stay in L2 (about 128 KB), smaller while that leaves threads idle.
   constexpr int64_t kBlockBytes = 128 << 10, kMinBlock = 16;
-  int64_t block = std::clamp<int64_t>(kBlockBytes / patch / 4 * 4, kMinBlock, std::max<int64_t>(positions, 4));
   const int64_t threads = pool.threads();
-  while (block > kMinBlock && n * ((positions + block - 1) / block) < 2 * threads) block = std::max(kMinBlock, block / 2);
-  const int64_t blocks_per_image = (positions + block - 1) / block, tasks = n * blocks_per_image;
-  const auto run_block = [&](int64_t task, ThreadPool& product_pool) {
-    thread_local Int8Activations acts;
-    thread_local std::vector<float> rows;
-    const int64_t b = task / blocks_per_image, first = task % blocks_per_image * block;
-    const int64_t count = std::min(block, positions - first);
-    if (acts.rows != count || acts.cols != patch || acts.segment != segment) {
-      ShapeActivations(count, patch, segment, acts);
-    }
-    rows.resize(static_cast<size_t>(count * g.out_channels));
-    HWY_DYNAMIC_DISPATCH(QuantizePatches)(g, images.data() + b * pixels * channels, maxima.data() + b * pixels,
-                                          height, width, first, count, acts);
-    MatMulQuantized(weights, acts, rows.data(), product_pool);
-    StoreOutputs(rows.data(), count, g.out_channels, bias, positions, first,
-                 y + b * g.out_channels * positions);
-  };
-  if (tasks >= threads) {
-    pool.ParallelFor(tasks, 1, [&](int64_t begin, int64_t end, int) {
-      thread_local ThreadPool serial(1);
-      for (int64_t task = begin; task < end; ++task) run_block(task, serial);
+  int64_t block = std::clamp<int64_t>(kBlockBytes / patch / 4 * 4, kMinBlock, std::max<int64_t>(positions, 4));
+  while (block > kMinBlock && chunk * ((positions + block - 1) / block) < 2 * threads) {
+    block = std::max(kMinBlock, block / 2);
+  }
+  const int64_t blocks_per_image = (positions + block - 1) / block;
+  for (int64_t b0 = 0; b0 < n; b0 += chunk) {
+    const int64_t count_images = std::min(chunk, n - b0);
+    const float* chunk_x = x + b0 * channels * pixels;
+    float* chunk_y = y + b0 * g.out_channels * positions;
+    pool.ParallelFor(count_images, 1, [&](int64_t begin, int64_t end, int) {
+      for (int64_t b = begin; b < end; ++b) {
+        finite[static_cast<size_t>(b)] = HWY_DYNAMIC_DISPATCH(ChannelsLastImage)(
+            chunk_x + b * channels * pixels, channels, pixels, images + b * pixels * channels,
+            maxima + b * pixels);
+      }
     });
-  } else {
-    for (int64_t task = 0; task < tasks; ++task) run_block(task, pool);  // too few blocks: threads split the rows
+    if (std::find(finite.begin(), finite.begin() + count_images, 0) != finite.begin() + count_images) {
+      FailNonFinite(x, n, channels, height, width);
+    }
+    const int64_t tasks = count_images * blocks_per_image;
+    const auto run_block = [&](int64_t task, ThreadPool& product_pool) {
+      thread_local Int8Activations acts;
+      thread_local std::vector<float> rows;
+      const int64_t b = task / blocks_per_image, first = task % blocks_per_image * block;
+      const int64_t count = std::min(block, positions - first);
+      if (acts.rows != count || acts.cols != patch || acts.segment != segment) {
+        ShapeActivations(count, patch, segment, acts);
+      }
+      rows.resize(static_cast<size_t>(count * g.out_channels));
+      HWY_DYNAMIC_DISPATCH(QuantizePatches)(g, images + b * pixels * channels, maxima + b * pixels,
+                                            height, width, first, count, acts);
+      MatMulQuantized(weights, acts, rows.data(), product_pool);
+      StoreOutputs(rows.data(), count, g.out_channels, bias, positions, first, chunk_y + b * g.out_channels * positions);
+    };
+    if (tasks >= threads) {
+      pool.ParallelFor(tasks, 1, [&](int64_t begin, int64_t end, int) {
+        thread_local ThreadPool serial(1);
+        for (int64_t task = begin; task < end; ++task) run_block(task, serial);
+      });
+    } else {
+      for (int64_t task = 0; task < tasks; ++task) run_block(task, pool);  // too few blocks: threads split the rows
+    }
   }
   AddBoostedConvolution(conv, x, n, height, width, y, pool);
 }

@@ -59,8 +59,16 @@ class CachingCpuAllocator final : public c10::Allocator {
   static void Release(void* data);
 
   void Free(void* data) const {
-    std::lock_guard<std::mutex> lock(mutex_);
-    const size_t size = sizes_.at(data);
+    std::unique_lock<std::mutex> lock(mutex_);
+    const auto found = sizes_.find(data);
+    if (found == sizes_.end()) {
+      // A small block from the fallback, freed through raw_deleter() (raw_allocate / raw_deallocate, as some of
+      // libtorch's convolutions use): it goes back the way it came.
+      lock.unlock();
+      fallback_->raw_deleter()(data);
+      return;
+    }
+    const size_t size = found->second;
     // Over the bound: give back the largest cached blocks first (the least likely to fit the next request).
     while (stats_.cached_bytes + static_cast<int64_t>(size) > max_cached_ && !free_.empty()) {
       const auto largest = std::prev(free_.end());

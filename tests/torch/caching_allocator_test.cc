@@ -2,6 +2,7 @@
 // small tensors pass through, the cache keeps within its bound, and tensors work as ever.
 #include "torch/caching_allocator.h"
 
+#include <c10/core/CPUAllocator.h>
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
@@ -42,6 +43,15 @@ TEST(CachingCpuAllocator, ReusesBlocksWithinItsBound) {
   torch::Tensor x = torch::full({1 << 19}, 3.0f, torch::requires_grad());
   (x * x).sum().backward();
   EXPECT_TRUE(torch::allclose(x.grad(), torch::full({1 << 19}, 6.0f)));
+  // raw_allocate / raw_deallocate (some of libtorch's convolutions use them), small and large blocks: each goes
+  // back to the allocator that made it (a small one used to end the process with unordered_map::at).
+  c10::Allocator* allocator = c10::GetCPUAllocator();
+  for (const size_t bytes : {size_t{4096}, size_t{3} << 20}) {
+    void* block = allocator->raw_allocate(bytes);
+    ASSERT_NE(block, nullptr);
+    static_cast<char*>(block)[bytes - 1] = 1;
+    allocator->raw_deallocate(block);
+  }
 }
 
 }  // namespace

@@ -21,6 +21,7 @@
 #include "util/strings.h"
 #ifdef ATQ_WITH_TORCH
 #include "eval/classifier_speed.h"
+#include "torch/caching_allocator.h"
 #include "eval/torch_matmul_baseline.h"
 #include "models/classifiers.h"
 #include "runtime/lm_speed.h"
@@ -141,6 +142,7 @@ int RunClassifierBench(const BenchOptions& options, bool batch_given) {
       options.threads.empty() ? std::vector<int>{0} : ParsePositiveList<int>(options.threads, "--threads");
   if (threads.size() != 1) throw UsageError("--classifier takes one --threads count");
   SetTorchThreads(threads[0]);
+  UseCachingCpuAllocator();  // both runtimes' activations reuse freed blocks instead of fresh pages
   ClassifierSpeedOptions speed;
   speed.batches = ParsePositiveList<int64_t>(batch_given ? options.batches : "1,256", "--batch");
   speed.min_seconds = options.min_seconds;

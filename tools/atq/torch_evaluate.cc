@@ -11,6 +11,7 @@
 #include "command.h"
 #include "eval/classifier_report.h"
 #include "io/atomic_file.h"
+#include "torch/caching_allocator.h"
 #include "torch/tensor_bridge.h"
 #include "torch_classifier_options.h"
 #include "io/output_path.h"
@@ -44,6 +45,7 @@ RunFn DeclareEvaluate(CLI::App& app) {
     if (!o->json_path.empty()) CheckOutputPath(o->json_path, inputs, "--json");
     if (!o->plots_dir.empty()) CheckOutputPath(o->plots_dir, inputs, "--plots");
     SetTorchThreads(o->classifier.threads);
+    UseCachingCpuAllocator();  // a batch's activations reuse freed blocks instead of fresh pages
     o->classifier.packed_run = o->dequantize ? PackedRun::kDequantized : PackedRun::kKernels;
     const LoadedClassifier loaded = LoadClassifierFromCli(o->classifier);
     const ImageTensors test = LoadTestData(loaded.config, o->classifier.data_dir, o->limit);
