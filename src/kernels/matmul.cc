@@ -408,26 +408,35 @@ HWY_INLINE void TwoBitBlock(const uint8_t* const* row, const uint8_t* tails /* [
                             hn::Add(hn::ShiftRight<4>(plane[i][2]), hn::ShiftRight<6>(plane[i][3])));
       }
     } else {
+      // Per chunk: the R rows' bytes loaded once; per 2-bit field, the M activation vectors loaded once and each
+      // row's field decoded once, so M x R products share M + R loads.
       for (int64_t c = s * chunks_per_segment; c < chunk_end; ++c) {
         const int64_t byte = byte_of(c);
-        hn::Vec<decltype(di8)> q[M][4];
-        for (int m = 0; m < M; ++m) {
-          for (int k = 0; k < 4; ++k) q[m][k] = hn::LoadU(di8, permuted[m] + c * chunk_weights + k * nb);
-        }
+        hn::Vec<decltype(d8)> packed[R];
         for (int i = 0; i < R; ++i) {
           PrefetchWeights<M>(row[i] + byte, pass_bytes);
-          const auto packed = hn::LoadU(d8, chunk_at(i, c, byte));
-          const auto c0 = hn::And(packed, mask);
-          const auto c1 = hn::And(hn::ShiftRight<2>(packed), mask);
-          const auto c2 = hn::And(hn::ShiftRight<4>(packed), mask);
-          const auto c3 = hn::ShiftRight<6>(packed);
-          for (int m = 0; m < M; ++m) {
-            acc[m][i] = DotUnsigned(d8, acc[m][i], c0, q[m][0]);
-            acc[m][i] = DotUnsigned(d8, acc[m][i], c1, q[m][1]);
-            acc[m][i] = DotUnsigned(d8, acc[m][i], c2, q[m][2]);
-            acc[m][i] = DotUnsigned(d8, acc[m][i], c3, q[m][3]);
-          }
+          packed[i] = hn::LoadU(d8, chunk_at(i, c, byte));
         }
+        const auto field = [&](auto shift) {
+          constexpr int k = decltype(shift)::value;
+          hn::Vec<decltype(di8)> q[M];
+          for (int m = 0; m < M; ++m) q[m] = hn::LoadU(di8, permuted[m] + c * chunk_weights + k * nb);
+          for (int i = 0; i < R; ++i) {
+            hn::Vec<decltype(d8)> code;
+            if constexpr (k == 0) {
+              code = hn::And(packed[i], mask);
+            } else if constexpr (k == 3) {
+              code = hn::ShiftRight<6>(packed[i]);
+            } else {
+              code = hn::And(hn::ShiftRight<2 * k>(packed[i]), mask);
+            }
+            for (int m = 0; m < M; ++m) acc[m][i] = DotUnsigned(d8, acc[m][i], code, q[m]);
+          }
+        };
+        field(std::integral_constant<int, 0>());
+        field(std::integral_constant<int, 1>());
+        field(std::integral_constant<int, 2>());
+        field(std::integral_constant<int, 3>());
       }
     }
     for (int m = 0; m < M; ++m) {
@@ -448,7 +457,9 @@ HWY_INLINE void TwoBitBlock(const uint8_t* const* row, const uint8_t* tails /* [
 template <int M>
 void TwoBitRows(const PackedMatrix& weights, const Int8Activations& acts, const TwoBitPlan& plan, int64_t first,
                 int64_t begin, int64_t end, float* y) {
-  constexpr int R = M == 1 ? 4 : 1;  // weight rows per pass
+  // Weight rows per pass: 4 at decode; for several activation rows 4 where the M x 4 accumulators fit in the
+  // registers (AVX-512's 32), else 1.
+  constexpr int R = M == 1 || HWY_MAX_BYTES >= 64 ? 4 : 1;
   const Layout& layout = weights.layout;
   const int64_t rows = layout.rows;
   const int64_t row_bytes =
