@@ -44,6 +44,24 @@ void MatMulQuantizedTarget(const PackedMatrix& weights, const Int8Activations& x
 }
 #else
 
+// sums[i] = the sum of the lanes of v[i], i < 4: two rounds of interleaving add the four vectors lane-wise into
+// one whose every 128-bit block holds a partial sum of each, then the blocks are added (instead of four separate
+// lane reductions, which for a short row cost as much as its products).
+template <class DF>
+HWY_INLINE void SumsOfFour(DF df, const hn::Vec<DF>* v, float* sums) {
+  const hn::Repartition<double, DF> d64;  // 64-bit lanes to interleave pairs of floats
+  const auto ab = hn::Add(hn::InterleaveLower(df, v[0], v[1]), hn::InterleaveUpper(df, v[0], v[1]));
+  const auto cd = hn::Add(hn::InterleaveLower(df, v[2], v[3]), hn::InterleaveUpper(df, v[2], v[3]));
+  const auto abcd = hn::Add(hn::BitCast(df, hn::InterleaveLower(d64, hn::BitCast(d64, ab), hn::BitCast(d64, cd))),
+                            hn::BitCast(df, hn::InterleaveUpper(d64, hn::BitCast(d64, ab), hn::BitCast(d64, cd))));
+  alignas(64) float blocks[hn::MaxLanes(df)];
+  hn::Store(abcd, df, blocks);
+  for (int i = 0; i < 4; ++i) sums[i] = blocks[i];
+  for (size_t b = 4; b < hn::Lanes(df); b += 4) {
+    for (int i = 0; i < 4; ++i) sums[i] += blocks[b + i];
+  }
+}
+
 // acc (int32 lanes) += products of unsigned codes and signed activations, summed in groups of 4 lanes.
 template <class D, class V32>
 HWY_INLINE V32 DotUnsigned(D d8, V32 acc, hn::Vec<D> codes, hn::Vec<hn::Repartition<int8_t, D>> q) {
@@ -361,11 +379,14 @@ HWY_INLINE void TwoBitBlock(const uint8_t* const* row, const uint8_t* tails /* [
   const auto mask = hn::Set(d8, 3);
   // Matrix-vector on VNNI: the 4 * R plane accumulators fit in 32 registers (AVX2 has 16 and would spill).
   constexpr bool kPlanes = M == 1 && HWY_TARGET == HWY_AVX3_DL;
-  hn::Vec<decltype(df)> total[M][R];
+  // The float sums over segments in memory, not registers: the M x R integer accumulators of the loop below
+  // take most of the registers, and totals held beside them made the compiler spill those instead.
+  constexpr size_t kLanes = hn::MaxLanes(df);
+  alignas(64) float total[M][R][kLanes];
   float correction[M][R];  // sum over segments of -scale * offset * sum q
   for (int m = 0; m < M; ++m) {
     for (int i = 0; i < R; ++i) {
-      total[m][i] = hn::Zero(df);
+      hn::Store(hn::Zero(df), df, total[m][i]);
       correction[m][i] = 0.0f;
     }
   }
@@ -443,13 +464,23 @@ HWY_INLINE void TwoBitBlock(const uint8_t* const* row, const uint8_t* tails /* [
       const int64_t at = (first + m) * acts.segments + s;
       for (int i = 0; i < R; ++i) {
         const float scale = scales[i][s] * acts.scales[at];
-        total[m][i] = hn::MulAdd(hn::ConvertTo(df, acc[m][i]), hn::Set(df, scale), total[m][i]);
+        hn::Store(hn::MulAdd(hn::ConvertTo(df, acc[m][i]), hn::Set(df, scale), hn::Load(df, total[m][i])), df,
+                  total[m][i]);
         correction[m][i] -= scale * static_cast<float>(offsets[i][s] * acts.sums[at]);
       }
     }
   }
   for (int m = 0; m < M; ++m) {
-    for (int i = 0; i < R; ++i) out[m * R + i] = hn::GetLane(hn::SumOfLanes(df, total[m][i])) + correction[m][i];
+    if constexpr (R == 4) {
+      const hn::Vec<decltype(df)> four[4] = {hn::Load(df, total[m][0]), hn::Load(df, total[m][1]),
+                                             hn::Load(df, total[m][2]), hn::Load(df, total[m][3])};
+      SumsOfFour(df, four, out + m * R);
+      for (int i = 0; i < R; ++i) out[m * R + i] += correction[m][i];
+    } else {
+      for (int i = 0; i < R; ++i) {
+        out[m * R + i] = hn::GetLane(hn::SumOfLanes(df, hn::Load(df, total[m][i]))) + correction[m][i];
+      }
+    }
   }
 }
 
