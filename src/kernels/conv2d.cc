@@ -24,21 +24,14 @@ namespace atq {
 namespace HWY_NAMESPACE {
 namespace hn = hwy::HWY_NAMESPACE;
 
-// Image [c, h, w] -> [h, w, c], and each pixel's max |x| over its channels. False if a value is not finite.
-bool ChannelsLastImage(const float* image, int64_t channels, int64_t pixels, float* out, float* pixel_max) {
-  constexpr int64_t kPixelBlock = 64;  // pixels per pass: the reads of every channel stay in L1
-  for (int64_t p0 = 0; p0 < pixels; p0 += kPixelBlock) {
-    const int64_t p1 = std::min(pixels, p0 + kPixelBlock);
-    for (int64_t c = 0; c < channels; ++c) {
-      const float* from = image + c * pixels;
-      for (int64_t p = p0; p < p1; ++p) out[p * channels + c] = from[p];
-    }
-  }
+// Each pixel's max |x| over its channels, for pixels [h * w, channels] of a channels-last image. False if a
+// value is not finite.
+bool PixelMaxima(const float* image, int64_t channels, int64_t pixels, float* pixel_max) {
   const hn::ScalableTag<float> df;
   const int64_t lanes = static_cast<int64_t>(hn::Lanes(df));
   bool finite = true;
   for (int64_t p = 0; p < pixels; ++p) {
-    const float* in = out + p * channels;
+    const float* in = image + p * channels;
     auto max_abs = hn::Zero(df);
     auto ok = hn::FirstN(df, lanes);
     int64_t c = 0;
@@ -56,6 +49,18 @@ bool ChannelsLastImage(const float* image, int64_t channels, int64_t pixels, flo
     pixel_max[p] = largest;
   }
   return finite;
+}
+
+// rows [count, out] += bias.
+void AddBias(const float* bias, int64_t count, int64_t out, float* rows) {
+  const hn::ScalableTag<float> df;
+  const int64_t lanes = static_cast<int64_t>(hn::Lanes(df));
+  for (int64_t p = 0; p < count; ++p) {
+    float* row = rows + p * out;
+    int64_t o = 0;
+    for (; o + lanes <= out; o += lanes) hn::StoreU(hn::Add(hn::LoadU(df, row + o), hn::LoadU(df, bias + o)), df, row + o);
+    for (; o < out; ++o) row[o] += bias[o];
+  }
 }
 
 // q[j] = the int8 level of in[j] at `inverse` (as ActivationLevel), j < count; returns the sum of the levels.
@@ -126,7 +131,8 @@ HWY_AFTER_NAMESPACE();
 #if HWY_ONCE
 namespace atq {
 
-HWY_EXPORT(ChannelsLastImage);
+HWY_EXPORT(PixelMaxima);
+HWY_EXPORT(AddBias);
 HWY_EXPORT(QuantizePatches);
 
 namespace {
@@ -142,59 +148,51 @@ void CheckConvolution(const PackedConvWeights& conv, int64_t n, int64_t height, 
           g.padding, g.kernel, g.kernel);
 }
 
-// Names the first value of x that is not finite.
+// Names the first value of x [n, height, width, channels] that is not finite.
 [[noreturn]] void FailNonFinite(const float* x, int64_t n, int64_t channels, int64_t height, int64_t width) {
   const int64_t count = n * channels * height * width;
   const int64_t at = std::find_if(x, x + count, [](float v) { return !std::isfinite(v); }) - x;
-  const int64_t pixel = at % (height * width);
+  const int64_t pixel = at / channels % (height * width);
   Fail("packed convolution: input image {}, channel {}, pixel ({}, {}) is {}", at / (channels * height * width),
-       at / (height * width) % channels, pixel / width, pixel % width, x[std::min(at, count - 1)]);
+       at % channels, pixel / width, pixel % width, x[std::min(at, count - 1)]);
 }
 
-// Adds the corrections of the weights kept exactly to y [n, out, oh, ow] from x [n, in, h, w].
+// Adds the corrections of the weights kept exactly to y [n, oh, ow, out] from x [n, h, w, in]: per output position,
+// each boosted weight's correction times the input value under it (a few per cent of the weights at most, and
+// every value read lies in the position's patch, in L1).
 void AddBoostedConvolution(const PackedConvWeights& conv, const float* x, int64_t n, int64_t height, int64_t width,
                            float* y, ThreadPool& pool) {
   const PackedWeights& w = conv.weights;
   if (w.boosted_index.empty()) return;
   const ConvGeometry& g = conv.geometry;
   const int64_t cols = w.layout.cols, out_h = g.OutSide(height), out_w = g.OutSide(width);
-  // Entries are sorted by flat index, so by output channel: row_start[r] .. row_start[r + 1].
-  std::vector<size_t> row_start(static_cast<size_t>(g.out_channels + 1), 0);
-  for (const int64_t index : w.boosted_index) ++row_start[static_cast<size_t>(index / cols + 1)];
-  std::partial_sum(row_start.begin(), row_start.end(), row_start.begin());
-  pool.ParallelFor(n * g.out_channels, 1, [&](int64_t begin, int64_t end, int) {
+  struct Entry {
+    int64_t out, i, j, channel;
+    float delta;
+  };
+  std::vector<Entry> entries;
+  entries.reserve(w.boosted_index.size());
+  for (size_t e = 0; e < w.boosted_index.size(); ++e) {
+    const int64_t col = w.boosted_index[e] % cols, tap = col / g.in_channels;
+    entries.push_back({w.boosted_index[e] / cols, tap / g.kernel, tap % g.kernel, col % g.in_channels,
+                       w.boosted_delta[e]});
+  }
+  pool.ParallelFor(n * out_h, 1, [&](int64_t begin, int64_t end, int) {
     for (int64_t task = begin; task < end; ++task) {
-      const int64_t b = task / g.out_channels, r = task % g.out_channels;
-      float* plane = y + task * out_h * out_w;
-      for (size_t e = row_start[static_cast<size_t>(r)]; e < row_start[static_cast<size_t>(r + 1)]; ++e) {
-        const int64_t col = w.boosted_index[e] % cols;
-        const int64_t tap = col / g.in_channels, c = col % g.in_channels;
-        const int64_t i = tap / g.kernel, j = tap % g.kernel;
-        const float delta = w.boosted_delta[e];
-        const float* channel = x + (b * g.in_channels + c) * height * width;
-        for (int64_t oh = 0; oh < out_h; ++oh) {
-          const int64_t ih = oh * g.stride - g.padding + i;
-          if (ih < 0 || ih >= height) continue;
-          const float* in_row = channel + ih * width;
-          float* out_row = plane + oh * out_w;
-          for (int64_t ow = 0; ow < out_w; ++ow) {
-            const int64_t iw = ow * g.stride - g.padding + j;
-            if (iw >= 0 && iw < width) out_row[ow] += delta * in_row[iw];
+      const int64_t b = task / out_h, oh = task % out_h;
+      const float* image = x + b * height * width * g.in_channels;
+      for (int64_t ow = 0; ow < out_w; ++ow) {
+        float* out = y + (task * out_w + ow) * g.out_channels;
+        const int64_t top = oh * g.stride - g.padding, left = ow * g.stride - g.padding;
+        for (const Entry& e : entries) {
+          const int64_t ih = top + e.i, iw = left + e.j;
+          if (ih >= 0 && ih < height && iw >= 0 && iw < width) {
+            out[e.out] += e.delta * image[(ih * width + iw) * g.in_channels + e.channel];
           }
         }
       }
     }
   });
-}
-
-// out [positions, out] of one image (+ bias) into its planes of y [out, positions].
-void StoreOutputs(const float* rows, int64_t count, int64_t out_channels, const float* bias, int64_t positions,
-                  int64_t first, float* image_y) {
-  for (int64_t o = 0; o < out_channels; ++o) {
-    const float add = bias == nullptr ? 0.0f : bias[o];
-    float* plane = image_y + o * positions + first;
-    for (int64_t p = 0; p < count; ++p) plane[p] = rows[p * out_channels + o] + add;
-  }
 }
 
 }  // namespace
@@ -247,29 +245,31 @@ void PackedConv2dReference(const PackedConvWeights& conv, const float* bias, con
   CheckConvolution(conv, n, height, width);
   const ConvGeometry& g = conv.geometry;
   const int64_t out_h = g.OutSide(height), out_w = g.OutSide(width), positions = out_h * out_w;
-  const int64_t patch = g.PatchSize();
-  for (int64_t v = 0; v < n * g.in_channels * height * width; ++v) {
-    if (!std::isfinite(x[v])) FailNonFinite(x, n, g.in_channels, height, width);
+  const int64_t patch = g.PatchSize(), channels = g.in_channels;
+  for (int64_t v = 0; v < n * channels * height * width; ++v) {
+    if (!std::isfinite(x[v])) FailNonFinite(x, n, channels, height, width);
   }
-  std::vector<float> patches(static_cast<size_t>(positions * patch)), rows(static_cast<size_t>(positions * g.out_channels));
+  std::vector<float> patches(static_cast<size_t>(positions * patch));
   for (int64_t b = 0; b < n; ++b) {
-    const float* image = x + b * g.in_channels * height * width;
+    const float* image = x + b * height * width * channels;
     for (int64_t p = 0; p < positions; ++p) {
       for (int64_t i = 0; i < g.kernel; ++i) {
         for (int64_t j = 0; j < g.kernel; ++j) {
           const int64_t ih = p / out_w * g.stride - g.padding + i, iw = p % out_w * g.stride - g.padding + j;
           const bool inside = ih >= 0 && ih < height && iw >= 0 && iw < width;
-          for (int64_t c = 0; c < g.in_channels; ++c) {
-            patches[static_cast<size_t>(p * patch + (i * g.kernel + j) * g.in_channels + c)] =
-                inside ? image[(c * height + ih) * width + iw] : 0.0f;
+          for (int64_t c = 0; c < channels; ++c) {
+            patches[static_cast<size_t>(p * patch + (i * g.kernel + j) * channels + c)] =
+                inside ? image[(ih * width + iw) * channels + c] : 0.0f;
           }
         }
       }
     }
-    MatMulReference(conv.weights.view(), patches.data(), positions, rows.data());
-    AddBoosted(conv.weights, patches.data(), positions, rows.data());
-    StoreOutputs(rows.data(), positions, g.out_channels, bias, positions, 0,
-                 y + b * g.out_channels * positions);
+    float* rows = y + b * positions * g.out_channels;
+    MatMulReference(conv.weights.view(), patches.data(), positions, rows);
+    AddBoosted(conv.weights, patches.data(), positions, rows);
+    for (int64_t p = 0; p < positions && bias != nullptr; ++p) {
+      for (int64_t o = 0; o < g.out_channels; ++o) rows[p * g.out_channels + o] += bias[o];
+    }
   }
 }
 
@@ -285,61 +285,44 @@ void PackedConv2d(const PackedConvWeights& conv, const float* bias, const float*
   Require(ConvolutionRepacks(weights.layout), "packed convolution: {} weights ({}) are not a channels-last layout",
           TypeName(weights.layout.type), GranularityString(weights.layout));
 
-  // Images a chunk at a time, so that their channels-last copies stay a few MB (heap memory reused from call to
-  // call rather than fresh pages from the kernel, which a buffer of the whole batch would be).
-  constexpr int64_t kChunkBytes = int64_t{2} << 20;
-  const int64_t chunk = std::clamp<int64_t>(kChunkBytes / (pixels * channels * 4), 1, n);
-  thread_local std::vector<float> image_buffer, maxima_buffer;  // the caller's; workers see them through pointers
-  image_buffer.resize(static_cast<size_t>(chunk * pixels * channels));
-  maxima_buffer.resize(static_cast<size_t>(chunk * pixels));
-  float* const images = image_buffer.data();
-  float* const maxima = maxima_buffer.data();
-  std::vector<char> finite(static_cast<size_t>(chunk));
+  std::vector<float> maxima(static_cast<size_t>(n * pixels));
+  std::vector<char> finite(static_cast<size_t>(n));
+  pool.ParallelFor(n, 1, [&](int64_t begin, int64_t end, int) {
+    for (int64_t b = begin; b < end; ++b) {
+      finite[static_cast<size_t>(b)] = HWY_DYNAMIC_DISPATCH(PixelMaxima)(x + b * pixels * channels, channels,
+                                                                         pixels, maxima.data() + b * pixels);
+    }
+  });
+  if (std::find(finite.begin(), finite.end(), 0) != finite.end()) FailNonFinite(x, n, channels, height, width);
+
   // Blocks of positions whose int8 patches stay in L2 (about 128 KB), smaller while that leaves threads idle.
   constexpr int64_t kBlockBytes = 128 << 10, kMinBlock = 16;
   const int64_t threads = pool.threads();
   int64_t block = std::clamp<int64_t>(kBlockBytes / patch / 4 * 4, kMinBlock, std::max<int64_t>(positions, 4));
-  while (block > kMinBlock && chunk * ((positions + block - 1) / block) < 2 * threads) {
+  while (block > kMinBlock && n * ((positions + block - 1) / block) < 2 * threads) {
     block = std::max(kMinBlock, block / 2);
   }
-  const int64_t blocks_per_image = (positions + block - 1) / block;
-  for (int64_t b0 = 0; b0 < n; b0 += chunk) {
-    const int64_t count_images = std::min(chunk, n - b0);
-    const float* chunk_x = x + b0 * channels * pixels;
-    float* chunk_y = y + b0 * g.out_channels * positions;
-    pool.ParallelFor(count_images, 1, [&](int64_t begin, int64_t end, int) {
-      for (int64_t b = begin; b < end; ++b) {
-        finite[static_cast<size_t>(b)] = HWY_DYNAMIC_DISPATCH(ChannelsLastImage)(
-            chunk_x + b * channels * pixels, channels, pixels, images + b * pixels * channels,
-            maxima + b * pixels);
-      }
+  const int64_t blocks_per_image = (positions + block - 1) / block, tasks = n * blocks_per_image;
+  const auto run_block = [&](int64_t task, ThreadPool& product_pool) {
+    thread_local Int8Activations acts;
+    const int64_t b = task / blocks_per_image, first = task % blocks_per_image * block;
+    const int64_t count = std::min(block, positions - first);
+    if (acts.rows != count || acts.cols != patch || acts.segment != segment) {
+      ShapeActivations(count, patch, segment, acts);
+    }
+    HWY_DYNAMIC_DISPATCH(QuantizePatches)(g, x + b * pixels * channels, maxima.data() + b * pixels, height, width,
+                                          first, count, acts);
+    float* rows = y + (b * positions + first) * g.out_channels;  // channels-last: the product's rows in place
+    MatMulQuantized(weights, acts, rows, product_pool);
+    if (bias != nullptr) HWY_DYNAMIC_DISPATCH(AddBias)(bias, count, g.out_channels, rows);
+  };
+  if (tasks >= threads) {
+    pool.ParallelFor(tasks, 1, [&](int64_t begin, int64_t end, int) {
+      thread_local ThreadPool serial(1);
+      for (int64_t task = begin; task < end; ++task) run_block(task, serial);
     });
-    if (std::find(finite.begin(), finite.begin() + count_images, 0) != finite.begin() + count_images) {
-      FailNonFinite(x, n, channels, height, width);
-    }
-    const int64_t tasks = count_images * blocks_per_image;
-    const auto run_block = [&](int64_t task, ThreadPool& product_pool) {
-      thread_local Int8Activations acts;
-      thread_local std::vector<float> rows;
-      const int64_t b = task / blocks_per_image, first = task % blocks_per_image * block;
-      const int64_t count = std::min(block, positions - first);
-      if (acts.rows != count || acts.cols != patch || acts.segment != segment) {
-        ShapeActivations(count, patch, segment, acts);
-      }
-      rows.resize(static_cast<size_t>(count * g.out_channels));
-      HWY_DYNAMIC_DISPATCH(QuantizePatches)(g, images + b * pixels * channels, maxima + b * pixels,
-                                            height, width, first, count, acts);
-      MatMulQuantized(weights, acts, rows.data(), product_pool);
-      StoreOutputs(rows.data(), count, g.out_channels, bias, positions, first, chunk_y + b * g.out_channels * positions);
-    };
-    if (tasks >= threads) {
-      pool.ParallelFor(tasks, 1, [&](int64_t begin, int64_t end, int) {
-        thread_local ThreadPool serial(1);
-        for (int64_t task = begin; task < end; ++task) run_block(task, serial);
-      });
-    } else {
-      for (int64_t task = 0; task < tasks; ++task) run_block(task, pool);  // too few blocks: threads split the rows
-    }
+  } else {
+    for (int64_t task = 0; task < tasks; ++task) run_block(task, pool);  // too few blocks: threads split the rows
   }
   AddBoostedConvolution(conv, x, n, height, width, y, pool);
 }

@@ -1,16 +1,17 @@
 // 2-D convolutions through the packed kernels without an im2col copy in float.
 //
-// torch's layout outside (x [n, in, h, w] -> y [n, out, oh, ow], cross-correlation, zero padding, groups = 1),
-// channels-last inside: each image is transposed once to [h, w, in], so that an output position's patch is k
-// runs of k * in contiguous values (kernel row i, kernel column j, channel c: the column order of the weights
-// here). Every patch is quantized to int8 straight from the image with one scale, max |patch| / 127, the same
-// levels QuantizeActivations gives the patch as a row, and multiplied by the packed weights with MatMulQuantized:
-// the same integer arithmetic as the patches through MatMul, without the float patch matrix, which for a 3x3
-// convolution is 9 times the image and cost more than the product (the libtorch-unfold path this replaces ran
-// a packed ternary CNN at a quarter of libtorch's float speed).
+// Images and outputs are channels-last, [n, h, w, c] (how torch stores a [n, c, h, w] tensor in its channels_last
+// memory format, which the layers between convolutions keep), cross-correlation, zero padding, groups = 1. An
+// output position's patch is then k runs of k * in contiguous values (kernel row i, kernel column j, channel c:
+// the column order of the weights here), and its outputs one contiguous row. Every patch is quantized to int8
+// straight from the image with one scale, max |patch| / 127 (the levels QuantizeActivations gives the patch as a
+// row), and multiplied by the packed weights with MatMulQuantized, which writes the output rows in place: the
+// integer arithmetic of MatMul on the patches, without the float patch matrix, which for a 3x3 convolution is 9
+// times the image and cost more than the product (the libtorch-unfold path this replaces ran a packed ternary CNN
+// at a quarter of libtorch's float speed).
 //
 // Weights kept exactly (RPB, PackedWeights::boosted_index over the (i, j, c) columns) add their correction in
-// float: for each one, a shifted row of the input times the correction, added to a row of the output.
+// float, per output position.
 #pragma once
 
 #include <cstdint>
@@ -42,7 +43,7 @@ bool ConvolutionRepacks(const Layout& layout);
 // the (i, j, c) order. Throws atq::Error when the layout does not fit the geometry or !ConvolutionRepacks.
 PackedConvWeights ChannelsLastConvWeights(const PackedWeights& torch_order, const ConvGeometry& geometry);
 
-// y [n, out, oh, ow] for x [n, in, height, width], both float32 and contiguous, plus bias [out] unless null. The reference builds every patch
+// y [n, oh, ow, out] for x [n, height, width, in], both float32, plus bias [out] unless null. The reference builds every patch
 // as a float row and takes MatMulReference; PackedConv2d is the fast path above, equal to it within float
 // rounding of the per-patch sums. Both throw atq::Error for a value of x that is not finite (naming the image,
 // channel and pixel) or an image smaller than the kernel.

@@ -274,6 +274,10 @@ void Ternary16Rows(const PackedMatrix& weights, const Int8Activations& acts, int
 
 constexpr int64_t kMaxChunkBytes = 64;
 using D2Bit = hn::CappedTag<uint8_t, kMaxChunkBytes>;  // a chunk: Lanes bytes = 4 * Lanes weights
+// A row's last columns, when they do not fill a chunk, go in 16-byte pieces (64 weights): a convolution's 288 or
+// 576 columns would otherwise take 512 or 768 weights' worth of products.
+constexpr int64_t kTailPieceBytes = 16;
+using D2Tail = hn::CappedTag<uint8_t, kTailPieceBytes>;
 constexpr int64_t kPrefetchBytes = 512;
 
 // Where the weight decoded from byte `byte` of a TQ2_0 block's codes by the shift 2k sits in the block (in
@@ -286,7 +290,8 @@ struct TwoBitPlan {
   int64_t full_chunks = 0;        // ternary2: chunks that fit in a row; TQ2_0: cols / 256 blocks * chunks per block
   int64_t chunks = 0;             // full_chunks, plus one for a ternary2 row's last columns when they do not fill one
   int64_t tail_bytes = 0;         // the bytes of that last chunk
-  int64_t permuted_stride = 0;    // permuted activations per row: chunks * 4 * chunk_bytes, zero past cols
+  int64_t tail_pieces = 0;        // ternary2: that chunk in pieces of 16 bytes (64 weights), the last zero-padded
+  int64_t permuted_stride = 0;    // permuted activations per row: full chunks, then the tail's pieces; zero past cols
   std::vector<int8_t> permuted;   // acts.rows * permuted_stride, in decode order
 };
 
@@ -307,7 +312,8 @@ TwoBitPlan PlanTwoBit(const Layout& layout, const Int8Activations& acts) {
   plan.full_chunks = layout.cols / chunk_weights;
   plan.chunks = (layout.cols + chunk_weights - 1) / chunk_weights;
   if (!plan.tq2_0) plan.tail_bytes = RowBytes(layout) - plan.full_chunks * plan.chunk_bytes;
-  plan.permuted_stride = plan.chunks * chunk_weights;
+  plan.tail_pieces = (plan.tail_bytes + kTailPieceBytes - 1) / kTailPieceBytes;
+  plan.permuted_stride = plan.full_chunks * chunk_weights + plan.tail_pieces * 4 * kTailPieceBytes;
   // TQ2_0 (whose rows are whole 256-weight blocks): where each permuted position reads from.
   std::vector<int64_t> source(plan.tq2_0 ? static_cast<size_t>(plan.permuted_stride) : 0);
   for (int64_t c = 0; plan.tq2_0 && c < plan.chunks; ++c) {
@@ -330,20 +336,29 @@ TwoBitPlan PlanTwoBit(const Layout& layout, const Int8Activations& acts) {
       continue;
     }
     // ternary2: byte b of a chunk holds weights 4b .. 4b + 3, so a chunk's activations de-interleave by 4.
-    for (int64_t c = 0; c < plan.chunks; ++c) {
-      const int8_t* from = q + c * chunk_weights;
-      if (c == plan.full_chunks) {  // the row's last columns, zero-padded
-        std::fill(padded, padded + chunk_weights, 0);
-        std::copy(from, q + layout.cols, padded);
-        from = padded;
-      }
+    for (int64_t c = 0; c < plan.full_chunks; ++c) {
       hn::Vec<decltype(di8)> v0, v1, v2, v3;
-      hn::LoadInterleaved4(di8, from, v0, v1, v2, v3);
+      hn::LoadInterleaved4(di8, q + c * chunk_weights, v0, v1, v2, v3);
       int8_t* to = out + c * chunk_weights;
       hn::StoreU(v0, di8, to);
       hn::StoreU(v1, di8, to + plan.chunk_bytes);
       hn::StoreU(v2, di8, to + 2 * plan.chunk_bytes);
       hn::StoreU(v3, di8, to + 3 * plan.chunk_bytes);
+    }
+    if (plan.tail_pieces == 0) continue;
+    // The last columns, zero-padded, de-interleaved piece by piece.
+    const int64_t done = plan.full_chunks * chunk_weights;
+    std::fill(padded, padded + 4 * kMaxChunkBytes, 0);
+    std::copy(q + done, q + layout.cols, padded);
+    const hn::Repartition<int8_t, D2Tail> ti8;
+    for (int64_t piece = 0; piece < plan.tail_pieces; ++piece) {
+      hn::Vec<decltype(ti8)> v0, v1, v2, v3;
+      hn::LoadInterleaved4(ti8, padded + piece * 4 * kTailPieceBytes, v0, v1, v2, v3);
+      int8_t* to = out + done + piece * 4 * kTailPieceBytes;
+      hn::StoreU(v0, ti8, to);
+      hn::StoreU(v1, ti8, to + kTailPieceBytes);
+      hn::StoreU(v2, ti8, to + 2 * kTailPieceBytes);
+      hn::StoreU(v3, ti8, to + 3 * kTailPieceBytes);
     }
   }
   return plan;
@@ -359,6 +374,34 @@ HWY_INLINE void PrefetchWeights(const uint8_t* at, int64_t pass_bytes) {
     __builtin_prefetch(at + pass_bytes, 0, 2);
   } else {
     hwy::Prefetch(at + kPrefetchBytes);
+  }
+}
+
+// sums[m][i] = the integer dot of row i's tail (tails + i * kMaxChunkBytes: its last columns' bytes, zero-padded)
+// with activation row m's tail (permuted[m] + offset), piece by 16-byte piece.
+template <int M, int R>
+HWY_INLINE void TwoBitTail(const uint8_t* tails, const TwoBitPlan& plan, const int8_t* const* permuted,
+                           int64_t offset, int32_t (*sums)[R]) {
+  const D2Tail t8;
+  const hn::Repartition<int8_t, D2Tail> ti8;
+  const hn::Repartition<int32_t, D2Tail> t32;
+  const auto mask = hn::Set(t8, 3);
+  for (int m = 0; m < M; ++m) {
+    hn::Vec<decltype(t32)> acc[R];
+    for (int i = 0; i < R; ++i) acc[i] = hn::Zero(t32);
+    for (int64_t piece = 0; piece < plan.tail_pieces; ++piece) {
+      const int8_t* q = permuted[m] + offset + piece * 4 * kTailPieceBytes;
+      const auto q0 = hn::LoadU(ti8, q), q1 = hn::LoadU(ti8, q + kTailPieceBytes);
+      const auto q2 = hn::LoadU(ti8, q + 2 * kTailPieceBytes), q3 = hn::LoadU(ti8, q + 3 * kTailPieceBytes);
+      for (int i = 0; i < R; ++i) {
+        const auto packed = hn::LoadU(t8, tails + i * kMaxChunkBytes + piece * kTailPieceBytes);
+        acc[i] = DotUnsigned(t8, acc[i], hn::And(packed, mask), q0);
+        acc[i] = DotUnsigned(t8, acc[i], hn::And(hn::ShiftRight<2>(packed), mask), q1);
+        acc[i] = DotUnsigned(t8, acc[i], hn::And(hn::ShiftRight<4>(packed), mask), q2);
+        acc[i] = DotUnsigned(t8, acc[i], hn::ShiftRight<6>(packed), q3);
+      }
+    }
+    for (int i = 0; i < R; ++i) sums[m][i] = hn::GetLane(hn::SumOfLanes(t32, acc[i]));
   }
 }
 
@@ -395,12 +438,9 @@ HWY_INLINE void TwoBitBlock(const uint8_t* const* row, const uint8_t* tails /* [
     for (int m = 0; m < M; ++m) {
       for (int i = 0; i < R; ++i) acc[m][i] = hn::Zero(d32);
     }
-    const int64_t chunk_end =
-        s == acts.segments - 1 ? plan.chunks : std::min(plan.chunks, (s + 1) * chunks_per_segment);
-    // The last chunk of a row that does not fill it comes from a zero-padded copy.
-    const auto chunk_at = [&](int i, int64_t c, int64_t byte) {
-      return c < plan.full_chunks ? row[i] + byte : tails + i * kMaxChunkBytes;
-    };
+    const bool last = s == acts.segments - 1;
+    const int64_t chunk_end = last ? plan.full_chunks : std::min(plan.full_chunks, (s + 1) * chunks_per_segment);
+    const auto chunk_at = [&](int i, int64_t, int64_t byte) { return row[i] + byte; };
     // TQ2_0 blocks carry a 2-byte scale after their 64 code bytes.
     const auto byte_of = [&](int64_t c) {
       return plan.tq2_0 ? (c * nb) / 64 * static_cast<int64_t>(sizeof(BlockTQ2_0)) + (c * nb) % 64 : c * nb;
@@ -460,10 +500,14 @@ HWY_INLINE void TwoBitBlock(const uint8_t* const* row, const uint8_t* tails /* [
         field(std::integral_constant<int, 3>());
       }
     }
+    // The row's last columns (a zero-padded copy of their bytes) in 16-byte pieces, summed into tail[m][i].
+    int32_t tail[M][R] = {};
+    if (last && plan.tail_pieces > 0) TwoBitTail<M, R>(tails, plan, permuted, plan.full_chunks * chunk_weights, tail);
     for (int m = 0; m < M; ++m) {
       const int64_t at = (first + m) * acts.segments + s;
       for (int i = 0; i < R; ++i) {
         const float scale = scales[i][s] * acts.scales[at];
+        correction[m][i] += scale * static_cast<float>(tail[m][i]);
         hn::Store(hn::MulAdd(hn::ConvertTo(df, acc[m][i]), hn::Set(df, scale), hn::Load(df, total[m][i])), df,
                   total[m][i]);
         correction[m][i] -= scale * static_cast<float>(offsets[i][s] * acts.sums[at]);

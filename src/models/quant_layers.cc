@@ -223,11 +223,13 @@ torch::Tensor QuantConv2dImpl::PackedConvolution(const torch::Tensor& x) const {
   namespace F = torch::nn::functional;
   Require(x.dim() == 4 && x.size(1) == in_channels_, "packed convolution: input must be [N, {}, H, W]", in_channels_);
   if (channels_last_) {
-    const torch::Tensor input = x.to(torch::kFloat32).contiguous();
+    // Channels-last in and out: the layers after a convolution (BatchNorm, ReLU, pooling, the residual sum)
+    // keep torch's channels_last format, so only the first packed convolution's input is rearranged.
+    const torch::Tensor input = x.to(torch::kFloat32).contiguous(torch::MemoryFormat::ChannelsLast);
     const torch::Tensor bias_values = bias.defined() ? bias.detach().to(torch::kFloat32).contiguous() : bias;
     const ConvGeometry& g = channels_last_->geometry;
     torch::Tensor y = torch::empty({x.size(0), out_channels_, g.OutSide(x.size(2)), g.OutSide(x.size(3))},
-                                   input.options());
+                                   input.options().memory_format(torch::MemoryFormat::ChannelsLast));
     PackedConv2d(*channels_last_, bias_values.defined() ? bias_values.data_ptr<float>() : nullptr,
                  input.data_ptr<float>(), x.size(0), x.size(2), x.size(3), y.data_ptr<float>());
     return y.to(x.scalar_type());

@@ -1,6 +1,6 @@
 // PackedConv2d against PackedConv2dReference (the same arithmetic in scalar code) on every compiled Highway
 // target, and the reference against a direct float convolution of the dequantized weights in double (torch's
-// conv2d arithmetic, written out) within the int8 rounding of the patches; the channels-last reordering against
+// conv2d arithmetic, written out; channels-last images) within the int8 rounding of the patches; the channels-last reordering against
 // the weights it came from; bad input refused.
 #include "kernels/conv2d.h"
 
@@ -39,7 +39,7 @@ std::string Describe(const ConvCase& c) {
 struct Built {
   PackedWeights torch_order;  // [out, in * k * k] in torch's (c, i, j) column order
   PackedConvWeights conv;
-  std::vector<float> bias, x;
+  std::vector<float> bias, x;  // x [n, h, w, in]
 };
 
 Built Build(const ConvCase& c, uint32_t seed) {
@@ -105,13 +105,13 @@ std::vector<double> DirectConvolution(const ConvCase& c, const Built& b, std::ve
                 const int64_t ih = p * g.stride - g.padding + i, iw = q * g.stride - g.padding + j;
                 if (ih < 0 || ih >= c.height || iw < 0 || iw >= c.width) continue;
                 const double wv = w[(o * g.in_channels + ch) * g.kernel * g.kernel + i * g.kernel + j];
-                const double xv = b.x[((n * g.in_channels + ch) * c.height + ih) * c.width + iw];
+                const double xv = b.x[((n * c.height + ih) * c.width + iw) * g.in_channels + ch];
                 sum += wv * xv;
                 size += std::fabs(wv);
               }
             }
           }
-          const size_t at = static_cast<size_t>(((n * g.out_channels + o) * oh + p) * ow + q);
+          const size_t at = static_cast<size_t>(((n * oh + p) * ow + q) * g.out_channels + o);
           y[at] = sum;
           magnitude[at] = size;
         }
@@ -175,7 +175,7 @@ TEST(PackedConv2d, BadInputIsRefused) {
   const ConvCase c{QuantType::kTernary2, {4, 4, 3, 1, 0}, 2, 5, 5, false, false};
   Built b = Build(c, 3);
   std::vector<float> y(2 * 4 * 3 * 3);
-  b.x[(1 * 4 + 2) * 25 + 3 * 5 + 1] = std::nanf("");
+  b.x[((1 * 5 + 3) * 5 + 1) * 4 + 2] = std::nanf("");  // channels-last: image 1, pixel (3, 1), channel 2
   try {
     PackedConv2d(b.conv, nullptr, b.x.data(), 2, 5, 5, y.data());
     FAIL() << "a NaN pixel was accepted";
