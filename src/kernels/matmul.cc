@@ -377,31 +377,43 @@ HWY_INLINE void PrefetchWeights(const uint8_t* at, int64_t pass_bytes) {
   }
 }
 
-// sums[m][i] = the integer dot of row i's tail (tails + i * kMaxChunkBytes: its last columns' bytes, zero-padded)
-// with activation row m's tail (permuted[m] + offset), piece by 16-byte piece.
-template <int M, int R>
+// v (a 16-byte piece's lanes) as the first lanes of a vector of D, the rest zero: free on x86, where writing a
+// narrower register clears the rest.
+template <class D, class VPiece>
+HWY_INLINE hn::Vec<D> ZeroExtendPiece(D d, VPiece v) {
+  if constexpr (hn::MaxLanes(d) == hn::MaxLanes(hn::DFromV<VPiece>())) {
+    return v;
+  } else {
+    return hn::ZeroExtendVector(d, ZeroExtendPiece(hn::Half<D>(), v));
+  }
+}
+
+// acc[m][i] += the integer dot of row i's tail (tails + i * kMaxChunkBytes: its last columns' bytes, zero-padded)
+// with activation row m's tail (permuted[m] + offset), piece by 16-byte piece, in the low lanes.
+template <int M, int R, class V32>
 HWY_INLINE void TwoBitTail(const uint8_t* tails, const TwoBitPlan& plan, const int8_t* const* permuted,
-                           int64_t offset, int32_t (*sums)[R]) {
+                           int64_t offset, V32 (*acc)[R]) {
   const D2Tail t8;
   const hn::Repartition<int8_t, D2Tail> ti8;
   const hn::Repartition<int32_t, D2Tail> t32;
+  const hn::DFromV<V32> d32;
   const auto mask = hn::Set(t8, 3);
   for (int m = 0; m < M; ++m) {
-    hn::Vec<decltype(t32)> acc[R];
-    for (int i = 0; i < R; ++i) acc[i] = hn::Zero(t32);
+    hn::Vec<decltype(t32)> sum[R];
+    for (int i = 0; i < R; ++i) sum[i] = hn::Zero(t32);
     for (int64_t piece = 0; piece < plan.tail_pieces; ++piece) {
       const int8_t* q = permuted[m] + offset + piece * 4 * kTailPieceBytes;
       const auto q0 = hn::LoadU(ti8, q), q1 = hn::LoadU(ti8, q + kTailPieceBytes);
       const auto q2 = hn::LoadU(ti8, q + 2 * kTailPieceBytes), q3 = hn::LoadU(ti8, q + 3 * kTailPieceBytes);
       for (int i = 0; i < R; ++i) {
         const auto packed = hn::LoadU(t8, tails + i * kMaxChunkBytes + piece * kTailPieceBytes);
-        acc[i] = DotUnsigned(t8, acc[i], hn::And(packed, mask), q0);
-        acc[i] = DotUnsigned(t8, acc[i], hn::And(hn::ShiftRight<2>(packed), mask), q1);
-        acc[i] = DotUnsigned(t8, acc[i], hn::And(hn::ShiftRight<4>(packed), mask), q2);
-        acc[i] = DotUnsigned(t8, acc[i], hn::ShiftRight<6>(packed), q3);
+        sum[i] = DotUnsigned(t8, sum[i], hn::And(packed, mask), q0);
+        sum[i] = DotUnsigned(t8, sum[i], hn::And(hn::ShiftRight<2>(packed), mask), q1);
+        sum[i] = DotUnsigned(t8, sum[i], hn::And(hn::ShiftRight<4>(packed), mask), q2);
+        sum[i] = DotUnsigned(t8, sum[i], hn::ShiftRight<6>(packed), q3);
       }
     }
-    for (int i = 0; i < R; ++i) sums[m][i] = hn::GetLane(hn::SumOfLanes(t32, acc[i]));
+    for (int i = 0; i < R; ++i) acc[m][i] = hn::Add(acc[m][i], ZeroExtendPiece(d32, sum[i]));
   }
 }
 
@@ -500,14 +512,12 @@ HWY_INLINE void TwoBitBlock(const uint8_t* const* row, const uint8_t* tails /* [
         field(std::integral_constant<int, 3>());
       }
     }
-    // The row's last columns (a zero-padded copy of their bytes) in 16-byte pieces, summed into tail[m][i].
-    int32_t tail[M][R] = {};
-    if (last && plan.tail_pieces > 0) TwoBitTail<M, R>(tails, plan, permuted, plan.full_chunks * chunk_weights, tail);
+    // The row's last columns (a zero-padded copy of their bytes) in 16-byte pieces.
+    if (last && plan.tail_pieces > 0) TwoBitTail<M, R>(tails, plan, permuted, plan.full_chunks * chunk_weights, acc);
     for (int m = 0; m < M; ++m) {
       const int64_t at = (first + m) * acts.segments + s;
       for (int i = 0; i < R; ++i) {
         const float scale = scales[i][s] * acts.scales[at];
-        correction[m][i] += scale * static_cast<float>(tail[m][i]);
         hn::Store(hn::MulAdd(hn::ConvertTo(df, acc[m][i]), hn::Set(df, scale), hn::Load(df, total[m][i])), df,
                   total[m][i]);
         correction[m][i] -= scale * static_cast<float>(offsets[i][s] * acts.sums[at]);
