@@ -58,6 +58,17 @@ assert all(r['seconds'] > 0 and r['bandwidth_share'] > 0 for r in rows)" \
   || { echo "FAIL: bench --json"; failures=$((failures + 1)); }
 expect_status 2 "bench with a bad shape" "$atq" bench --shapes 64by256
 expect_status 2 "bench with an unknown type" "$atq" bench --types q9_9
+expect_status 0 "bench --classifier" "$atq" bench --classifier cnn --image-size 8 --types t2,t1.6 --batch 1,3 \
+  --threads 1 --min-seconds 0.01 --json "$tmp/cls_speed.json" --plot "$tmp/cls_speed.png"
+python3 -c "
+import json; d=json.load(open('$tmp/cls_speed.json'))
+assert [r['format'] for r in d] == ['t2', 't1.6'] and all(r['model'] == 'cnn' for r in d)
+assert all([x['batch'] for x in r['results']] == [1, 3] for r in d)
+assert all(x['packed_images_per_second'] > 0 and x['libtorch_f32_images_per_second'] > 0 for r in d for x in r['results'])" \
+  || { echo "FAIL: bench --classifier --json"; failures=$((failures + 1)); }
+[ -s "$tmp/cls_speed.png" ] || { echo "FAIL: bench --classifier --plot"; failures=$((failures + 1)); }
+expect_status 1 "bench --classifier of a missing file" "$atq" bench --classifier "$tmp/missing.safetensors"
+expect_status 2 "bench --classifier on two thread counts" "$atq" bench --classifier cnn --threads 1,2
 
 expect_status 1 "inspect of a missing file" "$atq" inspect "$tmp/missing.safetensors"
 expect_output "missing.safetensors" "the error names the file"

@@ -136,6 +136,24 @@ struct BenchOptions {
   int64_t image_size = 28;
 };
 #ifdef ATQ_WITH_TORCH
+// Images/s per batch size: libtorch float32 and each packed format, one bar each.
+void PlotClassifier(const nlohmann::json& reports, const std::string& path) {
+  PlotSpec spec;
+  spec.title = fmt::format("{} on {} thread(s): packed kernels against libtorch float32",
+                           reports[0]["model"].get<std::string>(), reports[0]["threads"].get<int>());
+  spec.y_label = "images / s";
+  for (const auto& row : reports[0]["results"]) spec.categories.push_back(fmt::format("batch {}", row["batch"].get<int64_t>()));
+  PlotSeries floats("libtorch f32", {}, {});
+  for (const auto& row : reports[0]["results"]) floats.y.push_back(row["libtorch_f32_images_per_second"]);
+  spec.series.push_back(floats);
+  for (const auto& report : reports) {
+    PlotSeries packed("packed " + report.value("format", std::string("file")), {}, {});
+    for (const auto& row : report["results"]) packed.y.push_back(row["packed_images_per_second"]);
+    spec.series.push_back(packed);
+  }
+  RenderPlot(spec, path);
+}
+
 // --classifier: a packed file, or an architecture written with random ternary weights to a temporary file.
 int RunClassifierBench(const BenchOptions& options, bool batch_given) {
   const std::vector<int> threads =
@@ -174,6 +192,7 @@ int RunClassifierBench(const BenchOptions& options, bool batch_given) {
     std::filesystem::remove_all(dir);
   }
   if (!options.json_path.empty()) WriteFileAtomically(options.json_path, report.dump(2) + "\n");
+  if (!options.plot_path.empty()) PlotClassifier(report, options.plot_path);
   return 0;
 }
 #endif
@@ -194,7 +213,7 @@ RunFn DeclareBench(CLI::App& app) {
       ->check(CountFrom(1))
       ->capture_default_str();
   app.add_option("--json", options->json_path, "Write the results as JSON to this file");
-  app.add_option("--plot", options->plot_path, "Draw weights/s (or tokens/s with --model) against bits per weight (PNG)");
+  app.add_option("--plot", options->plot_path, "Draw weights/s (or tokens/s with --model) against bits per weight, or images/s by batch with --classifier (PNG)");
 #ifdef ATQ_WITH_TORCH
   app.add_option("--model", options->model,
                  "Model level instead: a language model (Hugging Face folder, GGUF, llama2.c) run in each format");
