@@ -157,42 +157,53 @@ void CheckConvolution(const PackedConvWeights& conv, int64_t n, int64_t height, 
        at % channels, pixel / width, pixel % width, x[std::min(at, count - 1)]);
 }
 
-// Adds the corrections of the weights kept exactly to y [n, oh, ow, out] from x [n, h, w, in]: per output position,
-// each boosted weight's correction times the input value under it (a few per cent of the weights at most, and
-// every value read lies in the position's patch, in L1).
-void AddBoostedConvolution(const PackedConvWeights& conv, const float* x, int64_t n, int64_t height, int64_t width,
-                           float* y, ThreadPool& pool) {
+// The weights kept exactly, as the corrections a product adds per output position: output channel, the input value's
+// offset from the patch's first pixel (channels-last), the kernel row and column it sits under, the correction.
+struct BoostedTap {
+  int32_t out;
+  int32_t offset;
+  int32_t i, j;
+  float delta;
+};
+
+std::vector<BoostedTap> BoostedTaps(const PackedConvWeights& conv, int64_t width) {
   const PackedWeights& w = conv.weights;
-  if (w.boosted_index.empty()) return;
   const ConvGeometry& g = conv.geometry;
-  const int64_t cols = w.layout.cols, out_h = g.OutSide(height), out_w = g.OutSide(width);
-  struct Entry {
-    int64_t out, i, j, channel;
-    float delta;
-  };
-  std::vector<Entry> entries;
-  entries.reserve(w.boosted_index.size());
+  const int64_t cols = w.layout.cols;
+  std::vector<BoostedTap> taps;
+  taps.reserve(w.boosted_index.size());
   for (size_t e = 0; e < w.boosted_index.size(); ++e) {
-    const int64_t col = w.boosted_index[e] % cols, tap = col / g.in_channels;
-    entries.push_back({w.boosted_index[e] / cols, tap / g.kernel, tap % g.kernel, col % g.in_channels,
-                       w.boosted_delta[e]});
+    const int64_t col = w.boosted_index[e] % cols, tap = col / g.in_channels, c = col % g.in_channels;
+    const int64_t i = tap / g.kernel, j = tap % g.kernel;
+    taps.push_back({static_cast<int32_t>(w.boosted_index[e] / cols),
+                    static_cast<int32_t>((i * width + j) * g.in_channels + c), static_cast<int32_t>(i),
+                    static_cast<int32_t>(j), w.boosted_delta[e]});
   }
-  pool.ParallelFor(n * out_h, 1, [&](int64_t begin, int64_t end, int) {
-    for (int64_t task = begin; task < end; ++task) {
-      const int64_t b = task / out_h, oh = task % out_h;
-      const float* image = x + b * height * width * g.in_channels;
-      for (int64_t ow = 0; ow < out_w; ++ow) {
-        float* out = y + (task * out_w + ow) * g.out_channels;
-        const int64_t top = oh * g.stride - g.padding, left = ow * g.stride - g.padding;
-        for (const Entry& e : entries) {
-          const int64_t ih = top + e.i, iw = left + e.j;
-          if (ih >= 0 && ih < height && iw >= 0 && iw < width) {
-            out[e.out] += e.delta * image[(ih * width + iw) * g.in_channels + e.channel];
-          }
-        }
+  return taps;
+}
+
+// rows [count, out] (output positions first .. first + count - 1 of one image) += the boosted corrections, read
+// from the image [height, width, in] while both are in cache. A few per cent of the weights at most, one scalar
+// multiply-add each per position; positions whose patch lies inside the image skip the bounds checks.
+void AddBoostedRows(const std::vector<BoostedTap>& taps, const ConvGeometry& g, const float* image, int64_t height,
+                    int64_t width, int64_t first, int64_t count, float* rows) {
+  const int64_t out_w = g.OutSide(width);
+  for (int64_t row = 0; row < count; ++row) {
+    const int64_t position = first + row;
+    const int64_t top = position / out_w * g.stride - g.padding, left = position % out_w * g.stride - g.padding;
+    float* out = rows + row * g.out_channels;
+    if (top >= 0 && left >= 0 && top + g.kernel <= height && left + g.kernel <= width) {
+      const float* patch = image + (top * width + left) * g.in_channels;
+      for (const BoostedTap& t : taps) out[t.out] += t.delta * patch[t.offset];
+      continue;
+    }
+    for (const BoostedTap& t : taps) {
+      const int64_t ih = top + t.i, iw = left + t.j;
+      if (ih >= 0 && ih < height && iw >= 0 && iw < width) {
+        out[t.out] += t.delta * image[(top * width + left) * g.in_channels + t.offset];
       }
     }
-  });
+  }
 }
 
 }  // namespace
@@ -303,6 +314,7 @@ void PackedConv2d(const PackedConvWeights& conv, const float* bias, const float*
     block = std::max(kMinBlock, block / 2);
   }
   const int64_t blocks_per_image = (positions + block - 1) / block, tasks = n * blocks_per_image;
+  const std::vector<BoostedTap> boosted = BoostedTaps(conv, width);
   const auto run_block = [&](int64_t task, ThreadPool& product_pool) {
     thread_local Int8Activations acts;
     const int64_t b = task / blocks_per_image, first = task % blocks_per_image * block;
@@ -315,6 +327,7 @@ void PackedConv2d(const PackedConvWeights& conv, const float* bias, const float*
     float* rows = y + (b * positions + first) * g.out_channels;  // channels-last: the product's rows in place
     MatMulQuantized(weights, acts, rows, product_pool);
     if (bias != nullptr) HWY_DYNAMIC_DISPATCH(AddBias)(bias, count, g.out_channels, rows);
+    if (!boosted.empty()) AddBoostedRows(boosted, g, x + b * pixels * channels, height, width, first, count, rows);
   };
   if (tasks >= threads) {
     pool.ParallelFor(tasks, 1, [&](int64_t begin, int64_t end, int) {
@@ -324,7 +337,6 @@ void PackedConv2d(const PackedConvWeights& conv, const float* bias, const float*
   } else {
     for (int64_t task = 0; task < tasks; ++task) run_block(task, pool);  // too few blocks: threads split the rows
   }
-  AddBoostedConvolution(conv, x, n, height, width, y, pool);
 }
 
 }  // namespace atq
