@@ -181,6 +181,8 @@ int RunClassifierBench(const BenchOptions& options, bool batch_given) {
       for (QuantType type : types) {
         const std::string path = (dir / (std::string(TypeName(type)) + ".safetensors")).string();
         WriteRandomTernaryClassifier(options.classifier, options.image_size, type, path);
+        std::cout << fmt::format("{}: random ternary weights packed as {}", options.classifier, TypeName(type))
+                  << std::endl;
         report.push_back(MeasureClassifierSpeed(path, speed));
         report.back()["format"] = std::string(TypeName(type));
         report.back()["file"] = "random weights";
