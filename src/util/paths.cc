@@ -10,4 +10,9 @@ std::string ProjectDataDir() {
   return ATQ_DATA_DIR;
 }
 
+std::string ProjectAssetDir() {
+  if (const char* dir = std::getenv("ATQ_ASSETS"); dir != nullptr && *dir != '\0') return dir;
+  return ATQ_ASSET_DIR;
+}
+
 }  // namespace atq

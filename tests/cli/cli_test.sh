@@ -69,6 +69,14 @@ assert all(x['packed_images_per_second'] > 0 and x['libtorch_f32_images_per_seco
 [ -s "$tmp/cls_speed.png" ] || { echo "FAIL: bench --classifier --plot"; failures=$((failures + 1)); }
 expect_status 1 "bench --classifier of a missing file" "$atq" bench --classifier "$tmp/missing.safetensors"
 expect_status 2 "bench --classifier on two thread counts" "$atq" bench --classifier cnn --threads 1,2
+expect_status 0 "captions" "$atq" captions --split held_out --per-class 2 --seed 3 --json "$tmp/captions.json"
+python3 -c "
+import json; d=json.load(open('$tmp/captions.json'))
+assert d['split'] == 'held_out' and len(d['classes']) == 10 and d['classes'][9]['name'] == 'Ankle boot'
+assert all(len(c['captions']) == 2 and c['prompts'] == c['descriptions'] * d['templates'] for c in d['classes'])" \
+  || { echo "FAIL: captions --json"; failures=$((failures + 1)); }
+expect_status 1 "captions of an unknown dataset" "$atq" captions --dataset cifar77
+expect_status 2 "captions of an unknown split" "$atq" captions --split test
 
 expect_status 1 "inspect of a missing file" "$atq" inspect "$tmp/missing.safetensors"
 expect_output "missing.safetensors" "the error names the file"

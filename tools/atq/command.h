@@ -52,6 +52,7 @@ RunFn DeclareSweep(CLI::App& app);
 RunFn DeclarePtq(CLI::App& app);
 RunFn DeclareSensitivity(CLI::App& app);
 RunFn DeclarePareto(CLI::App& app);
+RunFn DeclareCaptions(CLI::App& app);
 #endif
 
 }  // namespace atq::cli

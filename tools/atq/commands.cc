@@ -92,6 +92,9 @@ const std::vector<Command>& AllCommands() {
        DeclareSensitivity},
       {"pareto", "Measure vision quantization recipes (accuracy, size, energy) and mark the Pareto frontiers",
        DeclarePareto},
+      {"captions", "The English captions of the image-text models: descriptions and templates per class and split, "
+       "drawn as training draws them",
+       DeclareCaptions},
 #endif
       {"inspect", "List the tensors, types, shapes, bytes and metadata of a safetensors/GGUF file or model folder",
        DeclareInspect},
