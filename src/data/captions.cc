@@ -160,6 +160,34 @@ std::vector<std::string> CaptionGenerator::Prompts(int label) const {
   return prompts;
 }
 
+CaptionVocabulary::CaptionVocabulary(const CaptionSet& set,
+                                     const std::function<std::vector<int32_t>(const std::string&)>& encode)
+    : encode_(encode) {
+  std::set<int32_t> seen;
+  const CaptionGenerator train(set, CaptionSplit::kTrain, 0);
+  for (int label = 0; label < set.classes(); ++label) {
+    for (const std::string& text : train.Prompts(label)) {
+      for (const int32_t id : encode_(text)) seen.insert(id);
+    }
+  }
+  gpt2_ids_.assign(seen.begin(), seen.end());
+  for (size_t i = 0; i < gpt2_ids_.size(); ++i) dense_[gpt2_ids_[i]] = static_cast<int64_t>(i) + 2;
+}
+
+std::vector<int64_t> CaptionVocabulary::Encode(const std::string& text, int64_t context, int64_t* length) const {
+  Require(context > 0, "caption context must be positive, got {}", context);
+  std::vector<int64_t> ids(static_cast<size_t>(context), kPad);
+  int64_t count = 0;
+  for (const int32_t id : encode_(text)) {
+    if (count == context) break;
+    const auto found = dense_.find(id);
+    ids[static_cast<size_t>(count++)] = found == dense_.end() ? kUnknown : found->second;
+  }
+  if (count == 0) ids[0] = kUnknown, count = 1;
+  if (length != nullptr) *length = count;
+  return ids;
+}
+
 std::string FillTemplate(const std::string& pattern, const std::string& description) {
   const size_t at = pattern.find("{}");
   Require(at != std::string::npos, "caption template \"{}\" has no {{}}", pattern);

@@ -8,7 +8,9 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <string>
+#include <unordered_map>
 #include <vector>
 
 namespace atq {
@@ -58,6 +60,30 @@ class CaptionGenerator {
   const CaptionSet& set_;
   CaptionSplit split_;
   uint64_t seed_;
+};
+
+// The token ids a text encoder embeds: GPT-2's ids of every training wording (each training template with each
+// training description of every class) renumbered densely, 0 for padding and 1 for a token the training wordings
+// never use (held-out wordings may hold such tokens; they share one embedding). Built from the GPT-2 ids so that
+// the text still goes through GPT-2's tokenizer, but without a 50,257-row embedding table of which a few hundred
+// rows would ever train.
+class CaptionVocabulary {
+ public:
+  static constexpr int64_t kPad = 0, kUnknown = 1;
+
+  // `encode`: GPT-2's tokenizer (any text -> ids).
+  CaptionVocabulary(const CaptionSet& set, const std::function<std::vector<int32_t>(const std::string&)>& encode);
+
+  int64_t size() const { return static_cast<int64_t>(gpt2_ids_.size()) + 2; }
+  // `text` as `context` ids: tokens renumbered, cut at `context`, padded with kPad; `length` gets the count of
+  // real tokens (at least 1: an empty text is one kUnknown).
+  std::vector<int64_t> Encode(const std::string& text, int64_t context, int64_t* length) const;
+  const std::vector<int32_t>& gpt2_ids() const { return gpt2_ids_; }  // by dense id - 2
+
+ private:
+  std::function<std::vector<int32_t>(const std::string&)> encode_;
+  std::vector<int32_t> gpt2_ids_;
+  std::unordered_map<int32_t, int64_t> dense_;
 };
 
 // `template` with its "{}" replaced by `description` and the first letter upper-cased.

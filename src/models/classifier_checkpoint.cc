@@ -193,6 +193,15 @@ void SaveClassifier(const std::string& dir, ClassifierModule& model, const Class
     for (const auto& [key, value] : extra->items()) config_json[key] = value;
   }
 
+  const std::map<std::string, std::string> metadata = {
+      {"format", "pt"}, {"atq_model", config.model}, {"atq_config", config_json.dump()}};
+  const std::filesystem::path folder(dir);
+  SaveModuleTensors(model, (folder / kWeightsFile).string(), metadata);
+  WriteFileAtomically((folder / kConfigFile).string(), config_json.dump(2) + "\n");
+}
+
+void SaveModuleTensors(torch::nn::Module& model, const std::string& path,
+                       const std::map<std::string, std::string>& metadata) {
   // f32 copies kept alive until written; integer buffers (num_batches_tracked) too, as the fixtures store them.
   std::vector<torch::Tensor> copies;
   std::vector<TensorToWrite> tensors;
@@ -208,14 +217,10 @@ void SaveClassifier(const std::string& dir, ClassifierModule& model, const Class
     tensors.push_back(std::move(entry));
     copies.push_back(std::move(copy));
   }
-  const std::map<std::string, std::string> metadata = {
-      {"format", "pt"}, {"atq_model", config.model}, {"atq_config", config_json.dump()}};
-  const std::filesystem::path folder(dir);
-  WriteSafetensors((folder / kWeightsFile).string(), tensors, metadata);
-  WriteFileAtomically((folder / kConfigFile).string(), config_json.dump(2) + "\n");
+  WriteSafetensors(path, tensors, metadata);
 }
 
-void LoadClassifierWeights(ClassifierModule& model, const std::string& safetensors_path) {
+void LoadModuleTensors(torch::nn::Module& model, const std::string& safetensors_path) {
   const SafetensorsFile file = SafetensorsFile::Open(safetensors_path);
   torch::NoGradGuard no_grad;
   std::set<std::string> used;
@@ -239,6 +244,10 @@ void LoadClassifierWeights(ClassifierModule& model, const std::string& safetenso
       Fail("{}: tensor '{}' belongs to no parameter or buffer of the model", safetensors_path, info.name);
     }
   }
+}
+
+void LoadClassifierWeights(ClassifierModule& model, const std::string& safetensors_path) {
+  LoadModuleTensors(model, safetensors_path);
 }
 
 LoadedClassifier LoadClassifier(const std::string& path) {

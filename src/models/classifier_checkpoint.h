@@ -47,6 +47,13 @@ std::vector<std::pair<std::string, LayerQuantConfig>> CurrentLayerConfigs(Classi
 void SaveClassifier(const std::string& dir, ClassifierModule& model, const ClassifierConfig& config,
                     const nlohmann::json* extra = nullptr);
 
+// Every parameter and buffer of any module by torch name, as float32 safetensors (atomically), and back. Loading
+// throws atq::Error naming the file and the tensor for a missing tensor, a shape mismatch, a non-finite value or a
+// tensor the module does not have.
+void SaveModuleTensors(torch::nn::Module& model, const std::string& path,
+                       const std::map<std::string, std::string>& metadata);
+void LoadModuleTensors(torch::nn::Module& model, const std::string& safetensors_path);
+
 // Copies every parameter and buffer of `model` from a safetensors file by name. Throws atq::Error naming the
 // file and the tensor for a missing tensor, a shape mismatch or a tensor the model does not have.
 void LoadClassifierWeights(ClassifierModule& model, const std::string& safetensors_path);

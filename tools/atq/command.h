@@ -53,6 +53,7 @@ RunFn DeclarePtq(CLI::App& app);
 RunFn DeclareSensitivity(CLI::App& app);
 RunFn DeclarePareto(CLI::App& app);
 RunFn DeclareCaptions(CLI::App& app);
+RunFn DeclareTrainImageText(CLI::App& app);
 #endif
 
 }  // namespace atq::cli

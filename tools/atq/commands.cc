@@ -95,6 +95,9 @@ const std::vector<Command>& AllCommands() {
       {"captions", "The English captions of the image-text models: descriptions and templates per class and split, "
        "drawn as training draws them",
        DeclareCaptions},
+      {"train-image-text", "Train the image-text dual encoder contrastively on captioned Fashion-MNIST; zero-shot "
+       "accuracy and retrieval on held-out wordings",
+       DeclareTrainImageText},
 #endif
       {"inspect", "List the tensors, types, shapes, bytes and metadata of a safetensors/GGUF file or model folder",
        DeclareInspect},
