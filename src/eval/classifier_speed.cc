@@ -86,23 +86,9 @@ nlohmann::json MeasureClassifierSpeed(const std::string& packed_path, const Clas
 
 void WriteRandomTernaryClassifier(const std::string& arch, int64_t image_size, QuantType type,
                                   const std::string& path) {
-  torch::manual_seed(7);
-  LoadedClassifier loaded;
-  loaded.config.model = arch;
-  loaded.config.image_size = image_size;
-  loaded.config.dataset = "fashion_mnist";
-  loaded.model = MakeClassifier(arch, loaded.config.in_channels, loaded.config.classes, image_size,
-                                loaded.config.patch_size);
-  torch::NoGradGuard no_grad;
-  for (auto& buffer : loaded.model->named_buffers()) {
-    if (buffer.key().find("running_mean") != std::string::npos) buffer.value().normal_(0, 0.1);
-    if (buffer.key().find("running_var") != std::string::npos) buffer.value().uniform_(0.5, 1.5);
-  }
   LayerQuantConfig ternary;
   ternary.quantized = true;
-  ApplyQuantConfig(*loaded.model, ternary);
-  loaded.model->eval();
-  for (auto& [name, config] : CurrentLayerConfigs(*loaded.model)) loaded.config.layers.push_back({name, config});
+  const LoadedClassifier loaded = RandomClassifier(arch, image_size, ternary, 7);
   ExportPackedClassifier(loaded, type, path);
 }
 

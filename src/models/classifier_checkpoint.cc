@@ -250,6 +250,26 @@ void LoadClassifierWeights(ClassifierModule& model, const std::string& safetenso
   LoadModuleTensors(model, safetensors_path);
 }
 
+LoadedClassifier RandomClassifier(const std::string& arch, int64_t image_size, const LayerQuantConfig& config,
+                                  uint64_t seed) {
+  torch::manual_seed(seed);
+  LoadedClassifier loaded;
+  loaded.config.model = arch;
+  loaded.config.image_size = image_size;
+  loaded.config.dataset = "fashion_mnist";
+  loaded.model = MakeClassifier(arch, loaded.config.in_channels, loaded.config.classes, image_size,
+                                loaded.config.patch_size);
+  torch::NoGradGuard no_grad;
+  for (auto& buffer : loaded.model->named_buffers()) {
+    if (buffer.key().find("running_mean") != std::string::npos) buffer.value().normal_(0, 0.1);
+    if (buffer.key().find("running_var") != std::string::npos) buffer.value().uniform_(0.5, 1.5);
+  }
+  ApplyQuantConfig(*loaded.model, config);
+  loaded.model->eval();
+  loaded.config.layers = CurrentLayerConfigs(*loaded.model);
+  return loaded;
+}
+
 LoadedClassifier LoadClassifier(const std::string& path) {
   namespace fs = std::filesystem;
   std::error_code error;

@@ -22,24 +22,11 @@ namespace {
 
 // A model with random weights (and BatchNorm statistics) whose inner layers are ternary with RPB.
 LoadedClassifier TernaryModel(const std::string& name) {
-  torch::manual_seed(7);
-  LoadedClassifier loaded;
-  loaded.config.model = name;
-  loaded.config.image_size = 16;
-  loaded.config.dataset = "fashion_mnist";
-  loaded.model = MakeClassifier(name, 1, 10, loaded.config.image_size, loaded.config.patch_size);
-  torch::NoGradGuard no_grad;
-  for (auto& buffer : loaded.model->named_buffers()) {
-    if (buffer.key().find("running_mean") != std::string::npos) buffer.value().normal_(0, 0.1);
-    if (buffer.key().find("running_var") != std::string::npos) buffer.value().uniform_(0.5, 1.5);
-  }
   LayerQuantConfig ternary;
   ternary.quantized = true;
   ternary.grid.threshold_value = 0.4;
   ternary.rpb_fraction = 0.01;
-  ApplyQuantConfig(*loaded.model, ternary);
-  loaded.model->eval();
-  return loaded;
+  return RandomClassifier(name, 16, ternary, 7);
 }
 
 double MaxAbs(const torch::Tensor& t) { return t.abs().max().item<double>(); }
