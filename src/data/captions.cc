@@ -124,14 +124,18 @@ CaptionGenerator::CaptionGenerator(const CaptionSet& set, CaptionSplit split, ui
   Require(set.classes() > 1, "{}: captions need two classes or more", set.source);
 }
 
+void CaptionGenerator::CheckLabel(int label) const {
+  Require(label >= 0 && label < set_.classes(), "{}: label {} is outside 0..{}", set_.source, label,
+          set_.classes() - 1);
+}
+
 uint64_t CaptionGenerator::Draw(int label, int64_t index, uint64_t stream) const {
   return Mix(Mix(Mix(seed_ ^ (static_cast<uint64_t>(split_) << 62)) + static_cast<uint64_t>(label)) +
              static_cast<uint64_t>(index) * 4 + stream);
 }
 
 std::string CaptionGenerator::Caption(int label, int64_t index) const {
-  Require(label >= 0 && label < set_.classes(), "{}: label {} is outside 0..{}", set_.source, label,
-          set_.classes() - 1);
+  CheckLabel(label);
   const auto& descriptions = set_.descriptions[static_cast<int>(split_)][static_cast<size_t>(label)];
   const auto& templates = set_.templates[static_cast<int>(split_)];
   return FillTemplate(templates[Draw(label, index, 0) % templates.size()],
@@ -139,8 +143,7 @@ std::string CaptionGenerator::Caption(int label, int64_t index) const {
 }
 
 int CaptionGenerator::Negative(int label, int64_t index) const {
-  Require(label >= 0 && label < set_.classes(), "{}: label {} is outside 0..{}", set_.source, label,
-          set_.classes() - 1);
+  CheckLabel(label);
   const auto& similar = set_.similar[static_cast<size_t>(label)];
   const uint64_t draw = Draw(label, index, 2);
   if (!similar.empty() && draw % 2 == 0) return similar[(draw / 2) % similar.size()];
@@ -149,8 +152,7 @@ int CaptionGenerator::Negative(int label, int64_t index) const {
 }
 
 std::vector<std::string> CaptionGenerator::Prompts(int label) const {
-  Require(label >= 0 && label < set_.classes(), "{}: label {} is outside 0..{}", set_.source, label,
-          set_.classes() - 1);
+  CheckLabel(label);
   std::vector<std::string> prompts;
   for (const std::string& pattern : set_.templates[static_cast<int>(split_)]) {
     for (const std::string& description : set_.descriptions[static_cast<int>(split_)][static_cast<size_t>(label)]) {

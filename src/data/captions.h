@@ -56,6 +56,7 @@ class CaptionGenerator {
 
  private:
   uint64_t Draw(int label, int64_t index, uint64_t stream) const;
+  void CheckLabel(int label) const;  // atq::Error naming the file for a label outside the classes
 
   const CaptionSet& set_;
   CaptionSplit split_;

@@ -137,12 +137,15 @@ HWY_EXPORT(QuantizePatches);
 
 namespace {
 
-void CheckConvolution(const PackedConvWeights& conv, int64_t n, int64_t height, int64_t width) {
-  const ConvGeometry& g = conv.geometry;
-  const Layout& layout = conv.weights.layout;
+void CheckWeightsFit(const Layout& layout, const ConvGeometry& g) {
   Require(layout.rows == g.out_channels && layout.cols == g.PatchSize(),
           "packed convolution: weights {}x{} do not fit {} -> {} channels with a {}x{} kernel", layout.rows,
           layout.cols, g.in_channels, g.out_channels, g.kernel, g.kernel);
+}
+
+void CheckConvolution(const PackedConvWeights& conv, int64_t n, int64_t height, int64_t width) {
+  const ConvGeometry& g = conv.geometry;
+  CheckWeightsFit(conv.weights.layout, g);
   Require(n >= 0 && height + 2 * g.padding >= g.kernel && width + 2 * g.padding >= g.kernel,
           "packed convolution: a {}x{} image with padding {} is smaller than the {}x{} kernel", height, width,
           g.padding, g.kernel, g.kernel);
@@ -217,9 +220,7 @@ bool ConvolutionRepacks(const Layout& layout) {
 PackedConvWeights ChannelsLastConvWeights(const PackedWeights& torch_order, const ConvGeometry& geometry) {
   const Layout& layout = torch_order.layout;
   const int64_t k2 = geometry.kernel * geometry.kernel, channels = geometry.in_channels;
-  Require(layout.rows == geometry.out_channels && layout.cols == geometry.PatchSize(),
-          "packed convolution: weights {}x{} do not fit {} -> {} channels with a {}x{} kernel", layout.rows,
-          layout.cols, channels, geometry.out_channels, geometry.kernel, geometry.kernel);
+  CheckWeightsFit(layout, geometry);
   Require(ConvolutionRepacks(layout), "packed convolution: {} weights ({}) cannot be reordered channels-last",
           TypeName(layout.type), GranularityString(layout));
   // Column (c, i, j) of torch's order is column (i, j, c) here: new = tap * channels + c, old = c * k2 + tap.

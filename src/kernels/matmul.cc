@@ -288,8 +288,7 @@ struct TwoBitPlan {
   bool tq2_0 = false;
   int64_t chunk_bytes = 0;        // Lanes(D2Bit)
   int64_t full_chunks = 0;        // ternary2: chunks that fit in a row; TQ2_0: cols / 256 blocks * chunks per block
-  int64_t chunks = 0;             // full_chunks, plus one for a ternary2 row's last columns when they do not fill one
-  int64_t tail_bytes = 0;         // the bytes of that last chunk
+  int64_t tail_bytes = 0;         // ternary2: the bytes of the row's last columns when they do not fill a chunk
   int64_t tail_pieces = 0;        // ternary2: that chunk in pieces of 16 bytes (64 weights), the last zero-padded
   int64_t permuted_stride = 0;    // permuted activations per row: full chunks, then the tail's pieces; zero past cols
   std::vector<int8_t> permuted;   // acts.rows * permuted_stride, in decode order
@@ -304,19 +303,43 @@ bool TwoBitApplies(const Layout& layout) {
   return segment >= layout.cols || segment % (4 * static_cast<int64_t>(hn::Lanes(D2Bit()))) == 0;
 }
 
+// The 4 * Lanes(d) activations at `from` de-interleaved by 4 to `to`: the order in which a chunk's 2-bit fields
+// (weights 4b + k of byte b, for k = 0..3) come out of the shifts.
+template <class D>
+HWY_INLINE void DeinterleaveChunk(D d, const int8_t* from, int8_t* to) {
+  const int64_t lanes = static_cast<int64_t>(hn::Lanes(d));
+  hn::Vec<D> v0, v1, v2, v3;
+  hn::LoadInterleaved4(d, from, v0, v1, v2, v3);
+  hn::StoreU(v0, d, to);
+  hn::StoreU(v1, d, to + lanes);
+  hn::StoreU(v2, d, to + 2 * lanes);
+  hn::StoreU(v3, d, to + 3 * lanes);
+}
+
+// Field k of every byte of `packed`: the codes of weights 4b + k.
+template <int k, class D>
+HWY_INLINE hn::Vec<D> TwoBitField(D, hn::Vec<D> packed, hn::Vec<D> mask) {
+  if constexpr (k == 0) {
+    return hn::And(packed, mask);
+  } else if constexpr (k == 3) {
+    return hn::ShiftRight<6>(packed);
+  } else {
+    return hn::And(hn::ShiftRight<2 * k>(packed), mask);
+  }
+}
+
 TwoBitPlan PlanTwoBit(const Layout& layout, const Int8Activations& acts) {
   TwoBitPlan plan;
   plan.tq2_0 = layout.type == QuantType::kTQ2_0;
   plan.chunk_bytes = static_cast<int64_t>(hn::Lanes(D2Bit()));
   const int64_t chunk_weights = 4 * plan.chunk_bytes;
   plan.full_chunks = layout.cols / chunk_weights;
-  plan.chunks = (layout.cols + chunk_weights - 1) / chunk_weights;
   if (!plan.tq2_0) plan.tail_bytes = RowBytes(layout) - plan.full_chunks * plan.chunk_bytes;
   plan.tail_pieces = (plan.tail_bytes + kTailPieceBytes - 1) / kTailPieceBytes;
   plan.permuted_stride = plan.full_chunks * chunk_weights + plan.tail_pieces * 4 * kTailPieceBytes;
   // TQ2_0 (whose rows are whole 256-weight blocks): where each permuted position reads from.
   std::vector<int64_t> source(plan.tq2_0 ? static_cast<size_t>(plan.permuted_stride) : 0);
-  for (int64_t c = 0; plan.tq2_0 && c < plan.chunks; ++c) {
+  for (int64_t c = 0; plan.tq2_0 && c < plan.full_chunks; ++c) {
     for (int k = 0; k < 4; ++k) {
       for (int64_t lane = 0; lane < plan.chunk_bytes; ++lane) {
         const int64_t byte_in_block = (c * plan.chunk_bytes) % 64 + lane;
@@ -336,15 +359,7 @@ TwoBitPlan PlanTwoBit(const Layout& layout, const Int8Activations& acts) {
       continue;
     }
     // ternary2: byte b of a chunk holds weights 4b .. 4b + 3, so a chunk's activations de-interleave by 4.
-    for (int64_t c = 0; c < plan.full_chunks; ++c) {
-      hn::Vec<decltype(di8)> v0, v1, v2, v3;
-      hn::LoadInterleaved4(di8, q + c * chunk_weights, v0, v1, v2, v3);
-      int8_t* to = out + c * chunk_weights;
-      hn::StoreU(v0, di8, to);
-      hn::StoreU(v1, di8, to + plan.chunk_bytes);
-      hn::StoreU(v2, di8, to + 2 * plan.chunk_bytes);
-      hn::StoreU(v3, di8, to + 3 * plan.chunk_bytes);
-    }
+    for (int64_t c = 0; c < plan.full_chunks; ++c) DeinterleaveChunk(di8, q + c * chunk_weights, out + c * chunk_weights);
     if (plan.tail_pieces == 0) continue;
     // The last columns, zero-padded, de-interleaved piece by piece.
     const int64_t done = plan.full_chunks * chunk_weights;
@@ -352,13 +367,7 @@ TwoBitPlan PlanTwoBit(const Layout& layout, const Int8Activations& acts) {
     std::copy(q + done, q + layout.cols, padded);
     const hn::Repartition<int8_t, D2Tail> ti8;
     for (int64_t piece = 0; piece < plan.tail_pieces; ++piece) {
-      hn::Vec<decltype(ti8)> v0, v1, v2, v3;
-      hn::LoadInterleaved4(ti8, padded + piece * 4 * kTailPieceBytes, v0, v1, v2, v3);
-      int8_t* to = out + done + piece * 4 * kTailPieceBytes;
-      hn::StoreU(v0, ti8, to);
-      hn::StoreU(v1, ti8, to + kTailPieceBytes);
-      hn::StoreU(v2, ti8, to + 2 * kTailPieceBytes);
-      hn::StoreU(v3, ti8, to + 3 * kTailPieceBytes);
+      DeinterleaveChunk(ti8, padded + piece * 4 * kTailPieceBytes, out + done + piece * 4 * kTailPieceBytes);
     }
   }
   return plan;
@@ -407,10 +416,10 @@ HWY_INLINE void TwoBitTail(const uint8_t* tails, const TwoBitPlan& plan, const i
       const auto q2 = hn::LoadU(ti8, q + 2 * kTailPieceBytes), q3 = hn::LoadU(ti8, q + 3 * kTailPieceBytes);
       for (int i = 0; i < R; ++i) {
         const auto packed = hn::LoadU(t8, tails + i * kMaxChunkBytes + piece * kTailPieceBytes);
-        sum[i] = DotUnsigned(t8, sum[i], hn::And(packed, mask), q0);
-        sum[i] = DotUnsigned(t8, sum[i], hn::And(hn::ShiftRight<2>(packed), mask), q1);
-        sum[i] = DotUnsigned(t8, sum[i], hn::And(hn::ShiftRight<4>(packed), mask), q2);
-        sum[i] = DotUnsigned(t8, sum[i], hn::ShiftRight<6>(packed), q3);
+        sum[i] = DotUnsigned(t8, sum[i], TwoBitField<0>(t8, packed, mask), q0);
+        sum[i] = DotUnsigned(t8, sum[i], TwoBitField<1>(t8, packed, mask), q1);
+        sum[i] = DotUnsigned(t8, sum[i], TwoBitField<2>(t8, packed, mask), q2);
+        sum[i] = DotUnsigned(t8, sum[i], TwoBitField<3>(t8, packed, mask), q3);
       }
     }
     for (int i = 0; i < R; ++i) acc[m][i] = hn::Add(acc[m][i], ZeroExtendPiece(d32, sum[i]));
@@ -452,7 +461,6 @@ HWY_INLINE void TwoBitBlock(const uint8_t* const* row, const uint8_t* tails /* [
     }
     const bool last = s == acts.segments - 1;
     const int64_t chunk_end = last ? plan.full_chunks : std::min(plan.full_chunks, (s + 1) * chunks_per_segment);
-    const auto chunk_at = [&](int i, int64_t, int64_t byte) { return row[i] + byte; };
     // TQ2_0 blocks carry a 2-byte scale after their 64 code bytes.
     const auto byte_of = [&](int64_t c) {
       return plan.tq2_0 ? (c * nb) / 64 * static_cast<int64_t>(sizeof(BlockTQ2_0)) + (c * nb) % 64 : c * nb;
@@ -470,7 +478,7 @@ HWY_INLINE void TwoBitBlock(const uint8_t* const* row, const uint8_t* tails /* [
         for (int k = 0; k < 4; ++k) q[k] = hn::LoadU(di8, permuted[0] + c * chunk_weights + k * nb);
         for (int i = 0; i < R; ++i) {
           PrefetchWeights<M>(row[i] + byte, pass_bytes);
-          const auto packed = hn::LoadU(d8, chunk_at(i, c, byte));
+          const auto packed = hn::LoadU(d8, row[i] + byte);
           for (int k = 0; k < 4; ++k) {
             plane[i][k] = DotUnsigned(d8, plane[i][k], hn::And(packed, hn::Set(d8, 3 << (2 * k))), q[k]);
           }
@@ -488,21 +496,14 @@ HWY_INLINE void TwoBitBlock(const uint8_t* const* row, const uint8_t* tails /* [
         hn::Vec<decltype(d8)> packed[R];
         for (int i = 0; i < R; ++i) {
           PrefetchWeights<M>(row[i] + byte, pass_bytes);
-          packed[i] = hn::LoadU(d8, chunk_at(i, c, byte));
+          packed[i] = hn::LoadU(d8, row[i] + byte);
         }
         const auto field = [&](auto shift) {
           constexpr int k = decltype(shift)::value;
           hn::Vec<decltype(di8)> q[M];
           for (int m = 0; m < M; ++m) q[m] = hn::LoadU(di8, permuted[m] + c * chunk_weights + k * nb);
           for (int i = 0; i < R; ++i) {
-            hn::Vec<decltype(d8)> code;
-            if constexpr (k == 0) {
-              code = hn::And(packed[i], mask);
-            } else if constexpr (k == 3) {
-              code = hn::ShiftRight<6>(packed[i]);
-            } else {
-              code = hn::And(hn::ShiftRight<2 * k>(packed[i]), mask);
-            }
+            const auto code = TwoBitField<k>(d8, packed[i], mask);
             for (int m = 0; m < M; ++m) acc[m][i] = DotUnsigned(d8, acc[m][i], code, q[m]);
           }
         };
