@@ -22,15 +22,21 @@ int64_t Product(const std::vector<int64_t>& shape) {
 }  // namespace
 
 std::vector<LayerWork> CountClassifierWork(ClassifierModule& model, int64_t channels, int64_t image_size) {
+  return CountModuleWork(model, model.QuantLayers(),
+                         [&] { model.forward(torch::zeros({1, channels, image_size, image_size})); });
+}
+
+std::vector<LayerWork> CountModuleWork(torch::nn::Module& model, const NamedQuantLayers& layers,
+                                       const std::function<void()>& forward) {
   const bool training = model.is_training();
   model.eval();
   {
     torch::NoGradGuard no_grad;
-    model.forward(torch::zeros({1, channels, image_size, image_size}));
+    forward();
   }
   model.train(training);
   std::vector<LayerWork> work;
-  for (const auto& [name, interface] : model.QuantLayers()) {
+  for (const auto& [name, interface] : layers) {
     auto* layer = dynamic_cast<QuantWeightLayer*>(interface);
     Require(layer != nullptr, "energy: layer '{}' is not a QuantWeightLayer", name);
     const std::vector<int64_t>& input = layer->input_quant->last_shape();

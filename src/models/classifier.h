@@ -38,6 +38,9 @@ class QuantizableLayer {
   virtual LayerQuantStats Stats(const std::string& name) const = 0;
 };
 
+// A model's quantizable layers in order, each with its parameter-path name ("features.0", "text.proj").
+using NamedQuantLayers = std::vector<std::pair<std::string, QuantizableLayer*>>;
+
 // A classifier: forward gives logits [N, classes] for images [N, C, H, W].
 class ClassifierModule : public torch::nn::Module {
  public:

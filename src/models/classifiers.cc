@@ -101,7 +101,8 @@ torch::Tensor MlpClassifier::forward(torch::Tensor images) {
 // ---- CNN ----
 
 CnnClassifier::CnnClassifier(int64_t in_channels, int64_t classes, int64_t image_size, int64_t width1,
-                             int64_t width2) {
+                             int64_t width2)
+    : width2_(width2) {
   Require(image_size % 4 == 0, "cnn needs an image size divisible by 4 (two 2x2 poolings), got {}", image_size);
   conv1_ = register_module("conv1", QuantConv2d(in_channels, width1, 3, 1, 1, /*bias=*/false));
   bn1_ = register_module("bn1", torch::nn::BatchNorm2d(width1));
@@ -119,14 +120,19 @@ CnnClassifier::CnnClassifier(int64_t in_channels, int64_t classes, int64_t image
   fc2_ = register_module("fc2", QuantLinear(kCnnHidden, classes));
 }
 
-torch::Tensor CnnClassifier::forward(torch::Tensor images) {
+torch::Tensor CnnClassifier::forward(torch::Tensor images) { return Head(FeatureMap(images)); }
+
+torch::Tensor CnnClassifier::FeatureMap(const torch::Tensor& images) {
   torch::Tensor x = torch::relu(bn1_(conv1_(images)));  // [N, 32, S, S]
   x = torch::relu(bn2_(conv2_(x)));
   x = torch::max_pool2d(x, 2);  // [N, 32, S/2, S/2]
   x = torch::relu(bn3_(conv3_(x)));  // [N, 64, S/2, S/2]
   x = torch::relu(bn4_(conv4_(x)));
-  x = torch::max_pool2d(x, 2);  // [N, 64, S/4, S/4]
-  x = dropout_conv_(x).flatten(1);
+  return torch::max_pool2d(x, 2);  // [N, 64, S/4, S/4]
+}
+
+torch::Tensor CnnClassifier::Head(const torch::Tensor& features) {
+  torch::Tensor x = dropout_conv_(features).flatten(1);
   x = torch::relu(bn_fc1_(fc1_(x)));  // [N, 128]
   return fc2_(dropout_fc_(x));       // [N, classes]
 }
@@ -181,14 +187,18 @@ ResNet18Classifier::ResNet18Classifier(int64_t in_channels, int64_t classes) {
   }
 }
 
-torch::Tensor ResNet18Classifier::forward(torch::Tensor images) {
+torch::Tensor ResNet18Classifier::forward(torch::Tensor images) { return Head(FeatureMap(images)); }
+
+torch::Tensor ResNet18Classifier::FeatureMap(const torch::Tensor& images) {
   torch::Tensor x = torch::relu(bn1_(conv1_(images)));  // [N, 64, S, S]
   x = layer1_->forward(x);                              // [N, 64, S, S]
   x = layer2_->forward(x);                              // [N, 128, S/2, S/2]
   x = layer3_->forward(x);                              // [N, 256, S/4, S/4]
-  x = layer4_->forward(x);                              // [N, 512, S/8, S/8]
-  x = torch::adaptive_avg_pool2d(x, {1, 1}).flatten(1);  // [N, 512]
-  return fc_(x);                                          // [N, classes]
+  return layer4_->forward(x);                           // [N, 512, S/8, S/8]
+}
+
+torch::Tensor ResNet18Classifier::Head(const torch::Tensor& features) {
+  return fc_(torch::adaptive_avg_pool2d(features, {1, 1}).flatten(1));  // [N, 512] -> [N, classes]
 }
 
 std::vector<std::pair<std::string, std::string>> ResNet18Classifier::BatchNormPairs() {

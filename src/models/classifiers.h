@@ -63,10 +63,16 @@ class CnnClassifier : public ClassifierModule {
  public:
   CnnClassifier(int64_t in_channels, int64_t classes, int64_t image_size, int64_t width1 = 32, int64_t width2 = 64);
   torch::Tensor forward(torch::Tensor images) override;
+  // forward = Head(FeatureMap(images)): the convolutions' output [N, width2, S/4, S/4], then dropout, fc1 and fc2
+  // (a model that needs the spatial features too, such as the image-text fusion, runs the halves itself).
+  torch::Tensor FeatureMap(const torch::Tensor& images);
+  torch::Tensor Head(const torch::Tensor& features);
+  int64_t feature_channels() const { return width2_; }
   std::vector<std::pair<std::string, QuantizableLayer*>> QuantLayers() override { return FindQuantLayers(*this); }
   std::vector<std::pair<std::string, std::string>> BatchNormPairs() override;
 
  private:
+  int64_t width2_;
   QuantConv2d conv1_{nullptr}, conv2_{nullptr}, conv3_{nullptr}, conv4_{nullptr};
   torch::nn::BatchNorm2d bn1_{nullptr}, bn2_{nullptr}, bn3_{nullptr}, bn4_{nullptr};
   QuantLinear fc1_{nullptr}, fc2_{nullptr};
@@ -97,6 +103,10 @@ class ResNet18Classifier : public ClassifierModule {
  public:
   ResNet18Classifier(int64_t in_channels, int64_t classes);
   torch::Tensor forward(torch::Tensor images) override;
+  // forward = Head(FeatureMap(images)): layer4's output [N, 512, S/8, S/8], then global average pooling and fc
+  // (the pooled features are the penultimate layer that Frechet distances are measured in).
+  torch::Tensor FeatureMap(const torch::Tensor& images);
+  torch::Tensor Head(const torch::Tensor& features);
   std::vector<std::pair<std::string, QuantizableLayer*>> QuantLayers() override { return FindQuantLayers(*this); }
   std::vector<std::pair<std::string, std::string>> BatchNormPairs() override;
 

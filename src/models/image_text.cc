@@ -1,5 +1,6 @@
 #include "models/image_text.h"
 
+#include <algorithm>
 #include <cmath>
 #include <filesystem>
 
@@ -11,6 +12,7 @@
 #include "io/strict_json.h"
 #include "models/classifier_checkpoint.h"
 #include "models/classifiers.h"
+#include "models/packed_module.h"
 #include "models/vit.h"
 #include "util/error.h"
 
@@ -32,64 +34,177 @@ TextEncoderImpl::TextEncoderImpl(const ImageTextConfig& config) {
   proj_ = register_module("proj", QuantLinear(config.text_dim, config.embed_dim, /*bias=*/false));
 }
 
-torch::Tensor TextEncoderImpl::forward(const torch::Tensor& ids, const torch::Tensor& lengths) {
+torch::Tensor TextEncoderImpl::States(const torch::Tensor& ids) {
   Require(ids.dim() == 2 && ids.size(1) <= positions_.size(0), "text encoder: ids must be [B, T <= {}]",
           positions_.size(0));
-  const int64_t length = ids.size(1);
-  torch::Tensor x = tokens_->forward(ids) + positions_.slice(0, 0, length).unsqueeze(0);
+  torch::Tensor x = tokens_->forward(ids) + positions_.slice(0, 0, ids.size(1)).unsqueeze(0);
   for (const auto& block : *blocks_) x = block->as<VitBlockImpl>()->forward(x);
-  x = norm_->forward(x);
-  // The mean over each caption's real tokens (padding attends and is attended to, but is not pooled).
-  const torch::Tensor mask =
-      (torch::arange(length, ids.options()).unsqueeze(0) < lengths.unsqueeze(1)).to(x.dtype()).unsqueeze(2);
-  const torch::Tensor pooled = (x * mask).sum(1) / mask.sum(1).clamp_min(1.0);
-  return proj_->forward(pooled);
+  return norm_->forward(x);
+}
+
+namespace {
+
+// The mean of states [B, T, D] over each row's first lengths[b] positions (padding attends and is attended to in
+// the text blocks, but is never pooled).
+torch::Tensor MeanOverTokens(const torch::Tensor& states, const torch::Tensor& lengths) {
+  const torch::Tensor mask = (torch::arange(states.size(1), lengths.options()).unsqueeze(0) < lengths.unsqueeze(1))
+                                 .to(states.dtype())
+                                 .unsqueeze(2);
+  return (states * mask).sum(1) / mask.sum(1).clamp_min(1.0);
+}
+
+torch::Tensor Normalized(const torch::Tensor& x) {
+  return torch::nn::functional::normalize(x, torch::nn::functional::NormalizeFuncOptions().dim(1));
+}
+
+std::vector<std::pair<std::string, QuantizableLayer*>> Prefixed(
+    const std::string& prefix, std::vector<std::pair<std::string, QuantizableLayer*>> layers) {
+  for (auto& [name, layer] : layers) name = prefix + name;
+  return layers;
+}
+
+}  // namespace
+
+torch::Tensor TextEncoderImpl::Embed(const torch::Tensor& states, const torch::Tensor& lengths) {
+  return proj_->forward(MeanOverTokens(states, lengths));
 }
 
 std::vector<std::pair<std::string, QuantizableLayer*>> TextEncoderImpl::QuantLayers() {
-  std::vector<std::pair<std::string, QuantizableLayer*>> layers = FindQuantLayers(*blocks_);
-  for (auto& [name, layer] : layers) name = "blocks." + name;
+  std::vector<std::pair<std::string, QuantizableLayer*>> layers = Prefixed("blocks.", FindQuantLayers(*blocks_));
   layers.emplace_back("proj", proj_.get());
   return layers;
 }
 
-DualEncoderImpl::DualEncoderImpl(const ImageTextConfig& config) : config_(config) {
-  image_ = register_module("image", MakeClassifier("cnn", config.in_channels, config.embed_dim, config.image_size));
-  text_ = register_module("text", TextEncoder(config));
-  logit_scale_ = register_parameter("logit_scale", torch::full({1}, std::log(1.0 / 0.07)));
+// ---- fusion ----
+
+CrossAttentionImpl::CrossAttentionImpl(int64_t dim, int64_t heads) : heads_(heads) {
+  Require(heads > 0 && dim % heads == 0, "cross-attention: width {} over {} heads", dim, heads);
+  query_ = register_module("query", QuantLinear(dim, dim));
+  key_value_ = register_module("key_value", QuantLinear(dim, 2 * dim));
+  proj_ = register_module("proj", QuantLinear(dim, dim));
 }
 
-torch::Tensor DualEncoderImpl::EncodeImages(const torch::Tensor& images) {
-  return torch::nn::functional::normalize(image_->forward(images),
-                                          torch::nn::functional::NormalizeFuncOptions().dim(1));
+torch::Tensor CrossAttentionImpl::forward(const torch::Tensor& x, const torch::Tensor& context) {
+  const int64_t batch = x.size(0), tokens = x.size(1), sources = context.size(1), dim = x.size(2);
+  const int64_t head_dim = dim / heads_;
+  const torch::Tensor q = query_->forward(x).reshape({batch, tokens, heads_, head_dim}).transpose(1, 2);
+  const torch::Tensor kv = key_value_->forward(context).reshape({batch, sources, 2, heads_, head_dim}).permute(
+      {2, 0, 3, 1, 4});  // [2, B, H, S, D/H]
+  const torch::Tensor scores = torch::matmul(q, kv[0].transpose(-2, -1)) / std::sqrt(static_cast<double>(head_dim));
+  const torch::Tensor mixed = torch::matmul(scores.softmax(-1), kv[1]).transpose(1, 2).reshape({batch, tokens, dim});
+  return proj_->forward(mixed);
 }
 
-torch::Tensor DualEncoderImpl::EncodeText(const torch::Tensor& ids, const torch::Tensor& lengths) {
-  return torch::nn::functional::normalize(text_->forward(ids, lengths),
-                                          torch::nn::functional::NormalizeFuncOptions().dim(1));
+FusionBlockImpl::FusionBlockImpl(int64_t dim, int64_t heads) {
+  norm_query_ = register_module("norm_query", torch::nn::LayerNorm(torch::nn::LayerNormOptions({dim})));
+  norm_context_ = register_module("norm_context", torch::nn::LayerNorm(torch::nn::LayerNormOptions({dim})));
+  attn_ = register_module("attn", CrossAttention(dim, heads));
+  norm2_ = register_module("norm2", torch::nn::LayerNorm(torch::nn::LayerNormOptions({dim})));
+  mlp_ = register_module("mlp", VitMlp(dim, 4 * dim));
 }
 
-torch::Tensor DualEncoderImpl::Scale() const { return logit_scale_.exp().clamp_max(100.0); }
-
-torch::Tensor DualEncoderImpl::ContrastiveLoss(const torch::Tensor& images, const torch::Tensor& ids,
-                                               const torch::Tensor& lengths) {
-  const torch::Tensor logits = Scale() * EncodeImages(images).matmul(EncodeText(ids, lengths).t());  // [B, B]
-  const torch::Tensor targets = torch::arange(logits.size(0), torch::kLong);
-  return 0.5 * (torch::nn::functional::cross_entropy(logits, targets) +
-                torch::nn::functional::cross_entropy(logits.t(), targets));
+torch::Tensor FusionBlockImpl::forward(const torch::Tensor& x, const torch::Tensor& context) {
+  const torch::Tensor attended = x + attn_->forward(norm_query_->forward(x), norm_context_->forward(context));
+  return attended + mlp_->forward(norm2_->forward(attended));
 }
 
-std::vector<std::pair<std::string, QuantizableLayer*>> DualEncoderImpl::QuantLayers() {
-  std::vector<std::pair<std::string, QuantizableLayer*>> layers;
-  for (auto& [name, layer] : image_->QuantLayers()) layers.emplace_back("image." + name, layer);
-  for (auto& [name, layer] : text_->QuantLayers()) layers.emplace_back("text." + name, layer);
+FusionImpl::FusionImpl(const ImageTextConfig& config, int64_t image_channels, int64_t image_positions) {
+  Require(config.fusion_depth > 0, "fusion: depth must be positive, got {}", config.fusion_depth);
+  image_proj_ = register_module("image_proj", QuantLinear(image_channels, config.text_dim));
+  positions_ = register_parameter("positions", torch::randn({image_positions, config.text_dim}) * 0.02);
+  blocks_ = register_module("blocks", torch::nn::ModuleList());
+  for (int64_t i = 0; i < config.fusion_depth; ++i) blocks_->push_back(FusionBlock(config.text_dim, config.text_heads));
+  norm_ = register_module("norm", torch::nn::LayerNorm(torch::nn::LayerNormOptions({config.text_dim})));
+  head_ = register_module("head", QuantLinear(config.text_dim, 2));
+}
+
+torch::Tensor FusionImpl::forward(const torch::Tensor& image_features, const torch::Tensor& text_states,
+                                  const torch::Tensor& lengths) {
+  Require(image_features.dim() == 4 && image_features.size(2) * image_features.size(3) == positions_.size(0),
+          "fusion: image features must be [B, C, h, w] with h * w = {}", positions_.size(0));
+  // [B, C, h, w] -> [B, h*w, C] -> [B, h*w, D]
+  const torch::Tensor image = image_proj_->forward(image_features.flatten(2).transpose(1, 2)) + positions_;
+  torch::Tensor x = text_states;
+  for (const auto& block : *blocks_) x = block->as<FusionBlockImpl>()->forward(x, image);
+  return head_->forward(MeanOverTokens(norm_->forward(x), lengths));
+}
+
+std::vector<std::pair<std::string, QuantizableLayer*>> FusionImpl::QuantLayers() {
+  std::vector<std::pair<std::string, QuantizableLayer*>> layers = {{"image_proj", image_proj_.get()}};
+  for (auto& entry : Prefixed("blocks.", FindQuantLayers(*blocks_))) layers.push_back(entry);
+  layers.emplace_back("head", head_.get());
   return layers;
 }
 
+// ---- the model ----
+
+ImageTextModelImpl::ImageTextModelImpl(const ImageTextConfig& config) : config_(config) {
+  image_ = register_module("image", std::make_shared<CnnClassifier>(config.in_channels, config.embed_dim,
+                                                                   config.image_size));
+  text_ = register_module("text", TextEncoder(config));
+  const int64_t side = config.image_size / 4;  // the CNN's two 2x2 poolings
+  fusion_ = register_module("fusion", Fusion(config, image_->feature_channels(), side * side));
+  logit_scale_ = register_parameter("logit_scale", torch::full({1}, std::log(1.0 / 0.07)));
+}
+
+torch::Tensor ImageTextModelImpl::EncodeImages(const torch::Tensor& images) {
+  return Normalized(image_->forward(images));
+}
+
+torch::Tensor ImageTextModelImpl::EncodeText(const CaptionBatch& captions) {
+  return Normalized(text_->Embed(text_->States(captions.ids), captions.lengths));
+}
+
+torch::Tensor ImageTextModelImpl::Match(const torch::Tensor& images, const CaptionBatch& captions) {
+  return fusion_->forward(image_->FeatureMap(images), text_->States(captions.ids), captions.lengths);
+}
+
+torch::Tensor ImageTextModelImpl::Scale() const { return logit_scale_.exp().clamp_max(100.0); }
+
+ImageTextLogits ImageTextModelImpl::Logits(const torch::Tensor& images, const CaptionBatch& captions,
+                                           const CaptionBatch& negatives) {
+  Require(captions.ids.size(0) == images.size(0) && negatives.ids.size(0) == images.size(0),
+          "image-text: {} images, {} captions, {} negatives", images.size(0), captions.ids.size(0),
+          negatives.ids.size(0));
+  const torch::Tensor features = image_->FeatureMap(images);
+  const torch::Tensor image_embeddings = Normalized(image_->Head(features));
+  // The captions and their negatives through the text tower together (one pass, padded to the same length).
+  const torch::Tensor states = text_->States(torch::cat({captions.ids, negatives.ids}));
+  const torch::Tensor lengths = torch::cat({captions.lengths, negatives.lengths});
+  const int64_t batch = images.size(0);
+  const torch::Tensor text_embeddings = Normalized(text_->Embed(states.slice(0, 0, batch), captions.lengths));
+  ImageTextLogits logits;
+  logits.similarity = Scale() * image_embeddings.matmul(text_embeddings.t());
+  logits.match = fusion_->forward(torch::cat({features, features}), states, lengths);
+  return logits;
+}
+
+std::vector<std::pair<std::string, QuantizableLayer*>> ImageTextModelImpl::QuantLayers() {
+  std::vector<std::pair<std::string, QuantizableLayer*>> layers = Prefixed("image.", image_->QuantLayers());
+  for (auto& entry : Prefixed("text.", text_->QuantLayers())) layers.push_back(entry);
+  for (auto& entry : Prefixed("fusion.", fusion_->QuantLayers())) layers.push_back(entry);
+  return layers;
+}
+
+torch::Tensor MatchLabels(int64_t batch) {
+  return torch::cat({torch::ones({batch}, torch::kLong), torch::zeros({batch}, torch::kLong)});
+}
+
+torch::Tensor ImageTextLoss(const ImageTextLogits& logits, double match_weight) {
+  const torch::Tensor targets = torch::arange(logits.similarity.size(0), torch::kLong);
+  torch::Tensor loss = 0.5 * (torch::nn::functional::cross_entropy(logits.similarity, targets) +
+                              torch::nn::functional::cross_entropy(logits.similarity.t(), targets));
+  if (match_weight > 0) {
+    loss = loss + match_weight * torch::nn::functional::cross_entropy(logits.match,
+                                                                      MatchLabels(logits.similarity.size(0)));
+  }
+  return loss;
+}
+
 nlohmann::json ImageTextConfigToJson(const ImageTextConfig& c) {
-  return {{"vocab", c.vocab},         {"context", c.context},       {"text_dim", c.text_dim},
+  return {{"vocab", c.vocab},           {"context", c.context},       {"text_dim", c.text_dim},
           {"text_depth", c.text_depth}, {"text_heads", c.text_heads}, {"embed_dim", c.embed_dim},
-          {"image_size", c.image_size}, {"in_channels", c.in_channels}};
+          {"fusion_depth", c.fusion_depth}, {"image_size", c.image_size}, {"in_channels", c.in_channels}};
 }
 
 ImageTextConfig ImageTextConfigFromJson(const nlohmann::json& json, const std::string& what) {
@@ -101,41 +216,101 @@ ImageTextConfig ImageTextConfigFromJson(const nlohmann::json& json, const std::s
     c.text_depth = json.at("text_depth").get<int64_t>();
     c.text_heads = json.at("text_heads").get<int64_t>();
     c.embed_dim = json.at("embed_dim").get<int64_t>();
+    c.fusion_depth = json.at("fusion_depth").get<int64_t>();
     c.image_size = json.at("image_size").get<int64_t>();
     c.in_channels = json.at("in_channels").get<int64_t>();
   } catch (const nlohmann::json::exception& error) {
-    Fail("{}: bad dual-encoder config: {}", what, error.what());
+    Fail("{}: bad image-text config: {}", what, error.what());
   }
   // Bounds before any allocation sized by them (a hostile file must not ask for terabytes).
   Require(c.vocab > 2 && c.vocab <= 1000000 && c.context > 0 && c.context <= 4096 && c.text_dim > 0 &&
               c.text_dim <= 8192 && c.text_depth > 0 && c.text_depth <= 64 && c.text_heads > 0 &&
-              c.text_dim % c.text_heads == 0 && c.embed_dim > 0 && c.embed_dim <= 8192 && c.image_size >= 4 &&
-              c.image_size <= kMaxImageSize && c.image_size % 4 == 0 && c.in_channels > 0 &&
-              c.in_channels <= kMaxInChannels,
-          "{}: dual-encoder sizes out of range: {}", what, ImageTextConfigToJson(c).dump());
+              c.text_dim % c.text_heads == 0 && c.embed_dim > 0 && c.embed_dim <= 8192 && c.fusion_depth > 0 &&
+              c.fusion_depth <= 64 && c.image_size >= 4 && c.image_size <= kMaxImageSize && c.image_size % 4 == 0 &&
+              c.in_channels > 0 && c.in_channels <= kMaxInChannels,
+          "{}: image-text sizes out of range: {}", what, ImageTextConfigToJson(c).dump());
   return c;
 }
 
-void SaveDualEncoder(const std::string& dir, DualEncoderImpl& model, const nlohmann::json& extra) {
-  std::error_code error;
-  std::filesystem::create_directories(dir, error);
-  Require(!error, "{}: cannot create folder: {}", dir, error.message());
-  nlohmann::json config = {{"model", "dual-encoder"}, {"config", ImageTextConfigToJson(model.config())}};
+namespace {
+
+constexpr const char* kPackedFormat = "atq-packed-image-text/1";
+constexpr const char* kPackedConfigKey = "atq.config";
+
+// What config.json holds: the model kind, its sizes, each layer's quantization and the caller's keys.
+nlohmann::json CheckpointJson(ImageTextModelImpl& model, const nlohmann::json& extra) {
+  nlohmann::json layers = nlohmann::json::object();
+  for (const auto& [name, layer] : model.QuantLayers()) layers[name] = LayerQuantConfigToJson(layer->quant_config());
+  nlohmann::json config = {{"model", "image-text"}, {"config", ImageTextConfigToJson(model.config())},
+                           {"layers", std::move(layers)}};
   if (extra.is_object()) {
     for (const auto& [key, value] : extra.items()) config[key] = value;
   }
+  return config;
+}
+
+// The model a config.json (or a packed file's atq.config) describes, untrained.
+ImageTextModel ModelFromJson(const nlohmann::json& json, const std::string& what) {
+  Require(json.is_object() && json.value("model", std::string()) == "image-text" && json.contains("config"),
+          "{}: not an image-text checkpoint (\"model\": \"image-text\" missing)", what);
+  return ImageTextModel(ImageTextConfigFromJson(json.at("config"), what));
+}
+
+}  // namespace
+
+void SaveImageTextModel(const std::string& dir, ImageTextModelImpl& model, const nlohmann::json& extra) {
+  std::error_code error;
+  std::filesystem::create_directories(dir, error);
+  Require(!error, "{}: cannot create folder: {}", dir, error.message());
+  const nlohmann::json config = CheckpointJson(model, extra);
   const std::filesystem::path folder(dir);
-  SaveModuleTensors(model, (folder / "model.safetensors").string(), {{"format", "pt"}, {"atq_model", "dual-encoder"}});
+  SaveModuleTensors(model, (folder / "model.safetensors").string(), {{"format", "pt"}, {"atq_model", "image-text"}});
   WriteFileAtomically((folder / "config.json").string(), config.dump(2) + "\n");
 }
 
-DualEncoder LoadDualEncoder(const std::string& dir, nlohmann::json* config_json) {
+ImageTextModel LoadImageTextModel(const std::string& dir, nlohmann::json* config_json) {
   const std::string config_path = (std::filesystem::path(dir) / "config.json").string();
   const nlohmann::json json = ReadStrictJsonFile(config_path);
-  Require(json.is_object() && json.value("model", std::string()) == "dual-encoder" && json.contains("config"),
-          "{}: not a dual-encoder checkpoint (\"model\": \"dual-encoder\" missing)", config_path);
-  DualEncoder model(ImageTextConfigFromJson(json.at("config"), config_path));
+  ImageTextModel model = ModelFromJson(json, config_path);
   LoadModuleTensors(*model, (std::filesystem::path(dir) / "model.safetensors").string());
+  if (json.contains("layers")) {
+    const nlohmann::json& layers = json.at("layers");
+    Require(layers.is_object(), "{}: \"layers\" must be an object of layer configurations", config_path);
+    const auto named = model->QuantLayers();
+    for (const auto& [name, value] : layers.items()) {
+      const auto found = std::find_if(named.begin(), named.end(), [&](const auto& entry) { return entry.first == name; });
+      Require(found != named.end(), "{}: layer '{}' is not a layer of the model", config_path, name);
+      found->second->SetQuantConfig(LayerQuantConfigFromJson(value, config_path + " layer " + name));
+    }
+  }
+  model->eval();
+  if (config_json != nullptr) *config_json = json;
+  return model;
+}
+
+int64_t ExportPackedImageText(ImageTextModelImpl& model, const nlohmann::json& extra, QuantType type,
+                              const std::string& path) {
+  return WritePackedModule(model, model.QuantLayers(), type,
+                           {{kPackedFormatKey, kPackedFormat}, {kPackedConfigKey, CheckpointJson(model, extra).dump()}},
+                           path);
+}
+
+bool IsPackedImageText(const std::string& path) { return PackedFormatOf(path) == kPackedFormat; }
+
+ImageTextModel LoadImageTextAny(const std::string& path, PackedRun run, nlohmann::json* config_json) {
+  std::error_code error;
+  if (std::filesystem::is_directory(path, error)) return LoadImageTextModel(path, config_json);
+  const SafetensorsFile file = SafetensorsFile::Open(path);
+  const auto format = file.metadata().find(kPackedFormatKey);
+  Require(format != file.metadata().end() && format->second == kPackedFormat,
+          "{}: neither an image-text checkpoint folder nor a packed image-text file ({} is not \"{}\")", path,
+          kPackedFormatKey, kPackedFormat);
+  const auto config_text = file.metadata().find(kPackedConfigKey);
+  Require(config_text != file.metadata().end(), "{}: metadata '{}' missing", path, kPackedConfigKey);
+  const nlohmann::json json =
+      ParseStrictJson(config_text->second, fmt::format("{}: metadata '{}'", path, kPackedConfigKey));
+  ImageTextModel model = ModelFromJson(json, path + " " + kPackedConfigKey);
+  ReadPackedModule(file, path, *model, model->QuantLayers(), run);
   model->eval();
   if (config_json != nullptr) *config_json = json;
   return model;

@@ -86,10 +86,14 @@ std::string GnuplotScript(const PlotSpec& spec, const std::string& png_path) {
   return script + "\n";
 }
 
-void RenderPlot(const PlotSpec& spec, const std::string& png_path) {
+namespace {
+
+// Writes the script `make_script(temporary png)` gives, runs gnuplot on it and renames the picture into place.
+template <typename MakeScript>
+void RunGnuplot(const std::string& png_path, const MakeScript& make_script) {
   const std::string temp_png = png_path + ".tmp.png";
   const std::string script_path = png_path + ".gp.tmp";
-  WriteFileAtomically(script_path, GnuplotScript(spec, temp_png));
+  WriteFileAtomically(script_path, make_script(temp_png));
   const std::string command = fmt::format("gnuplot {} 2>&1", Quoted(script_path));
   std::FILE* pipe = ::popen(command.c_str(), "r");
   if (pipe == nullptr) {
@@ -106,6 +110,42 @@ void RenderPlot(const PlotSpec& spec, const std::string& png_path) {
     Fail("{}: gnuplot failed (is gnuplot-nox installed?): {}", png_path, output);
   }
   std::filesystem::rename(temp_png, png_path);
+}
+
+}  // namespace
+
+void RenderPlot(const PlotSpec& spec, const std::string& png_path) {
+  RunGnuplot(png_path, [&](const std::string& temp) { return GnuplotScript(spec, temp); });
+}
+
+std::string HeatmapScript(const HeatmapSpec& spec, const std::string& png_path) {
+  const size_t rows = spec.values.size();
+  Require(rows > 0 && rows == spec.row_labels.size(), "heat map {}: {} rows of values for {} row labels", png_path,
+          rows, spec.row_labels.size());
+  const size_t columns = spec.column_labels.size();
+  for (const auto& row : spec.values) {
+    Require(row.size() == columns, "heat map {}: a row of {} values for {} column labels", png_path, row.size(),
+            columns);
+  }
+  std::string script = fmt::format(
+      "set terminal pngcairo size {},{} noenhanced font 'Sans,10'\nset output {}\nset title {}\n"
+      "set xlabel {}\nset ylabel {}\nunset key\nset palette defined (0 '#ffffff', 1 '#2b6cb0')\n"
+      "set xrange [-0.5:{}]\nset yrange [{}:-0.5]\nset xtics rotate by -35\n",
+      spec.width, spec.height, Quoted(png_path), Quoted(spec.title), Quoted(spec.x_label), Quoted(spec.y_label),
+      static_cast<double>(columns) - 0.5, static_cast<double>(rows) - 0.5);
+  std::string xtics = "set xtics (", ytics = "set ytics (";
+  for (size_t c = 0; c < columns; ++c) xtics += fmt::format("{}{} {}", c ? ", " : "", Quoted(spec.column_labels[c]), c);
+  for (size_t r = 0; r < rows; ++r) ytics += fmt::format("{}{} {}", r ? ", " : "", Quoted(spec.row_labels[r]), r);
+  script += xtics + ")\n" + ytics + ")\n$cells << EOD\n";
+  for (size_t r = 0; r < rows; ++r) {
+    for (size_t c = 0; c < columns; ++c) script += fmt::format("{} {} {:.10g}\n", c, r, spec.values[r][c]);
+  }
+  return script + "EOD\nplot $cells using 1:2:3 with image, $cells using 1:2:(sprintf('%g', $3)) with labels "
+                  "font ',8'\n";
+}
+
+void RenderHeatmap(const HeatmapSpec& spec, const std::string& png_path) {
+  RunGnuplot(png_path, [&](const std::string& temp) { return HeatmapScript(spec, temp); });
 }
 
 }  // namespace atq

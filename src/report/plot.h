@@ -1,4 +1,5 @@
-// Plots people look at, drawn by gnuplot (PNG): line charts over epochs or bits, bar charts over categories.
+// Plots people look at, drawn by gnuplot (PNG): line charts over epochs or bits, bar charts over categories,
+// heat maps of a matrix (confusion matrices).
 #pragma once
 
 #include <optional>
@@ -40,5 +41,19 @@ std::string GnuplotScript(const PlotSpec& spec, const std::string& png_path);
 // Runs gnuplot; writes under a temporary name and renames, so a failed plot leaves no file.
 // Throws atq::Error naming the output when gnuplot is missing or fails.
 void RenderPlot(const PlotSpec& spec, const std::string& png_path);
+
+// A matrix drawn cell by cell, each cell coloured by its value and labelled with it (row 0 at the top).
+struct HeatmapSpec {
+  std::string title;
+  std::string x_label;  // what the columns are
+  std::string y_label;  // what the rows are
+  std::vector<std::string> row_labels, column_labels;
+  std::vector<std::vector<double>> values;  // [row][column]
+  int width = 760;
+  int height = 680;
+};
+
+std::string HeatmapScript(const HeatmapSpec& spec, const std::string& png_path);
+void RenderHeatmap(const HeatmapSpec& spec, const std::string& png_path);
 
 }  // namespace atq

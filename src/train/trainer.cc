@@ -29,62 +29,14 @@ double Seconds(std::chrono::steady_clock::time_point since) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - since).count();
 }
 
-// The per-layer configuration at the start of training: the first and last layers stay full precision unless
-// asked otherwise (ApplyQuantConfig's reasoning).
-LayerQuantConfig BaseLayerConfig(const TrainOptions& options) {
-  if (options.mode == WeightMode::kFull) return FullPrecisionLayer();
-  WeightGrid grid = DefaultLayerGrid();
-  grid.kind = options.mode == WeightMode::kTernary ? GridKind::kTernary : GridKind::kUniform;
-  grid.bits = options.bits;
-  grid.threshold_rule = options.threshold_rule;
-  grid.threshold_value = options.threshold_rule == ThresholdRule::kSparsity ? options.sparsity : options.magnitude;
-  grid.granularity = options.per_channel ? Granularity::kChannel : Granularity::kTensor;
-  return QuantizedLayer(grid, options.rpb_fraction);
-}
-
-// Pushes the scheduled sparsity into every ternary layer that picks its threshold by sparsity.
-void SetScheduledSparsity(ClassifierModule& model, double sparsity) {
-  for (const auto& [name, layer] : model.QuantLayers()) {
-    LayerQuantConfig config = layer->quant_config();
-    if (config.mode() != WeightMode::kTernary || config.grid.threshold_rule != ThresholdRule::kSparsity) continue;
-    config.grid.threshold_value = sparsity;
-    layer->SetQuantConfig(config);
-  }
-}
-
-// The share of zero codes over all ternary layers' weights (0 when none is ternary).
-double MeasuredSparsity(ClassifierModule& model) {
-  torch::NoGradGuard no_grad;
-  double zeros = 0;
-  int64_t weights = 0;
-  for (const auto& [name, layer] : model.QuantLayers()) {
-    if (layer->quant_config().mode() != WeightMode::kTernary) continue;
-    const LayerQuantStats stats = layer->Stats(name);
-    zeros += stats.share_zero * static_cast<double>(stats.weights);
-    weights += stats.weights;
-  }
-  return weights > 0 ? zeros / static_cast<double>(weights) : 0.0;
-}
-
-std::string_view RampName(SparsityRamp ramp) { return ramp == SparsityRamp::kCubic ? "cubic" : "linear"; }
-
 nlohmann::json OptionsToJson(const TrainOptions& options) {
-  return {{"dataset", options.dataset},
+  nlohmann::json json = {{"dataset", options.dataset},
           {"data_dir", options.data_dir},
           {"model", options.model},
           {"batch_size", options.batch_size},
           {"epochs", options.epochs},
           {"learning_rate", options.learning_rate},
           {"weight_decay", options.weight_decay},
-          {"mode", WeightModeName(options.mode)},
-          {"bits", options.bits},
-          {"sparsity", options.sparsity},
-          {"ramp_epochs", options.ramp_epochs},
-          {"ramp", RampName(options.ramp)},
-          {"threshold_mode", ThresholdRuleName(options.threshold_rule)},
-          {"magnitude", options.magnitude},
-          {"per_channel", options.per_channel},
-          {"rpb_fraction", options.rpb_fraction},
           {"quantize_first_last", options.quantize_first_last},
           {"init_from", options.init_from},
           {"distill_teacher", options.distill_teacher},
@@ -95,6 +47,8 @@ nlohmann::json OptionsToJson(const TrainOptions& options) {
           {"subset", options.subset},
           {"test_subset", options.test_subset},
           {"threads", options.threads}};
+  json.update(options.qat.ToJson());
+  return json;
 }
 
 nlohmann::json EvalToJson(const EvalResult& eval) {
@@ -133,11 +87,7 @@ void ValidateOptions(const TrainOptions& options) {
   Require(options.epochs > 0, "epochs must be positive, got {}", options.epochs);
   Require(options.learning_rate > 0, "learning rate must be positive, got {}", options.learning_rate);
   Require(options.weight_decay >= 0, "weight decay must be >= 0, got {}", options.weight_decay);
-  Require(options.sparsity >= 0 && options.sparsity <= 1, "sparsity must be in [0, 1], got {}", options.sparsity);
-  Require(options.rpb_fraction >= 0 && options.rpb_fraction < 1, "RPB fraction must be in [0, 1), got {}",
-          options.rpb_fraction);
-  Require(options.mode != WeightMode::kUniform || (options.bits >= 2 && options.bits <= 8),
-          "uniform quantization needs 2..8 bits, got {}", options.bits);
+  options.qat.Validate();
   Require(options.temperature > 0, "distillation temperature must be positive, got {}", options.temperature);
   Require(options.distill_alpha >= 0 && options.distill_alpha <= 1, "distillation weight must be in [0, 1], got {}",
           options.distill_alpha);
@@ -170,7 +120,7 @@ TrainResult Train(const TrainOptions& options) {
                                       ? (init / "model.safetensors").string()
                                       : options.init_from);
   }
-  ApplyQuantConfig(*model, BaseLayerConfig(options), options.quantize_first_last);
+  ApplyQuantConfig(*model, QatLayerConfig(options.qat), options.quantize_first_last);
   result.model = model;
 
   std::shared_ptr<ClassifierModule> teacher;
@@ -211,13 +161,12 @@ TrainResult Train(const TrainOptions& options) {
 
   const int64_t batches_per_epoch = (data.train.size() + options.batch_size - 1) / options.batch_size;
   const int64_t total_steps = batches_per_epoch * options.epochs;
-  const bool scheduled = options.mode == WeightMode::kTernary && options.threshold_rule == ThresholdRule::kSparsity;
 
   int64_t parameters = 0;
   for (const torch::Tensor& parameter : model->parameters()) parameters += parameter.numel();
   LogInfo("train {} ({} parameters, {} weights) on {}: {} training / {} test images, {} epochs of {} batches, "
           "{} threads",
-          options.model, parameters, WeightModeName(options.mode), options.dataset, data.train.size(),
+          options.model, parameters, WeightModeName(options.qat.mode), options.dataset, data.train.size(),
           data.test.size(), options.epochs, batches_per_epoch, torch::get_num_threads());
 
   const std::filesystem::path out_dir(options.out_dir);
@@ -241,11 +190,8 @@ TrainResult Train(const TrainOptions& options) {
       // forward anyway), reaching the target at the end of epoch ramp_epochs.
       learning_rate = WarmupCosineLearningRate(step, total_steps, /*warmup=*/0, options.learning_rate);
       SetLearningRate(*optimizer, learning_rate);
-      if (scheduled) {
-        const double progress_epochs = static_cast<double>(step + 1) / static_cast<double>(batches_per_epoch);
-        SetScheduledSparsity(*model, ScheduledSparsity(options.sparsity, progress_epochs, options.ramp_epochs,
-                                                       options.ramp));
-      }
+      ScheduleSparsity(options.qat, model->QuantLayers(),
+                       static_cast<double>(step + 1) / static_cast<double>(batches_per_epoch));
       Batch batch = batches.Get(index);
       const int64_t global_rows = batch.labels.size(0);
       if (parallel) {  // this worker's rows; shares differ by at most one
@@ -301,7 +247,7 @@ TrainResult Train(const TrainOptions& options) {
     }
     const EvalResult eval = Evaluate(*model, data.test);
     metrics.test_accuracy = eval.accuracy;
-    metrics.sparsity = MeasuredSparsity(*model);
+    metrics.sparsity = MeasuredSparsity(model->QuantLayers());
     metrics.seconds = Seconds(epoch_start);
     result.epochs.push_back(metrics);
     const std::string summary =

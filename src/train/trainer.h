@@ -13,6 +13,7 @@
 #include "data/datasets.h"
 #include "data/image_data.h"
 #include "grid/fake_quant.h"
+#include "train/qat_schedule.h"
 #include "models/classifier.h"
 #include "models/classifier_checkpoint.h"
 #include "train/classifier_evaluation.h"
@@ -29,15 +30,7 @@ struct TrainOptions {
   double weight_decay = 0;      // AdamW's decoupled decay, on weights only (not biases or BatchNorm)
 
   // Quantization of the weight layers (all of them but the first and last unless quantize_first_last).
-  WeightMode mode = WeightMode::kFull;
-  int bits = 4;                   // kUniform
-  double sparsity = 0.5;          // kSparsity target, reached after ramp_epochs
-  int ramp_epochs = 0;            // progressive sparsity: 0 -> sparsity over these epochs (0: from the start)
-  SparsityRamp ramp = SparsityRamp::kLinear;
-  ThresholdRule threshold_rule = ThresholdRule::kSparsity;
-  double magnitude = 0.7;         // kRatio (times mean |w|) or kAbsolute cutoff
-  bool per_channel = true;
-  double rpb_fraction = 0;        // residual precision boosting
+  WeightQatOptions qat;
   bool quantize_first_last = false;
 
   std::string init_from;  // a checkpoint (folder) of the same model to start from, e.g. the FP model for QAT

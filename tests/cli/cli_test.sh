@@ -83,10 +83,32 @@ if [ -d /usr/share/datasets/fashion-mnist ] && [ -f "$(dirname "$0")/../../data/
   expect_output "zero-shot" "train-image-text reports zero-shot accuracy"
   python3 -c "
 import json; d=json.load(open('$tmp/image-text/config.json'))
-assert d['model'] == 'dual-encoder' and len(d['metrics_per_epoch']) == 1
-assert 0 <= d['metrics_per_epoch'][0]['zero_shot_accuracy'] <= 1 and d['training']['seconds'] > 0" \
+assert d['model'] == 'image-text' and len(d['metrics_per_epoch']) == 1
+m = d['metrics_per_epoch'][0]
+assert 0 <= m['zero_shot_accuracy'] <= 1 and 0 <= m['matching_accuracy'] <= 1 and d['training']['seconds'] > 0" \
     || { echo "FAIL: train-image-text config.json"; failures=$((failures + 1)); }
   [ -s "$tmp/image-text.png" ] || { echo "FAIL: train-image-text --plot"; failures=$((failures + 1)); }
+  expect_status 0 "train-image-text ternary QAT with distillation" "$atq" train-image-text --epochs 1 --subset 300 \
+    --test-subset 200 --batch 64 --threads 2 --mode ternary --sparsity 0.3 --use-rpb --init "$tmp/image-text" \
+    --distill "$tmp/image-text" --packed-type t1.6 --out "$tmp/image-text-t"
+  [ -s "$tmp/image-text-t/model.t1.6.safetensors" ] || { echo "FAIL: ternary image-text packed file"; failures=$((failures + 1)); }
+  expect_status 0 "eval-image-text of the packed file" "$atq" eval-image-text "$tmp/image-text-t/model.t1.6.safetensors" \
+    --baseline "$tmp/image-text" --test-subset 200 --retrieval-images 100 --threads 2 --json "$tmp/it_eval.json" \
+    --plot-confusion "$tmp/it_conf.png" --plot-ternary "$tmp/it_codes.png" --plot-compare "$tmp/it_cmp.png"
+  expect_output "packed kernels" "eval-image-text runs the packed kernels"
+  python3 -c "
+import json; d=json.load(open('$tmp/it_eval.json'))
+r, b = d['report'], d['baseline']['report']
+assert r['packed_kernels'] and not b['packed_kernels'] and r['size']['quantized_layers'] > 10
+assert r['size']['quantized_layers_compression'] > 10 and b['size']['quantized_layers'] == 0
+assert 0.25 <= r['metrics']['sparsity'] <= 0.35 and r['energy_per_query']['total_pj'] < b['energy_per_query']['total_pj']
+assert sum(map(sum, r['metrics']['zero_shot_confusion'])) == 200" \
+    || { echo "FAIL: eval-image-text --json"; failures=$((failures + 1)); }
+  for png in it_conf it_codes it_cmp; do
+    [ -s "$tmp/$png.png" ] || { echo "FAIL: eval-image-text plot $png"; failures=$((failures + 1)); }
+  done
+  expect_status 1 "eval-image-text of a classifier file" "$atq" eval-image-text "$tmp/cls_speed.json"
+  expect_output "cls_speed.json" "the error names the file"
   expect_status 1 "train-image-text into its own data" "$atq" train-image-text --epochs 1 \
     --out /usr/share/datasets/fashion-mnist/x
 fi

@@ -9,6 +9,7 @@
 
 #include <gtest/gtest.h>
 
+#include "test_util.h"
 #include "util/error.h"
 
 namespace atq {
@@ -52,6 +53,21 @@ TEST(Plot, BarChartsNeedOneValuePerCategory) {
   EXPECT_THROW(GnuplotScript(spec, "bars.png"), Error);
   spec.series[0].y.push_back(0.2);
   EXPECT_NE(GnuplotScript(spec, "bars.png").find("\"+1\" 0.2"), std::string::npos);
+}
+
+TEST(Plot, HeatmapCellsLabelsAndShapeChecks) {
+  HeatmapSpec spec;
+  spec.title = "confusion";
+  spec.row_labels = {"a", "b's"};
+  spec.column_labels = {"a", "b's"};
+  spec.values = {{5, 1}, {0, 7}};
+  const std::string script = HeatmapScript(spec, "/tmp/x.png");
+  EXPECT_NE(script.find("0 0 5\n1 0 1\n0 1 0\n1 1 7\n"), std::string::npos) << script;
+  EXPECT_NE(script.find("'b''s' 1"), std::string::npos) << script;
+  EXPECT_NE(script.find("set yrange [1.5:-0.5]"), std::string::npos) << script;  // row 0 on top
+  spec.values[1].pop_back();
+  EXPECT_NE(testutil::ErrorMessageOf([&] { HeatmapScript(spec, "/tmp/x.png"); }).find("a row of 1 values"),
+            std::string::npos);
 }
 
 TEST(Plot, RendersAPng) {

@@ -275,9 +275,9 @@ TEST(Train, TernaryRunReachesScheduledSparsityWithDistillation) {
 
   options.out_dir.clear();
   options.epochs = 2;
-  options.mode = WeightMode::kTernary;
-  options.sparsity = 0.6;
-  options.ramp_epochs = 1;
+  options.qat.mode = WeightMode::kTernary;
+  options.qat.sparsity = 0.6;
+  options.qat.ramp_epochs = 1;
   options.init_from = teacher_dir.path();
   options.distill_teacher = teacher_dir.path();
   const TrainResult student = Train(options);

@@ -54,6 +54,7 @@ RunFn DeclareSensitivity(CLI::App& app);
 RunFn DeclarePareto(CLI::App& app);
 RunFn DeclareCaptions(CLI::App& app);
 RunFn DeclareTrainImageText(CLI::App& app);
+RunFn DeclareEvalImageText(CLI::App& app);
 #endif
 
 }  // namespace atq::cli

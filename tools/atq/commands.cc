@@ -95,9 +95,12 @@ const std::vector<Command>& AllCommands() {
       {"captions", "The English captions of the image-text models: descriptions and templates per class and split, "
        "drawn as training draws them",
        DeclareCaptions},
-      {"train-image-text", "Train the image-text dual encoder contrastively on captioned Fashion-MNIST; zero-shot "
-       "accuracy and retrieval on held-out wordings",
+      {"train-image-text", "Train the image-text model (towers + fusion) on captioned Fashion-MNIST, full precision "
+       "or ternary QAT with distillation; zero-shot, retrieval and matching on held-out wordings",
        DeclareTrainImageText},
+      {"eval-image-text", "Measure an image-text model (checkpoint or packed file through the kernels): zero-shot, "
+       "retrieval, matching, size, energy per query; confusion and ternary plots",
+       DeclareEvalImageText},
 #endif
       {"inspect", "List the tensors, types, shapes, bytes and metadata of a safetensors/GGUF file or model folder",
        DeclareInspect},

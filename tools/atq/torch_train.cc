@@ -13,16 +13,14 @@
 #include "util/error.h"
 #include "io/output_path.h"
 #include "torch/caching_allocator.h"
+#include "torch_qat_flags.h"
 
 namespace atq::cli {
 
 RunFn DeclareTrain(CLI::App& app) {
   struct Options {
     TrainOptions train;
-    std::string mode = "full";
-    std::string threshold_mode = "sparsity";
-    std::string ramp = "linear";
-    bool use_rpb = false;
+    WeightQatFlags qat;
     Workers workers;
   };
   auto o = std::make_shared<Options>();
@@ -37,25 +35,7 @@ RunFn DeclareTrain(CLI::App& app) {
       ->check(FiniteIn(1e-12, 1e3))
       ->capture_default_str();
   app.add_option("--weight-decay", t.weight_decay, "AdamW decoupled weight decay")->capture_default_str();
-  app.add_option("--mode", o->mode, "full, ternary (ATQ) or uniform")
-      ->check(CLI::IsMember({"full", "ternary", "uniform"}))
-      ->capture_default_str();
-  app.add_option("--bits", t.bits, "Bits for --mode uniform")->check(CLI::Range(2, 8))->capture_default_str();
-  app.add_option("--sparsity", t.sparsity, "Target share of zeros in ternary layers (threshold mode sparsity)")
-      ->check(CLI::Range(0.0, 0.99))
-      ->capture_default_str();
-  app.add_option("--ramp-epochs", t.ramp_epochs, "Raise sparsity from 0 to the target over these epochs")
-      ->capture_default_str();
-  app.add_option("--ramp", o->ramp, "Sparsity schedule: linear or cubic")
-      ->check(CLI::IsMember({"linear", "cubic"}))
-      ->capture_default_str();
-  app.add_option("--threshold-mode", o->threshold_mode, "sparsity, magnitude_absolute or magnitude_relative")
-      ->capture_default_str();
-  app.add_option("--magnitude", t.magnitude, "Cutoff for the magnitude threshold modes")->capture_default_str();
-  app.add_flag("!--per-layer-scale", t.per_channel, "One scale per layer instead of per output channel");
-  app.add_flag("--use-rpb", o->use_rpb, "Residual precision boosting (see --rpb-fraction)");
-  app.add_option("--rpb-fraction", t.rpb_fraction, "Share of each layer's weights kept exactly with --use-rpb")
-      ->check(CLI::Range(0.0, 0.5));
+  AddWeightQatFlags(app, o->qat);
   app.add_flag("--quantize-first-last", t.quantize_first_last, "Also quantize the input and output layers");
   app.add_option(
       "--init", t.init_from,
@@ -84,14 +64,7 @@ RunFn DeclareTrain(CLI::App& app) {
     if (!o->workers.parallel || o->workers.parallel->writes()) lock.emplace(o->train.out_dir);
     TrainOptions options = o->train;
     options.parallel = o->workers.parallel.get();
-    options.mode = ParseWeightMode(o->mode);
-    const auto rule = ParseThresholdRule(o->threshold_mode);
-    Require(rule.has_value(), "--threshold-mode '{}' is not sparsity, magnitude_absolute or magnitude_relative",
-            o->threshold_mode);
-    options.threshold_rule = *rule;
-    options.ramp = o->ramp == "cubic" ? SparsityRamp::kCubic : SparsityRamp::kLinear;
-    if (o->use_rpb && options.rpb_fraction == 0) options.rpb_fraction = 0.01;
-    if (!o->use_rpb) options.rpb_fraction = 0;
+    options.qat = ResolveWeightQat(o->qat);
     const TrainResult result = Train(options);
     if (options.parallel && !options.parallel->writes()) return 0;
     fmt::print("{}: best test accuracy {:.2f}% at epoch {}, final {:.2f}%; written to {}\n", options.model,
