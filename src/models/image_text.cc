@@ -42,16 +42,28 @@ torch::Tensor TextEncoderImpl::States(const torch::Tensor& ids) {
   return norm_->forward(x);
 }
 
-namespace {
-
-// The mean of states [B, T, D] over each row's first lengths[b] positions (padding attends and is attended to in
-// the text blocks, but is never pooled).
+// Padding attends and is attended to in the text blocks, but is never pooled.
 torch::Tensor MeanOverTokens(const torch::Tensor& states, const torch::Tensor& lengths) {
   const torch::Tensor mask = (torch::arange(states.size(1), lengths.options()).unsqueeze(0) < lengths.unsqueeze(1))
                                  .to(states.dtype())
                                  .unsqueeze(2);
   return (states * mask).sum(1) / mask.sum(1).clamp_min(1.0);
 }
+
+CaptionBatch EncodeCaptions(const std::vector<std::string>& texts, const CaptionVocabulary& vocabulary,
+                            int64_t context) {
+  CaptionBatch out{torch::empty({static_cast<int64_t>(texts.size()), context}, torch::kLong),
+                   torch::empty({static_cast<int64_t>(texts.size())}, torch::kLong)};
+  for (size_t i = 0; i < texts.size(); ++i) {
+    int64_t length = 0;
+    const std::vector<int64_t> ids = vocabulary.Encode(texts[i], context, &length);
+    out.ids[static_cast<int64_t>(i)].copy_(torch::tensor(ids, torch::kLong));
+    out.lengths[static_cast<int64_t>(i)] = length;
+  }
+  return out;
+}
+
+namespace {
 
 torch::Tensor Normalized(const torch::Tensor& x) {
   return torch::nn::functional::normalize(x, torch::nn::functional::NormalizeFuncOptions().dim(1));

@@ -24,6 +24,7 @@
 #include <torch/types.h>
 #include <nlohmann/json.hpp>
 
+#include "data/captions.h"
 #include "models/classifier.h"
 #include "models/classifiers.h"
 #include "models/packed_product.h"
@@ -114,6 +115,13 @@ struct CaptionBatch {
   torch::Tensor lengths;
 };
 
+// Captions as the text tower's ids (padded to `context`) and lengths.
+CaptionBatch EncodeCaptions(const std::vector<std::string>& texts, const CaptionVocabulary& vocabulary,
+                            int64_t context);
+
+// The mean of states [B, T, D] over each row's first lengths[b] positions -> [B, D].
+torch::Tensor MeanOverTokens(const torch::Tensor& states, const torch::Tensor& lengths);
+
 // What one training step compares, for a batch of B images with a matching caption each and a non-matching one.
 struct ImageTextLogits {
   torch::Tensor similarity;  // [B, B]: scale * cos(image i, caption j)
@@ -140,6 +148,7 @@ class ImageTextModelImpl : public torch::nn::Module {
 
   const ImageTextConfig& config() const { return config_; }
   CnnClassifier& image() { return *image_; }
+  TextEncoderImpl& text() { return *text_; }
 
  private:
   ImageTextConfig config_;

@@ -66,19 +66,6 @@ ImageTextData LoadImageTextData(const std::string& data_dir, const std::string& 
   return data;
 }
 
-CaptionBatch EncodeCaptions(const std::vector<std::string>& texts, const CaptionVocabulary& vocabulary,
-                            int64_t context) {
-  CaptionBatch out{torch::empty({static_cast<int64_t>(texts.size()), context}, torch::kLong),
-                   torch::empty({static_cast<int64_t>(texts.size())}, torch::kLong)};
-  for (size_t i = 0; i < texts.size(); ++i) {
-    int64_t length = 0;
-    const std::vector<int64_t> ids = vocabulary.Encode(texts[i], context, &length);
-    out.ids[static_cast<int64_t>(i)].copy_(torch::tensor(ids, torch::kLong));
-    out.lengths[static_cast<int64_t>(i)] = length;
-  }
-  return out;
-}
-
 nlohmann::json ImageTextMetrics::ToJson() const {
   return {{"zero_shot_accuracy", zero_shot_accuracy},
           {"image_to_text_recall_at_1", image_to_text_recall1},

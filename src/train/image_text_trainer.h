@@ -30,10 +30,6 @@ struct ImageTextData {
 ImageTextData LoadImageTextData(const std::string& data_dir, const std::string& caption_file,
                                 const std::string& tokenizer_dir, int64_t subset, int64_t test_subset);
 
-// Captions as the text tower's ids (padded to `context`) and lengths.
-CaptionBatch EncodeCaptions(const std::vector<std::string>& texts, const CaptionVocabulary& vocabulary,
-                            int64_t context);
-
 struct ImageTextTrainOptions {
   std::string data_dir;       // Fashion-MNIST (MNIST-format files)
   std::string caption_file;   // assets/captions/fashion_mnist.yaml

@@ -107,6 +107,18 @@ assert sum(map(sum, r['metrics']['zero_shot_confusion'])) == 200" \
   for png in it_conf it_codes it_cmp; do
     [ -s "$tmp/$png.png" ] || { echo "FAIL: eval-image-text plot $png"; failures=$((failures + 1)); }
   done
+  expect_status 0 "train-diffusion" "$atq" train-diffusion --text-model "$tmp/image-text" --subset 128 --epochs 1 \
+    --batch 64 --channels 8 --threads 2 --out "$tmp/t2i"
+  [ -f "$tmp/t2i/text_model/config.json" ] || { echo "FAIL: train-diffusion keeps its text model"; failures=$((failures + 1)); }
+  expect_status 0 "generate-image grid" "$atq" generate-image "$tmp/t2i" --prompt "a sneaker" --prompt "a bag" \
+    --count 3 --steps 3 --seed 5 --threads 2 --out "$tmp/t2i.png"
+  python3 -c "
+import struct; b=open('$tmp/t2i.png','rb').read(); w,h=struct.unpack('>II', b[16:24])
+assert b[:8] == b'\\x89PNG\\r\\n\\x1a\\n' and (w, h) == (3 * 28 + 4 * 2, 2 * 28 + 3 * 2), (w, h)" \
+    || { echo "FAIL: generate-image grid size"; failures=$((failures + 1)); }
+  expect_status 1 "generate-image of an image-text folder" "$atq" generate-image "$tmp/image-text" --prompt x \
+    --out "$tmp/x.png"
+  expect_output "not a text-to-image checkpoint" "the error says what the folder is not"
   expect_status 1 "eval-image-text of a classifier file" "$atq" eval-image-text "$tmp/cls_speed.json"
   expect_output "cls_speed.json" "the error names the file"
   expect_status 1 "train-image-text into its own data" "$atq" train-image-text --epochs 1 \

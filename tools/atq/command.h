@@ -55,6 +55,8 @@ RunFn DeclarePareto(CLI::App& app);
 RunFn DeclareCaptions(CLI::App& app);
 RunFn DeclareTrainImageText(CLI::App& app);
 RunFn DeclareEvalImageText(CLI::App& app);
+RunFn DeclareTrainDiffusion(CLI::App& app);
+RunFn DeclareGenerateImage(CLI::App& app);
 #endif
 
 }  // namespace atq::cli

@@ -101,6 +101,12 @@ const std::vector<Command>& AllCommands() {
       {"eval-image-text", "Measure an image-text model (checkpoint or packed file through the kernels): zero-shot, "
        "retrieval, matching, size, energy per query; confusion and ternary plots",
        DeclareEvalImageText},
+      {"train-diffusion", "Train the text-to-image diffusion UNet on captioned Fashion-MNIST, the captions read by an "
+       "image-text model's text tower",
+       DeclareTrainDiffusion},
+      {"generate-image", "Draw images for text prompts with a text-to-image model (DDIM, classifier-free guidance); "
+       "PNG, a grid for several prompts or seeds",
+       DeclareGenerateImage},
 #endif
       {"inspect", "List the tensors, types, shapes, bytes and metadata of a safetensors/GGUF file or model folder",
        DeclareInspect},

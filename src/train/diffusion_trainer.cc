@@ -1,0 +1,106 @@
+#include "train/diffusion_trainer.h"
+
+#include <ATen/CPUGeneratorImpl.h>
+
+#include <chrono>
+
+#include <fmt/format.h>
+#include <torch/torch.h>
+
+#include "data/image_data.h"
+#include "train/image_text_trainer.h"
+#include "train/optimizer.h"
+#include "util/error.h"
+
+namespace atq {
+
+DiffusionTrainResult TrainDiffusion(const DiffusionTrainOptions& options) {
+  Require(options.epochs > 0 && options.batch_size > 0, "diffusion training: {} epochs of batches of {}",
+          options.epochs, options.batch_size);
+  Require(options.drop_caption >= 0 && options.drop_caption < 1, "diffusion training: caption drop rate {} outside "
+          "[0, 1)", options.drop_caption);
+  Require(options.ema_decay >= 0 && options.ema_decay < 1, "diffusion training: EMA decay {} outside [0, 1)",
+          options.ema_decay);
+  Require(!options.text_model.empty(), "diffusion training needs an image-text model for the captions");
+  const auto start = std::chrono::steady_clock::now();
+  const ImageTextData data =
+      LoadImageTextData(options.data_dir, options.caption_file, options.tokenizer_dir, options.subset, /*test=*/1);
+  const CaptionConditioner conditioner(LoadImageTextModel(options.text_model), data.vocabulary.get());
+  const TextCondition empty = conditioner.Encode({""});
+  torch::manual_seed(options.seed);
+  UNetConfig config = options.unet;
+  config.context_dim = conditioner.model()->config().text_dim;
+  config.image_size = data.image_size;
+  DiffusionTrainResult result;
+  result.unet = UNet(config);
+  UNet& unet = result.unet;
+  for (const auto& p : unet->parameters()) result.parameters += p.numel();
+  std::vector<torch::Tensor> average;
+  if (options.ema_decay > 0) {
+    for (const auto& p : unet->parameters()) average.push_back(p.detach().clone());
+  }
+  const NoiseSchedule schedule;
+  const auto optimizer = MakeAdamW(unet->parameters(), options.learning_rate, options.weight_decay);
+  const CaptionGenerator captions(*data.captions, CaptionSplit::kTrain, options.seed);
+  const Normalization normalization = data.train.normalization;
+  const int64_t steps_per_epoch = (data.train.size() + options.batch_size - 1) / options.batch_size;
+  const int64_t total = steps_per_epoch * options.epochs;
+  auto generator = at::make_generator<at::CPUGeneratorImpl>(MixSeed(options.seed, 0xD1FF));
+  int64_t step = 0;
+  for (int64_t epoch = 0; epoch < options.epochs; ++epoch) {
+    unet->train();
+    const EpochBatches batches(data.train, options.batch_size, MixSeed(options.seed, static_cast<uint64_t>(epoch)),
+                               /*shuffle=*/true, /*augment=*/false);
+    double loss_sum = 0;
+    for (int64_t b = 0; b < batches.size(); ++b, ++step) {
+      const Batch batch = batches.Get(b);
+      const int64_t rows = batch.labels.size(0);
+      // Normalized images back to pixels in [0, 1], then to the model's [-1, 1].
+      const torch::Tensor x0 = (batch.images * normalization.std + normalization.mean) * 2 - 1;
+      std::vector<std::string> texts;
+      const torch::Tensor drop = torch::rand({rows}, generator) < options.drop_caption;
+      for (int64_t j = 0; j < rows; ++j) {
+        const int64_t index = (epoch * steps_per_epoch + b) * options.batch_size + j;
+        texts.push_back(drop[j].item<bool>() ? std::string()
+                                             : captions.Caption(static_cast<int>(batch.labels[j].item<int64_t>()), index));
+      }
+      const TextCondition text = conditioner.Encode(texts);
+      const torch::Tensor t = torch::randint(schedule.steps(), {rows}, generator, torch::kLong);
+      const torch::Tensor noise = torch::randn(x0.sizes(), generator);
+      SetLearningRate(*optimizer, WarmupCosineLearningRate(step, total, std::min<int64_t>(200, total / 10),
+                                                           options.learning_rate));
+      optimizer->zero_grad();
+      const torch::Tensor loss =
+          torch::mse_loss(unet->forward(schedule.AddNoise(x0, noise, t), t, text), noise);
+      loss.backward();
+      torch::nn::utils::clip_grad_norm_(unet->parameters(), 1.0);
+      optimizer->step();
+      if (!average.empty()) {
+        torch::NoGradGuard no_grad;
+        // Warm-up of the average (as common implementations do): early weights are not averaged in for long.
+        const double decay = std::min(options.ema_decay, (1.0 + step) / (10.0 + step));
+        const auto parameters = unet->parameters();
+        for (size_t i = 0; i < parameters.size(); ++i) average[i].mul_(decay).add_(parameters[i].detach(), 1 - decay);
+      }
+      loss_sum += loss.item<double>();
+      if (options.on_line && ((b + 1) % 20 == 0 || b + 1 == batches.size())) {
+        const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+        const double eta = seconds / static_cast<double>(step + 1) * static_cast<double>(total - step - 1);
+        options.on_line(fmt::format("epoch {}/{}: {}/{} batches | loss {:.4f} | {:.0f}s | ETA {:.0f}s", epoch + 1,
+                                    options.epochs, b + 1, batches.size(), loss_sum / static_cast<double>(b + 1),
+                                    seconds, eta));
+      }
+    }
+    result.epoch_loss.push_back(loss_sum / static_cast<double>(batches.size()));
+  }
+  if (!average.empty()) {
+    torch::NoGradGuard no_grad;
+    const auto parameters = unet->parameters();
+    for (size_t i = 0; i < parameters.size(); ++i) parameters[i].copy_(average[i]);
+  }
+  unet->eval();
+  result.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  return result;
+}
+
+}  // namespace atq
