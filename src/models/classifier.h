@@ -50,6 +50,9 @@ class ClassifierModule : public torch::nn::Module {
   // Every weight layer directly followed by a BatchNorm, as (layer name, BatchNorm name) module paths, so the
   // BatchNorm can be folded into the layer (quant/batchnorm_fold.h). Empty for models without BatchNorm.
   virtual std::vector<std::pair<std::string, std::string>> BatchNormPairs() { return {}; }
+  // The features the last layer reads, [N, D] (what Fréchet distances are measured in). Models that do not say
+  // throw atq::Error.
+  virtual torch::Tensor PenultimateFeatures(const torch::Tensor& images);
 };
 
 }  // namespace atq

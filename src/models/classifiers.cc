@@ -78,6 +78,10 @@ void ApplyQuantConfig(ClassifierModule& model, const LayerQuantConfig& config, b
   }
 }
 
+torch::Tensor ClassifierModule::PenultimateFeatures(const torch::Tensor&) {
+  Fail("this classifier does not expose its penultimate features (cnn and resnet18 do)");
+}
+
 // ---- MLP ----
 
 MlpClassifier::MlpClassifier(int64_t in_features, std::vector<int64_t> hidden, int64_t classes) {
@@ -132,9 +136,11 @@ torch::Tensor CnnClassifier::FeatureMap(const torch::Tensor& images) {
 }
 
 torch::Tensor CnnClassifier::Head(const torch::Tensor& features) {
-  torch::Tensor x = dropout_conv_(features).flatten(1);
-  x = torch::relu(bn_fc1_(fc1_(x)));  // [N, 128]
-  return fc2_(dropout_fc_(x));       // [N, classes]
+  return fc2_(dropout_fc_(torch::relu(bn_fc1_(fc1_(dropout_conv_(features).flatten(1))))));  // [N, classes]
+}
+
+torch::Tensor CnnClassifier::PenultimateFeatures(const torch::Tensor& images) {
+  return torch::relu(bn_fc1_(fc1_(dropout_conv_(FeatureMap(images)).flatten(1))));  // [N, 128]
 }
 
 std::vector<std::pair<std::string, std::string>> CnnClassifier::BatchNormPairs() {
@@ -199,6 +205,10 @@ torch::Tensor ResNet18Classifier::FeatureMap(const torch::Tensor& images) {
 
 torch::Tensor ResNet18Classifier::Head(const torch::Tensor& features) {
   return fc_(torch::adaptive_avg_pool2d(features, {1, 1}).flatten(1));  // [N, 512] -> [N, classes]
+}
+
+torch::Tensor ResNet18Classifier::PenultimateFeatures(const torch::Tensor& images) {
+  return torch::adaptive_avg_pool2d(FeatureMap(images), {1, 1}).flatten(1);
 }
 
 std::vector<std::pair<std::string, std::string>> ResNet18Classifier::BatchNormPairs() {

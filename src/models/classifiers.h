@@ -68,6 +68,7 @@ class CnnClassifier : public ClassifierModule {
   torch::Tensor FeatureMap(const torch::Tensor& images);
   torch::Tensor Head(const torch::Tensor& features);
   int64_t feature_channels() const { return width2_; }
+  torch::Tensor PenultimateFeatures(const torch::Tensor& images) override;  // fc1's output after BN and ReLU
   std::vector<std::pair<std::string, QuantizableLayer*>> QuantLayers() override { return FindQuantLayers(*this); }
   std::vector<std::pair<std::string, std::string>> BatchNormPairs() override;
 
@@ -107,6 +108,7 @@ class ResNet18Classifier : public ClassifierModule {
   // (the pooled features are the penultimate layer that Frechet distances are measured in).
   torch::Tensor FeatureMap(const torch::Tensor& images);
   torch::Tensor Head(const torch::Tensor& features);
+  torch::Tensor PenultimateFeatures(const torch::Tensor& images) override;  // the pooled layer4 output [N, 512]
   std::vector<std::pair<std::string, QuantizableLayer*>> QuantLayers() override { return FindQuantLayers(*this); }
   std::vector<std::pair<std::string, std::string>> BatchNormPairs() override;
 

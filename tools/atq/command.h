@@ -57,6 +57,7 @@ RunFn DeclareTrainImageText(CLI::App& app);
 RunFn DeclareEvalImageText(CLI::App& app);
 RunFn DeclareTrainDiffusion(CLI::App& app);
 RunFn DeclareGenerateImage(CLI::App& app);
+RunFn DeclareEvalDiffusion(CLI::App& app);
 #endif
 
 }  // namespace atq::cli

@@ -107,6 +107,9 @@ const std::vector<Command>& AllCommands() {
       {"generate-image", "Draw images for text prompts with a text-to-image model (DDIM, classifier-free guidance); "
        "PNG, a grid for several prompts or seeds",
        DeclareGenerateImage},
+      {"eval-diffusion", "Measure a text-to-image model: class accuracy of its images by a judge classifier and "
+       "Fréchet distance to real test images, over many held-out prompts; images/s; a grid per class",
+       DeclareEvalDiffusion},
 #endif
       {"inspect", "List the tensors, types, shapes, bytes and metadata of a safetensors/GGUF file or model folder",
        DeclareInspect},

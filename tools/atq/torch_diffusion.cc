@@ -12,7 +12,10 @@
 #include <nlohmann/json.hpp>
 
 #include "command.h"
+#include "eval/text_to_image_eval.h"
+#include "io/atomic_file.h"
 #include "io/output_path.h"
+#include "models/classifier_checkpoint.h"
 #include "io/png.h"
 #include "models/diffusion.h"
 #include "torch/caching_allocator.h"
@@ -141,6 +144,96 @@ RunFn DeclareGenerateImage(CLI::App& app) {
     WriteGrayPng(o->out, images.size() == 1 ? images[0] : TileImages(images, o->count));
     fmt::print("{} image{} ({} DDIM steps, guidance {}) in {:.1f} s: {}\n", images.size(),
                images.size() == 1 ? "" : "s", o->sampler.steps, o->sampler.guidance, seconds, o->out);
+    return 0;
+  };
+}
+
+RunFn DeclareEvalDiffusion(CLI::App& app) {
+  struct Options {
+    std::string model, judge, judge_arch = "resnet18";
+    ImageTextDataFlags data;
+    TextToImageEvalOptions eval;
+    int threads = 0;
+    std::string json_path, grid_path;
+  };
+  auto o = std::make_shared<Options>();
+  app.add_option("MODEL", o->model, "Text-to-image folder (atq train-diffusion --out)")->required();
+  app.add_option("--judge", o->judge,
+                 "The classifier that judges the images: a checkpoint, or weights of --judge-arch (e.g. "
+                 "$ATQ_FIXTURES/resnet18/model.safetensors)")
+      ->required();
+  app.add_option("--judge-arch", o->judge_arch, "Architecture of a weights file without config.json")
+      ->check(CLI::IsMember({"cnn", "resnet18"}))
+      ->capture_default_str();
+  AddImageTextDataFlags(app, o->data);
+  app.add_option("--samples", o->eval.samples, "Images drawn (held-out wordings, classes in turn)")
+      ->check(CLI::Range(20, 100000))
+      ->capture_default_str();
+  app.add_option("--steps", o->eval.sampler.steps, "DDIM steps")->check(CLI::Range(1, 1000))->capture_default_str();
+  app.add_option("--guidance", o->eval.sampler.guidance, "Classifier-free guidance weight")
+      ->check(FiniteIn(0, 50))
+      ->capture_default_str();
+  app.add_option("--seed", o->eval.sampler.seed, "Seed of the starting noise")->capture_default_str();
+  app.add_option("--threads", o->threads, "Threads (0: every core)")->check(ThreadCount())->capture_default_str();
+  app.add_option("--json", o->json_path, "Write the figures as JSON");
+  app.add_option("--grid", o->grid_path, "Save the first 10 images of every class as a PNG grid (a row per class)");
+  return [o] {
+    UseCachingCpuAllocator();
+    ImageTextDataFlags data = o->data;
+    data.Resolve();
+    for (const std::string* output : {&o->json_path, &o->grid_path}) {
+      if (!output->empty()) CheckOutputPath(*output, {o->model, o->judge, data.data_dir}, "output");
+    }
+    SetTorchThreads(o->threads);
+    const ImageTextData images = LoadImageTextData(data.data_dir, data.caption_file, data.tokenizer_dir,
+                                                   /*subset=*/1, /*test_subset=*/0);
+    nlohmann::json config;
+    UNet unet = LoadUNet(o->model, &config);
+    const CaptionConditioner conditioner(
+        LoadImageTextModel((std::filesystem::path(o->model) / "text_model").string()), images.vocabulary.get());
+    ClassifierConfig judge_config;
+    judge_config.model = o->judge_arch;
+    judge_config.classes = images.captions->classes();
+    judge_config.image_size = images.image_size;
+    judge_config.dataset = "fashion_mnist";
+    judge_config.normalization = kFashionMnistNormalization;
+    const LoadedClassifier judge = LoadClassifierOrWeights(o->judge, judge_config);
+    TextToImageEvalOptions options = o->eval;
+    if (config.contains("training") && config["training"].contains("seed")) {
+      options.caption_seed = config["training"]["seed"].get<uint64_t>();
+    }
+    torch::Tensor pixels, labels;
+    const TextToImageQuality quality =
+        EvaluateTextToImage(*unet, conditioner, *images.captions, images.test,
+                            {judge.model.get(), judge.config.normalization}, options, &pixels, &labels);
+    fmt::print("{} images ({} DDIM steps, guidance {}) in {:.0f} s ({:.2f} images/s): class accuracy {:.2f}% by {}, "
+               "Fréchet distance {:.3f} to {} test images (on which the judge scores {:.2f}%)\n",
+               quality.samples, options.sampler.steps, options.sampler.guidance, quality.seconds,
+               quality.images_per_second, 100 * quality.class_accuracy, o->judge, quality.frechet_distance,
+               quality.samples, 100 * quality.real_class_accuracy);
+    if (!o->grid_path.empty()) {
+      std::vector<GrayImage> rows;
+      const int64_t per_class = std::min<int64_t>(10, quality.samples / images.captions->classes());
+      for (int label = 0; label < images.captions->classes(); ++label) {
+        const torch::Tensor indices = labels.eq(label).nonzero().reshape({-1}).slice(0, 0, per_class);
+        for (int64_t k = 0; k < indices.size(0); ++k) {
+          const torch::Tensor one = pixels[indices[k].item<int64_t>()].contiguous();
+          rows.push_back({one.size(1), one.size(0),
+                          std::vector<uint8_t>(one.data_ptr<uint8_t>(), one.data_ptr<uint8_t>() + one.numel())});
+        }
+      }
+      WriteGrayPng(o->grid_path, TileImages(rows, per_class));
+    }
+    if (!o->json_path.empty()) {
+      const nlohmann::json json = {{"model", o->model},
+                                   {"judge", o->judge},
+                                   {"steps", options.sampler.steps},
+                                   {"guidance", options.sampler.guidance},
+                                   {"seed", options.sampler.seed},
+                                   {"threads", torch::get_num_threads()},
+                                   {"quality", quality.ToJson()}};
+      WriteFileAtomically(o->json_path, json.dump(2) + "\n");
+    }
     return 0;
   };
 }

@@ -1,0 +1,49 @@
+// How good a text-to-image model's pictures are, measured rather than eyeballed: images drawn for held-out
+// caption wordings of every class (equal counts), judged by a trained classifier (the ResNet-18 fixture):
+// the share it assigns to the prompt's class, and the Fréchet distance between the drawn images and as many real
+// test images in that classifier's penultimate features; images per second of the sampler.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "data/captions.h"
+#include "data/image_data.h"
+#include "models/classifier.h"
+#include "models/diffusion.h"
+
+namespace atq {
+
+struct TextToImageJudge {
+  ClassifierModule* classifier = nullptr;  // eval mode; PenultimateFeatures for the distance
+  Normalization normalization;             // its input: (pixel / 255 - mean) / std
+};
+
+struct TextToImageEvalOptions {
+  int64_t samples = 1000;    // spread evenly over the classes (a multiple of the class count is exact)
+  SamplerOptions sampler;    // steps, guidance, seed of the noise, batch
+  uint64_t caption_seed = 0; // which held-out wordings the prompts use
+};
+
+struct TextToImageQuality {
+  int64_t samples = 0;
+  double class_accuracy = 0;               // judge's class == prompt's class
+  std::vector<double> per_class_accuracy;  // by prompt class
+  double frechet_distance = 0;             // generated vs the first `samples` real test images
+  double real_class_accuracy = 0;          // the judge on those real images (its own reference point)
+  double seconds = 0;                      // sampling only
+  double images_per_second = 0;
+  nlohmann::json ToJson() const;
+};
+
+// Draws the images (returned in `pixels` as uint8 [N, S, S] when not null; prompt class of row i in `labels`).
+TextToImageQuality EvaluateTextToImage(UNetImpl& unet, const CaptionConditioner& conditioner,
+                                       const CaptionSet& captions, const ImageTensors& real,
+                                       const TextToImageJudge& judge, const TextToImageEvalOptions& options,
+                                       torch::Tensor* pixels = nullptr, torch::Tensor* labels = nullptr);
+
+}  // namespace atq
