@@ -116,6 +116,17 @@ assert sum(map(sum, r['metrics']['zero_shot_confusion'])) == 200" \
 import struct; b=open('$tmp/t2i.png','rb').read(); w,h=struct.unpack('>II', b[16:24])
 assert b[:8] == b'\\x89PNG\\r\\n\\x1a\\n' and (w, h) == (3 * 28 + 4 * 2, 2 * 28 + 3 * 2), (w, h)" \
     || { echo "FAIL: generate-image grid size"; failures=$((failures + 1)); }
+  if [ -f "$fixtures/resnet18/model.safetensors" ]; then
+    expect_status 0 "eval-diffusion judged by the resnet18 fixture" "$atq" eval-diffusion "$tmp/t2i" \
+      --judge "$fixtures/resnet18/model.safetensors" --samples 40 --steps 2 --threads 2 --json "$tmp/t2i_eval.json" \
+      --grid "$tmp/t2i_eval.png"
+    python3 -c "
+import json; q=json.load(open('$tmp/t2i_eval.json'))['quality']
+assert q['samples'] == 40 and 0 <= q['class_accuracy'] <= 1 and q['frechet_distance'] > 0
+assert q['judge_accuracy_on_real_images'] > 0.85 and len(q['per_class_accuracy']) == 10" \
+      || { echo "FAIL: eval-diffusion --json"; failures=$((failures + 1)); }
+    [ -s "$tmp/t2i_eval.png" ] || { echo "FAIL: eval-diffusion --grid"; failures=$((failures + 1)); }
+  fi
   expect_status 1 "generate-image of an image-text folder" "$atq" generate-image "$tmp/image-text" --prompt x \
     --out "$tmp/x.png"
   expect_output "not a text-to-image checkpoint" "the error says what the folder is not"
