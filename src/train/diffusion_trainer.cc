@@ -11,6 +11,7 @@
 #include "train/image_text_trainer.h"
 #include "train/optimizer.h"
 #include "util/error.h"
+#include "util/progress.h"
 
 namespace atq {
 
@@ -85,10 +86,8 @@ DiffusionTrainResult TrainDiffusion(const DiffusionTrainOptions& options) {
       loss_sum += loss.item<double>();
       if (options.on_line && ((b + 1) % 20 == 0 || b + 1 == batches.size())) {
         const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-        const double eta = seconds / static_cast<double>(step + 1) * static_cast<double>(total - step - 1);
-        options.on_line(fmt::format("epoch {}/{}: {}/{} batches | loss {:.4f} | {:.0f}s | ETA {:.0f}s", epoch + 1,
-                                    options.epochs, b + 1, batches.size(), loss_sum / static_cast<double>(b + 1),
-                                    seconds, eta));
+        options.on_line(TrainingProgressLine(epoch + 1, options.epochs, b + 1, batches.size(),
+                                             loss_sum / static_cast<double>(b + 1), seconds, step, total));
       }
     }
     result.epoch_loss.push_back(loss_sum / static_cast<double>(batches.size()));

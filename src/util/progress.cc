@@ -77,4 +77,11 @@ void Progress::Draw(bool final_line) {
   std::fflush(stderr);
 }
 
+std::string TrainingProgressLine(int64_t epoch, int64_t epochs, int64_t batch, int64_t batches, double mean_loss,
+                                 double seconds, int64_t step, int64_t total_steps) {
+  const double eta = seconds / static_cast<double>(step + 1) * static_cast<double>(total_steps - step - 1);
+  return fmt::format("epoch {}/{}: {}/{} batches | loss {:.4f} | {:.0f}s | ETA {:.0f}s", epoch, epochs, batch, batches,
+                     mean_loss, seconds, eta);
+}
+
 }  // namespace atq

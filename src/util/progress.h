@@ -40,4 +40,9 @@ class Progress {
 // "1h02m", "3m05s", "12.3s".
 std::string FormatDuration(double seconds);
 
+// A training loop's line for logs: "epoch 2/5: 40/235 batches | loss 3.8617 | 437s | ETA 1430s", the ETA from
+// the mean time per step so far (`step` 0-based, of `total_steps`).
+std::string TrainingProgressLine(int64_t epoch, int64_t epochs, int64_t batch, int64_t batches, double mean_loss,
+                                 double seconds, int64_t step, int64_t total_steps);
+
 }  // namespace atq

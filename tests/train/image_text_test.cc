@@ -34,6 +34,18 @@ ImageTextConfig SmallConfig() {
   return config;
 }
 
+// SmallConfig with every layer ternary but image.conv1, in eval mode.
+ImageTextModel TernaryModel(double sparsity, double rpb_fraction) {
+  ImageTextModel model(SmallConfig());
+  WeightQatOptions ternary;
+  ternary.mode = WeightMode::kTernary;
+  ternary.sparsity = sparsity;
+  ternary.rpb_fraction = rpb_fraction;
+  ApplyQatConfig(ternary, model->QuantLayers(), {"image.conv1"});
+  model->eval();
+  return model;
+}
+
 struct SmallBatch {
   torch::Tensor images = torch::randn({6, 1, 8, 8});
   CaptionBatch captions{torch::randint(2, 50, {6, 12}, torch::kLong),
@@ -115,12 +127,7 @@ TEST(ImageTextModel, MatchingHeadFitsABatch) {
 
 TEST(ImageTextModel, CheckpointReadsBackWithItsLayerQuantizationAndRefusesTamperedConfigs) {
   torch::manual_seed(2);
-  ImageTextModel model(SmallConfig());
-  WeightQatOptions ternary;
-  ternary.mode = WeightMode::kTernary;
-  ternary.sparsity = 0.3;
-  ApplyQatConfig(ternary, model->QuantLayers(), {"image.conv1"});
-  model->eval();
+  ImageTextModel model = TernaryModel(0.3, 0);
   testutil::TempDir dir;
   SaveImageTextModel(dir.path(), *model, {{"note", "test"}});
   nlohmann::json config;
@@ -159,13 +166,7 @@ TEST(ImageTextModel, CheckpointReadsBackWithItsLayerQuantizationAndRefusesTamper
 // outputs; through the kernels (int8 activations) it stays close to them.
 TEST(ImageTextModel, PackedFileRunsLikeTheFakeQuantizedModel) {
   torch::manual_seed(4);
-  ImageTextModel model(SmallConfig());
-  WeightQatOptions ternary;
-  ternary.mode = WeightMode::kTernary;
-  ternary.sparsity = 0.4;
-  ternary.rpb_fraction = 0.02;
-  ApplyQatConfig(ternary, model->QuantLayers(), {"image.conv1"});
-  model->eval();
+  ImageTextModel model = TernaryModel(0.4, 0.02);
   testutil::TempDir dir;
   const SmallBatch batch;
   torch::NoGradGuard no_grad;
