@@ -1,6 +1,8 @@
 // Saving and loading classifier checkpoints by tensor name, with the configuration that rebuilds the model.
 #include "models/classifier_checkpoint.h"
 
+#include <algorithm>
+
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -172,6 +174,36 @@ ClassifierConfig ClassifierConfigFromJson(const nlohmann::json& json, const std:
 
 ClassifierConfig ReadClassifierConfig(const std::string& json_path) {
   return ClassifierConfigFromJson(ReadStrictJsonFile(json_path), json_path);
+}
+
+void SaveModuleFolder(const std::string& dir, torch::nn::Module& model, nlohmann::json config,
+                      const nlohmann::json& extra) {
+  std::error_code error;
+  std::filesystem::create_directories(dir, error);
+  Require(!error, "{}: cannot create folder: {}", dir, error.message());
+  if (extra.is_object()) {
+    for (const auto& [key, value] : extra.items()) config[key] = value;
+  }
+  const std::filesystem::path folder(dir);
+  SaveModuleTensors(model, (folder / "model.safetensors").string(),
+                    {{"format", "pt"}, {"atq_model", config.value("model", std::string())}});
+  WriteFileAtomically((folder / "config.json").string(), config.dump(2) + "\n");
+}
+
+nlohmann::json LayerConfigsToJson(const NamedQuantLayers& layers) {
+  nlohmann::json json = nlohmann::json::object();
+  for (const auto& [name, layer] : layers) json[name] = LayerQuantConfigToJson(layer->quant_config());
+  return json;
+}
+
+void ApplyLayerConfigsJson(const nlohmann::json& json, const NamedQuantLayers& layers, const std::string& what) {
+  Require(json.is_object(), "{}: \"layers\" must be an object of layer configurations", what);
+  for (const auto& [name, value] : json.items()) {
+    const auto found =
+        std::find_if(layers.begin(), layers.end(), [&](const auto& entry) { return entry.first == name; });
+    Require(found != layers.end(), "{}: layer '{}' is not a layer of the model", what, name);
+    found->second->SetQuantConfig(LayerQuantConfigFromJson(value, what + " layer " + name));
+  }
 }
 
 std::vector<std::pair<std::string, LayerQuantConfig>> CurrentLayerConfigs(ClassifierModule& model) {

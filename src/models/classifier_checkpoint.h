@@ -31,6 +31,11 @@ struct ClassifierConfig {
 
 nlohmann::json LayerQuantConfigToJson(const LayerQuantConfig& config);
 LayerQuantConfig LayerQuantConfigFromJson(const nlohmann::json& json, const std::string& what);
+
+// {"<layer name>": LayerQuantConfigToJson, ...} of every layer, and back: each named layer gets its configuration
+// (a name that is not one of `layers`, or a value that is not an object of them, is an error naming `what`).
+nlohmann::json LayerConfigsToJson(const NamedQuantLayers& layers);
+void ApplyLayerConfigsJson(const nlohmann::json& json, const NamedQuantLayers& layers, const std::string& what);
 nlohmann::json ClassifierConfigToJson(const ClassifierConfig& config);
 // `what` names the source in errors ("DIR/config.json"). "patch_size" may be absent (4, as before it existed)
 // and so may "layers" (none: every layer full precision, for a configuration written by hand).
@@ -52,6 +57,11 @@ void SaveClassifier(const std::string& dir, ClassifierModule& model, const Class
 // tensor the module does not have.
 void SaveModuleTensors(torch::nn::Module& model, const std::string& path,
                        const std::map<std::string, std::string>& metadata);
+
+// A model folder: DIR/model.safetensors (every tensor of `model`, metadata "atq_model" = config["model"]) and
+// DIR/config.json (`config` with `extra`'s keys added), each written atomically; the folder is created.
+void SaveModuleFolder(const std::string& dir, torch::nn::Module& model, nlohmann::json config,
+                      const nlohmann::json& extra);
 void LoadModuleTensors(torch::nn::Module& model, const std::string& safetensors_path);
 
 // Copies every parameter and buffer of `model` from a safetensors file by name. Throws atq::Error naming the

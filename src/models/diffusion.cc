@@ -270,19 +270,10 @@ torch::Tensor ToPixels(const torch::Tensor& samples) {
 }
 
 void SaveUNet(const std::string& dir, UNetImpl& unet, const nlohmann::json& extra) {
-  std::error_code error;
-  std::filesystem::create_directories(dir, error);
-  Require(!error, "{}: cannot create folder: {}", dir, error.message());
-  nlohmann::json layers = nlohmann::json::object();
-  for (const auto& [name, layer] : unet.QuantLayers()) layers[name] = LayerQuantConfigToJson(layer->quant_config());
-  nlohmann::json config = {{"model", "text-to-image"}, {"unet", UNetConfigToJson(unet.config())},
-                           {"layers", std::move(layers)}};
-  if (extra.is_object()) {
-    for (const auto& [key, value] : extra.items()) config[key] = value;
-  }
-  const std::filesystem::path folder(dir);
-  SaveModuleTensors(unet, (folder / "model.safetensors").string(), {{"format", "pt"}, {"atq_model", "text-to-image"}});
-  WriteFileAtomically((folder / "config.json").string(), config.dump(2) + "\n");
+  SaveModuleFolder(dir, unet,
+                   {{"model", "text-to-image"}, {"unet", UNetConfigToJson(unet.config())},
+                    {"layers", LayerConfigsToJson(unet.QuantLayers())}},
+                   extra);
 }
 
 UNet LoadUNet(const std::string& dir, nlohmann::json* config_json) {
@@ -292,17 +283,7 @@ UNet LoadUNet(const std::string& dir, nlohmann::json* config_json) {
           "{}: not a text-to-image checkpoint (\"model\": \"text-to-image\" missing)", config_path);
   UNet unet(UNetConfigFromJson(json.at("unet"), config_path));
   LoadModuleTensors(*unet, (std::filesystem::path(dir) / "model.safetensors").string());
-  if (json.contains("layers")) {
-    const nlohmann::json& layers = json.at("layers");
-    Require(layers.is_object(), "{}: \"layers\" must be an object of layer configurations", config_path);
-    const NamedQuantLayers named = unet->QuantLayers();
-    for (const auto& [name, value] : layers.items()) {
-      const auto found =
-          std::find_if(named.begin(), named.end(), [&](const auto& entry) { return entry.first == name; });
-      Require(found != named.end(), "{}: layer '{}' is not a layer of the model", config_path, name);
-      found->second->SetQuantConfig(LayerQuantConfigFromJson(value, config_path + " layer " + name));
-    }
-  }
+  if (json.contains("layers")) ApplyLayerConfigsJson(json.at("layers"), unet->QuantLayers(), config_path);
   unet->eval();
   if (config_json != nullptr) *config_json = json;
   return unet;

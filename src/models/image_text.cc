@@ -251,10 +251,8 @@ constexpr const char* kPackedConfigKey = "atq.config";
 
 // What config.json holds: the model kind, its sizes, each layer's quantization and the caller's keys.
 nlohmann::json CheckpointJson(ImageTextModelImpl& model, const nlohmann::json& extra) {
-  nlohmann::json layers = nlohmann::json::object();
-  for (const auto& [name, layer] : model.QuantLayers()) layers[name] = LayerQuantConfigToJson(layer->quant_config());
   nlohmann::json config = {{"model", "image-text"}, {"config", ImageTextConfigToJson(model.config())},
-                           {"layers", std::move(layers)}};
+                           {"layers", LayerConfigsToJson(model.QuantLayers())}};
   if (extra.is_object()) {
     for (const auto& [key, value] : extra.items()) config[key] = value;
   }
@@ -271,13 +269,7 @@ ImageTextModel ModelFromJson(const nlohmann::json& json, const std::string& what
 }  // namespace
 
 void SaveImageTextModel(const std::string& dir, ImageTextModelImpl& model, const nlohmann::json& extra) {
-  std::error_code error;
-  std::filesystem::create_directories(dir, error);
-  Require(!error, "{}: cannot create folder: {}", dir, error.message());
-  const nlohmann::json config = CheckpointJson(model, extra);
-  const std::filesystem::path folder(dir);
-  SaveModuleTensors(model, (folder / "model.safetensors").string(), {{"format", "pt"}, {"atq_model", "image-text"}});
-  WriteFileAtomically((folder / "config.json").string(), config.dump(2) + "\n");
+  SaveModuleFolder(dir, model, CheckpointJson(model, {}), extra);
 }
 
 ImageTextModel LoadImageTextModel(const std::string& dir, nlohmann::json* config_json) {
@@ -285,16 +277,7 @@ ImageTextModel LoadImageTextModel(const std::string& dir, nlohmann::json* config
   const nlohmann::json json = ReadStrictJsonFile(config_path);
   ImageTextModel model = ModelFromJson(json, config_path);
   LoadModuleTensors(*model, (std::filesystem::path(dir) / "model.safetensors").string());
-  if (json.contains("layers")) {
-    const nlohmann::json& layers = json.at("layers");
-    Require(layers.is_object(), "{}: \"layers\" must be an object of layer configurations", config_path);
-    const auto named = model->QuantLayers();
-    for (const auto& [name, value] : layers.items()) {
-      const auto found = std::find_if(named.begin(), named.end(), [&](const auto& entry) { return entry.first == name; });
-      Require(found != named.end(), "{}: layer '{}' is not a layer of the model", config_path, name);
-      found->second->SetQuantConfig(LayerQuantConfigFromJson(value, config_path + " layer " + name));
-    }
-  }
+  if (json.contains("layers")) ApplyLayerConfigsJson(json.at("layers"), model->QuantLayers(), config_path);
   model->eval();
   if (config_json != nullptr) *config_json = json;
   return model;
