@@ -4,9 +4,12 @@
 #      model's text tower (IMAGE_TEXT, default out/image_text/fp from scripts/bench_image_text.sh)
 #   2. `atq eval-diffusion` on SAMPLES images for held-out wordings (DDIM STEPS steps, guidance GUIDANCE): class
 #      accuracy by the ResNet-18 fixture, Fréchet distance to as many real test images in its features, images/s
-#   3. `atq generate-image` grid of the same prompts and seeds
-# and writes OUT/summary.json with the full-precision target (class accuracy >= 85%). The quantized variants
-# (W8A8, W6A6, W4A8) are not built yet.
+#   3. the same evaluation after post-training quantization of the UNet and the text tower, for each of SETTINGS
+#      (default W8A8 W6A6 W4A8: per-channel weights, activation grids calibrated per timestep range), on the same
+#      prompts and noise
+#   4. `atq generate-image` grid of the same prompts and seeds: FP, W8A8 and W4A8 blocks one above the other
+# and writes OUT/summary.json with the targets (FP class accuracy >= 85%; W8A8 within 1 point of FP and its
+# Fréchet distance within 5% of FP's) and every setting's figures and sizes.
 #   bash scripts/bench_text_to_image.sh [OUT]   (default out/text_to_image)
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -19,18 +22,24 @@ samples="${SAMPLES:-1000}"
 steps="${STEPS:-25}"
 guidance="${GUIDANCE:-3}"
 image_text="${IMAGE_TEXT:-$root/out/image_text/fp}"
+read -r -a settings <<<"${SETTINGS:-W8A8 W6A6 W4A8}"
 [[ -f "$fixtures/resnet18/model.safetensors" ]] || { echo "bench_text_to_image: no resnet18 fixture in $fixtures"; exit 1; }
 [[ -f "$image_text/config.json" ]] || { echo "bench_text_to_image: no image-text model at $image_text (run scripts/bench_image_text.sh)"; exit 1; }
 mkdir -p "$out"
 if [[ ! -f "$out/fp/config.json" ]]; then
   "$atq" train-diffusion --text-model "$image_text" --epochs "$epochs" --threads "$threads" --out "$out/fp"
 fi
-"$atq" eval-diffusion "$out/fp" --judge "$fixtures/resnet18/model.safetensors" --samples "$samples" \
-  --steps "$steps" --guidance "$guidance" --threads "$threads" --json "$out/fp_eval.json" --grid "$out/fp_grid.png"
+judge=("--judge" "$fixtures/resnet18/model.safetensors")
+run=(--samples "$samples" --steps "$steps" --guidance "$guidance" --threads "$threads")
+"$atq" eval-diffusion "$out/fp" "${judge[@]}" "${run[@]}" --json "$out/fp_eval.json" --grid "$out/fp_grid.png"
+for setting in "${settings[@]}"; do
+  "$atq" eval-diffusion "$out/fp" "${judge[@]}" "${run[@]}" --setting "$setting" --json "$out/${setting}_eval.json" \
+    --grid "$out/${setting}_grid.png"
+done
 "$atq" generate-image "$out/fp" --prompt "a sneaker" --prompt "a pair of trousers" --prompt "a handbag" \
   --prompt "an ankle boot" --prompt "a dress" --count 8 --steps "$steps" --guidance "$guidance" --threads "$threads" \
-  --out "$out/fp_prompts.png"
-python3 - "$out" <<'PY'
+  --setting fp,W8A8,W4A8 --out "$out/fp_w8a8_w4a8.png"
+python3 - "$out" "${settings[@]}" <<'PY'
 import json, sys, pathlib
 out = pathlib.Path(sys.argv[1])
 ev = json.loads((out / "fp_eval.json").read_text())
@@ -39,6 +48,20 @@ q = ev["quality"]
 summary = {"fp": {"quality": q, "steps": ev["steps"], "guidance": ev["guidance"], "training_seconds": train["seconds"],
                   "training_epochs": train["epochs"], "threads": train["threads"]},
            "targets": {"fp_class_accuracy_at_least_85": {"value": q["class_accuracy"], "met": q["class_accuracy"] >= 0.85}}}
+for setting in sys.argv[2:]:
+    e = json.loads((out / f"{setting}_eval.json").read_text())
+    quant = e["quantization"]
+    summary[setting] = {"quality": e["quality"], "float_bytes": quant["float_bytes"],
+                        "packed_bytes": quant["packed_bytes"], "unet_packed_bytes": quant["unet"]["packed_bytes"],
+                        "text_packed_bytes": quant["text"]["packed_bytes"],
+                        "calibration_seconds": quant["seconds"],
+                        "timestep_ranges": len(quant.get("activation_grids", []))}
+if "W8A8" in summary:
+    w = summary["W8A8"]["quality"]
+    summary["targets"]["w8a8_class_accuracy_within_1_point"] = {
+        "value": w["class_accuracy"] - q["class_accuracy"], "met": w["class_accuracy"] >= q["class_accuracy"] - 0.01}
+    summary["targets"]["w8a8_frechet_within_5_percent"] = {
+        "value": w["frechet_distance"] / q["frechet_distance"], "met": w["frechet_distance"] <= 1.05 * q["frechet_distance"]}
 (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-print(json.dumps(summary["targets"]))
+print(json.dumps(summary["targets"], indent=1))
 PY

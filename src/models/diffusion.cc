@@ -88,6 +88,10 @@ SpatialCrossAttentionImpl::SpatialCrossAttentionImpl(int64_t channels, int64_t c
   query_ = register_module("query", QuantLinear(channels, channels));
   key_value_ = register_module("key_value", QuantLinear(context_dim, 2 * channels));
   proj_ = register_module("proj", QuantLinear(channels, channels));
+  query_quant = register_module("query_quant", ActivationQuantizer());
+  key_quant = register_module("key_quant", ActivationQuantizer());
+  probs_quant = register_module("probs_quant", ActivationQuantizer());
+  value_quant = register_module("value_quant", ActivationQuantizer());
 }
 
 torch::Tensor SpatialCrossAttentionImpl::forward(const torch::Tensor& x, const torch::Tensor& context,
@@ -95,12 +99,15 @@ torch::Tensor SpatialCrossAttentionImpl::forward(const torch::Tensor& x, const t
   const int64_t batch = x.size(0), channels = x.size(1), height = x.size(2), width = x.size(3);
   const int64_t positions = height * width, tokens = context.size(1), head_dim = channels / heads_;
   const torch::Tensor h = norm_->forward(x).flatten(2).transpose(1, 2);  // [B, HW, C]
-  const torch::Tensor q = query_->forward(h).reshape({batch, positions, heads_, head_dim}).transpose(1, 2);
+  const torch::Tensor q =
+      query_quant->forward(query_->forward(h).reshape({batch, positions, heads_, head_dim}).transpose(1, 2));
   const torch::Tensor kv =
       key_value_->forward(context).reshape({batch, tokens, 2, heads_, head_dim}).permute({2, 0, 3, 1, 4});
-  torch::Tensor scores = torch::matmul(q, kv[0].transpose(-2, -1)) / std::sqrt(static_cast<double>(head_dim));
+  const torch::Tensor k = key_quant->forward(kv[0]), v = value_quant->forward(kv[1]);
+  torch::Tensor scores = torch::matmul(q, k.transpose(-2, -1)) / std::sqrt(static_cast<double>(head_dim));
   scores = scores.masked_fill(mask.logical_not().unsqueeze(1).unsqueeze(2), -std::numeric_limits<float>::infinity());
-  const torch::Tensor mixed = torch::matmul(scores.softmax(-1), kv[1]).transpose(1, 2).reshape({batch, positions, channels});
+  const torch::Tensor probs = probs_quant->forward(scores.softmax(-1));
+  const torch::Tensor mixed = torch::matmul(probs, v).transpose(1, 2).reshape({batch, positions, channels});
   return x + proj_->forward(mixed).transpose(1, 2).reshape({batch, channels, height, width});
 }
 

@@ -65,6 +65,9 @@ class SpatialCrossAttentionImpl : public torch::nn::Module {
   // x [B, C, H, W], context [B, T, D], mask [B, T] (true: a real token)
   torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& context, const torch::Tensor& mask);
 
+  // The inputs of the two activation-by-activation products, for W8A8 and lower (identity until calibrated).
+  ActivationQuantizer query_quant{nullptr}, key_quant{nullptr}, probs_quant{nullptr}, value_quant{nullptr};
+
  private:
   int64_t heads_;
   torch::nn::GroupNorm norm_{nullptr};

@@ -82,9 +82,13 @@ torch::Tensor TextEncoderImpl::Embed(const torch::Tensor& states, const torch::T
 }
 
 std::vector<std::pair<std::string, QuantizableLayer*>> TextEncoderImpl::QuantLayers() {
-  std::vector<std::pair<std::string, QuantizableLayer*>> layers = Prefixed("blocks.", FindQuantLayers(*blocks_));
+  std::vector<std::pair<std::string, QuantizableLayer*>> layers = StateLayers();
   layers.emplace_back("proj", proj_.get());
   return layers;
+}
+
+std::vector<std::pair<std::string, QuantizableLayer*>> TextEncoderImpl::StateLayers() {
+  return Prefixed("blocks.", FindQuantLayers(*blocks_));
 }
 
 // ---- fusion ----

@@ -54,6 +54,9 @@ class TextEncoderImpl : public torch::nn::Module {
   // The projection of the mean state over each caption's real tokens -> [B, embed_dim], not normalized.
   torch::Tensor Embed(const torch::Tensor& states, const torch::Tensor& lengths);
   std::vector<std::pair<std::string, QuantizableLayer*>> QuantLayers();
+  // The layers States runs (all but the embedding projection): what a text-to-image model reads captions with.
+  std::vector<std::pair<std::string, QuantizableLayer*>> StateLayers();
+  torch::nn::ModuleList& blocks() { return blocks_; }
 
  private:
   torch::nn::Embedding tokens_{nullptr};

@@ -68,6 +68,17 @@ double QuantizeLayerWeight(QuantWeightLayer& layer, const LayerBitWidths& bits, 
   return RelativeOutputError(weight.reshape({weight.size(0), -1}), q.values, {});
 }
 
+VisionLayerReport QuantizeWeightLayer(const std::string& name, QuantWeightLayer& layer, const LayerBitWidths& bits,
+                                      const VisionPtqOptions& options) {
+  VisionLayerReport row;
+  row.name = name;
+  row.weights = layer.weight.numel();
+  row.bits = bits;
+  row.weight_error = QuantizeLayerWeight(layer, bits, options);
+  row.packed_bytes = PackedLayerBytes(layer.weight, layer.bias, bits, options);
+  return row;
+}
+
 namespace {
 
 // Every ActivationQuantizer that is not a weight layer's input (attention's queries and keys), by path.
@@ -155,20 +166,21 @@ VisionPtqReport QuantizeClassifier(ClassifierModule& model, const torch::Tensor&
   // Weights first, so the activations are calibrated on what the quantized layers really produce.
   for (size_t i = 0; i < layers.size(); ++i) {
     QuantWeightLayer& layer = *weight_layers[i];
+    const std::string& name = layers[i].first;
+    const auto kept = trained.find(name);
+    if (kept == trained.end()) {
+      report.layers.push_back(QuantizeWeightLayer(name, layer, BitsForLayer(options, name), options));
+      continue;
+    }
     VisionLayerReport row;
-    row.name = layers[i].first;
+    row.name = name;
     row.weights = layer.weight.numel();
-    const auto kept = trained.find(row.name);
-    row.trained = kept != trained.end();
-    row.bits = row.trained ? kept->second : BitsForLayer(options, row.name);
-    row.weight_error = row.trained ? 0 : QuantizeLayerWeight(layer, row.bits, options);
+    row.trained = true;
+    row.bits = kept->second;
     // A trained layer's scales are per channel once BatchNorm is folded into it.
     VisionPtqOptions sizing = options;
-    sizing.per_channel = row.trained ? layer.quant_config().grid.granularity != Granularity::kTensor ||
-                                           report.folded_batchnorms > 0
-                                     : options.per_channel;
-    row.packed_bytes = PackedLayerBytes(layer.weight, layer.bias, row.bits, sizing) +
-                       (row.trained ? boosted[row.name] * kRpbBytesPerWeight : 0);
+    sizing.per_channel = layer.quant_config().grid.granularity != Granularity::kTensor || report.folded_batchnorms > 0;
+    row.packed_bytes = PackedLayerBytes(layer.weight, layer.bias, row.bits, sizing) + boosted[name] * kRpbBytesPerWeight;
     report.layers.push_back(row);
   }
 

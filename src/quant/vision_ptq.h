@@ -85,6 +85,11 @@ WeightGrid VisionWeightGrid(const LayerBitWidths& bits, const VisionPtqOptions& 
 // Replaces the layer's weight by its values on that grid (float widths: unchanged); returns ||W - Q||^2 / ||W||^2.
 double QuantizeLayerWeight(QuantWeightLayer& layer, const LayerBitWidths& bits, const VisionPtqOptions& options);
 
+// Quantizes one layer's weight at these widths and reports it (name, weights, error, packed bytes); the
+// activation fields are the caller's to fill once it calibrates the input.
+VisionLayerReport QuantizeWeightLayer(const std::string& name, QuantWeightLayer& layer, const LayerBitWidths& bits,
+                                      const VisionPtqOptions& options);
+
 // The packed bytes of a weight [out, ...] with optional bias at these widths: the format table's size of the grid's
 // storage type (codes, scales), plus the f32 bias; float32 weights take 4 bytes each.
 int64_t PackedLayerBytes(const torch::Tensor& weight, const torch::Tensor& bias, const LayerBitWidths& bits,

@@ -116,6 +116,16 @@ assert sum(map(sum, r['metrics']['zero_shot_confusion'])) == 200" \
 import struct; b=open('$tmp/t2i.png','rb').read(); w,h=struct.unpack('>II', b[16:24])
 assert b[:8] == b'\\x89PNG\\r\\n\\x1a\\n' and (w, h) == (3 * 28 + 4 * 2, 2 * 28 + 3 * 2), (w, h)" \
     || { echo "FAIL: generate-image grid size"; failures=$((failures + 1)); }
+  # The same prompts and seeds as float, W8A8 and W4A8: a block of rows each.
+  expect_status 0 "generate-image settings grid" "$atq" generate-image "$tmp/t2i" --prompt "a sneaker" \
+    --count 2 --steps 4 --setting fp,W8A8,W4A8 --timestep-ranges 2 --calib-prompts 10 --threads 2 \
+    --out "$tmp/t2i_settings.png"
+  python3 -c "
+import struct; b=open('$tmp/t2i_settings.png','rb').read(); w,h=struct.unpack('>II', b[16:24])
+assert (w, h) == (2 * 28 + 3 * 2, 3 * 28 + 4 * 2), (w, h)" \
+    || { echo "FAIL: generate-image settings grid size"; failures=$((failures + 1)); }
+  expect_status 2 "generate-image of a ternary setting" "$atq" generate-image "$tmp/t2i" --prompt x --setting WtA8 \
+    --out "$tmp/x.png"
   if [ -f "$fixtures/resnet18/model.safetensors" ]; then
     expect_status 0 "eval-diffusion judged by the resnet18 fixture" "$atq" eval-diffusion "$tmp/t2i" \
       --judge "$fixtures/resnet18/model.safetensors" --samples 40 --steps 2 --threads 2 --json "$tmp/t2i_eval.json" \
@@ -126,6 +136,19 @@ assert q['samples'] == 40 and 0 <= q['class_accuracy'] <= 1 and q['frechet_dista
 assert q['judge_accuracy_on_real_images'] > 0.85 and len(q['per_class_accuracy']) == 10" \
       || { echo "FAIL: eval-diffusion --json"; failures=$((failures + 1)); }
     [ -s "$tmp/t2i_eval.png" ] || { echo "FAIL: eval-diffusion --grid"; failures=$((failures + 1)); }
+    expect_status 0 "eval-diffusion W8A8" "$atq" eval-diffusion "$tmp/t2i" --judge "$fixtures/resnet18/model.safetensors" \
+      --samples 40 --steps 4 --setting W8A8 --timestep-ranges 2 --calib-prompts 10 --threads 2 \
+      --json "$tmp/t2i_w8a8.json"
+    python3 -c "
+import json; d=json.load(open('$tmp/t2i_w8a8.json')); q=d['quantization']
+assert d['setting'] == 'W8A8' and d['quality']['samples'] == 40
+assert 3 < q['float_bytes'] / q['packed_bytes'] < 4 and len(q['activation_grids']) == 2
+assert all(r['weight_bits'] == 8 for r in q['unet']['layers'] + q['text']['layers'])" \
+      || { echo "FAIL: eval-diffusion W8A8 --json"; failures=$((failures + 1)); }
+    expect_status 1 "eval-diffusion with more ranges than steps" "$atq" eval-diffusion "$tmp/t2i" \
+      --judge "$fixtures/resnet18/model.safetensors" --samples 20 --steps 2 --setting W8A8 --timestep-ranges 4 \
+      --calib-prompts 10 --threads 2
+    expect_output "never reach timestep range" "the error says which range the steps miss"
   fi
   expect_status 1 "generate-image of an image-text folder" "$atq" generate-image "$tmp/image-text" --prompt x \
     --out "$tmp/x.png"

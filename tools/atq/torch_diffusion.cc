@@ -4,7 +4,9 @@
 #include <chrono>
 #include <filesystem>
 #include <iostream>
+#include <map>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -18,6 +20,8 @@
 #include "models/classifier_checkpoint.h"
 #include "io/png.h"
 #include "models/diffusion.h"
+#include "quant/diffusion_ptq.h"
+#include "quant/vision_sensitivity.h"
 #include "torch/caching_allocator.h"
 #include "torch/tensor_bridge.h"
 #include "torch_image_text_options.h"
@@ -26,6 +30,87 @@
 #include "util/error.h"
 
 namespace atq::cli {
+namespace {
+
+// How a text-to-image model is quantized after training: a setting per run ("fp", "W8A8", "W4A8", ...) and the
+// calibration that every quantized setting shares.
+struct DiffusionQuantFlags {
+  std::vector<std::string> settings{"fp"};
+  DiffusionPtqOptions ptq;
+
+  void Add(CLI::App& app, bool many) {
+    const auto valid = [](const std::string& text) -> std::string {
+      if (text == "fp") return {};
+      try {
+        const LayerBitWidths bits = ParseBitWidths(text);
+        if (bits.ternary || bits.weights == kFloatBits) return "weights must be 2..8 bits";
+        return {};
+      } catch (const Error& error) {
+        return error.what();
+      }
+    };
+    const char* help = many ? "Settings to draw the same images with, a block of rows each: fp (float), W8A8, W6A6, "
+                              "W4A8, ... (weights 2..8 bits per channel, activations 2..16 or 32)"
+                            : "fp (float), or post-training quantization: W8A8, W6A6, W4A8, ... (weights 2..8 bits "
+                              "per channel, activations 2..16 or 32 for float)";
+    CLI::Option* option = app.add_option("--setting", settings, help)->check(CLI::Validator(valid, "SETTING"));
+    if (many) {
+      option->delimiter(',');
+    } else {
+      option->expected(1);
+    }
+    option->capture_default_str();
+    app.add_option("--timestep-ranges", ptq.timestep_ranges,
+                   "Activation grids per range of timesteps (the noise level changes the activations)")
+        ->check(CLI::Range(1, 100))
+        ->capture_default_str();
+    app.add_option("--calib-prompts", ptq.calibration_prompts,
+                   "Calibration trajectories drawn by the sampler (training-split wordings)")
+        ->check(CLI::Range(10, 1024))
+        ->capture_default_str();
+    app.add_option("--range", ptq.ptq.activation_range, "Activation clipping: minmax, percentile or mse")
+        ->transform(CLI::CheckedTransformer(std::map<std::string, RangeMethod>{{"minmax", RangeMethod::kMinMax},
+                                                                             {"percentile", RangeMethod::kPercentile},
+                                                                             {"mse", RangeMethod::kMse}}))
+        ->default_str("mse");
+  }
+};
+
+// A text-to-image folder loaded for sampling, quantized as `setting` says.
+struct TextToImage {
+  UNet unet{nullptr};
+  ImageTextModel text{nullptr};
+  std::unique_ptr<CaptionConditioner> conditioner;
+  std::optional<DiffusionPtqResult> ptq;
+  nlohmann::json config;
+};
+
+TextToImage LoadTextToImage(const std::string& dir, const ImageTextData& data, const std::string& setting,
+                            const DiffusionQuantFlags& flags, const SamplerOptions& sampler) {
+  TextToImage model;
+  model.unet = LoadUNet(dir, &model.config);
+  model.text = LoadImageTextModel((std::filesystem::path(dir) / "text_model").string());
+  model.conditioner = std::make_unique<CaptionConditioner>(model.text, data.vocabulary.get());
+  if (setting == "fp") return model;
+  DiffusionPtqOptions options = flags.ptq;
+  options.ptq.bits = ParseBitWidths(setting);
+  options.sampler.steps = sampler.steps;
+  options.sampler.guidance = sampler.guidance;
+  options.sampler.seed = sampler.seed;
+  if (model.config.contains("training") && model.config["training"].contains("seed")) {
+    options.caption_seed = model.config["training"]["seed"].get<uint64_t>();
+  }
+  model.ptq = QuantizeTextToImage(*model.unet, model.text->text(), *model.conditioner, *data.captions, options);
+  return model;
+}
+
+GrayImage ImageOf(const torch::Tensor& pixels) {
+  const torch::Tensor one = pixels.contiguous();
+  return {one.size(1), one.size(0),
+          std::vector<uint8_t>(one.data_ptr<uint8_t>(), one.data_ptr<uint8_t>() + one.numel())};
+}
+
+}  // namespace
 
 RunFn DeclareTrainDiffusion(CLI::App& app) {
   struct Options {
@@ -97,6 +182,7 @@ RunFn DeclareGenerateImage(CLI::App& app) {
     std::vector<std::string> prompts;
     ImageTextDataFlags data;
     SamplerOptions sampler;
+    DiffusionQuantFlags quant;
     int64_t count = 1;
     int threads = 0;
     std::string out;
@@ -113,6 +199,7 @@ RunFn DeclareGenerateImage(CLI::App& app) {
   app.add_option("--count", o->count, "Images per prompt (columns of the grid, seeds S, S+1, ...)")
       ->check(CLI::Range(1, 64))
       ->capture_default_str();
+  o->quant.Add(app, /*many=*/true);
   app.add_option("--threads", o->threads, "Threads (0: every core)")->check(ThreadCount())->capture_default_str();
   app.add_option("--out", o->out, "PNG file")->required();
   return [o] {
@@ -123,27 +210,29 @@ RunFn DeclareGenerateImage(CLI::App& app) {
     SetTorchThreads(o->threads);
     const ImageTextData captions =
         LoadImageTextData(data.data_dir, data.caption_file, data.tokenizer_dir, /*subset=*/1, /*test_subset=*/1);
-    UNet unet = LoadUNet(o->model);
-    const CaptionConditioner conditioner(
-        LoadImageTextModel((std::filesystem::path(o->model) / "text_model").string()), captions.vocabulary.get());
-    // Rows of the grid: each prompt `count` times; sample (p, c) starts from the noise of index p * count + c.
+    // Rows of the grid: each setting's block of prompts, each prompt `count` times; sample (p, c) starts from the
+    // noise of index p * count + c in every setting, so the blocks differ by the quantization alone.
     std::vector<std::string> texts;
     for (const std::string& prompt : o->prompts) {
       for (int64_t c = 0; c < o->count; ++c) texts.push_back(prompt);
     }
-    const auto start = std::chrono::steady_clock::now();
-    const torch::Tensor pixels = ToPixels(SampleDdim(*unet, NoiseSchedule(), conditioner.Encode(texts),
-                                                     conditioner.Encode({""}), o->sampler));
-    const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
     std::vector<GrayImage> images;
-    for (int64_t i = 0; i < pixels.size(0); ++i) {
-      const torch::Tensor one = pixels[i].contiguous();
-      images.push_back({one.size(1), one.size(0),
-                        std::vector<uint8_t>(one.data_ptr<uint8_t>(), one.data_ptr<uint8_t>() + one.numel())});
+    for (const std::string& setting : o->quant.settings) {
+      TextToImage model = LoadTextToImage(o->model, captions, setting, o->quant, o->sampler);
+      SamplerOptions sampler = o->sampler;
+      if (model.ptq) sampler.on_timestep = model.ptq->OnTimestep();
+      const auto start = std::chrono::steady_clock::now();
+      const torch::Tensor pixels = ToPixels(
+          SampleDdim(*model.unet, NoiseSchedule(), model.conditioner->Encode(texts), model.conditioner->Encode({""}),
+                     sampler));
+      const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+      for (int64_t i = 0; i < pixels.size(0); ++i) images.push_back(ImageOf(pixels[i]));
+      fmt::print("{}: {} image{} ({} DDIM steps, guidance {}) in {:.1f} s\n", setting, pixels.size(0),
+                 pixels.size(0) == 1 ? "" : "s", o->sampler.steps, o->sampler.guidance, seconds);
     }
     WriteGrayPng(o->out, images.size() == 1 ? images[0] : TileImages(images, o->count));
-    fmt::print("{} image{} ({} DDIM steps, guidance {}) in {:.1f} s: {}\n", images.size(),
-               images.size() == 1 ? "" : "s", o->sampler.steps, o->sampler.guidance, seconds, o->out);
+    fmt::print("written to {} ({} row{} of {})\n", o->out, images.size() / o->count,
+               images.size() / o->count == 1 ? "" : "s", o->count);
     return 0;
   };
 }
@@ -153,6 +242,7 @@ RunFn DeclareEvalDiffusion(CLI::App& app) {
     std::string model, judge, judge_arch = "resnet18";
     ImageTextDataFlags data;
     TextToImageEvalOptions eval;
+    DiffusionQuantFlags quant;
     int threads = 0;
     std::string json_path, grid_path;
   };
@@ -175,6 +265,7 @@ RunFn DeclareEvalDiffusion(CLI::App& app) {
       ->capture_default_str();
   app.add_option("--seed", o->eval.sampler.seed, "Seed of the starting noise")->capture_default_str();
   app.add_option("--threads", o->threads, "Threads (0: every core)")->check(ThreadCount())->capture_default_str();
+  o->quant.Add(app, /*many=*/false);
   app.add_option("--json", o->json_path, "Write the figures as JSON");
   app.add_option("--grid", o->grid_path, "Save the first 10 images of every class as a PNG grid (a row per class)");
   return [o] {
@@ -187,10 +278,6 @@ RunFn DeclareEvalDiffusion(CLI::App& app) {
     SetTorchThreads(o->threads);
     const ImageTextData images = LoadImageTextData(data.data_dir, data.caption_file, data.tokenizer_dir,
                                                    /*subset=*/1, /*test_subset=*/0);
-    nlohmann::json config;
-    UNet unet = LoadUNet(o->model, &config);
-    const CaptionConditioner conditioner(
-        LoadImageTextModel((std::filesystem::path(o->model) / "text_model").string()), images.vocabulary.get());
     ClassifierConfig judge_config;
     judge_config.model = o->judge_arch;
     judge_config.classes = images.captions->classes();
@@ -198,40 +285,53 @@ RunFn DeclareEvalDiffusion(CLI::App& app) {
     judge_config.dataset = "fashion_mnist";
     judge_config.normalization = kFashionMnistNormalization;
     const LoadedClassifier judge = LoadClassifierOrWeights(o->judge, judge_config);
+    // After the judge: a bad judge file is refused before the calibration runs.
+    TextToImage model = LoadTextToImage(o->model, images, o->quant.settings.front(), o->quant, o->eval.sampler);
+    const nlohmann::json& config = model.config;
     TextToImageEvalOptions options = o->eval;
+    if (model.ptq) options.sampler.on_timestep = model.ptq->OnTimestep();
     if (config.contains("training") && config["training"].contains("seed")) {
       options.caption_seed = config["training"]["seed"].get<uint64_t>();
     }
     torch::Tensor pixels, labels;
     const TextToImageQuality quality =
-        EvaluateTextToImage(*unet, conditioner, *images.captions, images.test,
+        EvaluateTextToImage(*model.unet, *model.conditioner, *images.captions, images.test,
                             {judge.model.get(), judge.config.normalization}, options, &pixels, &labels);
-    fmt::print("{} images ({} DDIM steps, guidance {}) in {:.0f} s ({:.2f} images/s): class accuracy {:.2f}% by {}, "
+    fmt::print("{}: {} images ({} DDIM steps, guidance {}) in {:.0f} s ({:.2f} images/s): class accuracy {:.2f}% by {}, "
                "Fréchet distance {:.3f} to {} test images (on which the judge scores {:.2f}%)\n",
-               quality.samples, options.sampler.steps, options.sampler.guidance, quality.seconds,
+               o->quant.settings.front(), quality.samples, options.sampler.steps, options.sampler.guidance, quality.seconds,
                quality.images_per_second, 100 * quality.class_accuracy, o->judge, quality.frechet_distance,
                quality.samples, 100 * quality.real_class_accuracy);
+    if (model.ptq) {
+      fmt::print("{}: quantized layers {} -> {} bytes ({:.2f}x smaller; UNet {} + text tower {}), calibrated in "
+                 "{:.1f} s\n",
+                 o->quant.settings.front(), model.ptq->float_bytes,
+                 model.ptq->unet.packed_bytes() + model.ptq->text.packed_bytes(),
+                 static_cast<double>(model.ptq->float_bytes) /
+                     static_cast<double>(model.ptq->unet.packed_bytes() + model.ptq->text.packed_bytes()),
+                 model.ptq->unet.packed_bytes(), model.ptq->text.packed_bytes(), model.ptq->seconds);
+    }
     if (!o->grid_path.empty()) {
       std::vector<GrayImage> rows;
       const int64_t per_class = std::min<int64_t>(10, quality.samples / images.captions->classes());
       for (int label = 0; label < images.captions->classes(); ++label) {
         const torch::Tensor indices = labels.eq(label).nonzero().reshape({-1}).slice(0, 0, per_class);
         for (int64_t k = 0; k < indices.size(0); ++k) {
-          const torch::Tensor one = pixels[indices[k].item<int64_t>()].contiguous();
-          rows.push_back({one.size(1), one.size(0),
-                          std::vector<uint8_t>(one.data_ptr<uint8_t>(), one.data_ptr<uint8_t>() + one.numel())});
+          rows.push_back(ImageOf(pixels[indices[k].item<int64_t>()]));
         }
       }
       WriteGrayPng(o->grid_path, TileImages(rows, per_class));
     }
     if (!o->json_path.empty()) {
-      const nlohmann::json json = {{"model", o->model},
+      nlohmann::json json = {{"model", o->model},
                                    {"judge", o->judge},
                                    {"steps", options.sampler.steps},
                                    {"guidance", options.sampler.guidance},
                                    {"seed", options.sampler.seed},
                                    {"threads", torch::get_num_threads()},
+                                   {"setting", o->quant.settings.front()},
                                    {"quality", quality.ToJson()}};
+      if (model.ptq) json["quantization"] = model.ptq->ToJson();
       WriteFileAtomically(o->json_path, json.dump(2) + "\n");
     }
     return 0;
