@@ -7,10 +7,12 @@
 #include <cstring>
 #include <random>
 #include <thread>
+#include <utility>
 
 #include <fmt/format.h>
 
 #include "formats/atq_packed.h"
+#include "kernels/interleaved.h"
 #include "kernels/matmul.h"
 #include "util/thread_pool.h"
 
@@ -158,14 +160,25 @@ nlohmann::json RunKernelBench(const KernelBenchOptions& options) {
       // last byte), so they always run.
       if (Traits(type).family == TypeFamily::kGgmlBlock && shape.cols % Traits(type).block_size != 0) continue;
       const std::vector<uint8_t> bytes = RandomPackedMatrix(layout, 11);
-      const PackedMatrix matrix{layout, bytes.data()};
+      // Under the type's name what a model runs: Q8_0 and Q4_0 with their rows interleaved, as the CPU decoder
+      // holds them (kernels/interleaved.h); those also in the file's order, as "<type>:rows".
+      const std::vector<uint8_t> interleaved = InterleaveRows({layout, bytes.data()});
+      std::vector<std::pair<std::string, PackedMatrix>> variants;
+      variants.emplace_back(TypeName(type), PackedMatrix{layout, bytes.data()});
+      if (!interleaved.empty()) {
+        variants.back().second.interleaved = interleaved.data();
+        variants.emplace_back(fmt::format("{}:rows", TypeName(type)), PackedMatrix{layout, bytes.data()});
+      }
       const double bits = 8.0 * static_cast<double>(bytes.size()) / (static_cast<double>(shape.rows) * shape.cols);
-      for (int threads : options.threads) {
-        ThreadPool pool(threads);
-        for (int64_t batch : options.batches) {
-          const double seconds =
-              TimePerCall(options.min_seconds, [&] { MatMul(matrix, x.data(), batch, y.data(), pool); });
-          record(std::string(TypeName(type)), bits, static_cast<int64_t>(bytes.size()), batch, threads, seconds);
+      for (const auto& variant : variants) {
+        const PackedMatrix& matrix = variant.second;
+        for (int threads : options.threads) {
+          ThreadPool pool(threads);
+          for (int64_t batch : options.batches) {
+            const double seconds =
+                TimePerCall(options.min_seconds, [&] { MatMul(matrix, x.data(), batch, y.data(), pool); });
+            record(variant.first, bits, static_cast<int64_t>(bytes.size()), batch, threads, seconds);
+          }
         }
       }
     }

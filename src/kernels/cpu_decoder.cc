@@ -4,12 +4,15 @@
 
 #include <algorithm>
 #include <cmath>
+#include <deque>
 #include <limits>
+#include <map>
 #include <vector>
 
 #include <fmt/format.h>
 
 #include "kernels/float_ops.h"
+#include "kernels/interleaved.h"
 #include "kernels/matmul.h"
 #include "util/error.h"
 
@@ -31,6 +34,24 @@ class CpuDecoder final : public DecoderRunner {
     keys_.resize(s_.layers.size());
     values_.resize(s_.layers.size());
     scores_.resize(static_cast<size_t>(std::max(1, pool_.threads())));
+    // Q8_0 and Q4_0 matrices regrouped for the interleaved kernel, once per model: a copy beside the file's bytes
+    // (which the rows past the last whole group, the embedding's lookups and the reference keep reading).
+    const auto interleave = [&](const PackedWeights* weights) {
+      if (weights == nullptr || views_.count(weights) > 0) return;
+      PackedMatrix view = weights->view();
+      std::vector<uint8_t> bytes = InterleaveRows(view);
+      if (!bytes.empty()) {
+        interleaved_.push_back(std::move(bytes));
+        view.interleaved = interleaved_.back().data();
+      }
+      views_[weights] = view;
+    };
+    for (const DecoderLayer& l : s_.layers) {
+      for (const DecoderLinear* linear : {&l.q, &l.k, &l.v, &l.qkv, &l.o, &l.gate, &l.up, &l.down}) {
+        interleave(linear->weights);
+      }
+    }
+    interleave(s_.head);
   }
 
   void Forward(const int64_t* ids, int64_t n, bool all_logits, std::vector<float>& logits) override {
@@ -94,7 +115,7 @@ class CpuDecoder final : public DecoderRunner {
     const int64_t first = all_logits ? 0 : n - 1, rows = n - first;
     Norm(x + first * width, s_.final_norm, rows, normed);
     logits.resize(static_cast<size_t>(rows * s_.vocab));
-    MatMul(s_.head->view(), normed, rows, logits.data(), pool_);
+    MatMul(views_.at(s_.head), normed, rows, logits.data(), pool_);
     if (s_.final_softcap > 0) vec::Softcap(logits.data(), rows * s_.vocab, s_.final_softcap);
   }
 
@@ -119,7 +140,7 @@ class CpuDecoder final : public DecoderRunner {
 
   void Linear(const DecoderLinear& linear, const float* x, int64_t n, float* y) {
     const int64_t out = linear.weights->layout.rows;
-    MatMul(linear.weights->view(), x, n, y, pool_);
+    MatMul(views_.at(linear.weights), x, n, y, pool_);
     if (linear.bias.empty()) return;
     for (int64_t r = 0; r < n; ++r) vec::Add(linear.bias.data(), y + r * out, out);
   }
@@ -216,6 +237,8 @@ class CpuDecoder final : public DecoderRunner {
   std::vector<std::vector<float>> keys_, values_, scores_;
   std::vector<float> cos_, sin_;
   std::vector<float> x_, normed_, qkv_, q_, k_, v_, mixed_, out_, gate_, up_;
+  std::map<const PackedWeights*, PackedMatrix> views_;  // what MatMul reads for each weight of the spec
+  std::deque<std::vector<uint8_t>> interleaved_;        // their interleaved bytes, where they have them
 };
 
 }  // namespace

@@ -2,7 +2,9 @@
 // the arithmetic they reproduce. Fast paths by layout, one row each in kCpuKernels (the CPU backend's table):
 //   - 2-bit ternary (atq ternary2, TQ2_0): codes decoded in registers (shift, mask) and multiplied with
 //     activations permuted once per call into the order the shifts produce, up to 4 activation rows per pass;
-//   - Q8_0 and Q4_0: one 32-weight block at a time, weights as signed int8;
+//   - Q8_0 and Q4_0 with their rows interleaved 8 at a time (kernels/interleaved.h; 256-bit x86 targets): 8 rows'
+//     integer sums in the 8 lanes of one vector, their scales applied as one vector;
+//   - Q8_0 and Q4_0 otherwise: one 32-weight block at a time, weights as signed int8;
 //   - TQ1_0: each row's base-3 digits decoded in 16-bit vectors, then the generic integer dot;
 //   - t1.6: each row's codes by a table of the 243 byte values, then the generic integer dot;
 //   - f32, f16, bf16: float multiply-add;
@@ -19,6 +21,7 @@
 #include "formats/ggml_blocks.h"
 #include "formats/half.h"
 #include "kernels/int8_activations.h"
+#include "kernels/interleaved.h"
 #include "kernels/matmul.h"
 
 #undef HWY_TARGET_INCLUDE
@@ -210,7 +213,7 @@ HWY_INLINE void FixedPointTrits(D16 d16, const uint8_t* bytes, int64_t count, in
   }
 }
 
-bool TQ1_0Applies(const Layout& layout) { return layout.type == QuantType::kTQ1_0; }
+bool TQ1_0Applies(const PackedMatrix& weights) { return weights.layout.type == QuantType::kTQ1_0; }
 
 // A TQ1_0 row's codes: per 256-weight block, weights 0-159 are the 5 digits of bytes 0-31 (digit-major), 160-239
 // those of bytes 32-47, 240-255 the 4 digits of the 4 qh bytes; w = d * (code - 1).
@@ -255,7 +258,7 @@ const Base3Table& Base3Codes() {
   return table;
 }
 
-bool Ternary16Applies(const Layout& layout) { return layout.type == QuantType::kTernary1_6; }
+bool Ternary16Applies(const PackedMatrix& weights) { return weights.layout.type == QuantType::kTernary1_6; }
 
 // A t1.6 row's codes by table, one load and one store per 5 weights instead of 5 divisions; scales and offsets as
 // the plain decoder gives them.
@@ -296,7 +299,8 @@ struct TwoBitPlan {
 
 // The 2-bit path needs each chunk inside one segment: segments of a multiple of 4 * Lanes weights, or a single
 // segment per row (whose last columns a zero-padded chunk takes).
-bool TwoBitApplies(const Layout& layout) {
+bool TwoBitApplies(const PackedMatrix& weights) {
+  const Layout& layout = weights.layout;
   if (layout.type == QuantType::kTQ2_0) return true;
   if (layout.type != QuantType::kTernary2) return false;
   const int64_t segment = KernelSegment(layout);
@@ -642,6 +646,102 @@ void Block32Rows(const PackedMatrix& weights, const Int8Activations& acts, int64
   }
 }
 
+// ---- Q8_0 and Q4_0 rows interleaved 8 at a time (kernels/interleaved.h) ----
+
+#if HWY_ARCH_X86 && HWY_TARGET <= HWY_AVX2  // 256-bit vectors: 8 int32 lanes, one per row of a group
+constexpr bool kInterleavedKernel = true;
+using DInterleaved = hn::CappedTag<uint8_t, 32>;
+
+// acc += for each 32-bit lane, the sum of its 4 products codes * q: the lanes stay the rows they are (the widening
+// multiply-adds of DotUnsigned may reorder them). Exact for codes below 129 (a 16-bit pair sum of maddubs is at
+// most 2 * 128 * 127 then); VNNI's vpdpbusd is exact for any code.
+template <class V32>
+HWY_INLINE V32 DotLanes(V32 acc, hn::Vec<DInterleaved> codes, hn::Vec<hn::Repartition<int8_t, DInterleaved>> q) {
+#if HWY_TARGET == HWY_AVX3_DL
+  return DotUnsigned(DInterleaved(), acc, codes, q);
+#else
+  const __m256i pairs = _mm256_maddubs_epi16(codes.raw, q.raw);
+  return V32{_mm256_add_epi32(acc.raw, _mm256_madd_epi16(pairs, _mm256_set1_epi16(1)))};
+#endif
+}
+
+// The 4 activations at q in every 32-bit lane.
+HWY_INLINE hn::Vec<hn::Repartition<int8_t, DInterleaved>> FourInEveryLane(const int8_t* q) {
+  const hn::Repartition<int32_t, DInterleaved> d32;
+  int32_t four;
+  std::memcpy(&four, q, 4);
+  return hn::BitCast(hn::Repartition<int8_t, DInterleaved>(), hn::Set(d32, four));
+}
+
+// Output rows 8g .. 8g + 7 for g in [group_begin, group_end), activation rows first .. first + M - 1. Per block
+// the integer sums start from -offset * (the block's activation sum), offset 8 for Q4_0's codes and, with VNNI,
+// 128 for Q8_0's weights made unsigned by flipping their top bit (without VNNI, maddubs would saturate on those:
+// each weight's sign goes onto its activation instead).
+template <int M>
+void InterleavedRows(const PackedMatrix& weights, const Int8Activations& acts, int64_t first, int64_t group_begin,
+                     int64_t group_end, float* y) {
+  const DInterleaved du8;
+  const hn::Repartition<int8_t, DInterleaved> di8;
+  const hn::Repartition<int32_t, DInterleaved> d32;
+  const hn::Repartition<float, DInterleaved> df;
+  const hn::Rebind<hwy::float16_t, decltype(df)> dh;
+  constexpr bool kVnni = HWY_TARGET == HWY_AVX3_DL;
+  const bool q8 = weights.layout.type == QuantType::kQ8_0;
+  const int32_t offset = q8 ? (kVnni ? 128 : 0) : 8;
+  const int64_t rows = weights.layout.rows, blocks = weights.layout.cols / 32;
+  const int64_t block_bytes = InterleavedBlockBytes(weights.layout.type);
+  for (int64_t g = group_begin; g < group_end; ++g) {
+    const uint8_t* block = weights.interleaved + g * blocks * block_bytes;
+    hn::Vec<decltype(df)> total[M];
+    for (int m = 0; m < M; ++m) total[m] = hn::Zero(df);
+    for (int64_t b = 0; b < blocks; ++b, block += block_bytes) {
+      const int8_t* q[M];
+      hn::Vec<decltype(d32)> acc[M];
+      for (int m = 0; m < M; ++m) {
+        q[m] = acts.values.data() + (first + m) * acts.stride + b * 32;
+        acc[m] = hn::Set(d32, -offset * acts.sums[(first + m) * acts.segments + b]);
+      }
+      const uint8_t* codes = block + 2 * kInterleavedRows;
+      if (q8) {
+        for (int c = 0; c < 8; ++c) {
+          const auto w = hn::LoadU(di8, reinterpret_cast<const int8_t*>(codes + 32 * c));
+          if constexpr (kVnni) {
+            const auto shifted = hn::BitCast(du8, hn::Xor(w, hn::Set(di8, static_cast<int8_t>(-128))));
+            for (int m = 0; m < M; ++m) acc[m] = DotLanes(acc[m], shifted, FourInEveryLane(q[m] + 4 * c));
+          } else {
+            const auto magnitude = hn::BitCast(du8, hn::Abs(w));
+            for (int m = 0; m < M; ++m) {
+              const auto signed_q = hn::Vec<decltype(di8)>{_mm256_sign_epi8(FourInEveryLane(q[m] + 4 * c).raw, w.raw)};
+              acc[m] = DotLanes(acc[m], magnitude, signed_q);
+            }
+          }
+        }
+      } else {
+        for (int c = 0; c < 4; ++c) {
+          const auto packed = hn::LoadU(du8, codes + 32 * c);
+          const auto low = hn::And(packed, hn::Set(du8, 0x0F));
+          const auto high = hn::ShiftRight<4>(packed);
+          for (int m = 0; m < M; ++m) {
+            acc[m] = DotLanes(acc[m], low, FourInEveryLane(q[m] + 8 * c));
+            acc[m] = DotLanes(acc[m], high, FourInEveryLane(q[m] + 8 * c + 4));
+          }
+        }
+      }
+      const auto scales = hn::PromoteTo(df, hn::LoadU(dh, reinterpret_cast<const hwy::float16_t*>(block)));
+      for (int m = 0; m < M; ++m) {
+        const float act_scale = acts.scales[(first + m) * acts.segments + b];
+        total[m] = hn::MulAdd(hn::ConvertTo(df, acc[m]), hn::Mul(scales, hn::Set(df, act_scale)), total[m]);
+      }
+    }
+    for (int m = 0; m < M; ++m) hn::StoreU(total[m], df, y + (first + m) * rows + g * kInterleavedRows);
+  }
+}
+#else
+constexpr bool kInterleavedKernel = false;
+template <int M>
+void InterleavedRows(const PackedMatrix&, const Int8Activations&, int64_t, int64_t, int64_t, float*) {}
+#endif
+
 // ---- float weights ----
 
 // One vector of weights of row r from column j, in float32 whatever the stored float type.
@@ -749,6 +849,12 @@ struct Block32Pass {
   }
 };
 template <int M>
+struct InterleavedPass {
+  static void Run(int64_t first, const PackedMatrix& w, const Int8Activations& a, int64_t b, int64_t e, float* y) {
+    InterleavedRows<M>(w, a, first, b, e, y);
+  }
+};
+template <int M>
 struct FloatPass {
   static void Run(int64_t first, const PackedMatrix& w, const float* x, int64_t b, int64_t e, float* y) {
     FloatRows<M>(w, x, first, b, e, y);
@@ -832,7 +938,7 @@ const Int8Activations& QuantizedRows(const PackedMatrix& weights, const KernelIn
 // row (and its rows function above); the generic row last takes every format the decoder reads.
 struct CpuKernel {
   const char* name;
-  bool (*applies)(const Layout& layout);
+  bool (*applies)(const PackedMatrix& weights);
   // Y [n, rows] for output rows in tasks of `row_grain` on `pool`.
   void (*run)(const PackedMatrix& weights, const KernelInput& in, float* y, ThreadPool& pool, int64_t row_grain);
 };
@@ -852,8 +958,23 @@ void RunTwoBit(const PackedMatrix& weights, const KernelInput& in, float* y, Thr
   });
 }
 
-bool Block32Applies(const Layout& layout) {
-  return layout.type == QuantType::kQ8_0 || layout.type == QuantType::kQ4_0;
+bool Block32Applies(const PackedMatrix& weights) {
+  return weights.layout.type == QuantType::kQ8_0 || weights.layout.type == QuantType::kQ4_0;
+}
+
+bool InterleavedApplies(const PackedMatrix& weights) {
+  return kInterleavedKernel && weights.interleaved != nullptr && HasInterleavedLayout(weights.layout.type);
+}
+
+// Whole groups of 8 rows from the interleaved bytes, threaded over groups; the rows past them from the file's.
+void RunInterleaved(const PackedMatrix& weights, const KernelInput& in, float* y, ThreadPool& pool, int64_t grain) {
+  Int8Activations storage;
+  const Int8Activations& acts = QuantizedRows(weights, in, storage);
+  const int64_t groups = weights.layout.rows / kInterleavedRows, grouped = groups * kInterleavedRows;
+  pool.ParallelFor(groups, std::max<int64_t>(1, grain / kInterleavedRows), [&](int64_t begin, int64_t end, int) {
+    ForRowPasses<InterleavedPass>(acts.rows, begin, end, y, weights, acts);
+  });
+  if (grouped < weights.layout.rows) ForRowPasses<Block32Pass>(acts.rows, grouped, weights.layout.rows, y, weights, acts);
 }
 
 void RunBlock32(const PackedMatrix& weights, const KernelInput& in, float* y, ThreadPool& pool, int64_t grain) {
@@ -873,11 +994,12 @@ void RunRows(const PackedMatrix& weights, const KernelInput& in, float* y, Threa
                    [&](int64_t begin, int64_t end, int) { Rows(weights, acts, begin, end, y); });
 }
 
-bool Always(const Layout&) { return true; }
+bool Always(const PackedMatrix&) { return true; }
 
 constexpr CpuKernel kCpuKernels[] = {
-    {"float", [](const Layout& layout) { return IsFloatWeight(layout.type); }, RunFloat},
+    {"float", [](const PackedMatrix& weights) { return IsFloatWeight(weights.layout.type); }, RunFloat},
     {"two_bit", TwoBitApplies, RunTwoBit},
+    {"interleaved", InterleavedApplies, RunInterleaved},
     {"block32", Block32Applies, RunBlock32},
     {"tq1_0", TQ1_0Applies, RunRows<TQ1_0Rows>},
     {"t1.6", Ternary16Applies, RunRows<Ternary16Rows>},
@@ -893,7 +1015,7 @@ void RunKernel(const PackedMatrix& weights, const KernelInput& in, float* y, Thr
   const int64_t wanted = kMinTaskProducts / std::max<int64_t>(1, layout.cols * in.n);
   const int64_t row_grain = std::max<int64_t>(kRowBlock, (wanted + kRowBlock - 1) / kRowBlock * kRowBlock);
   for (const CpuKernel& kernel : kCpuKernels) {
-    if (kernel.applies(layout)) {
+    if (kernel.applies(weights)) {
       kernel.run(weights, in, y, pool, row_grain);
       return;
     }

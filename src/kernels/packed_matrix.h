@@ -15,6 +15,9 @@ namespace atq {
 struct PackedMatrix {
   Layout layout;                  // rows = output features, cols = input features
   const uint8_t* data = nullptr;  // PackedBytes(layout) bytes in the format of layout.type
+  // Optional: the same rows regrouped for the CPU kernels (kernels/interleaved.h, InterleaveRows of data), which
+  // MatMul reads instead where its target has the kernel; data stays the reference and serves the other rows.
+  const uint8_t* interleaved = nullptr;
 };
 
 // A packed matrix as a model layer holds it at run time: bytes of its own, or bytes inside a file mapping that

@@ -17,6 +17,7 @@
 #include "formats/atq_packed.h"
 #include "formats/quant_type.h"
 #include "kernels/int8_activations.h"
+#include "kernels/interleaved.h"
 #include "kernels/packed_matrix.h"
 #include "util/error.h"
 #include "util/thread_pool.h"
@@ -57,7 +58,7 @@ std::vector<Case> CasesFor(QuantType type) {
   if (traits.family == TypeFamily::kGgmlBlock) {
     const int64_t block = traits.block_size;
     for (int64_t cols : {block, 2 * block, 5 * block}) {
-      for (int64_t rows : {1, 7, 33}) cases.push_back(MakeCase(type, rows, cols, Granularity::kTensor, 0, batches[seed % 6], seed)), ++seed;
+      for (int64_t rows : {1, 7, 16, 33}) cases.push_back(MakeCase(type, rows, cols, Granularity::kTensor, 0, batches[seed % 6], seed)), ++seed;
     }
     return cases;
   }
@@ -158,12 +159,23 @@ TEST_P(MatMulTest, EveryTargetMatchesReferenceAndDoubleProduct) {
     for (size_t k = 0; k < reference.size(); ++k) {
       ASSERT_NEAR(reference[k], exact[k], quantization[k]) << shape << " reference vs double, output " << k;
     }
+    // Q8_0 and Q4_0 also with their rows interleaved (kernels/interleaved.h), as the CPU decoder holds them.
+    const std::vector<uint8_t> interleaved = InterleaveRows(c.matrix());
+    ASSERT_EQ(interleaved.empty(), !HasInterleavedLayout(type) || l.rows < kInterleavedRows) << shape;
+    std::vector<PackedMatrix> matrices = {c.matrix()};
+    if (!interleaved.empty()) {
+      matrices.push_back(c.matrix());
+      matrices.back().interleaved = interleaved.data();
+    }
     for (int64_t target : targets) {
       hwy::SetSupportedTargetsForTest(target);
-      std::vector<float> y(reference.size(), -12345.0f);
-      MatMul(c.matrix(), c.x.data(), c.n, y.data(), pool);
-      for (size_t k = 0; k < y.size(); ++k) {
-        ASSERT_NEAR(y[k], reference[k], rounding[k]) << shape << " on " << hwy::TargetName(target) << ", output " << k;
+      for (const PackedMatrix& matrix : matrices) {
+        std::vector<float> y(reference.size(), -12345.0f);
+        MatMul(matrix, c.x.data(), c.n, y.data(), pool);
+        for (size_t k = 0; k < y.size(); ++k) {
+          ASSERT_NEAR(y[k], reference[k], rounding[k]) << shape << (matrix.interleaved ? " interleaved" : "") << " on "
+                                                       << hwy::TargetName(target) << ", output " << k;
+        }
       }
     }
     hwy::SetSupportedTargetsForTest(0);
@@ -184,6 +196,61 @@ TEST(MatMul, ThreadCountsGiveTheSameOutputs) {
   MatMul(c.matrix(), c.x.data(), c.n, one.data(), single);
   MatMul(c.matrix(), c.x.data(), c.n, many.data(), several);
   EXPECT_EQ(one, many);
+}
+
+// The interleaved Q8_0 and Q4_0 kernels at the ends of their ranges, where a 16-bit pair sum would saturate if
+// the kernel let it: weights -128, -127 and 127 (Q8_0) or codes 0 and 15 (Q4_0), every activation at +-127 of its
+// scale, 24 rows (3 groups), 64 columns, every target, against the reference and the exact integer sum.
+TEST(MatMul, InterleavedRowsAtTheExtremesOfTheirCodes) {
+  ThreadPool pool(2);
+  std::mt19937 rng(11);
+  for (const QuantType type : {QuantType::kQ8_0, QuantType::kQ4_0}) {
+    const Layout layout{type, 24, 64, Granularity::kTensor, 0};
+    std::vector<uint8_t> bytes(static_cast<size_t>(PackedBytes(layout)));
+    const bool q8 = type == QuantType::kQ8_0;
+    const size_t block = q8 ? 34 : 18;
+    std::vector<double> weights(static_cast<size_t>(24 * 64));
+    for (size_t b = 0; b * block < bytes.size(); ++b) {
+      uint8_t* at = bytes.data() + b * block;
+      at[0] = 0x00, at[1] = 0x3C;  // float16 1.0
+      const size_t row = b / 2, first = (b % 2) * 32;
+      for (size_t j = 0; j < 32; ++j) {
+        if (q8) {
+          const int8_t w = std::vector<int8_t>{-128, -127, 127}[rng() % 3];
+          at[2 + j] = static_cast<uint8_t>(w);
+          weights[row * 64 + first + j] = w;
+        } else {
+          const uint8_t code = (rng() % 2) ? 15 : 0;
+          at[2 + j % 16] |= static_cast<uint8_t>(j < 16 ? code : code << 4);
+          weights[row * 64 + first + j] = static_cast<double>(code) - 8.0;
+        }
+      }
+    }
+    const int64_t n = 3;
+    std::vector<float> x(static_cast<size_t>(n * 64));
+    for (float& v : x) v = (rng() % 2) ? 1.0f : -1.0f;  // int8 levels +-127 at scale 1/127
+    const PackedMatrix plain{layout, bytes.data()};
+    const std::vector<uint8_t> interleaved = InterleaveRows(plain);
+    PackedMatrix regrouped = plain;
+    regrouped.interleaved = interleaved.data();
+    std::vector<float> reference(static_cast<size_t>(n * 24));
+    MatMulReference(plain, x.data(), n, reference.data());
+    for (int64_t target : hwy::SupportedAndGeneratedTargets()) {
+      hwy::SetSupportedTargetsForTest(target);
+      std::vector<float> y(reference.size());
+      MatMul(regrouped, x.data(), n, y.data(), pool);
+      for (int64_t i = 0; i < n; ++i) {
+        for (int64_t r = 0; r < 24; ++r) {
+          double exact = 0;
+          for (int64_t j = 0; j < 64; ++j) exact += weights[r * 64 + j] * x[i * 64 + j];
+          const size_t k = static_cast<size_t>(i * 24 + r);
+          EXPECT_NEAR(y[k], exact, 1e-3 * std::fabs(exact) + 1e-3) << TypeName(type) << " on " << hwy::TargetName(target);
+          EXPECT_NEAR(y[k], reference[k], 1e-4 * std::fabs(exact) + 1e-4) << TypeName(type);
+        }
+      }
+    }
+    hwy::SetSupportedTargetsForTest(0);
+  }
 }
 
 // Activations the caller quantized go through the same kernels: the outputs equal MatMul's exactly, and the
