@@ -30,7 +30,7 @@ struct LmCliOptions {
 // Adds MODEL and --tokenizer/--device/--dtype/--threads to `app`.
 void AddLmOptions(CLI::App& app, LmCliOptions& options);
 inline constexpr const char* kRuntimeHelp =
-    "What runs a packed model on the CPU: auto (atq's decoder where the model fits it: every family but GPT-2, all "
+    "What runs a packed model on the CPU: auto (atq's decoder where the model fits it: every family, all "
     "linear layers packed; else libtorch), decoder (or an error), libtorch (libtorch's operators around atq's "
     "kernels)";
 
