@@ -46,7 +46,7 @@ WeightGrid VisionWeightGrid(const LayerBitWidths& bits, const VisionPtqOptions& 
   } else {
     grid.kind = GridKind::kUniform;
     grid.bits = bits.weights;
-    grid.clip = ClipRule::kMse;
+    grid.clip = options.weight_clip;
   }
   return grid;
 }

@@ -35,6 +35,7 @@ struct VisionPtqOptions {
   LayerBitWidths bits;                           // every weight layer
   std::map<std::string, LayerBitWidths> layers;  // overrides by layer name ("layer1.0.conv1"), mixed precision
   bool per_channel = true;                       // weight scales per output channel (else one per layer)
+  ClipRule weight_clip = ClipRule::kMse;         // uniform weights: the scale minimizing the squared error, or absmax
   double ternary_ratio = 0.7;                    // ternary threshold = ratio * mean |w| of the channel (TWN's 0.7)
   RangeMethod activation_range = RangeMethod::kMse;
   double percentile = 0.9999;  // kPercentile: the quantile of |x| that becomes the clip

@@ -86,6 +86,12 @@ TEST(VisionPtqTest, MseClipOnKnownWeights) {
   EXPECT_TRUE(torch::allclose(q.values.masked_select(inside.logical_not()), clipped.masked_select(inside.logical_not())));
   EXPECT_LT((q.values - dense).norm().item<double>(), 0.01 * dense.norm().item<double>());
   EXPECT_FALSE(testutil::ErrorMessageOf([&] { VisionWeightGrid({9, 8, false}, options); }).empty());
+  // weight_clip kMax: the row's largest magnitude is the top level (1 step at 2 bits), nothing is clipped.
+  options.weight_clip = ClipRule::kMax;
+  const QuantizedWeight absmax = QuantizeRtn(weight, VisionWeightGrid({2, 8, false}, options));
+  EXPECT_NEAR(absmax.scales[0][0].item<double>(), 1.0, 1e-6);
+  EXPECT_NEAR(absmax.scales[1][0].item<double>(), 10.0, 1e-5);
+  EXPECT_TRUE(torch::allclose(absmax.values[0].index({torch::tensor({0, 1, 3})}), torch::tensor({-1.0f, 0.0f, 1.0f})));
 }
 
 TEST(ActivationQuantizerTest, RangesOnKnownDistributions) {

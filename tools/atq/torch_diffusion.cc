@@ -68,6 +68,9 @@ struct DiffusionQuantFlags {
                    "Calibration trajectories drawn by the sampler (training-split wordings)")
         ->check(CLI::Range(10, 1024))
         ->capture_default_str();
+    app.add_option("--weight-clip", ptq.ptq.weight_clip, "Weight scales: mse (the squared error's minimum) or max (absmax)")
+        ->transform(CLI::CheckedTransformer(std::map<std::string, ClipRule>{{"mse", ClipRule::kMse}, {"max", ClipRule::kMax}}))
+        ->default_str("mse");
     app.add_option("--range", ptq.ptq.activation_range, "Activation clipping: minmax, percentile or mse")
         ->transform(CLI::CheckedTransformer(std::map<std::string, RangeMethod>{{"minmax", RangeMethod::kMinMax},
                                                                              {"percentile", RangeMethod::kPercentile},
