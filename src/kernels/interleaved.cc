@@ -20,7 +20,7 @@ std::vector<uint8_t> InterleaveRows(const PackedMatrix& matrix) {
   const int64_t source_block = q8 ? static_cast<int64_t>(sizeof(BlockQ8_0)) : static_cast<int64_t>(sizeof(BlockQ4_0));
   const int64_t block_bytes = InterleavedBlockBytes(layout.type);
   std::vector<uint8_t> out(static_cast<size_t>(groups * blocks * block_bytes));
-  uint8_t weights[32];  // one row's block: int8 weights (Q8_0) or 4-bit codes (Q4_0) in column order
+  uint8_t codes[32];  // one Q4_0 block's 4-bit codes in column order
   for (int64_t g = 0; g < groups; ++g) {
     for (int64_t b = 0; b < blocks; ++b) {
       uint8_t* to = out.data() + (g * blocks + b) * block_bytes;
@@ -28,17 +28,12 @@ std::vector<uint8_t> InterleaveRows(const PackedMatrix& matrix) {
         const uint8_t* from = matrix.data + ((g * kInterleavedRows + r) * blocks + b) * source_block;
         std::memcpy(to + 2 * r, from, 2);  // the float16 scale
         if (q8) {
-          std::memcpy(weights, from + 2, 32);
-          for (int64_t c = 0; c < 8; ++c) std::memcpy(to + 16 + 32 * c + 4 * r, weights + 4 * c, 4);
+          for (int64_t c = 0; c < 8; ++c) std::memcpy(to + 16 + 32 * c + 4 * r, from + 2 + 4 * c, 4);
         } else {
-          // ggml's Q4_0: byte j holds column j in its low nibble and column j + 16 in its high one.
-          for (int j = 0; j < 16; ++j) {
-            weights[j] = from[2 + j] & 0x0F;
-            weights[j + 16] = from[2 + j] >> 4;
-          }
+          Q4_0Codes(from, codes);  // the format's own nibble order, decoded where it is defined
           for (int64_t c = 0; c < 4; ++c) {
             for (int64_t j = 0; j < 4; ++j) {
-              to[16 + 32 * c + 4 * r + j] = static_cast<uint8_t>(weights[8 * c + j] | (weights[8 * c + 4 + j] << 4));
+              to[16 + 32 * c + 4 * r + j] = static_cast<uint8_t>(codes[8 * c + j] | (codes[8 * c + 4 + j] << 4));
             }
           }
         }
