@@ -1,6 +1,8 @@
 #include "eval/text_to_image_eval.h"
 
 #include <chrono>
+#include <cmath>
+#include <limits>
 
 #include <torch/torch.h>
 
@@ -83,6 +85,25 @@ TextToImageQuality EvaluateTextToImage(UNetImpl& unet, const CaptionConditioner&
   if (pixels_out != nullptr) *pixels_out = pixels;
   if (labels_out != nullptr) *labels_out = labels;
   return quality;
+}
+
+nlohmann::json ImageDeviation::ToJson() const {
+  return {{"images", images},
+          {"mean_abs_pixel", mean_abs_pixel},
+          {"psnr_db", std::isfinite(psnr_db) ? nlohmann::json(psnr_db) : nlohmann::json("inf")}};
+}
+
+ImageDeviation CompareImages(const torch::Tensor& pixels, const torch::Tensor& reference) {
+  Require(pixels.sizes() == reference.sizes() && pixels.numel() > 0,
+          "image comparison: {} images against {} reference ones of another shape", pixels.size(0),
+          reference.size(0));
+  const torch::Tensor difference = pixels.to(torch::kFloat64) - reference.to(torch::kFloat64);
+  ImageDeviation deviation;
+  deviation.images = pixels.size(0);
+  deviation.mean_abs_pixel = difference.abs().mean().item<double>();
+  const double mse = difference.pow(2).mean().item<double>();
+  deviation.psnr_db = mse > 0 ? 10 * std::log10(255.0 * 255.0 / mse) : std::numeric_limits<double>::infinity();
+  return deviation;
 }
 
 }  // namespace atq

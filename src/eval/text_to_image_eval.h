@@ -46,4 +46,16 @@ TextToImageQuality EvaluateTextToImage(UNetImpl& unet, const CaptionConditioner&
                                        const TextToImageJudge& judge, const TextToImageEvalOptions& options,
                                        torch::Tensor* pixels = nullptr, torch::Tensor* labels = nullptr);
 
+// How far images drawn from the same prompts and starting noise lie from reference ones (a quantized model's
+// against the float model's): a paired measure, so unlike the Fréchet distance it has no sampling noise of its
+// own and tells small differences between settings apart with a few hundred images.
+struct ImageDeviation {
+  int64_t images = 0;
+  double mean_abs_pixel = 0;  // on the 0..255 scale
+  double psnr_db = 0;         // 10 log10(255^2 / mean squared difference); infinite for identical images
+  nlohmann::json ToJson() const;
+};
+// pixels and reference: uint8 [N, S, S] of the same shape.
+ImageDeviation CompareImages(const torch::Tensor& pixels, const torch::Tensor& reference);
+
 }  // namespace atq

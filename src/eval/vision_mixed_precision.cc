@@ -16,8 +16,9 @@ namespace {
 std::string SensitivityKey(const VisionRecipe& recipe) {
   std::string key;
   for (const LayerBitWidths& candidate : recipe.candidates) key += BitWidthsName(candidate) + ",";
-  return fmt::format("{}|{}|{}|{}|{}|{}", key, recipe.ptq.per_channel, static_cast<int>(recipe.ptq.activation_range),
-                     recipe.ptq.percentile, recipe.ptq.ternary_ratio, recipe.ptq.fold_batchnorm);
+  return fmt::format("{}|{}|{}|{}|{}|{}|{}", key, recipe.ptq.per_channel, static_cast<int>(recipe.ptq.activation_range),
+                     recipe.ptq.affine_activations, recipe.ptq.percentile, recipe.ptq.ternary_ratio,
+                     recipe.ptq.fold_batchnorm);
 }
 
 }  // namespace

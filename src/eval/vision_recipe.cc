@@ -44,6 +44,9 @@ const SettingTable<VisionRecipe>& Setters() {
          r.ptq.activation_range = ParseChoice<RangeMethod>(
              v, w, {{"minmax", RangeMethod::kMinMax}, {"percentile", RangeMethod::kPercentile}, {"mse", RangeMethod::kMse}});
        }},
+      {"activation_grid", [](VisionRecipe& r, const std::string& v, const std::string& w) {
+         r.ptq.affine_activations = ParseChoice<bool>(v, w, {{"symmetric", false}, {"affine", true}});
+       }},
       {"percentile", [](VisionRecipe& r, const std::string& v, const std::string& w) {
          r.ptq.percentile = ParseDouble(v, w);
          Require(r.ptq.percentile > 0 && r.ptq.percentile <= 1, "{}: percentile must be in (0, 1]", w);
@@ -115,7 +118,9 @@ VisionRecipe ParseVisionRecipe(const std::map<std::string, std::string>& setting
     recipe.name = recipe.full_precision
                       ? "fp32"
                       : fmt::format("{} {} {}{}{}", BitWidthsName(p.bits), p.per_channel ? "channel" : "tensor",
-                                    ranges[static_cast<int>(p.activation_range)], p.ranking_aware ? " ranking" : "",
+                                    ranges[static_cast<int>(p.activation_range)] +
+                                        std::string(p.affine_activations ? " affine" : ""),
+                                    p.ranking_aware ? " ranking" : "",
                                     recipe.mixed.empty() ? "" : " mixed-" + recipe.mixed) +
                             (recipe.first_last ? " first-last " + BitWidthsName(*recipe.first_last) : "");
   }

@@ -35,6 +35,14 @@ struct DiffusionPtqOptions {
   SamplerOptions sampler;             // steps and guidance of the calibration trajectories (their seed is offset)
   uint64_t caption_seed = 0;
   bool quantize_text = true;          // the text tower too (else it stays float)
+  // Activation quantizers whose path matches this regular expression (ECMAScript, anywhere in the path, e.g.
+  // "probs_quant" or "^res_u") stay float: mixed precision by site, and how a site's share of the error is found.
+  std::string float_activations;
+  // SmoothQuant's migration strength alpha in (0, 1] (0: off; ActivationQuantizerImpl::SetChannelDivisor):
+  // before the weights are quantized, every layer whose input is quantized gets the channel divisors
+  // s_c = max|x_c|^alpha / max|W_c|^(1 - alpha), from its float inputs over the calibration trajectories (every
+  // timestep), and its weight's input channel c is multiplied by s_c.
+  double smooth = 0;
 };
 
 // The activation grids of a set of quantizers, one set per range of timesteps.
@@ -58,6 +66,7 @@ class TimestepActivationGrids {
     int bits = 0;
     double scale = 1;
     bool unsigned_grid = false;
+    int64_t zero_point = 0;
   };
   Quantizers quantizers_;
   int64_t schedule_steps_;
@@ -69,6 +78,7 @@ struct DiffusionPtqResult {
   VisionPtqReport unet, text;  // weights (bits, error, packed bytes) per layer
   std::shared_ptr<TimestepActivationGrids> grids;  // null when activations stay float
   int64_t float_bytes = 0;     // the quantized layers as float32 (weights and biases)
+  int64_t divisor_bytes = 0;   // smoothing's channel divisors (float32), included in the reports' packed bytes
   double seconds = 0;
   // The sampler's hook that switches the grids (a no-op for float activations).
   std::function<void(int64_t)> OnTimestep() const;

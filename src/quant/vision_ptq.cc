@@ -113,6 +113,7 @@ nlohmann::json VisionPtqReport::ToJson() const {
          {"trained", layer.trained},
          {"activation_scale", layer.activation_scale},
          {"activation_unsigned", layer.activation_unsigned},
+         {"activation_zero_point", layer.activation_zero_point},
          {"packed_bytes", layer.packed_bytes}});
   }
   return {{"layers", rows},
@@ -208,9 +209,11 @@ VisionPtqReport QuantizeClassifier(ClassifierModule& model, const torch::Tensor&
       VisionLayerReport& row = report.layers[i];
       if (row.bits.activations == kFloatBits) continue;
       ActivationQuantizerImpl& quantizer = *weight_layers[i]->input_quant;
-      quantizer.Calibrate(row.bits.activations, options.activation_range, options.percentile);
+      quantizer.Calibrate(row.bits.activations, options.activation_range, options.percentile,
+                          options.affine_activations);
       row.activation_scale = quantizer.scale();
       row.activation_unsigned = quantizer.unsigned_grid();
+      row.activation_zero_point = quantizer.zero_point();
     }
     if (options.bits.activations != kFloatBits) {
       std::map<std::string, ActivationQuantizerImpl*> by_name(others.begin(), others.end());
@@ -220,7 +223,8 @@ VisionPtqReport QuantizeClassifier(ClassifierModule& model, const torch::Tensor&
         if (options.ranking_aware && EndsWith(name, ".query_quant") && key != by_name.end()) {
           CalibrateAttentionRanking(*quantizer, *key->second, options.bits.activations, options.ranking_weight);
         } else if (!(options.ranking_aware && EndsWith(name, ".key_quant") && by_name.count(parent + "query_quant"))) {
-          quantizer->Calibrate(options.bits.activations, options.activation_range, options.percentile);
+          quantizer->Calibrate(options.bits.activations, options.activation_range, options.percentile,
+                               options.affine_activations);
         }
       }
     }

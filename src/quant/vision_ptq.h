@@ -38,6 +38,9 @@ struct VisionPtqOptions {
   ClipRule weight_clip = ClipRule::kMse;         // uniform weights: the scale minimizing the squared error, or absmax
   double ternary_ratio = 0.7;                    // ternary threshold = ratio * mean |w| of the channel (TWN's 0.7)
   RangeMethod activation_range = RangeMethod::kMse;
+  // Activations of both signs on an affine grid (unsigned codes and a zero point) instead of a symmetric one
+  // (ActivationQuantizerImpl::Calibrate says when that pays).
+  bool affine_activations = false;
   double percentile = 0.9999;  // kPercentile: the quantile of |x| that becomes the clip
   // Attention queries and keys (ViT) take the activation bits of the model-wide setting; ranking_aware picks
   // their two clips jointly to keep the order of the attention scores (quant/ranking_attention.h).
@@ -55,6 +58,7 @@ struct VisionLayerReport {
   bool trained = false;  // kept the quantization it was trained with (bits: that width; bytes include RPB weights)
   double activation_scale = 0;    // 0 when the input stays float
   bool activation_unsigned = false;
+  int64_t activation_zero_point = 0;  // an affine grid's (unsigned codes)
   int64_t packed_bytes = 0;       // codes + one f32 scale per row (or layer) + f32 bias; float32 layers: 4/weight
 };
 

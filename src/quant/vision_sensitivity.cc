@@ -69,7 +69,8 @@ VisionSensitivity MeasureVisionSensitivity(ClassifierModule& model, const torch:
     for (const LayerBitWidths& candidate : candidates) {
       QuantizeLayerWeight(*layer, candidate, options);
       if (candidate.activations != kFloatBits) {
-        layer->input_quant->Calibrate(candidate.activations, options.activation_range, options.percentile);
+        layer->input_quant->Calibrate(candidate.activations, options.activation_range, options.percentile,
+                                      options.affine_activations);
       }
       const double distance = (run() - reference).norm().item<double>() / std::sqrt(calibration.size(0));
       table.sensitivity.back().push_back(distance);

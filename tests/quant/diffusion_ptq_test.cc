@@ -175,6 +175,91 @@ TEST(DiffusionPtq, EightBitsStayCloseToFloatAndFewerBitsStrayFurther) {
               w8.early, w8.late, w8.samples, w8a8.early, w8a8.late, w8a8.samples, w3a3.early, w3a3.late, w3a3.samples);
 }
 
+TEST(ActivationSmoothing, DivisorsFoldedIntoTheWeightLeaveTheFloatProductUnchanged) {
+  torch::NoGradGuard no_grad;
+  torch::manual_seed(4);
+  QuantConv2d conv(3, 5, 3, 1, 1);
+  QuantLinear linear(6, 4);
+  const torch::Tensor image = torch::randn({2, 3, 7, 7}) * torch::tensor({1.0f, 20.0f, 0.1f}).reshape({1, 3, 1, 1});
+  const torch::Tensor rows = torch::randn({5, 6});
+  const torch::Tensor conv_out = conv(image), linear_out = linear(rows);
+  // The channel maxima the quantizer records are the inputs' own.
+  conv->input_quant->ObserveChannelMax(1);
+  conv(image);
+  EXPECT_TRUE(torch::allclose(conv->input_quant->StopChannelMax(), image.abs().amax({0, 2, 3})));
+  const torch::Tensor conv_divisor = torch::tensor({0.5f, 4.0f, 0.25f}), linear_divisor = torch::rand({6}) + 0.5;
+  conv->weight.mul_(conv_divisor.reshape({1, 3, 1, 1}));
+  conv->input_quant->SetChannelDivisor(conv_divisor, 1);
+  linear->weight.mul_(linear_divisor.reshape({1, 6}));
+  linear->input_quant->SetChannelDivisor(linear_divisor, -1);
+  EXPECT_TRUE(torch::allclose(conv(image), conv_out, 1e-4, 1e-5));
+  EXPECT_TRUE(torch::allclose(linear(rows), linear_out, 1e-4, 1e-5));
+  // The quantizer sees the divided input: channel 1's outliers no longer set the grid.
+  conv->input_quant->Observe();
+  conv(image);
+  conv->input_quant->Calibrate(8, RangeMethod::kMinMax);
+  EXPECT_NEAR(conv->input_quant->scale() * 127, (image / conv_divisor.reshape({1, 3, 1, 1})).abs().max().item<double>(),
+              1e-5);
+  EXPECT_FALSE(testutil::ErrorMessageOf([&] { linear->input_quant->SetChannelDivisor(-linear_divisor, -1); }).empty());
+  EXPECT_FALSE(testutil::ErrorMessageOf([&] { linear(torch::randn({5, 7})); }).empty());
+}
+
+TEST(DiffusionPtq, ActivationsKeptFloatByPathAndSmoothedLayers) {
+  // Every quantizer's path matches "quant": W8A8 with all of them kept float draws W8A32's samples exactly.
+  TinyTextToImage weights_only(5), all_float(5), probs_float(5), smoothed(5), plain(5), reference(5);
+  const torch::Tensor float_samples = reference.Sample(Sampler(nullptr));
+  const DiffusionPtqResult w8 = QuantizeTextToImage(*weights_only.unet, weights_only.text->text(),
+                                                    *weights_only.conditioner, weights_only.captions,
+                                                    Options("W8A32", 2));
+  DiffusionPtqOptions keep_all = Options("W8A8", 2);
+  keep_all.float_activations = "quant";
+  const DiffusionPtqResult kept =
+      QuantizeTextToImage(*all_float.unet, all_float.text->text(), *all_float.conditioner, all_float.captions, keep_all);
+  EXPECT_TRUE(torch::equal(all_float.Sample(Sampler(&kept)), weights_only.Sample(Sampler(&w8))));
+  // Only the attention probabilities kept float: they stay off in every timestep range, the rest are on.
+  DiffusionPtqOptions keep_probs = Options("W8A8", 2);
+  keep_probs.float_activations = "probs_quant$";
+  const DiffusionPtqResult probs = QuantizeTextToImage(*probs_float.unet, probs_float.text->text(),
+                                                       *probs_float.conditioner, probs_float.captions, keep_probs);
+  for (const int64_t t : {900, 50}) {
+    probs.grids->Select(t);
+    for (const auto& [name, quantizer] : ActivationQuantizersOf(*probs_float.unet)) {
+      EXPECT_EQ(quantizer->enabled(), name.find("probs_quant") == std::string::npos) << name << " at t " << t;
+    }
+  }
+  DiffusionPtqOptions bad = Options("W8A8", 2);
+  bad.float_activations = "(";
+  EXPECT_NE(testutil::ErrorMessageOf([&] {
+              QuantizeTextToImage(*plain.unet, plain.text->text(), *plain.conditioner, plain.captions, bad);
+            }).find("not a regular expression"),
+            std::string::npos);
+  // Smoothing gives every layer positive divisors, counts them in the size, and stays near the float samples.
+  DiffusionPtqOptions smooth = Options("W8A8", 2);
+  smooth.smooth = 0.5;
+  const DiffusionPtqResult smoothed_result =
+      QuantizeTextToImage(*smoothed.unet, smoothed.text->text(), *smoothed.conditioner, smoothed.captions, smooth);
+  int64_t divisors = 0;
+  for (const auto& [name, layer] : smoothed.unet->QuantLayers()) {
+    const torch::Tensor& divisor = dynamic_cast<QuantWeightLayer*>(layer)->input_quant->channel_divisor();
+    ASSERT_TRUE(divisor.defined()) << name;
+    EXPECT_TRUE(divisor.gt(0).all().item<bool>()) << name;
+    divisors += divisor.numel();
+  }
+  const DiffusionPtqResult plain_result =
+      QuantizeTextToImage(*plain.unet, plain.text->text(), *plain.conditioner, plain.captions, Options("W8A8", 2));
+  EXPECT_GT(smoothed_result.divisor_bytes, 4 * divisors);  // the text tower's too
+  EXPECT_EQ(smoothed_result.unet.packed_bytes() + smoothed_result.text.packed_bytes(),
+            plain_result.unet.packed_bytes() + plain_result.text.packed_bytes() + smoothed_result.divisor_bytes);
+  EXPECT_LT(RelativeError(smoothed.Sample(Sampler(&smoothed_result)), float_samples), 0.15);
+  DiffusionPtqOptions weights_smoothed = Options("W8A32", 2);
+  weights_smoothed.smooth = 0.5;
+  EXPECT_NE(testutil::ErrorMessageOf([&] {
+              QuantizeTextToImage(*plain.unet, plain.text->text(), *plain.conditioner, plain.captions,
+                                  weights_smoothed);
+            }).find("needs quantized activations"),
+            std::string::npos);
+}
+
 TEST(DiffusionPtq, RefusesSettingsItCannotCalibrate) {
   TinyTextToImage model(3);
   DiffusionPtqOptions too_few_steps = Options("W8A8", 4);

@@ -76,6 +76,17 @@ struct DiffusionQuantFlags {
                                                                              {"percentile", RangeMethod::kPercentile},
                                                                              {"mse", RangeMethod::kMse}}))
         ->default_str("mse");
+    app.add_option("--float-activations", ptq.float_activations,
+                   "Activation quantizers kept float: a regular expression on their paths (e.g. probs_quant, ^res_u)");
+    app.add_option("--smooth", ptq.smooth,
+                   "SmoothQuant migration strength alpha (0: off): per-channel divisors of each layer's input, "
+                   "folded into its weight before the weights are quantized")
+        ->check(FiniteIn(0, 1))
+        ->capture_default_str();
+    app.add_option("--activation-grid", ptq.ptq.affine_activations,
+                   "Activations of both signs: symmetric or affine (unsigned codes and a zero point)")
+        ->transform(CLI::CheckedTransformer(std::map<std::string, bool>{{"symmetric", false}, {"affine", true}}))
+        ->default_str("symmetric");
   }
 };
 
@@ -247,6 +258,7 @@ RunFn DeclareEvalDiffusion(CLI::App& app) {
     TextToImageEvalOptions eval;
     DiffusionQuantFlags quant;
     int threads = 0;
+    bool against_fp = false;
     std::string json_path, grid_path;
   };
   auto o = std::make_shared<Options>();
@@ -271,6 +283,9 @@ RunFn DeclareEvalDiffusion(CLI::App& app) {
   o->quant.Add(app, /*many=*/false);
   app.add_option("--json", o->json_path, "Write the figures as JSON");
   app.add_option("--grid", o->grid_path, "Save the first 10 images of every class as a PNG grid (a row per class)");
+  app.add_flag("--against-fp", o->against_fp,
+               "With a quantized --setting: also draw the float model's images from the same prompts and noise, and "
+               "report both and how far the quantized images lie from them (mean |pixel difference|, PSNR)");
   return [o] {
     UseCachingCpuAllocator();
     ImageTextDataFlags data = o->data;
@@ -288,23 +303,48 @@ RunFn DeclareEvalDiffusion(CLI::App& app) {
     judge_config.dataset = "fashion_mnist";
     judge_config.normalization = kFashionMnistNormalization;
     const LoadedClassifier judge = LoadClassifierOrWeights(o->judge, judge_config);
+    const TextToImageJudge judged{judge.model.get(), judge.config.normalization};
+    const auto print = [&](const std::string& setting, const TextToImageQuality& quality, int64_t steps,
+                           double guidance) {
+      fmt::print("{}: {} images ({} DDIM steps, guidance {}) in {:.0f} s ({:.2f} images/s): class accuracy {:.2f}% "
+                 "by {}, Fréchet distance {:.3f} to {} test images (on which the judge scores {:.2f}%)\n",
+                 setting, quality.samples, steps, guidance, quality.seconds, quality.images_per_second,
+                 100 * quality.class_accuracy, o->judge, quality.frechet_distance, quality.samples,
+                 100 * quality.real_class_accuracy);
+    };
+    const auto caption_seed_of = [&](const nlohmann::json& config) {
+      return config.contains("training") && config["training"].contains("seed")
+                 ? config["training"]["seed"].get<uint64_t>()
+                 : o->eval.caption_seed;
+    };
+    // The float model's images first (same prompts and noise), when the quantized ones are compared with them.
+    std::optional<TextToImageQuality> fp_quality;
+    torch::Tensor fp_pixels;
+    if (o->against_fp && o->quant.settings.front() != "fp") {
+      TextToImage fp = LoadTextToImage(o->model, images, "fp", o->quant, o->eval.sampler);
+      TextToImageEvalOptions options = o->eval;
+      options.caption_seed = caption_seed_of(fp.config);
+      fp_quality = EvaluateTextToImage(*fp.unet, *fp.conditioner, *images.captions, images.test, judged, options,
+                                       &fp_pixels);
+      print("fp", *fp_quality, options.sampler.steps, options.sampler.guidance);
+    }
     // After the judge: a bad judge file is refused before the calibration runs.
     TextToImage model = LoadTextToImage(o->model, images, o->quant.settings.front(), o->quant, o->eval.sampler);
-    const nlohmann::json& config = model.config;
     TextToImageEvalOptions options = o->eval;
     if (model.ptq) options.sampler.on_timestep = model.ptq->OnTimestep();
-    if (config.contains("training") && config["training"].contains("seed")) {
-      options.caption_seed = config["training"]["seed"].get<uint64_t>();
-    }
+    options.caption_seed = caption_seed_of(model.config);
     torch::Tensor pixels, labels;
-    const TextToImageQuality quality =
-        EvaluateTextToImage(*model.unet, *model.conditioner, *images.captions, images.test,
-                            {judge.model.get(), judge.config.normalization}, options, &pixels, &labels);
-    fmt::print("{}: {} images ({} DDIM steps, guidance {}) in {:.0f} s ({:.2f} images/s): class accuracy {:.2f}% by {}, "
-               "Fréchet distance {:.3f} to {} test images (on which the judge scores {:.2f}%)\n",
-               o->quant.settings.front(), quality.samples, options.sampler.steps, options.sampler.guidance, quality.seconds,
-               quality.images_per_second, 100 * quality.class_accuracy, o->judge, quality.frechet_distance,
-               quality.samples, 100 * quality.real_class_accuracy);
+    const TextToImageQuality quality = EvaluateTextToImage(*model.unet, *model.conditioner, *images.captions,
+                                                           images.test, judged, options, &pixels, &labels);
+    print(o->quant.settings.front(), quality, options.sampler.steps, options.sampler.guidance);
+    std::optional<ImageDeviation> deviation;
+    if (fp_quality) {
+      deviation = CompareImages(pixels, fp_pixels);
+      fmt::print("{} against fp: Fréchet distance {:.3f}x of fp's; images {:.2f} gray levels from fp's on average "
+                 "(PSNR {:.2f} dB)\n",
+                 o->quant.settings.front(), quality.frechet_distance / fp_quality->frechet_distance,
+                 deviation->mean_abs_pixel, deviation->psnr_db);
+    }
     if (model.ptq) {
       fmt::print("{}: quantized layers {} -> {} bytes ({:.2f}x smaller; UNet {} + text tower {}), calibrated in "
                  "{:.1f} s\n",
@@ -335,6 +375,11 @@ RunFn DeclareEvalDiffusion(CLI::App& app) {
                                    {"setting", o->quant.settings.front()},
                                    {"quality", quality.ToJson()}};
       if (model.ptq) json["quantization"] = model.ptq->ToJson();
+      if (fp_quality) {
+        json["fp_quality"] = fp_quality->ToJson();
+        json["deviation_from_fp"] = deviation->ToJson();
+        json["frechet_ratio_to_fp"] = quality.frechet_distance / fp_quality->frechet_distance;
+      }
       WriteFileAtomically(o->json_path, json.dump(2) + "\n");
     }
     return 0;

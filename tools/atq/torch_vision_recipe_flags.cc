@@ -11,6 +11,8 @@ const std::vector<SettingFlag>& VisionRecipeFlags() {
       {"--ternary-ratio", "ternary_ratio", "Ternary threshold as a multiple of each channel's mean |w| (0.7)", nullptr},
       {"--granularity", "granularity", "Weight scales per channel (default) or per tensor", nullptr},
       {"--range", "range", "Activation ranges: minmax, percentile or mse (default mse)", nullptr},
+      {"--activation-grid", "activation_grid",
+       "Activations of both signs: symmetric (default) or affine (unsigned codes and a zero point)", nullptr},
       {"--percentile", "percentile", "With --range percentile: the quantile of |x| kept (0.9999)", nullptr},
       {"--ranking-aware", "ranking_aware", "ViT: query/key ranges that keep the order of attention scores", "true"},
       {"--ranking-weight", "ranking_weight", "Weight of the ranking loss against the scores' error (1)", nullptr},
