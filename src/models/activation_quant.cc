@@ -18,6 +18,9 @@ namespace {
 constexpr uint64_t kSampleSeed = 0x5eed;
 constexpr int kMseCandidates = 100;  // clips tried between max / 100 and max
 
+// A channel dimension given from either end (-1: the last) as an index into `rank` dimensions.
+int64_t ChannelDim(int64_t dim, int64_t rank) { return dim < 0 ? rank + dim : dim; }
+
 }  // namespace
 
 int64_t MaxActivationCode(int bits, bool unsigned_grid) {
@@ -37,7 +40,7 @@ torch::Tensor FakeQuantizeActivation(const torch::Tensor& x, double scale, int b
 
 torch::Tensor ActivationQuantizerImpl::Divided(const torch::Tensor& x) const {
   if (!divisor_.defined()) return x;
-  const int64_t dim = divisor_dim_ < 0 ? x.dim() + divisor_dim_ : divisor_dim_;
+  const int64_t dim = ChannelDim(divisor_dim_, x.dim());
   Require(dim >= 0 && dim < x.dim() && x.size(dim) == divisor_.size(0),
           "activation smoothing: {} channel divisors for an input of {} dimensions with {} along dimension {}",
           divisor_.size(0), x.dim(), dim >= 0 && dim < x.dim() ? x.size(dim) : 0, divisor_dim_);
@@ -71,7 +74,7 @@ torch::Tensor ActivationQuantizerImpl::StopChannelMax() {
 torch::Tensor ActivationQuantizerImpl::forward(const torch::Tensor& input) {
   if (observing_channels_) {
     torch::NoGradGuard no_grad;
-    const int64_t dim = channel_max_dim_ < 0 ? input.dim() + channel_max_dim_ : channel_max_dim_;
+    const int64_t dim = ChannelDim(channel_max_dim_, input.dim());
     const torch::Tensor moved = input.detach().movedim(dim, -1).reshape({-1, input.size(dim)});
     const torch::Tensor seen = std::get<0>(moved.abs().max(0)).to(torch::kFloat32);
     channel_max_ = channel_max_.defined() ? torch::maximum(channel_max_, seen) : seen;
