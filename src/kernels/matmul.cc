@@ -5,7 +5,8 @@
 //   - Q8_0 and Q4_0 with their rows interleaved 8 at a time (kernels/interleaved.h; 256-bit x86 targets): 8 rows'
 //     integer sums in the 8 lanes of one vector, their scales applied as one vector;
 //   - Q8_0 and Q4_0 otherwise: one 32-weight block at a time, weights as signed int8;
-//   - TQ1_0: each row's base-3 digits decoded in 16-bit vectors, then the generic integer dot;
+//   - TQ1_0: base-3 digits decoded in 8-bit registers and multiplied in place (256-bit targets); on narrower
+//     ones each row's digits decoded in 16-bit vectors, then the generic integer dot;
 //   - t1.6: each row's codes by a table of the 243 byte values, then the generic integer dot;
 //   - f32, f16, bf16: float multiply-add;
 //   - every other type: a row decoded to codes (RowDecoder) once, then the generic integer dot.
@@ -236,6 +237,98 @@ void TQ1_0Rows(const PackedMatrix& weights, const Int8Activations& acts, int64_t
       offsets[b] = 1;
     }
   });
+}
+
+// ---- TQ1_0 fused: base-3 digits decoded in 8-bit registers and multiplied where they are decoded ----
+
+// Digit k of a TQ1_0 byte q is floor(3 v / 256) with v = q * 3^k mod 256 (as above): v comes from q by tripling
+// k times with wrapping 8-bit adds (x86 has no 8-bit multiply), and floor(3 v / 256), which is 0, 1 or 2, is
+// [v > 85] + [v > 170]: two saturating subtractions clamped to 1. That is the code (trit + 1) of every byte value,
+// so no row is written out and read back as the 16-bit path above does.
+using DTrit = hn::CappedTag<uint8_t, 32>;  // one digit of a block's 32-byte run: weights 32k .. 32k + 31
+
+template <class D>
+HWY_INLINE hn::Vec<D> Triple(hn::Vec<D> v) {
+  return hn::Add(hn::Add(v, v), v);
+}
+
+template <class D>
+HWY_INLINE hn::Vec<D> TopThird(D d, hn::Vec<D> v) {
+  const auto one = hn::Set(d, 1);
+  return hn::Add(hn::Min(hn::SaturatedSub(v, hn::Set(d, 85)), one), hn::Min(hn::SaturatedSub(v, hn::Set(d, 170)), one));
+}
+
+// Where a block's digits fall in 32-weight runs (with 256-bit vectors; narrower targets take TQ1_0Rows).
+bool TQ1_0FusedApplies(const PackedMatrix& weights) {
+  return weights.layout.type == QuantType::kTQ1_0 && hn::Lanes(DTrit()) == 32;
+}
+
+// Output rows [begin, end) for activation rows first .. first + M - 1, each block's codes decoded once for the M.
+// The block's integer sums become float once per block (one convert and multiply-add of 8 lanes), the lanes are
+// added once per row, and the codes' +1 offset comes off as scale * sum of the activations.
+template <int M>
+void TQ1_0FusedRows(const PackedMatrix& weights, const Int8Activations& acts, int64_t first, int64_t begin,
+                    int64_t end, float* y) {
+  const DTrit d8;
+  const hn::Half<DTrit> h8;
+  const hn::Repartition<uint32_t, decltype(h8)> h32;
+  const hn::Repartition<int8_t, DTrit> di8;
+  const hn::Repartition<int32_t, DTrit> d32;
+  const hn::Repartition<float, DTrit> df;
+  constexpr int64_t kBlock = static_cast<int64_t>(sizeof(BlockTQ1_0));
+  const int64_t blocks = weights.layout.cols / 256, rows = weights.layout.rows, row_bytes = blocks * kBlock;
+  const int8_t* q[M];
+  for (int m = 0; m < M; ++m) q[m] = acts.values.data() + (first + m) * acts.stride;
+  for (int64_t r = begin; r < end; ++r) {
+    const uint8_t* row = weights.data + r * row_bytes;
+    hn::Vec<decltype(df)> total[M];
+    float correction[M];
+    for (int m = 0; m < M; ++m) total[m] = hn::Zero(df), correction[m] = 0.0f;
+    for (int64_t b = 0; b < blocks; ++b) {
+      const uint8_t* block = row + b * kBlock;
+      // Matrix-vector streams each row once: the next row's bytes asked into L2 a row ahead.
+      if constexpr (M == 1) __builtin_prefetch(block + row_bytes, 0, 2);
+      hn::Vec<decltype(d32)> acc[M];
+      for (int m = 0; m < M; ++m) acc[m] = hn::Zero(d32);
+      const auto multiply = [&](hn::Vec<DTrit> shifted, int64_t weight) {
+        const auto codes = TopThird(d8, shifted);
+        for (int m = 0; m < M; ++m) acc[m] = DotUnsigned(d8, acc[m], codes, hn::LoadU(di8, q[m] + b * 256 + weight));
+      };
+      // Weights 0..159: digit k of bytes 0..31 at 32 k.
+      auto v = hn::LoadU(d8, block);
+      multiply(v, 0);
+      for (int k = 1; k < 5; ++k) {
+        v = Triple<DTrit>(v);
+        multiply(v, 32 * k);
+      }
+      // Weights 160..239: digit k of bytes 32..47 at 160 + 16 k, two digits to a vector.
+      const auto low = hn::LoadU(h8, block + 32);
+      auto pair = hn::Combine(d8, Triple<decltype(h8)>(low), low);  // digits 0 | 1
+      multiply(pair, 160);
+      pair = Triple<DTrit>(Triple<DTrit>(pair));  // digits 2 | 3
+      multiply(pair, 192);
+      pair = Triple<DTrit>(Triple<DTrit>(pair));  // digit 4 | unused
+      // Weights 240..255: digit k of the 4 qh bytes at 240 + 4 k, as the 32-bit lane k of a 16-byte vector.
+      uint32_t word;
+      std::memcpy(&word, block + offsetof(BlockTQ1_0, qh), 4);
+      const auto p0 = hn::Set(h32, word);
+      const auto p1 = hn::BitCast(h32, Triple<decltype(h8)>(hn::BitCast(h8, p0)));
+      const auto p2 = hn::BitCast(h32, Triple<decltype(h8)>(hn::BitCast(h8, p1)));
+      const auto p3 = hn::BitCast(h32, Triple<decltype(h8)>(hn::BitCast(h8, p2)));
+      const auto qh = hn::ConcatUpperLower(h32, hn::OddEven(p3, p2), hn::OddEven(p1, p0));
+      multiply(hn::Combine(d8, hn::BitCast(h8, qh), hn::LowerHalf(h8, pair)), 224);
+      uint16_t scale_bits;
+      std::memcpy(&scale_bits, block + offsetof(BlockTQ1_0, d), 2);
+      const float scale = F16ToF32(scale_bits);
+      for (int m = 0; m < M; ++m) {
+        const int64_t at = (first + m) * acts.segments + b;
+        const float both = scale * acts.scales[at];
+        total[m] = hn::MulAdd(hn::ConvertTo(df, acc[m]), hn::Set(df, both), total[m]);
+        correction[m] += both * static_cast<float>(acts.sums[at]);
+      }
+    }
+    for (int m = 0; m < M; ++m) y[(first + m) * rows + r] = hn::GetLane(hn::SumOfLanes(df, total[m])) - correction[m];
+  }
 }
 
 // ---- t1.6: five base-3 digits per byte, code_0 + 3 code_1 + ... + 81 code_4 ----
@@ -855,6 +948,12 @@ struct InterleavedPass {
   }
 };
 template <int M>
+struct TQ1_0FusedPass {
+  static void Run(int64_t first, const PackedMatrix& w, const Int8Activations& a, int64_t b, int64_t e, float* y) {
+    TQ1_0FusedRows<M>(w, a, first, b, e, y);
+  }
+};
+template <int M>
 struct FloatPass {
   static void Run(int64_t first, const PackedMatrix& w, const float* x, int64_t b, int64_t e, float* y) {
     FloatRows<M>(w, x, first, b, e, y);
@@ -985,6 +1084,14 @@ void RunBlock32(const PackedMatrix& weights, const KernelInput& in, float* y, Th
   });
 }
 
+void RunTQ1_0Fused(const PackedMatrix& weights, const KernelInput& in, float* y, ThreadPool& pool, int64_t grain) {
+  Int8Activations storage;
+  const Int8Activations& acts = QuantizedRows(weights, in, storage);
+  pool.ParallelFor(weights.layout.rows, grain, [&](int64_t begin, int64_t end, int) {
+    ForRowPasses<TQ1_0FusedPass>(acts.rows, begin, end, y, weights, acts);
+  });
+}
+
 // Kernels that take every activation row against a slice of output rows: rows(weights, acts, begin, end, y).
 template <void (*Rows)(const PackedMatrix&, const Int8Activations&, int64_t, int64_t, float*)>
 void RunRows(const PackedMatrix& weights, const KernelInput& in, float* y, ThreadPool& pool, int64_t grain) {
@@ -1001,7 +1108,8 @@ constexpr CpuKernel kCpuKernels[] = {
     {"two_bit", TwoBitApplies, RunTwoBit},
     {"interleaved", InterleavedApplies, RunInterleaved},
     {"block32", Block32Applies, RunBlock32},
-    {"tq1_0", TQ1_0Applies, RunRows<TQ1_0Rows>},
+    {"tq1_0", TQ1_0FusedApplies, RunTQ1_0Fused},
+    {"tq1_0:rows", TQ1_0Applies, RunRows<TQ1_0Rows>},
     {"t1.6", Ternary16Applies, RunRows<Ternary16Rows>},
     {"generic", Always, RunRows<GenericRows>},
 };

@@ -253,6 +253,60 @@ TEST(MatMul, InterleavedRowsAtTheExtremesOfTheirCodes) {
   }
 }
 
+// TQ1_0's digits for every byte value in every position of a block (the 32-byte run, the 16-byte run, the qh
+// bytes), values no quantizer writes included: each target's kernel against the digit written out by hand
+// (floor(3 * (q * 3^k mod 256) / 256) - 1, ggml's fixed point) and against the reference, activations +-1 so the
+// exact sum is an integer times the block scale.
+TEST(MatMul, TQ1_0DigitsOfEveryByteValue) {
+  ThreadPool pool(2);
+  constexpr int64_t kRows = 20, kCols = 4 * 256;
+  const Layout layout{QuantType::kTQ1_0, kRows, kCols, Granularity::kTensor, 0};
+  std::vector<uint8_t> bytes(static_cast<size_t>(PackedBytes(layout)));
+  ASSERT_EQ(bytes.size(), static_cast<size_t>(kRows * 4 * 54));
+  std::vector<double> weights(static_cast<size_t>(kRows * kCols));
+  const auto digit = [](uint8_t q, int k) {
+    uint8_t v = q;
+    for (int i = 0; i < k; ++i) v = static_cast<uint8_t>(v * 3);
+    return static_cast<int>((v * 3) >> 8) - 1;
+  };
+  for (int64_t b = 0; b < kRows * 4; ++b) {
+    uint8_t* block = bytes.data() + b * 54;
+    for (int j = 0; j < 52; ++j) block[j] = static_cast<uint8_t>((b * 52 + j) * 7 % 256);  // every value, every place
+    block[52] = 0x00, block[53] = 0x3C;  // float16 1.0
+    double* w = weights.data() + b * 256;
+    for (int k = 0; k < 5; ++k) {
+      for (int m = 0; m < 32; ++m) w[32 * k + m] = digit(block[m], k);
+      for (int m = 0; m < 16; ++m) w[160 + 16 * k + m] = digit(block[32 + m], k);
+    }
+    for (int k = 0; k < 4; ++k) {
+      for (int m = 0; m < 4; ++m) w[240 + 4 * k + m] = digit(block[48 + m], k);
+    }
+  }
+  std::mt19937 rng(5);
+  for (const int64_t n : {1, 3, 6}) {
+    std::vector<float> x(static_cast<size_t>(n * kCols));
+    for (float& v : x) v = (rng() % 2) ? 1.0f : -1.0f;
+    const PackedMatrix matrix{layout, bytes.data()};
+    std::vector<float> reference(static_cast<size_t>(n * kRows));
+    MatMulReference(matrix, x.data(), n, reference.data());
+    for (int64_t target : hwy::SupportedAndGeneratedTargets()) {
+      hwy::SetSupportedTargetsForTest(target);
+      std::vector<float> y(reference.size(), -12345.0f);
+      MatMul(matrix, x.data(), n, y.data(), pool);
+      for (int64_t i = 0; i < n; ++i) {
+        for (int64_t r = 0; r < kRows; ++r) {
+          double exact = 0;
+          for (int64_t j = 0; j < kCols; ++j) exact += weights[r * kCols + j] * x[i * kCols + j];
+          const size_t k = static_cast<size_t>(i * kRows + r);
+          EXPECT_NEAR(y[k], exact, 1e-3) << "n=" << n << " row " << r << " on " << hwy::TargetName(target);
+          EXPECT_NEAR(y[k], reference[k], 1e-3) << "n=" << n << " row " << r << " on " << hwy::TargetName(target);
+        }
+      }
+    }
+    hwy::SetSupportedTargetsForTest(0);
+  }
+}
+
 // Activations the caller quantized go through the same kernels: the outputs equal MatMul's exactly, and the
 // reference's within rounding. Float weights and activations cut for another segment length are refused.
 TEST(MatMul, QuantizedActivationsGiveMatMulsOutputs) {
