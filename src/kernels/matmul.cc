@@ -7,7 +7,9 @@
 //   - Q8_0 and Q4_0 otherwise: one 32-weight block at a time, weights as signed int8;
 //   - TQ1_0: base-3 digits decoded in 8-bit registers and multiplied in place (256-bit targets); on narrower
 //     ones each row's digits decoded in 16-bit vectors, then the generic integer dot;
-//   - t1.6: each row's codes by a table of the 243 byte values, then the generic integer dot;
+//   - t1.6: each byte turned into TQ1_0's fixed point and decoded as TQ1_0 is, against activations permuted once
+//     per call (256-bit targets, segments of whole 160-weight chunks); otherwise each row's codes by a table of
+//     the 243 byte values, then the generic integer dot;
 //   - f32, f16, bf16: float multiply-add;
 //   - every other type: a row decoded to codes (RowDecoder) once, then the generic integer dot.
 // On AVX-512 VNNI the integer products are vpdpbusd; elsewhere widening 16-bit multiply-adds.
@@ -142,11 +144,11 @@ HWY_INLINE void DotCodesRows(const uint8_t* codes, const int8_t* const* q, int64
 }
 
 // Each row decoded once by decode(r, codes, scales, offsets), then multiplied with every activation row, up to 4 at
-// a time.
+// a time; acts.cols codes per row (the weights' columns, or a permuted row's length).
 template <class DecodeRow>
 void CodeRows(const PackedMatrix& weights, const Int8Activations& acts, int64_t begin, int64_t end, float* y,
               const DecodeRow& decode) {
-  const int64_t rows = weights.layout.rows, cols = weights.layout.cols;
+  const int64_t rows = weights.layout.rows, cols = acts.cols;  // acts.cols: a permuted row may be longer
   // 8 bytes of slack: a decoder may write whole 8-byte words past the row's last code.
   std::vector<uint8_t> codes(static_cast<size_t>(acts.stride + 8));
   std::vector<float> scales(static_cast<size_t>(acts.segments));
@@ -243,8 +245,9 @@ void TQ1_0Rows(const PackedMatrix& weights, const Int8Activations& acts, int64_t
 
 // Digit k of a TQ1_0 byte q is floor(3 v / 256) with v = q * 3^k mod 256 (as above): v comes from q by tripling
 // k times with wrapping 8-bit adds (x86 has no 8-bit multiply), and floor(3 v / 256), which is 0, 1 or 2, is
-// [v > 85] + [v > 170]: two saturating subtractions clamped to 1. That is the code (trit + 1) of every byte value,
-// so no row is written out and read back as the 16-bit path above does.
+// [v > 85] + [v > 170]: two saturating subtractions clamped to 1. That is the code (trit + 1) of every byte value.
+// Up to 4 activation rows multiply the codes where they are decoded; more take a decoded row (the decoding then
+// costs more than one pass's products).
 using DTrit = hn::CappedTag<uint8_t, 32>;  // one digit of a block's 32-byte run: weights 32k .. 32k + 31
 
 template <class D>
@@ -263,15 +266,50 @@ bool TQ1_0FusedApplies(const PackedMatrix& weights) {
   return weights.layout.type == QuantType::kTQ1_0 && hn::Lanes(DTrit()) == 32;
 }
 
-// Output rows [begin, end) for activation rows first .. first + M - 1, each block's codes decoded once for the M.
-// The block's integer sums become float once per block (one convert and multiply-add of 8 lanes), the lanes are
-// added once per row, and the codes' +1 offset comes off as scale * sum of the activations.
+// A block's codes as 8 vectors of 32: sink(weight, codes) gets weights weight .. weight + 31 of the block.
+template <class Sink>
+HWY_INLINE void TQ1_0BlockCodes(const uint8_t* block, const Sink& sink) {
+  const DTrit d8;
+  const hn::Half<DTrit> h8;
+  const hn::Repartition<uint32_t, decltype(h8)> h32;
+  // Weights 0..159: digit k of bytes 0..31 at 32 k.
+  auto v = hn::LoadU(d8, block);
+  sink(0, TopThird(d8, v));
+  for (int k = 1; k < 5; ++k) {
+    v = Triple<DTrit>(v);
+    sink(32 * k, TopThird(d8, v));
+  }
+  // Weights 160..239: digit k of bytes 32..47 at 160 + 16 k, two digits to a vector.
+  const auto low = hn::LoadU(h8, block + 32);
+  auto pair = hn::Combine(d8, Triple<decltype(h8)>(low), low);  // digits 0 | 1
+  sink(160, TopThird(d8, pair));
+  pair = Triple<DTrit>(Triple<DTrit>(pair));  // digits 2 | 3
+  sink(192, TopThird(d8, pair));
+  pair = Triple<DTrit>(Triple<DTrit>(pair));  // digit 4 | unused
+  // Weights 240..255: digit k of the 4 qh bytes at 240 + 4 k, as the 32-bit lane k of a 16-byte vector.
+  uint32_t word;
+  std::memcpy(&word, block + offsetof(BlockTQ1_0, qh), 4);
+  const auto p0 = hn::Set(h32, word);
+  const auto p1 = hn::BitCast(h32, Triple<decltype(h8)>(hn::BitCast(h8, p0)));
+  const auto p2 = hn::BitCast(h32, Triple<decltype(h8)>(hn::BitCast(h8, p1)));
+  const auto p3 = hn::BitCast(h32, Triple<decltype(h8)>(hn::BitCast(h8, p2)));
+  const auto qh = hn::ConcatUpperLower(h32, hn::OddEven(p3, p2), hn::OddEven(p1, p0));
+  sink(224, TopThird(d8, hn::Combine(d8, hn::BitCast(h8, qh), hn::LowerHalf(h8, pair))));
+}
+
+float TQ1_0Scale(const uint8_t* block) {
+  uint16_t scale_bits;
+  std::memcpy(&scale_bits, block + offsetof(BlockTQ1_0, d), 2);
+  return F16ToF32(scale_bits);
+}
+
+// Output rows [begin, end) for at most 4 activation rows (first .. first + M - 1): each block's codes multiplied
+// in registers. The block's integer sums become float once per block (one convert and multiply-add of 8 lanes),
+// the lanes are added once per row, and the codes' +1 offset comes off as scale * sum of the activations.
 template <int M>
 void TQ1_0FusedRows(const PackedMatrix& weights, const Int8Activations& acts, int64_t first, int64_t begin,
                     int64_t end, float* y) {
   const DTrit d8;
-  const hn::Half<DTrit> h8;
-  const hn::Repartition<uint32_t, decltype(h8)> h32;
   const hn::Repartition<int8_t, DTrit> di8;
   const hn::Repartition<int32_t, DTrit> d32;
   const hn::Repartition<float, DTrit> df;
@@ -290,36 +328,10 @@ void TQ1_0FusedRows(const PackedMatrix& weights, const Int8Activations& acts, in
       if constexpr (M == 1) __builtin_prefetch(block + row_bytes, 0, 2);
       hn::Vec<decltype(d32)> acc[M];
       for (int m = 0; m < M; ++m) acc[m] = hn::Zero(d32);
-      const auto multiply = [&](hn::Vec<DTrit> shifted, int64_t weight) {
-        const auto codes = TopThird(d8, shifted);
+      TQ1_0BlockCodes(block, [&](int64_t weight, hn::Vec<DTrit> codes) {
         for (int m = 0; m < M; ++m) acc[m] = DotUnsigned(d8, acc[m], codes, hn::LoadU(di8, q[m] + b * 256 + weight));
-      };
-      // Weights 0..159: digit k of bytes 0..31 at 32 k.
-      auto v = hn::LoadU(d8, block);
-      multiply(v, 0);
-      for (int k = 1; k < 5; ++k) {
-        v = Triple<DTrit>(v);
-        multiply(v, 32 * k);
-      }
-      // Weights 160..239: digit k of bytes 32..47 at 160 + 16 k, two digits to a vector.
-      const auto low = hn::LoadU(h8, block + 32);
-      auto pair = hn::Combine(d8, Triple<decltype(h8)>(low), low);  // digits 0 | 1
-      multiply(pair, 160);
-      pair = Triple<DTrit>(Triple<DTrit>(pair));  // digits 2 | 3
-      multiply(pair, 192);
-      pair = Triple<DTrit>(Triple<DTrit>(pair));  // digit 4 | unused
-      // Weights 240..255: digit k of the 4 qh bytes at 240 + 4 k, as the 32-bit lane k of a 16-byte vector.
-      uint32_t word;
-      std::memcpy(&word, block + offsetof(BlockTQ1_0, qh), 4);
-      const auto p0 = hn::Set(h32, word);
-      const auto p1 = hn::BitCast(h32, Triple<decltype(h8)>(hn::BitCast(h8, p0)));
-      const auto p2 = hn::BitCast(h32, Triple<decltype(h8)>(hn::BitCast(h8, p1)));
-      const auto p3 = hn::BitCast(h32, Triple<decltype(h8)>(hn::BitCast(h8, p2)));
-      const auto qh = hn::ConcatUpperLower(h32, hn::OddEven(p3, p2), hn::OddEven(p1, p0));
-      multiply(hn::Combine(d8, hn::BitCast(h8, qh), hn::LowerHalf(h8, pair)), 224);
-      uint16_t scale_bits;
-      std::memcpy(&scale_bits, block + offsetof(BlockTQ1_0, d), 2);
-      const float scale = F16ToF32(scale_bits);
+      });
+      const float scale = TQ1_0Scale(block);
       for (int m = 0; m < M; ++m) {
         const int64_t at = (first + m) * acts.segments + b;
         const float both = scale * acts.scales[at];
@@ -329,6 +341,22 @@ void TQ1_0FusedRows(const PackedMatrix& weights, const Int8Activations& acts, in
     }
     for (int m = 0; m < M; ++m) y[(first + m) * rows + r] = hn::GetLane(hn::SumOfLanes(df, total[m])) - correction[m];
   }
+}
+
+// More activation rows than one pass takes: each row's codes decoded once into L1 (the decoding costs more than
+// the products of one pass), then every pass of the generic integer dot.
+void TQ1_0DecodedRows(const PackedMatrix& weights, const Int8Activations& acts, int64_t begin, int64_t end,
+                      float* y) {
+  constexpr int64_t kBlock = static_cast<int64_t>(sizeof(BlockTQ1_0));
+  const int64_t blocks = weights.layout.cols / 256;
+  CodeRows(weights, acts, begin, end, y, [&](int64_t r, uint8_t* codes, float* scales, int32_t* offsets) {
+    for (int64_t b = 0; b < blocks; ++b) {
+      const uint8_t* block = weights.data + (r * blocks + b) * kBlock;
+      TQ1_0BlockCodes(block, [&](int64_t weight, hn::Vec<DTrit> v) { hn::StoreU(v, DTrit(), codes + b * 256 + weight); });
+      scales[b] = TQ1_0Scale(block);
+      offsets[b] = 1;
+    }
+  });
 }
 
 // ---- t1.6: five base-3 digits per byte, code_0 + 3 code_1 + ... + 81 code_4 ----
@@ -362,6 +390,146 @@ void Ternary16Rows(const PackedMatrix& weights, const Int8Activations& acts, int
   CodeRows(weights, acts, begin, end, y, [&](int64_t r, uint8_t* codes, float* scales, int32_t* offsets) {
     const uint8_t* row = weights.data + r * row_bytes;
     for (int64_t b = 0; b < row_bytes; ++b) std::memcpy(codes + 5 * b, table.codes[row[b]], 8);
+    decoder.Scales(r, scales, offsets);
+  });
+}
+
+// ---- t1.6 fused: the base-3 byte turned into TQ1_0's fixed point, then decoded as TQ1_0 is ----
+
+// A t1.6 byte v holds code_0 + 3 code_1 + ... + 81 code_4. As TQ1_0's fixed point f = ceil(256 v / 243) its codes
+// come out by TopThird above, most significant first: code_4, code_3, ..., code_0. Since 256 v = 243 v + 13 v,
+// f = v + floor((13 v + 242) / 243), the division a 16-bit multiply-high by ceil(2^20 / 243) = 4316 and a shift:
+// exact, as its error (at most 3388 * 8.3e-7) stays below 1 - 242/243. Bytes past 242 never reach a kernel
+// (CheckPackedMatrix refuses them at load). A chunk is 32 bytes, 160 weights; the activations are permuted once
+// per call into the order the codes come out.
+constexpr int64_t kBase3ChunkBytes = 32, kBase3ChunkWeights = 5 * kBase3ChunkBytes;
+
+HWY_INLINE hn::Vec<DTrit> Base3ToFixedPoint(hn::Vec<DTrit> v) {
+  const DTrit d8;
+  const hn::Half<DTrit> h8;
+  const hn::Rebind<int16_t, decltype(h8)> d16;
+  const auto half = [&](hn::Vec<decltype(h8)> bytes) {
+    const auto w = hn::PromoteTo(d16, bytes);
+    const auto t = hn::Add(hn::Mul(w, hn::Set(d16, 13)), hn::Set(d16, 242));
+    return hn::DemoteTo(h8, hn::Add(w, hn::ShiftRight<4>(hn::MulHigh(t, hn::Set(d16, 4316)))));
+  };
+  return hn::Combine(d8, half(hn::UpperHalf(h8, v)), half(hn::LowerHalf(h8, v)));
+}
+
+// The activations in decode order: a chunk's 160 as digit k of its 32 bytes at 32 k, zero past cols; cols and
+// the segment length counted in that order, the scales and sums the caller's.
+struct Base3Plan {
+  int64_t chunks = 0;  // per row: ceil(cols / 160); a row's last chunk may be partial
+  int64_t chunks_per_segment = 0;
+  Int8Activations permuted;
+};
+
+// One segment per row, or segments of whole chunks.
+bool Ternary16FusedApplies(const PackedMatrix& weights) {
+  const Layout& layout = weights.layout;
+  if (layout.type != QuantType::kTernary1_6 || hn::Lanes(DTrit()) != 32) return false;
+  const int64_t segment = KernelSegment(layout);
+  return segment >= layout.cols || segment % kBase3ChunkWeights == 0;
+}
+
+Base3Plan PlanBase3(const Layout& layout, const Int8Activations& acts) {
+  Base3Plan plan;
+  plan.chunks = (layout.cols + kBase3ChunkWeights - 1) / kBase3ChunkWeights;
+  const int64_t segment = KernelSegment(layout), stride = plan.chunks * kBase3ChunkWeights;
+  plan.chunks_per_segment = segment >= layout.cols ? plan.chunks : segment / kBase3ChunkWeights;
+  Int8Activations& out = plan.permuted;
+  out.rows = acts.rows;
+  out.cols = out.stride = stride;
+  out.segment = plan.chunks_per_segment * kBase3ChunkWeights;
+  out.segments = acts.segments;
+  out.scales = acts.scales;
+  out.sums = acts.sums;
+  out.values.assign(static_cast<size_t>(acts.rows * stride), 0);
+  for (int64_t i = 0; i < acts.rows; ++i) {
+    const int8_t* q = acts.values.data() + i * acts.stride;
+    int8_t* to = out.values.data() + i * stride;
+    for (int64_t j = 0; j < layout.cols; ++j) {
+      const int64_t byte = j / 5, digit = 4 - j % 5;  // code_(j % 5) is the digit decoded (4 - j % 5)-th
+      to[(byte / kBase3ChunkBytes) * kBase3ChunkWeights + digit * kBase3ChunkBytes + byte % kBase3ChunkBytes] = q[j];
+    }
+  }
+  return plan;
+}
+
+// Chunk c of a t1.6 row (`tail`: a zero-padded copy of the row's partial last chunk, whose zero bytes decode to
+// codes that meet zero activations, so no load reads past the row): sink(at, codes) for the 32 codes of digit k,
+// at = c * 160 + 32 k in decode order.
+template <class Sink>
+HWY_INLINE void Base3ChunkCodes(const uint8_t* row, int64_t whole, const uint8_t* tail, int64_t c, const Sink& sink) {
+  const DTrit d8;
+  auto v = Base3ToFixedPoint(hn::LoadU(d8, c < whole ? row + c * kBase3ChunkBytes : tail));
+  for (int k = 0; k < 5; ++k) {
+    if (k > 0) v = Triple<DTrit>(v);
+    sink(c * kBase3ChunkWeights + k * kBase3ChunkBytes, TopThird(d8, v));
+  }
+}
+
+// Row `row`'s chunks past its whole ones (`whole` of them), zero-padded into tail.
+HWY_INLINE int64_t Base3Tail(const uint8_t* row, int64_t row_bytes, uint8_t* tail) {
+  const int64_t whole = row_bytes / kBase3ChunkBytes;
+  std::fill(tail, tail + kBase3ChunkBytes, 0);
+  std::copy(row + whole * kBase3ChunkBytes, row + row_bytes, tail);
+  return whole;
+}
+
+// Output rows [begin, end) for at most 4 activation rows (first .. first + M - 1), each chunk's codes multiplied
+// in registers; one lane sum per segment.
+template <int M>
+void Ternary16FusedRows(const PackedMatrix& weights, const Int8Activations& acts, const Base3Plan& plan,
+                        int64_t first, int64_t begin, int64_t end, float* y) {
+  const DTrit d8;
+  const hn::Repartition<int8_t, DTrit> di8;
+  const hn::Repartition<int32_t, DTrit> d32;
+  const RowDecoder decoder(weights);
+  const Int8Activations& permuted = plan.permuted;
+  const int64_t rows = weights.layout.rows, row_bytes = RowBytes(weights.layout);
+  std::vector<float> scales(static_cast<size_t>(acts.segments));
+  std::vector<int32_t> offsets(static_cast<size_t>(acts.segments));
+  const int8_t* q[M];
+  for (int m = 0; m < M; ++m) q[m] = permuted.values.data() + (first + m) * permuted.stride;
+  alignas(32) uint8_t tail[kBase3ChunkBytes];
+  for (int64_t r = begin; r < end; ++r) {
+    const uint8_t* row = weights.data + r * row_bytes;
+    decoder.Scales(r, scales.data(), offsets.data());
+    const int64_t whole = Base3Tail(row, row_bytes, tail);
+    float total[M] = {};
+    for (int64_t s = 0; s < acts.segments; ++s) {
+      hn::Vec<decltype(d32)> acc[M];
+      for (int m = 0; m < M; ++m) acc[m] = hn::Zero(d32);
+      const int64_t chunk_end = std::min(plan.chunks, (s + 1) * plan.chunks_per_segment);
+      for (int64_t c = s * plan.chunks_per_segment; c < chunk_end; ++c) {
+        if constexpr (M == 1) __builtin_prefetch(row + c * kBase3ChunkBytes + row_bytes, 0, 2);
+        Base3ChunkCodes(row, whole, tail, c, [&](int64_t at, hn::Vec<DTrit> codes) {
+          for (int m = 0; m < M; ++m) acc[m] = DotUnsigned(d8, acc[m], codes, hn::LoadU(di8, q[m] + at));
+        });
+      }
+      for (int m = 0; m < M; ++m) {
+        const int64_t at = (first + m) * acts.segments + s;
+        const int32_t dot = hn::GetLane(hn::SumOfLanes(d32, acc[m])) - offsets[s] * acts.sums[at];
+        total[m] += (scales[s] * acts.scales[at]) * static_cast<float>(dot);
+      }
+    }
+    for (int m = 0; m < M; ++m) y[(first + m) * rows + r] = total[m];
+  }
+}
+
+// More activation rows than one pass takes: each row's codes decoded once, in decode order, against the permuted
+// activations through the generic integer dot.
+void Ternary16DecodedRows(const PackedMatrix& weights, const Base3Plan& plan, int64_t begin, int64_t end, float* y) {
+  const RowDecoder decoder(weights);
+  const int64_t row_bytes = RowBytes(weights.layout);
+  alignas(32) uint8_t tail[kBase3ChunkBytes];
+  CodeRows(weights, plan.permuted, begin, end, y, [&](int64_t r, uint8_t* codes, float* scales, int32_t* offsets) {
+    const uint8_t* row = weights.data + r * row_bytes;
+    const int64_t whole = Base3Tail(row, row_bytes, tail);
+    for (int64_t c = 0; c < plan.chunks; ++c) {
+      Base3ChunkCodes(row, whole, tail, c, [&](int64_t at, hn::Vec<DTrit> v) { hn::StoreU(v, DTrit(), codes + at); });
+    }
     decoder.Scales(r, scales, offsets);
   });
 }
@@ -954,6 +1122,13 @@ struct TQ1_0FusedPass {
   }
 };
 template <int M>
+struct Ternary16FusedPass {
+  static void Run(int64_t first, const PackedMatrix& w, const Int8Activations& a, const Base3Plan& p, int64_t b,
+                  int64_t e, float* y) {
+    Ternary16FusedRows<M>(w, a, p, first, b, e, y);
+  }
+};
+template <int M>
 struct FloatPass {
   static void Run(int64_t first, const PackedMatrix& w, const float* x, int64_t b, int64_t e, float* y) {
     FloatRows<M>(w, x, first, b, e, y);
@@ -1088,7 +1263,25 @@ void RunTQ1_0Fused(const PackedMatrix& weights, const KernelInput& in, float* y,
   Int8Activations storage;
   const Int8Activations& acts = QuantizedRows(weights, in, storage);
   pool.ParallelFor(weights.layout.rows, grain, [&](int64_t begin, int64_t end, int) {
-    ForRowPasses<TQ1_0FusedPass>(acts.rows, begin, end, y, weights, acts);
+    if (acts.rows <= kMaxRowsPerPass) {
+      ForRowPasses<TQ1_0FusedPass>(acts.rows, begin, end, y, weights, acts);
+    } else {
+      TQ1_0DecodedRows(weights, acts, begin, end, y);
+    }
+  });
+}
+
+void RunTernary16Fused(const PackedMatrix& weights, const KernelInput& in, float* y, ThreadPool& pool,
+                       int64_t grain) {
+  Int8Activations storage;
+  const Int8Activations& acts = QuantizedRows(weights, in, storage);
+  const Base3Plan plan = PlanBase3(weights.layout, acts);
+  pool.ParallelFor(weights.layout.rows, grain, [&](int64_t begin, int64_t end, int) {
+    if (acts.rows <= kMaxRowsPerPass) {
+      ForRowPasses<Ternary16FusedPass>(acts.rows, begin, end, y, weights, acts, plan);
+    } else {
+      Ternary16DecodedRows(weights, plan, begin, end, y);
+    }
   });
 }
 
@@ -1110,7 +1303,8 @@ constexpr CpuKernel kCpuKernels[] = {
     {"block32", Block32Applies, RunBlock32},
     {"tq1_0", TQ1_0FusedApplies, RunTQ1_0Fused},
     {"tq1_0:rows", TQ1_0Applies, RunRows<TQ1_0Rows>},
-    {"t1.6", Ternary16Applies, RunRows<Ternary16Rows>},
+    {"t1.6", Ternary16FusedApplies, RunTernary16Fused},
+    {"t1.6:rows", Ternary16Applies, RunRows<Ternary16Rows>},
     {"generic", Always, RunRows<GenericRows>},
 };
 

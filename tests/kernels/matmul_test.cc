@@ -70,7 +70,7 @@ std::vector<Case> CasesFor(QuantType type) {
     cases.push_back(MakeCase(type, 7, cols, Granularity::kChannel, 0, batches[seed % 6], seed)), ++seed;
   }
   cases.push_back(MakeCase(type, 3, 700, Granularity::kTensor, 0, 4, seed++));
-  for (int64_t group : {32, 64, 100, 256, 512}) {
+  for (int64_t group : {32, 64, 100, 160, 256, 320, 512}) {
     cases.push_back(MakeCase(type, 5, 1100, Granularity::kGroup, group, batches[seed % 6], seed)), ++seed;
   }
   return cases;
@@ -304,6 +304,51 @@ TEST(MatMul, TQ1_0DigitsOfEveryByteValue) {
       }
     }
     hwy::SetSupportedTargetsForTest(0);
+  }
+}
+
+// t1.6 bytes of every value 0..242 in every place of a 160-weight chunk and of a partial last chunk (357 columns:
+// two chunks and 37 weights), per channel and in groups of 160: each target against the exact sum of the trits
+// (weights of exactly -1, 0, +1, so the scale is 1) with activations +-1, and against the reference.
+TEST(MatMul, Ternary16EveryByteValueInEveryPlace) {
+  ThreadPool pool(2);
+  constexpr int64_t kRows = 24, kCols = 357;
+  std::vector<float> w(static_cast<size_t>(kRows * kCols));
+  for (int64_t r = 0; r < kRows; ++r) {
+    for (int64_t b = 0; b * 5 < kCols; ++b) {
+      int value = static_cast<int>((r * 72 + b * 7) % 243);
+      for (int64_t k = 0; k < 5 && b * 5 + k < kCols; ++k, value /= 3) w[r * kCols + b * 5 + k] = static_cast<float>(value % 3 - 1);
+    }
+    w[r * kCols] = 1.0f;  // every row holds a nonzero weight, so its scale is 1
+  }
+  std::mt19937 rng(9);
+  for (const Granularity granularity : {Granularity::kChannel, Granularity::kGroup}) {
+    const Layout layout{QuantType::kTernary1_6, kRows, kCols, granularity, granularity == Granularity::kGroup ? 160 : 0};
+    const std::vector<uint8_t> bytes = Quantize(layout, w.data());
+    const PackedMatrix matrix{layout, bytes.data()};
+    ASSERT_EQ(Dequantize(layout, bytes.data(), static_cast<int64_t>(bytes.size())), w) << "the trits packed as written";
+    for (const int64_t n : {1, 2, 5}) {
+      std::vector<float> x(static_cast<size_t>(n * kCols));
+      for (float& v : x) v = (rng() % 2) ? 1.0f : -1.0f;
+      std::vector<float> reference(static_cast<size_t>(n * kRows));
+      MatMulReference(matrix, x.data(), n, reference.data());
+      for (int64_t target : hwy::SupportedAndGeneratedTargets()) {
+        hwy::SetSupportedTargetsForTest(target);
+        std::vector<float> y(reference.size(), -12345.0f);
+        MatMul(matrix, x.data(), n, y.data(), pool);
+        for (int64_t i = 0; i < n; ++i) {
+          for (int64_t r = 0; r < kRows; ++r) {
+            double exact = 0;
+            for (int64_t j = 0; j < kCols; ++j) exact += w[r * kCols + j] * x[i * kCols + j];
+            const size_t k = static_cast<size_t>(i * kRows + r);
+            EXPECT_NEAR(y[k], exact, 1e-3) << GranularityString(layout) << " n=" << n << " row " << r << " on "
+                                           << hwy::TargetName(target);
+            EXPECT_NEAR(y[k], reference[k], 1e-3) << GranularityString(layout) << " n=" << n << " row " << r;
+          }
+        }
+      }
+      hwy::SetSupportedTargetsForTest(0);
+    }
   }
 }
 
