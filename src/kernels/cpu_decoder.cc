@@ -185,7 +185,7 @@ class CpuDecoder final : public DecoderRunner {
         sin_[static_cast<size_t>(p * half + i)] = std::sin(angle);
       }
     }
-    for (std::vector<float>& scores : scores_) scores.resize(static_cast<size_t>(positions));
+    for (std::vector<float>& scores : scores_) scores.resize(static_cast<size_t>(kQueryBlock * positions));
     reserved_ = positions;
   }
 
@@ -196,7 +196,10 @@ class CpuDecoder final : public DecoderRunner {
     std::copy_n(v, n * kv_width, values_[layer].data() + length_ * kv_width);
   }
 
-  // One task per query position and head, shared out over the pool; each thread scores into its own buffer.
+  // One task per block of up to kQueryBlock query positions and one head, shared out over the pool: the block's
+  // scores against the union of its positions' key ranges (each key and value loaded once for the block), each
+  // position's own range softmaxed and the rest of its row zeroed, then the weighted sum of the values. Each thread
+  // scores into its own buffer.
   void Attention(size_t layer, const float* q, int64_t n, float* out) {
     const int64_t dim = s_.head_dim, heads = s_.heads, group = s_.heads / s_.kv_heads;
     const int64_t stride = s_.kv_heads * dim;  // from one position to the next in the cache
@@ -204,30 +207,36 @@ class CpuDecoder final : public DecoderRunner {
     const float scale = LayerScoreScale(s_, layer);
     const float* all_keys = keys_[layer].data();
     const float* all_values = values_[layer].data();
-    pool_.ParallelFor(n * heads, 1, [&](int64_t begin, int64_t end, int thread) {
+    const int64_t blocks = (n + kQueryBlock - 1) / kQueryBlock;
+    const auto first_key = [&](int64_t position) {
+      return window > 0 ? std::max<int64_t>(0, position - window + 1) : int64_t{0};
+    };
+    pool_.ParallelFor(blocks * heads, 1, [&](int64_t begin, int64_t end, int thread) {
       float* scores = scores_[static_cast<size_t>(thread)].data();
       for (int64_t task = begin; task < end; ++task) {
-        const int64_t t = task / heads, h = task % heads;
-        const int64_t position = length_ + t;
-        const int64_t first = window > 0 ? std::max<int64_t>(0, position - window + 1) : 0;
-        const int64_t count = position - first + 1;
-        const float* query = q + (t * heads + h) * dim;
-        const float* keys = all_keys + first * stride + (h / group) * dim;
-        const float* values = all_values + first * stride + (h / group) * dim;
-        float largest = -std::numeric_limits<float>::infinity();
-        for (int64_t j = 0; j < count; ++j) {
-          float score = vec::Dot(query, keys + j * stride, dim) * scale;
-          if (s_.attention_softcap > 0) score = std::tanh(score / s_.attention_softcap) * s_.attention_softcap;
-          scores[j] = score;
-          largest = std::max(largest, score);
+        const int64_t t0 = (task / heads) * kQueryBlock, h = task % heads;
+        const int64_t rows = std::min(kQueryBlock, n - t0);
+        const int64_t lo = first_key(length_ + t0), count = length_ + t0 + rows - lo;
+        const float* keys = all_keys + lo * stride + (h / group) * dim;
+        const float* values = all_values + lo * stride + (h / group) * dim;
+        vec::ScoreRows(q + (t0 * heads + h) * dim, heads * dim, rows, keys, stride, count, dim, scale, scores, count);
+        for (int64_t i = 0; i < rows; ++i) {
+          const int64_t position = length_ + t0 + i;
+          const int64_t from = first_key(position) - lo, to = position - lo + 1;  // this position's keys
+          float* row = scores + i * count;
+          if (s_.attention_softcap > 0) vec::Softcap(row + from, to - from, s_.attention_softcap);
+          const float largest = *std::max_element(row + from, row + to);
+          const float inverse = 1.0f / vec::ExpShifted(row + from, to - from, largest);
+          for (int64_t j = from; j < to; ++j) row[j] *= inverse;
+          std::fill(row, row + from, 0.0f);
+          std::fill(row + to, row + count, 0.0f);
         }
-        const float total = vec::ExpShifted(scores, count, largest);
-        float* result = out + (t * heads + h) * dim;
-        std::fill_n(result, dim, 0.0f);
-        for (int64_t j = 0; j < count; ++j) vec::AddScaled(scores[j] / total, values + j * stride, result, dim);
+        vec::WeightedRows(scores, count, rows, values, stride, count, dim, out + (t0 * heads + h) * dim, heads * dim);
       }
     });
   }
+
+  static constexpr int64_t kQueryBlock = 4;
 
   DecoderSpec s_;
   int64_t capacity_;

@@ -3,12 +3,17 @@
 
 #include <algorithm>
 #include <cmath>
+#include <type_traits>
+
+#include "util/error.h"
 
 #undef HWY_TARGET_INCLUDE
 #define HWY_TARGET_INCLUDE "kernels/float_ops.cc"
 #include <hwy/foreach_target.h>  // IWYU pragma: keep
 #include <hwy/highway.h>
 #include <hwy/contrib/math/math-inl.h>
+
+#include "kernels/lane_sums-inl.h"
 
 HWY_BEFORE_NAMESPACE();
 namespace atq::vec {
@@ -48,6 +53,107 @@ void AddScaledTarget(float a, const float* x, float* y, int64_t n) {
       n,
       [&](D d, int64_t i) { hn::StoreU(hn::MulAdd(hn::Set(d, a), hn::LoadU(d, x + i), hn::LoadU(d, y + i)), d, y + i); },
       [&](int64_t i) { y[i] += a * x[i]; });
+}
+
+// R query rows against `count` keys; with one row, four keys at a time so that the lane sums go four at once.
+template <int R>
+void ScoreRowsOf(const float* q, int64_t q_stride, const float* keys, int64_t key_stride, int64_t count, int64_t dim,
+                 float scale, float* scores, int64_t score_stride) {
+  const D d;
+  const int64_t lanes = static_cast<int64_t>(hn::Lanes(d)), whole = dim - dim % lanes;
+  constexpr int kKeys = R == 1 ? 4 : 1;  // keys per step
+  constexpr int kSums = R * kKeys;
+  int64_t j = 0;
+  const auto step = [&](auto keys_per_step) {
+    constexpr int K = decltype(keys_per_step)::value;
+    hn::Vec<D> acc[R * K];
+    for (int a = 0; a < R * K; ++a) acc[a] = hn::Zero(d);
+    for (int64_t e = 0; e < whole; e += lanes) {
+      for (int k = 0; k < K; ++k) {
+        const auto key = hn::LoadU(d, keys + (j + k) * key_stride + e);
+        for (int i = 0; i < R; ++i) acc[i * K + k] = hn::MulAdd(hn::LoadU(d, q + i * q_stride + e), key, acc[i * K + k]);
+      }
+    }
+    float sums[4];
+    if constexpr (R * K == 4) {
+      atq::HWY_NAMESPACE::SumsOfFour(d, acc, sums);
+    } else {
+      for (int a = 0; a < R * K; ++a) sums[a] = hn::GetLane(hn::SumOfLanes(d, acc[a]));
+    }
+    for (int i = 0; i < R; ++i) {
+      for (int k = 0; k < K; ++k) {
+        float sum = sums[i * K + k];
+        const float* key = keys + (j + k) * key_stride;
+        for (int64_t e = whole; e < dim; ++e) sum += q[i * q_stride + e] * key[e];
+        scores[i * score_stride + j + k] = sum * scale;
+      }
+    }
+  };
+  static_assert(kSums <= 4, "a step's sums fit SumsOfFour");
+  for (; j + kKeys <= count; j += kKeys) step(std::integral_constant<int, kKeys>());
+  for (; j < count; ++j) step(std::integral_constant<int, 1>());
+}
+
+void ScoreRowsTarget(const float* q, int64_t q_stride, int64_t rows, const float* keys, int64_t key_stride,
+                     int64_t count, int64_t dim, float scale, float* scores, int64_t score_stride) {
+  switch (rows) {
+    case 1: return ScoreRowsOf<1>(q, q_stride, keys, key_stride, count, dim, scale, scores, score_stride);
+    case 2: return ScoreRowsOf<2>(q, q_stride, keys, key_stride, count, dim, scale, scores, score_stride);
+    case 3: return ScoreRowsOf<3>(q, q_stride, keys, key_stride, count, dim, scale, scores, score_stride);
+    case 4: return ScoreRowsOf<4>(q, q_stride, keys, key_stride, count, dim, scale, scores, score_stride);
+    default: break;
+  }
+}
+
+// R output rows, up to 4 vectors of each at a time held in registers over every value row, which is loaded once
+// for the R.
+template <int R>
+void WeightedRowsOf(const float* p, int64_t p_stride, const float* values, int64_t value_stride, int64_t count,
+                    int64_t dim, float* out, int64_t out_stride) {
+  const D d;
+  const int64_t lanes = static_cast<int64_t>(hn::Lanes(d)), whole = dim - dim % lanes;
+  // 4 rows x 4 vectors of accumulators take 16 of AVX-512's 32 registers; with 16 registers, 2 vectors.
+  constexpr int kVectors = hn::MaxLanes(D()) >= 16 ? 4 : 2;
+  int64_t e = 0;
+  const auto columns = [&](auto vectors) {
+    constexpr int V = decltype(vectors)::value;
+    hn::Vec<D> acc[R][V];
+    for (int i = 0; i < R; ++i) {
+      for (int c = 0; c < V; ++c) acc[i][c] = hn::Zero(d);
+    }
+    for (int64_t j = 0; j < count; ++j) {
+      hn::Vec<D> value[V];
+      for (int c = 0; c < V; ++c) value[c] = hn::LoadU(d, values + j * value_stride + e + c * lanes);
+      for (int i = 0; i < R; ++i) {
+        const auto weight = hn::Set(d, p[i * p_stride + j]);
+        for (int c = 0; c < V; ++c) acc[i][c] = hn::MulAdd(weight, value[c], acc[i][c]);
+      }
+    }
+    for (int i = 0; i < R; ++i) {
+      for (int c = 0; c < V; ++c) hn::StoreU(acc[i][c], d, out + i * out_stride + e + c * lanes);
+    }
+    e += V * lanes;
+  };
+  while (e + kVectors * lanes <= whole) columns(std::integral_constant<int, kVectors>());
+  while (e < whole) columns(std::integral_constant<int, 1>());
+  for (; e < dim; ++e) {
+    for (int i = 0; i < R; ++i) {
+      float sum = 0.0f;
+      for (int64_t j = 0; j < count; ++j) sum += p[i * p_stride + j] * values[j * value_stride + e];
+      out[i * out_stride + e] = sum;
+    }
+  }
+}
+
+void WeightedRowsTarget(const float* p, int64_t p_stride, int64_t rows, const float* values, int64_t value_stride,
+                        int64_t count, int64_t dim, float* out, int64_t out_stride) {
+  switch (rows) {
+    case 1: return WeightedRowsOf<1>(p, p_stride, values, value_stride, count, dim, out, out_stride);
+    case 2: return WeightedRowsOf<2>(p, p_stride, values, value_stride, count, dim, out, out_stride);
+    case 3: return WeightedRowsOf<3>(p, p_stride, values, value_stride, count, dim, out, out_stride);
+    case 4: return WeightedRowsOf<4>(p, p_stride, values, value_stride, count, dim, out, out_stride);
+    default: break;
+  }
 }
 
 void AddTarget(const float* x, float* y, int64_t n) {
@@ -173,6 +279,8 @@ namespace atq::vec {
 
 HWY_EXPORT(DotTarget);
 HWY_EXPORT(AddScaledTarget);
+HWY_EXPORT(ScoreRowsTarget);
+HWY_EXPORT(WeightedRowsTarget);
 HWY_EXPORT(AddTarget);
 HWY_EXPORT(RmsNormTarget);
 HWY_EXPORT(LayerNormTarget);
@@ -185,6 +293,16 @@ HWY_EXPORT(GeluTanhTarget);
 
 float Dot(const float* a, const float* b, int64_t n) { return HWY_DYNAMIC_DISPATCH(DotTarget)(a, b, n); }
 void AddScaled(float a, const float* x, float* y, int64_t n) { HWY_DYNAMIC_DISPATCH(AddScaledTarget)(a, x, y, n); }
+void ScoreRows(const float* q, int64_t q_stride, int64_t rows, const float* keys, int64_t key_stride, int64_t count,
+               int64_t dim, float scale, float* scores, int64_t score_stride) {
+  Require(rows >= 1 && rows <= 4, "ScoreRows: {} query rows (1 to 4)", rows);
+  HWY_DYNAMIC_DISPATCH(ScoreRowsTarget)(q, q_stride, rows, keys, key_stride, count, dim, scale, scores, score_stride);
+}
+void WeightedRows(const float* p, int64_t p_stride, int64_t rows, const float* values, int64_t value_stride,
+                  int64_t count, int64_t dim, float* out, int64_t out_stride) {
+  Require(rows >= 1 && rows <= 4, "WeightedRows: {} rows (1 to 4)", rows);
+  HWY_DYNAMIC_DISPATCH(WeightedRowsTarget)(p, p_stride, rows, values, value_stride, count, dim, out, out_stride);
+}
 void Add(const float* x, float* y, int64_t n) { HWY_DYNAMIC_DISPATCH(AddTarget)(x, y, n); }
 void RmsNorm(const float* x, const float* scale, int64_t n, float eps, float* y) {
   HWY_DYNAMIC_DISPATCH(RmsNormTarget)(x, scale, n, eps, y);

@@ -12,6 +12,14 @@ namespace atq::vec {
 float Dot(const float* a, const float* b, int64_t n);
 // y[i] += a * x[i]
 void AddScaled(float a, const float* x, float* y, int64_t n);
+// Attention over a block of query rows (at most 4) sharing one range of keys and values: each key and value is
+// loaded once for the block instead of once per query.
+// scores[i * score_stride + j] = scale * sum_e q[i * q_stride + e] * keys[j * key_stride + e], i < rows, j < count
+void ScoreRows(const float* q, int64_t q_stride, int64_t rows, const float* keys, int64_t key_stride, int64_t count,
+               int64_t dim, float scale, float* scores, int64_t score_stride);
+// out[i * out_stride + e] = sum_j p[i * p_stride + j] * values[j * value_stride + e], i < rows, e < dim
+void WeightedRows(const float* p, int64_t p_stride, int64_t rows, const float* values, int64_t value_stride,
+                  int64_t count, int64_t dim, float* out, int64_t out_stride);
 // y[i] += x[i]
 void Add(const float* x, float* y, int64_t n);
 // y[i] = x[i] / sqrt(mean(x^2) + eps) * scale[i]; y may be x

@@ -33,6 +33,8 @@
 #include <hwy/cache_control.h>
 #include <hwy/highway.h>
 
+#include "kernels/lane_sums-inl.h"
+
 HWY_BEFORE_NAMESPACE();
 namespace atq {
 namespace HWY_NAMESPACE {
@@ -49,24 +51,6 @@ void MatMulQuantizedTarget(const PackedMatrix& weights, const Int8Activations& x
   MatMulQuantizedReference(weights, x, y);
 }
 #else
-
-// sums[i] = the sum of the lanes of v[i], i < 4: two rounds of interleaving add the four vectors lane-wise into
-// one whose every 128-bit block holds a partial sum of each, then the blocks are added (instead of four separate
-// lane reductions, which for a short row cost as much as its products).
-template <class DF>
-HWY_INLINE void SumsOfFour(DF df, const hn::Vec<DF>* v, float* sums) {
-  const hn::Repartition<double, DF> d64;  // 64-bit lanes to interleave pairs of floats
-  const auto ab = hn::Add(hn::InterleaveLower(df, v[0], v[1]), hn::InterleaveUpper(df, v[0], v[1]));
-  const auto cd = hn::Add(hn::InterleaveLower(df, v[2], v[3]), hn::InterleaveUpper(df, v[2], v[3]));
-  const auto abcd = hn::Add(hn::BitCast(df, hn::InterleaveLower(d64, hn::BitCast(d64, ab), hn::BitCast(d64, cd))),
-                            hn::BitCast(df, hn::InterleaveUpper(d64, hn::BitCast(d64, ab), hn::BitCast(d64, cd))));
-  alignas(64) float blocks[hn::MaxLanes(df)];
-  hn::Store(abcd, df, blocks);
-  for (int i = 0; i < 4; ++i) sums[i] = blocks[i];
-  for (size_t b = 4; b < hn::Lanes(df); b += 4) {
-    for (int i = 0; i < 4; ++i) sums[i] += blocks[b + i];
-  }
-}
 
 // acc (int32 lanes) += products of unsigned codes and signed activations, summed in groups of 4 lanes.
 template <class D, class V32>

@@ -7,7 +7,9 @@
 #include <random>
 #include <vector>
 
+#include <fmt/format.h>
 #include <gtest/gtest.h>
+#include <hwy/targets.h>
 
 namespace atq {
 namespace {
@@ -128,6 +130,50 @@ TEST(FloatOps, ExpSoftcapAndGates) {
   EXPECT_NEAR(far[0], 0.0f, 1e-30f);
   EXPECT_NEAR(far[1], 0.0f, 1e-30f);
   EXPECT_EQ(far[2], 100.0f);
+}
+
+// The attention blocks on every target: 1 to 4 query rows against key and value rows with strides wider than
+// the head (as the cache holds heads side by side), head sizes with and without a vector tail, and key counts
+// that leave a remainder of the four-key steps; against the loops in double.
+TEST(FloatOps, ScoreAndWeightedRowsOnEveryTarget) {
+  for (int64_t target : hwy::SupportedAndGeneratedTargets()) {
+    hwy::SetSupportedTargetsForTest(target);
+    for (const int64_t dim : {1, 7, 16, 17, 64, 100}) {
+      for (const int64_t count : {1, 3, 4, 9, 33}) {
+        for (int64_t rows = 1; rows <= 4; ++rows) {
+          const int64_t q_stride = 3 * dim + 1, key_stride = 2 * dim + 3, out_stride = dim + 2;
+          const std::vector<float> q = Random(rows * q_stride, 11), keys = Random(count * key_stride, 12);
+          const std::vector<float> p = Random(rows * (count + 1), 13, 0, 1), values = Random(count * key_stride, 14);
+          std::vector<float> scores(static_cast<size_t>(rows * (count + 2)), -7.0f);
+          vec::ScoreRows(q.data(), q_stride, rows, keys.data(), key_stride, count, dim, 0.125f, scores.data(), count + 2);
+          std::vector<float> out(static_cast<size_t>(rows * out_stride), -7.0f);
+          vec::WeightedRows(p.data(), count + 1, rows, values.data(), key_stride, count, dim, out.data(), out_stride);
+          const std::string what = fmt::format("{} dim {} count {} rows {}", hwy::TargetName(target), dim, count, rows);
+          for (int64_t i = 0; i < rows; ++i) {
+            for (int64_t j = 0; j < count; ++j) {
+              double dot = 0, magnitude = 0;
+              for (int64_t e = 0; e < dim; ++e) {
+                dot += static_cast<double>(q[i * q_stride + e]) * keys[j * key_stride + e];
+                magnitude += std::fabs(static_cast<double>(q[i * q_stride + e]) * keys[j * key_stride + e]);
+              }
+              EXPECT_NEAR(scores[i * (count + 2) + j], 0.125 * dot, 1e-6 * (1 + magnitude)) << what;
+            }
+            EXPECT_EQ(scores[i * (count + 2) + count], -7.0f) << what << ": written past the row";
+            for (int64_t e = 0; e < dim; ++e) {
+              double sum = 0, magnitude = 0;
+              for (int64_t j = 0; j < count; ++j) {
+                sum += static_cast<double>(p[i * (count + 1) + j]) * values[j * key_stride + e];
+                magnitude += std::fabs(static_cast<double>(p[i * (count + 1) + j]) * values[j * key_stride + e]);
+              }
+              EXPECT_NEAR(out[i * out_stride + e], sum, 1e-6 * (1 + magnitude)) << what;
+            }
+            if (dim + 2 <= out_stride) EXPECT_EQ(out[i * out_stride + dim], -7.0f) << what << ": written past the row";
+          }
+        }
+      }
+    }
+  }
+  hwy::SetSupportedTargetsForTest(0);
 }
 
 }  // namespace

@@ -1,0 +1,48 @@
+// Lane sums shared by the Highway kernels (matmul.cc, float_ops.cc). Included once per target by each file's
+// foreach_target pass, hence the toggling guard Highway's -inl headers use.
+#if defined(ATQ_KERNELS_LANE_SUMS_INL_H_) == defined(HWY_TARGET_TOGGLE)
+#ifdef ATQ_KERNELS_LANE_SUMS_INL_H_
+#undef ATQ_KERNELS_LANE_SUMS_INL_H_
+#else
+#define ATQ_KERNELS_LANE_SUMS_INL_H_
+#endif
+
+#include <cstddef>
+
+#include <hwy/highway.h>
+
+HWY_BEFORE_NAMESPACE();
+namespace atq {
+namespace HWY_NAMESPACE {
+namespace hn = hwy::HWY_NAMESPACE;
+
+#if HWY_TARGET != HWY_SCALAR && !HWY_HAVE_SCALABLE
+// sums[i] = the sum of the lanes of v[i], i < 4: two rounds of interleaving add the four vectors lane-wise into
+// one whose every 128-bit block holds a partial sum of each, then the blocks are added (instead of four separate
+// lane reductions, which for a short row cost as much as its products).
+template <class DF>
+HWY_INLINE void SumsOfFour(DF df, const hn::Vec<DF>* v, float* sums) {
+  const hn::Repartition<double, DF> d64;  // 64-bit lanes to interleave pairs of floats
+  const auto ab = hn::Add(hn::InterleaveLower(df, v[0], v[1]), hn::InterleaveUpper(df, v[0], v[1]));
+  const auto cd = hn::Add(hn::InterleaveLower(df, v[2], v[3]), hn::InterleaveUpper(df, v[2], v[3]));
+  const auto abcd = hn::Add(hn::BitCast(df, hn::InterleaveLower(d64, hn::BitCast(d64, ab), hn::BitCast(d64, cd))),
+                            hn::BitCast(df, hn::InterleaveUpper(d64, hn::BitCast(d64, ab), hn::BitCast(d64, cd))));
+  alignas(64) float blocks[hn::MaxLanes(df)];
+  hn::Store(abcd, df, blocks);
+  for (int i = 0; i < 4; ++i) sums[i] = blocks[i];
+  for (size_t b = 4; b < hn::Lanes(df); b += 4) {
+    for (int i = 0; i < 4; ++i) sums[i] += blocks[b + i];
+  }
+}
+#else
+template <class DF>
+HWY_INLINE void SumsOfFour(DF df, const hn::Vec<DF>* v, float* sums) {
+  for (int i = 0; i < 4; ++i) sums[i] = hn::GetLane(hn::SumOfLanes(df, v[i]));
+}
+#endif
+
+}  // namespace HWY_NAMESPACE
+}  // namespace atq
+HWY_AFTER_NAMESPACE();
+
+#endif  // ATQ_KERNELS_LANE_SUMS_INL_H_
