@@ -281,7 +281,7 @@ HWY_INLINE void TQ1_0BlockCodes(const uint8_t* block, const Sink& sink) {
   sink(224, TopThird(d8, hn::Combine(d8, hn::BitCast(h8, qh), hn::LowerHalf(h8, pair))));
 }
 
-float TQ1_0Scale(const uint8_t* block) {
+HWY_INLINE float TQ1_0Scale(const uint8_t* block) {
   uint16_t scale_bits;
   std::memcpy(&scale_bits, block + offsetof(BlockTQ1_0, d), 2);
   return F16ToF32(scale_bits);
@@ -1286,9 +1286,9 @@ constexpr CpuKernel kCpuKernels[] = {
     {"interleaved", InterleavedApplies, RunInterleaved},
     {"block32", Block32Applies, RunBlock32},
     {"tq1_0", TQ1_0FusedApplies, RunTQ1_0Fused},
-    {"tq1_0:rows", TQ1_0Applies, RunRows<TQ1_0Rows>},
+    {"tq1_0_narrow", TQ1_0Applies, RunRows<TQ1_0Rows>},
     {"t1.6", Ternary16FusedApplies, RunTernary16Fused},
-    {"t1.6:rows", Ternary16Applies, RunRows<Ternary16Rows>},
+    {"t1.6_table", Ternary16Applies, RunRows<Ternary16Rows>},
     {"generic", Always, RunRows<GenericRows>},
 };
 
