@@ -789,45 +789,72 @@ HWY_INLINE void TwoBitBlock(const uint8_t* const* row, const uint8_t* tails /* [
 }
 
 // Output rows [begin, end) for activation rows first .. first + M - 1.
+// The weight rows of one block of output rows, read once for every pass over the activation rows: each row's
+// start, its zero-padded tail and its scales (decoding the scales once per pass cost a few percent at batch 256).
+constexpr int64_t kTwoBitRowBlock = 16;
+struct TwoBitRowBlock {
+  const uint8_t* row[kTwoBitRowBlock];
+  alignas(64) uint8_t tails[kTwoBitRowBlock][kMaxChunkBytes];
+  const float* scales[kTwoBitRowBlock];
+  const int32_t* offsets[kTwoBitRowBlock];
+};
+
+// Output rows [begin, begin + count) of `block` for activation rows first .. first + M - 1.
 template <int M>
-void TwoBitRows(const PackedMatrix& weights, const Int8Activations& acts, const TwoBitPlan& plan, int64_t first,
-                int64_t begin, int64_t end, float* y) {
+void TwoBitRows(const TwoBitRowBlock& block, int64_t begin, int64_t count, const Int8Activations& acts,
+                const TwoBitPlan& plan, int64_t row_bytes, int64_t rows, int64_t first, float* y) {
   // Weight rows per pass: 4 at decode; for several activation rows 4 where the M x 4 accumulators fit in the
   // registers (AVX-512's 32), else 1.
   constexpr int R = M == 1 || HWY_MAX_BYTES >= 64 ? 4 : 1;
+  const int8_t* permuted[M];
+  for (int m = 0; m < M; ++m) permuted[m] = plan.permuted.data() + (first + m) * plan.permuted_stride;
+  float out[M * R];
+  int64_t i = 0;
+  for (; i + R <= count; i += R) {
+    TwoBitBlock<M, R>(block.row + i, block.tails[i], block.scales + i, block.offsets + i, acts, plan, permuted,
+                      first, R * row_bytes, out);
+    for (int m = 0; m < M; ++m) {
+      for (int k = 0; k < R; ++k) y[(first + m) * rows + begin + i + k] = out[m * R + k];
+    }
+  }
+  for (; i < count; ++i) {
+    TwoBitBlock<M, 1>(block.row + i, block.tails[i], block.scales + i, block.offsets + i, acts, plan, permuted,
+                      first, row_bytes, out);
+    for (int m = 0; m < M; ++m) y[(first + m) * rows + begin + i] = out[m];
+  }
+}
+
+// Output rows [begin, end) for every activation row: blocks of kTwoBitRowBlock rows (in L1 while every pass of up
+// to 4 activation rows goes over them), each block's rows read once.
+void TwoBitRowsAllPasses(const PackedMatrix& weights, const Int8Activations& acts, const TwoBitPlan& plan,
+                         int64_t begin, int64_t end, float* y) {
   const Layout& layout = weights.layout;
-  const int64_t rows = layout.rows;
   const int64_t row_bytes =
       plan.tq2_0 ? layout.cols / 256 * static_cast<int64_t>(sizeof(BlockTQ2_0)) : RowBytes(layout);
   const RowDecoder decoder(weights);
-  std::vector<float> scale_storage(static_cast<size_t>(R * acts.segments));
-  std::vector<int32_t> offset_storage(static_cast<size_t>(R * acts.segments));
-  const int8_t* permuted[M];
-  for (int m = 0; m < M; ++m) permuted[m] = plan.permuted.data() + (first + m) * plan.permuted_stride;
-  alignas(64) uint8_t tails[R][kMaxChunkBytes] = {};
-  const uint8_t* row[R];
-  const float* scales[R];
-  const int32_t* offsets[R];
-  float out[M * R];
-  auto load_row = [&](int i, int64_t r) {
-    row[i] = weights.data + r * row_bytes;
-    if (plan.tail_bytes > 0) std::memcpy(tails[i], row[i] + plan.full_chunks * plan.chunk_bytes, plan.tail_bytes);
-    decoder.Scales(r, scale_storage.data() + i * acts.segments, offset_storage.data() + i * acts.segments);
-    scales[i] = scale_storage.data() + i * acts.segments;
-    offsets[i] = offset_storage.data() + i * acts.segments;
-  };
-  int64_t r = begin;
-  for (; r + R <= end; r += R) {
-    for (int i = 0; i < R; ++i) load_row(i, r + i);
-    TwoBitBlock<M, R>(row, tails[0], scales, offsets, acts, plan, permuted, first, R * row_bytes, out);
-    for (int m = 0; m < M; ++m) {
-      for (int i = 0; i < R; ++i) y[(first + m) * rows + r + i] = out[m * R + i];
+  std::vector<float> scale_storage(static_cast<size_t>(kTwoBitRowBlock * acts.segments));
+  std::vector<int32_t> offset_storage(static_cast<size_t>(kTwoBitRowBlock * acts.segments));
+  TwoBitRowBlock block;
+  std::memset(block.tails, 0, sizeof(block.tails));
+  for (int64_t b = begin; b < end; b += kTwoBitRowBlock) {
+    const int64_t count = std::min(kTwoBitRowBlock, end - b);
+    for (int64_t i = 0; i < count; ++i) {
+      block.row[i] = weights.data + (b + i) * row_bytes;
+      if (plan.tail_bytes > 0) {
+        std::memcpy(block.tails[i], block.row[i] + plan.full_chunks * plan.chunk_bytes, plan.tail_bytes);
+      }
+      decoder.Scales(b + i, scale_storage.data() + i * acts.segments, offset_storage.data() + i * acts.segments);
+      block.scales[i] = scale_storage.data() + i * acts.segments;
+      block.offsets[i] = offset_storage.data() + i * acts.segments;
     }
-  }
-  for (; r < end; ++r) {
-    load_row(0, r);
-    TwoBitBlock<M, 1>(row, tails[0], scales, offsets, acts, plan, permuted, first, row_bytes, out);
-    for (int m = 0; m < M; ++m) y[(first + m) * rows + r] = out[m];
+    int64_t first = 0;
+    for (; first + 4 <= acts.rows; first += 4) TwoBitRows<4>(block, b, count, acts, plan, row_bytes, layout.rows, first, y);
+    switch (acts.rows - first) {
+      case 3: TwoBitRows<3>(block, b, count, acts, plan, row_bytes, layout.rows, first, y); break;
+      case 2: TwoBitRows<2>(block, b, count, acts, plan, row_bytes, layout.rows, first, y); break;
+      case 1: TwoBitRows<1>(block, b, count, acts, plan, row_bytes, layout.rows, first, y); break;
+      default: break;
+    }
   }
 }
 
@@ -1081,13 +1108,6 @@ void ForRowPasses(int64_t n, int64_t row_begin, int64_t row_end, float* y, Args&
 }
 
 template <int M>
-struct TwoBitPass {
-  static void Run(int64_t first, const PackedMatrix& w, const Int8Activations& a, const TwoBitPlan& p, int64_t b,
-                  int64_t e, float* y) {
-    TwoBitRows<M>(w, a, p, first, b, e, y);
-  }
-};
-template <int M>
 struct Block32Pass {
   static void Run(int64_t first, const PackedMatrix& w, const Int8Activations& a, int64_t b, int64_t e, float* y) {
     Block32Rows<M>(w, a, first, b, e, y);
@@ -1212,7 +1232,7 @@ void RunTwoBit(const PackedMatrix& weights, const KernelInput& in, float* y, Thr
   const Int8Activations& acts = QuantizedRows(weights, in, storage);
   const TwoBitPlan plan = PlanTwoBit(weights.layout, acts);
   pool.ParallelFor(weights.layout.rows, grain, [&](int64_t begin, int64_t end, int) {
-    ForRowPasses<TwoBitPass>(acts.rows, begin, end, y, weights, acts, plan);
+    TwoBitRowsAllPasses(weights, acts, plan, begin, end, y);
   });
 }
 
