@@ -1008,10 +1008,94 @@ void InterleavedRows(const PackedMatrix& weights, const Int8Activations& acts, i
     for (int m = 0; m < M; ++m) hn::StoreU(total[m], df, y + (first + m) * rows + g * kInterleavedRows);
   }
 }
+
+#if HWY_TARGET == HWY_AVX3_DL
+// With 512-bit vectors, two groups (16 rows) at a time: lanes 0-7 the rows of group 2p, lanes 8-15 those of group
+// 2p + 1, each weight vector's halves loaded from the two groups' blocks, so that one broadcast of 4 activations
+// and one vpdpbusd serve 16 rows instead of 8 (activation rows past one pass re-read the weights from cache, and
+// there the kernel is bound by its instructions, not by memory).
+constexpr bool kInterleavedPairs = true;
+
+// The 4 activations at q in every 32-bit lane of a 512-bit vector.
+HWY_INLINE hn::Vec<hn::ScalableTag<int8_t>> FourInEveryLaneWide(const int8_t* q) {
+  const hn::ScalableTag<int32_t> d32;
+  int32_t four;
+  std::memcpy(&four, q, 4);
+  return hn::BitCast(hn::ScalableTag<int8_t>(), hn::Set(d32, four));
+}
+
+// Output rows 16p .. 16p + 15 for pairs p in [pair_begin, pair_end), activation rows first .. first + M - 1; the
+// arithmetic of InterleavedRows.
+template <int M>
+void InterleavedPairRows(const PackedMatrix& weights, const Int8Activations& acts, int64_t first, int64_t pair_begin,
+                         int64_t pair_end, float* y) {
+  const hn::ScalableTag<uint8_t> du8;
+  const hn::Repartition<int8_t, decltype(du8)> di8;
+  const hn::Repartition<int32_t, decltype(du8)> d32;
+  const hn::Repartition<float, decltype(du8)> df;
+  const hn::Half<decltype(du8)> h8;
+  const hn::Half<decltype(di8)> hi8;
+  const hn::Half<decltype(df)> hf;
+  const hn::Rebind<hwy::float16_t, decltype(hf)> dh;
+  static_assert(hn::MaxLanes(df) == 2 * kInterleavedRows, "two groups of 8 rows in one vector");
+  const bool q8 = weights.layout.type == QuantType::kQ8_0;
+  const int32_t offset = q8 ? 128 : 8;
+  const int64_t rows = weights.layout.rows, blocks = weights.layout.cols / 32;
+  const int64_t block_bytes = InterleavedBlockBytes(weights.layout.type), group_bytes = blocks * block_bytes;
+  for (int64_t p = pair_begin; p < pair_end; ++p) {
+    const uint8_t* low_group = weights.interleaved + 2 * p * group_bytes;
+    hn::Vec<decltype(df)> total[M];
+    for (int m = 0; m < M; ++m) total[m] = hn::Zero(df);
+    for (int64_t b = 0; b < blocks; ++b) {
+      const uint8_t* lo = low_group + b * block_bytes;
+      const uint8_t* hi = lo + group_bytes;
+      const int8_t* q[M];
+      hn::Vec<decltype(d32)> acc[M];
+      for (int m = 0; m < M; ++m) {
+        q[m] = acts.values.data() + (first + m) * acts.stride + b * 32;
+        acc[m] = hn::Set(d32, -offset * acts.sums[(first + m) * acts.segments + b]);
+      }
+      const int64_t codes = 2 * kInterleavedRows;
+      if (q8) {
+        for (int c = 0; c < 8; ++c) {
+          const auto w = hn::Combine(di8, hn::LoadU(hi8, reinterpret_cast<const int8_t*>(hi + codes + 32 * c)),
+                                     hn::LoadU(hi8, reinterpret_cast<const int8_t*>(lo + codes + 32 * c)));
+          const auto shifted = hn::BitCast(du8, hn::Xor(w, hn::Set(di8, static_cast<int8_t>(-128))));
+          for (int m = 0; m < M; ++m) acc[m] = DotUnsigned(du8, acc[m], shifted, FourInEveryLaneWide(q[m] + 4 * c));
+        }
+      } else {
+        for (int c = 0; c < 4; ++c) {
+          const auto packed = hn::Combine(du8, hn::LoadU(h8, hi + codes + 32 * c), hn::LoadU(h8, lo + codes + 32 * c));
+          const auto low = hn::And(packed, hn::Set(du8, 0x0F));
+          const auto high = hn::ShiftRight<4>(packed);
+          for (int m = 0; m < M; ++m) {
+            acc[m] = DotUnsigned(du8, acc[m], low, FourInEveryLaneWide(q[m] + 8 * c));
+            acc[m] = DotUnsigned(du8, acc[m], high, FourInEveryLaneWide(q[m] + 8 * c + 4));
+          }
+        }
+      }
+      const auto scales = hn::Combine(df, hn::PromoteTo(hf, hn::LoadU(dh, reinterpret_cast<const hwy::float16_t*>(hi))),
+                                      hn::PromoteTo(hf, hn::LoadU(dh, reinterpret_cast<const hwy::float16_t*>(lo))));
+      for (int m = 0; m < M; ++m) {
+        const float act_scale = acts.scales[(first + m) * acts.segments + b];
+        total[m] = hn::MulAdd(hn::ConvertTo(df, acc[m]), hn::Mul(scales, hn::Set(df, act_scale)), total[m]);
+      }
+    }
+    for (int m = 0; m < M; ++m) hn::StoreU(total[m], df, y + (first + m) * rows + 2 * p * kInterleavedRows);
+  }
+}
+#else
+constexpr bool kInterleavedPairs = false;
+template <int M>
+void InterleavedPairRows(const PackedMatrix&, const Int8Activations&, int64_t, int64_t, int64_t, float*) {}
+#endif
 #else
 constexpr bool kInterleavedKernel = false;
+constexpr bool kInterleavedPairs = false;
 template <int M>
 void InterleavedRows(const PackedMatrix&, const Int8Activations&, int64_t, int64_t, int64_t, float*) {}
+template <int M>
+void InterleavedPairRows(const PackedMatrix&, const Int8Activations&, int64_t, int64_t, int64_t, float*) {}
 #endif
 
 // ---- float weights ----
@@ -1117,6 +1201,12 @@ template <int M>
 struct InterleavedPass {
   static void Run(int64_t first, const PackedMatrix& w, const Int8Activations& a, int64_t b, int64_t e, float* y) {
     InterleavedRows<M>(w, a, first, b, e, y);
+  }
+};
+template <int M>
+struct InterleavedPairPass {
+  static void Run(int64_t first, const PackedMatrix& w, const Int8Activations& a, int64_t b, int64_t e, float* y) {
+    InterleavedPairRows<M>(w, a, first, b, e, y);
   }
 };
 template <int M>
@@ -1249,9 +1339,19 @@ void RunInterleaved(const PackedMatrix& weights, const KernelInput& in, float* y
   Int8Activations storage;
   const Int8Activations& acts = QuantizedRows(weights, in, storage);
   const int64_t groups = weights.layout.rows / kInterleavedRows, grouped = groups * kInterleavedRows;
-  pool.ParallelFor(groups, std::max<int64_t>(1, grain / kInterleavedRows), [&](int64_t begin, int64_t end, int) {
-    ForRowPasses<InterleavedPass>(acts.rows, begin, end, y, weights, acts);
-  });
+  // Past one pass of activation rows, pairs of groups in 512-bit vectors where the target has them (a single
+  // activation row streams the weights from memory, where the 256-bit kernel already keeps up).
+  if (kInterleavedPairs && acts.rows > 1 && groups >= 2) {
+    const int64_t pairs = groups / 2;
+    pool.ParallelFor(pairs, std::max<int64_t>(1, grain / (2 * kInterleavedRows)), [&](int64_t begin, int64_t end, int) {
+      ForRowPasses<InterleavedPairPass>(acts.rows, begin, end, y, weights, acts);
+    });
+    if (groups % 2 == 1) ForRowPasses<InterleavedPass>(acts.rows, groups - 1, groups, y, weights, acts);
+  } else {
+    pool.ParallelFor(groups, std::max<int64_t>(1, grain / kInterleavedRows), [&](int64_t begin, int64_t end, int) {
+      ForRowPasses<InterleavedPass>(acts.rows, begin, end, y, weights, acts);
+    });
+  }
   if (grouped < weights.layout.rows) ForRowPasses<Block32Pass>(acts.rows, grouped, weights.layout.rows, y, weights, acts);
 }
 
