@@ -7,9 +7,9 @@
 //   - Q8_0 and Q4_0 otherwise: one 32-weight block at a time, weights as signed int8;
 //   - TQ1_0: base-3 digits decoded in 8-bit registers and multiplied in place (256-bit targets); on narrower
 //     ones each row's digits decoded in 16-bit vectors, then the generic integer dot;
-//   - t1.6: each byte turned into TQ1_0's fixed point and decoded as TQ1_0 is, against activations permuted once
-//     per call (256-bit targets, segments of whole 160-weight chunks); otherwise each row's codes by a table of
-//     the 243 byte values, then the generic integer dot;
+//   - t1.6: up to 4 activation rows, each byte turned into TQ1_0's fixed point and decoded as TQ1_0 is, against
+//     activations permuted once per call (256-bit targets, segments of whole 160-weight chunks); otherwise each
+//     row's codes by a table of the 243 byte values, then the generic integer dot;
 //   - f32, f16, bf16: float multiply-add;
 //   - every other type: a row decoded to codes (RowDecoder) once, then the generic integer dot.
 // On AVX-512 VNNI the integer products are vpdpbusd; elsewhere widening 16-bit multiply-adds.
@@ -128,11 +128,11 @@ HWY_INLINE void DotCodesRows(const uint8_t* codes, const int8_t* const* q, int64
 }
 
 // Each row decoded once by decode(r, codes, scales, offsets), then multiplied with every activation row, up to 4 at
-// a time; acts.cols codes per row (the weights' columns, or a permuted row's length).
+// a time.
 template <class DecodeRow>
 void CodeRows(const PackedMatrix& weights, const Int8Activations& acts, int64_t begin, int64_t end, float* y,
               const DecodeRow& decode) {
-  const int64_t rows = weights.layout.rows, cols = acts.cols;  // acts.cols: a permuted row may be longer
+  const int64_t rows = weights.layout.rows, cols = weights.layout.cols;
   // 8 bytes of slack: a decoder may write whole 8-byte words past the row's last code.
   std::vector<uint8_t> codes(static_cast<size_t>(acts.stride + 8));
   std::vector<float> scales(static_cast<size_t>(acts.segments));
@@ -400,12 +400,12 @@ HWY_INLINE hn::Vec<DTrit> Base3ToFixedPoint(hn::Vec<DTrit> v) {
   return hn::Combine(d8, half(hn::UpperHalf(h8, v)), half(hn::LowerHalf(h8, v)));
 }
 
-// The activations in decode order: a chunk's 160 as digit k of its 32 bytes at 32 k, zero past cols; cols and
-// the segment length counted in that order, the scales and sums the caller's.
+// The activations in decode order: a chunk's 160 as digit k of its 32 bytes at 32 k, zero past cols.
 struct Base3Plan {
   int64_t chunks = 0;  // per row: ceil(cols / 160); a row's last chunk may be partial
   int64_t chunks_per_segment = 0;
-  Int8Activations permuted;
+  int64_t stride = 0;  // chunks * 160
+  std::vector<int8_t> permuted;  // acts.rows * stride
 };
 
 // One segment per row, or segments of whole chunks.
@@ -419,19 +419,13 @@ bool Ternary16FusedApplies(const PackedMatrix& weights) {
 Base3Plan PlanBase3(const Layout& layout, const Int8Activations& acts) {
   Base3Plan plan;
   plan.chunks = (layout.cols + kBase3ChunkWeights - 1) / kBase3ChunkWeights;
-  const int64_t segment = KernelSegment(layout), stride = plan.chunks * kBase3ChunkWeights;
+  const int64_t segment = KernelSegment(layout);
   plan.chunks_per_segment = segment >= layout.cols ? plan.chunks : segment / kBase3ChunkWeights;
-  Int8Activations& out = plan.permuted;
-  out.rows = acts.rows;
-  out.cols = out.stride = stride;
-  out.segment = plan.chunks_per_segment * kBase3ChunkWeights;
-  out.segments = acts.segments;
-  out.scales = acts.scales;
-  out.sums = acts.sums;
-  out.values.assign(static_cast<size_t>(acts.rows * stride), 0);
+  plan.stride = plan.chunks * kBase3ChunkWeights;
+  plan.permuted.assign(static_cast<size_t>(acts.rows * plan.stride), 0);
   for (int64_t i = 0; i < acts.rows; ++i) {
     const int8_t* q = acts.values.data() + i * acts.stride;
-    int8_t* to = out.values.data() + i * stride;
+    int8_t* to = plan.permuted.data() + i * plan.stride;
     for (int64_t j = 0; j < layout.cols; ++j) {
       const int64_t byte = j / 5, digit = 4 - j % 5;  // code_(j % 5) is the digit decoded (4 - j % 5)-th
       to[(byte / kBase3ChunkBytes) * kBase3ChunkWeights + digit * kBase3ChunkBytes + byte % kBase3ChunkBytes] = q[j];
@@ -470,12 +464,11 @@ void Ternary16FusedRows(const PackedMatrix& weights, const Int8Activations& acts
   const hn::Repartition<int8_t, DTrit> di8;
   const hn::Repartition<int32_t, DTrit> d32;
   const RowDecoder decoder(weights);
-  const Int8Activations& permuted = plan.permuted;
   const int64_t rows = weights.layout.rows, row_bytes = RowBytes(weights.layout);
   std::vector<float> scales(static_cast<size_t>(acts.segments));
   std::vector<int32_t> offsets(static_cast<size_t>(acts.segments));
   const int8_t* q[M];
-  for (int m = 0; m < M; ++m) q[m] = permuted.values.data() + (first + m) * permuted.stride;
+  for (int m = 0; m < M; ++m) q[m] = plan.permuted.data() + (first + m) * plan.stride;
   alignas(32) uint8_t tail[kBase3ChunkBytes];
   for (int64_t r = begin; r < end; ++r) {
     const uint8_t* row = weights.data + r * row_bytes;
@@ -500,22 +493,6 @@ void Ternary16FusedRows(const PackedMatrix& weights, const Int8Activations& acts
     }
     for (int m = 0; m < M; ++m) y[(first + m) * rows + r] = total[m];
   }
-}
-
-// More activation rows than one pass takes: each row's codes decoded once, in decode order, against the permuted
-// activations through the generic integer dot.
-void Ternary16DecodedRows(const PackedMatrix& weights, const Base3Plan& plan, int64_t begin, int64_t end, float* y) {
-  const RowDecoder decoder(weights);
-  const int64_t row_bytes = RowBytes(weights.layout);
-  alignas(32) uint8_t tail[kBase3ChunkBytes];
-  CodeRows(weights, plan.permuted, begin, end, y, [&](int64_t r, uint8_t* codes, float* scales, int32_t* offsets) {
-    const uint8_t* row = weights.data + r * row_bytes;
-    const int64_t whole = Base3Tail(row, row_bytes, tail);
-    for (int64_t c = 0; c < plan.chunks; ++c) {
-      Base3ChunkCodes(row, whole, tail, c, [&](int64_t at, hn::Vec<DTrit> v) { hn::StoreU(v, DTrit(), codes + at); });
-    }
-    decoder.Scales(r, scales, offsets);
-  });
 }
 
 // ---- 2-bit ternary: atq ternary2 and TQ2_0 ----
@@ -1320,6 +1297,15 @@ void RunFloat(const PackedMatrix& weights, const KernelInput& in, float* y, Thre
 void RunTwoBit(const PackedMatrix& weights, const KernelInput& in, float* y, ThreadPool& pool, int64_t grain) {
   Int8Activations storage;
   const Int8Activations& acts = QuantizedRows(weights, in, storage);
+  // Rows shorter than two chunks of 256 weights against many activation rows (a small convolution's patches):
+  // each row's codes decoded once and the generic integer dot, which spends less per pass on the short row's
+  // tail and float sums (measured on the CNN's 288-column layers at batch 256: 0.62 -> 0.83-0.91x libtorch; on
+  // ResNet-18's 576-column and longer layers the 2-bit path stays ahead).
+  if (acts.rows > kMaxRowsPerPass && weights.layout.cols < 512) {
+    pool.ParallelFor(weights.layout.rows, grain,
+                     [&](int64_t begin, int64_t end, int) { GenericRows(weights, acts, begin, end, y); });
+    return;
+  }
   const TwoBitPlan plan = PlanTwoBit(weights.layout, acts);
   pool.ParallelFor(weights.layout.rows, grain, [&](int64_t begin, int64_t end, int) {
     TwoBitRowsAllPasses(weights, acts, plan, begin, end, y);
@@ -1379,13 +1365,16 @@ void RunTernary16Fused(const PackedMatrix& weights, const KernelInput& in, float
                        int64_t grain) {
   Int8Activations storage;
   const Int8Activations& acts = QuantizedRows(weights, in, storage);
+  // Past one pass, each row's codes by table in column order (Ternary16Rows): no permuted copy of the
+  // activations, which for a convolution's thousands of short patch rows cost as much as the products.
+  if (acts.rows > kMaxRowsPerPass) {
+    pool.ParallelFor(weights.layout.rows, grain,
+                     [&](int64_t begin, int64_t end, int) { Ternary16Rows(weights, acts, begin, end, y); });
+    return;
+  }
   const Base3Plan plan = PlanBase3(weights.layout, acts);
   pool.ParallelFor(weights.layout.rows, grain, [&](int64_t begin, int64_t end, int) {
-    if (acts.rows <= kMaxRowsPerPass) {
-      ForRowPasses<Ternary16FusedPass>(acts.rows, begin, end, y, weights, acts, plan);
-    } else {
-      Ternary16DecodedRows(weights, plan, begin, end, y);
-    }
+    ForRowPasses<Ternary16FusedPass>(acts.rows, begin, end, y, weights, acts, plan);
   });
 }
 
