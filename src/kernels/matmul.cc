@@ -499,10 +499,11 @@ void Ternary16FusedRows(const PackedMatrix& weights, const Int8Activations& acts
 
 constexpr int64_t kMaxChunkBytes = 64;
 using D2Bit = hn::CappedTag<uint8_t, kMaxChunkBytes>;  // a chunk: Lanes bytes = 4 * Lanes weights
-// A row's last columns, when they do not fill a chunk, go in 16-byte pieces (64 weights): a convolution's 288 or
-// 576 columns would otherwise take 512 or 768 weights' worth of products.
-constexpr int64_t kTailPieceBytes = 16;
-using D2Tail = hn::CappedTag<uint8_t, kTailPieceBytes>;
+// A row's last columns, when they do not fill a chunk, go as codes in column order (decoded once per row for every
+// pass) against the activations in column order, 32 at a time: a convolution's 288 columns are one chunk and one
+// such vector, not a second chunk's four fields, each against every activation row.
+constexpr int64_t kMaxTailCodes = 4 * kMaxChunkBytes;
+using D2Tail = hn::CappedTag<uint8_t, 32>;
 constexpr int64_t kPrefetchBytes = 512;
 
 // Where the weight decoded from byte `byte` of a TQ2_0 block's codes by the shift 2k sits in the block (in
@@ -513,9 +514,10 @@ struct TwoBitPlan {
   bool tq2_0 = false;
   int64_t chunk_bytes = 0;        // Lanes(D2Bit)
   int64_t full_chunks = 0;        // ternary2: chunks that fit in a row; TQ2_0: cols / 256 blocks * chunks per block
-  int64_t tail_bytes = 0;         // ternary2: the bytes of the row's last columns when they do not fill a chunk
-  int64_t tail_pieces = 0;        // ternary2: that chunk in pieces of 16 bytes (64 weights), the last zero-padded
-  int64_t permuted_stride = 0;    // permuted activations per row: full chunks, then the tail's pieces; zero past cols
+  int64_t tail_cols = 0;          // ternary2: the row's last columns when they do not fill a chunk
+  int64_t tail_padded = 0;        // those rounded up to whole vectors of D2Tail
+  int64_t permuted_stride = 0;    // permuted activations per row: full chunks, then the tail in column order; zero
+                                  // past cols
   std::vector<int8_t> permuted;   // acts.rows * permuted_stride, in decode order
 };
 
@@ -560,9 +562,10 @@ TwoBitPlan PlanTwoBit(const Layout& layout, const Int8Activations& acts) {
   plan.chunk_bytes = static_cast<int64_t>(hn::Lanes(D2Bit()));
   const int64_t chunk_weights = 4 * plan.chunk_bytes;
   plan.full_chunks = layout.cols / chunk_weights;
-  if (!plan.tq2_0) plan.tail_bytes = RowBytes(layout) - plan.full_chunks * plan.chunk_bytes;
-  plan.tail_pieces = (plan.tail_bytes + kTailPieceBytes - 1) / kTailPieceBytes;
-  plan.permuted_stride = plan.full_chunks * chunk_weights + plan.tail_pieces * 4 * kTailPieceBytes;
+  if (!plan.tq2_0) plan.tail_cols = layout.cols - plan.full_chunks * chunk_weights;
+  const int64_t tail_step = static_cast<int64_t>(hn::Lanes(D2Tail()));
+  plan.tail_padded = (plan.tail_cols + tail_step - 1) / tail_step * tail_step;
+  plan.permuted_stride = plan.full_chunks * chunk_weights + plan.tail_padded;
   // TQ2_0 (whose rows are whole 256-weight blocks): where each permuted position reads from.
   std::vector<int64_t> source(plan.tq2_0 ? static_cast<size_t>(plan.permuted_stride) : 0);
   for (int64_t c = 0; plan.tq2_0 && c < plan.full_chunks; ++c) {
@@ -576,7 +579,6 @@ TwoBitPlan PlanTwoBit(const Layout& layout, const Int8Activations& acts) {
   }
   plan.permuted.resize(static_cast<size_t>(acts.rows * plan.permuted_stride));
   const hn::Repartition<int8_t, D2Bit> di8;
-  alignas(64) int8_t padded[4 * kMaxChunkBytes];
   for (int64_t i = 0; i < acts.rows; ++i) {
     const int8_t* q = acts.values.data() + i * acts.stride;
     int8_t* out = plan.permuted.data() + i * plan.permuted_stride;
@@ -586,15 +588,10 @@ TwoBitPlan PlanTwoBit(const Layout& layout, const Int8Activations& acts) {
     }
     // ternary2: byte b of a chunk holds weights 4b .. 4b + 3, so a chunk's activations de-interleave by 4.
     for (int64_t c = 0; c < plan.full_chunks; ++c) DeinterleaveChunk(di8, q + c * chunk_weights, out + c * chunk_weights);
-    if (plan.tail_pieces == 0) continue;
-    // The last columns, zero-padded, de-interleaved piece by piece.
+    // The last columns in column order, zero-padded.
     const int64_t done = plan.full_chunks * chunk_weights;
-    std::fill(padded, padded + 4 * kMaxChunkBytes, 0);
-    std::copy(q + done, q + layout.cols, padded);
-    const hn::Repartition<int8_t, D2Tail> ti8;
-    for (int64_t piece = 0; piece < plan.tail_pieces; ++piece) {
-      DeinterleaveChunk(ti8, padded + piece * 4 * kTailPieceBytes, out + done + piece * 4 * kTailPieceBytes);
-    }
+    std::copy(q + done, q + layout.cols, out + done);
+    std::fill(out + layout.cols, out + plan.permuted_stride, 0);
   }
   return plan;
 }
@@ -612,7 +609,7 @@ HWY_INLINE void PrefetchWeights(const uint8_t* at, int64_t pass_bytes) {
   }
 }
 
-// v (a 16-byte piece's lanes) as the first lanes of a vector of D, the rest zero: free on x86, where writing a
+// v (a tail vector's lanes) as the first lanes of a vector of D, the rest zero: free on x86, where writing a
 // narrower register clears the rest.
 template <class D, class VPiece>
 HWY_INLINE hn::Vec<D> ZeroExtendPiece(D d, VPiece v) {
@@ -623,8 +620,8 @@ HWY_INLINE hn::Vec<D> ZeroExtendPiece(D d, VPiece v) {
   }
 }
 
-// acc[m][i] += the integer dot of row i's tail (tails + i * kMaxChunkBytes: its last columns' bytes, zero-padded)
-// with activation row m's tail (permuted[m] + offset), piece by 16-byte piece, in the low lanes.
+// acc[m][i] += the integer dot of row i's tail codes (tails + i * kMaxTailCodes, column order, zero-padded) with
+// activation row m's tail (permuted[m] + offset), in the low lanes: each code vector loaded once for the M rows.
 template <int M, int R, class V32>
 HWY_INLINE void TwoBitTail(const uint8_t* tails, const TwoBitPlan& plan, const int8_t* const* permuted,
                            int64_t offset, V32 (*acc)[R]) {
@@ -632,23 +629,21 @@ HWY_INLINE void TwoBitTail(const uint8_t* tails, const TwoBitPlan& plan, const i
   const hn::Repartition<int8_t, D2Tail> ti8;
   const hn::Repartition<int32_t, D2Tail> t32;
   const hn::DFromV<V32> d32;
-  const auto mask = hn::Set(t8, 3);
+  const int64_t step = static_cast<int64_t>(hn::Lanes(t8));
+  hn::Vec<decltype(t32)> sum[M][R];
   for (int m = 0; m < M; ++m) {
-    hn::Vec<decltype(t32)> sum[R];
-    for (int i = 0; i < R; ++i) sum[i] = hn::Zero(t32);
-    for (int64_t piece = 0; piece < plan.tail_pieces; ++piece) {
-      const int8_t* q = permuted[m] + offset + piece * 4 * kTailPieceBytes;
-      const auto q0 = hn::LoadU(ti8, q), q1 = hn::LoadU(ti8, q + kTailPieceBytes);
-      const auto q2 = hn::LoadU(ti8, q + 2 * kTailPieceBytes), q3 = hn::LoadU(ti8, q + 3 * kTailPieceBytes);
-      for (int i = 0; i < R; ++i) {
-        const auto packed = hn::LoadU(t8, tails + i * kMaxChunkBytes + piece * kTailPieceBytes);
-        sum[i] = DotUnsigned(t8, sum[i], TwoBitField<0>(t8, packed, mask), q0);
-        sum[i] = DotUnsigned(t8, sum[i], TwoBitField<1>(t8, packed, mask), q1);
-        sum[i] = DotUnsigned(t8, sum[i], TwoBitField<2>(t8, packed, mask), q2);
-        sum[i] = DotUnsigned(t8, sum[i], TwoBitField<3>(t8, packed, mask), q3);
-      }
+    for (int i = 0; i < R; ++i) sum[m][i] = hn::Zero(t32);
+  }
+  for (int64_t j = 0; j < plan.tail_padded; j += step) {
+    hn::Vec<decltype(t8)> codes[R];
+    for (int i = 0; i < R; ++i) codes[i] = hn::Load(t8, tails + i * kMaxTailCodes + j);
+    for (int m = 0; m < M; ++m) {
+      const auto q = hn::LoadU(ti8, permuted[m] + offset + j);
+      for (int i = 0; i < R; ++i) sum[m][i] = DotUnsigned(t8, sum[m][i], codes[i], q);
     }
-    for (int i = 0; i < R; ++i) acc[m][i] = hn::Add(acc[m][i], ZeroExtendPiece(d32, sum[i]));
+  }
+  for (int m = 0; m < M; ++m) {
+    for (int i = 0; i < R; ++i) acc[m][i] = hn::Add(acc[m][i], ZeroExtendPiece(d32, sum[m][i]));
   }
 }
 
@@ -656,7 +651,7 @@ HWY_INLINE void TwoBitTail(const uint8_t* tails, const TwoBitPlan& plan, const i
 // for the R rows and each chunk of weights decoded once for the M activation rows: with M = 1 (decode) four rows
 // share the activation loads, which otherwise outnumber the weight loads four to one.
 template <int M, int R>
-HWY_INLINE void TwoBitBlock(const uint8_t* const* row, const uint8_t* tails /* [R][kMaxChunkBytes] */,
+HWY_INLINE void TwoBitBlock(const uint8_t* const* row, const uint8_t* tails /* [R][kMaxTailCodes] */,
                             const float* const* scales, const int32_t* const* offsets,
                             const Int8Activations& acts, const TwoBitPlan& plan, const int8_t* const* permuted,
                             int64_t first, int64_t pass_bytes, float* out /* [M][R] */) {
@@ -739,8 +734,8 @@ HWY_INLINE void TwoBitBlock(const uint8_t* const* row, const uint8_t* tails /* [
         field(std::integral_constant<int, 3>());
       }
     }
-    // The row's last columns (a zero-padded copy of their bytes) in 16-byte pieces.
-    if (last && plan.tail_pieces > 0) TwoBitTail<M, R>(tails, plan, permuted, plan.full_chunks * chunk_weights, acc);
+    // The row's last columns, as codes in column order.
+    if (last && plan.tail_cols > 0) TwoBitTail<M, R>(tails, plan, permuted, plan.full_chunks * chunk_weights, acc);
     for (int m = 0; m < M; ++m) {
       const int64_t at = (first + m) * acts.segments + s;
       for (int i = 0; i < R; ++i) {
@@ -771,7 +766,7 @@ HWY_INLINE void TwoBitBlock(const uint8_t* const* row, const uint8_t* tails /* [
 constexpr int64_t kTwoBitRowBlock = 16;
 struct TwoBitRowBlock {
   const uint8_t* row[kTwoBitRowBlock];
-  alignas(64) uint8_t tails[kTwoBitRowBlock][kMaxChunkBytes];
+  alignas(64) uint8_t tails[kTwoBitRowBlock][kMaxTailCodes];  // codes of the last columns, zero-padded
   const float* scales[kTwoBitRowBlock];
   const int32_t* offsets[kTwoBitRowBlock];
 };
@@ -817,9 +812,8 @@ void TwoBitRowsAllPasses(const PackedMatrix& weights, const Int8Activations& act
     const int64_t count = std::min(kTwoBitRowBlock, end - b);
     for (int64_t i = 0; i < count; ++i) {
       block.row[i] = weights.data + (b + i) * row_bytes;
-      if (plan.tail_bytes > 0) {
-        std::memcpy(block.tails[i], block.row[i] + plan.full_chunks * plan.chunk_bytes, plan.tail_bytes);
-      }
+      const uint8_t* tail = block.row[i] + plan.full_chunks * plan.chunk_bytes;
+      for (int64_t j = 0; j < plan.tail_cols; ++j) block.tails[i][j] = (tail[j / 4] >> (2 * (j % 4))) & 3;
       decoder.Scales(b + i, scale_storage.data() + i * acts.segments, offset_storage.data() + i * acts.segments);
       block.scales[i] = scale_storage.data() + i * acts.segments;
       block.offsets[i] = offset_storage.data() + i * acts.segments;
@@ -1297,15 +1291,6 @@ void RunFloat(const PackedMatrix& weights, const KernelInput& in, float* y, Thre
 void RunTwoBit(const PackedMatrix& weights, const KernelInput& in, float* y, ThreadPool& pool, int64_t grain) {
   Int8Activations storage;
   const Int8Activations& acts = QuantizedRows(weights, in, storage);
-  // Rows shorter than two chunks of 256 weights against many activation rows (a small convolution's patches):
-  // each row's codes decoded once and the generic integer dot, which spends less per pass on the short row's
-  // tail and float sums (measured on the CNN's 288-column layers at batch 256: 0.62 -> 0.83-0.91x libtorch; on
-  // ResNet-18's 576-column and longer layers the 2-bit path stays ahead).
-  if (acts.rows > kMaxRowsPerPass && weights.layout.cols < 512) {
-    pool.ParallelFor(weights.layout.rows, grain,
-                     [&](int64_t begin, int64_t end, int) { GenericRows(weights, acts, begin, end, y); });
-    return;
-  }
   const TwoBitPlan plan = PlanTwoBit(weights.layout, acts);
   pool.ParallelFor(weights.layout.rows, grain, [&](int64_t begin, int64_t end, int) {
     TwoBitRowsAllPasses(weights, acts, plan, begin, end, y);
