@@ -110,57 +110,111 @@ int32_t DotCodes(const uint8_t* codes, const int8_t* q, int64_t length) {
 
 // ---- generic quantized: a decoded row against every activation row ----
 
-// sums[m] = sum_j codes[j] * q[m][j] over [0, length) for M activation rows, each code vector loaded once.
-template <int M>
-HWY_INLINE void DotCodesRows(const uint8_t* codes, const int8_t* const* q, int64_t length, int32_t* sums) {
+// sum_j codes[i][j] * q[m][j] over [0, length) for M activation rows and R decoded rows, as acc[m][i] (int32 lanes,
+// whole vectors) plus tail[m][i] (the columns past them): each code vector loaded once for the M and each
+// activation vector once for the R.
+template <int M, int R, class V32>
+HWY_INLINE void DotCodesTile(const uint8_t* const* codes, const int8_t* const* q, int64_t length, V32 (*acc)[R],
+                             int32_t (*tail)[R]) {
   const hn::ScalableTag<uint8_t> d8;
   const hn::Repartition<int8_t, decltype(d8)> di8;
-  const hn::Repartition<int32_t, decltype(d8)> d32;
   const int64_t lanes = static_cast<int64_t>(hn::Lanes(d8));
-  hn::Vec<decltype(d32)> acc[M];
-  for (int m = 0; m < M; ++m) acc[m] = hn::Zero(d32);
+  for (int m = 0; m < M; ++m) {
+    for (int i = 0; i < R; ++i) acc[m][i] = hn::Zero(hn::DFromV<V32>());
+  }
   int64_t j = 0;
   for (; j + lanes <= length; j += lanes) {
-    const auto c = hn::LoadU(d8, codes + j);
-    for (int m = 0; m < M; ++m) acc[m] = DotUnsigned(d8, acc[m], c, hn::LoadU(di8, q[m] + j));
+    hn::Vec<decltype(d8)> c[R];
+    for (int i = 0; i < R; ++i) c[i] = hn::LoadU(d8, codes[i] + j);
+    for (int m = 0; m < M; ++m) {
+      const auto x = hn::LoadU(di8, q[m] + j);
+      for (int i = 0; i < R; ++i) acc[m][i] = DotUnsigned(d8, acc[m][i], c[i], x);
+    }
   }
-  for (int m = 0; m < M; ++m) sums[m] = hn::GetLane(hn::SumOfLanes(d32, acc[m])) + DotCodes(codes + j, q[m] + j, length - j);
+  for (int m = 0; m < M; ++m) {
+    for (int i = 0; i < R; ++i) tail[m][i] = j < length ? DotCodes(codes[i] + j, q[m] + j, length - j) : 0;
+  }
 }
 
-// Each row decoded once by decode(r, codes, scales, offsets), then multiplied with every activation row, up to 4 at
-// a time.
+// Output rows [begin, end), each row decoded once by decode(r, codes, scales, offsets), then multiplied with every
+// activation row. Rows go in blocks of kCodeBlockRows whose codes stay in cache while every pass of up to 4
+// activation rows goes over them (one row at a time streamed all the activations once per row), 4 decoded rows
+// by 4 activation rows at a time where the 16 accumulators fit in the registers (AVX-512's 32).
 template <class DecodeRow>
 void CodeRows(const PackedMatrix& weights, const Int8Activations& acts, int64_t begin, int64_t end, float* y,
               const DecodeRow& decode) {
+  constexpr int64_t kCodeBlockRows = 16;
   const int64_t rows = weights.layout.rows, cols = weights.layout.cols;
   // 8 bytes of slack: a decoder may write whole 8-byte words past the row's last code.
-  std::vector<uint8_t> codes(static_cast<size_t>(acts.stride + 8));
-  std::vector<float> scales(static_cast<size_t>(acts.segments));
-  std::vector<int32_t> offsets(static_cast<size_t>(acts.segments));
-  auto pass = [&](auto rows_per_pass, int64_t first, int64_t r) {
-    constexpr int M = decltype(rows_per_pass)::value;
+  const int64_t code_stride = acts.stride + 8;
+  std::vector<uint8_t> codes(static_cast<size_t>(kCodeBlockRows * code_stride));
+  std::vector<float> scales(static_cast<size_t>(kCodeBlockRows * acts.segments));
+  std::vector<int32_t> offsets(static_cast<size_t>(kCodeBlockRows * acts.segments));
+  // Activation rows first .. first + M - 1 against decoded rows i0 .. i0 + R - 1 of the block starting at row b.
+  // Per segment the integer sums become float in their lanes (one convert and multiply-add per pair) and the
+  // lanes are added once at the end: a horizontal sum per segment cost twice the products of a 256-weight one.
+  auto tile = [&](auto m_rows, auto r_rows, int64_t first, int64_t b, int64_t i0) {
+    constexpr int M = decltype(m_rows)::value, R = decltype(r_rows)::value;
+    const hn::ScalableTag<int32_t> d32;
+    const hn::Repartition<float, decltype(d32)> df;
+    constexpr size_t kLanes = hn::MaxLanes(df);
+    alignas(64) float total[M][R][kLanes];
+    float correction[M][R];
+    for (int m = 0; m < M; ++m) {
+      for (int i = 0; i < R; ++i) hn::Store(hn::Zero(df), df, total[m][i]), correction[m][i] = 0.0f;
+    }
+    const uint8_t* c[R];
     const int8_t* q[M];
-    float total[M] = {};
     for (int64_t s = 0; s < acts.segments; ++s) {
       const int64_t column = s * acts.segment;
+      for (int i = 0; i < R; ++i) c[i] = codes.data() + (i0 + i) * code_stride + column;
       for (int m = 0; m < M; ++m) q[m] = acts.values.data() + (first + m) * acts.stride + column;
-      int32_t dots[M];
-      DotCodesRows<M>(codes.data() + column, q, std::min(acts.segment, cols - column), dots);
+      hn::Vec<decltype(d32)> acc[M][R];
+      int32_t tail[M][R];
+      DotCodesTile<M, R>(c, q, std::min(acts.segment, cols - column), acc, tail);
       for (int m = 0; m < M; ++m) {
         const int64_t at = (first + m) * acts.segments + s;
-        total[m] += (scales[s] * acts.scales[at]) * static_cast<float>(dots[m] - offsets[s] * acts.sums[at]);
+        for (int i = 0; i < R; ++i) {
+          const int64_t k = (i0 + i) * acts.segments + s;
+          const float scale = scales[k] * acts.scales[at];
+          hn::Store(hn::MulAdd(hn::ConvertTo(df, acc[m][i]), hn::Set(df, scale), hn::Load(df, total[m][i])), df,
+                    total[m][i]);
+          correction[m][i] += scale * static_cast<float>(tail[m][i] - offsets[k] * acts.sums[at]);
+        }
       }
     }
-    for (int m = 0; m < M; ++m) y[(first + m) * rows + r] = total[m];
+    for (int m = 0; m < M; ++m) {
+      float sums[R];
+      if constexpr (R == 4) {
+        const hn::Vec<decltype(df)> four[4] = {hn::Load(df, total[m][0]), hn::Load(df, total[m][1]),
+                                               hn::Load(df, total[m][2]), hn::Load(df, total[m][3])};
+        SumsOfFour(df, four, sums);
+      } else {
+        for (int i = 0; i < R; ++i) sums[i] = hn::GetLane(hn::SumOfLanes(df, hn::Load(df, total[m][i])));
+      }
+      for (int i = 0; i < R; ++i) y[(first + m) * rows + b + i0 + i] = sums[i] + correction[m][i];
+    }
   };
-  for (int64_t r = begin; r < end; ++r) {
-    decode(r, codes.data(), scales.data(), offsets.data());
+  auto pass = [&](auto m_rows, int64_t first, int64_t b, int64_t count) {
+    constexpr int M = decltype(m_rows)::value;
+    constexpr int R = HWY_MAX_BYTES >= 64 ? 4 : 1;
+    int64_t i = 0;
+    for (; i + R <= count; i += R) tile(m_rows, std::integral_constant<int, R>(), first, b, i);
+    for (; i < count; ++i) tile(m_rows, std::integral_constant<int, 1>(), first, b, i);
+    (void)M;
+  };
+  for (int64_t b = begin; b < end; b += kCodeBlockRows) {
+    const int64_t count = std::min(kCodeBlockRows, end - b);
+    for (int64_t i = 0; i < count; ++i) {
+      decode(b + i, codes.data() + i * code_stride, scales.data() + i * acts.segments,
+             offsets.data() + i * acts.segments);
+    }
     int64_t first = 0;
-    for (; first + 4 <= acts.rows; first += 4) pass(std::integral_constant<int, 4>(), first, r);
+    for (; first + 4 <= acts.rows; first += 4) pass(std::integral_constant<int, 4>(), first, b, count);
     switch (acts.rows - first) {
-      case 3: pass(std::integral_constant<int, 3>(), first, r); break;
-      case 2: pass(std::integral_constant<int, 2>(), first, r); break;
-      case 1: pass(std::integral_constant<int, 1>(), first, r); break;
+      case 3: pass(std::integral_constant<int, 3>(), first, b, count); break;
+      case 2: pass(std::integral_constant<int, 2>(), first, b, count); break;
+      case 1: pass(std::integral_constant<int, 1>(), first, b, count); break;
       default: break;
     }
   }
