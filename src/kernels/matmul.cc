@@ -1140,12 +1140,22 @@ hn::Vec<D> FloatWeights(D df, QuantType type, const void* data, int64_t offset) 
 // R weight rows times M activation rows as R x M accumulators: each loaded (and widened) weight vector serves M
 // products and each activation vector R, 8 loads for 16 products at R = M = 4 where one row at a time took 5 for 4.
 // Columns past the last whole vector go through the dequantized row.
+// Where a float tile reads its weights: the matrix's own rows, or a float32 copy of a block of them that starts
+// at matrix row `first_row`.
+struct FloatSource {
+  const void* data;
+  QuantType type;
+  int64_t first_row;
+};
+
 template <int M, int R>
-void FloatRowTile(const PackedMatrix& weights, const float* x, int64_t first, int64_t r0, float* y) {
+void FloatRowTile(const PackedMatrix& weights, const FloatSource& source, const float* x, int64_t first, int64_t r0,
+                  float* y) {
   const hn::ScalableTag<float> df;
   const int64_t lanes = static_cast<int64_t>(hn::Lanes(df));
   const int64_t rows = weights.layout.rows, cols = weights.layout.cols;
-  const QuantType type = weights.layout.type;
+  const QuantType type = source.type;
+  const int64_t base = (r0 - source.first_row) * cols;  // row r0's first weight in the source
   hn::Vec<decltype(df)> total[R][M];
   for (int i = 0; i < R; ++i) {
     for (int m = 0; m < M; ++m) total[i][m] = hn::Zero(df);
@@ -1157,15 +1167,15 @@ void FloatRowTile(const PackedMatrix& weights, const float* x, int64_t first, in
     // reading at the memory's bandwidth (as the 2-bit kernel does).
     const int64_t element = type == QuantType::kF32 ? 4 : 2;
     // The rows after this tile, or (at the matrix's end) this tile again: never an address outside the matrix.
-    const auto* ahead = static_cast<const uint8_t*>(weights.data) + (r0 + 2 * R <= rows ? R : 0) * cols * element;
+    const auto* ahead = static_cast<const uint8_t*>(source.data) + (r0 + 2 * R <= rows ? R : 0) * cols * element;
     hn::Vec<decltype(df)> second[R];
     for (int i = 0; i < R; ++i) second[i] = hn::Zero(df);
     for (; j + 2 * lanes <= cols; j += 2 * lanes) {
       const auto x0 = hn::LoadU(df, x + first * cols + j), x1 = hn::LoadU(df, x + first * cols + j + lanes);
       for (int i = 0; i < R; ++i) {
-        __builtin_prefetch(ahead + ((r0 + i) * cols + j) * element, 0, 2);
-        total[i][0] = hn::MulAdd(FloatWeights(df, type, weights.data, (r0 + i) * cols + j), x0, total[i][0]);
-        second[i] = hn::MulAdd(FloatWeights(df, type, weights.data, (r0 + i) * cols + j + lanes), x1, second[i]);
+        __builtin_prefetch(ahead + (base + i * cols + j) * element, 0, 2);
+        total[i][0] = hn::MulAdd(FloatWeights(df, type, source.data, base + i * cols + j), x0, total[i][0]);
+        second[i] = hn::MulAdd(FloatWeights(df, type, source.data, base + i * cols + j + lanes), x1, second[i]);
       }
     }
     for (int i = 0; i < R; ++i) total[i][0] = hn::Add(total[i][0], second[i]);
@@ -1174,7 +1184,7 @@ void FloatRowTile(const PackedMatrix& weights, const float* x, int64_t first, in
     hn::Vec<decltype(df)> xs[M];
     for (int m = 0; m < M; ++m) xs[m] = hn::LoadU(df, x + (first + m) * cols + j);
     for (int i = 0; i < R; ++i) {
-      const auto w = FloatWeights(df, type, weights.data, (r0 + i) * cols + j);
+      const auto w = FloatWeights(df, type, source.data, base + i * cols + j);
       for (int m = 0; m < M; ++m) total[i][m] = hn::MulAdd(w, xs[m], total[i][m]);
     }
   }
@@ -1192,10 +1202,11 @@ void FloatRowTile(const PackedMatrix& weights, const float* x, int64_t first, in
 }
 
 template <int M>
-void FloatRows(const PackedMatrix& weights, const float* x, int64_t first, int64_t begin, int64_t end, float* y) {
+void FloatRows(const PackedMatrix& weights, const FloatSource& source, const float* x, int64_t first, int64_t begin,
+               int64_t end, float* y) {
   int64_t r = begin;
-  for (; r + 4 <= end; r += 4) FloatRowTile<M, 4>(weights, x, first, r, y);
-  for (; r < end; ++r) FloatRowTile<M, 1>(weights, x, first, r, y);
+  for (; r + 4 <= end; r += 4) FloatRowTile<M, 4>(weights, source, x, first, r, y);
+  for (; r < end; ++r) FloatRowTile<M, 1>(weights, source, x, first, r, y);
 }
 
 // Runs Pass<M>::Run(first, ..., begin, end, y) over output rows [row_begin, row_end) in blocks small enough to
@@ -1250,7 +1261,7 @@ struct Ternary16FusedPass {
 template <int M>
 struct FloatPass {
   static void Run(int64_t first, const PackedMatrix& w, const float* x, int64_t b, int64_t e, float* y) {
-    FloatRows<M>(w, x, first, b, e, y);
+    FloatRows<M>(w, FloatSource{w.data, w.layout.type, 0}, x, first, b, e, y);
   }
 };
 
@@ -1336,7 +1347,43 @@ struct CpuKernel {
   void (*run)(const PackedMatrix& weights, const KernelInput& in, float* y, ThreadPool& pool, int64_t row_grain);
 };
 
+// float16 / bfloat16 weights against more activation rows than one pass: each block of 16 rows widened to float32
+// once, then every pass reads the copy (a 512-token prompt otherwise widens every weight 128 times).
+template <int M>
+struct WidenedFloatPass {
+  static void Run(int64_t first, const PackedMatrix& w, const FloatSource& source, const float* x, int64_t b,
+                  int64_t e, float* y) {
+    FloatRows<M>(w, source, x, first, b, e, y);
+  }
+};
+
+void WidenedFloatRows(const PackedMatrix& weights, const float* x, int64_t n, int64_t begin, int64_t end, float* y) {
+  constexpr int64_t kBlockRows = 16;
+  const hn::ScalableTag<float> df;
+  const int64_t lanes = static_cast<int64_t>(hn::Lanes(df)), cols = weights.layout.cols;
+  std::vector<float> widened(static_cast<size_t>(kBlockRows * cols));
+  for (int64_t b = begin; b < end; b += kBlockRows) {
+    const int64_t e = std::min(end, b + kBlockRows);
+    for (int64_t r = b; r < e; ++r) {
+      float* to = widened.data() + (r - b) * cols;
+      int64_t j = 0;
+      for (; j + lanes <= cols; j += lanes) hn::StoreU(FloatWeights(df, weights.layout.type, weights.data, r * cols + j), df, to + j);
+      if (j < cols) {
+        std::vector<float> row(static_cast<size_t>(cols));
+        DequantizeRow(weights, r, row.data());
+        std::copy(row.begin() + j, row.end(), to + j);
+      }
+    }
+    ForRowPasses<WidenedFloatPass>(n, b, e, y, weights, FloatSource{widened.data(), QuantType::kF32, b}, x);
+  }
+}
+
 void RunFloat(const PackedMatrix& weights, const KernelInput& in, float* y, ThreadPool& pool, int64_t grain) {
+  if (weights.layout.type != QuantType::kF32 && in.n > kMaxRowsPerPass) {
+    pool.ParallelFor(weights.layout.rows, grain,
+                     [&](int64_t begin, int64_t end, int) { WidenedFloatRows(weights, in.x, in.n, begin, end, y); });
+    return;
+  }
   pool.ParallelFor(weights.layout.rows, grain, [&](int64_t begin, int64_t end, int) {
     ForRowPasses<FloatPass>(in.n, begin, end, y, weights, in.x);
   });
