@@ -1197,7 +1197,13 @@ void FloatRowTile(const PackedMatrix& weights, const FloatSource& source, const 
         for (int64_t k = j; k < cols; ++k) tail[m] += row[k] * x[(first + m) * cols + k];
       }
     }
-    for (int m = 0; m < M; ++m) y[(first + m) * rows + r0 + i] = hn::GetLane(hn::SumOfLanes(df, total[i][m])) + tail[m];
+    float sums[M];
+    if constexpr (M == 4) {
+      SumsOfFour(df, total[i], sums);  // one interleaved reduction for the four instead of four
+    } else {
+      for (int m = 0; m < M; ++m) sums[m] = hn::GetLane(hn::SumOfLanes(df, total[i][m]));
+    }
+    for (int m = 0; m < M; ++m) y[(first + m) * rows + r0 + i] = sums[m] + tail[m];
   }
 }
 
