@@ -1215,61 +1215,24 @@ void FloatRows(const PackedMatrix& weights, const FloatSource& source, const flo
   for (; r < end; ++r) FloatRowTile<M, 1>(weights, source, x, first, r, y);
 }
 
-// Runs Pass<M>::Run(first, ..., begin, end, y) over output rows [row_begin, row_end) in blocks small enough to
-// stay in L1 while every pass of up to kMaxRowsPerPass activation rows goes over them.
-template <template <int> class Pass, typename... Args>
-void ForRowPasses(int64_t n, int64_t row_begin, int64_t row_end, float* y, Args&&... args) {
+// Runs pass(M, first, begin, end) (M a std::integral_constant: activation rows first .. first + M - 1) over output
+// rows [row_begin, row_end) in blocks small enough to stay in L1 while every pass of up to kMaxRowsPerPass
+// activation rows goes over them.
+template <class PassFn>
+void ForRowPasses(int64_t n, int64_t row_begin, int64_t row_end, const PassFn& pass) {
   constexpr int64_t kRowBlock = 16;
   for (int64_t begin = row_begin; begin < row_end; begin += kRowBlock) {
     const int64_t end = std::min(row_end, begin + kRowBlock);
     int64_t first = 0;
-    for (; first + 4 <= n; first += 4) Pass<4>::Run(first, args..., begin, end, y);
+    for (; first + 4 <= n; first += 4) pass(std::integral_constant<int, 4>(), first, begin, end);
     switch (n - first) {
-      case 3: Pass<3>::Run(first, args..., begin, end, y); break;
-      case 2: Pass<2>::Run(first, args..., begin, end, y); break;
-      case 1: Pass<1>::Run(first, args..., begin, end, y); break;
+      case 3: pass(std::integral_constant<int, 3>(), first, begin, end); break;
+      case 2: pass(std::integral_constant<int, 2>(), first, begin, end); break;
+      case 1: pass(std::integral_constant<int, 1>(), first, begin, end); break;
       default: break;
     }
   }
 }
-
-template <int M>
-struct Block32Pass {
-  static void Run(int64_t first, const PackedMatrix& w, const Int8Activations& a, int64_t b, int64_t e, float* y) {
-    Block32Rows<M>(w, a, first, b, e, y);
-  }
-};
-template <int M>
-struct InterleavedPass {
-  static void Run(int64_t first, const PackedMatrix& w, const Int8Activations& a, int64_t b, int64_t e, float* y) {
-    InterleavedRows<M>(w, a, first, b, e, y);
-  }
-};
-template <int M>
-struct InterleavedPairPass {
-  static void Run(int64_t first, const PackedMatrix& w, const Int8Activations& a, int64_t b, int64_t e, float* y) {
-    InterleavedPairRows<M>(w, a, first, b, e, y);
-  }
-};
-template <int M>
-struct TQ1_0FusedPass {
-  static void Run(int64_t first, const PackedMatrix& w, const Int8Activations& a, int64_t b, int64_t e, float* y) {
-    TQ1_0FusedRows<M>(w, a, first, b, e, y);
-  }
-};
-template <int M>
-struct Ternary16FusedPass {
-  static void Run(int64_t first, const PackedMatrix& w, const Int8Activations& a, const Base3Plan& p, int64_t b,
-                  int64_t e, float* y) {
-    Ternary16FusedRows<M>(w, a, p, first, b, e, y);
-  }
-};
-template <int M>
-struct FloatPass {
-  static void Run(int64_t first, const PackedMatrix& w, const float* x, int64_t b, int64_t e, float* y) {
-    FloatRows<M>(w, FloatSource{w.data, w.layout.type, 0}, x, first, b, e, y);
-  }
-};
 
 // ---- activations ----
 
@@ -1355,14 +1318,6 @@ struct CpuKernel {
 
 // float16 / bfloat16 weights against more activation rows than one pass: each block of 16 rows widened to float32
 // once, then every pass reads the copy (a 512-token prompt otherwise widens every weight 128 times).
-template <int M>
-struct WidenedFloatPass {
-  static void Run(int64_t first, const PackedMatrix& w, const FloatSource& source, const float* x, int64_t b,
-                  int64_t e, float* y) {
-    FloatRows<M>(w, source, x, first, b, e, y);
-  }
-};
-
 void WidenedFloatRows(const PackedMatrix& weights, const float* x, int64_t n, int64_t begin, int64_t end, float* y) {
   constexpr int64_t kBlockRows = 16;
   const hn::ScalableTag<float> df;
@@ -1380,7 +1335,10 @@ void WidenedFloatRows(const PackedMatrix& weights, const float* x, int64_t n, in
         std::copy(row.begin() + j, row.end(), to + j);
       }
     }
-    ForRowPasses<WidenedFloatPass>(n, b, e, y, weights, FloatSource{widened.data(), QuantType::kF32, b}, x);
+    const FloatSource source{widened.data(), QuantType::kF32, b};
+    ForRowPasses(n, b, e, [&](auto m, int64_t first, int64_t rb, int64_t re) {
+      FloatRows<decltype(m)::value>(weights, source, x, first, rb, re, y);
+    });
   }
 }
 
@@ -1391,7 +1349,10 @@ void RunFloat(const PackedMatrix& weights, const KernelInput& in, float* y, Thre
     return;
   }
   pool.ParallelFor(weights.layout.rows, grain, [&](int64_t begin, int64_t end, int) {
-    ForRowPasses<FloatPass>(in.n, begin, end, y, weights, in.x);
+    const FloatSource source{weights.data, weights.layout.type, 0};
+    ForRowPasses(in.n, begin, end, [&](auto m, int64_t first, int64_t b, int64_t e) {
+      FloatRows<decltype(m)::value>(weights, source, in.x, first, b, e, y);
+    });
   });
 }
 
@@ -1402,6 +1363,13 @@ void RunTwoBit(const PackedMatrix& weights, const KernelInput& in, float* y, Thr
   pool.ParallelFor(weights.layout.rows, grain, [&](int64_t begin, int64_t end, int) {
     TwoBitRowsAllPasses(weights, acts, plan, begin, end, y);
   });
+}
+
+// The passes of the file-order Q8_0/Q4_0 kernel (RunBlock32, and the rows past RunInterleaved's whole groups).
+auto Block32Pass(const PackedMatrix& weights, const Int8Activations& acts, float* y) {
+  return [&weights, &acts, y](auto m, int64_t first, int64_t b, int64_t e) {
+    Block32Rows<decltype(m)::value>(weights, acts, first, b, e, y);
+  };
 }
 
 bool Block32Applies(const PackedMatrix& weights) {
@@ -1417,27 +1385,32 @@ void RunInterleaved(const PackedMatrix& weights, const KernelInput& in, float* y
   Int8Activations storage;
   const Int8Activations& acts = QuantizedRows(weights, in, storage);
   const int64_t groups = weights.layout.rows / kInterleavedRows, grouped = groups * kInterleavedRows;
+  const auto interleaved = [&](auto m, int64_t first, int64_t b, int64_t e) {
+    InterleavedRows<decltype(m)::value>(weights, acts, first, b, e, y);
+  };
   // Past one pass of activation rows, pairs of groups in 512-bit vectors where the target has them (a single
   // activation row streams the weights from memory, where the 256-bit kernel already keeps up).
   if (kInterleavedPairs && acts.rows > 1 && groups >= 2) {
     const int64_t pairs = groups / 2;
     pool.ParallelFor(pairs, std::max<int64_t>(1, grain / (2 * kInterleavedRows)), [&](int64_t begin, int64_t end, int) {
-      ForRowPasses<InterleavedPairPass>(acts.rows, begin, end, y, weights, acts);
+      ForRowPasses(acts.rows, begin, end, [&](auto m, int64_t first, int64_t b, int64_t e) {
+        InterleavedPairRows<decltype(m)::value>(weights, acts, first, b, e, y);
+      });
     });
-    if (groups % 2 == 1) ForRowPasses<InterleavedPass>(acts.rows, groups - 1, groups, y, weights, acts);
+    if (groups % 2 == 1) ForRowPasses(acts.rows, groups - 1, groups, interleaved);
   } else {
     pool.ParallelFor(groups, std::max<int64_t>(1, grain / kInterleavedRows), [&](int64_t begin, int64_t end, int) {
-      ForRowPasses<InterleavedPass>(acts.rows, begin, end, y, weights, acts);
+      ForRowPasses(acts.rows, begin, end, interleaved);
     });
   }
-  if (grouped < weights.layout.rows) ForRowPasses<Block32Pass>(acts.rows, grouped, weights.layout.rows, y, weights, acts);
+  if (grouped < weights.layout.rows) ForRowPasses(acts.rows, grouped, weights.layout.rows, Block32Pass(weights, acts, y));
 }
 
 void RunBlock32(const PackedMatrix& weights, const KernelInput& in, float* y, ThreadPool& pool, int64_t grain) {
   Int8Activations storage;
   const Int8Activations& acts = QuantizedRows(weights, in, storage);
   pool.ParallelFor(weights.layout.rows, grain, [&](int64_t begin, int64_t end, int) {
-    ForRowPasses<Block32Pass>(acts.rows, begin, end, y, weights, acts);
+    ForRowPasses(acts.rows, begin, end, Block32Pass(weights, acts, y));
   });
 }
 
@@ -1446,7 +1419,9 @@ void RunTQ1_0Fused(const PackedMatrix& weights, const KernelInput& in, float* y,
   const Int8Activations& acts = QuantizedRows(weights, in, storage);
   pool.ParallelFor(weights.layout.rows, grain, [&](int64_t begin, int64_t end, int) {
     if (acts.rows <= kMaxRowsPerPass) {
-      ForRowPasses<TQ1_0FusedPass>(acts.rows, begin, end, y, weights, acts);
+      ForRowPasses(acts.rows, begin, end, [&](auto m, int64_t first, int64_t b, int64_t e) {
+        TQ1_0FusedRows<decltype(m)::value>(weights, acts, first, b, e, y);
+      });
     } else {
       TQ1_0DecodedRows(weights, acts, begin, end, y);
     }
@@ -1466,7 +1441,9 @@ void RunTernary16Fused(const PackedMatrix& weights, const KernelInput& in, float
   }
   const Base3Plan plan = PlanBase3(weights.layout, acts);
   pool.ParallelFor(weights.layout.rows, grain, [&](int64_t begin, int64_t end, int) {
-    ForRowPasses<Ternary16FusedPass>(acts.rows, begin, end, y, weights, acts, plan);
+    ForRowPasses(acts.rows, begin, end, [&](auto m, int64_t first, int64_t b, int64_t e) {
+      Ternary16FusedRows<decltype(m)::value>(weights, acts, plan, first, b, e, y);
+    });
   });
 }
 

@@ -7,6 +7,7 @@
 #include <cctype>
 #include <cmath>
 #include <cstdint>
+#include <initializer_list>
 #include <random>
 #include <string>
 #include <vector>
@@ -253,12 +254,42 @@ TEST(MatMul, InterleavedRowsAtTheExtremesOfTheirCodes) {
   }
 }
 
-// TQ1_0's digits for every byte value in every position of a block (the 32-byte run, the 16-byte run, the qh
-// bytes), values no quantizer writes included: each target's kernel against the digit written out by hand
-// (floor(3 * (q * 3^k mod 256) / 256) - 1, ggml's fixed point) and against the reference, activations +-1 so the
-// exact sum is an integer times the block scale.
-TEST(MatMul, TQ1_0DigitsOfEveryByteValue) {
+// MatMul of `matrix` on every target against the exact product with `weights` (its values, exactly
+// representable) and against the reference, for each batch size in `batches`, activations +-1: the exact sums are
+// integers times the scales, so both bounds can be tight.
+void ExpectExactOnEveryTarget(const PackedMatrix& matrix, const std::vector<double>& weights,
+                              std::initializer_list<int64_t> batches, const std::string& what) {
   ThreadPool pool(2);
+  std::mt19937 rng(5);
+  const int64_t rows = matrix.layout.rows, cols = matrix.layout.cols;
+  for (const int64_t n : batches) {
+    std::vector<float> x(static_cast<size_t>(n * cols));
+    for (float& v : x) v = (rng() % 2) ? 1.0f : -1.0f;
+    std::vector<float> reference(static_cast<size_t>(n * rows));
+    MatMulReference(matrix, x.data(), n, reference.data());
+    for (int64_t target : hwy::SupportedAndGeneratedTargets()) {
+      hwy::SetSupportedTargetsForTest(target);
+      std::vector<float> y(reference.size(), -12345.0f);
+      MatMul(matrix, x.data(), n, y.data(), pool);
+      for (int64_t i = 0; i < n; ++i) {
+        for (int64_t r = 0; r < rows; ++r) {
+          double exact = 0;
+          for (int64_t j = 0; j < cols; ++j) exact += weights[r * cols + j] * x[i * cols + j];
+          const size_t k = static_cast<size_t>(i * rows + r);
+          EXPECT_NEAR(y[k], exact, 1e-3) << what << " n=" << n << " row " << r << " on " << hwy::TargetName(target);
+          EXPECT_NEAR(y[k], reference[k], 1e-3) << what << " n=" << n << " row " << r << " on "
+                                                << hwy::TargetName(target);
+        }
+      }
+    }
+    hwy::SetSupportedTargetsForTest(0);
+  }
+}
+
+// TQ1_0's digits for every byte value in every position of a block (the 32-byte run, the 16-byte run, the qh
+// bytes), values no quantizer writes included, against the digit written out by hand (floor(3 * (q * 3^k mod 256)
+// / 256) - 1, ggml's fixed point), one activation row (the fused kernel) and several (the decoded rows).
+TEST(MatMul, TQ1_0DigitsOfEveryByteValue) {
   constexpr int64_t kRows = 20, kCols = 4 * 256;
   const Layout layout{QuantType::kTQ1_0, kRows, kCols, Granularity::kTensor, 0};
   std::vector<uint8_t> bytes(static_cast<size_t>(PackedBytes(layout)));
@@ -282,36 +313,12 @@ TEST(MatMul, TQ1_0DigitsOfEveryByteValue) {
       for (int m = 0; m < 4; ++m) w[240 + 4 * k + m] = digit(block[48 + m], k);
     }
   }
-  std::mt19937 rng(5);
-  for (const int64_t n : {1, 3, 6}) {
-    std::vector<float> x(static_cast<size_t>(n * kCols));
-    for (float& v : x) v = (rng() % 2) ? 1.0f : -1.0f;
-    const PackedMatrix matrix{layout, bytes.data()};
-    std::vector<float> reference(static_cast<size_t>(n * kRows));
-    MatMulReference(matrix, x.data(), n, reference.data());
-    for (int64_t target : hwy::SupportedAndGeneratedTargets()) {
-      hwy::SetSupportedTargetsForTest(target);
-      std::vector<float> y(reference.size(), -12345.0f);
-      MatMul(matrix, x.data(), n, y.data(), pool);
-      for (int64_t i = 0; i < n; ++i) {
-        for (int64_t r = 0; r < kRows; ++r) {
-          double exact = 0;
-          for (int64_t j = 0; j < kCols; ++j) exact += weights[r * kCols + j] * x[i * kCols + j];
-          const size_t k = static_cast<size_t>(i * kRows + r);
-          EXPECT_NEAR(y[k], exact, 1e-3) << "n=" << n << " row " << r << " on " << hwy::TargetName(target);
-          EXPECT_NEAR(y[k], reference[k], 1e-3) << "n=" << n << " row " << r << " on " << hwy::TargetName(target);
-        }
-      }
-    }
-    hwy::SetSupportedTargetsForTest(0);
-  }
+  ExpectExactOnEveryTarget({layout, bytes.data()}, weights, {1, 3, 6}, "tq1_0");
 }
 
 // t1.6 bytes of every value 0..242 in every place of a 160-weight chunk and of a partial last chunk (357 columns:
-// two chunks and 37 weights), per channel and in groups of 160: each target against the exact sum of the trits
-// (weights of exactly -1, 0, +1, so the scale is 1) with activations +-1, and against the reference.
+// two chunks and 37 weights), per channel and in groups of 160: weights of exactly -1, 0, +1 (scale 1).
 TEST(MatMul, Ternary16EveryByteValueInEveryPlace) {
-  ThreadPool pool(2);
   constexpr int64_t kRows = 24, kCols = 357;
   std::vector<float> w(static_cast<size_t>(kRows * kCols));
   for (int64_t r = 0; r < kRows; ++r) {
@@ -321,34 +328,12 @@ TEST(MatMul, Ternary16EveryByteValueInEveryPlace) {
     }
     w[r * kCols] = 1.0f;  // every row holds a nonzero weight, so its scale is 1
   }
-  std::mt19937 rng(9);
   for (const Granularity granularity : {Granularity::kChannel, Granularity::kGroup}) {
     const Layout layout{QuantType::kTernary1_6, kRows, kCols, granularity, granularity == Granularity::kGroup ? 160 : 0};
     const std::vector<uint8_t> bytes = Quantize(layout, w.data());
-    const PackedMatrix matrix{layout, bytes.data()};
     ASSERT_EQ(Dequantize(layout, bytes.data(), static_cast<int64_t>(bytes.size())), w) << "the trits packed as written";
-    for (const int64_t n : {1, 2, 5}) {
-      std::vector<float> x(static_cast<size_t>(n * kCols));
-      for (float& v : x) v = (rng() % 2) ? 1.0f : -1.0f;
-      std::vector<float> reference(static_cast<size_t>(n * kRows));
-      MatMulReference(matrix, x.data(), n, reference.data());
-      for (int64_t target : hwy::SupportedAndGeneratedTargets()) {
-        hwy::SetSupportedTargetsForTest(target);
-        std::vector<float> y(reference.size(), -12345.0f);
-        MatMul(matrix, x.data(), n, y.data(), pool);
-        for (int64_t i = 0; i < n; ++i) {
-          for (int64_t r = 0; r < kRows; ++r) {
-            double exact = 0;
-            for (int64_t j = 0; j < kCols; ++j) exact += w[r * kCols + j] * x[i * kCols + j];
-            const size_t k = static_cast<size_t>(i * kRows + r);
-            EXPECT_NEAR(y[k], exact, 1e-3) << GranularityString(layout) << " n=" << n << " row " << r << " on "
-                                           << hwy::TargetName(target);
-            EXPECT_NEAR(y[k], reference[k], 1e-3) << GranularityString(layout) << " n=" << n << " row " << r;
-          }
-        }
-      }
-      hwy::SetSupportedTargetsForTest(0);
-    }
+    ExpectExactOnEveryTarget({layout, bytes.data()}, std::vector<double>(w.begin(), w.end()), {1, 2, 5},
+                             "t1.6 " + GranularityString(layout));
   }
 }
 
