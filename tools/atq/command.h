@@ -4,6 +4,8 @@
 
 #include <cstdint>
 #include <functional>
+#include <map>
+#include <string>
 #include <vector>
 
 #include <CLI/CLI.hpp>
@@ -28,6 +30,25 @@ CLI::Validator ThreadCount();
 CLI::Validator CountFrom(int64_t minimum);
 // A finite number in [low, high] (NaN and infinity refused by name).
 CLI::Validator FiniteIn(double low, double high);
+
+// `option` takes one of the names of `choices` and stores its value (an enum or bool); --help shows
+// "{name,...}=default" and a wrong name gets "--flag: 'x' is not one of {name,...}", where CLI11's
+// CheckedTransformer shows its internal mapping ("ENUM:value in {name->0,...} OR {0,...}").
+template <class T>
+CLI::Option* Choices(CLI::Option* option, const std::map<std::string, T>& choices) {
+  std::string names;
+  for (const auto& choice : choices) names += (names.empty() ? "" : ",") + choice.first;
+  names = "{" + names + "}";
+  CLI::Validator name_to_value(
+      [choices, names](std::string& input) -> std::string {
+        const auto found = choices.find(input);
+        if (found == choices.end()) return "'" + input + "' is not one of " + names;
+        input = std::to_string(static_cast<long long>(found->second));  // as CLI11 parses an enum or a bool
+        return {};
+      },
+      "");
+  return option->transform(name_to_value)->type_name(names);
+}
 
 RunFn DeclareVersion(CLI::App& app);
 RunFn DeclareFormats(CLI::App& app);

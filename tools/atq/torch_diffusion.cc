@@ -68,13 +68,14 @@ struct DiffusionQuantFlags {
                    "Calibration trajectories drawn by the sampler (training-split wordings)")
         ->check(CLI::Range(10, 1024))
         ->capture_default_str();
-    app.add_option("--weight-clip", ptq.ptq.weight_clip, "Weight scales: mse (the squared error's minimum) or max (absmax)")
-        ->transform(CLI::CheckedTransformer(std::map<std::string, ClipRule>{{"mse", ClipRule::kMse}, {"max", ClipRule::kMax}}))
+    Choices(app.add_option("--weight-clip", ptq.ptq.weight_clip,
+                           "Weight scales: mse (the squared error's minimum) or max (absmax)"),
+            std::map<std::string, ClipRule>{{"mse", ClipRule::kMse}, {"max", ClipRule::kMax}})
         ->default_str("mse");
-    app.add_option("--range", ptq.ptq.activation_range, "Activation clipping: minmax, percentile or mse")
-        ->transform(CLI::CheckedTransformer(std::map<std::string, RangeMethod>{{"minmax", RangeMethod::kMinMax},
-                                                                             {"percentile", RangeMethod::kPercentile},
-                                                                             {"mse", RangeMethod::kMse}}))
+    Choices(app.add_option("--range", ptq.ptq.activation_range, "Activation clipping: minmax, percentile or mse"),
+            std::map<std::string, RangeMethod>{{"minmax", RangeMethod::kMinMax},
+                                               {"percentile", RangeMethod::kPercentile},
+                                               {"mse", RangeMethod::kMse}})
         ->default_str("mse");
     app.add_option("--float-activations", ptq.float_activations,
                    "Activation quantizers kept float: a regular expression on their paths (e.g. probs_quant, ^res_u)");
@@ -83,9 +84,9 @@ struct DiffusionQuantFlags {
                    "folded into its weight before the weights are quantized")
         ->check(FiniteIn(0, 1))
         ->capture_default_str();
-    app.add_option("--activation-grid", ptq.ptq.affine_activations,
-                   "Activations of both signs: symmetric or affine (unsigned codes and a zero point)")
-        ->transform(CLI::CheckedTransformer(std::map<std::string, bool>{{"symmetric", false}, {"affine", true}}))
+    Choices(app.add_option("--activation-grid", ptq.ptq.affine_activations,
+                           "Activations of both signs: symmetric or affine (unsigned codes and a zero point)"),
+            std::map<std::string, bool>{{"symmetric", false}, {"affine", true}})
         ->default_str("symmetric");
   }
 };
