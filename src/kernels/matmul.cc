@@ -488,27 +488,6 @@ Base3Plan PlanBase3(const Layout& layout, const Int8Activations& acts) {
   return plan;
 }
 
-// Chunk c of a t1.6 row (`tail`: a zero-padded copy of the row's partial last chunk, whose zero bytes decode to
-// codes that meet zero activations, so no load reads past the row): sink(at, codes) for the 32 codes of digit k,
-// at = c * 160 + 32 k in decode order.
-template <class Sink>
-HWY_INLINE void Base3ChunkCodes(const uint8_t* row, int64_t whole, const uint8_t* tail, int64_t c, const Sink& sink) {
-  const DTrit d8;
-  auto v = Base3ToFixedPoint(hn::LoadU(d8, c < whole ? row + c * kBase3ChunkBytes : tail));
-  for (int k = 0; k < 5; ++k) {
-    if (k > 0) v = Triple<DTrit>(v);
-    sink(c * kBase3ChunkWeights + k * kBase3ChunkBytes, TopThird(d8, v));
-  }
-}
-
-// Row `row`'s chunks past its whole ones (`whole` of them), zero-padded into tail.
-HWY_INLINE int64_t Base3Tail(const uint8_t* row, int64_t row_bytes, uint8_t* tail) {
-  const int64_t whole = row_bytes / kBase3ChunkBytes;
-  std::fill(tail, tail + kBase3ChunkBytes, 0);
-  std::copy(row + whole * kBase3ChunkBytes, row + row_bytes, tail);
-  return whole;
-}
-
 // Output rows [begin, end) for at most 4 activation rows (first .. first + M - 1), each chunk's codes multiplied
 // in registers; one lane sum per segment.
 template <int M>
@@ -527,7 +506,11 @@ void Ternary16FusedRows(const PackedMatrix& weights, const Int8Activations& acts
   for (int64_t r = begin; r < end; ++r) {
     const uint8_t* row = weights.data + r * row_bytes;
     decoder.Scales(r, scales.data(), offsets.data());
-    const int64_t whole = Base3Tail(row, row_bytes, tail);
+    // The row's partial last chunk as a zero-padded copy (zero bytes decode to codes that meet zero activations),
+    // so no load reads past the row.
+    const int64_t whole = row_bytes / kBase3ChunkBytes;
+    std::fill(tail, tail + kBase3ChunkBytes, 0);
+    std::copy(row + whole * kBase3ChunkBytes, row + row_bytes, tail);
     float total[M] = {};
     for (int64_t s = 0; s < acts.segments; ++s) {
       hn::Vec<decltype(d32)> acc[M];
@@ -535,9 +518,14 @@ void Ternary16FusedRows(const PackedMatrix& weights, const Int8Activations& acts
       const int64_t chunk_end = std::min(plan.chunks, (s + 1) * plan.chunks_per_segment);
       for (int64_t c = s * plan.chunks_per_segment; c < chunk_end; ++c) {
         if constexpr (M == 1) __builtin_prefetch(row + c * kBase3ChunkBytes + row_bytes, 0, 2);
-        Base3ChunkCodes(row, whole, tail, c, [&](int64_t at, hn::Vec<DTrit> codes) {
+        // Digit k of the chunk's 32 bytes against activations c * 160 + 32 k (decode order).
+        auto v = Base3ToFixedPoint(hn::LoadU(d8, c < whole ? row + c * kBase3ChunkBytes : tail));
+        for (int k = 0; k < 5; ++k) {
+          if (k > 0) v = Triple<DTrit>(v);
+          const auto codes = TopThird(d8, v);
+          const int64_t at = c * kBase3ChunkWeights + k * kBase3ChunkBytes;
           for (int m = 0; m < M; ++m) acc[m] = DotUnsigned(d8, acc[m], codes, hn::LoadU(di8, q[m] + at));
-        });
+        }
       }
       for (int m = 0; m < M; ++m) {
         const int64_t at = (first + m) * acts.segments + s;
@@ -1143,22 +1131,13 @@ hn::Vec<D> FloatWeights(D df, QuantType type, const void* data, int64_t offset) 
 // R weight rows times M activation rows as R x M accumulators: each loaded (and widened) weight vector serves M
 // products and each activation vector R, 8 loads for 16 products at R = M = 4 where one row at a time took 5 for 4.
 // Columns past the last whole vector go through the dequantized row.
-// Where a float tile reads its weights: the matrix's own rows, or a float32 copy of a block of them that starts
-// at matrix row `first_row`.
-struct FloatSource {
-  const void* data;
-  QuantType type;
-  int64_t first_row;
-};
-
 template <int M, int R>
-void FloatRowTile(const PackedMatrix& weights, const FloatSource& source, const float* x, int64_t first, int64_t r0,
-                  float* y) {
+void FloatRowTile(const PackedMatrix& weights, const float* x, int64_t first, int64_t r0, float* y) {
   const hn::ScalableTag<float> df;
   const int64_t lanes = static_cast<int64_t>(hn::Lanes(df));
   const int64_t rows = weights.layout.rows, cols = weights.layout.cols;
-  const QuantType type = source.type;
-  const int64_t base = (r0 - source.first_row) * cols;  // row r0's first weight in the source
+  const QuantType type = weights.layout.type;
+  const int64_t base = r0 * cols;  // row r0's first weight
   hn::Vec<decltype(df)> total[R][M];
   for (int i = 0; i < R; ++i) {
     for (int m = 0; m < M; ++m) total[i][m] = hn::Zero(df);
@@ -1170,15 +1149,15 @@ void FloatRowTile(const PackedMatrix& weights, const FloatSource& source, const 
     // reading at the memory's bandwidth (as the 2-bit kernel does).
     const int64_t element = type == QuantType::kF32 ? 4 : 2;
     // The rows after this tile, or (at the matrix's end) this tile again: never an address outside the matrix.
-    const auto* ahead = static_cast<const uint8_t*>(source.data) + (r0 + 2 * R <= rows ? R : 0) * cols * element;
+    const auto* ahead = static_cast<const uint8_t*>(weights.data) + (r0 + 2 * R <= rows ? R : 0) * cols * element;
     hn::Vec<decltype(df)> second[R];
     for (int i = 0; i < R; ++i) second[i] = hn::Zero(df);
     for (; j + 2 * lanes <= cols; j += 2 * lanes) {
       const auto x0 = hn::LoadU(df, x + first * cols + j), x1 = hn::LoadU(df, x + first * cols + j + lanes);
       for (int i = 0; i < R; ++i) {
         __builtin_prefetch(ahead + (base + i * cols + j) * element, 0, 2);
-        total[i][0] = hn::MulAdd(FloatWeights(df, type, source.data, base + i * cols + j), x0, total[i][0]);
-        second[i] = hn::MulAdd(FloatWeights(df, type, source.data, base + i * cols + j + lanes), x1, second[i]);
+        total[i][0] = hn::MulAdd(FloatWeights(df, type, weights.data, base + i * cols + j), x0, total[i][0]);
+        second[i] = hn::MulAdd(FloatWeights(df, type, weights.data, base + i * cols + j + lanes), x1, second[i]);
       }
     }
     for (int i = 0; i < R; ++i) total[i][0] = hn::Add(total[i][0], second[i]);
@@ -1187,7 +1166,7 @@ void FloatRowTile(const PackedMatrix& weights, const FloatSource& source, const 
     hn::Vec<decltype(df)> xs[M];
     for (int m = 0; m < M; ++m) xs[m] = hn::LoadU(df, x + (first + m) * cols + j);
     for (int i = 0; i < R; ++i) {
-      const auto w = FloatWeights(df, type, source.data, base + i * cols + j);
+      const auto w = FloatWeights(df, type, weights.data, base + i * cols + j);
       for (int m = 0; m < M; ++m) total[i][m] = hn::MulAdd(w, xs[m], total[i][m]);
     }
   }
@@ -1211,11 +1190,10 @@ void FloatRowTile(const PackedMatrix& weights, const FloatSource& source, const 
 }
 
 template <int M>
-void FloatRows(const PackedMatrix& weights, const FloatSource& source, const float* x, int64_t first, int64_t begin,
-               int64_t end, float* y) {
+void FloatRows(const PackedMatrix& weights, const float* x, int64_t first, int64_t begin, int64_t end, float* y) {
   int64_t r = begin;
-  for (; r + 4 <= end; r += 4) FloatRowTile<M, 4>(weights, source, x, first, r, y);
-  for (; r < end; ++r) FloatRowTile<M, 1>(weights, source, x, first, r, y);
+  for (; r + 4 <= end; r += 4) FloatRowTile<M, 4>(weights, x, first, r, y);
+  for (; r < end; ++r) FloatRowTile<M, 1>(weights, x, first, r, y);
 }
 
 // Runs pass(M, first, begin, end) (M a std::integral_constant: activation rows first .. first + M - 1) over output
@@ -1321,9 +1299,8 @@ struct CpuKernel {
 
 void RunFloat(const PackedMatrix& weights, const KernelInput& in, float* y, ThreadPool& pool, int64_t grain) {
   pool.ParallelFor(weights.layout.rows, grain, [&](int64_t begin, int64_t end, int) {
-    const FloatSource source{weights.data, weights.layout.type, 0};
     ForRowPasses(in.n, begin, end, [&](auto m, int64_t first, int64_t b, int64_t e) {
-      FloatRows<decltype(m)::value>(weights, source, in.x, first, b, e, y);
+      FloatRows<decltype(m)::value>(weights, in.x, first, b, e, y);
     });
   });
 }
