@@ -30,7 +30,7 @@ LayerBits BitsOf(const QuantizableLayer& layer, bool packed_kernels) {
 
 nlohmann::json ImageTextReport::ToJson() const {
   nlohmann::json layer_rows = nlohmann::json::array();
-  for (const LayerQuantStats& layer : layers) {
+  for (const LayerQuantStats& layer : size.layers) {
     layer_rows.push_back({{"name", layer.name},
                           {"weights", layer.weights},
                           {"share_minus", layer.share_minus},
@@ -41,17 +41,16 @@ nlohmann::json ImageTextReport::ToJson() const {
                           {"fp32_bytes", layer.fp32_bytes}});
   }
   return {{"metrics", metrics.ToJson()},
-          {"packed_kernels", packed_kernels},
-          {"parameters", parameters},
+          {"packed_kernels", size.packed_kernels},
+          {"parameters", size.parameters},
           {"size",
-           {{"quantized_layers", quantized_layers},
-            {"quantized_weights", quantized_weights},
-            {"quantized_layers_fp32_bytes", quantized_fp32_bytes},
-            {"quantized_layers_bytes", quantized_bytes},
-            {"quantized_layers_compression",
-             quantized_bytes > 0 ? static_cast<double>(quantized_fp32_bytes) / static_cast<double>(quantized_bytes) : 1.0},
-            {"model_fp32_bytes", model_fp32_bytes},
-            {"model_bytes", model_bytes}}},
+           {{"quantized_layers", size.quantized_layers},
+            {"quantized_weights", size.quantized_weights},
+            {"quantized_layers_fp32_bytes", size.quantized_fp32_bytes},
+            {"quantized_layers_bytes", size.quantized_bytes},
+            {"quantized_layers_compression", size.Compression()},
+            {"model_fp32_bytes", size.model_fp32_bytes},
+            {"model_bytes", size.model_bytes}}},
           {"layers", layer_rows},
           {"energy_per_query", EnergyJson(energy_model, energy)},
           {"images_per_second", images_per_second}};
@@ -65,29 +64,12 @@ ImageTextReport ReportImageText(ImageTextModelImpl& model, const ImageTextData& 
   report.metrics =
       EvaluateImageText(model, data.test, *data.captions, *data.vocabulary, seed, retrieval_images);
   const NamedQuantLayers layers = model.QuantLayers();
-  for (const auto& p : model.parameters()) {
-    report.parameters += p.numel();
-    report.model_fp32_bytes += 4 * p.numel();
-  }
-  for (const auto& b : model.buffers()) {
-    if (b.is_floating_point()) report.model_fp32_bytes += 4 * b.numel();
-  }
-  report.model_bytes = report.model_fp32_bytes;
+  report.size = MeasureQuantizedModel(model, layers);
   std::vector<LayerBits> bits;
   for (const auto& [name, layer] : layers) {
     const auto* weights = dynamic_cast<const QuantWeightLayer*>(layer);
     Require(weights != nullptr, "image-text report: layer '{}' is not a QuantWeightLayer", name);
-    const bool packed = weights->RunsPackedKernels();
-    report.packed_kernels = report.packed_kernels || packed;
-    bits.push_back(BitsOf(*layer, packed));
-    if (layer->quant_config().mode() == WeightMode::kFull) continue;
-    const LayerQuantStats stats = layer->Stats(name);
-    ++report.quantized_layers;
-    report.quantized_weights += stats.weights;
-    report.quantized_fp32_bytes += stats.fp32_bytes;
-    report.quantized_bytes += stats.packed_bytes;
-    report.model_bytes += stats.packed_bytes - stats.fp32_bytes;
-    report.layers.push_back(stats);
+    bits.push_back(BitsOf(*layer, weights->RunsPackedKernels()));
   }
 
   // One query: an image and a caption embedded, and their match scored.

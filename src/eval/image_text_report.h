@@ -13,21 +13,14 @@
 
 #include "eval/energy.h"
 #include "models/image_text.h"
+#include "models/quant_layers.h"
 #include "train/image_text_trainer.h"
 
 namespace atq {
 
 struct ImageTextReport {
   ImageTextMetrics metrics;
-  bool packed_kernels = false;        // the ternary layers ran through atq's packed kernels
-  int64_t parameters = 0;
-  int64_t quantized_layers = 0;       // layers on a ternary or uniform grid
-  int64_t quantized_weights = 0;
-  int64_t quantized_fp32_bytes = 0;   // those layers' weights and biases as float32
-  int64_t quantized_bytes = 0;        // as stored (t2 codes, scales, RPB, bias)
-  int64_t model_fp32_bytes = 0;       // every parameter and float buffer as float32
-  int64_t model_bytes = 0;            // the same with the quantized layers as stored
-  std::vector<LayerQuantStats> layers;
+  QuantizedModelSize size;            // the quantized layers as stored, and the whole model
   // One query: one image and one caption embedded and their match scored (every layer once).
   std::vector<LayerEnergy> energy;
   EnergyModel energy_model;

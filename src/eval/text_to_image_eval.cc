@@ -7,6 +7,7 @@
 #include <torch/torch.h>
 
 #include "eval/frechet.h"
+#include "train/qat_schedule.h"
 #include "util/error.h"
 
 namespace atq {
@@ -104,6 +105,22 @@ ImageDeviation CompareImages(const torch::Tensor& pixels, const torch::Tensor& r
   const double mse = difference.pow(2).mean().item<double>();
   deviation.psnr_db = mse > 0 ? 10 * std::log10(255.0 * 255.0 / mse) : std::numeric_limits<double>::infinity();
   return deviation;
+}
+
+nlohmann::json UNetWeightSize::ToJson() const {
+  return {{"quantized_layers", size.quantized_layers},
+          {"quantized_weights", size.quantized_weights},
+          {"quantized_fp32_bytes", size.quantized_fp32_bytes},
+          {"quantized_bytes", size.quantized_bytes},
+          {"model_fp32_bytes", size.model_fp32_bytes},
+          {"model_bytes", size.model_bytes},
+          {"sparsity", sparsity},
+          {"packed_kernels", size.packed_kernels}};
+}
+
+UNetWeightSize MeasureUNetWeights(UNetImpl& unet) {
+  const NamedQuantLayers layers = unet.QuantLayers();
+  return {MeasureQuantizedModel(unet, layers), MeasuredSparsity(layers)};
 }
 
 }  // namespace atq

@@ -15,6 +15,7 @@
 #include "data/image_data.h"
 #include "models/classifier.h"
 #include "models/diffusion.h"
+#include "models/quant_layers.h"
 
 namespace atq {
 
@@ -57,5 +58,13 @@ struct ImageDeviation {
 };
 // pixels and reference: uint8 [N, S, S] of the same shape.
 ImageDeviation CompareImages(const torch::Tensor& pixels, const torch::Tensor& reference);
+
+// The UNet's weights as stored: its quantized layers (trained ternary or uniform) packed, the rest float32.
+struct UNetWeightSize {
+  QuantizedModelSize size;
+  double sparsity = 0;  // zero codes over the ternary layers
+  nlohmann::json ToJson() const;
+};
+UNetWeightSize MeasureUNetWeights(UNetImpl& unet);
 
 }  // namespace atq

@@ -12,6 +12,7 @@
 #include "io/atomic_file.h"
 #include "io/strict_json.h"
 #include "models/classifier_checkpoint.h"
+#include "models/packed_module.h"
 #include "util/error.h"
 
 namespace atq {
@@ -276,21 +277,58 @@ torch::Tensor ToPixels(const torch::Tensor& samples) {
   return ((samples.squeeze(1) + 1) * 127.5).round().clamp(0, 255).to(torch::kUInt8);
 }
 
+namespace {
+
+constexpr const char* kPackedFormat = "atq-packed-text-to-image/1";
+
+// What config.json holds: the model kind, the UNet's sizes, each layer's quantization.
+nlohmann::json UNetJson(UNetImpl& unet) {
+  return {{"model", "text-to-image"}, {"unet", UNetConfigToJson(unet.config())},
+          {"layers", LayerConfigsToJson(unet.QuantLayers())}};
+}
+
+// The UNet a config.json (or a packed file's atq.config) describes, untrained.
+UNet UNetFromJson(const nlohmann::json& json, const std::string& what) {
+  Require(json.is_object() && json.value("model", std::string()) == "text-to-image" && json.contains("unet"),
+          "{}: not a text-to-image checkpoint (\"model\": \"text-to-image\" missing)", what);
+  return UNet(UNetConfigFromJson(json.at("unet"), what));
+}
+
+}  // namespace
+
 void SaveUNet(const std::string& dir, UNetImpl& unet, const nlohmann::json& extra) {
-  SaveModuleFolder(dir, unet,
-                   {{"model", "text-to-image"}, {"unet", UNetConfigToJson(unet.config())},
-                    {"layers", LayerConfigsToJson(unet.QuantLayers())}},
-                   extra);
+  SaveModuleFolder(dir, unet, UNetJson(unet), extra);
 }
 
 UNet LoadUNet(const std::string& dir, nlohmann::json* config_json) {
   const std::string config_path = (std::filesystem::path(dir) / "config.json").string();
   const nlohmann::json json = ReadStrictJsonFile(config_path);
-  Require(json.is_object() && json.value("model", std::string()) == "text-to-image" && json.contains("unet"),
-          "{}: not a text-to-image checkpoint (\"model\": \"text-to-image\" missing)", config_path);
-  UNet unet(UNetConfigFromJson(json.at("unet"), config_path));
+  UNet unet = UNetFromJson(json, config_path);
   LoadModuleTensors(*unet, (std::filesystem::path(dir) / "model.safetensors").string());
   if (json.contains("layers")) ApplyLayerConfigsJson(json.at("layers"), unet->QuantLayers(), config_path);
+  unet->eval();
+  if (config_json != nullptr) *config_json = json;
+  return unet;
+}
+
+int64_t ExportPackedUNet(UNetImpl& unet, const nlohmann::json& extra, QuantType type, const std::string& path) {
+  nlohmann::json config = UNetJson(unet);
+  if (extra.is_object()) {
+    for (const auto& [key, value] : extra.items()) config[key] = value;
+  }
+  return WritePackedModule(unet, unet.QuantLayers(), type,
+                           {{kPackedFormatKey, kPackedFormat}, {kPackedConfigKey, config.dump()}}, path);
+}
+
+bool IsPackedUNet(const std::string& path) { return PackedFormatOf(path) == kPackedFormat; }
+
+UNet LoadUNetAny(const std::string& path, PackedRun run, nlohmann::json* config_json) {
+  std::error_code error;
+  if (std::filesystem::is_directory(path, error)) return LoadUNet(path, config_json);
+  const SafetensorsFile file = SafetensorsFile::Open(path);
+  const nlohmann::json json = ReadPackedConfig(file, path, kPackedFormat);
+  UNet unet = UNetFromJson(json, path + " " + kPackedConfigKey);
+  ReadPackedModule(file, path, *unet, unet->QuantLayers(), run);
   unet->eval();
   if (config_json != nullptr) *config_json = json;
   return unet;

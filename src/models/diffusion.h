@@ -29,8 +29,10 @@
 #include <torch/nn/modules/normalization.h>
 #include <torch/types.h>
 
+#include "formats/quant_type.h"
 #include "models/classifier.h"
 #include "models/image_text.h"
+#include "models/packed_product.h"
 #include "models/quant_layers.h"
 
 namespace atq {
@@ -150,5 +152,13 @@ torch::Tensor ToPixels(const torch::Tensor& samples);  // uint8 [N, S, S]
 // captions with, plus `extra`) and DIR/model.safetensors (the UNet's tensors), atomically.
 void SaveUNet(const std::string& dir, UNetImpl& unet, const nlohmann::json& extra);
 UNet LoadUNet(const std::string& dir, nlohmann::json* config_json = nullptr);
+
+// The UNet as one packed file (models/packed_module.h, format "atq-packed-text-to-image/1", metadata "atq.config"
+// = what config.json holds plus `extra`): its ternary layers as `type` (t2 or t1.6), the rest float32. Written
+// atomically; returns the bytes. Throws atq::Error when no layer is ternary.
+int64_t ExportPackedUNet(UNetImpl& unet, const nlohmann::json& extra, QuantType type, const std::string& path);
+bool IsPackedUNet(const std::string& path);
+// A text-to-image folder's UNet, or a packed UNet file whose packed layers run as `run` says.
+UNet LoadUNetAny(const std::string& path, PackedRun run, nlohmann::json* config_json = nullptr);
 
 }  // namespace atq

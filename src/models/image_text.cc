@@ -251,7 +251,6 @@ ImageTextConfig ImageTextConfigFromJson(const nlohmann::json& json, const std::s
 namespace {
 
 constexpr const char* kPackedFormat = "atq-packed-image-text/1";
-constexpr const char* kPackedConfigKey = "atq.config";
 
 // What config.json holds: the model kind, its sizes, each layer's quantization and the caller's keys.
 nlohmann::json CheckpointJson(ImageTextModelImpl& model, const nlohmann::json& extra) {
@@ -300,14 +299,7 @@ ImageTextModel LoadImageTextAny(const std::string& path, PackedRun run, nlohmann
   std::error_code error;
   if (std::filesystem::is_directory(path, error)) return LoadImageTextModel(path, config_json);
   const SafetensorsFile file = SafetensorsFile::Open(path);
-  const auto format = file.metadata().find(kPackedFormatKey);
-  Require(format != file.metadata().end() && format->second == kPackedFormat,
-          "{}: neither an image-text checkpoint folder nor a packed image-text file ({} is not \"{}\")", path,
-          kPackedFormatKey, kPackedFormat);
-  const auto config_text = file.metadata().find(kPackedConfigKey);
-  Require(config_text != file.metadata().end(), "{}: metadata '{}' missing", path, kPackedConfigKey);
-  const nlohmann::json json =
-      ParseStrictJson(config_text->second, fmt::format("{}: metadata '{}'", path, kPackedConfigKey));
+  const nlohmann::json json = ReadPackedConfig(file, path, kPackedFormat);
   ImageTextModel model = ModelFromJson(json, path + " " + kPackedConfigKey);
   ReadPackedModule(file, path, *model, model->QuantLayers(), run);
   model->eval();

@@ -108,6 +108,16 @@ std::string PackedFormatOf(const std::string& path) {
   }
 }
 
+nlohmann::json ReadPackedConfig(const SafetensorsFile& file, const std::string& path, const std::string& format) {
+  const auto& metadata = file.metadata();
+  const auto name = metadata.find(kPackedFormatKey);
+  Require(name != metadata.end() && name->second == format, "{}: not a packed file of format \"{}\" ({} is {})", path,
+          format, kPackedFormatKey, name == metadata.end() ? std::string("missing") : "\"" + name->second + "\"");
+  const auto config = metadata.find(kPackedConfigKey);
+  Require(config != metadata.end(), "{}: metadata '{}' missing", path, kPackedConfigKey);
+  return ParseStrictJson(config->second, fmt::format("{}: metadata '{}'", path, kPackedConfigKey));
+}
+
 void ReadPackedModule(const SafetensorsFile& file, const std::string& path, torch::nn::Module& module,
                       const NamedQuantLayers& named_layers, PackedRun run) {
   const auto& metadata = file.metadata();

@@ -17,6 +17,7 @@
 #include <map>
 #include <string>
 
+#include <nlohmann/json.hpp>
 #include <torch/nn/module.h>
 
 #include "formats/quant_type.h"
@@ -27,6 +28,8 @@
 namespace atq {
 
 inline constexpr const char* kPackedFormatKey = "atq.format";
+// The model kind's config.json, kept in the packed file so that it builds the model alone.
+inline constexpr const char* kPackedConfigKey = "atq.config";
 
 // Packs every ternary layer of `layers` (parameter paths within `module`) as `type` (kTernary2 or kTernary1_6):
 // the codes and scales the layer's own configuration gives. Writes `path` atomically with `metadata` (which must
@@ -37,6 +40,10 @@ int64_t WritePackedModule(torch::nn::Module& module, const NamedQuantLayers& lay
 
 // The format name `path` declares, or "" when it is not a safetensors file with one.
 std::string PackedFormatOf(const std::string& path);
+
+// The config (metadata kPackedConfigKey, parsed) of `file` at `path`, after checking that its format name is
+// `format`. Throws atq::Error naming `path` otherwise.
+nlohmann::json ReadPackedConfig(const SafetensorsFile& file, const std::string& path, const std::string& format);
 
 // Fills `module` (built with the right shapes) from `file`: packed weights are attached to their layers, which run
 // as `run` says (atq's kernels, or dequantized so the forward pass equals the fake-quantized model's) and report

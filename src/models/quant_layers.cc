@@ -10,6 +10,7 @@
 #include <algorithm>
 #include <cmath>
 #include <limits>
+#include <utility>
 
 #include "formats/atq_packed.h"
 #include "formats/quant_type.h"
@@ -109,6 +110,31 @@ LayerQuantStats PackedWeightStats(const std::string& name, const PackedLayerWeig
   stats.share_plus = static_cast<double>(plus) / static_cast<double>(stats.weights);
   stats.share_zero = 1 - stats.share_minus - stats.share_plus;
   return stats;
+}
+
+QuantizedModelSize MeasureQuantizedModel(const torch::nn::Module& model, const NamedQuantLayers& layers) {
+  QuantizedModelSize size;
+  for (const auto& p : model.parameters()) {
+    size.parameters += p.numel();
+    size.model_fp32_bytes += 4 * p.numel();
+  }
+  for (const auto& b : model.buffers()) {
+    if (b.is_floating_point()) size.model_fp32_bytes += 4 * b.numel();
+  }
+  size.model_bytes = size.model_fp32_bytes;
+  for (const auto& [name, layer] : layers) {
+    const auto* weights = dynamic_cast<const QuantWeightLayer*>(layer);
+    size.packed_kernels = size.packed_kernels || (weights != nullptr && weights->RunsPackedKernels());
+    if (layer->quant_config().mode() == WeightMode::kFull) continue;
+    LayerQuantStats stats = layer->Stats(name);
+    ++size.quantized_layers;
+    size.quantized_weights += stats.weights;
+    size.quantized_fp32_bytes += stats.fp32_bytes;
+    size.quantized_bytes += stats.packed_bytes;
+    size.model_bytes += stats.packed_bytes - stats.fp32_bytes;
+    size.layers.push_back(std::move(stats));
+  }
+  return size;
 }
 
 QuantWeightLayer::QuantWeightLayer(const std::vector<int64_t>& weight_shape, bool bias) {

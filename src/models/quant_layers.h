@@ -25,6 +25,24 @@ LayerQuantStats WeightQuantStats(const std::string& name, const torch::Tensor& w
 LayerQuantStats PackedWeightStats(const std::string& name, const PackedLayerWeights& packed,
                                   const torch::Tensor& bias);
 
+// A model's weights as stored against float32: its quantized layers as packed (codes, scales, RPB pairs, biases),
+// every other parameter and floating buffer as float32. Every model report (image-text, text-to-image) counts so.
+struct QuantizedModelSize {
+  int64_t parameters = 0;
+  int64_t quantized_layers = 0;       // layers on a ternary or uniform grid
+  int64_t quantized_weights = 0;
+  int64_t quantized_fp32_bytes = 0;   // those layers' weights and biases as float32
+  int64_t quantized_bytes = 0;        // as stored
+  int64_t model_fp32_bytes = 0;
+  int64_t model_bytes = 0;            // the same with the quantized layers as stored
+  bool packed_kernels = false;        // some layer runs through atq's packed kernels
+  std::vector<LayerQuantStats> layers;  // the quantized layers, in `layers` order
+  double Compression() const {
+    return quantized_bytes > 0 ? static_cast<double>(quantized_fp32_bytes) / static_cast<double>(quantized_bytes) : 1.0;
+  }
+};
+QuantizedModelSize MeasureQuantizedModel(const torch::nn::Module& model, const NamedQuantLayers& layers);
+
 // What both layers share: a weight [out, ...] with optional bias [out], its quantization configuration, and the
 // QuantizableLayer views of it. Registers "weight" and "bias" as torch::nn's layers name them.
 class QuantWeightLayer : public torch::nn::Module, public QuantizableLayer {

@@ -3,6 +3,8 @@
 #include <ATen/CPUGeneratorImpl.h>
 
 #include <chrono>
+#include <filesystem>
+#include <memory>
 
 #include <fmt/format.h>
 #include <torch/torch.h>
@@ -15,6 +17,8 @@
 
 namespace atq {
 
+std::vector<std::string> UNetEdgeLayers() { return {"conv_in", "conv_out"}; }
+
 DiffusionTrainResult TrainDiffusion(const DiffusionTrainOptions& options) {
   Require(options.epochs > 0 && options.batch_size > 0, "diffusion training: {} epochs of batches of {}",
           options.epochs, options.batch_size);
@@ -22,20 +26,51 @@ DiffusionTrainResult TrainDiffusion(const DiffusionTrainOptions& options) {
           "[0, 1)", options.drop_caption);
   Require(options.ema_decay >= 0 && options.ema_decay < 1, "diffusion training: EMA decay {} outside [0, 1)",
           options.ema_decay);
-  Require(!options.text_model.empty(), "diffusion training needs an image-text model for the captions");
+  Require(options.distill_alpha >= 0 && options.distill_alpha <= 1, "diffusion training: distillation weight {} "
+          "outside [0, 1]", options.distill_alpha);
+  options.qat.Validate();
+  DiffusionTrainResult result;
+  result.text_model = options.text_model;
+  if (result.text_model.empty() && !options.init_from.empty()) {
+    result.text_model = (std::filesystem::path(options.init_from) / "text_model").string();
+  }
+  Require(!result.text_model.empty(), "diffusion training needs an image-text model for the captions");
   const auto start = std::chrono::steady_clock::now();
   const ImageTextData data =
       LoadImageTextData(options.data_dir, options.caption_file, options.tokenizer_dir, options.subset, /*test=*/1);
-  const CaptionConditioner conditioner(LoadImageTextModel(options.text_model), data.vocabulary.get());
-  const TextCondition empty = conditioner.Encode({""});
+  const CaptionConditioner conditioner(LoadImageTextModel(result.text_model), data.vocabulary.get());
   torch::manual_seed(options.seed);
   UNetConfig config = options.unet;
   config.context_dim = conditioner.model()->config().text_dim;
   config.image_size = data.image_size;
-  DiffusionTrainResult result;
-  result.unet = UNet(config);
+  // The start and the teacher must read captions of the text tower's width and draw images of the data's size.
+  const auto check_fits = [&](const UNet& unet, const std::string& dir) {
+    Require(unet->config().context_dim == config.context_dim && unet->config().image_size == config.image_size,
+            "{}: the UNet reads {}-wide captions and draws {}-pixel images; the text tower ({}) and the data give {} "
+            "and {}", dir, unet->config().context_dim, unet->config().image_size, result.text_model,
+            config.context_dim, config.image_size);
+  };
+  if (!options.init_from.empty()) {
+    result.unet = LoadUNet(options.init_from);
+    check_fits(result.unet, options.init_from);
+  } else {
+    result.unet = UNet(config);
+  }
   UNet& unet = result.unet;
+  const NamedQuantLayers layers = unet->QuantLayers();
+  ApplyQatConfig(options.qat, layers, options.quantize_edges ? std::vector<std::string>() : UNetEdgeLayers());
+  UNet teacher{nullptr};
+  std::unique_ptr<CaptionConditioner> teacher_text;
+  if (!options.distill_teacher.empty()) {
+    teacher = LoadUNet(options.distill_teacher);
+    check_fits(teacher, options.distill_teacher);
+    teacher_text = std::make_unique<CaptionConditioner>(
+        LoadImageTextModel((std::filesystem::path(options.distill_teacher) / "text_model").string()),
+        data.vocabulary.get());
+    for (const auto& p : teacher->parameters()) p.requires_grad_(false);
+  }
   for (const auto& p : unet->parameters()) result.parameters += p.numel();
+  unet->train();
   std::vector<torch::Tensor> average;
   if (options.ema_decay > 0) {
     for (const auto& p : unet->parameters()) average.push_back(p.detach().clone());
@@ -70,9 +105,19 @@ DiffusionTrainResult TrainDiffusion(const DiffusionTrainOptions& options) {
       const torch::Tensor noise = torch::randn(x0.sizes(), generator);
       SetLearningRate(*optimizer, WarmupCosineLearningRate(step, total, std::min<int64_t>(200, total / 10),
                                                            options.learning_rate));
+      ScheduleSparsity(options.qat, layers, static_cast<double>(step + 1) / static_cast<double>(steps_per_epoch));
       optimizer->zero_grad();
-      const torch::Tensor loss =
-          torch::mse_loss(unet->forward(schedule.AddNoise(x0, noise, t), t, text), noise);
+      const torch::Tensor noised = schedule.AddNoise(x0, noise, t);
+      const torch::Tensor predicted = unet->forward(noised, t, text);
+      torch::Tensor loss = torch::mse_loss(predicted, noise);
+      if (teacher) {
+        torch::Tensor soft;
+        {
+          torch::NoGradGuard no_grad;
+          soft = teacher->forward(noised, t, teacher_text->Encode(texts));
+        }
+        loss = (1 - options.distill_alpha) * loss + options.distill_alpha * torch::mse_loss(predicted, soft);
+      }
       loss.backward();
       torch::nn::utils::clip_grad_norm_(unet->parameters(), 1.0);
       optimizer->step();
@@ -98,6 +143,7 @@ DiffusionTrainResult TrainDiffusion(const DiffusionTrainOptions& options) {
     for (size_t i = 0; i < parameters.size(); ++i) parameters[i].copy_(average[i]);
   }
   unet->eval();
+  result.sparsity = MeasuredSparsity(layers);
   result.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   return result;
 }

@@ -150,6 +150,26 @@ assert all(r['weight_bits'] == 8 for r in q['unet']['layers'] + q['text']['layer
       --calib-prompts 10 --threads 2
     expect_output "never reach timestep range" "the error says which range the steps miss"
   fi
+  # Ternary QAT of the UNet from the float one, distilled from it; its packed file runs through the kernels.
+  expect_status 0 "train-diffusion ternary QAT" "$atq" train-diffusion --init "$tmp/t2i" --distill "$tmp/t2i" \
+    --mode ternary --sparsity 0.3 --subset 128 --epochs 1 --batch 64 --threads 2 --out "$tmp/t2i-t"
+  [ -f "$tmp/t2i-t/model.t2.safetensors" ] && [ -f "$tmp/t2i-t/text_model/config.json" ] \
+    || { echo "FAIL: ternary train-diffusion writes the packed UNet and the text model"; failures=$((failures + 1)); }
+  expect_status 0 "generate-image of the packed UNet" "$atq" generate-image "$tmp/t2i-t/model.t2.safetensors" \
+    --prompt "a sneaker" --count 2 --steps 3 --threads 2 --out "$tmp/t2i_t.png"
+  expect_status 1 "generate-image W8A8 of a ternary UNet" "$atq" generate-image "$tmp/t2i-t" --prompt x \
+    --setting W8A8 --steps 3 --threads 2 --out "$tmp/x.png"
+  if [ -f "$fixtures/resnet18/model.safetensors" ]; then
+    expect_status 0 "eval-diffusion of the packed UNet against its float start" "$atq" eval-diffusion \
+      "$tmp/t2i-t/model.t2.safetensors" --baseline "$tmp/t2i" --judge "$fixtures/resnet18/model.safetensors" \
+      --samples 20 --steps 2 --threads 2 --json "$tmp/t2i_t_eval.json"
+    expect_output "through the packed kernels" "eval-diffusion says the UNet ran packed"
+    python3 -c "
+import json; d=json.load(open('$tmp/t2i_t_eval.json')); w=d['unet_weights']
+assert w['packed_kernels'] and w['quantized_layers'] > 20 and 5 < w['quantized_fp32_bytes'] / w['quantized_bytes'] < 16
+assert 0.2 < w['sparsity'] < 0.4 and d['fp_quality']['samples'] == 20 and d['deviation_from_fp']['images'] == 20" \
+      || { echo "FAIL: eval-diffusion of the packed UNet --json"; failures=$((failures + 1)); }
+  fi
   expect_status 1 "generate-image of an image-text folder" "$atq" generate-image "$tmp/image-text" --prompt x \
     --out "$tmp/x.png"
   expect_output "not a text-to-image checkpoint" "the error says what the folder is not"

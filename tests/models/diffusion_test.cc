@@ -1,5 +1,6 @@
 // The text-to-image parts: the cosine schedule against its closed form, DDIM's timesteps, the UNet's shapes and
-// its caption mask, the sampler's per-sample seeding (the batch does not change an image), checkpoints.
+// its caption mask, the sampler's per-sample seeding (the batch does not change an image), checkpoints, and a
+// ternary UNet packed into one file, run through the kernels against its fake-quantized self.
 #include "models/diffusion.h"
 
 #include <cmath>
@@ -8,6 +9,7 @@
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
+#include "models/packed_module.h"
 #include "test_util.h"
 
 namespace atq {
@@ -121,6 +123,53 @@ TEST(UNet, CheckpointReadsBackAndRefusesOtherFolders) {
   std::ofstream(dir.File("config.json")) << R"({"model": "image-text"})";
   EXPECT_NE(testutil::ErrorMessageOf([&] { LoadUNet(dir.path()); }).find("not a text-to-image checkpoint"),
             std::string::npos);
+}
+
+TEST(UNet, TernaryUNetPacksIntoOneFileAndRunsThroughTheKernels) {
+  torch::manual_seed(5);
+  UNet unet(TinyUNet());
+  LayerQuantConfig ternary;
+  ternary.quantized = true;
+  ternary.grid.threshold_value = 0.4;
+  ternary.rpb_fraction = 0.01;
+  int64_t quantized = 0;
+  for (const auto& [name, layer] : unet->QuantLayers()) {
+    if (name == "conv_in" || name == "conv_out") continue;  // kept float as a QAT run keeps them
+    layer->SetQuantConfig(ternary);
+    ++quantized;
+  }
+  unet->eval();
+  testutil::TempDir dir;
+  const std::string path = dir.File("model.t2.safetensors");
+  EXPECT_GT(ExportPackedUNet(*unet, {{"note", 2}}, QuantType::kTernary2, path), 0);
+  EXPECT_TRUE(IsPackedUNet(path));
+  nlohmann::json config;
+  UNet kernels = LoadUNetAny(path, PackedRun::kKernels, &config);
+  UNet dequantized = LoadUNetAny(path, PackedRun::kDequantized);
+  EXPECT_EQ(config["note"], 2);
+  int64_t runs_packed = 0;
+  for (const auto& [name, layer] : kernels->QuantLayers()) {
+    runs_packed += dynamic_cast<const QuantWeightLayer*>(layer)->RunsPackedKernels();
+  }
+  EXPECT_EQ(runs_packed, quantized);
+
+  const torch::Tensor x = torch::randn({3, 1, 8, 8});
+  const torch::Tensor t = torch::tensor({5, 400, 999}, torch::kLong);
+  const TextCondition text = RandomText(3, 4, 16, {4, 2, 1});
+  torch::NoGradGuard no_grad;
+  const torch::Tensor reference = unet->forward(x, t, text);
+  const double scale = reference.abs().max().item<double>();
+  EXPECT_LT((dequantized->forward(x, t, text) - reference).abs().max().item<double>(), 1e-4 * scale);
+  // The kernels quantize every layer's input to int8 per row: a few percent of the output's range at most.
+  EXPECT_LT((kernels->forward(x, t, text) - reference).abs().max().item<double>(), 0.05 * scale);
+
+  // A packed file of another kind is refused by name.
+  WritePackedModule(*unet, unet->QuantLayers(), QuantType::kTernary2, {{kPackedFormatKey, "atq-packed-other/1"}},
+                     dir.File("other.safetensors"));
+  const std::string message =
+      testutil::ErrorMessageOf([&] { LoadUNetAny(dir.File("other.safetensors"), PackedRun::kKernels); });
+  EXPECT_NE(message.find("other.safetensors"), std::string::npos) << message;
+  EXPECT_NE(message.find("atq-packed-text-to-image/1"), std::string::npos) << message;
 }
 
 }  // namespace

@@ -25,6 +25,7 @@
 #include "torch/caching_allocator.h"
 #include "torch/tensor_bridge.h"
 #include "torch_image_text_options.h"
+#include "torch_qat_flags.h"
 #include "train/diffusion_trainer.h"
 #include "train/image_text_trainer.h"
 #include "util/error.h"
@@ -37,6 +38,7 @@ namespace {
 struct DiffusionQuantFlags {
   std::vector<std::string> settings{"fp"};
   DiffusionPtqOptions ptq;
+  bool dequantize = false;  // a packed UNet file in float32 instead of through the packed kernels
 
   void Add(CLI::App& app, bool many) {
     const auto valid = [](const std::string& text) -> std::string {
@@ -88,10 +90,14 @@ struct DiffusionQuantFlags {
                            "Activations of both signs: symmetric or affine (unsigned codes and a zero point)"),
             std::map<std::string, bool>{{"symmetric", false}, {"affine", true}})
         ->default_str("symmetric");
+    app.add_flag("--dequantize", dequantize,
+                 "A packed UNet file (model.t2.safetensors of a ternary run) runs dequantized in float32, the "
+                 "fake-quantized model's arithmetic, instead of through the packed kernels");
   }
 };
 
-// A text-to-image folder loaded for sampling, quantized as `setting` says.
+// A text-to-image folder (or a packed UNet file in one, whose folder holds text_model/) loaded for sampling,
+// quantized as `setting` says.
 struct TextToImage {
   UNet unet{nullptr};
   ImageTextModel text{nullptr};
@@ -100,11 +106,14 @@ struct TextToImage {
   nlohmann::json config;
 };
 
-TextToImage LoadTextToImage(const std::string& dir, const ImageTextData& data, const std::string& setting,
+TextToImage LoadTextToImage(const std::string& path, const ImageTextData& data, const std::string& setting,
                             const DiffusionQuantFlags& flags, const SamplerOptions& sampler) {
   TextToImage model;
-  model.unet = LoadUNet(dir, &model.config);
-  model.text = LoadImageTextModel((std::filesystem::path(dir) / "text_model").string());
+  model.unet = LoadUNetAny(path, flags.dequantize ? PackedRun::kDequantized : PackedRun::kKernels, &model.config);
+  std::error_code error;
+  const std::filesystem::path folder =
+      std::filesystem::is_directory(path, error) ? std::filesystem::path(path) : std::filesystem::path(path).parent_path();
+  model.text = LoadImageTextModel((folder / "text_model").string());
   model.conditioner = std::make_unique<CaptionConditioner>(model.text, data.vocabulary.get());
   if (setting == "fp") return model;
   DiffusionPtqOptions options = flags.ptq;
@@ -131,13 +140,16 @@ RunFn DeclareTrainDiffusion(CLI::App& app) {
   struct Options {
     DiffusionTrainOptions train;
     ImageTextDataFlags data;
+    WeightQatFlags qat;
+    std::string packed_type = "t2";
     int threads = 0;
     std::string out_dir;
   };
   auto o = std::make_shared<Options>();
   DiffusionTrainOptions& t = o->train;
-  app.add_option("--text-model", t.text_model, "Image-text checkpoint folder whose text tower reads the captions")
-      ->required();
+  app.add_option("--text-model", t.text_model,
+                 "Image-text checkpoint folder whose text tower reads the captions (default with --init: its "
+                 "text_model/)");
   AddImageTextDataFlags(app, o->data);
   app.add_option("--epochs", t.epochs, "Epochs")->check(CountFrom(1))->capture_default_str();
   app.add_option("--batch", t.batch_size, "Images per batch")->check(CountFrom(1))->capture_default_str();
@@ -155,9 +167,21 @@ RunFn DeclareTrainDiffusion(CLI::App& app) {
       ->capture_default_str();
   app.add_option("--seed", t.seed, "Seed of the weights, order, captions and noise")->capture_default_str();
   app.add_option("--subset", t.subset, "Train on the first N images only (0: all)")->check(CountFrom(0));
+  AddWeightQatFlags(app, o->qat);
+  app.add_flag("--quantize-edges", t.quantize_edges, "Also quantize conv_in and conv_out (the image's own channels)");
+  app.add_option("--init", t.init_from, "Start from this text-to-image folder's UNet (e.g. the full-precision one)");
+  app.add_option("--distill", t.distill_teacher,
+                 "Distil from this text-to-image folder's UNet (full precision): its noise predictions as soft targets");
+  app.add_option("--distill-alpha", t.distill_alpha, "Weight of the teacher's prediction in the loss")
+      ->check(CLI::Range(0.0, 1.0))
+      ->capture_default_str();
+  app.add_option("--packed-type", o->packed_type, "Packing of a ternary UNet's file: t2 or t1.6")
+      ->check(CLI::IsMember({"t2", "t1.6"}))
+      ->capture_default_str();
   app.add_option("--threads", o->threads, "Threads (0: every core)")->check(ThreadCount())->capture_default_str();
   app.add_option("--out", o->out_dir,
-                 "Output folder: model.safetensors + config.json (the UNet), text_model/ (the text tower's model)")
+                 "Output folder: model.safetensors + config.json (the UNet), text_model/ (the text tower's model), "
+                 "and model.<packed-type>.safetensors for a ternary UNet")
       ->required();
   return [o] {
     UseCachingCpuAllocator();
@@ -167,8 +191,13 @@ RunFn DeclareTrainDiffusion(CLI::App& app) {
     options.data_dir = data.data_dir;
     options.caption_file = data.caption_file;
     options.tokenizer_dir = data.tokenizer_dir;
+    options.qat = ResolveWeightQat(o->qat);
+    Require(!options.text_model.empty() || !options.init_from.empty(), "train-diffusion: --text-model or --init "
+            "names the image-text model that reads the captions");
     std::vector<std::string> inputs = data.Inputs();
-    inputs.push_back(options.text_model);
+    for (const std::string* input : {&options.text_model, &options.init_from, &options.distill_teacher}) {
+      inputs.push_back(*input);
+    }
     CheckOutputPath(o->out_dir, inputs, "--out");
     OutputLock lock(o->out_dir);
     SetTorchThreads(o->threads);
@@ -178,15 +207,27 @@ RunFn DeclareTrainDiffusion(CLI::App& app) {
         {"training",
          {{"epochs", options.epochs}, {"batch", options.batch_size}, {"learning_rate", options.learning_rate},
           {"drop_caption", options.drop_caption}, {"ema", options.ema_decay}, {"seed", options.seed},
-          {"subset", options.subset}, {"captions", options.caption_file}, {"text_model", options.text_model},
-          {"seconds", result.seconds}, {"threads", torch::get_num_threads()}, {"epoch_loss", result.epoch_loss}}},
+          {"subset", options.subset}, {"captions", options.caption_file}, {"text_model", result.text_model},
+          {"qat", options.qat.ToJson()}, {"quantize_edges", options.quantize_edges}, {"init", options.init_from},
+          {"distill", options.distill_teacher}, {"distill_alpha", options.distill_alpha},
+          {"sparsity", result.sparsity}, {"seconds", result.seconds}, {"threads", torch::get_num_threads()},
+          {"epoch_loss", result.epoch_loss}}},
         {"parameters", result.parameters}};
     // The text tower travels with the UNet: the folder is the whole model.
-    ImageTextModel text = LoadImageTextModel(options.text_model);
+    ImageTextModel text = LoadImageTextModel(result.text_model);
     SaveImageTextModel((std::filesystem::path(o->out_dir) / "text_model").string(), *text, {});
     SaveUNet(o->out_dir, *result.unet, extra);
-    fmt::print("text-to-image UNet ({} parameters) trained in {:.0f} s, final loss {:.4f}; written to {}\n",
-               result.parameters, result.seconds, result.epoch_loss.back(), o->out_dir);
+    std::string packed_note;
+    if (options.qat.mode == WeightMode::kTernary) {
+      const std::string packed =
+          (std::filesystem::path(o->out_dir) / fmt::format("model.{}.safetensors", o->packed_type)).string();
+      const int64_t bytes = ExportPackedUNet(*result.unet, extra, *ParseQuantType(o->packed_type), packed);
+      packed_note = fmt::format("; packed UNet {} bytes in {} (sparsity {:.3f})", bytes, packed, result.sparsity);
+    }
+    fmt::print("text-to-image UNet ({} parameters, {} weights) trained in {:.0f} s, final loss {:.4f}; written to "
+               "{}{}\n",
+               result.parameters, WeightModeName(options.qat.mode), result.seconds, result.epoch_loss.back(),
+               o->out_dir, packed_note);
     return 0;
   };
 }
@@ -203,7 +244,9 @@ RunFn DeclareGenerateImage(CLI::App& app) {
     std::string out;
   };
   auto o = std::make_shared<Options>();
-  app.add_option("MODEL", o->model, "Text-to-image folder (atq train-diffusion --out)")->required();
+  app.add_option("MODEL", o->model,
+                 "Text-to-image folder (atq train-diffusion --out), or the packed UNet file of a ternary one")
+      ->required();
   app.add_option("--prompt", o->prompts, "What to draw (repeat for a grid with one row per prompt)")->required();
   AddImageTextDataFlags(app, o->data);
   app.add_option("--steps", o->sampler.steps, "DDIM steps")->check(CLI::Range(1, 1000))->capture_default_str();
@@ -260,10 +303,13 @@ RunFn DeclareEvalDiffusion(CLI::App& app) {
     DiffusionQuantFlags quant;
     int threads = 0;
     bool against_fp = false;
+    std::string baseline;
     std::string json_path, grid_path;
   };
   auto o = std::make_shared<Options>();
-  app.add_option("MODEL", o->model, "Text-to-image folder (atq train-diffusion --out)")->required();
+  app.add_option("MODEL", o->model,
+                 "Text-to-image folder (atq train-diffusion --out), or the packed UNet file of a ternary one")
+      ->required();
   app.add_option("--judge", o->judge,
                  "The classifier that judges the images: a checkpoint, or weights of --judge-arch (e.g. "
                  "$ATQ_FIXTURES/resnet18/model.safetensors)")
@@ -287,12 +333,15 @@ RunFn DeclareEvalDiffusion(CLI::App& app) {
   app.add_flag("--against-fp", o->against_fp,
                "With a quantized --setting: also draw the float model's images from the same prompts and noise, and "
                "report both and how far the quantized images lie from them (mean |pixel difference|, PSNR)");
+  app.add_option("--baseline", o->baseline,
+                 "Another text-to-image folder (e.g. the float one a ternary UNet was trained from) drawn from the "
+                 "same prompts and noise and compared as --against-fp compares");
   return [o] {
     UseCachingCpuAllocator();
     ImageTextDataFlags data = o->data;
     data.Resolve();
     for (const std::string* output : {&o->json_path, &o->grid_path}) {
-      if (!output->empty()) CheckOutputPath(*output, {o->model, o->judge, data.data_dir}, "output");
+      if (!output->empty()) CheckOutputPath(*output, {o->model, o->judge, data.data_dir, o->baseline}, "output");
     }
     SetTorchThreads(o->threads);
     const ImageTextData images = LoadImageTextData(data.data_dir, data.caption_file, data.tokenizer_dir,
@@ -318,32 +367,49 @@ RunFn DeclareEvalDiffusion(CLI::App& app) {
                  ? config["training"]["seed"].get<uint64_t>()
                  : o->eval.caption_seed;
     };
-    // The float model's images first (same prompts and noise), when the quantized ones are compared with them.
-    std::optional<TextToImageQuality> fp_quality;
-    torch::Tensor fp_pixels;
-    if (o->against_fp && o->quant.settings.front() != "fp") {
-      TextToImage fp = LoadTextToImage(o->model, images, "fp", o->quant, o->eval.sampler);
-      TextToImageEvalOptions options = o->eval;
-      options.caption_seed = caption_seed_of(fp.config);
-      fp_quality = EvaluateTextToImage(*fp.unet, *fp.conditioner, *images.captions, images.test, judged, options,
-                                       &fp_pixels);
-      print("fp", *fp_quality, options.sampler.steps, options.sampler.guidance);
-    }
     // After the judge: a bad judge file is refused before the calibration runs.
     TextToImage model = LoadTextToImage(o->model, images, o->quant.settings.front(), o->quant, o->eval.sampler);
     TextToImageEvalOptions options = o->eval;
     if (model.ptq) options.sampler.on_timestep = model.ptq->OnTimestep();
     options.caption_seed = caption_seed_of(model.config);
+    // The float model's images (same prompts and noise) when the quantized ones are compared with them: this
+    // folder's at fp, or the baseline folder's.
+    std::optional<TextToImageQuality> fp_quality;
+    torch::Tensor fp_pixels;
+    const std::string reference = o->baseline.empty() ? std::string("fp") : o->baseline;
+    if (!o->baseline.empty() || (o->against_fp && o->quant.settings.front() != "fp")) {
+      DiffusionQuantFlags float_flags = o->quant;
+      float_flags.dequantize = false;
+      TextToImage fp = LoadTextToImage(o->baseline.empty() ? o->model : o->baseline, images, "fp", float_flags,
+                                       o->eval.sampler);
+      TextToImageEvalOptions fp_options = o->eval;
+      fp_options.caption_seed = options.caption_seed;
+      fp_quality = EvaluateTextToImage(*fp.unet, *fp.conditioner, *images.captions, images.test, judged, fp_options,
+                                       &fp_pixels);
+      print(reference, *fp_quality, fp_options.sampler.steps, fp_options.sampler.guidance);
+    }
     torch::Tensor pixels, labels;
     const TextToImageQuality quality = EvaluateTextToImage(*model.unet, *model.conditioner, *images.captions,
                                                            images.test, judged, options, &pixels, &labels);
-    print(o->quant.settings.front(), quality, options.sampler.steps, options.sampler.guidance);
+    // A UNet trained quantized (ternary QAT): its layers as stored.
+    const UNetWeightSize weights = MeasureUNetWeights(*model.unet);
+    const QuantizedModelSize& size = weights.size;
+    const std::string label = size.quantized_layers > 0 ? "quantized UNet" : o->quant.settings.front();
+    print(label, quality, options.sampler.steps, options.sampler.guidance);
+    if (size.quantized_layers > 0) {
+      fmt::print("UNet: {} quantized layers ({} weights, sparsity {:.3f}) {} -> {} bytes ({:.2f}x smaller{}); whole "
+                 "UNet {} -> {} bytes\n",
+                 size.quantized_layers, size.quantized_weights, weights.sparsity, size.quantized_fp32_bytes,
+                 size.quantized_bytes, size.Compression(),
+                 size.packed_kernels ? ", through the packed kernels" : ", fake-quantized in float",
+                 size.model_fp32_bytes, size.model_bytes);
+    }
     std::optional<ImageDeviation> deviation;
     if (fp_quality) {
       deviation = CompareImages(pixels, fp_pixels);
-      fmt::print("{} against fp: Fréchet distance {:.3f}x of fp's; images {:.2f} gray levels from fp's on average "
+      fmt::print("{} against {}: Fréchet distance {:.3f}x of its; images {:.2f} gray levels from its on average "
                  "(PSNR {:.2f} dB)\n",
-                 o->quant.settings.front(), quality.frechet_distance / fp_quality->frechet_distance,
+                 label, reference, quality.frechet_distance / fp_quality->frechet_distance,
                  deviation->mean_abs_pixel, deviation->psnr_db);
     }
     if (model.ptq) {
@@ -376,6 +442,8 @@ RunFn DeclareEvalDiffusion(CLI::App& app) {
                                    {"setting", o->quant.settings.front()},
                                    {"quality", quality.ToJson()}};
       if (model.ptq) json["quantization"] = model.ptq->ToJson();
+      if (weights.size.quantized_layers > 0) json["unet_weights"] = weights.ToJson();
+      if (!o->baseline.empty()) json["baseline"] = o->baseline;
       if (fp_quality) {
         json["fp_quality"] = fp_quality->ToJson();
         json["deviation_from_fp"] = deviation->ToJson();

@@ -24,7 +24,7 @@ namespace {
 
 void PrintReport(const std::string& name, const ImageTextReport& r) {
   const ImageTextMetrics& m = r.metrics;
-  fmt::print("{}{}\n", name, r.packed_kernels ? " (packed kernels)" : "");
+  fmt::print("{}{}\n", name, r.size.packed_kernels ? " (packed kernels)" : "");
   fmt::print("  zero-shot accuracy {:.2f}% | image->text R@1 {:.2f}% R@5 {:.2f}% | text->image R@1 {:.2f}% R@5 "
              "{:.2f}%\n  matching {:.2f}% (hard negatives {:.2f}%) | sparsity {:.3f}\n",
              100 * m.zero_shot_accuracy, 100 * m.image_to_text_recall1, 100 * m.image_to_text_recall5,
@@ -32,9 +32,8 @@ void PrintReport(const std::string& name, const ImageTextReport& r) {
              100 * m.matching_accuracy_hard, m.sparsity);
   fmt::print("  size: {} quantized layers {} -> {} bytes ({:.1f}x); model {} -> {} bytes | energy per query {:.1f} nJ "
              "| {:.0f} images/s\n",
-             r.quantized_layers, r.quantized_fp32_bytes, r.quantized_bytes,
-             r.quantized_bytes > 0 ? static_cast<double>(r.quantized_fp32_bytes) / r.quantized_bytes : 1.0,
-             r.model_fp32_bytes, r.model_bytes, r.energy_pj / 1000, r.images_per_second);
+             r.size.quantized_layers, r.size.quantized_fp32_bytes, r.size.quantized_bytes, r.size.Compression(),
+             r.size.model_fp32_bytes, r.size.model_bytes, r.energy_pj / 1000, r.images_per_second);
 }
 
 }  // namespace
@@ -105,8 +104,7 @@ RunFn DeclareEvalImageText(CLI::App& app) {
                  "{:.1f}x smaller, energy per query {:.1f}x lower\n",
                  100 * (report.metrics.zero_shot_accuracy - baseline.metrics.zero_shot_accuracy),
                  100 * (report.metrics.matching_accuracy - baseline.metrics.matching_accuracy),
-                 report.quantized_bytes > 0 ? static_cast<double>(report.quantized_fp32_bytes) / report.quantized_bytes
-                                            : 1.0,
+                 report.size.Compression(),
                  report.energy_pj > 0 ? baseline.energy_pj / report.energy_pj : 1.0);
       if (!o->compare_plot.empty()) {
         PlotImageTextComparison({{"baseline", baseline.metrics}, {"model", report.metrics}}, o->compare_plot);
@@ -117,8 +115,8 @@ RunFn DeclareEvalImageText(CLI::App& app) {
                             o->confusion_plot);
     }
     if (!o->ternary_plot.empty()) {
-      Require(!report.layers.empty(), "{}: no quantized layers to plot (--plot-ternary)", o->model);
-      PlotTernaryDistribution(report.layers, o->ternary_plot);
+      Require(!report.size.layers.empty(), "{}: no quantized layers to plot (--plot-ternary)", o->model);
+      PlotTernaryDistribution(report.size.layers, o->ternary_plot);
     }
     if (!o->json_path.empty()) WriteFileAtomically(o->json_path, json.dump(2) + "\n");
     return 0;
