@@ -109,6 +109,7 @@ def main():
     parser.add_argument("--runs", default=",".join(PARTS), help="comma-separated parts: " + ", ".join(PARTS))
     parser.add_argument("--minutes", type=float, default=120, help="training budget of each target run")
     parser.add_argument("--ablation-steps", type=int, default=300)
+    parser.add_argument("--ablations", default="", help="comma-separated ablation labels to run (default: all)")
     parser.add_argument("--throughput-steps", type=int, default=8)
     parser.add_argument("--ctx", type=int, default=512, help="training window; 512 is the test protocol's, and a GPT-2 trained\n                        on shorter windows never adapts its later position embeddings to the quantized weights")
     parser.add_argument("--batch-size", type=int, default=4)
@@ -161,11 +162,7 @@ def main():
             entry[part] = row
             save()
         if "ablations" in parts:
-            ablations = {}
             gptq = os.path.join(work, "gptq-ternary")
-            if not os.path.isdir(gptq):
-                atq(["quantize", model, "--method", "gptq", "--ternary", "--tokenizer", TOKENIZER, "--calib",
-                     os.path.join(CORPUS, "train.txt"), "--threads", str(args.threads), "--out", gptq])
             variants = [
                 ("from-fp", model, []),
                 ("from-gptq-ternary", gptq, ["--teacher", model]),
@@ -174,6 +171,16 @@ def main():
                 ("rpb", model, ["--rpb-fraction", str(args.rpb_fraction)]),
                 ("learned-scales", model, ["--learn-scales"]),
             ]
+            if args.ablations:
+                wanted = args.ablations.split(",")
+                unknown = [w for w in wanted if w not in [v[0] for v in variants]]
+                if unknown:
+                    sys.exit(f"--ablations: unknown {unknown} (labels: {', '.join(v[0] for v in variants)})")
+                variants = [v for v in variants if v[0] in wanted]
+            if any(start == gptq for _, start, _ in variants) and not os.path.isdir(gptq):
+                atq(["quantize", model, "--method", "gptq", "--ternary", "--tokenizer", TOKENIZER, "--calib",
+                     os.path.join(CORPUS, "train.txt"), "--threads", str(args.threads), "--out", gptq])
+            ablations = entry.get("ablations", {})
             for label, start, extra in variants:
                 row = train_and_score("ablation-" + label, start, work, args, args.ablation_steps, extra)
                 row["ratio_to_fp"] = row["test_perplexity"] / fp

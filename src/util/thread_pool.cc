@@ -33,26 +33,46 @@ void SpinWhile(Condition waiting) {
 
 }  // namespace
 
-ThreadPool::ThreadPool(int threads) {
+ThreadPool::ThreadPool(int threads) { StartWorkers(threads); }
+
+ThreadPool::ThreadPool(Backend backend, int threads) { Reset(std::move(backend), threads); }
+
+ThreadPool::~ThreadPool() { StopWorkers(); }
+
+void ThreadPool::Reset(int threads) {
+  StopWorkers();
+  backend_ = nullptr;
+  backend_threads_ = 0;
+  StartWorkers(threads);
+}
+
+void ThreadPool::Reset(Backend backend, int threads) {
+  Require(backend != nullptr && threads >= 1, "a thread pool backend needs a function and at least 1 thread");
+  StopWorkers();
+  backend_ = std::move(backend);
+  backend_threads_ = threads;
+}
+
+void ThreadPool::StartWorkers(int threads) {
   Require(threads >= 1, "a thread pool needs at least 1 thread, not {}", threads);
-  for (int i = 1; i < threads; ++i) workers_.emplace_back([this, i] { WorkerLoop(i); });
+  // A worker waits for the generation to move past the one it starts at, not past 0: after a Reset the counter
+  // has moved already, and a worker starting from 0 would run a job that is not there.
+  const uint64_t generation = generation_.load();
+  for (int i = 1; i < threads; ++i) workers_.emplace_back([this, i, generation] { WorkerLoop(i, generation); });
 }
 
-ThreadPool::ThreadPool(Backend backend, int threads) : backend_(std::move(backend)), backend_threads_(threads) {
-  Require(backend_ != nullptr && threads >= 1, "a thread pool backend needs a function and at least 1 thread");
-}
-
-ThreadPool::~ThreadPool() {
+void ThreadPool::StopWorkers() {
   {
     std::lock_guard<std::mutex> lock(mutex_);
     stopping_ = true;
   }
   start_.notify_all();
   for (std::thread& worker : workers_) worker.join();
+  workers_.clear();
+  stopping_ = false;
 }
 
-void ThreadPool::WorkerLoop(int index) {
-  uint64_t seen = 0;
+void ThreadPool::WorkerLoop(int index, uint64_t seen) {
   for (;;) {
     SpinWhile([&] { return generation_.load(std::memory_order_acquire) == seen && !stopping_; });
     {
@@ -111,10 +131,22 @@ ThreadPool& KernelThreadPool() {
   return *pool;
 }
 
-void SetKernelThreads(int threads) { KernelPoolSlot() = std::make_unique<ThreadPool>(threads); }
+void SetKernelThreads(int threads) {
+  auto& pool = KernelPoolSlot();
+  if (pool) {
+    pool->Reset(threads);
+  } else {
+    pool = std::make_unique<ThreadPool>(threads);
+  }
+}
 
 void SetKernelBackend(ThreadPool::Backend backend, int threads) {
-  KernelPoolSlot() = std::make_unique<ThreadPool>(std::move(backend), threads);
+  auto& pool = KernelPoolSlot();
+  if (pool) {
+    pool->Reset(std::move(backend), threads);
+  } else {
+    pool = std::make_unique<ThreadPool>(std::move(backend), threads);
+  }
 }
 
 }  // namespace atq

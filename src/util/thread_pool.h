@@ -28,6 +28,11 @@ class ThreadPool {
   ThreadPool(const ThreadPool&) = delete;
   ThreadPool& operator=(const ThreadPool&) = delete;
 
+  // Becomes ThreadPool(threads) or ThreadPool(backend, threads) in place, so that whoever holds a reference to
+  // this pool (a decoder built earlier) runs on the new threads. Not while a ParallelFor runs.
+  void Reset(int threads);
+  void Reset(Backend backend, int threads);
+
   int threads() const { return backend_ ? backend_threads_ : static_cast<int>(workers_.size()) + 1; }
 
   // Calls body(begin, end, thread) on `threads()` contiguous slices of [0, count) whose bounds are multiples of
@@ -35,7 +40,9 @@ class ThreadPool {
   void ParallelFor(int64_t count, int64_t grain, const std::function<void(int64_t, int64_t, int)>& body);
 
  private:
-  void WorkerLoop(int index);
+  void StartWorkers(int threads);
+  void StopWorkers();
+  void WorkerLoop(int index, uint64_t seen);
 
   Backend backend_;
   int backend_threads_ = 0;
@@ -50,7 +57,8 @@ class ThreadPool {
 };
 
 // The pool kernels use when the caller passes none: sized by SetKernelThreads (default: hardware threads), or
-// running on another runtime's threads after SetKernelBackend.
+// running on another runtime's threads after SetKernelBackend. One object for the process: both reset it in
+// place, so a reference taken before (CpuDecoder keeps one) stays valid and follows the new setting.
 ThreadPool& KernelThreadPool();
 void SetKernelThreads(int threads);
 void SetKernelBackend(ThreadPool::Backend backend, int threads);

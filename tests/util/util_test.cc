@@ -1,9 +1,12 @@
 // Logging levels, durations, atomic writes and memory mapping.
 #include <unistd.h>
 
+#include <algorithm>
+#include <atomic>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <string>
 
 #include <gtest/gtest.h>
@@ -15,6 +18,7 @@
 #include "util/log.h"
 #include "util/progress.h"
 #include "util/strings.h"
+#include "util/thread_pool.h"
 
 namespace atq {
 namespace {
@@ -26,6 +30,42 @@ fs::path ScratchDir(const std::string& name) {
   fs::remove_all(dir);
   fs::create_directories(dir);
   return dir;
+}
+
+// Sums 0 .. count - 1 through the pool, each slice on whichever thread the pool gives it.
+int64_t PoolSum(ThreadPool& pool, int64_t count) {
+  std::atomic<int64_t> sum{0};
+  pool.ParallelFor(count, 8, [&](int64_t begin, int64_t end, int) {
+    for (int64_t i = begin; i < end; ++i) sum += i;
+  });
+  return sum.load();
+}
+
+// A CpuDecoder keeps the kernel pool it was built with; setting the kernel threads afterwards must change that
+// pool, not free it under the decoder.
+TEST(ThreadPool, KernelPoolIsResetInPlace) {
+  ThreadPool& pool = KernelThreadPool();
+  SetKernelThreads(3);
+  EXPECT_EQ(&KernelThreadPool(), &pool);
+  EXPECT_EQ(pool.threads(), 3);
+  EXPECT_EQ(PoolSum(pool, 1000), 999 * 1000 / 2);
+  int backend_calls = 0;
+  SetKernelBackend(
+      [&](int64_t count, int64_t grain, const std::function<void(int64_t, int64_t, int)>& body) {
+        ++backend_calls;
+        for (int64_t begin = 0; begin < count; begin += grain) body(begin, std::min(count, begin + grain), 0);
+      },
+      2);
+  EXPECT_EQ(&KernelThreadPool(), &pool);
+  EXPECT_EQ(pool.threads(), 2);
+  EXPECT_EQ(PoolSum(pool, 1000), 999 * 1000 / 2);
+  EXPECT_EQ(backend_calls, 1);
+  // Back to threads of its own, after the generation counter has moved: the new workers must not run a stale job.
+  SetKernelThreads(4);
+  EXPECT_EQ(pool.threads(), 4);
+  for (int round = 0; round < 50; ++round) ASSERT_EQ(PoolSum(pool, 4096), 4095 * 4096 / 2);
+  SetKernelThreads(2);
+  EXPECT_EQ(PoolSum(pool, 100), 99 * 100 / 2);
 }
 
 TEST(Strings, SplitKeepsEmptyPieces) {
