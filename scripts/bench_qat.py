@@ -17,6 +17,7 @@ the scores, and summary.json; a markdown table is printed at the end. --runs pic
 
   python3 scripts/bench_qat.py --minutes 120
   python3 scripts/bench_qat.py --models gpt2-mini --runs throughput
+  python3 scripts/bench_qat.py --models gpt2-mini --runs ablations --ablation-steps 150 --ablations from-fp,rpb
 """
 import argparse
 import json
