@@ -312,12 +312,7 @@ UNet LoadUNet(const std::string& dir, nlohmann::json* config_json) {
 }
 
 int64_t ExportPackedUNet(UNetImpl& unet, const nlohmann::json& extra, QuantType type, const std::string& path) {
-  nlohmann::json config = UNetJson(unet);
-  if (extra.is_object()) {
-    for (const auto& [key, value] : extra.items()) config[key] = value;
-  }
-  return WritePackedModule(unet, unet.QuantLayers(), type,
-                           {{kPackedFormatKey, kPackedFormat}, {kPackedConfigKey, config.dump()}}, path);
+  return WritePackedModel(unet, unet.QuantLayers(), type, kPackedFormat, UNetJson(unet), extra, path);
 }
 
 bool IsPackedUNet(const std::string& path) { return PackedFormatOf(path) == kPackedFormat; }
@@ -325,13 +320,7 @@ bool IsPackedUNet(const std::string& path) { return PackedFormatOf(path) == kPac
 UNet LoadUNetAny(const std::string& path, PackedRun run, nlohmann::json* config_json) {
   std::error_code error;
   if (std::filesystem::is_directory(path, error)) return LoadUNet(path, config_json);
-  const SafetensorsFile file = SafetensorsFile::Open(path);
-  const nlohmann::json json = ReadPackedConfig(file, path, kPackedFormat);
-  UNet unet = UNetFromJson(json, path + " " + kPackedConfigKey);
-  ReadPackedModule(file, path, *unet, unet->QuantLayers(), run);
-  unet->eval();
-  if (config_json != nullptr) *config_json = json;
-  return unet;
+  return LoadPackedModel<UNet>(path, kPackedFormat, run, UNetFromJson, config_json);
 }
 
 }  // namespace atq

@@ -252,14 +252,10 @@ namespace {
 
 constexpr const char* kPackedFormat = "atq-packed-image-text/1";
 
-// What config.json holds: the model kind, its sizes, each layer's quantization and the caller's keys.
-nlohmann::json CheckpointJson(ImageTextModelImpl& model, const nlohmann::json& extra) {
-  nlohmann::json config = {{"model", "image-text"}, {"config", ImageTextConfigToJson(model.config())},
-                           {"layers", LayerConfigsToJson(model.QuantLayers())}};
-  if (extra.is_object()) {
-    for (const auto& [key, value] : extra.items()) config[key] = value;
-  }
-  return config;
+// What config.json holds: the model kind, its sizes, each layer's quantization.
+nlohmann::json CheckpointJson(ImageTextModelImpl& model) {
+  return {{"model", "image-text"}, {"config", ImageTextConfigToJson(model.config())},
+          {"layers", LayerConfigsToJson(model.QuantLayers())}};
 }
 
 // The model a config.json (or a packed file's atq.config) describes, untrained.
@@ -272,7 +268,7 @@ ImageTextModel ModelFromJson(const nlohmann::json& json, const std::string& what
 }  // namespace
 
 void SaveImageTextModel(const std::string& dir, ImageTextModelImpl& model, const nlohmann::json& extra) {
-  SaveModuleFolder(dir, model, CheckpointJson(model, {}), extra);
+  SaveModuleFolder(dir, model, CheckpointJson(model), extra);
 }
 
 ImageTextModel LoadImageTextModel(const std::string& dir, nlohmann::json* config_json) {
@@ -288,9 +284,7 @@ ImageTextModel LoadImageTextModel(const std::string& dir, nlohmann::json* config
 
 int64_t ExportPackedImageText(ImageTextModelImpl& model, const nlohmann::json& extra, QuantType type,
                               const std::string& path) {
-  return WritePackedModule(model, model.QuantLayers(), type,
-                           {{kPackedFormatKey, kPackedFormat}, {kPackedConfigKey, CheckpointJson(model, extra).dump()}},
-                           path);
+  return WritePackedModel(model, model.QuantLayers(), type, kPackedFormat, CheckpointJson(model), extra, path);
 }
 
 bool IsPackedImageText(const std::string& path) { return PackedFormatOf(path) == kPackedFormat; }
@@ -298,13 +292,7 @@ bool IsPackedImageText(const std::string& path) { return PackedFormatOf(path) ==
 ImageTextModel LoadImageTextAny(const std::string& path, PackedRun run, nlohmann::json* config_json) {
   std::error_code error;
   if (std::filesystem::is_directory(path, error)) return LoadImageTextModel(path, config_json);
-  const SafetensorsFile file = SafetensorsFile::Open(path);
-  const nlohmann::json json = ReadPackedConfig(file, path, kPackedFormat);
-  ImageTextModel model = ModelFromJson(json, path + " " + kPackedConfigKey);
-  ReadPackedModule(file, path, *model, model->QuantLayers(), run);
-  model->eval();
-  if (config_json != nullptr) *config_json = json;
-  return model;
+  return LoadPackedModel<ImageTextModel>(path, kPackedFormat, run, ModelFromJson, config_json);
 }
 
 }  // namespace atq

@@ -16,10 +16,8 @@ constexpr const char* kFormatName = "atq-packed-classifier/1";
 }  // namespace
 
 int64_t ExportPackedClassifier(const LoadedClassifier& loaded, QuantType type, const std::string& path) {
-  return WritePackedModule(*loaded.model, loaded.model->QuantLayers(), type,
-                           {{kPackedFormatKey, kFormatName},
-                            {kPackedConfigKey, ClassifierConfigToJson(loaded.config).dump()}},
-                           path);
+  return WritePackedModel(*loaded.model, loaded.model->QuantLayers(), type, kFormatName,
+                          ClassifierConfigToJson(loaded.config), nlohmann::json::object(), path);
 }
 
 bool IsPackedClassifier(const std::string& path) { return PackedFormatOf(path) == kFormatName; }

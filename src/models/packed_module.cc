@@ -108,6 +108,16 @@ std::string PackedFormatOf(const std::string& path) {
   }
 }
 
+int64_t WritePackedModel(torch::nn::Module& module, const NamedQuantLayers& layers, QuantType type,
+                         const std::string& format, nlohmann::json config, const nlohmann::json& extra,
+                         const std::string& path) {
+  if (extra.is_object()) {
+    for (const auto& [key, value] : extra.items()) config[key] = value;
+  }
+  return WritePackedModule(module, layers, type, {{kPackedFormatKey, format}, {kPackedConfigKey, config.dump()}},
+                           path);
+}
+
 nlohmann::json ReadPackedConfig(const SafetensorsFile& file, const std::string& path, const std::string& format) {
   const auto& metadata = file.metadata();
   const auto name = metadata.find(kPackedFormatKey);

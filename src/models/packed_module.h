@@ -16,6 +16,7 @@
 #include <cstdint>
 #include <map>
 #include <string>
+#include <utility>
 
 #include <nlohmann/json.hpp>
 #include <torch/nn/module.h>
@@ -45,10 +46,31 @@ std::string PackedFormatOf(const std::string& path);
 // `format`. Throws atq::Error naming `path` otherwise.
 nlohmann::json ReadPackedConfig(const SafetensorsFile& file, const std::string& path, const std::string& format);
 
+// A whole model as one packed file: WritePackedModule with metadata kPackedFormatKey = `format` and
+// kPackedConfigKey = `config` (what the model's config.json holds) with `extra`'s keys added.
+int64_t WritePackedModel(torch::nn::Module& module, const NamedQuantLayers& layers, QuantType type,
+                         const std::string& format, nlohmann::json config, const nlohmann::json& extra,
+                         const std::string& path);
+
 // Fills `module` (built with the right shapes) from `file`: packed weights are attached to their layers, which run
 // as `run` says (atq's kernels, or dequantized so the forward pass equals the fake-quantized model's) and report
 // a ternary configuration; everything else is copied. Throws atq::Error naming `path` and the tensor at fault.
 void ReadPackedModule(const SafetensorsFile& file, const std::string& path, torch::nn::Module& module,
                       const NamedQuantLayers& layers, PackedRun run);
+
+// The model a packed file of `format` at `path` holds: build(config, what) makes it from the file's config (`what`
+// names the metadata for errors), ReadPackedModule fills it, its packed layers run as `run` says; in evaluation
+// mode. `config_json` (when given) receives the config. Holder is a torch::nn::ModuleHolder with QuantLayers().
+template <typename Holder, typename Build>
+Holder LoadPackedModel(const std::string& path, const std::string& format, PackedRun run, Build build,
+                       nlohmann::json* config_json) {
+  const SafetensorsFile file = SafetensorsFile::Open(path);
+  nlohmann::json config = ReadPackedConfig(file, path, format);
+  Holder model = build(config, path + " " + kPackedConfigKey);
+  ReadPackedModule(file, path, *model, model->QuantLayers(), run);
+  model->eval();
+  if (config_json != nullptr) *config_json = std::move(config);
+  return model;
+}
 
 }  // namespace atq
