@@ -961,68 +961,94 @@ HWY_INLINE hn::Vec<hn::Repartition<int8_t, DInterleaved>> FourInEveryLane(const 
   return hn::BitCast(hn::Repartition<int8_t, DInterleaved>(), hn::Set(d32, four));
 }
 
-// Output rows 8g .. 8g + 7 for g in [group_begin, group_end), activation rows first .. first + M - 1. Per block
-// the integer sums start from -offset * (the block's activation sum), offset 8 for Q4_0's codes and, with VNNI,
-// 128 for Q8_0's weights made unsigned by flipping their top bit (without VNNI, maddubs would saturate on those:
-// each weight's sign goes onto its activation instead).
-template <int M>
-void InterleavedRows(const PackedMatrix& weights, const Int8Activations& acts, int64_t first, int64_t group_begin,
-                     int64_t group_end, float* y) {
-  const DInterleaved du8;
-  const hn::Repartition<int8_t, DInterleaved> di8;
-  const hn::Repartition<int32_t, DInterleaved> d32;
-  const hn::Repartition<float, DInterleaved> df;
-  const hn::Rebind<hwy::float16_t, decltype(df)> dh;
+// Where the kernel below reads its weights: one group of 8 interleaved rows in 256-bit vectors (a lane per row).
+struct OneGroup {
+  using D = DInterleaved;
+  static constexpr int64_t kGroups = 1;
+  const uint8_t* lo;  // this block of the group
+  hn::Vec<D> Bytes(int64_t offset) const { return hn::LoadU(D(), lo + offset); }
+  hn::Vec<hn::Repartition<float, D>> Scales() const {
+    const hn::Repartition<float, D> df;
+    return hn::PromoteTo(df, hn::LoadU(hn::Rebind<hwy::float16_t, decltype(df)>(), reinterpret_cast<const hwy::float16_t*>(lo)));
+  }
+  static hn::Vec<hn::Repartition<int8_t, D>> Four(const int8_t* q) { return FourInEveryLane(q); }
+  template <class V32>
+  static V32 Dot(V32 acc, hn::Vec<D> codes, hn::Vec<hn::Repartition<int8_t, D>> q) { return DotLanes(acc, codes, q); }
+};
+
+// Output rows for units (groups, or pairs of groups) [unit_begin, unit_end), activation rows first .. first + M - 1.
+// Per block the integer sums start from -offset * (the block's activation sum), offset 8 for Q4_0's codes and,
+// with VNNI, 128 for Q8_0's weights made unsigned by flipping their top bit (without VNNI, maddubs would saturate
+// on those: each weight's sign goes onto its activation instead).
+template <int M, class Source>
+void InterleavedUnits(const PackedMatrix& weights, const Int8Activations& acts, int64_t first, int64_t unit_begin,
+                      int64_t unit_end, float* y) {
+  using D = typename Source::D;
+  const D du8;
+  const hn::Repartition<int8_t, D> di8;
+  const hn::Repartition<int32_t, D> d32;
+  const hn::Repartition<float, D> df;
+  static_assert(hn::MaxLanes(df) == Source::kGroups * kInterleavedRows, "a lane per interleaved row");
   constexpr bool kVnni = HWY_TARGET == HWY_AVX3_DL;
   const bool q8 = weights.layout.type == QuantType::kQ8_0;
   const int32_t offset = q8 ? (kVnni ? 128 : 0) : 8;
   const int64_t rows = weights.layout.rows, blocks = weights.layout.cols / 32;
-  const int64_t block_bytes = InterleavedBlockBytes(weights.layout.type);
-  for (int64_t g = group_begin; g < group_end; ++g) {
-    const uint8_t* block = weights.interleaved + g * blocks * block_bytes;
+  const int64_t block_bytes = InterleavedBlockBytes(weights.layout.type), group_bytes = blocks * block_bytes;
+  constexpr int64_t codes = 2 * kInterleavedRows;  // past the 8 f16 scales
+  for (int64_t u = unit_begin; u < unit_end; ++u) {
+    const uint8_t* unit = weights.interleaved + u * Source::kGroups * group_bytes;
     hn::Vec<decltype(df)> total[M];
     for (int m = 0; m < M; ++m) total[m] = hn::Zero(df);
-    for (int64_t b = 0; b < blocks; ++b, block += block_bytes) {
+    for (int64_t b = 0; b < blocks; ++b) {
+      Source source{unit + b * block_bytes};
+      if constexpr (Source::kGroups == 2) source.hi = source.lo + group_bytes;
       const int8_t* q[M];
       hn::Vec<decltype(d32)> acc[M];
       for (int m = 0; m < M; ++m) {
         q[m] = acts.values.data() + (first + m) * acts.stride + b * 32;
         acc[m] = hn::Set(d32, -offset * acts.sums[(first + m) * acts.segments + b]);
       }
-      const uint8_t* codes = block + 2 * kInterleavedRows;
       if (q8) {
         for (int c = 0; c < 8; ++c) {
-          const auto w = hn::LoadU(di8, reinterpret_cast<const int8_t*>(codes + 32 * c));
+          const auto w = hn::BitCast(di8, source.Bytes(codes + 32 * c));
           if constexpr (kVnni) {
             const auto shifted = hn::BitCast(du8, hn::Xor(w, hn::Set(di8, static_cast<int8_t>(-128))));
-            for (int m = 0; m < M; ++m) acc[m] = DotLanes(acc[m], shifted, FourInEveryLane(q[m] + 4 * c));
+            for (int m = 0; m < M; ++m) acc[m] = Source::Dot(acc[m], shifted, Source::Four(q[m] + 4 * c));
           } else {
             const auto magnitude = hn::BitCast(du8, hn::Abs(w));
             for (int m = 0; m < M; ++m) {
-              const auto signed_q = hn::Vec<decltype(di8)>{_mm256_sign_epi8(FourInEveryLane(q[m] + 4 * c).raw, w.raw)};
-              acc[m] = DotLanes(acc[m], magnitude, signed_q);
+              const auto signed_q = decltype(w){_mm256_sign_epi8(Source::Four(q[m] + 4 * c).raw, w.raw)};
+              acc[m] = Source::Dot(acc[m], magnitude, signed_q);
             }
           }
         }
       } else {
         for (int c = 0; c < 4; ++c) {
-          const auto packed = hn::LoadU(du8, codes + 32 * c);
+          const auto packed = source.Bytes(codes + 32 * c);
           const auto low = hn::And(packed, hn::Set(du8, 0x0F));
           const auto high = hn::ShiftRight<4>(packed);
           for (int m = 0; m < M; ++m) {
-            acc[m] = DotLanes(acc[m], low, FourInEveryLane(q[m] + 8 * c));
-            acc[m] = DotLanes(acc[m], high, FourInEveryLane(q[m] + 8 * c + 4));
+            acc[m] = Source::Dot(acc[m], low, Source::Four(q[m] + 8 * c));
+            acc[m] = Source::Dot(acc[m], high, Source::Four(q[m] + 8 * c + 4));
           }
         }
       }
-      const auto scales = hn::PromoteTo(df, hn::LoadU(dh, reinterpret_cast<const hwy::float16_t*>(block)));
+      const auto scales = source.Scales();
       for (int m = 0; m < M; ++m) {
         const float act_scale = acts.scales[(first + m) * acts.segments + b];
         total[m] = hn::MulAdd(hn::ConvertTo(df, acc[m]), hn::Mul(scales, hn::Set(df, act_scale)), total[m]);
       }
     }
-    for (int m = 0; m < M; ++m) hn::StoreU(total[m], df, y + (first + m) * rows + g * kInterleavedRows);
+    for (int m = 0; m < M; ++m) {
+      hn::StoreU(total[m], df, y + (first + m) * rows + u * Source::kGroups * kInterleavedRows);
+    }
   }
+}
+
+template <int M>
+void InterleavedRows(const PackedMatrix& weights, const Int8Activations& acts, int64_t first, int64_t group_begin,
+                     int64_t group_end, float* y) {
+  InterleavedUnits<M, OneGroup>(weights, acts, first, group_begin, group_end, y);
 }
 
 #if HWY_TARGET == HWY_AVX3_DL
@@ -1032,73 +1058,39 @@ void InterleavedRows(const PackedMatrix& weights, const Int8Activations& acts, i
 // there the kernel is bound by its instructions, not by memory).
 constexpr bool kInterleavedPairs = true;
 
-// The 4 activations at q in every 32-bit lane of a 512-bit vector.
-HWY_INLINE hn::Vec<hn::ScalableTag<int8_t>> FourInEveryLaneWide(const int8_t* q) {
-  const hn::ScalableTag<int32_t> d32;
-  int32_t four;
-  std::memcpy(&four, q, 4);
-  return hn::BitCast(hn::ScalableTag<int8_t>(), hn::Set(d32, four));
-}
+struct TwoGroups {
+  using D = hn::ScalableTag<uint8_t>;
+  static constexpr int64_t kGroups = 2;
+  const uint8_t* lo;  // this block of the pair's first group
+  const uint8_t* hi;  // and of its second
+  hn::Vec<D> Bytes(int64_t offset) const {
+    const hn::Half<D> h8;
+    return hn::Combine(D(), hn::LoadU(h8, hi + offset), hn::LoadU(h8, lo + offset));
+  }
+  hn::Vec<hn::Repartition<float, D>> Scales() const {
+    const hn::Repartition<float, D> df;
+    const hn::Half<decltype(df)> hf;
+    const hn::Rebind<hwy::float16_t, decltype(hf)> dh;
+    return hn::Combine(df, hn::PromoteTo(hf, hn::LoadU(dh, reinterpret_cast<const hwy::float16_t*>(hi))),
+                       hn::PromoteTo(hf, hn::LoadU(dh, reinterpret_cast<const hwy::float16_t*>(lo))));
+  }
+  static hn::Vec<hn::Repartition<int8_t, D>> Four(const int8_t* q) {
+    const hn::Repartition<int32_t, D> d32;
+    int32_t four;
+    std::memcpy(&four, q, 4);
+    return hn::BitCast(hn::Repartition<int8_t, D>(), hn::Set(d32, four));
+  }
+  template <class V32>
+  static V32 Dot(V32 acc, hn::Vec<D> codes, hn::Vec<hn::Repartition<int8_t, D>> q) {
+    return DotUnsigned(D(), acc, codes, q);
+  }
+};
 
-// Output rows 16p .. 16p + 15 for pairs p in [pair_begin, pair_end), activation rows first .. first + M - 1; the
-// arithmetic of InterleavedRows.
+// Output rows 16p .. 16p + 15 for pairs p in [pair_begin, pair_end).
 template <int M>
 void InterleavedPairRows(const PackedMatrix& weights, const Int8Activations& acts, int64_t first, int64_t pair_begin,
                          int64_t pair_end, float* y) {
-  const hn::ScalableTag<uint8_t> du8;
-  const hn::Repartition<int8_t, decltype(du8)> di8;
-  const hn::Repartition<int32_t, decltype(du8)> d32;
-  const hn::Repartition<float, decltype(du8)> df;
-  const hn::Half<decltype(du8)> h8;
-  const hn::Half<decltype(di8)> hi8;
-  const hn::Half<decltype(df)> hf;
-  const hn::Rebind<hwy::float16_t, decltype(hf)> dh;
-  static_assert(hn::MaxLanes(df) == 2 * kInterleavedRows, "two groups of 8 rows in one vector");
-  const bool q8 = weights.layout.type == QuantType::kQ8_0;
-  const int32_t offset = q8 ? 128 : 8;
-  const int64_t rows = weights.layout.rows, blocks = weights.layout.cols / 32;
-  const int64_t block_bytes = InterleavedBlockBytes(weights.layout.type), group_bytes = blocks * block_bytes;
-  for (int64_t p = pair_begin; p < pair_end; ++p) {
-    const uint8_t* low_group = weights.interleaved + 2 * p * group_bytes;
-    hn::Vec<decltype(df)> total[M];
-    for (int m = 0; m < M; ++m) total[m] = hn::Zero(df);
-    for (int64_t b = 0; b < blocks; ++b) {
-      const uint8_t* lo = low_group + b * block_bytes;
-      const uint8_t* hi = lo + group_bytes;
-      const int8_t* q[M];
-      hn::Vec<decltype(d32)> acc[M];
-      for (int m = 0; m < M; ++m) {
-        q[m] = acts.values.data() + (first + m) * acts.stride + b * 32;
-        acc[m] = hn::Set(d32, -offset * acts.sums[(first + m) * acts.segments + b]);
-      }
-      const int64_t codes = 2 * kInterleavedRows;
-      if (q8) {
-        for (int c = 0; c < 8; ++c) {
-          const auto w = hn::Combine(di8, hn::LoadU(hi8, reinterpret_cast<const int8_t*>(hi + codes + 32 * c)),
-                                     hn::LoadU(hi8, reinterpret_cast<const int8_t*>(lo + codes + 32 * c)));
-          const auto shifted = hn::BitCast(du8, hn::Xor(w, hn::Set(di8, static_cast<int8_t>(-128))));
-          for (int m = 0; m < M; ++m) acc[m] = DotUnsigned(du8, acc[m], shifted, FourInEveryLaneWide(q[m] + 4 * c));
-        }
-      } else {
-        for (int c = 0; c < 4; ++c) {
-          const auto packed = hn::Combine(du8, hn::LoadU(h8, hi + codes + 32 * c), hn::LoadU(h8, lo + codes + 32 * c));
-          const auto low = hn::And(packed, hn::Set(du8, 0x0F));
-          const auto high = hn::ShiftRight<4>(packed);
-          for (int m = 0; m < M; ++m) {
-            acc[m] = DotUnsigned(du8, acc[m], low, FourInEveryLaneWide(q[m] + 8 * c));
-            acc[m] = DotUnsigned(du8, acc[m], high, FourInEveryLaneWide(q[m] + 8 * c + 4));
-          }
-        }
-      }
-      const auto scales = hn::Combine(df, hn::PromoteTo(hf, hn::LoadU(dh, reinterpret_cast<const hwy::float16_t*>(hi))),
-                                      hn::PromoteTo(hf, hn::LoadU(dh, reinterpret_cast<const hwy::float16_t*>(lo))));
-      for (int m = 0; m < M; ++m) {
-        const float act_scale = acts.scales[(first + m) * acts.segments + b];
-        total[m] = hn::MulAdd(hn::ConvertTo(df, acc[m]), hn::Mul(scales, hn::Set(df, act_scale)), total[m]);
-      }
-    }
-    for (int m = 0; m < M; ++m) hn::StoreU(total[m], df, y + (first + m) * rows + 2 * p * kInterleavedRows);
-  }
+  InterleavedUnits<M, TwoGroups>(weights, acts, first, pair_begin, pair_end, y);
 }
 #else
 constexpr bool kInterleavedPairs = false;

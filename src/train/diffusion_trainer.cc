@@ -60,13 +60,20 @@ DiffusionTrainResult TrainDiffusion(const DiffusionTrainOptions& options) {
   const NamedQuantLayers layers = unet->QuantLayers();
   ApplyQatConfig(options.qat, layers, options.quantize_edges ? std::vector<std::string>() : UNetEdgeLayers());
   UNet teacher{nullptr};
-  std::unique_ptr<CaptionConditioner> teacher_text;
+  std::unique_ptr<CaptionConditioner> own_teacher_text;
+  const CaptionConditioner* teacher_text = &conditioner;
   if (!options.distill_teacher.empty()) {
     teacher = LoadUNet(options.distill_teacher);
     check_fits(teacher, options.distill_teacher);
-    teacher_text = std::make_unique<CaptionConditioner>(
-        LoadImageTextModel((std::filesystem::path(options.distill_teacher) / "text_model").string()),
-        data.vocabulary.get());
+    // The teacher's captions are encoded by its own text tower; when that is the student's (the usual case: the
+    // FP model's folder is both), the student's encoding is reused instead of encoding every batch twice.
+    const std::filesystem::path teacher_text_dir = std::filesystem::path(options.distill_teacher) / "text_model";
+    std::error_code same_error;
+    if (!std::filesystem::equivalent(teacher_text_dir, result.text_model, same_error)) {
+      own_teacher_text = std::make_unique<CaptionConditioner>(LoadImageTextModel(teacher_text_dir.string()),
+                                                              data.vocabulary.get());
+      teacher_text = own_teacher_text.get();
+    }
     for (const auto& p : teacher->parameters()) p.requires_grad_(false);
   }
   for (const auto& p : unet->parameters()) result.parameters += p.numel();
@@ -114,7 +121,7 @@ DiffusionTrainResult TrainDiffusion(const DiffusionTrainOptions& options) {
         torch::Tensor soft;
         {
           torch::NoGradGuard no_grad;
-          soft = teacher->forward(noised, t, teacher_text->Encode(texts));
+          soft = teacher->forward(noised, t, teacher_text == &conditioner ? text : teacher_text->Encode(texts));
         }
         loss = (1 - options.distill_alpha) * loss + options.distill_alpha * torch::mse_loss(predicted, soft);
       }
