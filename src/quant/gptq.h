@@ -19,12 +19,16 @@ class HessianAccumulator {
  public:
   explicit HessianAccumulator(int64_t features, torch::Device device = torch::kCPU);
   void Add(const torch::Tensor& inputs);  // [..., features]; any float dtype
-  const torch::Tensor& hessian() const { return hessian_; }  // [features, features] float32
+  const torch::Tensor& hessian() const;  // [features, features] float32
   int64_t samples() const { return samples_; }
 
  private:
+  // H is symmetric: Add multiplies only the tiles on and above the diagonal (about half of X^T X's work on wide
+  // inputs such as a 14336-feature down_proj) and hessian() mirrors the others when it is read.
+  static constexpr int64_t kTile = 512;
   torch::Tensor hessian_;
   int64_t samples_ = 0;
+  mutable bool mirrored_ = true;
 };
 
 struct GptqOptions {

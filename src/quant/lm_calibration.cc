@@ -37,14 +37,20 @@ std::vector<CalibratedLayer> BlockLayers(CausalLmImpl& model, size_t block,
   return layers;
 }
 
+// Thrown by a tap to end a block's forward pass once the layers it captures have been fed (the rest of the block
+// would compute nothing the capture uses); caught around the pass.
+struct FirstStageFed {};
+
 // Collects the Hessians of `layers` while the block runs over the calibration batches. Layers fed the same
-// tensor (Llama's q/k/v, gate/up) share one accumulator. Returns the first-called group of layers (indices).
+// tensor (Llama's q/k/v, gate/up) share one accumulator. Returns the first-called group of layers (indices). With
+// kFirstStage only that group is accumulated and each pass stops at the first layer fed anything else.
 std::vector<size_t> CaptureHessians(CausalLmImpl& model, size_t block, std::vector<CalibratedLayer>& layers,
-                                    const std::vector<torch::Tensor>& hidden) {
+                                    const std::vector<torch::Tensor>& hidden, CaptureScope scope) {
   std::vector<std::shared_ptr<HessianAccumulator>> accumulators(layers.size());
   // This batch's inputs, kept alive so that no later input can reuse their memory and pass for one of them.
   std::vector<std::pair<torch::Tensor, std::shared_ptr<HessianAccumulator>>> seen;
   std::vector<HessianAccumulator*> call_order;
+  const bool first_only = scope == CaptureScope::kFirstStage;
   for (size_t i = 0; i < layers.size(); ++i) {
     layers[i].linear->tap = [&, i](const torch::Tensor& x) {
       for (const auto& [input, accumulator] : seen) {
@@ -53,6 +59,7 @@ std::vector<size_t> CaptureHessians(CausalLmImpl& model, size_t block, std::vect
           return;
         }
       }
+      if (first_only && !seen.empty()) throw FirstStageFed{};
       if (!accumulators[i]) {
         accumulators[i] = std::make_shared<HessianAccumulator>(x.size(-1), x.device());
         call_order.push_back(accumulators[i].get());
@@ -63,14 +70,22 @@ std::vector<size_t> CaptureHessians(CausalLmImpl& model, size_t block, std::vect
   }
   for (const torch::Tensor& batch : hidden) {
     seen.clear();
-    model.ForwardBlock(block, batch);
+    try {
+      model.ForwardBlock(block, batch);
+    } catch (const FirstStageFed&) {
+    }
   }
   for (CalibratedLayer& layer : layers) layer.linear->tap = nullptr;
   std::vector<size_t> first_stage;
   for (size_t i = 0; i < layers.size(); ++i) {
-    Require(accumulators[i] != nullptr, "layer {} was never called while its block ran", layers[i].name);
+    Require(accumulators[i] != nullptr || (first_only && !call_order.empty()),
+            "layer {} was never called while its block ran", layers[i].name);
+    if (accumulators[i] == nullptr) {
+      layers[i].hessian = torch::Tensor();  // not captured in this pass: no stale Hessian from an earlier one
+      continue;
+    }
     layers[i].hessian = accumulators[i]->hessian();
-    if (!call_order.empty() && accumulators[i].get() == call_order.front()) first_stage.push_back(i);
+    if (accumulators[i].get() == call_order.front()) first_stage.push_back(i);
   }
   return first_stage;
 }
@@ -87,7 +102,7 @@ std::vector<std::string> QuantizableLayers(CausalLmImpl& model) {
 }
 
 CalibrationRun CalibrateBlocks(CausalLmImpl& model, const Tokenizer& tokenizer, const LmQuantizeOptions& options,
-                               const BlockVisitor& visit, const BlockHooks* hooks) {
+                               const BlockVisitor& visit, const BlockHooks* hooks, CaptureScope scope) {
   torch::NoGradGuard no_grad;
   const bool calibrated = options.samples > 0;
   Require(!calibrated || !options.text.empty(), "calibration needs a text file (--calib)");
@@ -112,7 +127,7 @@ CalibrationRun CalibrateBlocks(CausalLmImpl& model, const Tokenizer& tokenizer, 
       std::iota(first_stage.begin(), first_stage.end(), 0);
       if (calibrated) {
         const auto capture_start = Clock::now();
-        first_stage = CaptureHessians(model, static_cast<size_t>(block), remaining, hidden);
+        first_stage = CaptureHessians(model, static_cast<size_t>(block), remaining, hidden, scope);
         run.seconds += SecondsSince(capture_start);
       }
       const std::vector<size_t> done = visit(block, remaining, first_stage);

@@ -38,6 +38,12 @@ std::vector<std::string> QuantizableLayers(CausalLmImpl& model);
 using BlockVisitor = std::function<std::vector<size_t>(int64_t block, std::vector<CalibratedLayer>& layers,
                                                        const std::vector<size_t>& first_stage)>;
 
+// Which Hessians each pass over a block collects: every remaining layer's (a visitor that handles all layers at
+// once), or only the first stage's (true-sequential quantization, which handles one stage per pass: the later
+// layers' Hessians would be collected again after it anyway, and the block's forward stops once the first stage
+// has been fed, so a stage costs the part of the block up to it).
+enum class CaptureScope { kAllLayers, kFirstStage };
+
 struct CalibrationRun {
   int64_t tokens = 0;    // calibration tokens
   double seconds = 0;    // running the blocks (sampling included), without the visitor's own time
@@ -49,8 +55,10 @@ struct BlockHooks {
   std::function<void(int64_t block)> before, after;
 };
 
-// Throws atq::Error when the visitor handles nothing in a call, or a layer is never called while its block runs.
+// Throws atq::Error when the visitor handles nothing in a call, or a layer is never called while its block runs
+// (with kFirstStage: when no layer is).
 CalibrationRun CalibrateBlocks(CausalLmImpl& model, const Tokenizer& tokenizer, const LmQuantizeOptions& options,
-                               const BlockVisitor& visit, const BlockHooks* hooks = nullptr);
+                               const BlockVisitor& visit, const BlockHooks* hooks = nullptr,
+                               CaptureScope scope = CaptureScope::kAllLayers);
 
 }  // namespace atq

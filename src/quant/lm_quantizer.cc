@@ -263,7 +263,7 @@ LmQuantizeResult QuantizeLanguageModel(CausalLmImpl& model, const Tokenizer& tok
         }
         return done;
       },
-      &hooks);
+      &hooks, options.true_sequential ? CaptureScope::kFirstStage : CaptureScope::kAllLayers);
   progress.Finish();
   result.calibration_tokens = run.tokens;
 

@@ -176,6 +176,64 @@ TEST(GptqTest, BeatsRoundToNearestOnOutputErrorAndStaysOnTheGrid) {
   }
 }
 
+// GPTQ as its paper first states it (optimal brain surgeon, one column at a time): round column q, spread its
+// error over the later columns by row q of the inverse Hessian, then remove q from the inverse (Gaussian
+// elimination), all in double. The implementation's Cholesky form, lazy block updates and transposed blocks must
+// choose the same codes.
+torch::Tensor ObsReferenceCodes(const torch::Tensor& weight, const torch::Tensor& hessian, const WeightGrid& grid,
+                                double damp) {
+  torch::Tensor w = weight.to(torch::kFloat64).clone();
+  const int64_t cols = w.size(1);
+  const torch::Tensor h = hessian.to(torch::kFloat64);
+  torch::Tensor hinv = torch::inverse(h + torch::eye(cols, torch::kFloat64) * (damp * h.diagonal().mean().item<double>()));
+  const GridParams params = FitGrid(grid, weight.to(torch::kFloat32));
+  torch::Tensor codes = torch::empty_like(weight);
+  for (int64_t q = 0; q < cols; ++q) {
+    const torch::Tensor column = w.slice(1, q, q + 1).to(torch::kFloat32);
+    const torch::Tensor column_codes = RoundToCodes(grid, column, params);
+    codes.slice(1, q, q + 1).copy_(column_codes);
+    const double d = hinv[q][q].item<double>();
+    const torch::Tensor error = (column - CodesToValues(grid, column_codes, params)).to(torch::kFloat64) / d;
+    w -= error * hinv.slice(0, q, q + 1);
+    hinv = hinv - torch::outer(hinv.select(1, q), hinv.select(0, q)) / d;
+  }
+  return codes;
+}
+
+TEST(GptqTest, ChoosesTheCodesOfTheTextbookColumnByColumnForm) {
+  torch::manual_seed(7);
+  const torch::Tensor w = torch::randn({48, 200});  // 200 columns: blocks of 64 with a short last one
+  const torch::Tensor hessian = HessianOf(CorrelatedInputs(4096, 200));
+  GptqOptions options;
+  options.block_size = 64;
+  for (const WeightGrid& grid : {Uniform(3, true, Granularity::kChannel), Uniform(4, false, Granularity::kChannel),
+                                 Ternary(Granularity::kChannel)}) {
+    SCOPED_TRACE(DescribeGrid(grid));
+    const torch::Tensor codes = Gptq(w, hessian, grid, options).weight.codes;
+    const torch::Tensor reference = ObsReferenceCodes(w, hessian, grid, options.damp);
+    // float32 against double: a weight within rounding of a decision boundary may go the other way (and its
+    // row's later columns then differ a little); anything systematic would differ in far more.
+    const double differing = (codes != reference).to(torch::kFloat64).mean().item<double>();
+    EXPECT_LE(differing, 0.002) << differing;
+  }
+}
+
+TEST(HessianTest, TiledUpperTriangleEqualsTheFullProduct) {
+  // Wide enough for several tiles and a short last one; added in two batches.
+  torch::manual_seed(8);
+  const torch::Tensor x = torch::randn({300, 1300});
+  HessianAccumulator accumulator(1300);
+  accumulator.Add(x.slice(0, 0, 100));
+  accumulator.Add(x.slice(0, 100));
+  const torch::Tensor h = accumulator.hessian();
+  const torch::Tensor expected = 2.0 * torch::matmul(x.t().to(torch::kFloat64), x.to(torch::kFloat64)) / 300;
+  EXPECT_TRUE(torch::allclose(h.to(torch::kFloat64), expected, 1e-4, 1e-4));
+  // The tiles below the diagonal are mirrors of those above (within a diagonal tile the product's own order of
+  // summation may differ by a rounding between (i, j) and (j, i), as a full product's does).
+  EXPECT_TRUE(torch::equal(h.slice(0, 512).slice(1, 0, 512), h.slice(0, 0, 512).slice(1, 512).t()));
+  EXPECT_TRUE(torch::equal(h.slice(0, 1024).slice(1, 512, 1024), h.slice(0, 512, 1024).slice(1, 1024).t()));
+}
+
 TEST(GptqTest, RaisesDampingUntilCholeskySucceeds) {
   // Eigenvalues -1 and 3, mean diagonal 1: damping 0.01 and 0.1 leave it indefinite, 1 singular, 10 works.
   const torch::Tensor hessian = torch::tensor({1.0f, 2.0f, 2.0f, 1.0f}).reshape({2, 2});
