@@ -4,6 +4,7 @@
 #include "quant/lm_quantizer.h"
 
 #include <filesystem>
+#include <map>
 #include <string>
 
 #include <gtest/gtest.h>
@@ -133,6 +134,37 @@ TEST(LmQuantizerTest, TrueSequentialAtqAndKeptLayers) {
     EXPECT_NE(layer.name, "model.layers.1.mlp.down_proj.weight");
   }
   EXPECT_TRUE(torch::equal(model->named_parameters()["model.layers.1.mlp.down_proj.weight"], kept_before));
+}
+
+TEST(LmQuantizerTest, FirstStageCaptureGivesTheHessiansOfTheFullCapture) {
+  // True-sequential capture collects only the first stage and stops each pass there; the Hessians it hands over
+  // must be exactly those of a pass that runs the whole block and collects every layer. The visitor handles the
+  // first stage only, leaving the weights unchanged, so both runs see the same inputs throughout.
+  testutil::TempDir dir;
+  const std::string text = CalibrationText(dir);
+  ByteTokenizer tokenizer;
+  auto model = MakeCausalLm(TinyConfig(LmArch::kLlama));
+  QuantizeRecipe recipe;
+  recipe.settings = {{"method", "gptq"}, {"calib", text}, {"nsamples", "4"}, {"seqlen", "32"}};
+  const LmQuantizeOptions options = BuildQuantizeOptions(recipe, "test");
+  std::map<CaptureScope, std::vector<std::pair<std::string, torch::Tensor>>> seen;
+  for (const CaptureScope scope : {CaptureScope::kAllLayers, CaptureScope::kFirstStage}) {
+    CalibrateBlocks(
+        *model, tokenizer, options,
+        [&](int64_t, std::vector<CalibratedLayer>& layers, const std::vector<size_t>& first_stage) {
+          for (const size_t i : first_stage) seen[scope].emplace_back(layers[i].name, layers[i].hessian.clone());
+          return first_stage;
+        },
+        nullptr, scope);
+  }
+  const auto& all = seen[CaptureScope::kAllLayers];
+  const auto& staged = seen[CaptureScope::kFirstStage];
+  ASSERT_EQ(all.size(), 14u);  // 2 blocks of q, k, v, o, gate, up, down
+  ASSERT_EQ(staged.size(), all.size());
+  for (size_t i = 0; i < all.size(); ++i) {
+    EXPECT_EQ(staged[i].first, all[i].first);
+    EXPECT_TRUE(torch::equal(staged[i].second, all[i].second)) << all[i].first;
+  }
 }
 
 TEST(LmQuantizerTest, RejectsRecipesItCannotRun) {
