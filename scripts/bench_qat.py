@@ -109,6 +109,9 @@ def main():
     parser.add_argument("--models", default="gpt2-mini,llama-mini")
     parser.add_argument("--runs", default=",".join(PARTS), help="comma-separated parts: " + ", ".join(PARTS))
     parser.add_argument("--minutes", type=float, default=120, help="training budget of each target run")
+    parser.add_argument("--steps", type=int, default=0,
+                        help="steps of each target run, instead of what a probe finds fits --minutes (a probe run\n"
+                             "                        beside other jobs measures them, not the run)")
     parser.add_argument("--ablation-steps", type=int, default=300)
     parser.add_argument("--ablations", default="", help="comma-separated ablation labels to run (default: all)")
     parser.add_argument("--throughput-steps", type=int, default=8)
@@ -154,8 +157,11 @@ def main():
         for part, extra, gguf in (("ternary", [], False), ("tq2_0", ["--format", "tq2_0"], True)):
             if part not in parts:
                 continue
-            steps, per_step = probe_steps(model, work, args, extra)
-            print(f"{name} {part}: {per_step:.2f} s per step -> {steps} steps in {args.minutes:.0f} minutes")
+            if args.steps > 0:
+                steps = args.steps
+            else:
+                steps, per_step = probe_steps(model, work, args, extra)
+                print(f"{name} {part}: {per_step:.2f} s per step -> {steps} steps in {args.minutes:.0f} minutes")
             row = train_and_score(part, model, work, args, steps, extra, gguf)
             row["ratio_to_fp"] = row["test_perplexity"] / fp
             row["target"] = {"ratio": 1.10, "minutes": 120,
