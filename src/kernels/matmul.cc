@@ -953,12 +953,13 @@ HWY_INLINE V32 DotLanes(V32 acc, hn::Vec<DInterleaved> codes, hn::Vec<hn::Repart
 #endif
 }
 
-// The 4 activations at q in every 32-bit lane.
-HWY_INLINE hn::Vec<hn::Repartition<int8_t, DInterleaved>> FourInEveryLane(const int8_t* q) {
-  const hn::Repartition<int32_t, DInterleaved> d32;
+// The 4 activations at q in every 32-bit lane of a vector of tag D.
+template <class D>
+HWY_INLINE hn::Vec<hn::Repartition<int8_t, D>> FourInEveryLane(D, const int8_t* q) {
+  const hn::Repartition<int32_t, D> d32;
   int32_t four;
   std::memcpy(&four, q, 4);
-  return hn::BitCast(hn::Repartition<int8_t, DInterleaved>(), hn::Set(d32, four));
+  return hn::BitCast(hn::Repartition<int8_t, D>(), hn::Set(d32, four));
 }
 
 // Where the kernel below reads its weights: one group of 8 interleaved rows in 256-bit vectors (a lane per row).
@@ -969,9 +970,9 @@ struct OneGroup {
   hn::Vec<D> Bytes(int64_t offset) const { return hn::LoadU(D(), lo + offset); }
   hn::Vec<hn::Repartition<float, D>> Scales() const {
     const hn::Repartition<float, D> df;
-    return hn::PromoteTo(df, hn::LoadU(hn::Rebind<hwy::float16_t, decltype(df)>(), reinterpret_cast<const hwy::float16_t*>(lo)));
+    const hn::Rebind<hwy::float16_t, decltype(df)> dh;
+    return hn::PromoteTo(df, hn::LoadU(dh, reinterpret_cast<const hwy::float16_t*>(lo)));
   }
-  static hn::Vec<hn::Repartition<int8_t, D>> Four(const int8_t* q) { return FourInEveryLane(q); }
   template <class V32>
   static V32 Dot(V32 acc, hn::Vec<D> codes, hn::Vec<hn::Repartition<int8_t, D>> q) { return DotLanes(acc, codes, q); }
 };
@@ -1013,11 +1014,11 @@ void InterleavedUnits(const PackedMatrix& weights, const Int8Activations& acts, 
           const auto w = hn::BitCast(di8, source.Bytes(codes + 32 * c));
           if constexpr (kVnni) {
             const auto shifted = hn::BitCast(du8, hn::Xor(w, hn::Set(di8, static_cast<int8_t>(-128))));
-            for (int m = 0; m < M; ++m) acc[m] = Source::Dot(acc[m], shifted, Source::Four(q[m] + 4 * c));
+            for (int m = 0; m < M; ++m) acc[m] = Source::Dot(acc[m], shifted, FourInEveryLane(D(), q[m] + 4 * c));
           } else {
             const auto magnitude = hn::BitCast(du8, hn::Abs(w));
             for (int m = 0; m < M; ++m) {
-              const auto signed_q = decltype(w){_mm256_sign_epi8(Source::Four(q[m] + 4 * c).raw, w.raw)};
+              const auto signed_q = decltype(w){_mm256_sign_epi8(FourInEveryLane(D(), q[m] + 4 * c).raw, w.raw)};
               acc[m] = Source::Dot(acc[m], magnitude, signed_q);
             }
           }
@@ -1028,8 +1029,8 @@ void InterleavedUnits(const PackedMatrix& weights, const Int8Activations& acts, 
           const auto low = hn::And(packed, hn::Set(du8, 0x0F));
           const auto high = hn::ShiftRight<4>(packed);
           for (int m = 0; m < M; ++m) {
-            acc[m] = Source::Dot(acc[m], low, Source::Four(q[m] + 8 * c));
-            acc[m] = Source::Dot(acc[m], high, Source::Four(q[m] + 8 * c + 4));
+            acc[m] = Source::Dot(acc[m], low, FourInEveryLane(D(), q[m] + 8 * c));
+            acc[m] = Source::Dot(acc[m], high, FourInEveryLane(D(), q[m] + 8 * c + 4));
           }
         }
       }
@@ -1073,12 +1074,6 @@ struct TwoGroups {
     const hn::Rebind<hwy::float16_t, decltype(hf)> dh;
     return hn::Combine(df, hn::PromoteTo(hf, hn::LoadU(dh, reinterpret_cast<const hwy::float16_t*>(hi))),
                        hn::PromoteTo(hf, hn::LoadU(dh, reinterpret_cast<const hwy::float16_t*>(lo))));
-  }
-  static hn::Vec<hn::Repartition<int8_t, D>> Four(const int8_t* q) {
-    const hn::Repartition<int32_t, D> d32;
-    int32_t four;
-    std::memcpy(&four, q, 4);
-    return hn::BitCast(hn::Repartition<int8_t, D>(), hn::Set(d32, four));
   }
   template <class V32>
   static V32 Dot(V32 acc, hn::Vec<D> codes, hn::Vec<hn::Repartition<int8_t, D>> q) {

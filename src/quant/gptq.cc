@@ -45,10 +45,6 @@ void HessianAccumulator::Add(const torch::Tensor& inputs) {
   samples_ += count;
   const double alpha = 2.0 / static_cast<double>(samples_);
   const int64_t features = hessian_.size(0);
-  if (features <= kTile) {
-    hessian_.addmm_(x.t(), x, /*beta=*/1, alpha);
-    return;
-  }
   for (int64_t a = 0; a < features; a += kTile) {
     const torch::Tensor xa = x.slice(1, a, std::min(features, a + kTile));
     for (int64_t b = a; b < features; b += kTile) {
