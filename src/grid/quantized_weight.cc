@@ -111,9 +111,26 @@ QuantizedWeight QuantizeRtn(const torch::Tensor& weight, const WeightGrid& grid)
   ValidateGrid(grid);
   Require(weight.dim() == 2, "RTN quantizes 2-D weights, got {} dims", weight.dim());
   const torch::Tensor w = weight.to(torch::kFloat32);
+  const int64_t rows = w.size(0), cols = w.size(1);
+  if (grid.granularity == Granularity::kGroup && cols % grid.group_size == 0 && cols > grid.group_size) {
+    // Whole groups as rows ([rows * groups, group]): every fit is per row, so one pass over the matrix gives what
+    // one pass per group would (QAT refits every layer at every step; tq2_0's 256-weight groups made it 16% slower).
+    const int64_t groups = cols / grid.group_size;
+    const torch::Tensor flat = w.reshape({rows * groups, grid.group_size});
+    const GridParams params = FitGrid(grid, flat, /*whole_tensor=*/false);
+    const torch::Tensor codes = RoundToCodes(grid, flat, params);
+    QuantizedWeight out;
+    out.layout = GridLayout(grid, rows, cols);
+    out.codes = codes.reshape({rows, cols});
+    out.values = CodesToValues(grid, codes, params).reshape({rows, cols});
+    out.scales = params.scale.reshape({rows, groups});
+    if (params.zero.defined()) out.zeros = params.zero.reshape({rows, groups});
+    if (params.threshold.defined()) out.thresholds = params.threshold.reshape({rows, groups});
+    return out;
+  }
   std::vector<GridParams> params;
   std::vector<torch::Tensor> codes;
-  for (const auto& [begin, end] : ScaleSpans(grid, w.size(1))) {
+  for (const auto& [begin, end] : ScaleSpans(grid, cols)) {
     const torch::Tensor span = w.slice(1, begin, end);
     params.push_back(FitGrid(grid, span, grid.granularity == Granularity::kTensor));
     codes.push_back(RoundToCodes(grid, span, params.back()));
@@ -156,6 +173,13 @@ QuantizedWeight QuantizeWithScales(const torch::Tensor& weight, const WeightGrid
 }
 
 torch::Tensor ExpandSpans(const WeightGrid& grid, const torch::Tensor& per_span, int64_t cols) {
+  if (grid.granularity != Granularity::kGroup) return per_span.expand({per_span.size(0), cols}).contiguous();
+  if (cols % grid.group_size == 0) {  // equal groups: a broadcast, no index tensor
+    const int64_t groups = cols / grid.group_size;
+    return per_span.reshape({per_span.size(0), groups, 1})
+        .expand({per_span.size(0), groups, grid.group_size})
+        .reshape({per_span.size(0), cols});
+  }
   const auto spans = ScaleSpans(grid, cols);
   std::vector<int64_t> widths;
   for (const auto& [begin, end] : spans) widths.push_back(end - begin);

@@ -32,8 +32,15 @@ torch::Tensor TernaryThreshold(const WeightGrid& grid, const torch::Tensor& magn
     }
     case ThresholdRule::kAbsolute:
       return torch::full({magnitude.size(0), 1}, grid.threshold_value, magnitude.options().dtype(torch::kFloat64));
+    case ThresholdRule::kAbsmax:
+      Fail("the absmax rule rounds by w / max|w|; it has no threshold");
   }
   Fail("unknown threshold rule");
+}
+
+// A tq2_0 grid fitted as atq's ternary grids are (a threshold from the rule, the mean kept |w| as scale).
+bool FittedTernary(const WeightGrid& grid) {
+  return grid.kind == GridKind::kTQ2_0 && grid.threshold_rule != ThresholdRule::kAbsmax;
 }
 
 // Guards floor(share * n) against products such as 0.29 * 100 = 28.999999999999996.
@@ -70,6 +77,7 @@ std::string_view ThresholdRuleName(ThresholdRule rule) {
     case ThresholdRule::kRatio: return "ratio";
     case ThresholdRule::kSparsity: return "sparsity";
     case ThresholdRule::kAbsolute: return "magnitude";
+    case ThresholdRule::kAbsmax: return "absmax";
   }
   return "?";
 }
@@ -78,6 +86,7 @@ std::optional<ThresholdRule> ParseThresholdRule(std::string_view name) {
   if (name == "ratio" || name == "magnitude_relative") return ThresholdRule::kRatio;
   if (name == "sparsity") return ThresholdRule::kSparsity;
   if (name == "magnitude" || name == "magnitude_absolute") return ThresholdRule::kAbsolute;
+  if (name == "absmax") return ThresholdRule::kAbsmax;
   return std::nullopt;
 }
 
@@ -97,6 +106,7 @@ int64_t GgmlGridBlock(GridKind kind) {
 }
 
 WeightGrid WithKind(WeightGrid base, GridKind kind) {
+  if (kind == GridKind::kTQ2_0 && base.kind != GridKind::kTQ2_0) base.threshold_rule = ThresholdRule::kAbsmax;
   base.kind = kind;
   if (IsGgmlGrid(kind)) {
     base.granularity = Granularity::kGroup;
@@ -120,7 +130,7 @@ void ValidateGrid(const WeightGrid& grid) {
     Require(grid.granularity == Granularity::kGroup && grid.group_size == GgmlGridBlock(grid.kind),
             "llama.cpp's {} grid has one scale per {} weights, not {}", DescribeGrid(grid), GgmlGridBlock(grid.kind),
             grid.granularity == Granularity::kGroup ? fmt::format("{}", grid.group_size) : "a row");
-    return;
+    if (grid.kind != GridKind::kTQ2_0) return;
   }
   if (grid.kind == GridKind::kUniform) {
     Require(grid.bits >= 2 && grid.bits <= 8, "uniform grids have 2 to 8 bits, not {}", grid.bits);
@@ -136,8 +146,13 @@ void ValidateGrid(const WeightGrid& grid) {
       case ThresholdRule::kAbsolute:
         Require(value >= 0 && std::isfinite(value), "a ternary magnitude threshold must be >= 0, not {}", value);
         break;
+      case ThresholdRule::kAbsmax:
+        Require(grid.kind == GridKind::kTQ2_0, "the absmax threshold is llama.cpp's rule for tq2_0/tq1_0 grids; atq's "
+                "ternary grids take ratio, sparsity or magnitude");
+        break;
     }
   }
+  if (IsGgmlGrid(grid.kind)) return;
   Require(grid.clip == ClipRule::kMax || (grid.kind == GridKind::kUniform && grid.symmetric),
           "the MSE clip fits uniform symmetric grids, not {}", DescribeGrid(grid));
   if (grid.granularity == Granularity::kGroup) {
@@ -167,6 +182,10 @@ std::string DescribeGrid(const WeightGrid& grid) {
   const std::string granularity = grid.granularity == Granularity::kGroup ? fmt::format("g{}", grid.group_size)
                                   : grid.granularity == Granularity::kChannel ? "channel"
                                                                               : "tensor";
+  if (FittedTernary(grid)) {
+    return fmt::format("{} {} {}", TypeName(StorageType(grid)), ThresholdRuleName(grid.threshold_rule),
+                       grid.threshold_value);
+  }
   if (IsGgmlGrid(grid.kind)) return std::string(TypeName(StorageType(grid)));
   if (grid.kind == GridKind::kUniform) {
     return fmt::format("int{} {} {}{}", grid.bits, grid.symmetric ? "sym" : "asym", granularity,
@@ -183,7 +202,7 @@ GridParams FitGrid(const WeightGrid& grid, const torch::Tensor& w, bool whole_te
   const int64_t rows = w.size(0);
   const torch::Tensor span = whole_tensor ? w.reshape({1, -1}) : w;  // [rows or 1, n]
   GridParams params;
-  if (IsGgmlGrid(grid.kind)) {
+  if (IsGgmlGrid(grid.kind) && !FittedTernary(grid)) {
     torch::Tensor d;
     if (grid.kind == GridKind::kQ8_0) {
       d = span.abs().amax(1, /*keepdim=*/true) / 127;
@@ -197,7 +216,7 @@ GridParams FitGrid(const WeightGrid& grid, const torch::Tensor& w, bool whole_te
     params.scale = StoredScale(grid, d);
     return params;
   }
-  if (grid.kind == GridKind::kTernary) {
+  if (grid.kind == GridKind::kTernary || FittedTernary(grid)) {
     const torch::Tensor magnitude = span.abs();
     params.threshold = TernaryThreshold(grid, magnitude);
     const torch::Tensor kept = (magnitude > params.threshold).to(torch::kFloat64);
@@ -205,6 +224,7 @@ GridParams FitGrid(const WeightGrid& grid, const torch::Tensor& w, bool whole_te
     params.scale = torch::where(count > 0, (magnitude.to(torch::kFloat64) * kept).sum(1, true) / count.clamp_min(1),
                                 torch::zeros_like(count))
                        .to(torch::kFloat32);
+    params.scale = StoredScale(grid, params.scale);
   } else if (grid.symmetric && grid.clip == ClipRule::kMse) {
     params.scale = MseClipScale(grid, span);
   } else if (grid.symmetric) {
@@ -234,8 +254,10 @@ torch::Tensor RoundToCodes(const WeightGrid& grid, const torch::Tensor& w, const
   // Product and offset as separate roundings, as ggml computes them.
   if (grid.kind == GridKind::kQ8_0) return RoundHalfAway(w * params.inverse).clamp(-127, 127) + 128;
   if (grid.kind == GridKind::kQ4_0) return torch::floor((w * params.inverse) + 8.5f).clamp(0, 15);
-  if (grid.kind == GridKind::kTQ2_0) return RoundHalfAway(w * params.inverse).clamp(-1, 1) + 1;
-  if (grid.kind == GridKind::kTernary) {
+  if (grid.kind == GridKind::kTQ2_0 && !FittedTernary(grid)) {
+    return RoundHalfAway(w * params.inverse).clamp(-1, 1) + 1;
+  }
+  if (grid.kind == GridKind::kTernary || grid.kind == GridKind::kTQ2_0) {
     return torch::sign(w) * (w.abs() > params.threshold).to(w.scalar_type()) + 1;
   }
   if (grid.symmetric) return SymmetricCodes(grid, w, params.scale);

@@ -18,8 +18,11 @@ namespace atq {
 
 // kQ8_0 and kQ4_0 are llama.cpp's block grids (32 weights per float16 scale; Q4_0's scale is the block's
 // signed extreme over -8): GPTQ on them produces weights a GGUF holds exactly. kTQ2_0 is llama.cpp's ternary
-// block grid (TQ2_0, or TQ1_0 with base3_packing): 256 weights per float16 scale d = max|w| of the block, trits
-// round(w / max|w|), as bitnet-style ternary models ship; QAT on it trains exactly what the GGUF holds.
+// block grid (TQ2_0, or TQ1_0 with base3_packing): 256 weights per float16 scale d and trits, value d * trit. Its
+// default fit is llama.cpp's (ThresholdRule::kAbsmax: d = max|w| of the block, trits round(w / d)); with another
+// threshold rule each block is fitted as atq's ternary grids are (threshold from the rule, d the mean |w| of the
+// weights kept, rounded to float16), which the same file format holds exactly. QAT on either trains exactly what the
+// GGUF holds.
 enum class GridKind { kUniform, kTernary, kQ8_0, kQ4_0, kTQ2_0 };
 
 // Whether the kind is one of llama.cpp's block grids (fixed groups, scales inside the blocks), and its block.
@@ -30,9 +33,11 @@ int64_t GgmlGridBlock(GridKind kind);
 //   kRatio:     ratio * mean|w| of the span (0.7 is Li & Liu's ternary weight networks rule)
 //   kSparsity:  the SparsityCount(s, n)-th smallest |w| of the span, so a share s of the weights becomes 0
 //   kAbsolute:  the value itself
-enum class ThresholdRule { kRatio, kSparsity, kAbsolute };
+//   kAbsmax:    llama.cpp's TQ2_0/TQ1_0 rule, tq2_0 grids only: the scale is the span's max |w| and the trits are
+//               round(w / scale), so weights below half the largest become 0 (the value is unused)
+enum class ThresholdRule { kRatio, kSparsity, kAbsolute, kAbsmax };
 
-// "ratio", "sparsity", "magnitude"; the parser also takes QAT's older names magnitude_relative (ratio) and
+// "ratio", "sparsity", "magnitude", "absmax"; the parser also takes QAT's older names magnitude_relative (ratio) and
 // magnitude_absolute (magnitude).
 std::string_view ThresholdRuleName(ThresholdRule rule);
 std::optional<ThresholdRule> ParseThresholdRule(std::string_view name);
@@ -59,7 +64,8 @@ struct WeightGrid {
   ClipRule clip = ClipRule::kMax;  // uniform symmetric only
 };
 
-// A grid of the kind with everything else from `base`; the ggml kinds get their groups (32, or 256 for tq2_0).
+// A grid of the kind with everything else from `base`; the ggml kinds get their groups (32, or 256 for tq2_0), and
+// a grid becoming tq2_0 gets llama.cpp's absmax rule (a threshold rule named after it replaces that).
 WeightGrid WithKind(WeightGrid base, GridKind kind);
 // llama.cpp's block grids by the format's name: "q8_0", "q4_0", "tq2_0", "tq1_0" (tq2_0 with base3_packing);
 // std::nullopt for any other name.

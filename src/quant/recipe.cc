@@ -64,7 +64,7 @@ const SettingTable<LayerRecipe>& LayerSetters() {
        [](LayerRecipe& r, const std::string& v, const std::string& where) {
          r.grid.threshold_rule = ParseChoice<ThresholdRule>(
              v, where, {{"ratio", ThresholdRule::kRatio}, {"sparsity", ThresholdRule::kSparsity},
-                        {"magnitude", ThresholdRule::kAbsolute}});
+                        {"magnitude", ThresholdRule::kAbsolute}, {"absmax", ThresholdRule::kAbsmax}});
        }},
       {"threshold_value", [](LayerRecipe& r, const std::string& v, const std::string& where) { r.grid.threshold_value = ParseDouble(v, where); }},
       {"base3", [](LayerRecipe& r, const std::string& v, const std::string& where) { r.grid.base3_packing = ParseBool(v, where); }},

@@ -81,7 +81,7 @@ std::vector<QatLayer> ConfigureLayers(CausalLmImpl& model, const LmQatOptions& o
 }
 
 bool SparsityRule(const LayerQuantConfig& config) {
-  return config.mode() == WeightMode::kTernary && config.grid.kind == GridKind::kTernary &&
+  return config.mode() == WeightMode::kTernary &&
          config.grid.threshold_rule == ThresholdRule::kSparsity;
 }
 

@@ -4,6 +4,7 @@
 
 #include <cmath>
 #include <cstring>
+#include <tuple>
 #include <vector>
 
 #include <gtest/gtest.h>
@@ -11,6 +12,8 @@
 
 #include "formats/atq_packed.h"
 #include "formats/quant_type.h"
+#include "grid/quantized_weight.h"
+#include "grid/weight_grid.h"
 #include "util/error.h"
 
 namespace atq {
@@ -307,6 +310,111 @@ TEST(OneGridTest, Tq2_0QatForwardIsLlamaCppsBlocks) {
   WeightGrid wrong_block = *GgmlGridByName("tq2_0");
   wrong_block.group_size = 128;
   EXPECT_THROW(ValidateGrid(wrong_block), Error);
+}
+
+// A tq2_0 grid with a threshold rule: each 256-weight block fitted as atq's ternary grids fit a group (threshold
+// from the rule, scale the mean kept |w|), the scale rounded to float16 so that the TQ2_0/TQ1_0 file holds the
+// forward pass exactly. Known answer: a block of 16 weights at 4 and 240 at 1 keeps all 256 at ratio 0.7
+// (threshold 0.7 * 1.1875), scale 304 / 256 = 1.1875; llama.cpp's absmax rule keeps the 16 at scale 4.
+TEST(OneGridTest, Tq2_0WithAThresholdRuleIsFittedPerBlockAndStoredExactly) {
+  torch::Tensor block = torch::ones({1, 256});
+  block.slice(1, 0, 16).fill_(4);
+  block.slice(1, 16, 32).mul_(-1);
+  const WeightGrid absmax = *GgmlGridByName("tq2_0");
+  EXPECT_EQ(absmax.threshold_rule, ThresholdRule::kAbsmax);
+  WeightGrid fitted = absmax;
+  fitted.threshold_rule = ThresholdRule::kRatio;
+  fitted.threshold_value = 0.7;
+  EXPECT_EQ(DescribeGrid(fitted), "tq2_0 ratio 0.7");
+  const QuantizedWeight llama = QuantizeRtn(block, absmax);
+  EXPECT_EQ(Values(llama.scales), std::vector<float>({4}));
+  EXPECT_EQ((llama.codes != 1).sum().item<int64_t>(), 16);
+  const QuantizedWeight kept = QuantizeRtn(block, fitted);
+  EXPECT_EQ(Values(kept.scales), std::vector<float>({1.1875f}));
+  EXPECT_EQ((kept.codes != 1).sum().item<int64_t>(), 256);
+  EXPECT_EQ(Values(kept.codes.slice(1, 16, 32)), std::vector<float>(16, 0));
+
+  // On random weights: the codes of atq's ternary g256 grid, its scales rounded to float16, and the file's bytes
+  // dequantize to the forward pass, for tq2_0 and tq1_0 and each threshold rule.
+  torch::manual_seed(14);
+  const torch::Tensor w = torch::randn({4, 512});
+  for (const char* name : {"tq2_0", "tq1_0"}) {
+    for (const auto& [rule, value] : {std::pair{ThresholdRule::kRatio, 0.7}, std::pair{ThresholdRule::kSparsity, 0.4},
+                                      std::pair{ThresholdRule::kAbsolute, 0.5}}) {
+      WeightGrid grid = *GgmlGridByName(name);
+      grid.threshold_rule = rule;
+      grid.threshold_value = value;
+      WeightGrid ternary = grid;
+      ternary.kind = GridKind::kTernary;
+      ternary.base3_packing = false;
+      const std::string what = DescribeGrid(grid);
+      const QuantizedWeight ours = QuantizeRtn(w, grid), reference = QuantizeRtn(w, ternary);
+      EXPECT_TRUE(torch::equal(ours.codes, reference.codes)) << what;
+      EXPECT_TRUE(torch::equal(ours.scales, reference.scales.to(torch::kFloat16).to(torch::kFloat32))) << what;
+      const LayerQuantConfig config = QuantizedLayer(grid);
+      const torch::Tensor forward = FakeQuantize(w, config);
+      const LayerQuantization layer = QuantizeLayer(w, config);
+      EXPECT_EQ(layer.packed.layout.type, std::string(name) == "tq2_0" ? QuantType::kTQ2_0 : QuantType::kTQ1_0);
+      const std::vector<uint8_t> bytes = PackQuantized(layer.packed);
+      EXPECT_EQ(Dequantize(layer.packed.layout, bytes.data(), static_cast<int64_t>(bytes.size())), Values(forward))
+          << what;
+    }
+  }
+  // The absmax rule is llama.cpp's for its blocks; atq's ternary grids fit their scales to the kept weights.
+  WeightGrid wrong = fitted;
+  wrong.kind = GridKind::kTernary;
+  wrong.threshold_rule = ThresholdRule::kAbsmax;
+  EXPECT_THROW(ValidateGrid(wrong), Error);
+  EXPECT_EQ(ParseThresholdRule("absmax"), ThresholdRule::kAbsmax);
+}
+
+// QuantizeRtn fits a matrix of whole groups in one pass ([rows * groups, group]); the fit of each group on its own
+// (FitGrid and RoundToCodes per span, as GPTQ calls them) gives the same bits for every kind of grid.
+TEST(OneGridTest, OnePassOverTheGroupsIsTheFitOfEachGroup) {
+  torch::manual_seed(15);
+  const torch::Tensor w = torch::randn({6, 512}) * torch::rand({6, 1});
+  std::vector<WeightGrid> grids;
+  for (const char* name : {"q8_0", "q4_0", "tq2_0"}) grids.push_back(*GgmlGridByName(name));
+  WeightGrid fitted = *GgmlGridByName("tq2_0");
+  fitted.threshold_rule = ThresholdRule::kSparsity;
+  fitted.threshold_value = 0.4;
+  grids.push_back(fitted);
+  for (const auto& [kind, bits, symmetric, clip, rule] :
+       {std::tuple{GridKind::kTernary, 2, true, ClipRule::kMax, ThresholdRule::kRatio},
+        std::tuple{GridKind::kTernary, 2, true, ClipRule::kMax, ThresholdRule::kSparsity},
+        std::tuple{GridKind::kUniform, 4, true, ClipRule::kMax, ThresholdRule::kRatio},
+        std::tuple{GridKind::kUniform, 3, false, ClipRule::kMax, ThresholdRule::kRatio},
+        std::tuple{GridKind::kUniform, 4, true, ClipRule::kMse, ThresholdRule::kRatio}}) {
+    WeightGrid grid;
+    grid.kind = kind;
+    grid.bits = bits;
+    grid.symmetric = symmetric;
+    grid.clip = clip;
+    grid.threshold_rule = rule;
+    grid.threshold_value = rule == ThresholdRule::kSparsity ? 0.3 : 0.7;
+    grid.granularity = Granularity::kGroup;
+    grid.group_size = 64;
+    grids.push_back(grid);
+  }
+  for (const WeightGrid& grid : grids) {
+    const std::string what = DescribeGrid(grid);
+    std::vector<GridParams> params;
+    std::vector<torch::Tensor> codes;
+    for (const auto& [begin, end] : ScaleSpans(grid, w.size(1))) {
+      params.push_back(FitGrid(grid, w.slice(1, begin, end), false));
+      codes.push_back(RoundToCodes(grid, w.slice(1, begin, end), params.back()));
+    }
+    const QuantizedWeight each = AssembleQuantized(grid, torch::cat(codes, 1), params);
+    const QuantizedWeight one = QuantizeRtn(w, grid);
+    EXPECT_TRUE(torch::equal(one.codes, each.codes)) << what;
+    EXPECT_TRUE(torch::equal(one.scales, each.scales)) << what;
+    EXPECT_TRUE(torch::equal(one.values, each.values)) << what;
+    EXPECT_EQ(one.zeros.defined(), each.zeros.defined()) << what;
+    if (one.zeros.defined()) EXPECT_TRUE(torch::equal(one.zeros, each.zeros)) << what;
+    EXPECT_EQ(one.thresholds.defined(), each.thresholds.defined()) << what;
+    if (one.thresholds.defined()) EXPECT_TRUE(torch::equal(one.thresholds, each.thresholds)) << what;
+    EXPECT_EQ(one.layout.type, each.layout.type) << what;
+  }
 }
 
 TEST(OneGridTest, PackersReferenceQuantizerIsTheDefaultGrid) {

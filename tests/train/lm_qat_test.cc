@@ -78,14 +78,15 @@ double ValidLoss(const std::string& path, const std::string& valid) {
 TEST(LmQat, ExportedFilesAreTheTrainedModel) {
   torch::set_num_threads(1);
   const TinySetup setup;
-  for (const char* grid : {"tq2_0", "ternary", "bits4"}) {
+  for (const char* grid : {"tq2_0", "tq2_0-ratio", "ternary", "bits4"}) {
     SCOPED_TRACE(grid);
     std::map<std::string, std::string> settings;
     if (std::string(grid) == "tq2_0") settings = {{"format", "tq2_0"}};
+    if (std::string(grid) == "tq2_0-ratio") settings = {{"format", "tq2_0"}, {"threshold", "ratio"}};
     if (std::string(grid) == "ternary") settings = {{"ternary", "true"}, {"threshold", "sparsity"}, {"threshold_value", "0.4"}};
     if (std::string(grid) == "bits4") settings = {{"bits", "4"}, {"group_size", "64"}};
     LmQatOptions options = setup.Options(setup.dir.File(std::string("out-") + grid), settings);
-    if (std::string(grid) == "tq2_0") options.gguf_path = setup.dir.File("qat.gguf");
+    if (std::string(grid).rfind("tq2_0", 0) == 0) options.gguf_path = setup.dir.File(std::string(grid) + ".gguf");
     const LmQatResult result = TrainQuantizationAware(options);
     ASSERT_EQ(result.training.evals.size(), 1u);
     const double trained = result.training.best_valid_loss;
@@ -94,7 +95,7 @@ TEST(LmQat, ExportedFilesAreTheTrainedModel) {
     EXPECT_NEAR(ValidLoss(options.loop.out_dir + "/best", setup.valid), trained, 1e-6 * trained);
     EXPECT_NEAR(ValidLoss(options.loop.out_dir, setup.valid), trained, 1e-6 * trained);
     if (!options.gguf_path.empty()) {
-      // TQ2_0 holds the tq2_0 grid exactly, and llama.cpp's tensor order (rotary permutation) is only a reorder.
+      // TQ2_0 holds the tq2_0 grid exactly (either fit), and llama.cpp's tensor order (rotary permutation) is only a reorder.
       EXPECT_NEAR(ValidLoss(options.gguf_path, setup.valid), trained, 1e-6 * trained);
       EXPECT_EQ(result.gguf.at("max_requantization_error"), 0.0);
     }

@@ -30,8 +30,9 @@ const std::vector<SettingFlag>& GridFlags() {
       {"--asym", "symmetric", "Asymmetric uniform grid (integer zero point per scale group)", "false"},
       {"--granularity", "granularity", "Scales per tensor, channel (output row) or group (default channel)", nullptr},
       {"--group-size", "group_size", "Weights per scale group along a row (sets --granularity group)", nullptr},
-      {"--threshold", "threshold", "Ternary threshold rule: ratio (x mean|w|), sparsity (share of zeros) or magnitude",
-       nullptr},
+      {"--threshold", "threshold", "Ternary threshold rule: ratio (x mean|w|), sparsity (share of zeros) or magnitude; "
+       "tq2_0/tq1_0 default to llama.cpp's absmax (scale max|w|, zero below half of it) and take the others too "
+       "(scale the mean kept |w|, still exact in the GGUF)", nullptr},
       {"--threshold-value", "threshold_value", "The rule's value (default ratio 0.7)", nullptr},
       {"--base3", "base3", "Pack ternary codes 5 per byte (t1.6) instead of 4 (t2)", "true"},
   };
