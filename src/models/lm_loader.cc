@@ -76,6 +76,23 @@ std::optional<PackedWeights> KernelWeights(const TensorEntry& entry, const std::
   return packed;
 }
 
+// GPT-2's Conv1D weights are stored [in, out] and the kernels take [out, in]: a float16 or bfloat16 one becomes a
+// transposed copy in its stored type (half the bytes of the float32 copy libtorch would need), so that a GPT-2
+// checkpoint in half precision runs whole through the kernels as a Llama one does. nullopt for other types.
+std::optional<PackedWeights> TransposedHalfWeights(const TensorEntry& entry, bool allow_nonfinite) {
+  const TensorInfo& info = *entry.info;
+  if (info.shape.size() != 2 || (info.type != QuantType::kF16 && info.type != QuantType::kBF16) ||
+      !BackendFor(Device::kCpu).supports(info.type)) {
+    return std::nullopt;
+  }
+  const torch::Tensor transposed = ToTorch(info, entry.data).t().contiguous();
+  if (!allow_nonfinite) RequireFinite(transposed, info.name, entry.file);
+  PackedWeights packed{info.layout, FromTorch(transposed, info.type), nullptr, 0};
+  packed.layout.rows = info.shape[1];
+  packed.layout.cols = info.shape[0];
+  return packed;
+}
+
 // A float32 tensor read in place from the mapping, which `owner` keeps open (nullopt where the stored type is not
 // float32): a model run from its file holds no copy of its float weights either. Never written to.
 std::optional<torch::Tensor> MappedFloat32(const TensorEntry& entry, const std::shared_ptr<const void>& owner,
@@ -284,7 +301,12 @@ std::vector<LoadedWeight> ConvertHfEntry(const LmConfig& config, const TensorEnt
   if (name.empty()) return {};
   const bool conv1d = config.arch == LmArch::kGpt2 && IsGpt2Conv1dWeight(name);  // stored [in, out]: transposed
   std::optional<torch::Tensor> mapped;
-  if (keep_packed && !(conv1d && !Traits(entry.info->type).is_quantized)) {
+  if (keep_packed && conv1d && !Traits(entry.info->type).is_quantized) {
+    if (auto packed = TransposedHalfWeights(entry, allow_nonfinite)) {
+      const std::vector<int64_t> shape = {packed->layout.rows, packed->layout.cols};
+      return {{name, PlaceholderWeight(shape), std::move(packed)}};
+    }
+  } else if (keep_packed) {
     if (auto packed = KernelWeights(entry, owner)) return {{name, PlaceholderWeight(entry.info->shape), std::move(packed)}};
     mapped = MappedFloat32(entry, owner, allow_nonfinite);
   }

@@ -11,7 +11,10 @@
 #include <torch/torch.h>
 
 #include "io/tensor_file.h"
+#include "formats/quant_type.h"
 #include "models/lm_loader.h"
+#include "runtime/device_model.h"
+#include "runtime/packed_runtime.h"
 #include "runtime/generate.h"
 #include "test_util.h"
 #include "torch/tensor_bridge.h"
@@ -72,6 +75,39 @@ TEST_P(HfFixture, GreedyGenerationMatchesTransformers) {
   all.insert(all.end(), result.tokens.begin(), result.tokens.end());
   EXPECT_EQ(all, expected);
   EXPECT_EQ(lm.tokenizer->Decode(all), reference["greedy_text"].get<std::string>());
+}
+
+// Run as stored (keep_packed), a half-precision checkpoint goes whole through atq's decoder: every linear layer a
+// float16 matrix in the kernels' [out, in] order, GPT-2's Conv1D weights ([in, out] in the file) transposed once in
+// float16. The same float16 values as the float32 load, so the logits agree within the kernels' summation order.
+TEST_P(HfFixture, RunsWholeThroughTheKernelsAsStored) {
+  ATQ_FIXTURE_OR_SKIP(dir, GetParam());
+  SetTorchThreads(0);
+  const LanguageModel reference = LoadLanguageModel(dir + "/model");
+  LmLoadOptions options;
+  options.keep_packed = true;
+  LanguageModel lm = LoadLanguageModel(dir + "/model", options);
+  const auto parameters = reference.model->named_parameters();
+  int64_t matrices = 0;
+  for (const auto& [name, weights] : lm.packed) {
+    SCOPED_TRACE(name);
+    EXPECT_EQ(weights.layout.type, QuantType::kF16);
+    const torch::Tensor* expected = parameters.find(name);
+    ASSERT_NE(expected, nullptr);
+    ASSERT_EQ(std::vector<int64_t>({weights.layout.rows, weights.layout.cols}), expected->sizes().vec());
+    const std::vector<float> values =
+        Dequantize(weights.layout, weights.data(), static_cast<int64_t>(weights.size()));
+    EXPECT_TRUE(torch::equal(torch::tensor(values).view(expected->sizes()), *expected));
+    ++matrices;
+  }
+  const LmConfig& c = lm.model->config();
+  EXPECT_GE(matrices, c.num_layers * (c.arch == LmArch::kGpt2 ? 4 : 7));
+  AttachPackedWeights(*lm.model, std::move(lm.packed));
+  const auto decoder = ForWholePasses(lm.model, Device::kCpu, CpuRuntime::kDecoder);
+  const torch::Tensor ids = ReferenceTensor(dir + "/reference_outputs.safetensors", "input_ids").to(torch::kInt64);
+  torch::NoGradGuard no_grad;
+  const torch::Tensor expected = reference.model->forward(ids);
+  EXPECT_LE((decoder->forward(ids) - expected).abs().max().item<double>(), kLogitTolerance);
 }
 
 INSTANTIATE_TEST_SUITE_P(Fixtures, HfFixture, ::testing::Values("gpt2-mini", "llama-mini"));

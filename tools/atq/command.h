@@ -19,6 +19,7 @@ struct Command {
   const char* name;
   const char* help;
   RunFn (*declare)(CLI::App& app);  // adds the command's options to `app`, returns its runner
+  bool float_math = false;          // runs libtorch's matrix products (OpenBLAS): main checks its kernels first
 };
 
 const std::vector<Command>& AllCommands();

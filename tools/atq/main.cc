@@ -35,9 +35,11 @@ int main(int argc, char** argv) {
   app.add_option("--log-level", log_level, "error, warn, info or debug (default: $ATQ_LOG_LEVEL or info)");
 
   std::map<CLI::App*, RunFn> runners;
+  std::map<CLI::App*, bool> float_math;
   for (const atq::cli::Command& command : atq::cli::AllCommands()) {
     CLI::App* sub = app.add_subcommand(command.name, command.help);
     runners[sub] = command.declare(*sub);
+    float_math[sub] = command.float_math;
   }
 
   try {
@@ -51,7 +53,12 @@ int main(int argc, char** argv) {
     try {
       if (!log_level.empty()) atq::SetLogLevel(atq::ParseLogLevel(log_level));
       if (verbosity > 0) atq::SetLogLevel(verbosity > 1 ? atq::LogLevel::kDebug : atq::LogLevel::kInfo);
-      for (CLI::App* sub : app.get_subcommands()) return runners.at(sub)();
+      for (CLI::App* sub : app.get_subcommands()) {
+#ifdef ATQ_WITH_TORCH
+        if (float_math.at(sub)) atq::cli::PreferFittingOpenBlasCore();
+#endif
+        return runners.at(sub)();
+      }
       return 2;
     } catch (const atq::UsageError& error) {
       std::fprintf(stderr, "error: %s\nRun with --help for usage.\n", error.what());

@@ -1,6 +1,7 @@
 // The local launcher of data-parallel workers.
 #include "torch_workers.h"
 
+#include <dlfcn.h>
 #include <netinet/in.h>
 #include <signal.h>
 #include <spawn.h>
@@ -65,21 +66,56 @@ void AddWorkerFlags(CLI::App& app, Workers& workers) {
       ->check(CLI::Range(1, 86400))->capture_default_str();
 }
 
+namespace {
+
+// Starts this process again with NAME=VALUE in its environment, for a library that reads the variable once, when
+// it loads (libgomp, OpenBLAS). Returns only where exec fails, with the variable set for any later child.
+void RestartWith(const char* name, const char* value) {
+  const std::vector<std::string>& line = CommandLine();
+  if (line.empty() || setenv(name, value, 1) != 0) return;
+  std::vector<std::string> arguments = line;
+  std::vector<char*> argv;
+  for (std::string& a : arguments) argv.push_back(a.data());
+  argv.push_back(nullptr);
+  execv("/proc/self/exe", argv.data());
+  LogWarn("could not restart with {}={} ({}); going on without it", name, value, std::strerror(errno));
+}
+
+}  // namespace
+
 // libgomp (libtorch's intra-op threads) spins its idle threads by default, and the matrix products of the same step
 // run on OpenBLAS's own threads, which those spinning threads take cores from: 6 steps of gpt2-mini ternary QAT on
 // 2 cores ran at 219 tokens/s by default, 240-246 with OMP_WAIT_POLICY=PASSIVE and 136 with ACTIVE. libgomp reads
 // the variable once, when it loads, so a training command that finds it unset sets it and starts itself again (a
 // user's own setting is kept).
 void PreferPassiveOpenMp() {
-  const std::vector<std::string>& line = CommandLine();
-  if (std::getenv("OMP_WAIT_POLICY") != nullptr || line.empty()) return;
-  if (setenv("OMP_WAIT_POLICY", "PASSIVE", 1) != 0) return;
-  std::vector<std::string> arguments = line;
-  std::vector<char*> argv;
-  for (std::string& a : arguments) argv.push_back(a.data());
-  argv.push_back(nullptr);
-  execv("/proc/self/exe", argv.data());
-  LogWarn("could not restart with OMP_WAIT_POLICY=PASSIVE ({}); going on with libgomp's default", std::strerror(errno));
+  if (std::getenv("OMP_WAIT_POLICY") == nullptr) RestartWith("OMP_WAIT_POLICY", "PASSIVE");
+}
+
+// OpenBLAS picks its kernels by CPU model when it loads, and a build older than the CPU falls back to the oldest
+// x86-64 ones: Debian 12's 0.3.21 takes a Xeon of model 207 (Emerald Rapids, AVX-512) for a Prescott, and there
+// libtorch's float32 product of 64 rows by a 4096 x 4096 matrix took 75-112 ms instead of 21 (SkylakeX kernels),
+// gpt2-mini QAT ran at 119 tokens/s instead of 275. Where OpenBLAS reports such a pre-AVX core on a CPU with AVX2
+// or AVX-512, atq starts itself again with OPENBLAS_CORETYPE naming the kernels the CPU runs (a user's own setting
+// is kept; another BLAS has no openblas_get_corename and is left alone).
+void PreferFittingOpenBlasCore() {
+  if (std::getenv("OPENBLAS_CORETYPE") != nullptr) return;
+  using CoreName = char* (*)();
+  const auto core_name = reinterpret_cast<CoreName>(dlsym(RTLD_DEFAULT, "openblas_get_corename"));
+  if (core_name == nullptr || core_name() == nullptr) return;
+  const std::string core = core_name();
+  static const char* const kPreAvx[] = {"Unknown", "Katmai",   "Coppermine", "Northwood", "Prescott", "Banias",
+                                        "Atom",    "Core2",    "Penryn",     "Dunnington", "Nehalem"};
+  if (std::find(std::begin(kPreAvx), std::end(kPreAvx), core) == std::end(kPreAvx)) return;
+  __builtin_cpu_init();
+  const bool avx512 = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+                      __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vl");
+  const bool avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+  if (!avx512 && !avx2) return;
+  const char* fitting = avx512 ? "SkylakeX" : "Haswell";
+  LogDebug("OpenBLAS chose its {} kernels on a CPU with {}; restarting with OPENBLAS_CORETYPE={}", core,
+           avx512 ? "AVX-512" : "AVX2", fitting);
+  RestartWith("OPENBLAS_CORETYPE", fitting);
 }
 
 std::optional<int> StartWorkers(Workers& workers, int& threads) {

@@ -29,4 +29,8 @@ std::optional<int> StartWorkers(Workers& workers, int& threads);
 // The command line of this process (main.cc records it), for the launcher to start its workers with.
 void RecordCommandLine(int argc, char** argv);
 
+// Where OpenBLAS took this CPU for an older one than it is and OPENBLAS_CORETYPE is unset: starts the command again
+// with the kernels the CPU runs (torch_workers.cc says why). Returns otherwise.
+void PreferFittingOpenBlasCore();
+
 }  // namespace atq::cli
