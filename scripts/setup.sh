@@ -10,7 +10,7 @@ packages=(
   clang libclang-rt-14-dev
   libtorch-dev libgloo-dev libcli11-dev nlohmann-json3-dev libfmt-dev libhwy-dev  # gloo: c10d ProcessGroupGloo's headers
   libsentencepiece-dev libpcre2-dev libutf8proc-dev libyaml-cpp-dev zlib1g-dev libpng-dev
-  libopenblas0-pthread  # libtorch's matmuls call libblas.so.3; this makes it OpenBLAS, not the reference BLAS
+  libopenblas0-pthread libblas-dev  # libtorch's matmuls call libblas.so.3 (OpenBLAS with this); atq's float GEMMs link it through cblas.h
   libgtest-dev libgmock-dev googletest libbenchmark-dev
   gnuplot-nox
   dataset-fashion-mnist

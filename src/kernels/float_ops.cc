@@ -5,6 +5,7 @@
 #include <cmath>
 #include <type_traits>
 
+#include "formats/half.h"
 #include "util/error.h"
 
 #undef HWY_TARGET_INCLUDE
@@ -270,6 +271,23 @@ void GeluTanhTarget(float* x, int64_t n) {
       [&](int64_t i) { x[i] = GeluTanhOf(x[i]); });
 }
 
+// IEEE half and bfloat16 bit patterns widened to float32 (exact both ways).
+void HalfToFloatTarget(const uint16_t* x, float* y, int64_t n) {
+  const hn::Rebind<hwy::float16_t, D> dh;
+  const auto* half = reinterpret_cast<const hwy::float16_t*>(x);
+  ForEach(
+      n, [&](D d, int64_t i) { hn::StoreU(hn::PromoteTo(d, hn::LoadU(dh, half + i)), d, y + i); },
+      [&](int64_t i) { y[i] = F16ToF32(x[i]); });
+}
+
+void Bfloat16ToFloatTarget(const uint16_t* x, float* y, int64_t n) {
+  const hn::Rebind<hwy::bfloat16_t, D> db;
+  const auto* bf16 = reinterpret_cast<const hwy::bfloat16_t*>(x);
+  ForEach(
+      n, [&](D d, int64_t i) { hn::StoreU(hn::PromoteTo(d, hn::LoadU(db, bf16 + i)), d, y + i); },
+      [&](int64_t i) { y[i] = BF16ToF32(x[i]); });
+}
+
 }  // namespace HWY_NAMESPACE
 }  // namespace atq::vec
 HWY_AFTER_NAMESPACE();
@@ -290,6 +308,8 @@ HWY_EXPORT(SiluGateTarget);
 HWY_EXPORT(GeluTanhGateTarget);
 HWY_EXPORT(SiluTarget);
 HWY_EXPORT(GeluTanhTarget);
+HWY_EXPORT(HalfToFloatTarget);
+HWY_EXPORT(Bfloat16ToFloatTarget);
 
 float Dot(const float* a, const float* b, int64_t n) { return HWY_DYNAMIC_DISPATCH(DotTarget)(a, b, n); }
 void AddScaled(float a, const float* x, float* y, int64_t n) { HWY_DYNAMIC_DISPATCH(AddScaledTarget)(a, x, y, n); }
@@ -316,6 +336,8 @@ void SiluGate(float* gate, const float* up, int64_t n) { HWY_DYNAMIC_DISPATCH(Si
 void GeluTanhGate(float* gate, const float* up, int64_t n) { HWY_DYNAMIC_DISPATCH(GeluTanhGateTarget)(gate, up, n); }
 void Silu(float* x, int64_t n) { HWY_DYNAMIC_DISPATCH(SiluTarget)(x, n); }
 void GeluTanh(float* x, int64_t n) { HWY_DYNAMIC_DISPATCH(GeluTanhTarget)(x, n); }
+void HalfToFloat(const uint16_t* x, float* y, int64_t n) { HWY_DYNAMIC_DISPATCH(HalfToFloatTarget)(x, y, n); }
+void Bfloat16ToFloat(const uint16_t* x, float* y, int64_t n) { HWY_DYNAMIC_DISPATCH(Bfloat16ToFloatTarget)(x, y, n); }
 
 }  // namespace atq::vec
 #endif  // HWY_ONCE

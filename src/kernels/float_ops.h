@@ -39,4 +39,8 @@ void GeluTanhGate(float* gate, const float* up, int64_t n);
 void Silu(float* x, int64_t n);
 void GeluTanh(float* x, int64_t n);
 
+// y[i] = the float16 (IEEE half) or bfloat16 bit pattern x[i] as float32 (exact)
+void HalfToFloat(const uint16_t* x, float* y, int64_t n);
+void Bfloat16ToFloat(const uint16_t* x, float* y, int64_t n);
+
 }  // namespace atq::vec

@@ -23,6 +23,7 @@
 #include "formats/atq_packed.h"
 #include "formats/ggml_blocks.h"
 #include "formats/half.h"
+#include "kernels/blas_float.h"
 #include "kernels/int8_activations.h"
 #include "kernels/interleaved.h"
 #include "kernels/matmul.h"
@@ -1448,6 +1449,11 @@ HWY_EXPORT(TargetName);
 void MatMul(const PackedMatrix& weights, const float* x, int64_t n, float* y, ThreadPool& pool) {
   KernelSegment(weights.layout);  // throws for types without a kernel
   if (n <= 0 || weights.layout.rows == 0) return;
+  // Float weights against many rows (a prompt, perplexity windows) are a GEMM: the BLAS's, where the build has one.
+  if (n >= kBlasMinRows && IsFloatWeight(weights.layout.type) &&
+      BlasFloatMatMul(weights, x, n, y, pool.threads())) {
+    return;
+  }
   HWY_DYNAMIC_DISPATCH(MatMulTarget)(weights, x, n, y, pool);
 }
 

@@ -4,12 +4,15 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <random>
 #include <vector>
 
 #include <fmt/format.h>
 #include <gtest/gtest.h>
 #include <hwy/targets.h>
+
+#include "formats/half.h"
 
 namespace atq {
 namespace {
@@ -79,6 +82,21 @@ TEST(FloatOps, DotAddAndNorm) {
       vec::LayerNorm(layer.data(), scale.data(), with_bias ? bias.data() : nullptr, n, 1e-5f, layer.data());
       ExpectNearAll(expected, layer, 1e-4f, "LayerNorm n=" + std::to_string(n) + (with_bias ? " bias" : ""));
     }
+  }
+}
+
+// Every float16 and bfloat16 bit pattern (NaN payloads, infinities, subnormals and signed zeros included), widened
+// in vector lanes and in the tail, is the scalar conversion's float.
+TEST(FloatOps, HalfAndBfloat16WidenExactly) {
+  std::vector<uint16_t> bits(65536 + 5);
+  for (size_t i = 0; i < bits.size(); ++i) bits[i] = static_cast<uint16_t>(i);
+  std::vector<float> half(bits.size()), bf16(bits.size());
+  vec::HalfToFloat(bits.data(), half.data(), static_cast<int64_t>(bits.size()));
+  vec::Bfloat16ToFloat(bits.data(), bf16.data(), static_cast<int64_t>(bits.size()));
+  for (size_t i = 0; i < bits.size(); ++i) {
+    const float h = F16ToF32(bits[i]), b = BF16ToF32(bits[i]);
+    ASSERT_TRUE(std::memcmp(&half[i], &h, 4) == 0 || (std::isnan(half[i]) && std::isnan(h))) << "f16 bits " << i;
+    ASSERT_TRUE(std::memcmp(&bf16[i], &b, 4) == 0 || (std::isnan(bf16[i]) && std::isnan(b))) << "bf16 bits " << i;
   }
 }
 

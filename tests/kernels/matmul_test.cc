@@ -10,6 +10,7 @@
 #include <initializer_list>
 #include <random>
 #include <string>
+#include <tuple>
 #include <vector>
 
 #include <gtest/gtest.h>
@@ -17,6 +18,7 @@
 
 #include "formats/atq_packed.h"
 #include "formats/quant_type.h"
+#include "kernels/blas_float.h"
 #include "kernels/int8_activations.h"
 #include "kernels/interleaved.h"
 #include "kernels/packed_matrix.h"
@@ -189,6 +191,32 @@ INSTANTIATE_TEST_SUITE_P(FormatTable, MatMulTest, ::testing::ValuesIn(KernelType
                            for (char& ch : name) ch = std::isalnum(static_cast<unsigned char>(ch)) ? ch : '_';
                            return name;
                          });
+
+// Float weights against kBlasMinRows activation rows or more go through the system BLAS where the build has one
+// (kernels/blas_float.h): the same products as the reference within the rounding of a different summation order,
+// on odd shapes, one or several BLAS threads, and slabs of rows that do not divide the matrix (f16/bf16 widened).
+TEST(MatMul, FloatWeightsAgainstManyRowsMatchTheReference) {
+  if (!HaveBlas()) GTEST_SKIP() << "this build has no BLAS: float weights always run through atq's kernel";
+  uint32_t seed = 300;
+  for (const QuantType type : {QuantType::kF32, QuantType::kF16, QuantType::kBF16}) {
+    for (const auto& [rows, cols, n] : {std::tuple<int64_t, int64_t, int64_t>{37, 129, kBlasMinRows},
+                                        {203, 1000, 45}, {5000, 300, 33}}) {
+      const Case c = MakeCase(type, rows, cols, Granularity::kTensor, 0, n, ++seed);
+      const std::string shape = fmt::format("{} {}x{} n={}", TypeName(type), rows, cols, n);
+      std::vector<float> reference(static_cast<size_t>(n * rows));
+      MatMulReference(c.matrix(), c.x.data(), n, reference.data());
+      const std::vector<double> rounding = RoundingBounds(c);
+      for (const int threads : {1, 3}) {
+        ThreadPool pool(threads);
+        std::vector<float> y(reference.size(), -12345.0f);
+        MatMul(c.matrix(), c.x.data(), n, y.data(), pool);
+        for (size_t k = 0; k < y.size(); ++k) {
+          ASSERT_NEAR(y[k], reference[k], rounding[k]) << shape << ", " << threads << " threads, output " << k;
+        }
+      }
+    }
+  }
+}
 
 TEST(MatMul, ThreadCountsGiveTheSameOutputs) {
   const Case c = MakeCase(QuantType::kTernary2, 203, 1024, Granularity::kChannel, 0, 3, 77);

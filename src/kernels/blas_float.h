@@ -1,0 +1,23 @@
+// Float weights (f32, f16, bf16) against many activation rows through the system BLAS's sgemm: prompts and
+// perplexity windows of a half-precision model are matrix-matrix products, where a tuned GEMM beats atq's
+// row-tile kernel (which is made for one to a few rows, where the weights' bytes are the cost).
+#pragma once
+
+#include <cstdint>
+
+#include "kernels/packed_matrix.h"
+
+namespace atq {
+
+// Activation rows from which MatMul hands float weights to BlasFloatMatMul (fewer stay with atq's kernel).
+inline constexpr int64_t kBlasMinRows = 32;
+
+// Whether this build has a BLAS (CMake found one; else BlasFloatMatMul does nothing and returns false).
+bool HaveBlas();
+
+// y[n, rows] = x[n, cols] W^T for float weights, `threads` BLAS threads; weights of f16/bf16 are widened to
+// float32 a slab of rows at a time (a few MB), so nothing the size of the matrix is allocated. Returns false (and
+// writes nothing) without a BLAS or for weights that are not float.
+bool BlasFloatMatMul(const PackedMatrix& weights, const float* x, int64_t n, float* y, int threads);
+
+}  // namespace atq
