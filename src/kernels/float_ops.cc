@@ -271,22 +271,18 @@ void GeluTanhTarget(float* x, int64_t n) {
       [&](int64_t i) { x[i] = GeluTanhOf(x[i]); });
 }
 
-// IEEE half and bfloat16 bit patterns widened to float32 (exact both ways).
-void HalfToFloatTarget(const uint16_t* x, float* y, int64_t n) {
-  const hn::Rebind<hwy::float16_t, D> dh;
-  const auto* half = reinterpret_cast<const hwy::float16_t*>(x);
+// IEEE half or bfloat16 bit patterns widened to float32 (exact both ways); `scalar` converts the tail.
+template <class Narrow>
+void Widen(const uint16_t* x, float* y, int64_t n, float (*scalar)(uint16_t)) {
+  const hn::Rebind<Narrow, D> dn;
+  const auto* narrow = reinterpret_cast<const Narrow*>(x);
   ForEach(
-      n, [&](D d, int64_t i) { hn::StoreU(hn::PromoteTo(d, hn::LoadU(dh, half + i)), d, y + i); },
-      [&](int64_t i) { y[i] = F16ToF32(x[i]); });
+      n, [&](D d, int64_t i) { hn::StoreU(hn::PromoteTo(d, hn::LoadU(dn, narrow + i)), d, y + i); },
+      [&](int64_t i) { y[i] = scalar(x[i]); });
 }
 
-void Bfloat16ToFloatTarget(const uint16_t* x, float* y, int64_t n) {
-  const hn::Rebind<hwy::bfloat16_t, D> db;
-  const auto* bf16 = reinterpret_cast<const hwy::bfloat16_t*>(x);
-  ForEach(
-      n, [&](D d, int64_t i) { hn::StoreU(hn::PromoteTo(d, hn::LoadU(db, bf16 + i)), d, y + i); },
-      [&](int64_t i) { y[i] = BF16ToF32(x[i]); });
-}
+void HalfToFloatTarget(const uint16_t* x, float* y, int64_t n) { Widen<hwy::float16_t>(x, y, n, F16ToF32); }
+void Bfloat16ToFloatTarget(const uint16_t* x, float* y, int64_t n) { Widen<hwy::bfloat16_t>(x, y, n, BF16ToF32); }
 
 }  // namespace HWY_NAMESPACE
 }  // namespace atq::vec
