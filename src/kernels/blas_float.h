@@ -6,6 +6,7 @@
 #include <cstdint>
 
 #include "kernels/packed_matrix.h"
+#include "util/thread_pool.h"
 
 namespace atq {
 
@@ -18,9 +19,9 @@ inline constexpr int64_t kBlasMinRows = 128;
 // Whether this build has a BLAS (CMake found one; else BlasFloatMatMul does nothing and returns false).
 bool HaveBlas();
 
-// y[n, rows] = x[n, cols] W^T for float weights, `threads` BLAS threads; weights of f16/bf16 are widened to
-// float32 a slab of rows at a time (a few MB), so nothing the size of the matrix is allocated. Returns false (and
-// writes nothing) without a BLAS or for weights that are not float.
-bool BlasFloatMatMul(const PackedMatrix& weights, const float* x, int64_t n, float* y, int threads);
+// y[n, rows] = x[n, cols] W^T for float weights, slabs of rows on the pool's threads, one sgemm each; f16/bf16
+// slabs are widened to float32 first (a few MB), so nothing the size of the matrix is allocated. Returns false
+// (and writes nothing) without a BLAS or for weights that are not float.
+bool BlasFloatMatMul(const PackedMatrix& weights, const float* x, int64_t n, float* y, ThreadPool& pool);
 
 }  // namespace atq
