@@ -1450,10 +1450,7 @@ void MatMul(const PackedMatrix& weights, const float* x, int64_t n, float* y, Th
   KernelSegment(weights.layout);  // throws for types without a kernel
   if (n <= 0 || weights.layout.rows == 0) return;
   // Float weights against many rows (a prompt, perplexity windows) are a GEMM: the BLAS's, where the build has one.
-  if (n >= kBlasMinRows && IsFloatWeight(weights.layout.type) &&
-      BlasFloatMatMul(weights, x, n, y, pool)) {
-    return;
-  }
+  if (n >= kBlasMinRows && BlasFloatMatMul(weights, x, n, y, pool)) return;  // false for other types
   HWY_DYNAMIC_DISPATCH(MatMulTarget)(weights, x, n, y, pool);
 }
 
