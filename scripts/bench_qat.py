@@ -218,7 +218,7 @@ def main():
     for name, entry in summary.items():
         print(f"| {name} | FP (atq; transformers {entry['transformers_fp_perplexity']:.2f}) | | | | 32 | "
               f"{entry['fp']:.2f} | 1.00 |")
-        rows = [entry[p] for p in ("ternary", "tq2_0") if p in entry]
+        rows = [entry[p] for p in ("ternary", "tq2_0", "tq2_0-ratio") if p in entry]
         rows += list(entry.get("ablations", {}).values())
         for row in rows:
             print(f"| {name} | {row['name']} | {row['steps']} | {row['train_tokens_seen']} | "

@@ -289,4 +289,12 @@ double ScheduledSparsity(double target, double epoch, int ramp_epochs, SparsityR
   Fail("unknown sparsity ramp {}", static_cast<int>(ramp));
 }
 
+bool FollowsSparsitySchedule(WeightMode mode, ThresholdRule rule) {
+  return mode == WeightMode::kTernary && rule == ThresholdRule::kSparsity;
+}
+
+bool FollowsSparsitySchedule(const LayerQuantConfig& config) {
+  return FollowsSparsitySchedule(config.mode(), config.grid.threshold_rule);
+}
+
 }  // namespace atq

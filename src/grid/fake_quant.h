@@ -148,4 +148,9 @@ torch::Tensor QuantizedWeightValues(const torch::Tensor& weight, const LayerQuan
 enum class SparsityRamp { kLinear, kCubic };
 double ScheduledSparsity(double target, double epoch, int ramp_epochs, SparsityRamp ramp);
 
+// Whether a progressive-sparsity schedule moves this layer's threshold: ternary with a sparsity-target rule (the
+// classifier, image-text and language-model trainers all ask this one question).
+bool FollowsSparsitySchedule(WeightMode mode, ThresholdRule rule);
+bool FollowsSparsitySchedule(const LayerQuantConfig& config);
+
 }  // namespace atq

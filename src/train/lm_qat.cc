@@ -80,11 +80,6 @@ std::vector<QatLayer> ConfigureLayers(CausalLmImpl& model, const LmQatOptions& o
   return layers;
 }
 
-bool SparsityRule(const LayerQuantConfig& config) {
-  return config.mode() == WeightMode::kTernary &&
-         config.grid.threshold_rule == ThresholdRule::kSparsity;
-}
-
 // Per layer: grid, bits per weight, zero share; and the totals.
 nlohmann::json LayerSummary(const std::vector<QatLayer>& layers, LmQatResult* totals) {
   torch::NoGradGuard no_grad;
@@ -265,7 +260,7 @@ LmQatResult TrainQuantizationAware(const LmQatOptions& options) {
   LmQatResult result;
   const auto schedule = [&](int64_t step) {
     for (const QatLayer& layer : layers) {
-      if (!SparsityRule(layer.linear->quant)) continue;
+      if (!FollowsSparsitySchedule(layer.linear->quant)) continue;
       const int ramp = static_cast<int>(std::min<int64_t>(options.ramp_steps, std::numeric_limits<int>::max()));
       layer.linear->quant.grid.threshold_value =
           ScheduledSparsity(layer.target, static_cast<double>(step), ramp, options.ramp);

@@ -54,7 +54,7 @@ void ScheduleSparsity(const WeightQatOptions& options, const NamedQuantLayers& l
   const double sparsity = ScheduledSparsity(options.sparsity, epochs, options.ramp_epochs, options.ramp);
   for (const auto& [name, layer] : layers) {
     LayerQuantConfig config = layer->quant_config();
-    if (config.mode() != WeightMode::kTernary || config.grid.threshold_rule != ThresholdRule::kSparsity) continue;
+    if (!FollowsSparsitySchedule(config)) continue;
     config.grid.threshold_value = sparsity;
     layer->SetQuantConfig(config);
   }

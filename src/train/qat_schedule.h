@@ -26,7 +26,7 @@ struct WeightQatOptions {
   double rpb_fraction = 0;        // residual precision boosting: share of each layer's weights kept exactly
 
   // Ternary with a sparsity-target threshold: the schedule moves the target as training goes.
-  bool Scheduled() const { return mode == WeightMode::kTernary && threshold_rule == ThresholdRule::kSparsity; }
+  bool Scheduled() const { return FollowsSparsitySchedule(mode, threshold_rule); }
   // Throws atq::Error naming the first value out of range.
   void Validate() const;
   // {"mode", "bits", "sparsity", "ramp_epochs", "ramp", "threshold_mode", "magnitude", "per_channel",
