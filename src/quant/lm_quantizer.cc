@@ -230,6 +230,8 @@ LmQuantizeResult QuantizeLanguageModel(CausalLmImpl& model, const Tokenizer& tok
     for (const std::string& name : names) result.packed.erase(name);
     release(names);
   };
+  // True-sequential: each block's layers in stages, a stage calibrated on the outputs of the stages before it.
+  const bool staged = options.true_sequential && calibrated;
   BlockHooks hooks;
   hooks.before = [&](int64_t block) { load(groups[static_cast<size_t>(block)]); };
   hooks.after = [&](int64_t block) {
@@ -248,7 +250,6 @@ LmQuantizeResult QuantizeLanguageModel(CausalLmImpl& model, const Tokenizer& tok
             progress.Advance(layers[i].linear->weight.numel(), layers[i].name + " kept");
           }
         }
-        const bool staged = options.true_sequential && calibrated;
         for (size_t i = 0; i < layers.size(); ++i) {
           const LayerRecipe& recipe = RecipeFor(options, layers[i].name);
           if (recipe.keep) continue;
@@ -263,7 +264,7 @@ LmQuantizeResult QuantizeLanguageModel(CausalLmImpl& model, const Tokenizer& tok
         }
         return done;
       },
-      &hooks, options.true_sequential ? CaptureScope::kFirstStage : CaptureScope::kAllLayers);
+      &hooks, staged ? CaptureScope::kFirstStage : CaptureScope::kAllLayers);
   progress.Finish();
   result.calibration_tokens = run.tokens;
 
