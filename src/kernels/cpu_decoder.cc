@@ -88,28 +88,18 @@ class CpuDecoder final : public DecoderRunner {
       Attention(layer, q, n, mixed);
       Linear(l.o, mixed, n, out);
       if (s_.sandwich_norms) Norm(out, l.post_attention_norm, n, out);
-      vec::Add(out, x, n * width);
+      AddRows(out, x, n, width);
       Norm(x, s_.sandwich_norms ? l.pre_feedforward_norm : l.post_attention_norm, n, normed);
       Linear(l.up, normed, n, up);
+      float* gate = nullptr;
       if (l.gate.weights != nullptr) {
-        float* gate = Room(gate_, n * s_.intermediate);  // ungated models (GPT-2) never allocate it
+        gate = Room(gate_, n * s_.intermediate);  // ungated models (GPT-2) never allocate it
         Linear(l.gate, normed, n, gate);
-        if (s_.activation == DecoderActivation::kSilu) {
-          vec::SiluGate(gate, up, n * s_.intermediate);
-        } else {
-          vec::GeluTanhGate(gate, up, n * s_.intermediate);
-        }
-        Linear(l.down, gate, n, out);
-      } else {
-        if (s_.activation == DecoderActivation::kSilu) {
-          vec::Silu(up, n * s_.intermediate);
-        } else {
-          vec::GeluTanh(up, n * s_.intermediate);
-        }
-        Linear(l.down, up, n, out);
       }
+      Activate(gate, up, n);
+      Linear(l.down, gate != nullptr ? gate : up, n, out);
       if (s_.sandwich_norms) Norm(out, l.post_feedforward_norm, n, out);
-      vec::Add(out, x, n * width);
+      AddRows(out, x, n, width);
     }
     length_ += n;
     const int64_t first = all_logits ? 0 : n - 1, rows = n - first;
@@ -127,27 +117,68 @@ class CpuDecoder final : public DecoderRunner {
   }
 
  private:
-  void Norm(const float* x, const DecoderNorm& norm, int64_t rows, float* y) const {
-    const float* bias = norm.bias.empty() ? nullptr : norm.bias.data();
-    for (int64_t r = 0; r < rows; ++r) {
-      if (s_.norm == DecoderNormKind::kRms) {
-        vec::RmsNorm(x + r * s_.hidden, norm.scale.data(), s_.hidden, s_.norm_eps, y + r * s_.hidden);
-      } else {
-        vec::LayerNorm(x + r * s_.hidden, norm.scale.data(), bias, s_.hidden, s_.norm_eps, y + r * s_.hidden);
+  // body(begin, end) over rows [0, n) of `width` values each: a prompt's rows shared out over the pool, so the
+  // float steps between the products do not stay serial beside them; a few rows (decode) on the caller.
+  template <typename Body>
+  void ForRows(int64_t n, int64_t width, const Body& body) {
+    constexpr int64_t kMinTaskValues = int64_t{1} << 15;
+    pool_.ParallelFor(n, std::max<int64_t>(1, kMinTaskValues / std::max<int64_t>(1, width)),
+                      [&](int64_t begin, int64_t end, int) { body(begin, end); });
+  }
+
+  // gate = act(gate) * up, or up = act(up) where the model has no gate; row by row, so that every row splits into
+  // vectors and a tail the same way on any number of threads.
+  void Activate(float* gate, float* up, int64_t n) {
+    const int64_t width = s_.intermediate;
+    const bool silu = s_.activation == DecoderActivation::kSilu;
+    ForRows(n, width, [&](int64_t begin, int64_t end) {
+      for (int64_t r = begin; r < end; ++r) {
+        float* u = up + r * width;
+        if (gate == nullptr) {
+          silu ? vec::Silu(u, width) : vec::GeluTanh(u, width);
+        } else {
+          silu ? vec::SiluGate(gate + r * width, u, width) : vec::GeluTanhGate(gate + r * width, u, width);
+        }
       }
-    }
+    });
+  }
+
+  // y += x over n rows of `width`.
+  void AddRows(const float* x, float* y, int64_t n, int64_t width) {
+    ForRows(n, width, [&](int64_t begin, int64_t end) {
+      vec::Add(x + begin * width, y + begin * width, (end - begin) * width);
+    });
+  }
+
+  void Norm(const float* x, const DecoderNorm& norm, int64_t rows, float* y) {
+    const float* bias = norm.bias.empty() ? nullptr : norm.bias.data();
+    ForRows(rows, s_.hidden, [&](int64_t begin, int64_t end) {
+      for (int64_t r = begin; r < end; ++r) {
+        if (s_.norm == DecoderNormKind::kRms) {
+          vec::RmsNorm(x + r * s_.hidden, norm.scale.data(), s_.hidden, s_.norm_eps, y + r * s_.hidden);
+        } else {
+          vec::LayerNorm(x + r * s_.hidden, norm.scale.data(), bias, s_.hidden, s_.norm_eps, y + r * s_.hidden);
+        }
+      }
+    });
   }
 
   void Linear(const DecoderLinear& linear, const float* x, int64_t n, float* y) {
     const int64_t out = linear.weights->layout.rows;
     MatMul(views_.at(linear.weights), x, n, y, pool_);
     if (linear.bias.empty()) return;
-    for (int64_t r = 0; r < n; ++r) vec::Add(linear.bias.data(), y + r * out, out);
+    ForRows(n, out, [&](int64_t begin, int64_t end) {
+      for (int64_t r = begin; r < end; ++r) vec::Add(linear.bias.data(), y + r * out, out);
+    });
   }
 
-  void Rotary(float* x, int64_t n, int64_t heads) const {
+  void Rotary(float* x, int64_t n, int64_t heads) {
+    ForRows(n, heads * s_.head_dim, [&](int64_t begin, int64_t end) { RotaryRows(x, begin, end, heads); });
+  }
+
+  void RotaryRows(float* x, int64_t begin, int64_t end, int64_t heads) const {
     const int64_t half = s_.head_dim / 2;
-    for (int64_t t = 0; t < n; ++t) {
+    for (int64_t t = begin; t < end; ++t) {
       const float* c = cos_.data() + (length_ + t) * half;
       const float* sn = sin_.data() + (length_ + t) * half;
       for (int64_t h = 0; h < heads; ++h) {

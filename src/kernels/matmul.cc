@@ -15,6 +15,7 @@
 // On AVX-512 VNNI the integer products are vpdpbusd; elsewhere widening 16-bit multiply-adds.
 
 #include <algorithm>
+#include <atomic>
 #include <cstddef>
 #include <cstring>
 #include <type_traits>
@@ -599,7 +600,9 @@ HWY_INLINE hn::Vec<D> TwoBitField(D, hn::Vec<D> packed, hn::Vec<D> mask) {
   }
 }
 
-TwoBitPlan PlanTwoBit(const Layout& layout, const Int8Activations& acts) {
+// The activations of every row in the plan's decode order, rows shared out over `pool` (a prompt's thousands of
+// values per row would otherwise be a serial step before every product).
+TwoBitPlan PlanTwoBit(const Layout& layout, const Int8Activations& acts, ThreadPool& pool) {
   TwoBitPlan plan;
   plan.tq2_0 = layout.type == QuantType::kTQ2_0;
   plan.chunk_bytes = static_cast<int64_t>(hn::Lanes(D2Bit()));
@@ -609,33 +612,49 @@ TwoBitPlan PlanTwoBit(const Layout& layout, const Int8Activations& acts) {
   const int64_t tail_step = static_cast<int64_t>(hn::Lanes(D2Tail()));
   plan.tail_padded = (plan.tail_cols + tail_step - 1) / tail_step * tail_step;
   plan.permuted_stride = plan.full_chunks * chunk_weights + plan.tail_padded;
-  // TQ2_0 (whose rows are whole 256-weight blocks): where each permuted position reads from.
-  std::vector<int64_t> source(plan.tq2_0 ? static_cast<size_t>(plan.permuted_stride) : 0);
+  // TQ2_0 (whose rows are whole 256-weight blocks): where each permuted position reads from, as runs of
+  // consecutive columns (a field of 32 code bytes decodes 32 consecutive weights), copied whole.
+  struct Run {
+    int64_t to, from, length;
+  };
+  std::vector<Run> runs;
   for (int64_t c = 0; plan.tq2_0 && c < plan.full_chunks; ++c) {
     for (int k = 0; k < 4; ++k) {
       for (int64_t lane = 0; lane < plan.chunk_bytes; ++lane) {
         const int64_t byte_in_block = (c * plan.chunk_bytes) % 64 + lane;
-        source[c * chunk_weights + k * plan.chunk_bytes + lane] =
-            (c * chunk_weights) / 256 * 256 + TQ2_0Weight(byte_in_block, k);
+        const int64_t to = c * chunk_weights + k * plan.chunk_bytes + lane;
+        const int64_t from = (c * chunk_weights) / 256 * 256 + TQ2_0Weight(byte_in_block, k);
+        if (!runs.empty() && runs.back().to + runs.back().length == to &&
+            runs.back().from + runs.back().length == from) {
+          ++runs.back().length;
+        } else {
+          runs.push_back({to, from, 1});
+        }
       }
     }
   }
   plan.permuted.resize(static_cast<size_t>(acts.rows * plan.permuted_stride));
   const hn::Repartition<int8_t, D2Bit> di8;
-  for (int64_t i = 0; i < acts.rows; ++i) {
-    const int8_t* q = acts.values.data() + i * acts.stride;
-    int8_t* out = plan.permuted.data() + i * plan.permuted_stride;
-    if (plan.tq2_0) {
-      for (int64_t j = 0; j < plan.permuted_stride; ++j) out[j] = q[source[j]];
-      continue;
+  constexpr int64_t kMinTaskValues = int64_t{1} << 16;
+  pool.ParallelFor(acts.rows, std::max<int64_t>(1, kMinTaskValues / std::max<int64_t>(1, plan.permuted_stride)),
+                   [&](int64_t begin, int64_t end, int) {
+    for (int64_t i = begin; i < end; ++i) {
+      const int8_t* q = acts.values.data() + i * acts.stride;
+      int8_t* out = plan.permuted.data() + i * plan.permuted_stride;
+      if (plan.tq2_0) {
+        for (const Run& run : runs) std::memcpy(out + run.to, q + run.from, static_cast<size_t>(run.length));
+        continue;
+      }
+      // ternary2: byte b of a chunk holds weights 4b .. 4b + 3, so a chunk's activations de-interleave by 4.
+      for (int64_t c = 0; c < plan.full_chunks; ++c) {
+        DeinterleaveChunk(di8, q + c * chunk_weights, out + c * chunk_weights);
+      }
+      // The last columns in column order, zero-padded.
+      const int64_t done = plan.full_chunks * chunk_weights;
+      std::copy(q + done, q + layout.cols, out + done);
+      std::fill(out + layout.cols, out + plan.permuted_stride, 0);
     }
-    // ternary2: byte b of a chunk holds weights 4b .. 4b + 3, so a chunk's activations de-interleave by 4.
-    for (int64_t c = 0; c < plan.full_chunks; ++c) DeinterleaveChunk(di8, q + c * chunk_weights, out + c * chunk_weights);
-    // The last columns in column order, zero-padded.
-    const int64_t done = plan.full_chunks * chunk_weights;
-    std::copy(q + done, q + layout.cols, out + done);
-    std::fill(out + layout.cols, out + plan.permuted_stride, 0);
-  }
+  });
   return plan;
 }
 
@@ -1206,57 +1225,69 @@ void ForRowPasses(int64_t n, int64_t row_begin, int64_t row_end, const PassFn& p
 // ---- activations ----
 
 // QuantizeActivations (int8_activations.h) in SIMD: the same scales, levels (rounded to nearest even) and sums.
-// A row with a value that is not finite goes back to the reference, which names it in its error.
-void QuantizeActivationsSimd(const float* x, int64_t rows, int64_t cols, int64_t segment, Int8Activations& out) {
+// Row r's segments; false (nothing written) where a value is not finite.
+bool QuantizeActivationRowSimd(const float* x, int64_t r, int64_t cols, int64_t segment, Int8Activations& out) {
   const hn::ScalableTag<float> df;
   const hn::Rebind<int32_t, decltype(df)> di32;
   const hn::Rebind<int8_t, decltype(df)> di8;
   const int64_t lanes = static_cast<int64_t>(hn::Lanes(df));
-  ShapeActivations(rows, cols, segment, out);
-  for (int64_t r = 0; r < rows; ++r) {
-    for (int64_t s = 0; s < out.segments; ++s) {
-      const float* in = x + r * cols + s * segment;
-      const int64_t length = std::min(segment, cols - s * segment);
-      auto max_abs = hn::Zero(df);
-      auto finite = hn::FirstN(df, lanes);
-      int64_t j = 0;
-      for (; j + lanes <= length; j += lanes) {
-        const auto v = hn::LoadU(df, in + j);
-        finite = hn::And(finite, hn::IsFinite(v));
-        max_abs = hn::Max(max_abs, hn::Abs(v));
-      }
-      float largest = hn::GetLane(hn::MaxOfLanes(df, max_abs));
-      bool all_finite = hn::AllTrue(df, finite);
-      for (int64_t t = j; t < length; ++t) {
-        all_finite = all_finite && std::isfinite(in[t]);
-        largest = std::max(largest, std::fabs(in[t]));
-      }
-      if (!all_finite) {
-        QuantizeActivations(x, rows, cols, segment, out);  // throws, naming the value
-        return;
-      }
-      const float scale = largest / 127.0f;
-      const float inverse = scale > 0.0f ? 1.0f / scale : 0.0f;
-      int8_t* q = out.values.data() + r * out.stride + s * segment;
-      auto sums = hn::Zero(di32);
-      j = 0;
-      for (; j + lanes <= length; j += lanes) {
-        const auto level = hn::Min(hn::Set(df, 127.0f),
-                                   hn::Max(hn::Set(df, -127.0f), hn::Round(hn::Mul(hn::LoadU(df, in + j),
-                                                                                    hn::Set(df, inverse)))));
-        const auto levels = hn::ConvertTo(di32, level);
-        sums = hn::Add(sums, levels);
-        hn::StoreU(hn::DemoteTo(di8, levels), di8, q + j);
-      }
-      int32_t sum = hn::GetLane(hn::SumOfLanes(di32, sums));
-      for (; j < length; ++j) {
-        q[j] = ActivationLevel(in[j], inverse);
-        sum += q[j];
-      }
-      out.scales[r * out.segments + s] = scale;
-      out.sums[r * out.segments + s] = sum;
+  for (int64_t s = 0; s < out.segments; ++s) {
+    const float* in = x + r * cols + s * segment;
+    const int64_t length = std::min(segment, cols - s * segment);
+    auto max_abs = hn::Zero(df);
+    auto finite = hn::FirstN(df, lanes);
+    int64_t j = 0;
+    for (; j + lanes <= length; j += lanes) {
+      const auto v = hn::LoadU(df, in + j);
+      finite = hn::And(finite, hn::IsFinite(v));
+      max_abs = hn::Max(max_abs, hn::Abs(v));
     }
+    float largest = hn::GetLane(hn::MaxOfLanes(df, max_abs));
+    bool all_finite = hn::AllTrue(df, finite);
+    for (int64_t t = j; t < length; ++t) {
+      all_finite = all_finite && std::isfinite(in[t]);
+      largest = std::max(largest, std::fabs(in[t]));
+    }
+    if (!all_finite) return false;
+    const float scale = largest / 127.0f;
+    const float inverse = scale > 0.0f ? 1.0f / scale : 0.0f;
+    int8_t* q = out.values.data() + r * out.stride + s * segment;
+    auto sums = hn::Zero(di32);
+    j = 0;
+    for (; j + lanes <= length; j += lanes) {
+      const auto level = hn::Min(hn::Set(df, 127.0f),
+                                 hn::Max(hn::Set(df, -127.0f), hn::Round(hn::Mul(hn::LoadU(df, in + j),
+                                                                                  hn::Set(df, inverse)))));
+      const auto levels = hn::ConvertTo(di32, level);
+      sums = hn::Add(sums, levels);
+      hn::StoreU(hn::DemoteTo(di8, levels), di8, q + j);
+    }
+    int32_t sum = hn::GetLane(hn::SumOfLanes(di32, sums));
+    for (; j < length; ++j) {
+      q[j] = ActivationLevel(in[j], inverse);
+      sum += q[j];
+    }
+    out.scales[r * out.segments + s] = scale;
+    out.sums[r * out.segments + s] = sum;
   }
+  return true;
+}
+
+// Every row, shared out over `pool` when there are enough values to pay for it (a prompt's rows: on one thread
+// this serial step capped what a second thread could add to a prefill). A row with a value that is not finite
+// sends the whole call back to the reference, which names it in its error on the caller's thread.
+void QuantizeActivationsSimd(const float* x, int64_t rows, int64_t cols, int64_t segment, Int8Activations& out,
+                             ThreadPool& pool) {
+  ShapeActivations(rows, cols, segment, out);
+  constexpr int64_t kMinTaskValues = int64_t{1} << 16;
+  std::atomic<bool> finite{true};
+  pool.ParallelFor(rows, std::max<int64_t>(1, kMinTaskValues / std::max<int64_t>(1, cols)),
+                   [&](int64_t begin, int64_t end, int) {
+                     for (int64_t r = begin; r < end && finite.load(std::memory_order_relaxed); ++r) {
+                       if (!QuantizeActivationRowSimd(x, r, cols, segment, out)) finite = false;
+                     }
+                   });
+  if (!finite) QuantizeActivations(x, rows, cols, segment, out);  // throws, naming the value
 }
 
 // ---- the CPU backend's kernel table ----
@@ -1270,9 +1301,10 @@ struct KernelInput {
 };
 
 // The int8 rows of `in`: the caller's, or `storage` filled from its float rows.
-const Int8Activations& QuantizedRows(const PackedMatrix& weights, const KernelInput& in, Int8Activations& storage) {
+const Int8Activations& QuantizedRows(const PackedMatrix& weights, const KernelInput& in, Int8Activations& storage,
+                                     ThreadPool& pool) {
   if (in.quantized != nullptr) return *in.quantized;
-  QuantizeActivationsSimd(in.x, in.n, weights.layout.cols, KernelSegment(weights.layout), storage);
+  QuantizeActivationsSimd(in.x, in.n, weights.layout.cols, KernelSegment(weights.layout), storage, pool);
   return storage;
 }
 
@@ -1295,8 +1327,8 @@ void RunFloat(const PackedMatrix& weights, const KernelInput& in, float* y, Thre
 
 void RunTwoBit(const PackedMatrix& weights, const KernelInput& in, float* y, ThreadPool& pool, int64_t grain) {
   Int8Activations storage;
-  const Int8Activations& acts = QuantizedRows(weights, in, storage);
-  const TwoBitPlan plan = PlanTwoBit(weights.layout, acts);
+  const Int8Activations& acts = QuantizedRows(weights, in, storage, pool);
+  const TwoBitPlan plan = PlanTwoBit(weights.layout, acts, pool);
   pool.ParallelFor(weights.layout.rows, grain, [&](int64_t begin, int64_t end, int) {
     TwoBitRowsAllPasses(weights, acts, plan, begin, end, y);
   });
@@ -1320,7 +1352,7 @@ bool InterleavedApplies(const PackedMatrix& weights) {
 // Whole groups of 8 rows from the interleaved bytes, threaded over groups; the rows past them from the file's.
 void RunInterleaved(const PackedMatrix& weights, const KernelInput& in, float* y, ThreadPool& pool, int64_t grain) {
   Int8Activations storage;
-  const Int8Activations& acts = QuantizedRows(weights, in, storage);
+  const Int8Activations& acts = QuantizedRows(weights, in, storage, pool);
   const int64_t groups = weights.layout.rows / kInterleavedRows, grouped = groups * kInterleavedRows;
   const auto interleaved = [&](auto m, int64_t first, int64_t b, int64_t e) {
     InterleavedRows<decltype(m)::value>(weights, acts, first, b, e, y);
@@ -1345,7 +1377,7 @@ void RunInterleaved(const PackedMatrix& weights, const KernelInput& in, float* y
 
 void RunBlock32(const PackedMatrix& weights, const KernelInput& in, float* y, ThreadPool& pool, int64_t grain) {
   Int8Activations storage;
-  const Int8Activations& acts = QuantizedRows(weights, in, storage);
+  const Int8Activations& acts = QuantizedRows(weights, in, storage, pool);
   pool.ParallelFor(weights.layout.rows, grain, [&](int64_t begin, int64_t end, int) {
     ForRowPasses(acts.rows, begin, end, Block32Pass(weights, acts, y));
   });
@@ -1353,7 +1385,7 @@ void RunBlock32(const PackedMatrix& weights, const KernelInput& in, float* y, Th
 
 void RunTQ1_0Fused(const PackedMatrix& weights, const KernelInput& in, float* y, ThreadPool& pool, int64_t grain) {
   Int8Activations storage;
-  const Int8Activations& acts = QuantizedRows(weights, in, storage);
+  const Int8Activations& acts = QuantizedRows(weights, in, storage, pool);
   pool.ParallelFor(weights.layout.rows, grain, [&](int64_t begin, int64_t end, int) {
     if (acts.rows <= kMaxRowsPerPass) {
       ForRowPasses(acts.rows, begin, end, [&](auto m, int64_t first, int64_t b, int64_t e) {
@@ -1368,7 +1400,7 @@ void RunTQ1_0Fused(const PackedMatrix& weights, const KernelInput& in, float* y,
 void RunTernary16Fused(const PackedMatrix& weights, const KernelInput& in, float* y, ThreadPool& pool,
                        int64_t grain) {
   Int8Activations storage;
-  const Int8Activations& acts = QuantizedRows(weights, in, storage);
+  const Int8Activations& acts = QuantizedRows(weights, in, storage, pool);
   // Past one pass, each row's codes by table in column order (Ternary16Rows): no permuted copy of the
   // activations, which for a convolution's thousands of short patch rows cost as much as the products.
   if (acts.rows > kMaxRowsPerPass) {
@@ -1388,7 +1420,7 @@ void RunTernary16Fused(const PackedMatrix& weights, const KernelInput& in, float
 template <void (*Rows)(const PackedMatrix&, const Int8Activations&, int64_t, int64_t, float*)>
 void RunRows(const PackedMatrix& weights, const KernelInput& in, float* y, ThreadPool& pool, int64_t grain) {
   Int8Activations storage;
-  const Int8Activations& acts = QuantizedRows(weights, in, storage);
+  const Int8Activations& acts = QuantizedRows(weights, in, storage, pool);
   pool.ParallelFor(weights.layout.rows, grain,
                    [&](int64_t begin, int64_t end, int) { Rows(weights, acts, begin, end, y); });
 }

@@ -50,6 +50,37 @@ TEST(CpuDecoder, ThreadsDoNotChangeTheResult) {
   }
 }
 
+// A long prompt, whose rows the norms, rotations, activations, biases and the activations' int8 quantization
+// (and the 2-bit kernels' reordering of it) share out over the pool: the same logits on 1 and 3 threads, for a
+// gated family and for GPT-2's ungated MLP with biases, in a 2-bit and a 1.6-bit format.
+TEST(CpuDecoder, ThreadsDoNotChangeALongPrompt) {
+  for (const bool gpt2 : {false, true}) {
+    for (const QuantType type : {QuantType::kTQ2_0, QuantType::kTernary1_6}) {
+      SyntheticDecoderShape shape = gpt2 ? testutil::Gpt2FeatureShape() : SyntheticDecoderShape{};
+      shape.hidden = 256;
+      shape.heads = 4;
+      shape.kv_heads = gpt2 ? 4 : 2;
+      shape.head_dim = 64;
+      shape.intermediate = 512;
+      shape.max_positions = 640;
+      shape.linear_type = type;
+      shape.granularity = type == QuantType::kTQ2_0 ? Granularity::kTensor : Granularity::kChannel;
+      std::deque<PackedWeights> storage;
+      const DecoderSpec spec = SyntheticDecoder(shape, storage);
+      ThreadPool one(1), three(3);
+      auto single = MakeCpuDecoder(spec, 640, one);
+      auto several = MakeCpuDecoder(spec, 640, three);
+      std::vector<int64_t> ids(600);
+      for (size_t i = 0; i < ids.size(); ++i) ids[i] = static_cast<int64_t>((i * 7 + 3) % shape.vocab);
+      std::vector<float> a, b;
+      single->Forward(ids.data(), static_cast<int64_t>(ids.size()), true, a);
+      several->Forward(ids.data(), static_cast<int64_t>(ids.size()), true, b);
+      ASSERT_EQ(a.size(), ids.size() * static_cast<size_t>(shape.vocab));
+      EXPECT_EQ(a, b) << (gpt2 ? "gpt2 " : "llama ") << TypeName(type);
+    }
+  }
+}
+
 // The cache holds exactly what a prompt computed: a prompt run in three pieces gives the logits of its last
 // positions that running it whole gives, within the int8 activations' rounding (pieces of other lengths quantize
 // the same rows, so in practice exactly).

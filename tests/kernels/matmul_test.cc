@@ -218,6 +218,42 @@ TEST(MatMul, FloatWeightsAgainstManyRowsMatchTheReference) {
   }
 }
 
+// A prompt's rows: the activations are quantized (and, for the 2-bit kernels, reordered) in tasks over the pool
+// before the products; the same outputs on 1 and 3 threads, and the reference's within its rounding, for every
+// target. A value that is not finite in a late row is still named, from whichever thread found it.
+TEST(MatMul, ManyActivationRowsSharedOverThreads) {
+  uint32_t seed = 900;
+  for (const QuantType type : {QuantType::kTQ2_0, QuantType::kTernary2, QuantType::kQ8_0, QuantType::kTQ1_0}) {
+    const Granularity granularity = Traits(type).family == TypeFamily::kGgmlBlock ? Granularity::kTensor
+                                                                                  : Granularity::kChannel;
+    const Case c = MakeCase(type, 40, 1024, granularity, 0, 301, ++seed);
+    std::vector<float> reference(static_cast<size_t>(c.n * 40));
+    MatMulReference(c.matrix(), c.x.data(), c.n, reference.data());
+    const std::vector<double> rounding = RoundingBounds(c);
+    ThreadPool single(1), several(3);
+    for (int64_t target : hwy::SupportedAndGeneratedTargets()) {
+      hwy::SetSupportedTargetsForTest(target);
+      std::vector<float> one(reference.size()), many(reference.size());
+      MatMul(c.matrix(), c.x.data(), c.n, one.data(), single);
+      MatMul(c.matrix(), c.x.data(), c.n, many.data(), several);
+      ASSERT_EQ(one, many) << TypeName(type) << " on " << hwy::TargetName(target);
+      for (size_t k = 0; k < many.size(); ++k) {
+        ASSERT_NEAR(many[k], reference[k], rounding[k]) << TypeName(type) << " on " << hwy::TargetName(target)
+                                                        << ", output " << k;
+      }
+      std::vector<float> x = c.x;
+      x[290 * 1024 + 7] = NAN;
+      try {
+        MatMul(c.matrix(), x.data(), c.n, many.data(), several);
+        ADD_FAILURE() << "a NaN in row 290 was accepted: " << TypeName(type) << " on " << hwy::TargetName(target);
+      } catch (const Error& error) {
+        EXPECT_NE(std::string(error.what()).find("row 290, column 7"), std::string::npos) << error.what();
+      }
+    }
+    hwy::SetSupportedTargetsForTest(0);
+  }
+}
+
 TEST(MatMul, ThreadCountsGiveTheSameOutputs) {
   const Case c = MakeCase(QuantType::kTernary2, 203, 1024, Granularity::kChannel, 0, 3, 77);
   std::vector<float> one(static_cast<size_t>(c.n * 203)), many(one.size());
