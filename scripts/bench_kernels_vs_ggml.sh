@@ -6,6 +6,8 @@
 # inside MatMul, so both times include that. test-backend-ops allocates plain buffers: ggml's repacked CPU layouts
 # (Q4_0 8x8 and the like, which llama-bench and llama-cli use when they load a model) are not in its figures.
 # test-backend-ops runs ggml on every core (std::thread::hardware_concurrency), so atq runs on as many.
+# Its perf list leaves out TQ1_0 and TQ2_0 (commented out of its all_types): those rows have atq's side only, and
+# benchmark_vs_llamacpp.sh compares them end to end.
 # llama.cpp is not part of atq and this script builds nothing: LLAMA_CPP_BIN is a bin folder holding
 # test-backend-ops (a llama.cpp build with -DLLAMA_BUILD_TESTS=ON); without it only atq's side runs.
 #
