@@ -19,6 +19,8 @@
 #include <hwy/foreach_target.h>  // IWYU pragma: keep
 #include <hwy/highway.h>
 
+#include "kernels/lane_sums-inl.h"
+
 HWY_BEFORE_NAMESPACE();
 namespace atq {
 namespace HWY_NAMESPACE {
@@ -28,25 +30,11 @@ namespace hn = hwy::HWY_NAMESPACE;
 // value is not finite.
 bool PixelMaxima(const float* image, int64_t channels, int64_t pixels, float* pixel_max) {
   const hn::ScalableTag<float> df;
-  const int64_t lanes = static_cast<int64_t>(hn::Lanes(df));
   bool finite = true;
   for (int64_t p = 0; p < pixels; ++p) {
-    const float* in = image + p * channels;
-    auto max_abs = hn::Zero(df);
-    auto ok = hn::FirstN(df, lanes);
-    int64_t c = 0;
-    for (; c + lanes <= channels; c += lanes) {
-      const auto v = hn::LoadU(df, in + c);
-      ok = hn::And(ok, hn::IsFinite(v));
-      max_abs = hn::Max(max_abs, hn::Abs(v));
-    }
-    float largest = hn::GetLane(hn::MaxOfLanes(df, max_abs));
-    finite = finite && hn::AllTrue(df, ok);
-    for (; c < channels; ++c) {
-      finite = finite && std::isfinite(in[c]);
-      largest = std::max(largest, std::fabs(in[c]));
-    }
-    pixel_max[p] = largest;
+    bool ok = false;
+    pixel_max[p] = MaxAbsIfFinite(df, image + p * channels, channels, &ok);
+    finite = finite && ok;
   }
   return finite;
 }

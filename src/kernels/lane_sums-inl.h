@@ -1,4 +1,4 @@
-// Lane sums shared by the Highway kernels (matmul.cc, float_ops.cc). Included once per target by each file's
+// Lane reductions shared by the Highway kernels (matmul.cc, float_ops.cc, conv2d.cc). Included once per target by each file's
 // foreach_target pass, hence the toggling guard Highway's -inl headers use.
 #if defined(ATQ_KERNELS_LANE_SUMS_INL_H_) == defined(HWY_TARGET_TOGGLE)
 #ifdef ATQ_KERNELS_LANE_SUMS_INL_H_
@@ -7,7 +7,10 @@
 #define ATQ_KERNELS_LANE_SUMS_INL_H_
 #endif
 
+#include <algorithm>
+#include <cmath>
 #include <cstddef>
+#include <cstdint>
 
 #include <hwy/highway.h>
 
@@ -40,6 +43,29 @@ HWY_INLINE void SumsOfFour(DF df, const hn::Vec<DF>* v, float* sums) {
   for (int i = 0; i < 4; ++i) sums[i] = hn::GetLane(hn::SumOfLanes(df, v[i]));
 }
 #endif
+
+// The largest |x[i]| of n values, and in *finite whether every one of them is finite: the first pass of the int8
+// quantizers (activation rows, image patches), which refuse what is not finite and scale by the largest.
+template <class DF>
+HWY_INLINE float MaxAbsIfFinite(DF df, const float* x, int64_t n, bool* finite) {
+  const int64_t lanes = static_cast<int64_t>(hn::Lanes(df));
+  auto max_abs = hn::Zero(df);
+  auto ok = hn::FirstN(df, static_cast<size_t>(lanes));
+  int64_t i = 0;
+  for (; i + lanes <= n; i += lanes) {
+    const auto v = hn::LoadU(df, x + i);
+    ok = hn::And(ok, hn::IsFinite(v));
+    max_abs = hn::Max(max_abs, hn::Abs(v));
+  }
+  float largest = hn::GetLane(hn::MaxOfLanes(df, max_abs));
+  bool all = hn::AllTrue(df, ok);
+  for (; i < n; ++i) {
+    all = all && std::isfinite(x[i]);
+    largest = std::max(largest, std::fabs(x[i]));
+  }
+  *finite = all;
+  return largest;
+}
 
 }  // namespace HWY_NAMESPACE
 }  // namespace atq

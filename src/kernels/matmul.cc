@@ -1225,7 +1225,7 @@ void ForRowPasses(int64_t n, int64_t row_begin, int64_t row_end, const PassFn& p
 // ---- activations ----
 
 // QuantizeActivations (int8_activations.h) in SIMD: the same scales, levels (rounded to nearest even) and sums.
-// Row r's segments; false (nothing written) where a value is not finite.
+// Row r's segments; false where a value is not finite (the caller then starts over with the reference).
 bool QuantizeActivationRowSimd(const float* x, int64_t r, int64_t cols, int64_t segment, Int8Activations& out) {
   const hn::ScalableTag<float> df;
   const hn::Rebind<int32_t, decltype(df)> di32;
@@ -1234,26 +1234,14 @@ bool QuantizeActivationRowSimd(const float* x, int64_t r, int64_t cols, int64_t 
   for (int64_t s = 0; s < out.segments; ++s) {
     const float* in = x + r * cols + s * segment;
     const int64_t length = std::min(segment, cols - s * segment);
-    auto max_abs = hn::Zero(df);
-    auto finite = hn::FirstN(df, lanes);
-    int64_t j = 0;
-    for (; j + lanes <= length; j += lanes) {
-      const auto v = hn::LoadU(df, in + j);
-      finite = hn::And(finite, hn::IsFinite(v));
-      max_abs = hn::Max(max_abs, hn::Abs(v));
-    }
-    float largest = hn::GetLane(hn::MaxOfLanes(df, max_abs));
-    bool all_finite = hn::AllTrue(df, finite);
-    for (int64_t t = j; t < length; ++t) {
-      all_finite = all_finite && std::isfinite(in[t]);
-      largest = std::max(largest, std::fabs(in[t]));
-    }
-    if (!all_finite) return false;
+    bool finite = false;
+    const float largest = MaxAbsIfFinite(df, in, length, &finite);
+    if (!finite) return false;
     const float scale = largest / 127.0f;
     const float inverse = scale > 0.0f ? 1.0f / scale : 0.0f;
     int8_t* q = out.values.data() + r * out.stride + s * segment;
     auto sums = hn::Zero(di32);
-    j = 0;
+    int64_t j = 0;
     for (; j + lanes <= length; j += lanes) {
       const auto level = hn::Min(hn::Set(df, 127.0f),
                                  hn::Max(hn::Set(df, -127.0f), hn::Round(hn::Mul(hn::LoadU(df, in + j),
