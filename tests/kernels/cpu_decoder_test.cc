@@ -26,28 +26,41 @@ TEST(CpuDecoder, FeaturesAndFormatsMatchTheReference) {
   testutil::CompareWithReference(ternary, "gpt2 t2", on_cpu);
 }
 
+// The first `prompt` of `ids` at once (every position's logits), then the rest one at a time, on 1 and on 3
+// threads: the logits must be the same bit for bit.
+void ExpectSameOnOneAndThreeThreads(const SyntheticDecoderShape& shape, const std::vector<int64_t>& ids, size_t prompt,
+                                    const std::string& what) {
+  std::deque<PackedWeights> storage;
+  const DecoderSpec spec = SyntheticDecoder(shape, storage);
+  ThreadPool one(1), three(3);
+  const int64_t capacity = static_cast<int64_t>(ids.size());
+  auto single = MakeCpuDecoder(spec, capacity, one);
+  auto several = MakeCpuDecoder(spec, capacity, three);
+  std::vector<float> a, b;
+  single->Forward(ids.data(), static_cast<int64_t>(prompt), true, a);
+  several->Forward(ids.data(), static_cast<int64_t>(prompt), true, b);
+  ASSERT_EQ(a.size(), prompt * static_cast<size_t>(shape.vocab)) << what;
+  EXPECT_EQ(a, b) << what;
+  for (size_t t = prompt; t < ids.size(); ++t) {
+    single->Forward(&ids[t], 1, false, a);
+    several->Forward(&ids[t], 1, false, b);
+    EXPECT_EQ(a, b) << what << ", position " << t;
+  }
+}
+
+std::vector<int64_t> Tokens(size_t count, int64_t step, int64_t vocab) {
+  std::vector<int64_t> ids(count);
+  for (size_t i = 0; i < count; ++i) ids[i] = static_cast<int64_t>((static_cast<int64_t>(i) * step + 1) % vocab);
+  return ids;
+}
+
 // Threads split output rows and attention heads, never a sum, so the logits are the same bit for bit.
 TEST(CpuDecoder, ThreadsDoNotChangeTheResult) {
   SyntheticDecoderShape shape;
   shape.gemma = true;
   shape.gemma2 = true;
   shape.window = 4;
-  std::deque<PackedWeights> storage;
-  const DecoderSpec spec = SyntheticDecoder(shape, storage);
-  ThreadPool one(1), three(3);
-  auto single = MakeCpuDecoder(spec, 32, one);
-  auto several = MakeCpuDecoder(spec, 32, three);
-  std::vector<int64_t> ids(17);
-  for (size_t i = 0; i < ids.size(); ++i) ids[i] = static_cast<int64_t>((i * 13 + 1) % shape.vocab);
-  std::vector<float> a, b;
-  single->Forward(ids.data(), 12, true, a);
-  several->Forward(ids.data(), 12, true, b);
-  EXPECT_EQ(a, b);
-  for (size_t t = 12; t < ids.size(); ++t) {
-    single->Forward(&ids[t], 1, false, a);
-    several->Forward(&ids[t], 1, false, b);
-    EXPECT_EQ(a, b) << t;
-  }
+  ExpectSameOnOneAndThreeThreads(shape, Tokens(17, 13, shape.vocab), 12, "gemma2");
 }
 
 // A long prompt, whose rows the norms, rotations, activations, biases and the activations' int8 quantization
@@ -65,18 +78,8 @@ TEST(CpuDecoder, ThreadsDoNotChangeALongPrompt) {
       shape.max_positions = 640;
       shape.linear_type = type;
       shape.granularity = type == QuantType::kTQ2_0 ? Granularity::kTensor : Granularity::kChannel;
-      std::deque<PackedWeights> storage;
-      const DecoderSpec spec = SyntheticDecoder(shape, storage);
-      ThreadPool one(1), three(3);
-      auto single = MakeCpuDecoder(spec, 640, one);
-      auto several = MakeCpuDecoder(spec, 640, three);
-      std::vector<int64_t> ids(600);
-      for (size_t i = 0; i < ids.size(); ++i) ids[i] = static_cast<int64_t>((i * 7 + 3) % shape.vocab);
-      std::vector<float> a, b;
-      single->Forward(ids.data(), static_cast<int64_t>(ids.size()), true, a);
-      several->Forward(ids.data(), static_cast<int64_t>(ids.size()), true, b);
-      ASSERT_EQ(a.size(), ids.size() * static_cast<size_t>(shape.vocab));
-      EXPECT_EQ(a, b) << (gpt2 ? "gpt2 " : "llama ") << TypeName(type);
+      ExpectSameOnOneAndThreeThreads(shape, Tokens(603, 7, shape.vocab), 600,
+                                     std::string(gpt2 ? "gpt2 " : "llama ") + std::string(TypeName(type)));
     }
   }
 }
