@@ -47,7 +47,7 @@ if [[ -n $bin_dir ]]; then
 fi
 
 python3 - "$out" "$rows" "$cols" "$threads" "${bin_dir:+yes}" "$types" <<'EOF'
-import json, os, re, subprocess, sys
+import json, os, re, sys
 out, rows, cols, threads, with_ggml = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), sys.argv[5]
 wanted = sys.argv[6].split()
 atq = [r for r in json.load(open(os.path.join(out, "atq.json")))["results"] if r["type"] in wanted]
@@ -84,26 +84,12 @@ for r in rows_out:
     g = r["ggml_gweights_per_second"]
     print(f"| {r['type']} | {r['batch']} | {r['atq_gweights_per_second']:.2f} | {g:.2f} | {r['atq_over_ggml']:.2f} |" if g
           else f"| {r['type']} | {r['batch']} | {r['atq_gweights_per_second']:.2f} | | |")
-data = os.path.join(out, "kernels_vs_ggml.dat")
-with open(data, "w") as f:
-    f.write("label atq ggml\n")
-    for r in rows_out:
-        g = r["ggml_gweights_per_second"]
-        f.write(f"{r['type']}/b{r['batch']} {r['atq_gweights_per_second']} {g if g else 'NaN'}\n")
-script = f"""set terminal pngcairo size 1200,600
-set output '{out}/kernels_vs_ggml.png'
-set title 'matrix product {rows}x{cols}, {threads} threads: G weights/s (higher is better)'
-set style data histograms
-set style fill solid 0.8
-set logscale y
-set xtics rotate by -45 font ',9'
-set ylabel 'G weights/s'
-set key top right
-plot '{data}' using 2:xtic(1) title columnheader(2){", '' using 3 title columnheader(3)" if ggml else ""}
-"""
-try:
-    subprocess.run(["gnuplot"], input=script, text=True, check=True)
-    print(f"wrote {out}/kernels_vs_ggml.png")
-except (OSError, subprocess.CalledProcessError) as error:
-    print(f"no plot: {error}", file=sys.stderr)
+sys.path.insert(0, "scripts")
+from gnuplot_bars import plot_bars
+series = {"atq": [r["atq_gweights_per_second"] for r in rows_out]}
+if ggml:
+    series["ggml"] = [r["ggml_gweights_per_second"] for r in rows_out]
+plot_bars(os.path.join(out, "kernels_vs_ggml.png"),
+          f"matrix product {rows}x{cols}, {threads} threads: G weights/s (higher is better)", "G weights/s",
+          [f"{r['type']}/b{r['batch']}" for r in rows_out], series, logscale=True)
 EOF

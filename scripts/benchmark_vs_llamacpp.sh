@@ -117,7 +117,7 @@ EOF
 done
 
 python3 - "$records" "$out" <<'EOF'
-import json, os, subprocess, sys
+import json, os, sys
 records = [json.loads(line) for line in open(sys.argv[1]) if line.strip()]
 out = sys.argv[2]
 speed = [r for r in records if "prefill_tokens_per_second" in r]
@@ -150,28 +150,15 @@ os.replace(os.path.join(out, "vs_llamacpp.json.tmp"), os.path.join(out, "vs_llam
 print(f"wrote {out}/vs_llamacpp.json")
 for r in ratios:
     print(json.dumps(r))
-# Plot: decode tokens/s per file and thread count, both tools side by side (gnuplot histogram).
-data = os.path.join(out, "vs_llamacpp.dat")
-with open(data, "w") as f:
-    f.write("label atq llama.cpp\n")
-    for a in (r for r in speed if r["tool"] == "atq" and r["prompt_tokens"] == min(x["prompt_tokens"] for x in speed)):
-        l = find(speed, "llama.cpp", model=a["model"], type=a["type"], threads=a["threads"], prompt_tokens=a["prompt_tokens"])
-        ours = a["decode_tokens_per_second"]
-        f.write(f'{a["model"]}/{a["type"]}/t{a["threads"]} {ours if ours is not None else "NaN"} '
-                f'{l["decode_tokens_per_second"] if l and l["decode_tokens_per_second"] else "NaN"}\n')
-script = f"""set terminal pngcairo size 1400,600
-set output '{out}/vs_llamacpp.png'
-set title 'decode tokens/s on the same GGUF files (128 tokens)'
-set style data histograms
-set style fill solid 0.8
-set xtics rotate by -45 font ',8'
-set ylabel 'tokens/s'
-set key top right
-plot '{data}' using 2:xtic(1) title columnheader(2){", '' using 3 title columnheader(3)" if any(r["tool"] == "llama.cpp" for r in speed) else ""}
-"""
-try:
-    subprocess.run(["gnuplot"], input=script, text=True, check=True)
-    print(f"wrote {out}/vs_llamacpp.png")
-except (OSError, subprocess.CalledProcessError) as error:
-    print(f"no plot: {error}", file=sys.stderr)
+# Plot: decode tokens/s per file and thread count, both tools side by side.
+sys.path.insert(0, "scripts")
+from gnuplot_bars import plot_bars
+first = [r for r in speed if r["tool"] == "atq" and r["prompt_tokens"] == min(x["prompt_tokens"] for x in speed)]
+matched = [find(speed, "llama.cpp", model=a["model"], type=a["type"], threads=a["threads"],
+                prompt_tokens=a["prompt_tokens"]) for a in first]
+series = {"atq": [a["decode_tokens_per_second"] for a in first]}
+if any(r["tool"] == "llama.cpp" for r in speed):
+    series["llama.cpp"] = [l["decode_tokens_per_second"] if l else None for l in matched]
+plot_bars(os.path.join(out, "vs_llamacpp.png"), "decode tokens/s on the same GGUF files (128 tokens)", "tokens/s",
+          [f'{a["model"]}/{a["type"]}/t{a["threads"]}' for a in first], series)
 EOF
