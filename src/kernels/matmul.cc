@@ -618,18 +618,15 @@ TwoBitPlan PlanTwoBit(const Layout& layout, const Int8Activations& acts, ThreadP
     int64_t to, from, length;
   };
   std::vector<Run> runs;
+  if (plan.tq2_0) runs.reserve(static_cast<size_t>(plan.full_chunks * 4 * (plan.chunk_bytes / 32 + 1)));
   for (int64_t c = 0; plan.tq2_0 && c < plan.full_chunks; ++c) {
     for (int k = 0; k < 4; ++k) {
-      for (int64_t lane = 0; lane < plan.chunk_bytes; ++lane) {
+      // Within one 32-byte half of a block's codes, consecutive bytes decode consecutive weights.
+      for (int64_t lane = 0, length = 0; lane < plan.chunk_bytes; lane += length) {
         const int64_t byte_in_block = (c * plan.chunk_bytes) % 64 + lane;
-        const int64_t to = c * chunk_weights + k * plan.chunk_bytes + lane;
-        const int64_t from = (c * chunk_weights) / 256 * 256 + TQ2_0Weight(byte_in_block, k);
-        if (!runs.empty() && runs.back().to + runs.back().length == to &&
-            runs.back().from + runs.back().length == from) {
-          ++runs.back().length;
-        } else {
-          runs.push_back({to, from, 1});
-        }
+        length = std::min(plan.chunk_bytes - lane, 32 - byte_in_block % 32);
+        runs.push_back({c * chunk_weights + k * plan.chunk_bytes + lane,
+                        (c * chunk_weights) / 256 * 256 + TQ2_0Weight(byte_in_block, k), length});
       }
     }
   }

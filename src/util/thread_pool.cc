@@ -93,11 +93,17 @@ void ThreadPool::WorkerLoop(int index, uint64_t seen) {
 void ThreadPool::ParallelFor(int64_t count, int64_t grain, const std::function<void(int64_t, int64_t, int)>& body) {
   if (count <= 0) return;
   grain = std::max<int64_t>(grain, 1);
+  // One slice's work runs on the caller: a backend (libtorch's OpenMP team) would open a parallel region for it,
+  // which per call of a decode step costs more than the work (norms, one row's quantization).
+  if (count <= grain) {
+    body(0, count, 0);
+    return;
+  }
   if (backend_) {
     backend_(count, grain, body);
     return;
   }
-  if (workers_.empty() || count <= grain) {
+  if (workers_.empty()) {
     body(0, count, 0);
     return;
   }
