@@ -121,8 +121,7 @@ class CpuDecoder final : public DecoderRunner {
   // float steps between the products do not stay serial beside them; a few rows (decode) on the caller.
   template <typename Body>
   void ForRows(int64_t n, int64_t width, const Body& body) {
-    constexpr int64_t kMinTaskValues = int64_t{1} << 15;
-    pool_.ParallelFor(n, std::max<int64_t>(1, kMinTaskValues / std::max<int64_t>(1, width)),
+    pool_.ParallelFor(n, ThreadPool::GrainFor(width, int64_t{1} << 15),
                       [&](int64_t begin, int64_t end, int) { body(begin, end); });
   }
 

@@ -43,6 +43,8 @@ namespace HWY_NAMESPACE {
 namespace hn = hwy::HWY_NAMESPACE;
 
 constexpr int kMaxRowsPerPass = 4;  // activation rows sharing one decode of the weights
+// Activation values a task of the per-row steps before a product (quantizing, reordering) gets at least.
+constexpr int64_t kMinRowTaskValues = int64_t{1} << 16;
 
 #if HWY_TARGET == HWY_SCALAR || HWY_HAVE_SCALABLE
 // Single-lane and sizeless-vector targets take the reference arithmetic.
@@ -632,8 +634,7 @@ TwoBitPlan PlanTwoBit(const Layout& layout, const Int8Activations& acts, ThreadP
   }
   plan.permuted.resize(static_cast<size_t>(acts.rows * plan.permuted_stride));
   const hn::Repartition<int8_t, D2Bit> di8;
-  constexpr int64_t kMinTaskValues = int64_t{1} << 16;
-  pool.ParallelFor(acts.rows, std::max<int64_t>(1, kMinTaskValues / std::max<int64_t>(1, plan.permuted_stride)),
+  pool.ParallelFor(acts.rows, ThreadPool::GrainFor(plan.permuted_stride, kMinRowTaskValues),
                    [&](int64_t begin, int64_t end, int) {
     for (int64_t i = begin; i < end; ++i) {
       const int8_t* q = acts.values.data() + i * acts.stride;
@@ -1264,9 +1265,8 @@ bool QuantizeActivationRowSimd(const float* x, int64_t r, int64_t cols, int64_t 
 void QuantizeActivationsSimd(const float* x, int64_t rows, int64_t cols, int64_t segment, Int8Activations& out,
                              ThreadPool& pool) {
   ShapeActivations(rows, cols, segment, out);
-  constexpr int64_t kMinTaskValues = int64_t{1} << 16;
   std::atomic<bool> finite{true};
-  pool.ParallelFor(rows, std::max<int64_t>(1, kMinTaskValues / std::max<int64_t>(1, cols)),
+  pool.ParallelFor(rows, ThreadPool::GrainFor(cols, kMinRowTaskValues),
                    [&](int64_t begin, int64_t end, int) {
                      for (int64_t r = begin; r < end && finite.load(std::memory_order_relaxed); ++r) {
                        if (!QuantizeActivationRowSimd(x, r, cols, segment, out)) finite = false;

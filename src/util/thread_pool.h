@@ -4,6 +4,7 @@
 // thread, which costs tens of microseconds on a virtual machine.
 #pragma once
 
+#include <algorithm>
 #include <atomic>
 #include <condition_variable>
 #include <cstdint>
@@ -38,6 +39,12 @@ class ThreadPool {
   // Calls body(begin, end, thread) on `threads()` contiguous slices of [0, count) whose bounds are multiples of
   // `grain` (the last may be short), and returns when all are done. Not reentrant: one ParallelFor at a time.
   void ParallelFor(int64_t count, int64_t grain, const std::function<void(int64_t, int64_t, int)>& body);
+
+  // The grain that gives each task at least `min_task_values` of work when one item of the range holds
+  // `values_per_item` (rows of a matrix: its width), so that short ranges stay on the caller.
+  static int64_t GrainFor(int64_t values_per_item, int64_t min_task_values) {
+    return std::max<int64_t>(1, min_task_values / std::max<int64_t>(1, values_per_item));
+  }
 
  private:
   void StartWorkers(int threads);
